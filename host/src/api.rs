@@ -1,0 +1,99 @@
+//! The HTTP API on the API port. This is its first slice: selfmon's own liveness and the health of every check.
+//!
+//! Errors are JSON of one shape, `{"error": {"code", "message"}}`, made in one place ([`ApiError`]).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::health::{Board, CheckState, Health};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub board: Arc<Board>,
+    pub started: Instant,
+}
+
+/// The API's routes.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(liveness))
+        .route("/v1/health", get(health))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .with_state(state)
+}
+
+#[derive(Serialize)]
+struct Liveness {
+    status: &'static str,
+    version: &'static str,
+    uptime_seconds: f64,
+}
+
+/// `GET /health`: selfmon itself is up and serving.
+async fn liveness(State(state): State<AppState>) -> Json<Liveness> {
+    Json(Liveness {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: state.started.elapsed().as_secs_f64(),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthQuery {
+    /// Only this check.
+    service: Option<String>,
+}
+
+#[derive(Serialize)]
+struct HealthReport {
+    /// The worst status among the enabled checks reported.
+    status: Health,
+    checks: Vec<CheckState>,
+}
+
+/// `GET /v1/health[?service=NAME]`: the latest state of every check.
+async fn health(
+    State(state): State<AppState>,
+    query: Result<Query<HealthQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<HealthReport>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
+    let mut checks = state.board.snapshot();
+    if let Some(service) = &query.service {
+        checks.retain(|c| &c.name == service);
+        if checks.is_empty() {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_check", format!("no check named `{service}`")));
+        }
+    }
+    let status = checks.iter().filter(|c| c.enabled).map(|c| c.status).max().unwrap_or(Health::Healthy);
+    Ok(Json(HealthReport { status, checks }))
+}
+
+/// An error answer: a status code, a stable machine-readable code and a message for people.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        (self.status, Json(body)).into_response()
+    }
+}

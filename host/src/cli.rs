@@ -1,0 +1,269 @@
+//! The `selfmon` command: `serve`, `check`, `plugins` and `config check`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::health::{CheckRun, Health};
+use crate::runtime::Setting;
+use crate::{Config, Host, StartError};
+
+/// Self-hosted monitoring with sandboxed WebAssembly plugins.
+#[derive(Debug, Parser)]
+#[command(name = "selfmon", version)]
+pub struct Cli {
+    /// The config file [default: ./selfmon.toml if present, else the built-in default]
+    #[arg(long, short, global = true, env = "SELFMON_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run checks on their schedules and serve the API until SIGINT or SIGTERM.
+    Serve,
+    /// Run checks once and print a table. Exit code: 0 all healthy, 1 degraded, 2 unhealthy, 3 unknown or error
+    /// (the Nagios plugin convention).
+    Check {
+        /// Checks to run [default: every enabled check].
+        names: Vec<String>,
+    },
+    /// List the built-in and dropped-in plugins with what they accept, and the plugin files that were refused.
+    Plugins,
+    /// Work with the config file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check the whole config, plugins' own validation included, without running anything.
+    Check,
+}
+
+/// Nagios' UNKNOWN, also used for errors that stop a check from running at all.
+const UNKNOWN: u8 = 3;
+
+/// Run a parsed command line.
+pub async fn run(cli: Cli) -> ExitCode {
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(if matches!(cli.command, Command::Check { .. }) { UNKNOWN } else { 1 });
+        }
+    };
+    match cli.command {
+        Command::Serve => serve(config).await,
+        Command::Check { names } => check(config, &names).await,
+        Command::Plugins => plugins(config).await,
+        Command::Config { command: ConfigCommand::Check } => config_check(config).await,
+    }
+}
+
+async fn serve(config: Config) -> ExitCode {
+    let address = config.server.api_listen;
+    let listener = match tokio::net::TcpListener::bind(address).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("error: cannot listen on {address} (`[server] api_listen`): {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match crate::serve(config, listener, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install the SIGTERM handler");
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+async fn build(config: Config) -> Result<Host, ExitCode> {
+    Host::build(config).await.map_err(|error| {
+        match error {
+            StartError::Config(errors) => {
+                for error in &errors {
+                    eprintln!("error: {error}");
+                }
+            }
+            other => eprintln!("error: {other}"),
+        }
+        ExitCode::from(UNKNOWN)
+    })
+}
+
+async fn check(config: Config, names: &[String]) -> ExitCode {
+    let host = match build(config).await {
+        Ok(host) => host,
+        Err(code) => return code,
+    };
+    for name in names {
+        if !host.checks.iter().any(|c| &c.name == name) {
+            let known: Vec<&str> = host.checks.iter().map(|c| c.name.as_str()).collect();
+            eprintln!("error: no check named `{name}` (configured: {})", known.join(", "));
+            return ExitCode::from(UNKNOWN);
+        }
+    }
+    let selected: Vec<_> = host
+        .checks
+        .iter()
+        .filter(|c| if names.is_empty() { c.enabled } else { names.contains(&c.name) })
+        .cloned()
+        .collect();
+    if selected.is_empty() {
+        println!("No enabled checks.");
+        return ExitCode::SUCCESS;
+    }
+    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(host.config.scheduler.max_concurrent.max(1)));
+    let mut runs = Vec::new();
+    for check in selected {
+        let runtime = host.runtime.clone();
+        let limit = limit.clone();
+        runs.push(tokio::spawn(async move {
+            let _permit = limit.acquire().await.expect("the semaphore stays open");
+            check.run(&runtime).await
+        }));
+    }
+    let mut results = Vec::new();
+    for run in runs {
+        results.push(run.await.expect("check runs do not panic"));
+    }
+    print!("{}", table(&results));
+    ExitCode::from(exit_code(results.iter().map(|r| r.health)))
+}
+
+/// The overall exit code: any unhealthy is CRITICAL, then UNKNOWN, then WARNING, else OK.
+fn exit_code(statuses: impl Iterator<Item = Health>) -> u8 {
+    statuses.max().map_or(0, |worst| worst.nagios_code() as u8)
+}
+
+fn table(runs: &[CheckRun]) -> String {
+    let rows: Vec<[String; 4]> = runs
+        .iter()
+        .map(|r| {
+            [
+                r.check.clone(),
+                r.health.as_str().to_string(),
+                format!("{} ms", r.duration.as_millis()),
+                r.summary.clone(),
+            ]
+        })
+        .collect();
+    let header = ["CHECK", "STATUS", "TIME", "SUMMARY"].map(String::from);
+    let width = |column: usize| rows.iter().chain([&header]).map(|row| row[column].chars().count()).max().unwrap_or(0);
+    let widths = [width(0), width(1), width(2)];
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        out.push_str(&format!(
+            "{:<w0$}  {:<w1$}  {:>w2$}  {}\n",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        ));
+    }
+    out
+}
+
+async fn plugins(config: Config) -> ExitCode {
+    let cache_dir = config.source.resolve(&config.plugins.cache_dir);
+    let runtime = match crate::runtime::Runtime::new(crate::runtime::CompiledCache::new(Some(cache_dir)), 32, 512 << 20)
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the plugin runtime: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let dir = config.source.resolve(&config.plugins.dir);
+    let plugins = crate::plugins::Plugins::load(&runtime, &dir, config.plugins.max_file_size.as_u64()).await;
+    print!("{}", describe_plugins(&plugins, &dir));
+    if plugins.refused().is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+fn describe_plugins(plugins: &crate::plugins::Plugins, dir: &Path) -> String {
+    let mut out = String::new();
+    for plugin in plugins.iter() {
+        let info = &plugin.info;
+        out.push_str(&format!("{} {}  checker, {}\n  {}\n", info.name, info.version, plugin.source, info.description));
+        for (title, settings) in [("config", &info.config), ("secrets", &info.secrets)] {
+            if !settings.is_empty() {
+                out.push_str(&format!("  {title}:\n"));
+                for setting in settings {
+                    out.push_str(&format!("    {}\n", describe_setting(setting)));
+                }
+            }
+        }
+        out.push('\n');
+    }
+    out.push_str(&format!("Drop-in folder: {}\n", dir.display()));
+    if !plugins.refused().is_empty() {
+        out.push_str("Refused:\n");
+        for refused in plugins.refused() {
+            out.push_str(&format!("  {}: {}\n", refused.file.display(), refused.reason));
+        }
+    }
+    out
+}
+
+fn describe_setting(setting: &Setting) -> String {
+    let kind = format!("{:?}", setting.kind).to_lowercase();
+    let presence = match (&setting.default, setting.required) {
+        (_, true) => "required".to_string(),
+        (Some(default), false) => format!("default {default}"),
+        (None, false) => "optional".to_string(),
+    };
+    format!("{:<16} {:<9} {:<18} {}", setting.name, kind, presence, setting.description)
+}
+
+async fn config_check(config: Config) -> ExitCode {
+    let name = config.source.name();
+    let host = match build(config).await {
+        Ok(host) => host,
+        Err(_) => return ExitCode::FAILURE,
+    };
+    let enabled = host.checks.iter().filter(|c| c.enabled).count();
+    println!(
+        "{name}: OK, {} checks ({enabled} enabled), plugins: {}",
+        host.checks.len(),
+        host.plugins.names().join(", ")
+    );
+    for refused in host.plugins.refused() {
+        println!("warning: plugin file {} refused: {}", refused.file.display(), refused.reason);
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_worst_status_decides_the_exit_code() {
+        use Health::*;
+        assert_eq!(exit_code([Healthy, Healthy].into_iter()), 0);
+        assert_eq!(exit_code([Healthy, Degraded].into_iter()), 1);
+        assert_eq!(exit_code([Degraded, Unknown].into_iter()), 3);
+        assert_eq!(exit_code([Unknown, Unhealthy, Degraded].into_iter()), 2);
+    }
+}

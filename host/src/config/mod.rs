@@ -1,0 +1,393 @@
+//! The operator's config file: what it may say, how it is read, and how the environment adjusts it.
+//!
+//! Types here mirror the file exactly (`deny_unknown_fields`, every field documented in `selfmon.example.toml`).
+//! They are checked for syntax and types when read; what they mean (does the plugin exist, are the keys right) is
+//! checked when the running host is built from them, see [`crate::checks`].
+
+mod secret;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use secret::{Secret, SecretRef};
+
+/// The file read when `--config` is not given, if it exists in the working directory.
+pub const DEFAULT_FILE: &str = "selfmon.toml";
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub plugins: PluginsConfig,
+    pub scheduler: SchedulerConfig,
+    pub system: SystemConfig,
+    /// The health checks, one `[[check]]` table each.
+    #[serde(rename = "check")]
+    pub checks: Vec<Spanned<CheckConfig>>,
+    /// Where this config came from, for error messages; relative paths in it are resolved against `base_dir`.
+    #[serde(skip)]
+    pub source: Source,
+}
+
+/// `[server]`: where selfmon listens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// The API: `/health`, `/v1/*`. Env: `SELFMON_API_LISTEN`.
+    pub api_listen: SocketAddr,
+}
+
+/// `[storage]`: where results and metrics are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// The SQLite database file, created with its directory if missing. Env: `SELFMON_STORAGE_PATH`.
+    pub path: PathBuf,
+}
+
+/// `[plugins]`: where drop-in plugins live and how every plugin instance is confined.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsConfig {
+    /// Folder of drop-in `.wasm` components, loaded at start-up. Env: `SELFMON_PLUGINS_DIR`.
+    pub dir: PathBuf,
+    /// Compiled plugins are cached here so restarts are fast.
+    pub cache_dir: PathBuf,
+    /// Linear memory one plugin instance may use; a check may set its own `memory_limit` below `max_memory_limit`.
+    pub memory_limit: ByteSize,
+    /// The most any check may ask for with its own `memory_limit`.
+    pub max_memory_limit: ByteSize,
+    /// Plugin files larger than this are refused.
+    pub max_file_size: ByteSize,
+}
+
+/// `[scheduler]`: how checks are run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// Checks running at the same moment, across all checks.
+    pub max_concurrent: usize,
+    /// Each run starts up to this share of its interval late, so checks with the same interval spread out.
+    pub jitter: f64,
+    /// Interval of checks that do not set one.
+    #[serde(with = "humantime_serde")]
+    pub default_interval: Duration,
+    /// Timeout of checks that do not set one.
+    #[serde(with = "humantime_serde")]
+    pub default_timeout: Duration,
+}
+
+/// `[system]`: the host's own CPU, memory, disk and network figures.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SystemConfig {
+    pub enabled: bool,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+/// One `[[check]]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckConfig {
+    /// Unique name; used in the API, metrics labels and `depends_on`.
+    pub name: String,
+    /// A built-in or dropped-in plugin, by the name its `info()` gives.
+    pub plugin: String,
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// The check's own target (URL or `host:port`); network access to it is granted.
+    pub target: Option<String>,
+    /// Further network grants: `host:port`, `host:*`, `*.example.com:443`.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Checks this one depends on.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// `false` keeps the check in the config without running it.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Overrides `[plugins] memory_limit` for this check.
+    pub memory_limit: Option<ByteSize>,
+    /// Plugin-specific keys, checked against what the plugin declares.
+    #[serde(default)]
+    pub config: toml::Table,
+    /// Secrets handed only to this check's plugin instance: `env:NAME`, `file:/path`, or the value itself.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretRef>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Where a config came from.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    /// The file, or `None` for the built-in default.
+    pub file: Option<PathBuf>,
+    /// The file's text, to turn byte offsets into line numbers.
+    pub text: String,
+    /// Relative paths in the config are relative to this directory.
+    pub base_dir: PathBuf,
+}
+
+impl Source {
+    /// The file name as shown in messages.
+    pub fn name(&self) -> String {
+        self.file.as_ref().map_or_else(|| "the built-in default config".into(), |f| f.display().to_string())
+    }
+
+    /// The 1-based line of a byte offset in the file.
+    pub fn line_of(&self, offset: usize) -> usize {
+        self.text.as_bytes()[..offset.min(self.text.len())].iter().filter(|b| **b == b'\n').count() + 1
+    }
+
+    /// Resolve a path from the config against the config's directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() { path.to_path_buf() } else { self.base_dir.join(path) }
+    }
+}
+
+/// A config that cannot be used, with where and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file (or `environment variable X`).
+    pub origin: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(origin: impl Into<String>, line: Option<usize>, message: impl Into<String>) -> Self {
+        Self { origin: origin.into(), line, message: message.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}, line {line}: {}", self.origin, self.message),
+            None => write!(f, "{}: {}", self.origin, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Read the config: `path` if given; else `selfmon.toml` in the working directory if it exists; else the
+    /// built-in default. Environment overrides are applied in every case.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let path = path.map(Path::to_path_buf).or_else(|| {
+            let default = PathBuf::from(DEFAULT_FILE);
+            default.is_file().then_some(default)
+        });
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| ConfigError::new(path.display().to_string(), None, format!("cannot read: {e}")))?;
+                Self::parse(&text, Some(&path))?
+            }
+            None => Self::builtin_default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        if config.source.file.is_none() {
+            config.add_self_check();
+        }
+        Ok(config)
+    }
+
+    /// Parse config text. `file` names it in errors and anchors its relative paths (the working directory when
+    /// `None`).
+    pub fn parse(text: &str, file: Option<&Path>) -> Result<Self, ConfigError> {
+        let origin = file.map_or_else(|| "config".into(), |f| f.display().to_string());
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|span| text[..span.start].matches('\n').count() + 1);
+            ConfigError::new(origin, line, e.message().trim_end().to_string())
+        })?;
+        let base_dir = file.and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+        config.source = Source { file: file.map(Path::to_path_buf), text: text.to_string(), base_dir };
+        Ok(config)
+    }
+
+    /// The config used when there is no file: SQLite under `./data`, the system collector, and a check of
+    /// selfmon's own API.
+    pub fn builtin_default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            storage: StorageConfig::default(),
+            plugins: PluginsConfig::default(),
+            scheduler: SchedulerConfig::default(),
+            system: SystemConfig::default(),
+            checks: Vec::new(),
+            source: Source::default(),
+        }
+    }
+
+    /// The default config's check of selfmon itself, through the built-in `http` plugin, at whatever address the
+    /// API listens on.
+    fn add_self_check(&mut self) {
+        let mut address = self.server.api_listen;
+        if address.ip().is_unspecified() {
+            address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        self.checks.push(Spanned::new(
+            0..0,
+            CheckConfig {
+                name: "selfmon-api".into(),
+                plugin: "http".into(),
+                interval: Some(Duration::from_secs(30)),
+                timeout: Some(Duration::from_secs(5)),
+                target: Some(format!("http://{address}/health")),
+                allow: Vec::new(),
+                depends_on: Vec::new(),
+                enabled: true,
+                memory_limit: None,
+                config: toml::Table::new(),
+                secrets: BTreeMap::new(),
+            },
+        ));
+    }
+
+    /// Apply `SELFMON_*` environment overrides, read through `var`.
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let invalid = |name: &str, value: &str, expected: &str| {
+            ConfigError::new(format!("environment variable {name}"), None, format!("`{value}` is not {expected}"))
+        };
+        if let Some(value) = var("SELFMON_API_LISTEN") {
+            self.server.api_listen = value
+                .parse()
+                .map_err(|_| invalid("SELFMON_API_LISTEN", &value, "an address such as 127.0.0.1:8001"))?;
+        }
+        if let Some(value) = var("SELFMON_STORAGE_PATH") {
+            self.storage.path = value.into();
+        }
+        if let Some(value) = var("SELFMON_PLUGINS_DIR") {
+            self.plugins.dir = value.into();
+        }
+        Ok(())
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { api_listen: SocketAddr::from(([127, 0, 0, 1], 8001)) }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { path: PathBuf::from("data/selfmon.db") }
+    }
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("plugins"),
+            cache_dir: PathBuf::from("data/cache"),
+            memory_limit: ByteSize::mib(64),
+            max_memory_limit: ByteSize::mib(512),
+            max_file_size: ByteSize::mib(32),
+        }
+    }
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent: 16,
+            jitter: 0.1,
+            default_interval: Duration::from_secs(30),
+            default_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for SystemConfig {
+    fn default() -> Self {
+        Self { enabled: true, interval: Duration::from_secs(15) }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::builtin_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_file_line_and_field() {
+        let text = "[server]\napi_listen = \"127.0.0.1:9000\"\n\n[[check]]\nname = \"web\"\nplugin = \"http\"\nintervall = \"5s\"\n";
+        let err = Config::parse(text, Some(Path::new("conf/selfmon.toml"))).unwrap_err();
+        assert_eq!(err.origin, "conf/selfmon.toml");
+        assert_eq!(err.line, Some(7));
+        assert!(err.message.contains("unknown field `intervall`"), "{err}");
+
+        let err = Config::parse("[scheduler]\ndefault_interval = 5\n", None).unwrap_err();
+        assert_eq!(err.line, Some(2));
+        assert!(err.message.contains("invalid type: integer"), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let config =
+            Config::parse("[storage]\npath = \"db/s.db\"\n", Some(Path::new("/etc/selfmon/selfmon.toml"))).unwrap();
+        assert_eq!(config.source.resolve(&config.storage.path), Path::new("/etc/selfmon/db/s.db"));
+        assert_eq!(config.source.resolve(Path::new("/abs")), Path::new("/abs"));
+    }
+
+    #[test]
+    fn environment_overrides_and_rejects_bad_values() {
+        let mut config = Config::builtin_default();
+        config
+            .apply_env(|name| match name {
+                "SELFMON_API_LISTEN" => Some("0.0.0.0:9100".into()),
+                "SELFMON_STORAGE_PATH" => Some("/var/lib/selfmon/db.sqlite".into()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(config.server.api_listen.port(), 9100);
+        assert_eq!(config.storage.path, Path::new("/var/lib/selfmon/db.sqlite"));
+
+        let err = config.apply_env(|name| (name == "SELFMON_API_LISTEN").then(|| "nowhere".into())).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "environment variable SELFMON_API_LISTEN: `nowhere` is not an address such as 127.0.0.1:8001"
+        );
+    }
+
+    #[test]
+    fn the_builtin_default_checks_selfmon_itself_where_it_listens() {
+        let mut config = Config::builtin_default();
+        config.server.api_listen = "0.0.0.0:9200".parse().unwrap();
+        config.add_self_check();
+        let check = config.checks[0].get_ref();
+        assert_eq!(check.plugin, "http");
+        assert_eq!(check.target.as_deref(), Some("http://127.0.0.1:9200/health"));
+    }
+
+    #[test]
+    fn sizes_and_durations_read_as_operators_write_them() {
+        let config =
+            Config::parse("[plugins]\nmemory_limit = \"32 MiB\"\n[system]\ninterval = \"1m 30s\"\n", None).unwrap();
+        assert_eq!(config.plugins.memory_limit, ByteSize::mib(32));
+        assert_eq!(config.system.interval, Duration::from_secs(90));
+    }
+}

@@ -1,0 +1,79 @@
+//! Secrets in config: how they are referred to, and a value type that never shows itself.
+
+use std::fmt;
+
+use serde::Deserialize;
+
+/// How the config names a secret: `env:NAME`, `file:/path`, or the value itself.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct SecretRef(String);
+
+impl SecretRef {
+    /// Look the secret up. Errors name the reference, never a value.
+    pub fn resolve(&self, var: impl Fn(&str) -> Option<String>) -> Result<Secret, String> {
+        if let Some(name) = self.0.strip_prefix("env:") {
+            return var(name)
+                .map(Secret)
+                .ok_or_else(|| format!("refers to environment variable `{name}`, which is not set"));
+        }
+        if let Some(path) = self.0.strip_prefix("file:") {
+            return std::fs::read_to_string(path)
+                .map(|text| Secret(text.trim_end_matches(['\n', '\r']).to_string()))
+                .map_err(|e| format!("refers to file `{path}`, which cannot be read: {e}"));
+        }
+        Ok(Secret(self.0.clone()))
+    }
+}
+
+/// References are shown only when they are references; a literal value is redacted.
+impl fmt::Debug for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.starts_with("env:") || self.0.starts_with("file:") {
+            write!(f, "{:?}", self.0)
+        } else {
+            f.write_str("\"[redacted]\"")
+        }
+    }
+}
+
+/// A secret value. `Debug` and `Display` redact it, and it has no `Serialize`: the only way out is
+/// [`Secret::expose`], used where the value is handed to the plugin instance that needs it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_resolve_and_values_stay_hidden() {
+        let env = |name: &str| (name == "TOKEN").then(|| "s3cret".to_string());
+        let secret = SecretRef("env:TOKEN".into()).resolve(env).unwrap();
+        assert_eq!(secret.expose(), "s3cret");
+        assert_eq!(format!("{secret} {secret:?}"), "[redacted] [redacted]");
+        assert_eq!(format!("{:?}", SecretRef("hunter2".into())), "\"[redacted]\"");
+        assert_eq!(format!("{:?}", SecretRef("env:TOKEN".into())), "\"env:TOKEN\"");
+
+        let err = SecretRef("env:MISSING".into()).resolve(env).unwrap_err();
+        assert_eq!(err, "refers to environment variable `MISSING`, which is not set");
+    }
+}

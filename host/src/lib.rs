@@ -1,0 +1,192 @@
+//! selfmon: a self-hosted monitoring host whose checks run as sandboxed WebAssembly components.
+//!
+//! # Layout
+//!
+//! - [`config`]: the operator's TOML file, environment overrides, secrets by reference.
+//! - [`runtime`]: the wasmtime engine, the contract's bindings, grants, compiled-plugin cache, calls into plugins.
+//! - [`plugins`]: the built-in plugins and the drop-in folder.
+//! - [`checks`]: configured checks, built against what their plugins declare, and one run of a check.
+//! - [`health`]: statuses, run outcomes and the board of latest states.
+//! - [`scheduler`]: runs checks on their intervals.
+//! - [`system`]: the host's CPU, memory, disk and network figures.
+//! - [`storage`]: SQLite, one batching writer, readers of their own.
+//! - [`api`]: the HTTP API.
+//! - [`cli`]: the `selfmon` command.
+//!
+//! [`Host::build`] turns a [`Config`] into something that can run checks; [`serve`] runs everything until told to
+//! stop, and is what tests call in-process.
+
+pub mod api;
+pub mod checks;
+pub mod cli;
+pub mod config;
+pub mod health;
+pub mod plugins;
+pub mod runtime;
+pub mod scheduler;
+pub mod storage;
+pub mod system;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use checks::Check;
+pub use config::Config;
+use config::ConfigError;
+use health::Board;
+use plugins::Plugins;
+use runtime::{CompiledCache, Runtime};
+use storage::{Storage, StorageError};
+
+/// Why selfmon could not start or keep serving.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Config(Vec<ConfigError>),
+    #[error("cannot start the plugin runtime: {0}")]
+    Runtime(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("the API server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Plugins loaded and checks built from a config: everything but storage and the servers.
+pub struct Host {
+    pub config: Config,
+    pub runtime: Arc<Runtime>,
+    pub plugins: Plugins,
+    pub checks: Vec<Arc<Check>>,
+}
+
+impl Host {
+    /// Load the plugins and build the checks. All of the config is checked, and every problem reported.
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        config_sanity(&config).map_err(StartError::Config)?;
+        let cache_dir = config.source.resolve(&config.plugins.cache_dir);
+        let instances = u32::try_from(config.scheduler.max_concurrent).unwrap_or(u32::MAX).saturating_mul(2).max(32);
+        let max_memory = usize::try_from(config.plugins.max_memory_limit.as_u64()).unwrap_or(usize::MAX);
+        let runtime = Runtime::new(CompiledCache::new(Some(cache_dir)), instances, max_memory)
+            .map_err(|e| StartError::Runtime(format!("{e:#}")))?;
+        let plugins_dir = config.source.resolve(&config.plugins.dir);
+        let plugins = Plugins::load(&runtime, &plugins_dir, config.plugins.max_file_size.as_u64()).await;
+        let env = |name: &str| std::env::var(name).ok();
+        let checks = checks::build(&config, &plugins, &runtime, &env).await.map_err(StartError::Config)?;
+        Ok(Self { config, runtime: Arc::new(runtime), plugins, checks: checks.into_iter().map(Arc::new).collect() })
+    }
+}
+
+/// Settings outside any check that cannot work.
+fn config_sanity(config: &Config) -> Result<(), Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let mut problem = |message: String| errors.push(ConfigError::new(config.source.name(), None, message));
+    if config.scheduler.max_concurrent == 0 {
+        problem("`[scheduler] max_concurrent` must be at least 1".into());
+    }
+    if !(0.0..=1.0).contains(&config.scheduler.jitter) {
+        problem(format!("`[scheduler] jitter` must be between 0 and 1, not {}", config.scheduler.jitter));
+    }
+    if config.system.interval < system::MIN_INTERVAL {
+        problem("`[system] interval` must be at least 1s".into());
+    }
+    if errors.is_empty() { Ok(()) } else { Err(errors) }
+}
+
+/// Run selfmon until `shutdown` completes: checks on their schedules, the system collector, the API on `listener`.
+/// On shutdown the API stops accepting, runs in progress are abandoned, and everything already accepted for
+/// storage is committed before this returns.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let started = Instant::now();
+    let host = Host::build(config).await?;
+    let storage = Storage::open(&host.config.source.resolve(&host.config.storage.path))?;
+    let board = Arc::new(Board::default());
+    for check in &host.checks {
+        board.register(&check.name, &check.plugin.info.name, check.enabled, check.interval, &check.depends_on);
+    }
+    for run in storage.latest_runs().await? {
+        board.record(&run);
+    }
+
+    let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    scheduler::Scheduler {
+        runtime: host.runtime.clone(),
+        storage: storage.clone(),
+        board: board.clone(),
+        max_concurrent: host.config.scheduler.max_concurrent,
+        jitter: host.config.scheduler.jitter,
+    }
+    .spawn(host.checks.clone(), &tasks, stop.clone());
+    if host.config.system.enabled {
+        spawn_system_collector(host.config.system.interval, storage.clone(), &tasks, stop.clone());
+    }
+    tracing::info!(
+        api = %listener.local_addr().map_err(StartError::Serve)?,
+        checks = host.checks.len(),
+        plugins = host.plugins.iter().count(),
+        storage = %storage.path().display(),
+        "selfmon is running"
+    );
+
+    let app = api::app(api::AppState { board, started });
+    let stopping = stop.clone();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = stopping.cancelled() => {}
+            }
+        })
+        .await;
+    tracing::info!("Shutting down");
+    stop.cancel();
+    tasks.close();
+    tasks.wait().await;
+    storage.close().await?;
+    served.map_err(StartError::Serve)
+}
+
+fn spawn_system_collector(
+    interval: std::time::Duration,
+    storage: Storage,
+    tasks: &TaskTracker,
+    stop: CancellationToken,
+) {
+    tasks.spawn(async move {
+        let mut collector = match system::Collector::new() {
+            Ok(collector) => collector,
+            Err(error) => {
+                tracing::error!(%error, "System collector unavailable");
+                return;
+            }
+        };
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + system::MIN_INTERVAL, interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            let Ok((back, samples)) = tokio::task::spawn_blocking(move || {
+                let samples = collector.sample();
+                (collector, samples)
+            })
+            .await
+            else {
+                return;
+            };
+            collector = back;
+            if storage.write_samples(samples).await.is_err() {
+                return;
+            }
+        }
+    });
+}

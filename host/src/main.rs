@@ -1,0 +1,28 @@
+//! The `selfmon` binary: thin glue around [`selfmon::cli`].
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    // Variables already set win over `.env`. The working directory's `.env` is read before the command line, so
+    // it may set SELFMON_CONFIG; the config file's own directory is read after.
+    let _ = dotenvy::from_path(".env");
+    let cli = selfmon::cli::Cli::parse();
+    if let Some(dir) = cli.config.as_deref().and_then(std::path::Path::parent) {
+        let _ = dotenvy::from_path(dir.join(".env"));
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("SELFMON_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(selfmon::cli::run(cli))
+}

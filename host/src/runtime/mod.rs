@@ -1,0 +1,190 @@
+//! The plugin runtime: one wasmtime engine, the linker with everything a plugin may import, and calls into plugins.
+//!
+//! Every call gets a fresh instance from a pre-instantiated component (pooling allocator, about 20 µs), so a trap
+//! or a deadline kill cannot poison the next call. Each call has a wall-clock deadline enforced twice: epoch
+//! interruption stops code that spins (the instance yields to tokio every tick and traps once past the deadline),
+//! and a tokio timeout stops a call that waits on the host.
+
+mod bindings;
+mod cache;
+pub mod grants;
+mod plugin;
+mod state;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
+
+pub use bindings::{CONTRACT_VERSION, CheckRequest, CheckResult, PluginInfo, Setting, Status, ValueKind};
+pub use cache::CompiledCache;
+pub use grants::Grants;
+pub use plugin::{Plugin, PluginSource};
+pub use state::CallLabels;
+pub use state::truncate;
+use state::{MemoryCapExceeded, Output, PluginState};
+
+/// How often the engine's epoch advances: the granularity of deadlines and of yielding to other tasks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The limits a call runs under.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    pub labels: CallLabels,
+    pub grants: Arc<Grants>,
+    pub memory_limit: usize,
+    pub timeout: Duration,
+}
+
+/// Why a call produced no answer. The messages are written for operators.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error("deadline of {} exceeded: the plugin was stopped", humantime::format_duration(*.0))]
+    Deadline(Duration),
+    #[error("{0}")]
+    MemoryCap(String),
+    #[error("the plugin crashed: {0}")]
+    Trap(String),
+    #[error("the plugin could not be started: {0}")]
+    Instantiate(String),
+}
+
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<PluginState>,
+    cache: CompiledCache,
+    ticker: Arc<AtomicBool>,
+}
+
+impl Runtime {
+    /// An engine able to run `max_instances` plugin calls at once, each with up to `max_memory` bytes.
+    pub fn new(cache: CompiledCache, max_instances: u32, max_memory: usize) -> wasmtime::Result<Self> {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(max_instances)
+            .total_core_instances(max_instances * 8)
+            .total_memories(max_instances * 2)
+            .total_tables(max_instances * 8)
+            .total_stacks(max_instances)
+            .max_memory_size(max_memory);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        bindings::Checker::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+
+        let ticker = Arc::new(AtomicBool::new(true));
+        let running = ticker.clone();
+        let ticking = engine.clone();
+        std::thread::Builder::new().name("selfmon-epoch".into()).spawn(move || {
+            while running.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                ticking.increment_epoch();
+            }
+        })?;
+        Ok(Self { engine, linker, cache, ticker })
+    }
+
+    /// Run `call` on a fresh instance of `plugin` within `sandbox`.
+    async fn call<T>(
+        &self,
+        plugin: &Plugin,
+        sandbox: &Sandbox,
+        call: impl AsyncFnOnce(&mut Store<PluginState>, &bindings::Checker) -> wasmtime::Result<T>,
+    ) -> Result<T, CallError> {
+        let output = Output::new();
+        let state = PluginState::new(
+            sandbox.labels.clone(),
+            sandbox.grants.clone(),
+            sandbox.memory_limit,
+            sandbox.timeout,
+            &output,
+        );
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.memory);
+        let deadline = Instant::now() + sandbox.timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline { Err(DeadlineReached.into()) } else { Ok(UpdateDeadline::Yield(1)) }
+        });
+
+        let run = async {
+            let instance =
+                plugin.pre.instantiate_async(&mut store).await.map_err(|e| classify(e, sandbox, &output, true))?;
+            call(&mut store, &instance).await.map_err(|e| classify(e, sandbox, &output, false))
+        };
+        let result = match tokio::time::timeout(sandbox.timeout, run).await {
+            Ok(result) => result,
+            Err(_) => Err(CallError::Deadline(sandbox.timeout)),
+        };
+        report_output(&sandbox.labels, &output, store.data().log.dropped);
+        result
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker.store(false, Ordering::Relaxed);
+    }
+}
+
+/// The epoch callback's signal that a call ran past its deadline.
+#[derive(Debug)]
+struct DeadlineReached;
+
+impl std::fmt::Display for DeadlineReached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("deadline reached")
+    }
+}
+
+impl std::error::Error for DeadlineReached {}
+
+fn classify(error: wasmtime::Error, sandbox: &Sandbox, output: &Output, instantiating: bool) -> CallError {
+    if error.downcast_ref::<DeadlineReached>().is_some() {
+        return CallError::Deadline(sandbox.timeout);
+    }
+    if let Some(cap) = error.downcast_ref::<MemoryCapExceeded>() {
+        return CallError::MemoryCap(cap.to_string());
+    }
+    if instantiating {
+        return CallError::Instantiate(format!("{error:#}"));
+    }
+    // A Rust plugin that panics prints where and why to stderr before it traps; that is what its author needs.
+    let stderr = String::from_utf8_lossy(&output.stderr.contents()).into_owned();
+    let panic = stderr.lines().find(|line| line.contains("panicked at")).map(|line| {
+        let after = stderr.split(line).nth(1).and_then(|rest| rest.lines().next()).unwrap_or_default();
+        format!("{} {}", line.trim(), after.trim()).trim().to_string()
+    });
+    let trap = error.downcast_ref::<wasmtime::Trap>().map_or_else(|| format!("{error:#}"), |t| t.to_string());
+    CallError::Trap(match panic {
+        Some(panic) => format!("{panic} ({trap})"),
+        None => trap,
+    })
+}
+
+/// Log what a call wrote to stdout and stderr, and how many log records it had to drop.
+fn report_output(labels: &CallLabels, output: &Output, dropped: usize) {
+    for (stream, pipe) in [("stdout", &output.stdout), ("stderr", &output.stderr)] {
+        let bytes = pipe.contents();
+        if !bytes.is_empty() {
+            let text = String::from_utf8_lossy(&bytes);
+            tracing::info!(target: "selfmon::plugin", plugin = %labels.plugin, check = labels.check.as_deref(), stream, "{}", text.trim_end());
+        }
+    }
+    if dropped > 0 {
+        tracing::warn!(target: "selfmon::plugin", plugin = %labels.plugin, check = labels.check.as_deref(), dropped,
+            "Plugin logged more than {} records in one call; dropped the rest", state::LOG_RECORDS_PER_CALL);
+    }
+}

@@ -1,0 +1,188 @@
+//! A loaded plugin: its component, checked against the contract, pre-instantiated, and what it says about itself.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+
+use super::bindings::{self, CONTRACT_VERSION, CheckRequest, CheckResult, PluginInfo};
+use super::state::{CallLabels, PluginState};
+use super::{CallError, Grants, Runtime, Sandbox};
+
+/// Where a plugin came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginSource {
+    /// Compiled into selfmon, from the crate of this name in `plugins/`.
+    Builtin(&'static str),
+    /// Dropped into the plugins folder.
+    File(PathBuf),
+}
+
+impl std::fmt::Display for PluginSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Builtin(_) => f.write_str("built-in"),
+            Self::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// A checker plugin ready to be called.
+pub struct Plugin {
+    pub info: PluginInfo,
+    pub source: PluginSource,
+    /// SHA-256 of the component, hex.
+    pub sha256: String,
+    /// Size of the component in bytes.
+    pub size: usize,
+    pub(super) pre: bindings::CheckerPre<PluginState>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("name", &self.info.name).field("source", &self.source).finish()
+    }
+}
+
+/// Limits of the calls selfmon makes on its own account (`info` at load time).
+const INFO_TIMEOUT: Duration = Duration::from_secs(5);
+const INFO_MEMORY: usize = 64 << 20;
+
+impl Runtime {
+    /// Load a component: compile it (or take it from the cache), check it against the checker world, and ask it
+    /// for its info. The error says what is wrong, for the operator.
+    pub async fn load(&self, bytes: &[u8], source: PluginSource) -> Result<Plugin, String> {
+        let component = self
+            .cache
+            .component(&self.engine, bytes)
+            .map_err(|e| format!("not a WebAssembly component: {}", root_cause(&e)))?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| format!("imports something selfmon does not provide: {}", root_cause(&e)))?;
+        let pre = bindings::CheckerPre::new(instance_pre).map_err(|_| self.describe_exports(&component))?;
+        let sha256 = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
+        let mut plugin = Plugin { info: placeholder_info(), source, sha256, size: bytes.len(), pre };
+        let sandbox = Sandbox {
+            labels: CallLabels { plugin: Arc::from(source_label(&plugin.source)), check: None },
+            grants: Arc::new(Grants::default()),
+            memory_limit: INFO_MEMORY,
+            timeout: INFO_TIMEOUT,
+        };
+        let info = self
+            .call(&plugin, &sandbox, async |store, checker| {
+                checker.selfmon_plugin_health_check().call_info(store).await
+            })
+            .await
+            .map_err(|e| format!("`info` failed: {e}"))?;
+        check_info(&info)?;
+        plugin.info = info;
+        Ok(plugin)
+    }
+
+    /// Ask a plugin whether a configured check's request is acceptable. The outer error is a call that failed; the
+    /// inner one is the plugin's own verdict.
+    pub async fn validate(
+        &self,
+        plugin: &Plugin,
+        sandbox: &Sandbox,
+        request: &CheckRequest,
+    ) -> Result<Result<(), String>, CallError> {
+        self.call(plugin, sandbox, async |store, checker| {
+            checker.selfmon_plugin_health_check().call_validate(store, request).await
+        })
+        .await
+    }
+
+    /// Run one check. The outer error is a call that failed; the inner one is a check the plugin could not carry out.
+    pub async fn check(
+        &self,
+        plugin: &Plugin,
+        sandbox: &Sandbox,
+        request: &CheckRequest,
+    ) -> Result<Result<CheckResult, String>, CallError> {
+        self.call(plugin, sandbox, async |store, checker| {
+            checker.selfmon_plugin_health_check().call_check(store, request).await
+        })
+        .await
+    }
+
+    /// Why a component is not a checker, from what it does export.
+    fn describe_exports(&self, component: &Component) -> String {
+        let exports: Vec<String> =
+            component.component_type().exports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        let ours: Vec<&String> = exports.iter().filter(|name| name.starts_with("selfmon:plugin/")).collect();
+        let expected = format!("selfmon:plugin/health-check@{CONTRACT_VERSION}");
+        for name in &ours {
+            let (interface, version) = name.split_once('@').unwrap_or((name.as_str(), ""));
+            match interface {
+                "selfmon:plugin/health-check" => {
+                    return format!(
+                        "built against contract version {version}; this selfmon implements {CONTRACT_VERSION} \
+                         (rebuild the plugin against a matching selfmon-sdk)"
+                    );
+                }
+                "selfmon:plugin/log-parser" | "selfmon:plugin/alert-rule" => {
+                    return format!("exports `{name}`: this version of selfmon runs checker plugins only");
+                }
+                _ => {}
+            }
+        }
+        if exports.is_empty() {
+            format!("exports nothing; a checker exports `{expected}`")
+        } else {
+            format!("exports {} but not `{expected}`", exports.join(", "))
+        }
+    }
+}
+
+fn placeholder_info() -> PluginInfo {
+    PluginInfo {
+        name: String::new(),
+        version: String::new(),
+        description: String::new(),
+        config: Vec::new(),
+        secrets: Vec::new(),
+    }
+}
+
+fn source_label(source: &PluginSource) -> String {
+    match source {
+        PluginSource::Builtin(name) => (*name).to_string(),
+        PluginSource::File(path) => {
+            path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into())
+        }
+    }
+}
+
+/// The innermost message of an error chain: wasmtime wraps the useful part in context.
+fn root_cause(error: &wasmtime::Error) -> String {
+    error.chain().last().map_or_else(|| error.to_string(), ToString::to_string)
+}
+
+/// A plugin's self-description must be usable: operators type its name, and its defaults must be JSON.
+fn check_info(info: &PluginInfo) -> Result<(), String> {
+    let valid_name = info.name.len() <= 64
+        && info.name.starts_with(|c: char| c.is_ascii_lowercase())
+        && info.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !valid_name {
+        return Err(format!("its name `{}` is not lowercase letters, digits, `-` and `_`", info.name));
+    }
+    if info.version.trim().is_empty() {
+        return Err(format!("plugin `{}` gives no version", info.name));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for setting in info.config.iter().chain(&info.secrets) {
+        if !seen.insert(setting.name.as_str()) {
+            return Err(format!("plugin `{}` declares `{}` twice", info.name, setting.name));
+        }
+        if let Some(default) = &setting.default
+            && serde_json::from_str::<serde_json::Value>(default).is_err()
+        {
+            return Err(format!("plugin `{}`: the default of `{}` is not JSON", info.name, setting.name));
+        }
+    }
+    Ok(())
+}

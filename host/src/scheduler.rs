@@ -1,0 +1,72 @@
+//! Runs every enabled check on its interval, with jitter, under a global limit on checks running at once, and
+//! hands each result to storage and the health board.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::checks::Check;
+use crate::health::Board;
+use crate::runtime::Runtime;
+use crate::storage::Storage;
+
+/// The most the first run of a check waits after start-up, so results appear quickly but not all at once.
+const FIRST_RUN_SPREAD: Duration = Duration::from_secs(2);
+
+pub struct Scheduler {
+    pub runtime: Arc<Runtime>,
+    pub storage: Storage,
+    pub board: Arc<Board>,
+    pub max_concurrent: usize,
+    pub jitter: f64,
+}
+
+impl Scheduler {
+    /// Start one task per enabled check; they stop when `stop` is cancelled (a run in progress is abandoned).
+    pub fn spawn(self, checks: Vec<Arc<Check>>, tracker: &TaskTracker, stop: CancellationToken) {
+        let limit = Arc::new(Semaphore::new(self.max_concurrent.max(1)));
+        let shared = Arc::new(self);
+        for check in checks.into_iter().filter(|c| c.enabled) {
+            let scheduler = shared.clone();
+            let limit = limit.clone();
+            let stop = stop.clone();
+            tracker.spawn(async move {
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = scheduler.run_forever(&check, &limit) => {}
+                }
+            });
+        }
+    }
+
+    async fn run_forever(&self, check: &Check, limit: &Semaphore) {
+        let spread = FIRST_RUN_SPREAD.min(check.interval);
+        // `base` keeps the schedule; each run starts at `base` plus its own jitter, so jitter never accumulates.
+        let mut base = Instant::now() + spread.mul_f64(fastrand::f64());
+        let mut next = base;
+        loop {
+            tokio::time::sleep_until(next).await;
+            let run = {
+                let Ok(_permit) = limit.acquire().await else { return };
+                check.run(&self.runtime).await
+            };
+            tracing::debug!(check = %run.check, status = run.health.as_str(), duration_ms = run.duration.as_millis() as u64, "Check ran");
+            self.board.record(&run);
+            if self.storage.write_run(run).await.is_err() {
+                return;
+            }
+            // Keep to the schedule (a slow run does not push later runs back), skip runs that are already late, and
+            // add jitter so checks with equal intervals spread out.
+            base += check.interval;
+            let now = Instant::now();
+            while base <= now {
+                base += check.interval;
+            }
+            next = base + check.interval.mul_f64(self.jitter * fastrand::f64());
+        }
+    }
+}

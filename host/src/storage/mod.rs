@@ -1,0 +1,183 @@
+//! Storage: SQLite in WAL mode, written by one thread that batches into transactions, read on connections of
+//! their own that never wait for it.
+//!
+//! Every write and read goes through [`Storage`], so callers never see SQL and a second backend can come later
+//! without touching them.
+
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::health::{CheckRun, Health};
+use writer::Op;
+
+/// Writes waiting for the writer before senders are made to wait (back-pressure instead of unbounded memory).
+const QUEUE: usize = 4096;
+
+/// One metric sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    /// Sorted by name.
+    pub labels: Vec<(String, String)>,
+    pub time: SystemTime,
+    pub value: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("cannot open the database {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("cannot create the directory {path}: {source}")]
+    Directory { path: PathBuf, source: std::io::Error },
+    #[error("cannot migrate the database {path}: {source}")]
+    Migrate { path: PathBuf, source: rusqlite_migration::Error },
+    #[error("storage is closed")]
+    Closed,
+    #[error(transparent)]
+    Query(#[from] rusqlite::Error),
+}
+
+/// A handle to the store; clones share it.
+#[derive(Clone)]
+pub struct Storage {
+    queue: mpsc::Sender<Op>,
+    path: Arc<PathBuf>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+impl Storage {
+    /// Open (creating if needed) the database at `path`, bring its schema up to date and start the writer.
+    pub fn open(path: &Path) -> Result<Self, StorageError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StorageError::Directory { path: dir.into(), source })?;
+        }
+        let open_error = |source| StorageError::Open { path: path.into(), source };
+        let mut connection = Connection::open(path).map_err(open_error)?;
+        connection
+            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+            .map_err(open_error)?;
+        connection.busy_timeout(Duration::from_secs(5)).map_err(open_error)?;
+        schema::migrations()
+            .to_latest(&mut connection)
+            .map_err(|source| StorageError::Migrate { path: path.into(), source })?;
+
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        let writer = std::thread::Builder::new()
+            .name("selfmon-storage".into())
+            .spawn(move || writer::run(connection, receiver))
+            .map_err(|source| StorageError::Directory { path: path.into(), source })?;
+        Ok(Self {
+            queue,
+            path: Arc::new(path.to_path_buf()),
+            readers: Arc::default(),
+            writer: Arc::new(Mutex::new(Some(writer))),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Queue a check run (and its metrics) for writing; waits while the writer is behind.
+    pub async fn write_run(&self, run: CheckRun) -> Result<(), StorageError> {
+        self.queue.send(Op::Run(Box::new(run))).await.map_err(|_| StorageError::Closed)
+    }
+
+    /// Queue metric samples for writing; waits while the writer is behind.
+    pub async fn write_samples(&self, samples: Vec<Sample>) -> Result<(), StorageError> {
+        self.queue.send(Op::Samples(samples)).await.map_err(|_| StorageError::Closed)
+    }
+
+    /// Wait until everything queued so far is committed.
+    pub async fn flush(&self) -> Result<(), StorageError> {
+        let (done, committed) = oneshot::channel();
+        self.queue.send(Op::Flush(done)).await.map_err(|_| StorageError::Closed)?;
+        committed.await.map_err(|_| StorageError::Closed)
+    }
+
+    /// Commit everything queued and stop the writer. Other clones can no longer write afterwards.
+    pub async fn close(self) -> Result<(), StorageError> {
+        self.flush().await?;
+        let writer = self.writer.lock().expect("writer lock").take();
+        drop(self);
+        if let Some(writer) = writer {
+            // The writer ends when the last sender is dropped; do not hold a runtime thread while it does.
+            tokio::task::spawn_blocking(move || writer.join()).await.ok();
+        }
+        Ok(())
+    }
+
+    /// Run a read on a connection of its own, off the async threads.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.lock().expect("reader pool lock").pop();
+            let connection = match pooled {
+                Some(connection) => connection,
+                None => {
+                    let connection = Connection::open_with_flags(
+                        path.as_path(),
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )?;
+                    connection.busy_timeout(Duration::from_secs(5))?;
+                    connection
+                }
+            };
+            let result = query(&connection);
+            readers.lock().expect("reader pool lock").push(connection);
+            result.map_err(StorageError::from)
+        })
+        .await
+        .expect("storage reads do not panic")
+    }
+
+    /// The latest run of every check that has run.
+    pub async fn latest_runs(&self) -> Result<Vec<CheckRun>, StorageError> {
+        self.read(|db| {
+            let mut statement = db.prepare(
+                "SELECT check_name, plugin, started_at, duration_ms, status, summary, details, error
+                 FROM check_runs AS r
+                 WHERE id = (SELECT MAX(id) FROM check_runs WHERE check_name = r.check_name)
+                 ORDER BY check_name",
+            )?;
+            let rows = statement.query_map([], |row| {
+                let details: String = row.get(6)?;
+                Ok(CheckRun {
+                    check: row.get(0)?,
+                    plugin: row.get(1)?,
+                    started_at: from_millis(row.get(2)?),
+                    duration: Duration::from_secs_f64(row.get::<_, f64>(3)?.max(0.0) / 1000.0),
+                    health: Health::parse(&row.get::<_, String>(4)?).unwrap_or(Health::Unknown),
+                    summary: row.get(5)?,
+                    details: serde_json::from_str::<std::collections::BTreeMap<String, String>>(&details)
+                        .map(|d| d.into_iter().collect())
+                        .unwrap_or_default(),
+                    metrics: Vec::new(),
+                    error: row.get(7)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+}
+
+pub(crate) fn to_millis(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+pub(crate) fn from_millis(millis: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(millis).unwrap_or(0))
+}
