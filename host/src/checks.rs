@@ -103,7 +103,7 @@ pub async fn build(
     config: &Config,
     plugins: &Plugins,
     runtime: &Runtime,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
 ) -> Result<Vec<Check>, Vec<ConfigError>> {
     let mut checks = Vec::new();
     let mut errors = Vec::new();
@@ -140,7 +140,7 @@ fn build_one(
     check: &CheckConfig,
     names: &BTreeSet<&str>,
     plugins: &Plugins,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
 ) -> Result<Check, Vec<String>> {
     let mut problems = Vec::new();
     if check.name.is_empty() || !check.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
@@ -248,7 +248,7 @@ fn settle_config(settings: &[Setting], table: &toml::Table) -> Result<Vec<(Strin
 fn settle_secrets(
     declared: &[Setting],
     check: &CheckConfig,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
 ) -> Result<Vec<(String, Secret)>, Vec<String>> {
     let mut problems = Vec::new();
     let mut secrets = Vec::new();
@@ -280,6 +280,20 @@ fn toml_to_json(value: &toml::Value) -> Value {
         toml::Value::Datetime(d) => Value::String(d.to_string()),
         toml::Value::Array(items) => Value::Array(items.iter().map(toml_to_json).collect()),
         toml::Value::Table(table) => Value::Object(table.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect()),
+    }
+}
+
+/// How a value kind is called in listings.
+pub fn kind_name(kind: ValueKind) -> &'static str {
+    match kind {
+        ValueKind::Text => "text",
+        ValueKind::Integer => "integer",
+        ValueKind::Number => "number",
+        ValueKind::Boolean => "boolean",
+        ValueKind::Duration => "duration",
+        ValueKind::List => "list",
+        ValueKind::Table => "table",
+        ValueKind::Any => "any",
     }
 }
 

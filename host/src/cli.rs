@@ -227,7 +227,7 @@ fn describe_plugins(plugins: &crate::plugins::Plugins, dir: &Path) -> String {
 }
 
 fn describe_setting(setting: &Setting) -> String {
-    let kind = format!("{:?}", setting.kind).to_lowercase();
+    let kind = crate::checks::kind_name(setting.kind);
     let presence = match (&setting.default, setting.required) {
         (_, true) => "required".to_string(),
         (Some(default), false) => format!("default {default}"),

@@ -381,7 +381,7 @@ impl fmt::Display for Error {
                 "request to {authority} refused by selfmon: the check is not granted this host \
                  (add it to the check's `target` or `allow`)"
             ),
-            Self::Timeout { after } => write!(f, "no complete response within {}", humantime::format_duration(*after)),
+            Self::Timeout { after } => write!(f, "no complete response within {} ms", after.as_millis()),
             Self::Dns(m) | Self::ConnectionRefused(m) | Self::Tls(m) | Self::Protocol(m) | Self::Body(m) => {
                 f.write_str(m)
             }

@@ -83,7 +83,7 @@ impl fmt::Display for Error {
             Self::Resolve { address, reason } => write!(f, "cannot resolve {address}: {reason}"),
             Self::Connect { address, reason } => write!(f, "cannot connect to {address}: {reason}"),
             Self::Timeout { address, after } => {
-                write!(f, "connecting to {address} timed out after {}", humantime::format_duration(*after))
+                write!(f, "connecting to {address} timed out after {} ms", after.as_millis())
             }
         }
     }

@@ -163,9 +163,12 @@ fn classify(error: wasmtime::Error, sandbox: &Sandbox, output: &Output, instanti
     }
     // A Rust plugin that panics prints where and why to stderr before it traps; that is what its author needs.
     let stderr = String::from_utf8_lossy(&output.stderr.contents()).into_owned();
-    let panic = stderr.lines().find(|line| line.contains("panicked at")).map(|line| {
-        let after = stderr.split(line).nth(1).and_then(|rest| rest.lines().next()).unwrap_or_default();
-        format!("{} {}", line.trim(), after.trim()).trim().to_string()
+    let panic = stderr.lines().position(|line| line.contains("panicked at")).map(|at| {
+        let mut lines = stderr.lines().skip(at);
+        let location = lines.next().unwrap_or_default();
+        let location = &location[location.find("panicked at").unwrap_or(0)..];
+        let message = lines.find(|l| !l.trim().is_empty()).unwrap_or_default();
+        format!("{} {}", location.trim(), message.trim()).trim().to_string()
     });
     let trap = error.downcast_ref::<wasmtime::Trap>().map_or_else(|| format!("{error:#}"), |t| t.to_string());
     CallError::Trap(match panic {

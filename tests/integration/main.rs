@@ -1,0 +1,11 @@
+//! selfmon's integration tests: the real host (in-process through `selfmon::serve`, or the real binary where exit
+//! codes and signals matter) against real HTTP servers on loopback, real SQLite files, and real plugins compiled
+//! from this workspace, hostile ones included.
+
+mod support;
+
+mod checks;
+mod cli;
+mod plugins;
+mod sandbox;
+mod storage;

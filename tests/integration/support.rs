@@ -1,0 +1,218 @@
+//! What the tests share: a loopback target server, a selfmon started in-process on a temporary directory, and
+//! polling helpers.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How long a test waits for something that should happen within a few seconds before it gives up. Not a
+/// performance target: a generous bound so a loaded machine does not fail a test.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// An HTTP server on loopback that answers the ways a monitored service can.
+pub struct Target {
+    pub addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    _server: JoinHandle<()>,
+}
+
+impl Target {
+    pub async fn start() -> Self {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let app = Router::new()
+            .route("/ok", get(|| async { "ok" }))
+            .route("/status/{code}", get(|UrlPath(code): UrlPath<u16>| async move { StatusCode::from_u16(code).unwrap() }))
+            .route(
+                "/slow/{ms}",
+                get(|UrlPath(ms): UrlPath<u64>| async move {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    "finally"
+                }),
+            )
+            .route("/json", get(|| async { axum::Json(serde_json::json!({"status": "ok", "checks": {"db": "down"}})) }))
+            .route(
+                "/auth",
+                get(|headers: HeaderMap| async move {
+                    match headers.get("authorization").and_then(|v| v.to_str().ok()) {
+                        Some("Bearer s3cret-token") => StatusCode::OK,
+                        _ => StatusCode::UNAUTHORIZED,
+                    }
+                }),
+            )
+            .layer(axum::middleware::from_fn_with_state(hits.clone(), count_hits))
+            .with_state(());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { addr, hits, _server: server }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Requests this server has received.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+async fn count_hits(
+    State(hits): State<Arc<AtomicUsize>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    hits.fetch_add(1, Ordering::SeqCst);
+    next.run(request).await
+}
+
+/// A loopback address where nothing listens.
+pub async fn closed_port() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// A free port on loopback, for a selfmon binary to listen on.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Compiled plugins are cached across tests (and runs) so each test does not compile them again.
+pub fn shared_cache_dir() -> PathBuf {
+    std::env::temp_dir().join("selfmon-test-plugin-cache")
+}
+
+/// A temporary directory with a config file and a plugins folder.
+pub struct Workdir {
+    pub dir: TempDir,
+}
+
+impl Workdir {
+    /// `config` is the `[[check]]` part (and any other sections); storage, plugins and the system collector are
+    /// set up here unless `config` sets `[system]` itself. `{workdir}` in it stands for the directory's path.
+    pub fn new(config: &str, guests: &[(&str, &[u8])]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config.replace("{workdir}", &dir.path().display().to_string());
+        std::fs::create_dir(dir.path().join("plugins")).unwrap();
+        for (name, bytes) in guests {
+            std::fs::write(dir.path().join("plugins").join(format!("{name}.wasm")), bytes).unwrap();
+        }
+        let mut text = format!(
+            "[storage]\npath = \"selfmon.db\"\n\n[plugins]\ndir = \"plugins\"\ncache_dir = {:?}\n\n",
+            shared_cache_dir().display().to_string()
+        );
+        if !config.contains("[system]") {
+            text.push_str("[system]\nenabled = false\n\n");
+        }
+        text.push_str(&config);
+        std::fs::write(dir.path().join("selfmon.toml"), text).unwrap();
+        Self { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config_file(&self) -> PathBuf {
+        self.path().join("selfmon.toml")
+    }
+
+    pub fn config(&self) -> selfmon::Config {
+        let file = self.config_file();
+        selfmon::Config::parse(&std::fs::read_to_string(&file).unwrap(), Some(&file)).unwrap()
+    }
+
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.path().join("selfmon.db")).unwrap()
+    }
+
+    /// Runs of a check stored in the database.
+    pub fn stored_runs(&self, check: &str) -> Vec<(String, String, Option<String>)> {
+        let db = self.db();
+        let mut statement =
+            db.prepare("SELECT status, summary, error FROM check_runs WHERE check_name = ?1 ORDER BY id").unwrap();
+        statement.query_map([check], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
+    }
+}
+
+/// selfmon running in-process on a [`Workdir`].
+pub struct Selfmon {
+    pub url: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<Result<(), selfmon::StartError>>>,
+}
+
+impl Selfmon {
+    pub async fn start(workdir: &Workdir) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let config = workdir.config();
+        let server = tokio::spawn(selfmon::serve(config, listener, async move {
+            let _ = stop.await;
+        }));
+        let selfmon = Self { url, shutdown: Some(shutdown), server: Some(server) };
+        selfmon.wait_until_serving().await;
+        selfmon
+    }
+
+    async fn wait_until_serving(&self) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while reqwest::get(format!("{}/health", self.url)).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "selfmon did not start serving");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        get_json(&format!("{}{path}", self.url)).await
+    }
+
+    /// The `/v1/health` entry of one check.
+    pub async fn check(&self, name: &str) -> Value {
+        let (status, body) = self.get("/v1/health").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["checks"].as_array().unwrap().iter().find(|c| c["name"] == name).cloned().unwrap_or(Value::Null)
+    }
+
+    /// Wait until a check's state satisfies `done`, and return it.
+    pub async fn wait_for(&self, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let state = self.check(name).await;
+            if done(&state) {
+                return state;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "check `{name}` never got {what}; last state: {state:#}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Wait for the first run of a check and return its state.
+    pub async fn first_result(&self, name: &str) -> Value {
+        self.wait_for(name, "a result", |s| !s["last_run"].is_null()).await
+    }
+
+    /// Stop and wait until everything accepted is stored.
+    pub async fn stop(mut self) {
+        self.shutdown.take().unwrap().send(()).unwrap();
+        self.server.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+pub async fn get_json(url: &str) -> (StatusCode, Value) {
+    let response = reqwest::get(url).await.unwrap();
+    let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
