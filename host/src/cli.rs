@@ -186,18 +186,14 @@ fn table(runs: &[CheckRun]) -> String {
 }
 
 async fn plugins(config: Config) -> ExitCode {
-    let cache_dir = config.source.resolve(&config.plugins.cache_dir);
-    let runtime = match crate::runtime::Runtime::new(crate::runtime::CompiledCache::new(Some(cache_dir)), 32, 512 << 20)
-    {
-        Ok(runtime) => runtime,
+    let (_runtime, plugins) = match crate::load_plugins(&config).await {
+        Ok(loaded) => loaded,
         Err(error) => {
-            eprintln!("error: cannot start the plugin runtime: {error:#}");
+            eprintln!("error: {error}");
             return ExitCode::FAILURE;
         }
     };
-    let dir = config.source.resolve(&config.plugins.dir);
-    let plugins = crate::plugins::Plugins::load(&runtime, &dir, config.plugins.max_file_size.as_u64()).await;
-    print!("{}", describe_plugins(&plugins, &dir));
+    print!("{}", describe_plugins(&plugins, &config.source.resolve(&config.plugins.dir)));
     if plugins.refused().is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 

@@ -67,17 +67,24 @@ impl Host {
     /// Load the plugins and build the checks. All of the config is checked, and every problem reported.
     pub async fn build(config: Config) -> Result<Self, StartError> {
         config_sanity(&config).map_err(StartError::Config)?;
-        let cache_dir = config.source.resolve(&config.plugins.cache_dir);
-        let instances = u32::try_from(config.scheduler.max_concurrent).unwrap_or(u32::MAX).saturating_mul(2).max(32);
-        let max_memory = usize::try_from(config.plugins.max_memory_limit.as_u64()).unwrap_or(usize::MAX);
-        let runtime = Runtime::new(CompiledCache::new(Some(cache_dir)), instances, max_memory)
-            .map_err(|e| StartError::Runtime(format!("{e:#}")))?;
-        let plugins_dir = config.source.resolve(&config.plugins.dir);
-        let plugins = Plugins::load(&runtime, &plugins_dir, config.plugins.max_file_size.as_u64()).await;
+        let (runtime, plugins) = load_plugins(&config).await?;
         let env = |name: &str| std::env::var(name).ok();
         let checks = checks::build(&config, &plugins, &runtime, &env).await.map_err(StartError::Config)?;
         Ok(Self { config, runtime: Arc::new(runtime), plugins, checks: checks.into_iter().map(Arc::new).collect() })
     }
+}
+
+/// The plugin runtime sized for a config, and every plugin it can load (built-in and from the plugins folder).
+pub async fn load_plugins(config: &Config) -> Result<(Runtime, Plugins), StartError> {
+    let cache_dir = config.source.resolve(&config.plugins.cache_dir);
+    // Room for every check running at once, plus validation and the command line's own calls.
+    let instances = u32::try_from(config.scheduler.max_concurrent).unwrap_or(u32::MAX).saturating_mul(2).max(32);
+    let max_memory = usize::try_from(config.plugins.max_memory_limit.as_u64()).unwrap_or(usize::MAX);
+    let runtime = Runtime::new(CompiledCache::new(Some(cache_dir)), instances, max_memory)
+        .map_err(|e| StartError::Runtime(format!("{e:#}")))?;
+    let plugins_dir = config.source.resolve(&config.plugins.dir);
+    let plugins = Plugins::load(&runtime, &plugins_dir, config.plugins.max_file_size.as_u64()).await;
+    Ok((runtime, plugins))
 }
 
 /// Settings outside any check that cannot work.

@@ -37,6 +37,12 @@ target = "{slow}"
 degraded_after = "300ms"
 
 [[check]]
+name = "agent"
+plugin = "http"
+interval = "1s"
+target = "{agent}"
+
+[[check]]
 name = "wrong-body"
 plugin = "http"
 interval = "1s"
@@ -48,6 +54,7 @@ expect_json = {{ status = "ok", checks.db = "up" }}
         failing = target.url("/status/500"),
         slow = target.url("/slow/700"),
         json = target.url("/json"),
+        agent = target.url("/agent"),
     );
     let workdir = Workdir::new(&config, &[]);
     let selfmon = Selfmon::start(&workdir).await;
@@ -60,7 +67,11 @@ expect_json = {{ status = "ok", checks.db = "up" }}
 
     let failing = selfmon.first_result("failing").await;
     assert_eq!(failing["status"], "unhealthy", "{failing:#}");
-    assert!(failing["summary"].as_str().unwrap().contains("HTTP 500") && failing["summary"].as_str().unwrap().contains("expected 200"), "{failing:#}");
+    assert!(
+        failing["summary"].as_str().unwrap().contains("HTTP 500")
+            && failing["summary"].as_str().unwrap().contains("expected 200"),
+        "{failing:#}"
+    );
 
     let down_state = selfmon.first_result("down").await;
     assert_eq!(down_state["status"], "unhealthy", "{down_state:#}");
@@ -69,6 +80,9 @@ expect_json = {{ status = "ok", checks.db = "up" }}
     let slow = selfmon.first_result("slow").await;
     assert_eq!(slow["status"], "degraded", "{slow:#}");
     assert!(slow["summary"].as_str().unwrap().contains("slower than 300 ms"), "{slow:#}");
+
+    let agent = selfmon.first_result("agent").await;
+    assert_eq!(agent["status"], "healthy", "requests say they come from selfmon: {agent:#}");
 
     let wrong = selfmon.first_result("wrong-body").await;
     assert_eq!(wrong["status"], "unhealthy", "{wrong:#}");

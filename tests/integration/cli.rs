@@ -62,7 +62,13 @@ timeout = "1s"
     ];
     for (args, expected) in cases {
         let output = selfmon(&workdir, args);
-        assert_eq!(output.status.code(), Some(expected), "selfmon {args:?}: {}{}", text(&output.stdout), text(&output.stderr));
+        assert_eq!(
+            output.status.code(),
+            Some(expected),
+            "selfmon {args:?}: {}{}",
+            text(&output.stdout),
+            text(&output.stderr)
+        );
     }
 
     let output = selfmon(&workdir, &["check"]);
@@ -75,6 +81,30 @@ timeout = "1s"
     assert_eq!(output.status.code(), Some(2));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dot_env_file_next_to_the_config_provides_secrets() {
+    let target = Target::start().await;
+    let config = format!(
+        "[[check]]\nname = \"auth\"\nplugin = \"http\"\ntarget = \"{}\"\n[check.secrets]\nbearer_token = \"env:SELFMON_TEST_DOTENV_TOKEN\"\n",
+        target.url("/auth")
+    );
+    let workdir = Workdir::new(&config, &[]);
+    let output = selfmon(&workdir, &["check"]);
+    assert_eq!(output.status.code(), Some(3), "without the variable the config is refused: {}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains(
+            "secret `bearer_token` refers to environment variable `SELFMON_TEST_DOTENV_TOKEN`, which is not set"
+        ),
+        "{}",
+        text(&output.stderr)
+    );
+
+    std::fs::write(workdir.path().join(".env"), "# the platform's .env\nSELFMON_TEST_DOTENV_TOKEN=s3cret-token\n")
+        .unwrap();
+    let output = selfmon(&workdir, &["check"]);
+    assert_eq!(output.status.code(), Some(0), "{}{}", text(&output.stdout), text(&output.stderr));
+}
+
 #[test]
 fn config_errors_name_the_file_the_line_and_what_is_wrong() {
     let workdir = Workdir::new("[[check]]\nname = \"web\"\nplugin = \"http\"\nintervall = \"5s\"\n", &[]);
@@ -82,7 +112,12 @@ fn config_errors_name_the_file_the_line_and_what_is_wrong() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = text(&output.stderr);
     let file = workdir.config_file().display().to_string();
-    let line = std::fs::read_to_string(workdir.config_file()).unwrap().lines().position(|l| l.starts_with("intervall")).unwrap() + 1;
+    let line = std::fs::read_to_string(workdir.config_file())
+        .unwrap()
+        .lines()
+        .position(|l| l.starts_with("intervall"))
+        .unwrap()
+        + 1;
     assert!(stderr.contains(&format!("{file}, line {line}: unknown field `intervall`")), "{stderr}");
 
     let workdir = Workdir::new(
@@ -96,8 +131,16 @@ fn config_errors_name_the_file_the_line_and_what_is_wrong() {
     let lines: Vec<&str> = written.lines().collect();
     let web = lines.iter().position(|l| *l == "name = \"web\"").unwrap();
     let api = lines.iter().position(|l| *l == "name = \"api\"").unwrap();
-    assert!(stderr.contains(&format!("line {web}: invalid check `web`: unknown plugin `htp` (loaded: http")), "{stderr}");
-    assert!(stderr.contains(&format!("line {api}: invalid check `api`: unknown config key `colour` (accepted: method, expect_status")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("line {web}: invalid check `web`: unknown plugin `htp` (loaded: http")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "line {api}: invalid check `api`: unknown config key `colour` (accepted: method, expect_status"
+        )),
+        "{stderr}"
+    );
     assert!(stderr.contains("invalid check `api`: config key `expect_status` must be a list"), "{stderr}");
 
     let workdir = Workdir::new("[[check]]\nname = \"web\"\nplugin = \"http\"\ntarget = \"http://localhost/\"\n", &[]);
@@ -115,7 +158,8 @@ fn a_plugin_rejects_a_config_it_cannot_use_before_anything_runs() {
     let output = selfmon(&workdir, &["config", "check"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(
-        text(&output.stderr).contains("invalid check `web`: `target` must be an http:// or https:// URL, not `ftp://example.com:21/`"),
+        text(&output.stderr)
+            .contains("invalid check `web`: `target` must be an http:// or https:// URL, not `ftp://example.com:21/`"),
         "{}",
         text(&output.stderr)
     );
@@ -123,7 +167,8 @@ fn a_plugin_rejects_a_config_it_cannot_use_before_anything_runs() {
 
 #[test]
 fn plugins_lists_what_is_loaded_and_why_files_were_refused() {
-    let workdir = Workdir::new("", &[("noop", guests::NOOP), ("garbage", b"this is not wasm"), ("core", b"\0asm\x01\0\0\0")]);
+    let workdir =
+        Workdir::new("", &[("noop", guests::NOOP), ("garbage", b"this is not wasm"), ("core", b"\0asm\x01\0\0\0")]);
     std::fs::write(workdir.path().join("plugins/notes.txt"), "not a plugin").unwrap();
     let output = selfmon(&workdir, &["plugins"]);
     let stdout = text(&output.stdout);

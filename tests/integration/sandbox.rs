@@ -55,7 +55,10 @@ address = "{extra}"
 
     let allowed = selfmon.first_result("allowed").await;
     let summary = allowed["summary"].as_str().unwrap();
-    assert!(summary.contains("http: got 200") && summary.contains("tcp: connected"), "an `allow` entry grants: {summary}");
+    assert!(
+        summary.contains("http: got 200") && summary.contains("tcp: connected"),
+        "an `allow` entry grants: {summary}"
+    );
     selfmon.stop().await;
     assert_eq!(forbidden.hits(), 0, "a refused request must never reach the server");
     assert!(extra.hits() > 0);

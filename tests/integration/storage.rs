@@ -24,7 +24,11 @@ async fn runs_metrics_and_system_figures_are_stored_and_survive_a_restart() {
     let mode: String = db.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
     let runs = workdir.stored_runs("web");
-    assert!(runs.iter().all(|(status, summary, error)| status == "healthy" && summary.starts_with("HTTP 200") && error.is_none()), "{runs:?}");
+    assert!(
+        runs.iter()
+            .all(|(status, summary, error)| status == "healthy" && summary.starts_with("HTTP 200") && error.is_none()),
+        "{runs:?}"
+    );
     let metric = |name: &str| -> Vec<(String, f64)> {
         let mut statement = db
             .prepare("SELECT s.labels, v.value FROM samples v JOIN series s ON s.id = v.series_id WHERE s.name = ?1")
@@ -33,7 +37,10 @@ async fn runs_metrics_and_system_figures_are_stored_and_survive_a_restart() {
     };
     let response_times = metric("response_time_seconds");
     assert_eq!(response_times.len(), runs.len(), "one sample per run");
-    assert!(response_times.iter().all(|(labels, v)| labels == r#"[["check","web"],["plugin","http"]]"# && *v > 0.0), "{response_times:?}");
+    assert!(
+        response_times.iter().all(|(labels, v)| labels == r#"[["check","web"],["plugin","http"]]"# && *v > 0.0),
+        "{response_times:?}"
+    );
     assert!(metric("check_status").iter().all(|(_, v)| *v == 0.0), "healthy is 0");
     assert_eq!(metric("check_duration_seconds").len(), runs.len());
     let memory = metric("system_memory_used_ratio");
@@ -42,7 +49,9 @@ async fn runs_metrics_and_system_figures_are_stored_and_survive_a_restart() {
     assert!(!metric("system_disk_used_bytes").is_empty());
 
     // After a restart the board starts from what was stored, even for a check that no longer runs.
-    let disabled = std::fs::read_to_string(workdir.config_file()).unwrap().replace("interval = \"1s\"\ntarget", "enabled = false\ntarget");
+    let disabled = std::fs::read_to_string(workdir.config_file())
+        .unwrap()
+        .replace("interval = \"1s\"\ntarget", "enabled = false\ntarget");
     std::fs::write(workdir.config_file(), disabled).unwrap();
     let selfmon = Selfmon::start(&workdir).await;
     let state = selfmon.check("web").await;

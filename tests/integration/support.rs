@@ -32,12 +32,22 @@ impl Target {
         let hits = Arc::new(AtomicUsize::new(0));
         let app = Router::new()
             .route("/ok", get(|| async { "ok" }))
-            .route("/status/{code}", get(|UrlPath(code): UrlPath<u16>| async move { StatusCode::from_u16(code).unwrap() }))
+            .route(
+                "/status/{code}",
+                get(|UrlPath(code): UrlPath<u16>| async move { StatusCode::from_u16(code).unwrap() }),
+            )
             .route(
                 "/slow/{ms}",
                 get(|UrlPath(ms): UrlPath<u64>| async move {
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                     "finally"
+                }),
+            )
+            .route(
+                "/agent",
+                get(|headers: HeaderMap| async move {
+                    let agent = headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or_default();
+                    if agent.starts_with("selfmon/") { StatusCode::OK } else { StatusCode::BAD_REQUEST }
                 }),
             )
             .route("/json", get(|| async { axum::Json(serde_json::json!({"status": "ok", "checks": {"db": "down"}})) }))

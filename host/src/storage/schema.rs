@@ -32,9 +32,8 @@ pub fn migrations() -> Migrations<'static> {
             series_id INTEGER NOT NULL REFERENCES series (id),
             ts        INTEGER NOT NULL,
             value     REAL    NOT NULL,
-            PRIMARY KEY (series_id, ts)
+            PRIMARY KEY (series_id, ts)  -- also serves time ranges and retention, series by series
         ) WITHOUT ROWID;
-        CREATE INDEX samples_by_time ON samples (ts);
         ",
     )])
 }

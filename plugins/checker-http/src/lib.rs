@@ -96,7 +96,10 @@ impl Checker for Http {
             Setting::list("expect_status", "Status codes that mean healthy: numbers, or classes such as \"2xx\"")
                 .default([200]),
         )
-        .config(Setting::table("headers", "Extra request headers").default(serde_json::json!({})))
+        .config(
+            Setting::table("headers", "Extra request headers; `user-agent` defaults to selfmon/VERSION")
+                .default(serde_json::json!({})),
+        )
         .config(Setting::text("body", "Request body to send"))
         .config(Setting::text("body_contains", "Text the response body must contain"))
         .config(Setting::table(
@@ -140,6 +143,9 @@ impl Checker for Http {
         Self::validate(&config, ctx)?;
         let url = ctx.target().unwrap_or_default();
         let mut request = http::request(&config.method, url).timeout(ctx.time_left());
+        if !config.headers.keys().any(|name| name.eq_ignore_ascii_case("user-agent")) {
+            request = request.header("user-agent", concat!("selfmon/", env!("CARGO_PKG_VERSION")));
+        }
         for (name, value) in &config.headers {
             request = request.header(name, value);
         }
