@@ -12,7 +12,12 @@ use serde_json::Value;
 use crate::config::{CheckConfig, Config, ConfigError, Secret};
 use crate::health::{CheckRun, Health, MetricValue};
 use crate::plugins::Plugins;
-use crate::runtime::{CallLabels, CheckRequest, Grants, Plugin, Runtime, Sandbox, Setting, Status, ValueKind};
+use crate::runtime::{
+    CallLabels, CheckRequest, Grants, Plugin, PluginSource, Runtime, Sandbox, Setting, Status, ValueKind,
+};
+
+/// Looks up an environment variable (the process environment, or a stand-in in tests).
+pub type Env = dyn Fn(&str) -> Option<String> + Sync;
 
 /// A check ready to run.
 #[derive(Debug)]
@@ -103,7 +108,7 @@ pub async fn build(
     config: &Config,
     plugins: &Plugins,
     runtime: &Runtime,
-    env: &(dyn Fn(&str) -> Option<String> + Sync),
+    env: &Env,
 ) -> Result<Vec<Check>, Vec<ConfigError>> {
     let mut checks = Vec::new();
     let mut errors = Vec::new();
@@ -140,7 +145,7 @@ fn build_one(
     check: &CheckConfig,
     names: &BTreeSet<&str>,
     plugins: &Plugins,
-    env: &(dyn Fn(&str) -> Option<String> + Sync),
+    env: &Env,
 ) -> Result<Check, Vec<String>> {
     let mut problems = Vec::new();
     if check.name.is_empty() || !check.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
@@ -172,7 +177,6 @@ fn build_one(
             problems.push(format!("`depends_on` names `{dependency}`, which is not a configured check"));
         }
     }
-    let grants = Grants::for_check(check.target.as_deref(), &check.allow).map_err(|e| problems.push(e)).ok();
     let Some(plugin) = plugins.get(&check.plugin) else {
         let refused = plugins
             .refused()
@@ -182,15 +186,27 @@ fn build_one(
         problems.push(format!("unknown plugin `{}` (loaded: {}{refused})", check.plugin, plugins.names().join(", ")));
         return Err(problems);
     };
-    let config_values = settle_config(&plugin.info.config, &check.config).map_err(|e| problems.extend(e)).ok();
-    let secrets = settle_secrets(&plugin.info.secrets, check, env).map_err(|e| problems.extend(e)).ok();
+    // Environment defaults come from the plugin's own declarations, so only plugins shipped with selfmon may use
+    // them: a dropped-in plugin must not pick which of the host's variables (or which hosts) it gets.
+    let defaults_from_env = matches!(plugin.source, PluginSource::Builtin(_)).then_some(env);
+    let target = match (&check.target, &plugin.info.default_target, defaults_from_env) {
+        (Some(target), _, _) => Some(target.clone()),
+        (None, Some(template), Some(env)) => expand(template, env).map_err(|e| problems.push(e)).ok(),
+        _ => None,
+    };
+    let grants = Grants::for_check(target.as_deref(), &check.allow).map_err(|e| problems.push(e)).ok();
+    let config_values =
+        settle_config(&plugin.info.config, &check.config, defaults_from_env).map_err(|e| problems.extend(e)).ok();
+    let secrets = settle_secrets(&plugin.info.secrets, check, env, defaults_from_env.is_some())
+        .map_err(|e| problems.extend(e))
+        .ok();
     match (grants, config_values, secrets) {
         (Some(grants), Some(config_values), Some(secrets)) if problems.is_empty() => Ok(Check {
             name: check.name.clone(),
             plugin: plugin.clone(),
             interval,
             timeout,
-            target: check.target.clone(),
+            target,
             depends_on: check.depends_on.clone(),
             enabled: check.enabled,
             sandbox: Sandbox {
@@ -209,9 +225,25 @@ fn build_one(
     }
 }
 
+/// A default target with `${VAR}` and `${VAR:-fallback}` taken from the environment.
+fn expand(template: &str, env: &Env) -> Result<String, String> {
+    shellexpand::env_with_context(template, |name| env(name).map(Some).ok_or("not set"))
+        .map(|expanded| expanded.into_owned())
+        .map_err(|e| {
+            format!(
+                "no `target`, and its default `{template}` needs environment variable {}, which is not set",
+                e.var_name
+            )
+        })
+}
+
 /// The operator's config table against the declared settings: no unknown keys, every required key, the right
-/// kinds, defaults filled in.
-fn settle_config(settings: &[Setting], table: &toml::Table) -> Result<Vec<(String, String)>, Vec<String>> {
+/// kinds, defaults (from the environment where allowed, then the declared ones) filled in.
+fn settle_config(
+    settings: &[Setting],
+    table: &toml::Table,
+    env: Option<&Env>,
+) -> Result<Vec<(String, String)>, Vec<String>> {
     let mut problems = Vec::new();
     for key in table.keys() {
         if !settings.iter().any(|s| &s.name == key) {
@@ -232,12 +264,21 @@ fn settle_config(settings: &[Setting], table: &toml::Table) -> Result<Vec<(Strin
                 }
                 values.push((setting.name.clone(), json.to_string()));
             }
-            None if setting.required => {
-                problems.push(format!("config key `{}` is required: {}", setting.name, setting.description));
-            }
             None => {
-                if let Some(default) = &setting.default {
+                let from_env = setting.env.as_deref().and_then(|var| Some((var, env?(var)?)));
+                if let Some((var, text)) = from_env {
+                    let json = env_value(setting.kind, &text);
+                    if let Err(expected) = check_kind(setting.kind, &json) {
+                        problems.push(format!(
+                            "config key `{}` from environment variable {var} must be {expected}",
+                            setting.name
+                        ));
+                    }
+                    values.push((setting.name.clone(), json.to_string()));
+                } else if let Some(default) = &setting.default {
                     values.push((setting.name.clone(), default.clone()));
+                } else if setting.required {
+                    problems.push(format!("config key `{}` is required: {}", setting.name, setting.description));
                 }
             }
         }
@@ -245,10 +286,20 @@ fn settle_config(settings: &[Setting], table: &toml::Table) -> Result<Vec<(Strin
     if problems.is_empty() { Ok(values) } else { Err(problems) }
 }
 
+/// An environment variable's text as the JSON value of a setting: numbers and booleans parsed, the rest as text.
+fn env_value(kind: ValueKind, text: &str) -> Value {
+    match kind {
+        ValueKind::Text | ValueKind::Duration => Value::String(text.to_string()),
+        _ => serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string())),
+    }
+}
+
+/// `env` resolves `env:` references; `defaults_from_env` says whether declared `env` defaults apply.
 fn settle_secrets(
     declared: &[Setting],
     check: &CheckConfig,
-    env: &(dyn Fn(&str) -> Option<String> + Sync),
+    env: &Env,
+    defaults_from_env: bool,
 ) -> Result<Vec<(String, Secret)>, Vec<String>> {
     let mut problems = Vec::new();
     let mut secrets = Vec::new();
@@ -263,9 +314,14 @@ fn settle_secrets(
             Err(reason) => problems.push(format!("secret `{key}` {reason}")),
         }
     }
-    for setting in declared {
-        if setting.required && !check.secrets.contains_key(&setting.name) {
-            problems.push(format!("secret `{}` is required: {}", setting.name, setting.description));
+    for setting in declared.iter().filter(|s| !check.secrets.contains_key(&s.name)) {
+        let from_env = setting.env.as_deref().filter(|_| defaults_from_env).and_then(env);
+        match from_env {
+            Some(value) => secrets.push((setting.name.clone(), Secret::new(value))),
+            None if setting.required => {
+                problems.push(format!("secret `{}` is required: {}", setting.name, setting.description));
+            }
+            None => {}
         }
     }
     if problems.is_empty() { Ok(secrets) } else { Err(problems) }
@@ -335,6 +391,7 @@ mod tests {
             kind,
             default: default.map(Into::into),
             required,
+            env: None,
         }
     }
 
@@ -347,7 +404,7 @@ mod tests {
             setting("url", ValueKind::Text, None, true),
         ];
         let table: toml::Table = toml::from_str("url = \"http://x\"\nexpect_status = [200, \"3xx\"]").unwrap();
-        let values = settle_config(&settings, &table).unwrap();
+        let values = settle_config(&settings, &table, None).unwrap();
         assert_eq!(
             values,
             [
@@ -358,7 +415,7 @@ mod tests {
         );
 
         let table: toml::Table = toml::from_str("methd = \"GET\"\nslow = \"soon\"").unwrap();
-        let problems = settle_config(&settings, &table).unwrap_err();
+        let problems = settle_config(&settings, &table, None).unwrap_err();
         assert_eq!(
             problems,
             [
@@ -377,14 +434,55 @@ mod tests {
         )
         .unwrap();
         let env = |name: &str| (name == "API_TOKEN").then(|| "abc".to_string());
-        let problems = settle_secrets(&declared, &check, &env).unwrap_err();
+        let problems = settle_secrets(&declared, &check, &env, false).unwrap_err();
         assert_eq!(problems, ["unknown secret `password` (accepted: token)"]);
         assert!(!problems.concat().contains("hunter2"));
 
-        let problems = settle_secrets(&declared, &check, &|_| None).unwrap_err();
+        let problems = settle_secrets(&declared, &check, &|_| None, false).unwrap_err();
         assert!(
             problems
                 .contains(&"secret `token` refers to environment variable `API_TOKEN`, which is not set".to_string())
+        );
+    }
+
+    #[test]
+    fn environment_defaults_fill_what_the_operator_left_out() {
+        let mut port = setting("port", ValueKind::Integer, Some("5432"), false);
+        port.env = Some("DB_PORT".into());
+        let mut user = setting("user", ValueKind::Text, Some("\"postgres\""), false);
+        user.env = Some("DB_USER".into());
+        let env = |name: &str| match name {
+            "DB_PORT" => Some("6543".to_string()),
+            "DB_USER" => Some("bot".to_string()),
+            _ => None,
+        };
+        let values = settle_config(&[port.clone(), user.clone()], &toml::Table::new(), Some(&env)).unwrap();
+        assert_eq!(values, [("port".into(), "6543".into()), ("user".into(), "\"bot\"".into())]);
+        let explicit: toml::Table = toml::from_str("user = \"admin\"").unwrap();
+        let values = settle_config(&[user.clone()], &explicit, Some(&env)).unwrap();
+        assert_eq!(values, [("user".into(), "\"admin\"".into())], "the operator's value wins");
+        let values = settle_config(&[user], &toml::Table::new(), None).unwrap();
+        assert_eq!(values, [("user".into(), "\"postgres\"".into())], "no environment for drop-in plugins");
+        let bad = |_: &str| Some("many".to_string());
+        let problems = settle_config(&[port], &toml::Table::new(), Some(&bad)).unwrap_err();
+        assert_eq!(problems, ["config key `port` from environment variable DB_PORT must be a whole number"]);
+
+        let mut password = setting("password", ValueKind::Text, None, false);
+        password.env = Some("DB_PASSWORD".into());
+        let check: CheckConfig = toml::from_str("name = \"db\"\nplugin = \"postgres\"").unwrap();
+        let env = |name: &str| (name == "DB_PASSWORD").then(|| "pw".to_string());
+        let secrets = settle_secrets(std::slice::from_ref(&password), &check, &env, true).unwrap();
+        assert_eq!(secrets[0].1.expose(), "pw");
+        assert!(settle_secrets(&[password], &check, &env, false).unwrap().is_empty());
+    }
+
+    #[test]
+    fn default_targets_expand_from_the_environment() {
+        let env = |name: &str| (name == "DB_HOST").then(|| "db.internal".to_string());
+        assert_eq!(expand("${DB_HOST:-localhost}:${DB_PORT:-5432}", &env).unwrap(), "db.internal:5432");
+        assert_eq!(
+            expand("${QDRANT_URL}", &env).unwrap_err(),
+            "no `target`, and its default `${QDRANT_URL}` needs environment variable QDRANT_URL, which is not set"
         );
     }
 

@@ -202,11 +202,17 @@ fn describe_plugins(plugins: &crate::plugins::Plugins, dir: &Path) -> String {
     for plugin in plugins.iter() {
         let info = &plugin.info;
         out.push_str(&format!("{} {}  checker, {}\n  {}\n", info.name, info.version, plugin.source, info.description));
+        if let Some(target) = &info.default_target {
+            out.push_str(&format!("  default target: {target}\n"));
+        }
         for (title, settings) in [("config", &info.config), ("secrets", &info.secrets)] {
             if !settings.is_empty() {
                 out.push_str(&format!("  {title}:\n"));
-                for setting in settings {
-                    out.push_str(&format!("    {}\n", describe_setting(setting)));
+                let rows: Vec<[String; 4]> = settings.iter().map(describe_setting).collect();
+                let width = |i: usize| rows.iter().map(|r| r[i].len()).max().unwrap_or(0);
+                let (name, kind, presence) = (width(0), width(1), width(2));
+                for [a, b, c, d] in &rows {
+                    out.push_str(&format!("    {a:<name$}  {b:<kind$}  {c:<presence$}  {d}\n"));
                 }
             }
         }
@@ -222,14 +228,18 @@ fn describe_plugins(plugins: &crate::plugins::Plugins, dir: &Path) -> String {
     out
 }
 
-fn describe_setting(setting: &Setting) -> String {
+/// Name, kind, where its value comes from, description.
+fn describe_setting(setting: &Setting) -> [String; 4] {
     let kind = crate::checks::kind_name(setting.kind);
-    let presence = match (&setting.default, setting.required) {
+    let mut presence = match (&setting.default, setting.required) {
         (_, true) => "required".to_string(),
         (Some(default), false) => format!("default {default}"),
         (None, false) => "optional".to_string(),
     };
-    format!("{:<16} {:<9} {:<18} {}", setting.name, kind, presence, setting.description)
+    if let Some(variable) = &setting.env {
+        presence = format!("{presence}, env {variable}");
+    }
+    [setting.name.clone(), kind.to_string(), presence, setting.description.clone()]
 }
 
 async fn config_check(config: Config) -> ExitCode {

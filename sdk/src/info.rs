@@ -23,6 +23,7 @@ pub struct PluginInfo {
     description: String,
     config: Vec<Setting>,
     secrets: Vec<Setting>,
+    default_target: Option<String>,
 }
 
 impl PluginInfo {
@@ -34,7 +35,15 @@ impl PluginInfo {
             description: description.into(),
             config: Vec::new(),
             secrets: Vec::new(),
+            default_target: None,
         }
+    }
+
+    /// The target of a check that sets none. `${VAR}` and `${VAR:-fallback}` are replaced from the host's
+    /// environment. selfmon honours this for its built-in plugins only (a target is also a network grant).
+    pub fn default_target(mut self, target: impl Into<String>) -> Self {
+        self.default_target = Some(target.into());
+        self
     }
 
     /// Declare a key of the config table.
@@ -57,6 +66,7 @@ impl PluginInfo {
             description: self.description,
             config: self.config.into_iter().map(Setting::into_wit).collect(),
             secrets: self.secrets.into_iter().map(Setting::into_wit).collect(),
+            default_target: self.default_target,
         }
     }
 }
@@ -69,6 +79,7 @@ pub struct Setting {
     kind: types::ValueKind,
     default: Option<String>,
     required: bool,
+    env: Option<String>,
 }
 
 macro_rules! kinds {
@@ -84,7 +95,7 @@ macro_rules! kinds {
 
 impl Setting {
     fn new(name: impl Into<String>, kind: types::ValueKind, description: impl Into<String>) -> Self {
-        Self { name: name.into(), description: description.into(), kind, default: None, required: false }
+        Self { name: name.into(), description: description.into(), kind, default: None, required: false, env: None }
     }
 
     kinds! {
@@ -121,6 +132,13 @@ impl Setting {
         self
     }
 
+    /// When the operator leaves the key out, use this environment variable if it is set (before the default).
+    /// selfmon honours this for its built-in plugins only; a dropped-in plugin cannot read the host's environment.
+    pub fn env(mut self, variable: impl Into<String>) -> Self {
+        self.env = Some(variable.into());
+        self
+    }
+
     fn into_wit(self) -> types::Setting {
         types::Setting {
             name: self.name,
@@ -128,6 +146,7 @@ impl Setting {
             kind: self.kind,
             default: self.default,
             required: self.required,
+            env: self.env,
         }
     }
 }

@@ -35,6 +35,16 @@ pub fn connect(address: &str, timeout: Duration) -> Result<TcpStream, Error> {
     for socket in &addresses {
         match TcpStream::connect_timeout(socket, timeout) {
             Ok(stream) => {
+                // A refused non-blocking connect can come back as success from wasi-libc; the socket then has no
+                // peer and its pending error says why.
+                if let Some(error) = stream.take_error().ok().flatten() {
+                    last = Some(error);
+                    continue;
+                }
+                if let Err(error) = stream.peer_addr() {
+                    last = Some(io::Error::new(io::ErrorKind::ConnectionRefused, error));
+                    continue;
+                }
                 // Not every WASI implementation supports socket timeouts; the host's deadline still bounds the call.
                 let _ = stream.set_read_timeout(Some(timeout));
                 let _ = stream.set_write_timeout(Some(timeout));
@@ -50,9 +60,20 @@ pub fn connect(address: &str, timeout: Duration) -> Result<TcpStream, Error> {
         Some(e) if e.kind() == io::ErrorKind::TimedOut => {
             Error::Timeout { address: address.to_string(), after: timeout }
         }
-        Some(e) => Error::Connect { address: address.to_string(), reason: e.to_string() },
+        Some(e) => Error::Connect { address: address.to_string(), reason: reason(&e) },
         None => Error::Resolve { address: address.to_string(), reason: "no addresses".into() },
     })
+}
+
+/// What an operator needs to know about a failed connect, without the errno numbers WASI adds.
+fn reason(error: &io::Error) -> String {
+    match error.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        io::ErrorKind::ConnectionReset => "connection reset".into(),
+        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => "unreachable".into(),
+        io::ErrorKind::AddrNotAvailable => "address not available".into(),
+        _ => error.to_string(),
+    }
 }
 
 /// Why a connection could not be made. The messages are written for operators.

@@ -174,7 +174,9 @@ fn plugins_lists_what_is_loaded_and_why_files_were_refused() {
     let stdout = text(&output.stdout);
     assert!(stdout.contains("http 0.1.0  checker, built-in"), "{stdout}");
     assert!(stdout.contains("expect_status    list      default [200]"), "{stdout}");
-    assert!(stdout.contains("bearer_token     text      optional"), "{stdout}");
+    assert!(stdout.contains("bearer_token  text  optional"), "{stdout}");
+    assert!(stdout.contains("default target: ${DB_HOST:-localhost}:${DB_PORT:-5432}"), "{stdout}");
+    assert!(stdout.contains("password  text  optional, env DB_PASSWORD"), "{stdout}");
     assert!(stdout.contains("noop 0.1.0  checker,") && stdout.contains("noop.wasm"), "{stdout}");
     assert!(stdout.contains("garbage.wasm: not a WebAssembly component"), "{stdout}");
     assert!(stdout.contains("core.wasm: not a WebAssembly component"), "{stdout}");

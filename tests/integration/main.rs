@@ -7,5 +7,6 @@ mod support;
 mod checks;
 mod cli;
 mod plugins;
+mod postgres;
 mod sandbox;
 mod storage;

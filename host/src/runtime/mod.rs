@@ -146,10 +146,10 @@ impl Runtime {
         Ok(Self { engine, linker, cache, ticker })
     }
 
-    /// Run `call` on a fresh instance of `plugin` within `sandbox`.
+    /// Run `call` on a fresh instance of a component within `sandbox`.
     async fn call<T>(
         &self,
-        plugin: &Plugin,
+        pre: &bindings::CheckerPre<PluginState>,
         sandbox: &Sandbox,
         call: impl AsyncFnOnce(&mut Store<PluginState>, &bindings::Checker) -> wasmtime::Result<T>,
     ) -> Result<T, CallError> {
@@ -171,8 +171,7 @@ impl Runtime {
         });
 
         let run = async {
-            let instance =
-                plugin.pre.instantiate_async(&mut store).await.map_err(|e| classify(e, sandbox, &output, true))?;
+            let instance = pre.instantiate_async(&mut store).await.map_err(|e| classify(e, sandbox, &output, true))?;
             call(&mut store, &instance).await.map_err(|e| classify(e, sandbox, &output, false))
         };
         let result = match tokio::time::timeout(sandbox.timeout, run).await {

@@ -63,23 +63,19 @@ impl Runtime {
             .instantiate_pre(&component)
             .map_err(|e| format!("imports something selfmon does not provide: {}", root_cause(&e)))?;
         let pre = bindings::CheckerPre::new(instance_pre).map_err(|_| self.describe_exports(&component))?;
-        let sha256 = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
-        let mut plugin = Plugin { info: placeholder_info(), source, sha256, size: bytes.len(), pre };
         let sandbox = Sandbox {
-            labels: CallLabels { plugin: Arc::from(source_label(&plugin.source)), check: None },
+            labels: CallLabels { plugin: Arc::from(source_label(&source)), check: None },
             grants: Arc::new(Grants::default()),
             memory_limit: INFO_MEMORY,
             timeout: INFO_TIMEOUT,
         };
         let info = self
-            .call(&plugin, &sandbox, async |store, checker| {
-                checker.selfmon_plugin_health_check().call_info(store).await
-            })
+            .call(&pre, &sandbox, async |store, checker| checker.selfmon_plugin_health_check().call_info(store).await)
             .await
             .map_err(|e| format!("`info` failed: {e}"))?;
         check_info(&info)?;
-        plugin.info = info;
-        Ok(plugin)
+        let sha256 = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Plugin { info, source, sha256, size: bytes.len(), pre })
     }
 
     /// Ask a plugin whether a configured check's request is acceptable. The outer error is a call that failed; the
@@ -90,7 +86,7 @@ impl Runtime {
         sandbox: &Sandbox,
         request: &CheckRequest,
     ) -> Result<Result<(), String>, CallError> {
-        self.call(plugin, sandbox, async |store, checker| {
+        self.call(&plugin.pre, sandbox, async |store, checker| {
             checker.selfmon_plugin_health_check().call_validate(store, request).await
         })
         .await
@@ -103,7 +99,7 @@ impl Runtime {
         sandbox: &Sandbox,
         request: &CheckRequest,
     ) -> Result<Result<CheckResult, String>, CallError> {
-        self.call(plugin, sandbox, async |store, checker| {
+        self.call(&plugin.pre, sandbox, async |store, checker| {
             checker.selfmon_plugin_health_check().call_check(store, request).await
         })
         .await
@@ -135,16 +131,6 @@ impl Runtime {
         } else {
             format!("exports {} but not `{expected}`", exports.join(", "))
         }
-    }
-}
-
-fn placeholder_info() -> PluginInfo {
-    PluginInfo {
-        name: String::new(),
-        version: String::new(),
-        description: String::new(),
-        config: Vec::new(),
-        secrets: Vec::new(),
     }
 }
 

@@ -226,3 +226,15 @@ pub async fn get_json(url: &str) -> (StatusCode, Value) {
     let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
     (status, response.json().await.unwrap_or(Value::Null))
 }
+
+pub mod postgres;
+
+/// Build the host from a workdir's config and run every enabled check once, in-process.
+pub async fn run_once(workdir: &Workdir) -> std::collections::BTreeMap<String, selfmon::health::CheckRun> {
+    let host = selfmon::Host::build(workdir.config()).await.unwrap();
+    let mut runs = std::collections::BTreeMap::new();
+    for check in host.checks.iter().filter(|c| c.enabled) {
+        runs.insert(check.name.clone(), check.run(&host.runtime).await);
+    }
+    runs
+}

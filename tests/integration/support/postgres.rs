@@ -1,0 +1,177 @@
+//! A throwaway PostgreSQL server for tests: `initdb` into a temporary directory, `postgres` on a free loopback port,
+//! users for each login method. The binaries come from the PATH or Debian's /usr/lib/postgresql/VERSION/bin;
+//! running as root, they run as the `postgres` user (they refuse root), through `setpriv`, which execs the program
+//! itself, so the child the test holds is the server and a signal to it reaches the server.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+pub struct Postgres {
+    pub port: u16,
+    dir: TempDir,
+    server: Option<Child>,
+}
+
+/// Users the server is set up with, one per login method.
+pub const TRUST_USER: &str = "trust_user";
+pub const MD5_USER: &str = "md5_user";
+pub const MD5_PASSWORD: &str = "md5-secret";
+pub const SCRAM_USER: &str = "scram_user";
+pub const SCRAM_PASSWORD: &str = "scram-secret";
+
+/// The server allows this many connections.
+pub const MAX_CONNECTIONS: u32 = 20;
+
+impl Postgres {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        if running_as_root() {
+            let status = Command::new("chown").args(["-R", "postgres"]).arg(dir.path()).status().unwrap();
+            assert!(status.success(), "chown the server's directory to the postgres user");
+        }
+        let data = dir.path().join("data");
+        let output = as_server_user(&program("initdb"))
+            .args(["-D", data.to_str().unwrap(), "-U", "postgres", "--auth=trust", "--no-sync", "--no-instructions"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "initdb failed: {}", String::from_utf8_lossy(&output.stderr));
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            format!(
+                "local all all trust\n\
+                 host all postgres 127.0.0.1/32 trust\n\
+                 host all {TRUST_USER} 127.0.0.1/32 trust\n\
+                 host all {MD5_USER} 127.0.0.1/32 md5\n\
+                 host all all 127.0.0.1/32 scram-sha-256\n"
+            ),
+        )
+        .unwrap();
+        let mut postgres = Self { port: super::free_port(), dir, server: None };
+        postgres.run();
+        postgres.psql(&format!(
+            "SET password_encryption = 'md5'; CREATE USER {MD5_USER} PASSWORD '{MD5_PASSWORD}';
+             RESET password_encryption; CREATE USER {SCRAM_USER} PASSWORD '{SCRAM_PASSWORD}';
+             CREATE USER {TRUST_USER}; GRANT pg_monitor TO {TRUST_USER};"
+        ));
+        postgres
+    }
+
+    fn run(&mut self) {
+        let server = as_server_user(&program("postgres"))
+            .args(["-D", self.dir.path().join("data").to_str().unwrap()])
+            .args(["-p", &self.port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .args(["-c", &format!("unix_socket_directories={}", self.dir.path().display())])
+            .args(["-c", &format!("max_connections={MAX_CONNECTIONS}"), "-c", "superuser_reserved_connections=1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.server = Some(server);
+        for _ in 0..300 {
+            if self.psql_status("SELECT 1") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("PostgreSQL did not start on port {}", self.port);
+    }
+
+    /// Fast shutdown, as an operator's `pg_ctl stop` does.
+    pub fn stop(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            let _ = Command::new("kill").args(["-INT", &server.id().to_string()]).status();
+            let _ = server.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.run();
+    }
+
+    /// Run SQL as the superuser over the server's Unix socket.
+    pub fn psql(&self, sql: &str) {
+        let output = self.psql_command(sql).output().unwrap();
+        assert!(output.status.success(), "psql failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+
+    fn psql_status(&self, sql: &str) -> bool {
+        self.psql_command(sql).output().is_ok_and(|o| o.status.success())
+    }
+
+    /// A `psql` session over TCP that stays connected (and idle) until the returned child is killed.
+    pub fn idle_session(&self) -> Child {
+        let mut command = self.psql_command("");
+        command.args(["-h", "127.0.0.1"]).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null());
+        command.spawn().unwrap()
+    }
+
+    /// A session running `sql` in the background.
+    pub fn background(&self, sql: &str) -> Child {
+        let mut command = self.psql_command(sql);
+        command.stdout(Stdio::null()).stderr(Stdio::null());
+        command.spawn().unwrap()
+    }
+
+    /// Other sessions connected to the server right now, from its own statistics.
+    pub fn client_sessions(&self) -> u32 {
+        let output = self
+            .psql_command("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+            .arg("-tA")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).trim().parse().unwrap_or(0)
+    }
+
+    fn psql_command(&self, sql: &str) -> Command {
+        let mut command = Command::new(program("psql"));
+        command.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", "postgres"]);
+        command.args(["-h", self.dir.path().to_str().unwrap(), "-p", &self.port.to_string()]);
+        if !sql.is_empty() {
+            command.args(["-c", sql]);
+        }
+        command
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A PostgreSQL program from the PATH, or from Debian's versioned directory (newest first).
+fn program(name: &str) -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file());
+    let mut versioned: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| Some(entry.ok()?.path().join("bin").join(name)))
+        .filter(|candidate| candidate.is_file())
+        .collect();
+    versioned.sort();
+    on_path.or_else(|| versioned.pop()).unwrap_or_else(|| {
+        panic!("`{name}` is not installed: these tests need PostgreSQL (Debian package `postgresql`; scripts/setup installs it)")
+    })
+}
+
+fn running_as_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn as_server_user(program: &Path) -> Command {
+    if running_as_root() {
+        let mut command = Command::new("setpriv");
+        command.args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
