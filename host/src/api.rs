@@ -27,6 +27,13 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(liveness))
         .route("/v1/health", get(health))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
         .with_state(state)
 }
 
@@ -55,7 +62,7 @@ struct HealthQuery {
 
 #[derive(Serialize)]
 struct HealthReport {
-    /// The worst status among the enabled checks reported.
+    /// The worst status among the enabled checks reported (of the one check, when `service` names one).
     status: Health,
     checks: Vec<CheckState>,
 }
@@ -73,7 +80,8 @@ async fn health(
             return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_check", format!("no check named `{service}`")));
         }
     }
-    let status = checks.iter().filter(|c| c.enabled).map(|c| c.status).max().unwrap_or(Health::Healthy);
+    let considered = |c: &&CheckState| c.enabled || query.service.is_some();
+    let status = checks.iter().filter(considered).map(|c| c.status).max().unwrap_or(Health::Healthy);
     Ok(Json(HealthReport { status, checks }))
 }
 

@@ -201,7 +201,15 @@ fn describe_plugins(plugins: &crate::plugins::Plugins, dir: &Path) -> String {
     let mut out = String::new();
     for plugin in plugins.iter() {
         let info = &plugin.info;
-        out.push_str(&format!("{} {}  checker, {}\n  {}\n", info.name, info.version, plugin.source, info.description));
+        out.push_str(&format!(
+            "{} {}  checker, {}, {} KiB, sha256 {}\n  {}\n",
+            info.name,
+            info.version,
+            plugin.source,
+            plugin.size.div_ceil(1024),
+            &plugin.sha256[..12],
+            info.description
+        ));
         if let Some(target) = &info.default_target {
             out.push_str(&format!("  default target: {target}\n"));
         }

@@ -66,10 +66,17 @@ pub struct Host {
 impl Host {
     /// Load the plugins and build the checks. All of the config is checked, and every problem reported.
     pub async fn build(config: Config) -> Result<Self, StartError> {
-        config_sanity(&config).map_err(StartError::Config)?;
+        let sane = config_sanity(&config);
         let (runtime, plugins) = load_plugins(&config).await?;
         let env = |name: &str| std::env::var(name).ok();
-        let checks = checks::build(&config, &plugins, &runtime, &env).await.map_err(StartError::Config)?;
+        let checks = match (sane, checks::build(&config, &plugins, &runtime, &env).await) {
+            (Ok(()), Ok(checks)) => checks,
+            (sane, built) => {
+                let mut errors = sane.err().unwrap_or_default();
+                errors.extend(built.err().unwrap_or_default());
+                return Err(StartError::Config(errors));
+            }
+        };
         Ok(Self { config, runtime: Arc::new(runtime), plugins, checks: checks.into_iter().map(Arc::new).collect() })
     }
 }
@@ -78,7 +85,8 @@ impl Host {
 pub async fn load_plugins(config: &Config) -> Result<(Runtime, Plugins), StartError> {
     let cache_dir = config.source.resolve(&config.plugins.cache_dir);
     // Room for every check running at once, plus validation and the command line's own calls.
-    let instances = u32::try_from(config.scheduler.max_concurrent).unwrap_or(u32::MAX).saturating_mul(2).max(32);
+    let concurrent = config.scheduler.max_concurrent.clamp(1, MAX_CONCURRENT);
+    let instances = u32::try_from(concurrent).unwrap_or(u32::MAX).saturating_mul(2).max(32);
     let max_memory = usize::try_from(config.plugins.max_memory_limit.as_u64()).unwrap_or(usize::MAX);
     let runtime = Runtime::new(CompiledCache::new(Some(cache_dir)), instances, max_memory)
         .map_err(|e| StartError::Runtime(format!("{e:#}")))?;
@@ -87,12 +95,18 @@ pub async fn load_plugins(config: &Config) -> Result<(Runtime, Plugins), StartEr
     Ok((runtime, plugins))
 }
 
+/// The most checks that may run at once; each needs a slot of reserved address space in the plugin pool.
+const MAX_CONCURRENT: usize = 1024;
+
+/// How long shutdown waits for API requests in progress before it stops waiting and commits what it has.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Settings outside any check that cannot work.
 fn config_sanity(config: &Config) -> Result<(), Vec<ConfigError>> {
     let mut errors = Vec::new();
     let mut problem = |message: String| errors.push(ConfigError::new(config.source.name(), None, message));
-    if config.scheduler.max_concurrent == 0 {
-        problem("`[scheduler] max_concurrent` must be at least 1".into());
+    if !(1..=MAX_CONCURRENT).contains(&config.scheduler.max_concurrent) {
+        problem(format!("`[scheduler] max_concurrent` must be between 1 and {MAX_CONCURRENT}"));
     }
     if !(0.0..=1.0).contains(&config.scheduler.jitter) {
         problem(format!("`[scheduler] jitter` must be between 0 and 1, not {}", config.scheduler.jitter));
@@ -145,15 +159,18 @@ pub async fn serve(
 
     let app = api::app(api::AppState { board, started });
     let stopping = stop.clone();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                () = shutdown => {}
-                () = stopping.cancelled() => {}
-            }
-        })
-        .await;
-    tracing::info!("Shutting down");
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move { stopping.cancelled().await });
+    let mut server = std::pin::pin!(server.into_future());
+    let served = tokio::select! {
+        served = &mut server => served,
+        () = shutdown => {
+            tracing::info!("Shutting down");
+            stop.cancel();
+            // Requests in progress may finish; one that never does must not keep selfmon (and its unwritten results)
+            // from stopping.
+            tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await.unwrap_or(Ok(()))
+        }
+    };
     stop.cancel();
     tasks.close();
     tasks.wait().await;

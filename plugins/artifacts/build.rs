@@ -27,12 +27,12 @@ fn main() {
         Vec::new()
     };
 
-    // Next to the outer build's own directories (cargo marks its target directory with CACHEDIR.TAG), so one
-    // nested build serves debug, release and test builds alike.
-    let target_dir = out_dir
-        .ancestors()
-        .find(|dir| dir.join("CACHEDIR.TAG").is_file())
-        .map_or_else(|| out_dir.join("wasm"), |dir| dir.join("plugins-wasm"));
+    // One directory next to the outer build's, so one nested build serves debug, release and test builds alike.
+    let target_dir = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|dir| if dir.is_relative() { workspace.join(dir) } else { dir })
+        .unwrap_or_else(|| workspace.join("target"))
+        .join("plugins-wasm");
 
     let mut cargo = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cargo
@@ -87,6 +87,7 @@ fn main() {
     println!("cargo:rerun-if-changed={}", workspace.join("Cargo.lock").display());
     println!("cargo:rerun-if-changed={}", workspace.join("plugins").display());
     println!("cargo:rerun-if-changed={}", workspace.join("tests/guests").display());
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
 }
 
 /// The crates in a directory: every subdirectory with a Cargo.toml, named like the directory.

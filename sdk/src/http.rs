@@ -122,14 +122,24 @@ impl Request {
     pub fn send(self) -> Result<Response, Error> {
         let started = monotonic_clock::now();
         let deadline = started.saturating_add(duration_ns(self.timeout));
-        let uri: ::http::Uri = self.url.parse().map_err(|e| Error::InvalidUrl(format!("`{}`: {e}", self.url)))?;
+        let uri: ::http::Uri =
+            self.url.parse().map_err(|e| Error::InvalidUrl(format!("`{}`: {e}", redact_url(&self.url))))?;
         let scheme = match uri.scheme_str() {
             Some("http") => Scheme::Http,
             Some("https") => Scheme::Https,
-            _ => return Err(Error::InvalidUrl(format!("`{}` does not start with http:// or https://", self.url))),
+            _ => {
+                return Err(Error::InvalidUrl(format!(
+                    "`{}` does not start with http:// or https://",
+                    redact_url(&self.url)
+                )));
+            }
         };
-        let authority =
-            uri.authority().ok_or_else(|| Error::InvalidUrl(format!("`{}` has no host", self.url)))?.to_string();
+        let authority = uri
+            .authority()
+            .ok_or_else(|| Error::InvalidUrl(format!("`{}` has no host", redact_url(&self.url))))?
+            .to_string();
+        // What errors show: host and port, never the `user:password@` a URL may carry.
+        let shown = authority.rsplit_once('@').map_or(authority.as_str(), |(_, host)| host).to_string();
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
 
         let headers =
@@ -145,7 +155,7 @@ impl Request {
             "PATCH" => Method::Patch,
             other => Method::Other(other.to_string()),
         };
-        let invalid = |what: &str| Error::InvalidRequest(format!("{what} refused: `{}`", self.url));
+        let invalid = |what: &str| Error::InvalidRequest(format!("{what} refused: `{}`", redact_url(&self.url)));
         request.set_method(&method).map_err(|()| invalid("method"))?;
         request.set_scheme(Some(&scheme)).map_err(|()| invalid("scheme"))?;
         request.set_authority(Some(&authority)).map_err(|()| invalid("host"))?;
@@ -163,9 +173,9 @@ impl Request {
             Some(_) => Some(request.body().map_err(|()| invalid("body"))?),
             None => None,
         };
-        let future = outgoing_handler::handle(request, Some(options)).map_err(|e| Error::from_code(e, &authority))?;
+        let future = outgoing_handler::handle(request, Some(options)).map_err(|e| Error::from_code(e, &shown))?;
         if let (Some(body), Some(bytes)) = (outgoing_body, &self.body) {
-            write_body(body, bytes).map_err(|e| Error::from_code(e, &authority))?;
+            write_body(body, bytes).map_err(|e| Error::from_code(e, &shown))?;
         }
 
         let timer = monotonic_clock::subscribe_instant(deadline);
@@ -175,14 +185,14 @@ impl Request {
         }
         let response = match future.get() {
             Some(Ok(Ok(response))) => response,
-            Some(Ok(Err(code))) => return Err(Error::from_code(code, &authority)),
+            Some(Ok(Err(code))) => return Err(Error::from_code(code, &shown)),
             Some(Err(())) | None => return Err(Error::Protocol("the response was already taken".into())),
         };
         let first_byte = Duration::from_nanos(monotonic_clock::now().saturating_sub(started));
         let status = response.status();
         let headers = response.headers().entries();
         let incoming = response.consume().map_err(|()| Error::Protocol("response body unavailable".into()))?;
-        let (body, truncated) = read_body(&incoming, &timer, self.max_body_bytes, &authority, self.timeout)?;
+        let (body, truncated) = read_body(&incoming, &timer, self.max_body_bytes, &shown, self.timeout)?;
         drop(IncomingBody::finish(incoming));
         Ok(Response {
             status,
@@ -193,6 +203,16 @@ impl Request {
             elapsed: Duration::from_nanos(monotonic_clock::now().saturating_sub(started)),
         })
     }
+}
+
+/// A URL as it may be shown: without `user:password@` and without the query (where API keys often travel).
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (authority, path) = rest.find(['/', '?', '#']).map_or((rest, ""), |i| rest.split_at(i));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    let query = if rest.contains('?') { "?…" } else { "" };
+    if scheme.is_empty() { format!("{host}{path}{query}") } else { format!("{scheme}://{host}{path}{query}") }
 }
 
 fn duration_ns(duration: Duration) -> u64 {
@@ -232,8 +252,7 @@ fn read_body(
             }
             Err(StreamError::Closed) => return Ok((kept, truncated)),
             Err(StreamError::LastOperationFailed(e)) => {
-                let code = wasip2::http::types::http_error_code(&e);
-                return Err(match code {
+                return Err(match wasip2::http::types::http_error_code(&e) {
                     Some(code) => Error::from_code(code, authority),
                     None => Error::Protocol(format!("reading the body failed: {}", e.to_debug_string())),
                 });
@@ -390,3 +409,18 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shown_urls_carry_no_credentials_or_query() {
+        assert_eq!(
+            redact_url("https://user:pw@api.example.com:8443/v1/x?key=abc#f"),
+            "https://api.example.com:8443/v1/x?…"
+        );
+        assert_eq!(redact_url("http://example.com"), "http://example.com");
+        assert_eq!(redact_url("http://example.com/health"), "http://example.com/health");
+    }
+}

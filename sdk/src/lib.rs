@@ -43,8 +43,8 @@
 //! # The sandbox
 //!
 //! A plugin sees nothing by default. The operator's config grants each configured check its `target` and the hosts in
-//! its `allow` list; any other connection fails with [`http::Error::Denied`] or an [`std::io::ErrorKind::PermissionDenied`]
-//! I/O error. There is no filesystem and no environment. Each call runs in a fresh instance with a deadline
+//! its `allow` list; any other connection fails with [`http::Error::Denied`] or [`tcp::Error::Denied`], and a
+//! lookup of any other name fails too. There is no filesystem and no environment. Each call runs in a fresh instance with a deadline
 //! ([`Context::time_left`]) and a memory cap: a plugin keeps no state between calls.
 //!
 //! # Layout

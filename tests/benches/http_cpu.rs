@@ -4,7 +4,7 @@
 //! `scripts/bench` (or `cargo bench --bench http_cpu` with `prometheus-blackbox-exporter` installed). Both run as
 //! their own processes; CPU is read from /proc for each. blackbox_exporter is driven the way Prometheus drives it:
 //! one `/probe` request per target per interval, from this process (whose CPU is not counted).
-//! `SELFMON_BENCH_TARGETS` (default 20, one probe per target per second) and `SELFMON_BENCH_SECONDS` (default 30)
+//! `SELFMON_BENCH_TARGETS` (default 20, one probe per target per second) and `SELFMON_BENCH_SECONDS` (default 60)
 //! set the load and the measuring window.
 
 use std::collections::HashMap;
@@ -21,7 +21,7 @@ const BLACKBOX: &str = "prometheus-blackbox-exporter";
 fn main() {
     // `cargo bench` passes harness flags such as `--bench`; this benchmark takes none.
     let targets: usize = env_or("SELFMON_BENCH_TARGETS", 20);
-    let seconds: u64 = env_or("SELFMON_BENCH_SECONDS", 30);
+    let seconds: u64 = env_or("SELFMON_BENCH_SECONDS", 60);
     if Command::new(BLACKBOX).arg("--version").stderr(Stdio::null()).stdout(Stdio::null()).status().is_err() {
         eprintln!(
             "error: `{BLACKBOX}` is not installed (Debian package prometheus-blackbox-exporter; scripts/bench installs it)"

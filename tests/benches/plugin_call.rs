@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use selfmon::runtime::{CallLabels, CheckRequest, CompiledCache, Grants, PluginSource, Runtime, Sandbox};
+use selfmon::runtime::{CallLabels, CheckRequest, CompiledCache, Grants, PluginSource, Redactor, Runtime, Sandbox};
 use selfmon_plugin_artifacts::{HTTP, guests};
 
 fn plugin_call(c: &mut Criterion) {
@@ -18,6 +18,7 @@ fn plugin_call(c: &mut Criterion) {
     let sandbox = Sandbox {
         labels: CallLabels { plugin: Arc::from("noop"), check: Some(Arc::from("bench")) },
         grants: Arc::new(Grants::for_check(Some("https://api.example.com/v1/models"), &["db:5432".into()]).unwrap()),
+        redactor: Redactor::new(["not-a-real-token".to_string()]),
         memory_limit: 64 << 20,
         timeout: Duration::from_secs(10),
     };

@@ -43,6 +43,32 @@ interval = "1s"
 target = "{agent}"
 
 [[check]]
+name = "contains"
+plugin = "http"
+interval = "1s"
+target = "{ok}"
+[check.config]
+body_contains = "nope"
+
+[[check]]
+name = "too-slow"
+plugin = "http"
+interval = "2s"
+timeout = "2s"
+target = "{slow}"
+[check.config]
+degraded_after = "100ms"
+unhealthy_after = "300ms"
+
+[[check]]
+name = "basic"
+plugin = "http"
+interval = "1s"
+target = "{basic}"
+[check.secrets]
+basic_auth = "user:pass"
+
+[[check]]
 name = "wrong-body"
 plugin = "http"
 interval = "1s"
@@ -55,6 +81,7 @@ expect_json = {{ status = "ok", checks.db = "up" }}
         slow = target.url("/slow/700"),
         json = target.url("/json"),
         agent = target.url("/agent"),
+        basic = target.url("/basic"),
     );
     let workdir = Workdir::new(&config, &[]);
     let selfmon = Selfmon::start(&workdir).await;
@@ -81,6 +108,14 @@ expect_json = {{ status = "ok", checks.db = "up" }}
     assert_eq!(slow["status"], "degraded", "{slow:#}");
     assert!(slow["summary"].as_str().unwrap().contains("slower than 300 ms"), "{slow:#}");
 
+    let contains = selfmon.first_result("contains").await;
+    assert_eq!(contains["status"], "unhealthy");
+    assert!(contains["summary"].as_str().unwrap().ends_with("but the body does not contain `nope`"), "{contains:#}");
+    let too_slow = selfmon.first_result("too-slow").await;
+    assert_eq!(too_slow["status"], "unhealthy", "{too_slow:#}");
+    assert!(too_slow["summary"].as_str().unwrap().contains("slower than 300 ms"), "{too_slow:#}");
+    assert_eq!(selfmon.first_result("basic").await["status"], "healthy", "basic auth reached the server");
+
     let agent = selfmon.first_result("agent").await;
     assert_eq!(agent["status"], "healthy", "requests say they come from selfmon: {agent:#}");
 
@@ -96,6 +131,13 @@ expect_json = {{ status = "ok", checks.db = "up" }}
     let (status, missing) = selfmon.get("/v1/health?service=nope").await;
     assert_eq!(status, 404);
     assert_eq!(missing["error"]["code"], "unknown_check");
+    let (status, bad) = selfmon.get("/v1/health?colour=red").await;
+    assert_eq!(status, 400);
+    assert_eq!(bad["error"]["code"], "bad_query");
+    let response = reqwest::Client::new().post(format!("{}/health", selfmon.url)).send().await.unwrap();
+    assert_eq!(response.status(), 405);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed");
     selfmon.stop().await;
 }
 

@@ -1,20 +1,16 @@
-//! The `selfmon` binary as operators and cron jobs use it: exit codes, error messages, signals, the default config.
+//! The `selfmon` binary as operators and cron jobs use it: exit codes, error messages, logs, signals, the default
+//! config.
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
 use selfmon_plugin_artifacts::guests;
 
-use crate::support::{PATIENCE, Target, Workdir, closed_port, free_port, get_json};
+use crate::support::{PATIENCE, Target, Workdir, closed_port, free_port, get_json, selfmon_command, signal};
 
 fn selfmon(workdir: &Workdir, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_selfmon"))
-        .args(args)
-        .arg("--config")
-        .arg(workdir.config_file())
-        .env("SELFMON_LOG", "warn")
-        .output()
-        .unwrap()
+    selfmon_command(workdir).args(args).output().unwrap()
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -112,36 +108,81 @@ fn config_errors_name_the_file_the_line_and_what_is_wrong() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = text(&output.stderr);
     let file = workdir.config_file().display().to_string();
-    let line = std::fs::read_to_string(workdir.config_file())
-        .unwrap()
-        .lines()
-        .position(|l| l.starts_with("intervall"))
-        .unwrap()
-        + 1;
-    assert!(stderr.contains(&format!("{file}, line {line}: unknown field `intervall`")), "{stderr}");
+    let written = std::fs::read_to_string(workdir.config_file()).unwrap();
+    let line = |text: &str| written.lines().position(|l| l == text).unwrap() + 1;
+    assert!(
+        stderr.contains(&format!("{file}, line {}: unknown field `intervall`", line("intervall = \"5s\""))),
+        "{stderr}"
+    );
 
     let workdir = Workdir::new(
-        "[[check]]\nname = \"web\"\nplugin = \"htp\"\ntarget = \"http://localhost/\"\n\n[[check]]\nname = \"api\"\nplugin = \"http\"\ntarget = \"http://localhost/\"\n[check.config]\nexpect_status = \"200\"\ncolour = \"red\"\n",
+        r#"
+[scheduler]
+max_concurrent = 0
+
+[[check]]
+name = "web"
+plugin = "htp"
+target = "http://localhost/"
+
+[[check]]
+name = "api"
+plugin = "http"
+target = "http://localhost/"
+interval = "30days"
+memory_limit = "2 GiB"
+depends_on = ["nowhere"]
+[check.config]
+expect_status = "200"
+colour = "red"
+
+[[check]]
+name = "api"
+plugin = "http"
+target = "http://localhost/"
+
+[[check]]
+name = "a"
+plugin = "http"
+target = "http://localhost/"
+depends_on = ["b"]
+
+[[check]]
+name = "b"
+plugin = "http"
+target = "http://localhost/"
+depends_on = ["a"]
+"#,
         &[],
     );
     let output = selfmon(&workdir, &["config", "check"]);
     assert_eq!(output.status.code(), Some(1));
     let stderr = text(&output.stderr);
     let written = std::fs::read_to_string(workdir.config_file()).unwrap();
-    let lines: Vec<&str> = written.lines().collect();
-    let web = lines.iter().position(|l| *l == "name = \"web\"").unwrap();
-    let api = lines.iter().position(|l| *l == "name = \"api\"").unwrap();
-    assert!(
-        stderr.contains(&format!("line {web}: invalid check `web`: unknown plugin `htp` (loaded: http")),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains(&format!(
-            "line {api}: invalid check `api`: unknown config key `colour` (accepted: method, expect_status"
-        )),
-        "{stderr}"
-    );
-    assert!(stderr.contains("invalid check `api`: config key `expect_status` must be a list"), "{stderr}");
+    let line = |text: &str| written.lines().position(|l| l == text).unwrap() + 1;
+    let expected = [
+        "`[scheduler] max_concurrent` must be between 1 and 1024".to_string(),
+        format!("line {}: invalid check `web`: unknown plugin `htp` (loaded: http", line("plugin = \"htp\"")),
+        format!(
+            "line {}: invalid check `api`: unknown config key `colour` (accepted: method, expect_status",
+            line("colour = \"red\"")
+        ),
+        format!(
+            "line {}: invalid check `api`: config key `expect_status` must be a list",
+            line("expect_status = \"200\"")
+        ),
+        format!(
+            "line {}: invalid check `api`: `interval` of 30days is not between 1s and 7days",
+            line("interval = \"30days\"")
+        ),
+        format!("line {}: invalid check `api`: `memory_limit` of 2.0 GiB is over", line("memory_limit = \"2 GiB\"")),
+        format!("line {}: invalid check `api`: `depends_on` names `nowhere`", line("depends_on = [\"nowhere\"]")),
+        "invalid check `api`: the name is used by another check".to_string(),
+        "`depends_on` forms a cycle: a -> b -> a".to_string(),
+    ];
+    for error in expected {
+        assert!(stderr.contains(&error), "missing `{error}` in:\n{stderr}");
+    }
 
     let workdir = Workdir::new("[[check]]\nname = \"web\"\nplugin = \"http\"\ntarget = \"http://localhost/\"\n", &[]);
     let output = selfmon(&workdir, &["config", "check"]);
@@ -167,8 +208,17 @@ fn a_plugin_rejects_a_config_it_cannot_use_before_anything_runs() {
 
 #[test]
 fn plugins_lists_what_is_loaded_and_why_files_were_refused() {
-    let workdir =
-        Workdir::new("", &[("noop", guests::NOOP), ("garbage", b"this is not wasm"), ("core", b"\0asm\x01\0\0\0")]);
+    let workdir = Workdir::new(
+        "[plugins]\nmax_file_size = \"1 MiB\"\n",
+        &[
+            ("noop", guests::NOOP),
+            ("garbage", b"this is not wasm"),
+            ("core", b"\0asm\x01\0\0\0"),
+            ("future", guests::FUTURE),
+            ("rule", guests::RULE),
+            ("huge", &vec![0u8; 2 << 20]),
+        ],
+    );
     std::fs::write(workdir.path().join("plugins/notes.txt"), "not a plugin").unwrap();
     let output = selfmon(&workdir, &["plugins"]);
     let stdout = text(&output.stdout);
@@ -180,12 +230,50 @@ fn plugins_lists_what_is_loaded_and_why_files_were_refused() {
     assert!(stdout.contains("noop 0.1.0  checker,") && stdout.contains("noop.wasm"), "{stdout}");
     assert!(stdout.contains("garbage.wasm: not a WebAssembly component"), "{stdout}");
     assert!(stdout.contains("core.wasm: not a WebAssembly component"), "{stdout}");
+    assert!(
+        stdout.contains("future.wasm: built against contract version 0.2.0 (`selfmon:plugin/types`); this selfmon implements 0.1.0 and accepts 0.1.x"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("rule.wasm: a rule plugin (exports `selfmon:plugin/alert-rule`): this version of selfmon runs checker plugins only"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("huge.wasm: 2097152 bytes is over the limit of 1048576"), "{stdout}");
     assert!(!stdout.contains("notes.txt"), "only .wasm files are plugins: {stdout}");
     assert_eq!(output.status.code(), Some(1), "refused files make the listing fail");
 }
 
+#[test]
+fn a_flooding_plugin_is_cut_short_in_the_log() {
+    let workdir = Workdir::new("[[check]]\nname = \"flood\"\nplugin = \"flood\"\n", &[("flood", guests::FLOOD)]);
+    let output = selfmon_command(&workdir).args(["check", "flood"]).env("SELFMON_LOG", "info").output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    let records = stderr.lines().filter(|l| l.contains("xxxxxxxxxx") && l.contains("fields=")).count();
+    assert_eq!(records, 100, "100 records a call reach the log");
+    assert!(stderr.contains("dropped=99900"), "the rest are counted: {}", &stderr[stderr.len().saturating_sub(2000)..]);
+    assert!(stderr.contains("dropped_bytes=9983616"), "stderr keeps 16 KiB and counts the rest");
+    assert!(stderr.len() < 1 << 20, "the log stays small: {} bytes", stderr.len());
+}
+
+#[test]
+fn secrets_a_plugin_echoes_are_redacted_everywhere() {
+    let config = "[[check]]\nname = \"echo\"\nplugin = \"echo\"\n[check.secrets]\ntoken = \"file:token\"\n\n\
+                  [[check]]\nname = \"echo-fail\"\nplugin = \"echo\"\n[check.config]\nfail = true\n[check.secrets]\ntoken = \"file:token\"\n";
+    let workdir = Workdir::new(config, &[("echo", guests::ECHO)]);
+    std::fs::write(workdir.path().join("token"), "tok-LEAKED-8d2f").unwrap();
+    let output = selfmon_command(&workdir).args(["check"]).env("SELFMON_LOG", "info").output().unwrap();
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert!(!stdout.contains("LEAKED") && !stderr.contains("LEAKED"), "secret leaked:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("token [redacted]") && stdout.contains("failed with token [redacted]"), "{stdout}");
+    assert!(
+        stderr.contains("the token is [redacted]") && stderr.contains("stderr says the token is [redacted]"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn serve_stops_cleanly_on_sigterm_and_keeps_what_it_measured() {
+async fn serve_stops_cleanly_on_sigterm_and_commits_what_it_measured() {
     let target = Target::start().await;
     let port = free_port();
     let config = format!(
@@ -193,43 +281,42 @@ async fn serve_stops_cleanly_on_sigterm_and_keeps_what_it_measured() {
         target.url("/ok")
     );
     let workdir = Workdir::new(&config, &[]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_selfmon"))
-        .args(["serve", "--config"])
-        .arg(workdir.config_file())
-        .env("SELFMON_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = selfmon_command(&workdir).arg("serve").stdout(Stdio::null()).spawn().unwrap();
     let url = format!("http://127.0.0.1:{port}/v1/health");
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
+    let mut runs_seen = 0;
+    let last_seen = loop {
         if let Ok(response) = reqwest::get(&url).await {
             let body: serde_json::Value = response.json().await.unwrap();
-            if body["checks"][0]["status"] == "healthy" {
-                break;
+            let state = &body["checks"][0];
+            if state["status"] == "healthy" {
+                runs_seen += 1;
+                if runs_seen >= 3 {
+                    break state["last_run"].as_str().unwrap().to_string();
+                }
             }
         }
         assert!(tokio::time::Instant::now() < deadline, "selfmon serve never reported the check healthy");
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(kill.success());
+    };
+    signal(&child, Signal::SIGTERM);
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
     assert_eq!(status.code(), Some(0), "SIGTERM is a clean exit");
-    let runs = workdir.stored_runs("ok");
-    assert!(!runs.is_empty() && runs.iter().all(|(status, _, _)| status == "healthy"), "{runs:?}");
+    let stored = workdir.stored_start_times("ok");
+    let latest = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(*stored.last().unwrap()).unwrap());
+    let latest = humantime::format_rfc3339_millis(latest).to_string();
+    assert!(latest >= last_seen, "the run the API showed last ({last_seen}) was committed (latest stored {latest})");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_no_config_file_selfmon_monitors_itself() {
-    let dir = tempfile::tempdir().unwrap();
+    let workdir = Workdir::new("", &[]);
+    std::fs::remove_file(workdir.config_file()).unwrap();
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_selfmon"))
+    let mut child = selfmon_command(&workdir)
         .arg("serve")
-        .current_dir(dir.path())
-        .env("SELFMON_API_LISTEN", format!("127.0.0.1:{port}"))
-        .env("SELFMON_LOG", "warn")
         .env_remove("SELFMON_CONFIG")
+        .env("SELFMON_API_LISTEN", format!("127.0.0.1:{port}"))
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -248,7 +335,7 @@ async fn with_no_config_file_selfmon_monitors_itself() {
     assert_eq!(state["status"], "healthy", "{state:#}");
     let (status, _) = get_json(&format!("http://127.0.0.1:{port}/health")).await;
     assert_eq!(status, 200);
-    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    signal(&child, Signal::SIGINT);
     assert_eq!(child.wait().unwrap().code(), Some(0), "SIGINT is a clean exit");
-    assert!(dir.path().join("data/selfmon.db").is_file(), "the default database lives under ./data");
+    assert!(workdir.path().join("data/selfmon.db").is_file(), "the default database lives under ./data");
 }

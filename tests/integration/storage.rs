@@ -53,12 +53,15 @@ async fn runs_metrics_and_system_figures_are_stored_and_survive_a_restart() {
         .unwrap()
         .replace("interval = \"1s\"\ntarget", "enabled = false\ntarget");
     std::fs::write(workdir.config_file(), disabled).unwrap();
+    let stored = workdir.stored_runs("web").len();
     let selfmon = Selfmon::start(&workdir).await;
     let state = selfmon.check("web").await;
     assert_eq!(state["enabled"], false);
     assert_eq!(state["status"], "healthy", "{state:#}");
     assert!(state["last_run"].as_str().unwrap() >= first["last_run"].as_str().unwrap());
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     selfmon.stop().await;
+    assert_eq!(workdir.stored_runs("web").len(), stored, "a disabled check never runs");
 }
 
 fn system_samples(workdir: &Workdir) -> i64 {

@@ -133,7 +133,7 @@ fn yes() -> bool {
 }
 
 /// Where a config came from.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Source {
     /// The file, or `None` for the built-in default.
     pub file: Option<PathBuf>,
@@ -152,6 +152,35 @@ impl Source {
     /// The 1-based line of a byte offset in the file.
     pub fn line_of(&self, offset: usize) -> usize {
         self.text.as_bytes()[..offset.min(self.text.len())].iter().filter(|b| **b == b'\n').count() + 1
+    }
+
+    /// The line where `key = ...` is written in the `[[check]]` table whose header is at `header`, its
+    /// `[check.*]` sub-tables included, if it is.
+    pub fn line_of_key(&self, header: std::ops::Range<usize>, key: &str) -> Option<usize> {
+        // The parser's span covers only the `[[check]]` header: the table runs to the next header that is neither
+        // one of its sub-tables nor a line inside them.
+        let rest = self.text.get(header.end..)?;
+        let mut end = self.text.len();
+        let mut offset = header.end;
+        for line in rest.split_inclusive('\n') {
+            let trimmed = line.trim_start();
+            if trimmed.starts_with('[') && !trimmed.starts_with("[check.") {
+                end = offset;
+                break;
+            }
+            offset += line.len();
+        }
+        let text = self.text.get(header.start..end)?;
+        let mut offset = header.start;
+        for line in text.split_inclusive('\n') {
+            let trimmed = line.trim_start();
+            let unquoted = trimmed.strip_prefix(key).or_else(|| trimmed.strip_prefix(&format!("\"{key}\"")));
+            if unquoted.is_some_and(|rest| rest.trim_start().starts_with('=')) {
+                return Some(self.line_of(offset));
+            }
+            offset += line.len();
+        }
+        None
     }
 
     /// Resolve a path from the config against the config's directory.
@@ -186,6 +215,13 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The file's text is left out: it may hold literal secrets.
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Source").field("file", &self.file).field("base_dir", &self.base_dir).finish_non_exhaustive()
+    }
+}
+
 impl Config {
     /// Read the config: `path` if given; else `selfmon.toml` in the working directory if it exists; else the
     /// built-in default. Environment overrides are applied in every case.
@@ -213,12 +249,13 @@ impl Config {
     /// `None`).
     pub fn parse(text: &str, file: Option<&Path>) -> Result<Self, ConfigError> {
         let origin = file.map_or_else(|| "config".into(), |f| f.display().to_string());
+        let base_dir = file.and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+        let source = Source { file: file.map(Path::to_path_buf), text: text.to_string(), base_dir };
         let mut config: Config = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|span| text[..span.start].matches('\n').count() + 1);
+            let line = e.span().map(|span| source.line_of(span.start));
             ConfigError::new(origin, line, e.message().trim_end().to_string())
         })?;
-        let base_dir = file.and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
-        config.source = Source { file: file.map(Path::to_path_buf), text: text.to_string(), base_dir };
+        config.source = source;
         Ok(config)
     }
 
@@ -343,6 +380,17 @@ mod tests {
         let err = Config::parse("[scheduler]\ndefault_interval = 5\n", None).unwrap_err();
         assert_eq!(err.line, Some(2));
         assert!(err.message.contains("invalid type: integer"), "{err}");
+    }
+
+    #[test]
+    fn keys_are_found_on_their_own_lines_and_the_text_is_not_debug_printed() {
+        let text = "[[check]]\nname = \"a\"\nplugin = \"http\"\ntarget = \"x\"\n[check.config]\nexpect_status = 1\n[check.secrets]\ntoken = \"hunter2\"\n";
+        let config = Config::parse(text, Some(Path::new("s.toml"))).unwrap();
+        let span = config.checks[0].span();
+        assert_eq!(config.source.line_of_key(span.clone(), "target"), Some(4));
+        assert_eq!(config.source.line_of_key(span.clone(), "expect_status"), Some(6), "sub-tables belong to the check");
+        assert_eq!(config.source.line_of_key(span, "nope"), None);
+        assert!(!format!("{config:?}").contains("hunter2"));
     }
 
     #[test]

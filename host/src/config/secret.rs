@@ -10,15 +10,16 @@ use serde::Deserialize;
 pub struct SecretRef(String);
 
 impl SecretRef {
-    /// Look the secret up. Errors name the reference, never a value.
-    pub fn resolve(&self, var: impl Fn(&str) -> Option<String>) -> Result<Secret, String> {
+    /// Look the secret up; a relative `file:` path is taken from `base` (the config file's directory). Errors name
+    /// the reference, never a value.
+    pub fn resolve(&self, var: impl Fn(&str) -> Option<String>, base: &std::path::Path) -> Result<Secret, String> {
         if let Some(name) = self.0.strip_prefix("env:") {
             return var(name)
                 .map(Secret)
                 .ok_or_else(|| format!("refers to environment variable `{name}`, which is not set"));
         }
         if let Some(path) = self.0.strip_prefix("file:") {
-            return std::fs::read_to_string(path)
+            return std::fs::read_to_string(base.join(path))
                 .map(|text| Secret(text.trim_end_matches(['\n', '\r']).to_string()))
                 .map_err(|e| format!("refers to file `{path}`, which cannot be read: {e}"));
         }
@@ -71,13 +72,19 @@ mod tests {
     #[test]
     fn references_resolve_and_values_stay_hidden() {
         let env = |name: &str| (name == "TOKEN").then(|| "s3cret".to_string());
-        let secret = SecretRef("env:TOKEN".into()).resolve(env).unwrap();
+        let base = std::path::Path::new("/etc/selfmon");
+        let secret = SecretRef("env:TOKEN".into()).resolve(env, base).unwrap();
         assert_eq!(secret.expose(), "s3cret");
         assert_eq!(format!("{secret} {secret:?}"), "[redacted] [redacted]");
         assert_eq!(format!("{:?}", SecretRef("hunter2".into())), "\"[redacted]\"");
         assert_eq!(format!("{:?}", SecretRef("env:TOKEN".into())), "\"env:TOKEN\"");
 
-        let err = SecretRef("env:MISSING".into()).resolve(env).unwrap_err();
+        let err = SecretRef("env:MISSING".into()).resolve(env, base).unwrap_err();
         assert_eq!(err, "refers to environment variable `MISSING`, which is not set");
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "from-a-file\n").unwrap();
+        let secret = SecretRef("file:token".into()).resolve(env, dir.path()).unwrap();
+        assert_eq!(secret.expose(), "from-a-file", "relative to the config's directory, without the newline");
     }
 }

@@ -6,7 +6,9 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use self::selfmon::plugin::types::{CheckRequest, CheckResult, Level, PluginInfo, Setting, Status, ValueKind};
+pub use self::selfmon::plugin::types::{
+    CheckRequest, CheckResult, Level, Metric, PluginInfo, Setting, Status, ValueKind,
+};
 
 /// The contract version this host implements; plugins built against another minor version are refused by name.
 pub const CONTRACT_VERSION: &str = "0.1.0";

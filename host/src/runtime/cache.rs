@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+#[derive(Debug, Clone)]
 pub struct CompiledCache {
     dir: Option<PathBuf>,
 }
@@ -21,21 +22,22 @@ impl CompiledCache {
         Self { dir }
     }
 
-    /// The component for these bytes, from the cache when possible.
-    pub fn component(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
+    /// The component for these bytes (from the cache when possible) and their SHA-256, hex.
+    ///
+    /// Compiling takes hundreds of milliseconds: call this off the async threads.
+    pub fn component(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<(Component, String)> {
+        let sha256: String = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
         let Some(dir) = &self.dir else {
-            return Component::from_binary(engine, bytes);
+            return Ok((Component::from_binary(engine, bytes)?, sha256));
         };
         let mut compat = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut compat);
-        let digest = Sha256::digest(bytes);
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        let path = dir.join(format!("{hex}-{:016x}.cwasm", compat.finish()));
+        let path = dir.join(format!("{sha256}-{:016x}.cwasm", compat.finish()));
         if path.is_file() {
             // SAFETY: the file was written by `Component::serialize` below, into selfmon's own cache directory, under
             // a name that includes this engine's compatibility hash; wasmtime checks its header again on load.
             match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(component) => return Ok(component),
+                Ok(component) => return Ok((component, sha256)),
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "Compiled plugin cache entry unusable; recompiling")
                 }
@@ -45,15 +47,43 @@ impl CompiledCache {
         if let Err(e) = Self::store(&path, &component) {
             tracing::warn!(path = %path.display(), error = %e, "Could not write the compiled plugin cache");
         }
-        Ok(component)
+        Ok((component, sha256))
     }
 
     fn store(path: &std::path::Path, component: &Component) -> wasmtime::Result<()> {
         let dir = path.parent().expect("cache entries live in a directory");
         std::fs::create_dir_all(dir)?;
-        let temporary = path.with_extension(format!("tmp{}", std::process::id()));
+        // Unique per writer, so runtimes compiling the same plugin at once never share a half-written file.
+        let temporary = path.with_extension(format!("tmp-{}-{:016x}", std::process::id(), fastrand::u64(..)));
         std::fs::write(&temporary, component.serialize()?)?;
-        std::fs::rename(&temporary, path)?;
+        std::fs::rename(&temporary, path).inspect_err(|_| {
+            let _ = std::fs::remove_file(&temporary);
+        })?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cached_component_is_reused_and_a_corrupt_entry_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CompiledCache::new(Some(dir.path().to_path_buf()));
+        let engine = Engine::default();
+        let bytes = selfmon_plugin_artifacts::guests::NOOP;
+        let (_, digest) = cache.component(&engine, bytes).unwrap();
+        let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(entries.len(), 1, "one entry, no temporary files left: {entries:?}");
+        assert!(entries[0].file_name().unwrap().to_string_lossy().starts_with(&digest));
+
+        let written = std::fs::metadata(&entries[0]).unwrap().modified().unwrap();
+        cache.component(&engine, bytes).unwrap();
+        assert_eq!(std::fs::metadata(&entries[0]).unwrap().modified().unwrap(), written, "reused, not rewritten");
+
+        std::fs::write(&entries[0], b"not a compiled component").unwrap();
+        cache.component(&engine, bytes).unwrap();
+        assert_ne!(std::fs::read(&entries[0]).unwrap(), b"not a compiled component", "a corrupt entry is replaced");
     }
 }

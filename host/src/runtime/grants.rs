@@ -51,6 +51,16 @@ impl Grants {
         self.entries.iter().any(|g| matches!(g.host, HostPattern::Name(_)))
     }
 
+    /// Whether a name lookup of `name` is granted: a host name a grant names exactly (or an IP address literal).
+    pub fn names(&self, name: &str) -> bool {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        self.entries.iter().any(|grant| match &grant.host {
+            HostPattern::Name(granted) => *granted == name,
+            HostPattern::Ip(ip) => name.parse::<IpAddr>().is_ok_and(|n| n == *ip),
+            HostPattern::Subdomains(_) => false,
+        })
+    }
+
     /// Whether an HTTP request to `host:port` is granted.
     pub fn allows(&self, host: &str, port: u16) -> bool {
         let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
@@ -212,6 +222,13 @@ mod tests {
         assert_eq!(err(Some("ftp://x.org/"), &[]), "`target` `ftp://x.org/` has no port and `ftp` has no default port");
         assert_eq!(err(None, &["db:abc"]), "`allow` entry `db:abc`: `abc` is not a port");
         assert_eq!(err(None, &["bad host:1"]), "`allow` entry `bad host` is not a host name or IP address");
+    }
+
+    #[test]
+    fn only_granted_names_may_be_looked_up() {
+        let g = grants(Some("https://api.example.com/"), &["db.internal:5432", "*.cdn.net:443", "10.0.0.7:*"]);
+        assert!(g.names("api.example.com") && g.names("DB.internal.") && g.names("10.0.0.7"));
+        assert!(!g.names("secret.attacker.example") && !g.names("x.cdn.net") && !g.names("example.com"));
     }
 
     #[tokio::test]

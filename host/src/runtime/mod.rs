@@ -8,7 +8,10 @@
 mod bindings;
 mod cache;
 pub mod grants;
+mod lookup;
+mod output;
 mod plugin;
+pub mod redact;
 mod state;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -18,13 +21,14 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
 
-pub use bindings::{CONTRACT_VERSION, CheckRequest, CheckResult, PluginInfo, Setting, Status, ValueKind};
+pub use bindings::{CONTRACT_VERSION, CheckRequest, CheckResult, Metric, PluginInfo, Setting, Status, ValueKind};
 pub use cache::CompiledCache;
 pub use grants::Grants;
 pub use plugin::{Plugin, PluginSource};
+pub use redact::Redactor;
 pub use state::CallLabels;
-pub use state::truncate;
 use state::{MemoryCapExceeded, Output, PluginState};
+pub use state::{one_line, truncate};
 
 /// Memory per linear memory and table kept resident between calls (see [`Runtime::new`]).
 const KEEP_RESIDENT: usize = 4 << 20;
@@ -37,6 +41,8 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub struct Sandbox {
     pub labels: CallLabels,
     pub grants: Arc<Grants>,
+    /// The check's secrets, removed from anything the plugin writes or returns.
+    pub redactor: Redactor,
     pub memory_limit: usize,
     pub timeout: Duration,
 }
@@ -140,6 +146,12 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        linker.allow_shadowing(true);
+        wasmtime_wasi::p2::bindings::sockets::ip_name_lookup::add_to_linker::<_, lookup::GrantedLookupData>(
+            &mut linker,
+            PluginState::lookup,
+        )?;
+        linker.allow_shadowing(false);
         bindings::Checker::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
 
         let ticker = Ticker::start(engine.clone())?;
@@ -155,13 +167,7 @@ impl Runtime {
     ) -> Result<T, CallError> {
         let _ticking = self.ticker.hold();
         let output = Output::new();
-        let state = PluginState::new(
-            sandbox.labels.clone(),
-            sandbox.grants.clone(),
-            sandbox.memory_limit,
-            sandbox.timeout,
-            &output,
-        );
+        let state = PluginState::new(sandbox, &output);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.memory);
         let deadline = Instant::now() + sandbox.timeout;
@@ -178,12 +184,8 @@ impl Runtime {
             Ok(result) => result,
             Err(_) => Err(CallError::Deadline(sandbox.timeout)),
         };
-        report_output(&sandbox.labels, &output, store.data().log.dropped);
+        report_output(sandbox, &output, store.data().log.dropped);
         result
-    }
-
-    pub fn engine(&self) -> &Engine {
-        &self.engine
     }
 }
 
@@ -216,7 +218,7 @@ fn classify(error: wasmtime::Error, sandbox: &Sandbox, output: &Output, instanti
         return CallError::Instantiate(format!("{error:#}"));
     }
     // A Rust plugin that panics prints where and why to stderr before it traps; that is what its author needs.
-    let stderr = String::from_utf8_lossy(&output.stderr.contents()).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr.contents().0).into_owned();
     let panic = stderr.lines().position(|line| line.contains("panicked at")).map(|at| {
         let mut lines = stderr.lines().skip(at);
         let location = lines.next().unwrap_or_default();
@@ -225,23 +227,26 @@ fn classify(error: wasmtime::Error, sandbox: &Sandbox, output: &Output, instanti
         format!("{} {}", location.trim(), message.trim()).trim().to_string()
     });
     let trap = error.downcast_ref::<wasmtime::Trap>().map_or_else(|| format!("{error:#}"), |t| t.to_string());
-    CallError::Trap(match panic {
+    let message = match panic {
         Some(panic) => format!("{panic} ({trap})"),
         None => trap,
-    })
+    };
+    CallError::Trap(sandbox.redactor.apply(&message).into_owned())
 }
 
-/// Log what a call wrote to stdout and stderr, and how many log records it had to drop.
-fn report_output(labels: &CallLabels, output: &Output, dropped: usize) {
+/// Log what a call wrote to stdout and stderr, and how much output and how many log records it had to drop.
+fn report_output(sandbox: &Sandbox, output: &Output, dropped_records: usize) {
+    let labels = &sandbox.labels;
     for (stream, pipe) in [("stdout", &output.stdout), ("stderr", &output.stderr)] {
-        let bytes = pipe.contents();
+        let (bytes, dropped_bytes) = pipe.contents();
         if !bytes.is_empty() {
             let text = String::from_utf8_lossy(&bytes);
-            tracing::info!(target: "selfmon::plugin", plugin = %labels.plugin, check = labels.check.as_deref(), stream, "{}", text.trim_end());
+            let text = sandbox.redactor.apply(text.trim_end());
+            tracing::info!(target: "selfmon::plugin", plugin = %labels.plugin, check = labels.check.as_deref(), stream, dropped_bytes, "{text}");
         }
     }
-    if dropped > 0 {
-        tracing::warn!(target: "selfmon::plugin", plugin = %labels.plugin, check = labels.check.as_deref(), dropped,
+    if dropped_records > 0 {
+        tracing::warn!(target: "selfmon::plugin", plugin = %labels.plugin, check = labels.check.as_deref(), dropped = dropped_records,
             "Plugin logged more than {} records in one call; dropped the rest", state::LOG_RECORDS_PER_CALL);
     }
 }

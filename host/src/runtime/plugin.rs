@@ -4,12 +4,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
 use super::bindings::{self, CONTRACT_VERSION, CheckRequest, CheckResult, PluginInfo};
 use super::state::{CallLabels, PluginState};
-use super::{CallError, Grants, Runtime, Sandbox};
+use super::{CallError, Grants, Redactor, Runtime, Sandbox};
 
 /// Where a plugin came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,18 +53,22 @@ impl Runtime {
     /// Load a component: compile it (or take it from the cache), check it against the checker world, and ask it
     /// for its info. The error says what is wrong, for the operator.
     pub async fn load(&self, bytes: &[u8], source: PluginSource) -> Result<Plugin, String> {
-        let component = self
-            .cache
-            .component(&self.engine, bytes)
+        let (cache, engine, owned) = (self.cache.clone(), self.engine.clone(), bytes.to_vec());
+        let (component, sha256) = tokio::task::spawn_blocking(move || cache.component(&engine, &owned))
+            .await
+            .map_err(|e| format!("compiling failed: {e}"))?
             .map_err(|e| format!("not a WebAssembly component: {}", root_cause(&e)))?;
+        self.check_contract(&component)?;
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| format!("imports something selfmon does not provide: {}", root_cause(&e)))?;
-        let pre = bindings::CheckerPre::new(instance_pre).map_err(|_| self.describe_exports(&component))?;
+        let pre =
+            bindings::CheckerPre::new(instance_pre).map_err(|e| format!("not a usable checker: {}", root_cause(&e)))?;
         let sandbox = Sandbox {
             labels: CallLabels { plugin: Arc::from(source_label(&source)), check: None },
             grants: Arc::new(Grants::default()),
+            redactor: Redactor::default(),
             memory_limit: INFO_MEMORY,
             timeout: INFO_TIMEOUT,
         };
@@ -74,7 +77,6 @@ impl Runtime {
             .await
             .map_err(|e| format!("`info` failed: {e}"))?;
         check_info(&info)?;
-        let sha256 = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
         Ok(Plugin { info, source, sha256, size: bytes.len(), pre })
     }
 
@@ -105,32 +107,40 @@ impl Runtime {
         .await
     }
 
-    /// Why a component is not a checker, from what it does export.
-    fn describe_exports(&self, component: &Component) -> String {
-        let exports: Vec<String> =
-            component.component_type().exports(&self.engine).map(|(name, _)| name.to_string()).collect();
-        let ours: Vec<&String> = exports.iter().filter(|name| name.starts_with("selfmon:plugin/")).collect();
-        let expected = format!("selfmon:plugin/health-check@{CONTRACT_VERSION}");
-        for name in &ours {
-            let (interface, version) = name.split_once('@').unwrap_or((name.as_str(), ""));
-            match interface {
-                "selfmon:plugin/health-check" => {
-                    return format!(
-                        "built against contract version {version}; this selfmon implements {CONTRACT_VERSION} \
-                         (rebuild the plugin against a matching selfmon-sdk)"
-                    );
-                }
-                "selfmon:plugin/log-parser" | "selfmon:plugin/alert-rule" => {
-                    return format!("exports `{name}`: this version of selfmon runs checker plugins only");
-                }
-                _ => {}
+    /// Whether a component was built for this host's contract and world, said in the plugin author's terms before
+    /// wasmtime's own type checking (whose messages name missing imports, not versions).
+    fn check_contract(&self, component: &Component) -> Result<(), String> {
+        let ty = component.component_type();
+        let imports: Vec<String> = ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        let exports: Vec<String> = ty.exports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        for name in imports.iter().chain(&exports) {
+            if let Some((interface, version)) = name.strip_prefix("selfmon:plugin/").and_then(|n| n.split_once('@'))
+                && !compatible(version)
+            {
+                return Err(format!(
+                    "built against contract version {version} (`selfmon:plugin/{interface}`); this selfmon implements \
+                     {CONTRACT_VERSION} and accepts {} (rebuild the plugin against a matching selfmon-sdk)",
+                    accepted_versions()
+                ));
             }
         }
-        if exports.is_empty() {
+        let exported = |interface: &str| exports.iter().any(|e| e.starts_with(&format!("selfmon:plugin/{interface}@")));
+        if exported("health-check") {
+            return Ok(());
+        }
+        for (interface, kind) in [("log-parser", "a parser"), ("alert-rule", "a rule")] {
+            if exported(interface) {
+                return Err(format!(
+                    "{kind} plugin (exports `selfmon:plugin/{interface}`): this version of selfmon runs checker plugins only"
+                ));
+            }
+        }
+        let expected = format!("selfmon:plugin/health-check@{CONTRACT_VERSION}");
+        Err(if exports.is_empty() {
             format!("exports nothing; a checker exports `{expected}`")
         } else {
             format!("exports {} but not `{expected}`", exports.join(", "))
-        }
+        })
     }
 }
 
@@ -141,6 +151,17 @@ fn source_label(source: &PluginSource) -> String {
             path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into())
         }
     }
+}
+
+/// Whether a plugin's contract version can run here: the same major and minor (any patch) while the major is 0.
+fn compatible(version: &str) -> bool {
+    let major_minor = |v: &str| v.split('.').take(2).map(str::to_string).collect::<Vec<_>>();
+    major_minor(version) == major_minor(CONTRACT_VERSION)
+}
+
+fn accepted_versions() -> String {
+    let mut parts = CONTRACT_VERSION.split('.');
+    format!("{}.{}.x", parts.next().unwrap_or("0"), parts.next().unwrap_or("0"))
 }
 
 /// The innermost message of an error chain: wasmtime wraps the useful part in context.

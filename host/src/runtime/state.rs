@@ -1,5 +1,5 @@
 //! What one plugin instance's store holds: its WASI context (no files, no environment, granted network only), the
-//! HTTP hook that enforces grants, its memory cap, and the budget for what it may log.
+//! hooks that enforce grants, its memory cap, and the budget for what it may log.
 
 use std::fmt;
 use std::sync::Arc;
@@ -7,26 +7,42 @@ use std::time::Duration;
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::sockets::SocketAddrUse;
+use wasmtime_wasi::sockets::{SocketAddrUse, WasiSocketsCtxView};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use super::bindings::{Level, selfmon};
 use super::grants::Grants;
+use super::lookup::GrantedLookup;
+use super::output::CappedOutput;
+use super::redact::Redactor;
 
 /// Records one call may write through the `host.log` import; the rest are counted and dropped.
 pub const LOG_RECORDS_PER_CALL: usize = 100;
-/// Longest message kept from one record.
-const LOG_MESSAGE_BYTES: usize = 2048;
+/// Longest message, and longest field value, kept from one record.
+const LOG_TEXT_BYTES: usize = 2048;
+/// Fields kept from one record.
+const LOG_FIELDS: usize = 16;
 /// What is kept of a call's stdout and stderr (panic messages arrive there).
 pub const OUTPUT_BYTES: usize = 16 * 1024;
+/// HTTP requests one call may make.
+const REQUESTS_PER_CALL: usize = 32;
+/// Resources (sockets, streams, requests, ...) one call may hold at once.
+const RESOURCES_PER_CALL: usize = 1024;
 
 /// Who a call runs for, attached to everything it logs.
 #[derive(Debug, Clone)]
 pub struct CallLabels {
     pub plugin: Arc<str>,
     pub check: Option<Arc<str>>,
+}
+
+/// What a call is confined to, shared by its store's hooks.
+struct Confinement {
+    labels: CallLabels,
+    grants: Arc<Grants>,
+    redactor: Redactor,
+    timeout: Duration,
 }
 
 pub struct PluginState {
@@ -39,21 +55,16 @@ pub struct PluginState {
 }
 
 impl PluginState {
-    pub fn new(
-        labels: CallLabels,
-        grants: Arc<Grants>,
-        memory_limit: usize,
-        timeout: Duration,
-        output: &Output,
-    ) -> Self {
+    pub fn new(sandbox: &super::Sandbox, output: &Output) -> Self {
         let mut wasi = WasiCtx::builder();
         wasi.stdout(output.stdout.clone()).stderr(output.stderr.clone());
-        if !grants.is_empty() {
-            let check_grants = grants.clone();
-            let check_labels = labels.clone();
-            wasi.allow_tcp(true).allow_ip_name_lookup(grants.names_hosts()).socket_addr_check(move |address, usage| {
-                let grants = check_grants.clone();
-                let labels = check_labels.clone();
+        if !sandbox.grants.is_empty() {
+            let grants = sandbox.grants.clone();
+            let labels = sandbox.labels.clone();
+            // Lookups are on, but answered only for granted names (see `lookup`).
+            wasi.allow_tcp(true).allow_ip_name_lookup(true).socket_addr_check(move |address, usage| {
+                let grants = grants.clone();
+                let labels = labels.clone();
                 Box::pin(async move {
                     match usage {
                         // The implicit bind before a connect asks about the wildcard address.
@@ -70,13 +81,31 @@ impl PluginState {
                 })
             });
         }
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(RESOURCES_PER_CALL);
+        let confinement = Arc::new(Confinement {
+            labels: sandbox.labels.clone(),
+            grants: sandbox.grants.clone(),
+            redactor: sandbox.redactor.clone(),
+            timeout: sandbox.timeout,
+        });
         Self {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
-            hooks: GrantHooks { grants, labels: labels.clone(), timeout },
-            memory: MemoryCap { limit: memory_limit, requested: None },
-            log: LogBudget { labels, written: 0, dropped: 0 },
+            table,
+            hooks: GrantHooks { confinement: confinement.clone(), requests: 0 },
+            memory: MemoryCap { limit: sandbox.memory_limit },
+            log: LogBudget { confinement, written: 0, dropped: 0 },
+        }
+    }
+
+    /// The name-lookup view, for the shadowing `ip-name-lookup` implementation.
+    pub fn lookup(&mut self) -> GrantedLookup<'_> {
+        let confinement = &self.hooks.confinement;
+        GrantedLookup {
+            sockets: WasiSocketsCtxView { ctx: self.wasi.sockets(), table: &mut self.table },
+            grants: &confinement.grants,
+            labels: &confinement.labels,
         }
     }
 }
@@ -84,13 +113,13 @@ impl PluginState {
 /// A call's captured stdout and stderr.
 #[derive(Clone)]
 pub struct Output {
-    pub stdout: MemoryOutputPipe,
-    pub stderr: MemoryOutputPipe,
+    pub stdout: CappedOutput,
+    pub stderr: CappedOutput,
 }
 
 impl Output {
     pub fn new() -> Self {
-        Self { stdout: MemoryOutputPipe::new(OUTPUT_BYTES), stderr: MemoryOutputPipe::new(OUTPUT_BYTES) }
+        Self { stdout: CappedOutput::new(OUTPUT_BYTES), stderr: CappedOutput::new(OUTPUT_BYTES) }
     }
 }
 
@@ -108,9 +137,8 @@ impl WasiHttpView for PluginState {
 
 /// Decides each outgoing HTTP request against the check's grants, and bounds its timeouts by the call's.
 struct GrantHooks {
-    grants: Arc<Grants>,
-    labels: CallLabels,
-    timeout: Duration,
+    confinement: Arc<Confinement>,
+    requests: usize,
 }
 
 type BoxedFuture<T> = Box<dyn Future<Output = T> + Send>;
@@ -126,15 +154,22 @@ impl WasiHttpHooks for GrantHooks {
         options: Option<wasmtime_wasi_http::RequestOptions>,
         _: BoxedFuture<wasmtime_wasi_http::Result<()>>,
     ) -> BoxedFuture<SendResult> {
+        let confinement = &self.confinement;
+        let labels = &confinement.labels;
         let uri = request.uri();
         let host = uri.host().unwrap_or_default().to_string();
         let port = uri.port_u16().unwrap_or(if uri.scheme() == Some(&http::uri::Scheme::HTTPS) { 443 } else { 80 });
-        if !self.grants.allows(&host, port) {
-            tracing::warn!(plugin = %self.labels.plugin, check = self.labels.check.as_deref(), host, port, "Refused an HTTP request the check is not granted");
+        if !confinement.grants.allows(&host, port) {
+            tracing::warn!(plugin = %labels.plugin, check = labels.check.as_deref(), host, port, "Refused an HTTP request the check is not granted");
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
+        self.requests += 1;
+        if self.requests > REQUESTS_PER_CALL {
+            tracing::warn!(plugin = %labels.plugin, check = labels.check.as_deref(), "Refused an HTTP request over the limit of {REQUESTS_PER_CALL} per call");
+            return Box::new(async { Err(wasmtime_wasi_http::Error::ConnectionLimitReached) });
+        }
         // wasi:http waits 600 s by default; never longer than the call may take.
-        let cap = |t: Option<Duration>| Some(t.map_or(self.timeout, |t| t.min(self.timeout)));
+        let cap = |t: Option<Duration>| Some(t.map_or(confinement.timeout, |t| t.min(confinement.timeout)));
         let options = wasmtime_wasi_http::RequestOptions {
             connect_timeout: cap(options.and_then(|o| o.connect_timeout)),
             first_byte_timeout: cap(options.and_then(|o| o.first_byte_timeout)),
@@ -151,13 +186,11 @@ impl WasiHttpHooks for GrantHooks {
 /// Caps an instance's linear memory. Growing past the cap traps the call with [`MemoryCapExceeded`].
 pub struct MemoryCap {
     limit: usize,
-    pub requested: Option<usize>,
 }
 
 impl ResourceLimiter for MemoryCap {
     fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.limit {
-            self.requested = Some(desired);
             return Err(MemoryCapExceeded { limit: self.limit, requested: desired }.into());
         }
         Ok(true)
@@ -189,9 +222,19 @@ fn mib(bytes: usize) -> String {
 
 /// How much a call has logged.
 pub struct LogBudget {
-    pub labels: CallLabels,
+    confinement: Arc<Confinement>,
     written: usize,
     pub dropped: usize,
+}
+
+impl LogBudget {
+    pub fn labels(&self) -> &CallLabels {
+        &self.confinement.labels
+    }
+
+    pub fn redactor(&self) -> &Redactor {
+        &self.confinement.redactor
+    }
 }
 
 impl selfmon::plugin::types::Host for PluginState {}
@@ -204,11 +247,17 @@ impl selfmon::plugin::host::Host for PluginState {
             return;
         }
         budget.written += 1;
-        let message = truncate(&message, LOG_MESSAGE_BYTES);
-        let fields = serde_json::to_string(&fields.into_iter().collect::<std::collections::BTreeMap<_, _>>())
-            .unwrap_or_default();
-        let plugin = &*budget.labels.plugin;
-        let check = budget.labels.check.as_deref();
+        let redactor = budget.redactor();
+        let message = redactor.apply(&one_line(truncate(&message, LOG_TEXT_BYTES))).into_owned();
+        let fields: std::collections::BTreeMap<&str, String> = fields
+            .iter()
+            .take(LOG_FIELDS)
+            .map(|(k, v)| (truncate(k, 64), redactor.apply(truncate(v, LOG_TEXT_BYTES)).into_owned()))
+            .collect();
+        let fields = serde_json::to_string(&fields).unwrap_or_default();
+        let labels = budget.labels();
+        let plugin = &*labels.plugin;
+        let check = labels.check.as_deref();
         macro_rules! emit {
             ($level:expr) => {
                 tracing::event!(target: "selfmon::plugin", $level, plugin, check, fields, "{message}")
@@ -234,4 +283,13 @@ pub fn truncate(text: &str, max: usize) -> &str {
         end -= 1;
     }
     &text[..end]
+}
+
+/// `text` on one line: what is meant to be one line (a summary, a log message) cannot forge more.
+pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains(['\n', '\r']) {
+        std::borrow::Cow::Owned(text.replace("\r\n", " ").replace(['\n', '\r'], " "))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
 }

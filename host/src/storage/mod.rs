@@ -38,8 +38,12 @@ pub enum StorageError {
     Directory { path: PathBuf, source: std::io::Error },
     #[error("cannot migrate the database {path}: {source}")]
     Migrate { path: PathBuf, source: rusqlite_migration::Error },
+    #[error("cannot start the storage writer: {0}")]
+    Writer(std::io::Error),
     #[error("storage is closed")]
     Closed,
+    #[error("storage writes failed: {0}")]
+    Write(String),
     #[error(transparent)]
     Query(#[from] rusqlite::Error),
 }
@@ -73,7 +77,7 @@ impl Storage {
         let writer = std::thread::Builder::new()
             .name("selfmon-storage".into())
             .spawn(move || writer::run(connection, receiver))
-            .map_err(|source| StorageError::Directory { path: path.into(), source })?;
+            .map_err(StorageError::Writer)?;
         Ok(Self {
             queue,
             path: Arc::new(path.to_path_buf()),
@@ -96,11 +100,11 @@ impl Storage {
         self.queue.send(Op::Samples(samples)).await.map_err(|_| StorageError::Closed)
     }
 
-    /// Wait until everything queued so far is committed.
+    /// Wait until everything queued so far is committed; an error says what could not be stored.
     pub async fn flush(&self) -> Result<(), StorageError> {
         let (done, committed) = oneshot::channel();
         self.queue.send(Op::Flush(done)).await.map_err(|_| StorageError::Closed)?;
-        committed.await.map_err(|_| StorageError::Closed)
+        committed.await.map_err(|_| StorageError::Closed)?.map_err(StorageError::Write)
     }
 
     /// Commit everything queued and stop the writer. Other clones can no longer write afterwards.
@@ -127,12 +131,13 @@ impl Storage {
             let connection = match pooled {
                 Some(connection) => connection,
                 None => {
-                    let connection = Connection::open_with_flags(
-                        path.as_path(),
-                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                    )?;
-                    connection.busy_timeout(Duration::from_secs(5))?;
-                    connection
+                    let open = || {
+                        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                        let connection = Connection::open_with_flags(path.as_path(), flags)?;
+                        connection.busy_timeout(Duration::from_secs(5))?;
+                        Ok(connection)
+                    };
+                    open().map_err(|source| StorageError::Open { path: path.to_path_buf(), source })?
                 }
             };
             let result = query(&connection);
@@ -147,10 +152,9 @@ impl Storage {
     pub async fn latest_runs(&self) -> Result<Vec<CheckRun>, StorageError> {
         self.read(|db| {
             let mut statement = db.prepare(
-                "SELECT check_name, plugin, started_at, duration_ms, status, summary, details, error
-                 FROM check_runs AS r
-                 WHERE id = (SELECT MAX(id) FROM check_runs WHERE check_name = r.check_name)
-                 ORDER BY check_name",
+                "SELECT r.check_name, r.plugin, r.started_at, r.duration_ms, r.status, r.summary, r.details, r.error
+                 FROM check_latest AS l JOIN check_runs AS r ON r.id = l.run_id
+                 ORDER BY r.check_name",
             )?;
             let rows = statement.query_map([], |row| {
                 let details: String = row.get(6)?;

@@ -20,6 +20,12 @@ pub fn migrations() -> Migrations<'static> {
         CREATE INDEX check_runs_by_check_and_time ON check_runs (check_name, started_at);
         CREATE INDEX check_runs_by_time ON check_runs (started_at);
 
+        -- The latest run of each check, kept by the writer, so start-up reads one row per check.
+        CREATE TABLE check_latest (
+            check_name TEXT    PRIMARY KEY,
+            run_id     INTEGER NOT NULL REFERENCES check_runs (id)
+        ) WITHOUT ROWID;
+
         -- A metric series is a name and a set of labels (canonical JSON: sorted [name, value] pairs).
         CREATE TABLE series (
             id     INTEGER PRIMARY KEY,

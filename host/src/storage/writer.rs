@@ -24,12 +24,15 @@ const GROUP_WINDOW: Duration = Duration::from_millis(200);
 pub enum Op {
     Run(Box<CheckRun>),
     Samples(Vec<Sample>),
-    Flush(oneshot::Sender<()>),
+    /// Answered once everything queued before it is committed, or with why some of it could not be.
+    Flush(oneshot::Sender<Result<(), String>>),
 }
 
 pub fn run(mut connection: Connection, mut queue: mpsc::Receiver<Op>) {
     let mut series = SeriesIds::default();
     let mut batch = Vec::with_capacity(BATCH);
+    // Why writes failed since the last flush, for the next flush to report.
+    let mut failures: Vec<String> = Vec::new();
     while let Some(first) = queue.blocking_recv() {
         if !matches!(first, Op::Flush(_)) {
             std::thread::sleep(GROUP_WINDOW);
@@ -41,35 +44,45 @@ pub fn run(mut connection: Connection, mut queue: mpsc::Receiver<Op>) {
                 Err(_) => break,
             }
         }
-        let mut flushes = Vec::new();
-        let writes = batch.len();
-        if let Err(error) = write_batch(&mut connection, &mut series, batch.drain(..), &mut flushes) {
-            // The ids cached for this transaction may have been rolled back with it.
+        let (writes, flushes): (Vec<Op>, Vec<Op>) = batch.drain(..).partition(|op| !matches!(op, Op::Flush(_)));
+        if let Err(error) = write_all(&mut connection, &mut series, &writes) {
+            // One bad write must not cost the others: retry each on its own and keep what succeeds.
             series.ids.clear();
-            tracing::error!(%error, writes, "Storage write failed; the batch was not stored");
+            tracing::warn!(%error, writes = writes.len(), "Storage batch failed; retrying its writes one by one");
+            for op in &writes {
+                if let Err(error) = write_all(&mut connection, &mut series, std::slice::from_ref(op)) {
+                    series.ids.clear();
+                    tracing::error!(%error, "A storage write failed and was not stored");
+                    failures.push(error.to_string());
+                }
+            }
         }
         for flush in flushes {
-            let _ = flush.send(());
+            if let Op::Flush(done) = flush {
+                let result = if failures.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("{} writes were not stored: {}", failures.len(), failures.join("; ")))
+                };
+                let _ = done.send(result);
+            }
         }
+        failures.clear();
     }
 }
 
-fn write_batch(
-    connection: &mut Connection,
-    series: &mut SeriesIds,
-    ops: impl Iterator<Item = Op>,
-    flushes: &mut Vec<oneshot::Sender<()>>,
-) -> rusqlite::Result<()> {
+/// Write operations in one transaction.
+fn write_all(connection: &mut Connection, series: &mut SeriesIds, ops: &[Op]) -> rusqlite::Result<()> {
     let transaction = connection.transaction()?;
     for op in ops {
         match op {
-            Op::Run(run) => write_run(&transaction, series, &run)?,
+            Op::Run(run) => write_run(&transaction, series, run)?,
             Op::Samples(samples) => {
-                for sample in &samples {
+                for sample in samples {
                     write_sample(&transaction, series, sample)?;
                 }
             }
-            Op::Flush(done) => flushes.push(done),
+            Op::Flush(_) => {}
         }
     }
     transaction.commit()
@@ -92,6 +105,8 @@ fn write_run(db: &Connection, series: &mut SeriesIds, run: &CheckRun) -> rusqlit
         serde_json::to_string(&details).unwrap_or_default(),
         run.error,
     ])?;
+    db.prepare_cached("INSERT OR REPLACE INTO check_latest (check_name, run_id) VALUES (?1, ?2)")?
+        .execute(params![run.check, db.last_insert_rowid()])?;
 
     let base = [("check".to_string(), run.check.clone()), ("plugin".to_string(), run.plugin.clone())];
     let sample = |name: &str, value: f64, extra: &[(String, String)]| {
@@ -115,6 +130,10 @@ fn write_sample(db: &Connection, series: &mut SeriesIds, sample: &Sample) -> rus
     Ok(())
 }
 
+/// Series ids cached at most; past this the cache starts over (a plugin inventing label values must not grow the
+/// host's memory without bound).
+const SERIES_CACHE: usize = 100_000;
+
 /// Series ids by name and canonical labels, cached across batches.
 #[derive(Default)]
 struct SeriesIds {
@@ -133,6 +152,9 @@ impl SeriesIds {
         let id = db
             .prepare_cached("SELECT id FROM series WHERE name = ?1 AND labels = ?2")?
             .query_row(params![key.0, key.1], |row| row.get(0))?;
+        if self.ids.len() >= SERIES_CACHE {
+            self.ids.clear();
+        }
         self.ids.insert(key, id);
         Ok(id)
     }

@@ -159,13 +159,15 @@ impl Checker for Http {
             request = request.body(body.as_bytes());
         }
 
+        // Shown without credentials or query, where API keys often travel.
+        let shown = http::redact_url(url);
         let response = match request.send() {
             Ok(response) => response,
             Err(error) => {
-                return Ok(CheckResult::unhealthy(format!("{} {url}: {error}", config.method)).detail("url", url));
+                return Ok(CheckResult::unhealthy(format!("{} {shown}: {error}", config.method)).detail("url", &shown));
             }
         };
-        Ok(judge(&config, url, &response))
+        Ok(judge(&config, &shown, &response))
     }
 }
 

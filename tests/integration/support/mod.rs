@@ -50,6 +50,16 @@ impl Target {
                     if agent.starts_with("selfmon/") { StatusCode::OK } else { StatusCode::BAD_REQUEST }
                 }),
             )
+            .route(
+                "/basic",
+                get(|headers: HeaderMap| async move {
+                    // `user:pass`, base64 (RFC 7617).
+                    match headers.get("authorization").and_then(|v| v.to_str().ok()) {
+                        Some("Basic dXNlcjpwYXNz") => StatusCode::OK,
+                        _ => StatusCode::UNAUTHORIZED,
+                    }
+                }),
+            )
             .route("/json", get(|| async { axum::Json(serde_json::json!({"status": "ok", "checks": {"db": "down"}})) }))
             .route(
                 "/auth",
@@ -98,9 +108,28 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Compiled plugins are cached across tests (and runs) so each test does not compile them again.
+/// Compiled plugins are cached across tests (and runs) so each test does not compile them again; the cache lives in
+/// the build's own directory, where no other user can plant compiled code.
 pub fn shared_cache_dir() -> PathBuf {
-    std::env::temp_dir().join("selfmon-test-plugin-cache")
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache")
+}
+
+/// The `selfmon` binary, run in `workdir` with its config, untouched by the developer's own SELFMON_* variables.
+pub fn selfmon_command(workdir: &Workdir) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_selfmon"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("SELFMON_") {
+            command.env_remove(name);
+        }
+    }
+    command.current_dir(workdir.path()).env("SELFMON_CONFIG", workdir.config_file()).env("SELFMON_LOG", "warn");
+    command
+}
+
+/// Send a signal to a child process, as an operator's `kill` or a service manager would.
+pub fn signal(child: &std::process::Child, signal: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, signal).unwrap();
 }
 
 /// A temporary directory with a config file and a plugins folder.
@@ -109,8 +138,9 @@ pub struct Workdir {
 }
 
 impl Workdir {
-    /// `config` is the `[[check]]` part (and any other sections); storage, plugins and the system collector are
-    /// set up here unless `config` sets `[system]` itself. `{workdir}` in it stands for the directory's path.
+    /// `config` is the `[[check]]` part (and any other sections); storage, the plugin cache and the system collector
+    /// are set up here unless `config` has its own `[plugins]` or `[system]`. `{workdir}` in it stands for the
+    /// directory's path.
     pub fn new(config: &str, guests: &[(&str, &[u8])]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = config.replace("{workdir}", &dir.path().display().to_string());
@@ -118,10 +148,10 @@ impl Workdir {
         for (name, bytes) in guests {
             std::fs::write(dir.path().join("plugins").join(format!("{name}.wasm")), bytes).unwrap();
         }
-        let mut text = format!(
-            "[storage]\npath = \"selfmon.db\"\n\n[plugins]\ndir = \"plugins\"\ncache_dir = {:?}\n\n",
-            shared_cache_dir().display().to_string()
-        );
+        let mut text = String::from("[storage]\npath = \"selfmon.db\"\n\n");
+        if !config.contains("[plugins]") {
+            text.push_str(&format!("[plugins]\ncache_dir = {:?}\n\n", shared_cache_dir().display().to_string()));
+        }
         if !config.contains("[system]") {
             text.push_str("[system]\nenabled = false\n\n");
         }
@@ -145,6 +175,13 @@ impl Workdir {
 
     pub fn db(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(self.path().join("selfmon.db")).unwrap()
+    }
+
+    /// Start times (ms since the epoch) of a check's stored runs, oldest first.
+    pub fn stored_start_times(&self, check: &str) -> Vec<i64> {
+        let db = self.db();
+        let mut statement = db.prepare("SELECT started_at FROM check_runs WHERE check_name = ?1 ORDER BY id").unwrap();
+        statement.query_map([check], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
     }
 
     /// Runs of a check stored in the database.

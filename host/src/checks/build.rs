@@ -1,106 +1,41 @@
-//! Configured checks: built from the operator's `[[check]]` tables against what each plugin declares, and run.
-//!
-//! Building is all-or-nothing and reports every problem at once, each with the file, the line and the check's name.
-//! The plugin's own `validate` runs last, so a check that reaches the scheduler has a config its plugin accepts.
+//! Building checks from the operator's config: every problem is reported at once, with the file, the line of the
+//! key at fault, and the check's name. The plugin's own `validate` runs last, with no network, so a check that
+//! reaches the scheduler has a config its plugin accepts.
 
 use std::collections::BTreeSet;
+use std::ops::Range;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use serde_json::Value;
 
+use super::Check;
 use crate::config::{CheckConfig, Config, ConfigError, Secret};
-use crate::health::{CheckRun, Health, MetricValue};
 use crate::plugins::Plugins;
-use crate::runtime::{
-    CallLabels, CheckRequest, Grants, Plugin, PluginSource, Runtime, Sandbox, Setting, Status, ValueKind,
-};
+use crate::runtime::{CallLabels, Grants, PluginSource, Redactor, Runtime, Sandbox, Setting, ValueKind};
 
 /// Looks up an environment variable (the process environment, or a stand-in in tests).
 pub type Env = dyn Fn(&str) -> Option<String> + Sync;
 
-/// A check ready to run.
+/// The longest interval and timeout a check may have; beyond them a typo is likelier than intent.
+const MAX_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// One thing wrong with a check, and the key it is about (for the line number), if any.
 #[derive(Debug)]
-pub struct Check {
-    pub name: String,
-    pub plugin: Arc<Plugin>,
-    pub interval: Duration,
-    pub timeout: Duration,
-    pub target: Option<String>,
-    pub depends_on: Vec<String>,
-    pub enabled: bool,
-    pub sandbox: Sandbox,
-    /// Every declared key with a value (the operator's or the default), as JSON text.
-    config: Vec<(String, String)>,
-    secrets: Vec<(String, Secret)>,
+struct Problem {
+    key: Option<String>,
+    message: String,
 }
 
-impl Check {
-    /// The request handed to the plugin. This is the one place secrets leave their wrapper.
-    pub fn request(&self) -> CheckRequest {
-        CheckRequest {
-            name: self.name.clone(),
-            target: self.target.clone(),
-            config: self.config.clone(),
-            secrets: self.secrets.iter().map(|(k, v)| (k.clone(), v.expose().to_string())).collect(),
-            timeout_ms: u32::try_from(self.timeout.as_millis()).unwrap_or(u32::MAX),
-        }
+impl Problem {
+    fn at(key: &str, message: impl Into<String>) -> Self {
+        Self { key: Some(key.to_string()), message: message.into() }
     }
 
-    /// Run the check once. Never fails: a run that cannot be carried out is an unknown result saying why.
-    pub async fn run(&self, runtime: &Runtime) -> CheckRun {
-        let started_at = SystemTime::now();
-        let clock = Instant::now();
-        let outcome = runtime.check(&self.plugin, &self.sandbox, &self.request()).await;
-        let duration = clock.elapsed();
-        let mut run = CheckRun {
-            check: self.name.clone(),
-            plugin: self.plugin.info.name.clone(),
-            started_at,
-            duration,
-            health: Health::Unknown,
-            summary: String::new(),
-            details: Vec::new(),
-            metrics: Vec::new(),
-            error: None,
-        };
-        match outcome {
-            Ok(Ok(result)) => {
-                run.health = match result.status {
-                    Status::Healthy => Health::Healthy,
-                    Status::Degraded => Health::Degraded,
-                    Status::Unhealthy => Health::Unhealthy,
-                };
-                run.summary = crate::runtime::truncate(&result.summary, 1024).to_string();
-                run.details = result.details;
-                run.metrics = result
-                    .metrics
-                    .into_iter()
-                    .filter(|m| valid_metric_name(&m.name) && m.value.is_finite())
-                    .map(|m| MetricValue { name: m.name, value: m.value, labels: m.labels })
-                    .collect();
-            }
-            Ok(Err(message)) => {
-                run.summary = format!("check failed: {message}");
-                run.error = Some(message);
-            }
-            Err(error) => {
-                run.summary = error.to_string();
-                run.error = Some(error.to_string());
-            }
-        }
-        if run.error.is_some() {
-            tracing::warn!(check = %run.check, plugin = %run.plugin, error = run.error.as_deref(), "Check run failed");
-        }
-        run
+    fn general(message: impl Into<String>) -> Self {
+        Self { key: None, message: message.into() }
     }
-}
-
-/// Prometheus' metric name rule; anything else is dropped rather than stored.
-fn valid_metric_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
 
 /// Build every configured check, or say everything that is wrong.
@@ -116,28 +51,76 @@ pub async fn build(
     let mut seen = BTreeSet::new();
     for spanned in &config.checks {
         let check = spanned.get_ref();
-        let line = config.source.file.as_ref().map(|_| config.source.line_of(spanned.span().start));
-        let error = |reason: String| {
-            ConfigError::new(config.source.name(), line, format!("invalid check `{}`: {reason}", check.name))
+        let span = spanned.span();
+        let error = |problem: Problem| {
+            let line = line_of(config, &span, problem.key.as_deref());
+            ConfigError::new(config.source.name(), line, format!("invalid check `{}`: {}", check.name, problem.message))
         };
         if !seen.insert(check.name.as_str()) {
-            errors.push(error("the name is used by another check".into()));
+            errors.push(error(Problem::at("name", "the name is used by another check")));
             continue;
         }
         let built = match build_one(config, check, &names, plugins, env) {
             Ok(built) => built,
-            Err(reasons) => {
-                errors.extend(reasons.into_iter().map(error));
+            Err(problems) => {
+                errors.extend(problems.into_iter().map(error));
                 continue;
             }
         };
-        match runtime.validate(&built.plugin, &built.sandbox, &built.request()).await {
+        // `validate` must contact nothing: it runs without the check's grants.
+        let offline = Sandbox { grants: Arc::new(Grants::default()), ..built.sandbox.clone() };
+        match runtime.validate(&built.plugin, &offline, &built.request()).await {
             Ok(Ok(())) => checks.push(built),
-            Ok(Err(reason)) => errors.push(error(reason)),
-            Err(failure) => errors.push(error(format!("plugin `{}` failed to validate it: {failure}", check.plugin))),
+            Ok(Err(reason)) => errors.push(error(Problem::general(built.sandbox.redactor.apply(&reason)))),
+            Err(failure) => errors
+                .push(error(Problem::general(format!("plugin `{}` failed to validate it: {failure}", check.plugin)))),
         }
     }
+    if let Err(cycle) = dependency_order(config) {
+        errors.push(ConfigError::new(config.source.name(), None, cycle));
+    }
     if errors.is_empty() { Ok(checks) } else { Err(errors) }
+}
+
+/// The line of `key` inside a check's table, else the table's own line; none without a file.
+fn line_of(config: &Config, span: &Range<usize>, key: Option<&str>) -> Option<usize> {
+    config.source.file.as_ref()?;
+    let in_table = key.and_then(|key| config.source.line_of_key(span.clone(), key));
+    Some(in_table.unwrap_or_else(|| config.source.line_of(span.start)))
+}
+
+/// Check names with every dependency before its dependents, or the cycle that prevents it.
+pub fn dependency_order(config: &Config) -> Result<Vec<String>, String> {
+    let checks: Vec<&CheckConfig> = config.checks.iter().map(|c| c.get_ref()).collect();
+    let mut order: Vec<String> = Vec::new();
+    let mut visiting: Vec<&str> = Vec::new();
+    fn visit<'a>(
+        name: &'a str,
+        checks: &[&'a CheckConfig],
+        visiting: &mut Vec<&'a str>,
+        order: &mut Vec<String>,
+    ) -> Result<(), String> {
+        if order.iter().any(|n| n == name) {
+            return Ok(());
+        }
+        if let Some(start) = visiting.iter().position(|n| *n == name) {
+            let cycle: Vec<&str> = visiting[start..].iter().copied().chain([name]).collect();
+            return Err(format!("`depends_on` forms a cycle: {}", cycle.join(" -> ")));
+        }
+        visiting.push(name);
+        if let Some(check) = checks.iter().find(|c| c.name == name) {
+            for dependency in &check.depends_on {
+                visit(dependency, checks, visiting, order)?;
+            }
+        }
+        visiting.pop();
+        order.push(name.to_string());
+        Ok(())
+    }
+    for check in &checks {
+        visit(&check.name, &checks, &mut visiting, &mut order)?;
+    }
+    Ok(order)
 }
 
 fn build_one(
@@ -146,35 +129,47 @@ fn build_one(
     names: &BTreeSet<&str>,
     plugins: &Plugins,
     env: &Env,
-) -> Result<Check, Vec<String>> {
+) -> Result<Check, Vec<Problem>> {
     let mut problems = Vec::new();
     if check.name.is_empty() || !check.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
-        problems.push("the name must be letters, digits, `-`, `_` and `.`".to_string());
+        problems.push(Problem::at("name", "the name must be letters, digits, `-`, `_` and `.`"));
     }
     let interval = check.interval.unwrap_or(config.scheduler.default_interval);
     let timeout = check.timeout.unwrap_or(config.scheduler.default_timeout.min(interval));
-    if interval < Duration::from_secs(1) {
-        problems.push(format!("`interval` of {} is below the minimum of 1s", humantime::format_duration(interval)));
+    if !(Duration::from_secs(1)..=MAX_INTERVAL).contains(&interval) {
+        problems.push(Problem::at(
+            "interval",
+            format!("`interval` of {} is not between 1s and 7days", humantime::format_duration(interval)),
+        ));
     }
-    if timeout.is_zero() || timeout > interval {
-        problems.push(format!(
-            "`timeout` of {} must be above zero and no longer than the interval ({})",
-            humantime::format_duration(timeout),
-            humantime::format_duration(interval)
+    if timeout.is_zero() || timeout > interval || timeout > MAX_TIMEOUT {
+        problems.push(Problem::at(
+            "timeout",
+            format!(
+                "`timeout` of {} must be above zero, at most 1h, and no longer than the interval ({})",
+                humantime::format_duration(timeout),
+                humantime::format_duration(interval)
+            ),
         ));
     }
     let memory_limit = check.memory_limit.unwrap_or(config.plugins.memory_limit);
     if memory_limit > config.plugins.max_memory_limit {
-        problems.push(format!(
-            "`memory_limit` of {memory_limit} is over `[plugins] max_memory_limit` ({})",
-            config.plugins.max_memory_limit
+        problems.push(Problem::at(
+            "memory_limit",
+            format!(
+                "`memory_limit` of {memory_limit} is over `[plugins] max_memory_limit` ({})",
+                config.plugins.max_memory_limit
+            ),
         ));
     }
     for dependency in &check.depends_on {
         if dependency == &check.name {
-            problems.push("it depends on itself".into());
+            problems.push(Problem::at("depends_on", "it depends on itself"));
         } else if !names.contains(dependency.as_str()) {
-            problems.push(format!("`depends_on` names `{dependency}`, which is not a configured check"));
+            problems.push(Problem::at(
+                "depends_on",
+                format!("`depends_on` names `{dependency}`, which is not a configured check"),
+            ));
         }
     }
     let Some(plugin) = plugins.get(&check.plugin) else {
@@ -183,7 +178,10 @@ fn build_one(
             .iter()
             .map(|r| format!("; refused: {} ({})", r.file.display(), r.reason))
             .collect::<String>();
-        problems.push(format!("unknown plugin `{}` (loaded: {}{refused})", check.plugin, plugins.names().join(", ")));
+        problems.push(Problem::at(
+            "plugin",
+            format!("unknown plugin `{}` (loaded: {}{refused})", check.plugin, plugins.names().join(", ")),
+        ));
         return Err(problems);
     };
     // Environment defaults come from the plugin's own declarations, so only plugins shipped with selfmon may use
@@ -191,15 +189,24 @@ fn build_one(
     let defaults_from_env = matches!(plugin.source, PluginSource::Builtin(_)).then_some(env);
     let target = match (&check.target, &plugin.info.default_target, defaults_from_env) {
         (Some(target), _, _) => Some(target.clone()),
-        (None, Some(template), Some(env)) => expand(template, env).map_err(|e| problems.push(e)).ok(),
+        (None, Some(template), Some(env)) => {
+            expand(template, env).map_err(|e| problems.push(Problem::at("target", e))).ok()
+        }
         _ => None,
     };
-    let grants = Grants::for_check(target.as_deref(), &check.allow).map_err(|e| problems.push(e)).ok();
+    let grants = Grants::for_check(target.as_deref(), &check.allow)
+        .map_err(|e| problems.push(Problem::at(if e.starts_with("`allow`") { "allow" } else { "target" }, e)))
+        .ok();
     let config_values =
         settle_config(&plugin.info.config, &check.config, defaults_from_env).map_err(|e| problems.extend(e)).ok();
-    let secrets = settle_secrets(&plugin.info.secrets, check, env, defaults_from_env.is_some())
-        .map_err(|e| problems.extend(e))
-        .ok();
+    let secrets = settle_secrets(
+        &plugin.info.secrets,
+        check,
+        &SecretSources { env, base: &config.source.base_dir },
+        defaults_from_env.is_some(),
+    )
+    .map_err(|e| problems.extend(e))
+    .ok();
     match (grants, config_values, secrets) {
         (Some(grants), Some(config_values), Some(secrets)) if problems.is_empty() => Ok(Check {
             name: check.name.clone(),
@@ -215,6 +222,7 @@ fn build_one(
                     check: Some(Arc::from(check.name.as_str())),
                 },
                 grants: Arc::new(grants),
+                redactor: Redactor::new(secrets.iter().map(|(_, secret)| secret.expose().to_string())),
                 memory_limit: usize::try_from(memory_limit.as_u64()).unwrap_or(usize::MAX),
                 timeout,
             },
@@ -237,21 +245,30 @@ fn expand(template: &str, env: &Env) -> Result<String, String> {
         })
 }
 
+/// `what` names the table (`config key`, `secret`).
+fn unknown_key(what: &str, key: &str, accepted: &[Setting]) -> Problem {
+    let accepted: Vec<&str> = accepted.iter().map(|s| s.name.as_str()).collect();
+    Problem::at(
+        key,
+        if accepted.is_empty() {
+            format!("unknown {what} `{key}` (the plugin takes none)")
+        } else {
+            format!("unknown {what} `{key}` (accepted: {})", accepted.join(", "))
+        },
+    )
+}
+
 /// The operator's config table against the declared settings: no unknown keys, every required key, the right
 /// kinds, defaults (from the environment where allowed, then the declared ones) filled in.
 fn settle_config(
     settings: &[Setting],
     table: &toml::Table,
     env: Option<&Env>,
-) -> Result<Vec<(String, String)>, Vec<String>> {
+) -> Result<Vec<(String, String)>, Vec<Problem>> {
     let mut problems = Vec::new();
     for key in table.keys() {
         if !settings.iter().any(|s| &s.name == key) {
-            let accepted: Vec<&str> = settings.iter().map(|s| s.name.as_str()).collect();
-            problems.push(match accepted.is_empty() {
-                true => format!("unknown config key `{key}` (the plugin takes no config)"),
-                false => format!("unknown config key `{key}` (accepted: {})", accepted.join(", ")),
-            });
+            problems.push(unknown_key("config key", key, settings));
         }
     }
     let mut values = Vec::new();
@@ -260,7 +277,8 @@ fn settle_config(
             Some(value) => {
                 let json = toml_to_json(value);
                 if let Err(expected) = check_kind(setting.kind, &json) {
-                    problems.push(format!("config key `{}` must be {expected}", setting.name));
+                    problems
+                        .push(Problem::at(&setting.name, format!("config key `{}` must be {expected}", setting.name)));
                 }
                 values.push((setting.name.clone(), json.to_string()));
             }
@@ -269,16 +287,19 @@ fn settle_config(
                 if let Some((var, text)) = from_env {
                     let json = env_value(setting.kind, &text);
                     if let Err(expected) = check_kind(setting.kind, &json) {
-                        problems.push(format!(
+                        problems.push(Problem::general(format!(
                             "config key `{}` from environment variable {var} must be {expected}",
                             setting.name
-                        ));
+                        )));
                     }
                     values.push((setting.name.clone(), json.to_string()));
                 } else if let Some(default) = &setting.default {
                     values.push((setting.name.clone(), default.clone()));
                 } else if setting.required {
-                    problems.push(format!("config key `{}` is required: {}", setting.name, setting.description));
+                    problems.push(Problem::general(format!(
+                        "config key `{}` is required: {}",
+                        setting.name, setting.description
+                    )));
                 }
             }
         }
@@ -294,33 +315,38 @@ fn env_value(kind: ValueKind, text: &str) -> Value {
     }
 }
 
-/// `env` resolves `env:` references; `defaults_from_env` says whether declared `env` defaults apply.
+/// Where `env:` and `file:` secret references are looked up.
+struct SecretSources<'a> {
+    env: &'a Env,
+    /// `file:` paths are relative to the config file's directory.
+    base: &'a std::path::Path,
+}
+
+/// `defaults_from_env` says whether declared `env` defaults apply.
 fn settle_secrets(
     declared: &[Setting],
     check: &CheckConfig,
-    env: &Env,
+    sources: &SecretSources<'_>,
     defaults_from_env: bool,
-) -> Result<Vec<(String, Secret)>, Vec<String>> {
+) -> Result<Vec<(String, Secret)>, Vec<Problem>> {
     let mut problems = Vec::new();
     let mut secrets = Vec::new();
     for (key, reference) in &check.secrets {
         if !declared.iter().any(|s| &s.name == key) {
-            let accepted: Vec<&str> = declared.iter().map(|s| s.name.as_str()).collect();
-            problems.push(format!("unknown secret `{key}` (accepted: {})", accepted.join(", ")));
+            problems.push(unknown_key("secret", key, declared));
             continue;
         }
-        match reference.resolve(env) {
+        match reference.resolve(sources.env, sources.base) {
             Ok(secret) => secrets.push((key.clone(), secret)),
-            Err(reason) => problems.push(format!("secret `{key}` {reason}")),
+            Err(reason) => problems.push(Problem::at(key, format!("secret `{key}` {reason}"))),
         }
     }
     for setting in declared.iter().filter(|s| !check.secrets.contains_key(&s.name)) {
-        let from_env = setting.env.as_deref().filter(|_| defaults_from_env).and_then(env);
+        let from_env = setting.env.as_deref().filter(|_| defaults_from_env).and_then(sources.env);
         match from_env {
             Some(value) => secrets.push((setting.name.clone(), Secret::new(value))),
-            None if setting.required => {
-                problems.push(format!("secret `{}` is required: {}", setting.name, setting.description));
-            }
+            None if setting.required => problems
+                .push(Problem::general(format!("secret `{}` is required: {}", setting.name, setting.description))),
             None => {}
         }
     }
@@ -339,18 +365,23 @@ fn toml_to_json(value: &toml::Value) -> Value {
     }
 }
 
+/// How a value kind is called in listings, and what a value of it must be.
+fn kind_text(kind: ValueKind) -> (&'static str, &'static str) {
+    match kind {
+        ValueKind::Text => ("text", "a string"),
+        ValueKind::Integer => ("integer", "a whole number"),
+        ValueKind::Number => ("number", "a number"),
+        ValueKind::Boolean => ("boolean", "true or false"),
+        ValueKind::Duration => ("duration", "a duration such as \"10s\" or \"250ms\""),
+        ValueKind::List => ("list", "a list"),
+        ValueKind::Table => ("table", "a table"),
+        ValueKind::Any => ("any", "any value"),
+    }
+}
+
 /// How a value kind is called in listings.
 pub fn kind_name(kind: ValueKind) -> &'static str {
-    match kind {
-        ValueKind::Text => "text",
-        ValueKind::Integer => "integer",
-        ValueKind::Number => "number",
-        ValueKind::Boolean => "boolean",
-        ValueKind::Duration => "duration",
-        ValueKind::List => "list",
-        ValueKind::Table => "table",
-        ValueKind::Any => "any",
-    }
+    kind_text(kind).0
 }
 
 /// `Err` names what the value should have been.
@@ -365,24 +396,20 @@ fn check_kind(kind: ValueKind, value: &Value) -> Result<(), &'static str> {
         ValueKind::Table => value.is_object(),
         ValueKind::Any => true,
     };
-    if ok {
-        return Ok(());
-    }
-    Err(match kind {
-        ValueKind::Text => "a string",
-        ValueKind::Integer => "a whole number",
-        ValueKind::Number => "a number",
-        ValueKind::Boolean => "true or false",
-        ValueKind::Duration => "a duration such as \"10s\" or \"250ms\"",
-        ValueKind::List => "a list",
-        ValueKind::Table => "a table",
-        ValueKind::Any => "any value",
-    })
+    if ok { Ok(()) } else { Err(kind_text(kind).1) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn messages(problems: Vec<Problem>) -> Vec<String> {
+        problems.into_iter().map(|p| p.message).collect()
+    }
+
+    fn sources(env: &Env) -> SecretSources<'_> {
+        SecretSources { env, base: std::path::Path::new("/etc/selfmon") }
+    }
 
     fn setting(name: &str, kind: ValueKind, default: Option<&str>, required: bool) -> Setting {
         Setting {
@@ -415,7 +442,7 @@ mod tests {
         );
 
         let table: toml::Table = toml::from_str("methd = \"GET\"\nslow = \"soon\"").unwrap();
-        let problems = settle_config(&settings, &table, None).unwrap_err();
+        let problems = messages(settle_config(&settings, &table, None).unwrap_err());
         assert_eq!(
             problems,
             [
@@ -434,11 +461,11 @@ mod tests {
         )
         .unwrap();
         let env = |name: &str| (name == "API_TOKEN").then(|| "abc".to_string());
-        let problems = settle_secrets(&declared, &check, &env, false).unwrap_err();
+        let problems = messages(settle_secrets(&declared, &check, &sources(&env), false).unwrap_err());
         assert_eq!(problems, ["unknown secret `password` (accepted: token)"]);
         assert!(!problems.concat().contains("hunter2"));
 
-        let problems = settle_secrets(&declared, &check, &|_| None, false).unwrap_err();
+        let problems = messages(settle_secrets(&declared, &check, &sources(&|_| None), false).unwrap_err());
         assert!(
             problems
                 .contains(&"secret `token` refers to environment variable `API_TOKEN`, which is not set".to_string())
@@ -464,16 +491,36 @@ mod tests {
         let values = settle_config(&[user], &toml::Table::new(), None).unwrap();
         assert_eq!(values, [("user".into(), "\"postgres\"".into())], "no environment for drop-in plugins");
         let bad = |_: &str| Some("many".to_string());
-        let problems = settle_config(&[port], &toml::Table::new(), Some(&bad)).unwrap_err();
+        let problems = messages(settle_config(&[port], &toml::Table::new(), Some(&bad)).unwrap_err());
         assert_eq!(problems, ["config key `port` from environment variable DB_PORT must be a whole number"]);
 
         let mut password = setting("password", ValueKind::Text, None, false);
         password.env = Some("DB_PASSWORD".into());
         let check: CheckConfig = toml::from_str("name = \"db\"\nplugin = \"postgres\"").unwrap();
         let env = |name: &str| (name == "DB_PASSWORD").then(|| "pw".to_string());
-        let secrets = settle_secrets(std::slice::from_ref(&password), &check, &env, true).unwrap();
+        let secrets = settle_secrets(std::slice::from_ref(&password), &check, &sources(&env), true).unwrap();
         assert_eq!(secrets[0].1.expose(), "pw");
-        assert!(settle_secrets(&[password], &check, &env, false).unwrap().is_empty());
+        assert!(settle_secrets(&[password], &check, &sources(&env), false).unwrap().is_empty());
+    }
+
+    #[test]
+    fn dependency_cycles_are_named() {
+        let config = Config::parse(
+            "[[check]]\nname = \"a\"\nplugin = \"http\"\ndepends_on = [\"b\"]\n\
+             [[check]]\nname = \"b\"\nplugin = \"http\"\ndepends_on = [\"c\"]\n\
+             [[check]]\nname = \"c\"\nplugin = \"http\"\ndepends_on = [\"a\"]\n\
+             [[check]]\nname = \"d\"\nplugin = \"http\"\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(dependency_order(&config).unwrap_err(), "`depends_on` forms a cycle: a -> b -> c -> a");
+        let config = Config::parse(
+            "[[check]]\nname = \"bot\"\nplugin = \"http\"\ndepends_on = [\"db\", \"ai\"]\n\
+             [[check]]\nname = \"ai\"\nplugin = \"http\"\n[[check]]\nname = \"db\"\nplugin = \"http\"\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(dependency_order(&config).unwrap(), ["db", "ai", "bot"]);
     }
 
     #[test]
@@ -484,14 +531,5 @@ mod tests {
             expand("${QDRANT_URL}", &env).unwrap_err(),
             "no `target`, and its default `${QDRANT_URL}` needs environment variable QDRANT_URL, which is not set"
         );
-    }
-
-    #[test]
-    fn metric_names_follow_prometheus() {
-        assert!(valid_metric_name("response_time_seconds"));
-        assert!(valid_metric_name("ns:metric_1"));
-        assert!(!valid_metric_name("1st"));
-        assert!(!valid_metric_name("with space"));
-        assert!(!valid_metric_name(""));
     }
 }
