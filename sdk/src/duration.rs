@@ -18,6 +18,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serializer, de};
 
+/// Parse a duration written as text (`"250ms"`, `"6m0s"`, `"1h 30m"`), as APIs write them in headers too.
+pub fn parse(text: &str) -> Option<Duration> {
+    humantime::parse_duration(text.trim()).ok()
+}
+
 /// Parse a duration from text.
 pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;

@@ -173,9 +173,10 @@ impl Request {
             Some(_) => Some(request.body().map_err(|()| invalid("body"))?),
             None => None,
         };
-        let future = outgoing_handler::handle(request, Some(options)).map_err(|e| Error::from_code(e, &shown))?;
+        let future =
+            outgoing_handler::handle(request, Some(options)).map_err(|e| Error::from_code(e, &shown, self.timeout))?;
         if let (Some(body), Some(bytes)) = (outgoing_body, &self.body) {
-            write_body(body, bytes).map_err(|e| Error::from_code(e, &shown))?;
+            write_body(body, bytes).map_err(|e| Error::from_code(e, &shown, self.timeout))?;
         }
 
         let timer = monotonic_clock::subscribe_instant(deadline);
@@ -185,7 +186,7 @@ impl Request {
         }
         let response = match future.get() {
             Some(Ok(Ok(response))) => response,
-            Some(Ok(Err(code))) => return Err(Error::from_code(code, &shown)),
+            Some(Ok(Err(code))) => return Err(Error::from_code(code, &shown, self.timeout)),
             Some(Err(())) | None => return Err(Error::Protocol("the response was already taken".into())),
         };
         let first_byte = Duration::from_nanos(monotonic_clock::now().saturating_sub(started));
@@ -203,6 +204,11 @@ impl Request {
             elapsed: Duration::from_nanos(monotonic_clock::now().saturating_sub(started)),
         })
     }
+}
+
+/// `base` and `path` joined with exactly one slash: `url("https://api.example.com/v1/", "/models")`.
+pub fn url(base: &str, path: &str) -> String {
+    format!("{}/{}", base.trim_end_matches('/'), path.trim_start_matches('/'))
 }
 
 /// A URL as it may be shown: without `user:password@` and without the query (where API keys often travel).
@@ -253,7 +259,7 @@ fn read_body(
             Err(StreamError::Closed) => return Ok((kept, truncated)),
             Err(StreamError::LastOperationFailed(e)) => {
                 return Err(match wasip2::http::types::http_error_code(&e) {
-                    Some(code) => Error::from_code(code, authority),
+                    Some(code) => Error::from_code(code, authority, timeout),
                     None => Error::Protocol(format!("reading the body failed: {}", e.to_debug_string())),
                 });
             }
@@ -358,7 +364,7 @@ pub enum Error {
 }
 
 impl Error {
-    fn from_code(code: ErrorCode, authority: &str) -> Self {
+    fn from_code(code: ErrorCode, authority: &str, timeout: Duration) -> Self {
         match code {
             ErrorCode::HttpRequestDenied => Self::Denied { authority: authority.to_string() },
             ErrorCode::DnsTimeout => Self::Dns(format!("DNS lookup of {authority} timed out")),
@@ -373,9 +379,7 @@ impl Error {
             }
             ErrorCode::DestinationIpProhibited => Self::Denied { authority: authority.to_string() },
             ErrorCode::ConnectionTimeout => Self::Protocol(format!("connecting to {authority} timed out")),
-            ErrorCode::ConnectionReadTimeout | ErrorCode::HttpResponseTimeout => {
-                Self::Protocol(format!("{authority} did not answer in time"))
-            }
+            ErrorCode::ConnectionReadTimeout | ErrorCode::HttpResponseTimeout => Self::Timeout { after: timeout },
             ErrorCode::TlsCertificateError => Self::Tls(format!("the TLS certificate of {authority} was rejected")),
             ErrorCode::TlsProtocolError => Self::Tls(format!("TLS with {authority} failed")),
             ErrorCode::TlsAlertReceived(alert) => Self::Tls(format!(
@@ -413,6 +417,12 @@ impl std::error::Error for Error {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_join_with_one_slash() {
+        assert_eq!(url("https://api.example.com/v1/", "/models"), "https://api.example.com/v1/models");
+        assert_eq!(url("http://q:6333", "collections"), "http://q:6333/collections");
+    }
 
     #[test]
     fn shown_urls_carry_no_credentials_or_query() {

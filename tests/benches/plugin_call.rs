@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use selfmon::runtime::{CallLabels, CheckRequest, CompiledCache, Grants, PluginSource, Redactor, Runtime, Sandbox};
+use selfmon::runtime::{
+    CallLabels, CheckRequest, CompiledCache, Grants, PluginSource, Redactor, Runtime, Sandbox, TlsConfig,
+};
 use selfmon_plugin_artifacts::{HTTP, guests};
 
 fn plugin_call(c: &mut Criterion) {
@@ -19,6 +21,7 @@ fn plugin_call(c: &mut Criterion) {
         labels: CallLabels { plugin: Arc::from("noop"), check: Some(Arc::from("bench")) },
         grants: Arc::new(Grants::for_check(Some("https://api.example.com/v1/models"), &["db:5432".into()]).unwrap()),
         redactor: Redactor::new(["not-a-real-token".to_string()]),
+        tls: TlsConfig::system(),
         memory_limit: 64 << 20,
         timeout: Duration::from_secs(10),
     };

@@ -162,7 +162,10 @@ depends_on = ["a"]
     let line = |text: &str| written.lines().position(|l| l == text).unwrap() + 1;
     let expected = [
         "`[scheduler] max_concurrent` must be between 1 and 1024".to_string(),
-        format!("line {}: invalid check `web`: unknown plugin `htp` (loaded: http", line("plugin = \"htp\"")),
+        format!(
+            "line {}: invalid check `web`: unknown plugin `htp` (loaded: anthropic, http",
+            line("plugin = \"htp\"")
+        ),
         format!(
             "line {}: invalid check `api`: unknown config key `colour` (accepted: method, expect_status",
             line("colour = \"red\"")

@@ -8,5 +8,6 @@ mod checks;
 mod cli;
 mod plugins;
 mod postgres;
+mod saas;
 mod sandbox;
 mod storage;

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::Check;
 use crate::config::{CheckConfig, Config, ConfigError, Secret};
 use crate::plugins::Plugins;
-use crate::runtime::{CallLabels, Grants, PluginSource, Redactor, Runtime, Sandbox, Setting, ValueKind};
+use crate::runtime::{CallLabels, Grants, PluginSource, Redactor, Runtime, Sandbox, Setting, TlsConfig, ValueKind};
 
 /// Looks up an environment variable (the process environment, or a stand-in in tests).
 pub type Env = dyn Fn(&str) -> Option<String> + Sync;
@@ -194,6 +194,17 @@ fn build_one(
         }
         _ => None,
     };
+    let tls = match &check.ca_file {
+        None => Some(TlsConfig::system()),
+        Some(path) => {
+            let path = config.source.resolve(path);
+            std::fs::read(&path)
+                .map_err(|e| format!("cannot be read: {e}"))
+                .and_then(|pem| TlsConfig::new(Some(&pem)))
+                .map_err(|e| problems.push(Problem::at("ca_file", format!("`ca_file` {} {e}", path.display()))))
+                .ok()
+        }
+    };
     let grants = Grants::for_check(target.as_deref(), &check.allow)
         .map_err(|e| problems.push(Problem::at(if e.starts_with("`allow`") { "allow" } else { "target" }, e)))
         .ok();
@@ -207,8 +218,8 @@ fn build_one(
     )
     .map_err(|e| problems.extend(e))
     .ok();
-    match (grants, config_values, secrets) {
-        (Some(grants), Some(config_values), Some(secrets)) if problems.is_empty() => Ok(Check {
+    match (grants, config_values, secrets, tls) {
+        (Some(grants), Some(config_values), Some(secrets), Some(tls)) if problems.is_empty() => Ok(Check {
             name: check.name.clone(),
             plugin: plugin.clone(),
             interval,
@@ -223,6 +234,7 @@ fn build_one(
                 },
                 grants: Arc::new(grants),
                 redactor: Redactor::new(secrets.iter().map(|(_, secret)| secret.expose().to_string())),
+                tls,
                 memory_limit: usize::try_from(memory_limit.as_u64()).unwrap_or(usize::MAX),
                 timeout,
             },

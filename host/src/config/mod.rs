@@ -112,6 +112,9 @@ pub struct CheckConfig {
     /// Further network grants: `host:port`, `host:*`, `*.example.com:443`.
     #[serde(default)]
     pub allow: Vec<String>,
+    /// PEM certificates of further authorities this check's HTTPS requests trust (a private CA), besides the
+    /// system's.
+    pub ca_file: Option<PathBuf>,
     /// Checks this one depends on.
     #[serde(default)]
     pub depends_on: Vec<String>,
@@ -289,6 +292,7 @@ impl Config {
                 timeout: Some(Duration::from_secs(5)),
                 target: Some(format!("http://{address}/health")),
                 allow: Vec::new(),
+                ca_file: None,
                 depends_on: Vec::new(),
                 enabled: true,
                 memory_limit: None,

@@ -12,6 +12,7 @@ mod lookup;
 mod output;
 mod plugin;
 pub mod redact;
+mod send;
 mod state;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -26,6 +27,7 @@ pub use cache::CompiledCache;
 pub use grants::Grants;
 pub use plugin::{Plugin, PluginSource};
 pub use redact::Redactor;
+pub use send::TlsConfig;
 pub use state::CallLabels;
 use state::{MemoryCapExceeded, Output, PluginState};
 pub use state::{one_line, truncate};
@@ -43,6 +45,8 @@ pub struct Sandbox {
     pub grants: Arc<Grants>,
     /// The check's secrets, removed from anything the plugin writes or returns.
     pub redactor: Redactor,
+    /// The certificate authorities its HTTPS requests trust.
+    pub tls: TlsConfig,
     pub memory_limit: usize,
     pub timeout: Duration,
 }

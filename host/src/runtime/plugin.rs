@@ -8,7 +8,7 @@ use wasmtime::component::Component;
 
 use super::bindings::{self, CONTRACT_VERSION, CheckRequest, CheckResult, PluginInfo};
 use super::state::{CallLabels, PluginState};
-use super::{CallError, Grants, Redactor, Runtime, Sandbox};
+use super::{CallError, Grants, Redactor, Runtime, Sandbox, TlsConfig};
 
 /// Where a plugin came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +69,7 @@ impl Runtime {
             labels: CallLabels { plugin: Arc::from(source_label(&source)), check: None },
             grants: Arc::new(Grants::default()),
             redactor: Redactor::default(),
+            tls: TlsConfig::system(),
             memory_limit: INFO_MEMORY,
             timeout: INFO_TIMEOUT,
         };

@@ -16,6 +16,7 @@ use super::grants::Grants;
 use super::lookup::GrantedLookup;
 use super::output::CappedOutput;
 use super::redact::Redactor;
+use super::send::{Timeouts, TlsConfig, send};
 
 /// Records one call may write through the `host.log` import; the rest are counted and dropped.
 pub const LOG_RECORDS_PER_CALL: usize = 100;
@@ -42,6 +43,7 @@ struct Confinement {
     labels: CallLabels,
     grants: Arc<Grants>,
     redactor: Redactor,
+    tls: TlsConfig,
     timeout: Duration,
 }
 
@@ -87,6 +89,7 @@ impl PluginState {
             labels: sandbox.labels.clone(),
             grants: sandbox.grants.clone(),
             redactor: sandbox.redactor.clone(),
+            tls: sandbox.tls.clone(),
             timeout: sandbox.timeout,
         });
         Self {
@@ -169,16 +172,16 @@ impl WasiHttpHooks for GrantHooks {
             return Box::new(async { Err(wasmtime_wasi_http::Error::ConnectionLimitReached) });
         }
         // wasi:http waits 600 s by default; never longer than the call may take.
-        let cap = |t: Option<Duration>| Some(t.map_or(confinement.timeout, |t| t.min(confinement.timeout)));
-        let options = wasmtime_wasi_http::RequestOptions {
-            connect_timeout: cap(options.and_then(|o| o.connect_timeout)),
-            first_byte_timeout: cap(options.and_then(|o| o.first_byte_timeout)),
-            between_bytes_timeout: cap(options.and_then(|o| o.between_bytes_timeout)),
+        let cap = |t: Option<Duration>| t.map_or(confinement.timeout, |t| t.min(confinement.timeout));
+        let timeouts = Timeouts {
+            connect: cap(options.and_then(|o| o.connect_timeout)),
+            first_byte: cap(options.and_then(|o| o.first_byte_timeout)),
+            between_bytes: cap(options.and_then(|o| o.between_bytes_timeout)),
         };
+        let tls = confinement.tls.clone();
         Box::new(async move {
-            use http_body_util::BodyExt;
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
-            Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as BoxedFuture<_>))
+            let (response, io) = send(request, timeouts, &tls).await?;
+            Ok((response, Box::new(io) as BoxedFuture<_>))
         })
     }
 }

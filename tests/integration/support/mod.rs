@@ -264,6 +264,7 @@ pub async fn get_json(url: &str) -> (StatusCode, Value) {
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+pub mod fakes;
 pub mod postgres;
 
 /// Build the host from a workdir's config and run every enabled check once, in-process.

@@ -1,0 +1,226 @@
+//! Sending a plugin's HTTP request once its grant is checked: resolve, connect, TLS, HTTP/1.1, with the call's
+//! timeouts.
+//!
+//! wasmtime-wasi-http's own sender trusts only a built-in root bundle. Checks watch private services too, so
+//! here TLS trusts the system's roots (falling back to Mozilla's bundle where the system has none) plus the
+//! certificate authorities of the check's own `ca_file`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::{Error, WasiBody};
+
+/// The certificate authorities one check's HTTPS requests trust.
+#[derive(Clone)]
+pub struct TlsConfig(Arc<ClientConfig>);
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsConfig")
+    }
+}
+
+impl TlsConfig {
+    /// The system's roots, plus every certificate in `extra_pem` (a CA file's contents).
+    pub fn new(extra_pem: Option<&[u8]>) -> Result<Self, String> {
+        let mut roots = system_roots().clone();
+        if let Some(pem) = extra_pem {
+            let mut added = 0;
+            for certificate in CertificateDer::pem_slice_iter(pem) {
+                let certificate = certificate.map_err(|e| format!("is not PEM: {e}"))?;
+                roots.add(certificate).map_err(|e| format!("holds a certificate that cannot be used: {e}"))?;
+                added += 1;
+            }
+            if added == 0 {
+                return Err("holds no PEM certificate".into());
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS cannot be set up: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Self(Arc::new(config)))
+    }
+
+    /// The system's roots only; shared by every check without a `ca_file`.
+    pub fn system() -> Self {
+        static SYSTEM: OnceLock<TlsConfig> = OnceLock::new();
+        SYSTEM.get_or_init(|| Self::new(None).expect("TLS with the system's roots")).clone()
+    }
+}
+
+/// The trusted roots of this machine, read once.
+fn system_roots() -> &'static RootCertStore {
+    static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let mut roots = RootCertStore::empty();
+        let loaded = rustls_native_certs::load_native_certs();
+        let (added, _) = roots.add_parsable_certificates(loaded.certs);
+        if added == 0 {
+            tracing::warn!("No trusted certificates found on this system; HTTPS checks trust Mozilla's bundle instead");
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        }
+        roots
+    })
+}
+
+/// How long each phase may take; the caller has already bounded them by the call's deadline.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub first_byte: Duration,
+    pub between_bytes: Duration,
+}
+
+type IoFuture = Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>;
+
+/// Send `request` (an absolute URI) and return the response as soon as its head arrives, with a future that
+/// finishes the connection's I/O.
+pub async fn send(
+    mut request: http::Request<WasiBody>,
+    timeouts: Timeouts,
+    tls: &TlsConfig,
+) -> Result<(http::Response<WasiBody>, IoFuture), Error> {
+    let uri = request.uri().clone();
+    let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+    let host = uri.host().ok_or(Error::HttpRequestUriInvalid)?.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+
+    let stream =
+        tokio::time::timeout(timeouts.connect, connect(host, port)).await.map_err(|_| Error::ConnectionTimeout)??;
+    let stream: Box<dyn Io> = if https {
+        let name = ServerName::try_from(host.to_string()).map_err(|_| Error::HttpRequestUriInvalid)?;
+        let connector = tokio_rustls::TlsConnector::from(tls.0.clone());
+        let tls_stream = tokio::time::timeout(timeouts.connect, connector.connect(name, stream))
+            .await
+            .map_err(|_| Error::ConnectionTimeout)?
+            .map_err(tls_error)?;
+        Box::new(tls_stream)
+    } else {
+        Box::new(stream)
+    };
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(Error::from)?;
+    // The connection's I/O runs on its own until the response body is read or dropped.
+    let connection = AbortOnDrop(tokio::spawn(connection));
+
+    // HTTP/1.1 to an origin server takes the path, not the absolute URI.
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    *request.uri_mut() = path.parse().map_err(|_| Error::HttpRequestUriInvalid)?;
+    let response = tokio::time::timeout(timeouts.first_byte, sender.send_request(request))
+        .await
+        .map_err(|_| Error::ConnectionReadTimeout)?
+        .map_err(Error::from)?;
+    let response = response.map(|body| TimedBody::new(body, timeouts.between_bytes).boxed_unsync());
+    let io: IoFuture = Box::pin(async move {
+        match connection.wait().await {
+            Some(Ok(())) | None => Ok(()),
+            Some(Err(error)) => Err(Error::from(error)),
+        }
+    });
+    Ok((response, io))
+}
+
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
+/// Resolve and connect to the first address that accepts. A name that does not resolve is a DNS error, not a
+/// refused connection.
+async fn connect(host: &str, port: u16) -> Result<TcpStream, Error> {
+    let addresses: Vec<_> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| Error::DnsError { rcode: Some(e.to_string()), info_code: None })?
+        .collect();
+    let mut last = Error::DestinationNotFound;
+    for address in addresses {
+        match TcpStream::connect(address).await {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => last = Error::ConnectionRefused,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => last = Error::ConnectionTimeout,
+            Err(_) => last = Error::DestinationUnavailable,
+        }
+    }
+    Err(last)
+}
+
+/// A failed TLS handshake, in the terms of `wasi:http`: a rejected certificate is told apart.
+fn tls_error(error: std::io::Error) -> Error {
+    match error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(_)) => Error::TlsCertificateError,
+        Some(rustls::Error::AlertReceived(alert)) => {
+            Error::TlsAlertReceived { alert_id: Some(u8::from(*alert)), alert_message: Some(format!("{alert:?}")) }
+        }
+        _ => Error::TlsProtocolError,
+    }
+}
+
+/// A task that is stopped when its handle is dropped (the plugin's store went away).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> AbortOnDrop<T> {
+    /// The task's output; `None` if it was cancelled.
+    async fn wait(mut self) -> Option<T> {
+        (&mut self.0).await.ok()
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A response body that fails when the server pauses longer than `between_bytes`.
+struct TimedBody {
+    body: Incoming,
+    between_bytes: Duration,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl TimedBody {
+    fn new(body: Incoming, between_bytes: Duration) -> Self {
+        Self { body, between_bytes, timer: Box::pin(tokio::time::sleep(between_bytes)) }
+    }
+}
+
+impl Body for TimedBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        match Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let deadline = Instant::now() + self.between_bytes;
+                self.timer.as_mut().reset(deadline);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(Error::from(error)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match self.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Error::ConnectionReadTimeout))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+}
