@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::health::{CheckRun, Health};
+use crate::health::{CheckState, Health};
 use crate::runtime::Setting;
 use crate::{Config, Host, StartError};
 
@@ -121,19 +121,33 @@ async fn check(config: Config, names: &[String]) -> ExitCode {
             return ExitCode::from(UNKNOWN);
         }
     }
-    let selected: Vec<_> = host
-        .checks
-        .iter()
-        .filter(|c| if names.is_empty() { c.enabled } else { names.contains(&c.name) })
-        .cloned()
-        .collect();
+    // The named checks, and what they depend on, so a failure can be put down to its cause.
+    let mut wanted: Vec<&str> = if names.is_empty() {
+        host.checks.iter().filter(|c| c.enabled).map(|c| c.name.as_str()).collect()
+    } else {
+        names.iter().map(String::as_str).collect()
+    };
+    let mut i = 0;
+    while i < wanted.len() {
+        if let Some(check) = host.checks.iter().find(|c| c.name == wanted[i]) {
+            for dependency in &check.depends_on {
+                if !wanted.contains(&dependency.as_str()) {
+                    wanted.push(dependency);
+                }
+            }
+        }
+        i += 1;
+    }
+    let selected: Vec<_> = host.checks.iter().filter(|c| wanted.contains(&c.name.as_str())).cloned().collect();
     if selected.is_empty() {
         println!("No enabled checks.");
         return ExitCode::SUCCESS;
     }
+    let board = crate::health::Board::default();
     let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(host.config.scheduler.max_concurrent.max(1)));
     let mut runs = Vec::new();
     for check in selected {
+        board.register(&check.name, &check.plugin.info.name, check.enabled, check.interval, &check.depends_on);
         let runtime = host.runtime.clone();
         let limit = limit.clone();
         runs.push(tokio::spawn(async move {
@@ -141,12 +155,12 @@ async fn check(config: Config, names: &[String]) -> ExitCode {
             check.run(&runtime).await
         }));
     }
-    let mut results = Vec::new();
     for run in runs {
-        results.push(run.await.expect("check runs do not panic"));
+        board.record(&run.await.expect("check runs do not panic"));
     }
-    print!("{}", table(&results));
-    ExitCode::from(exit_code(results.iter().map(|r| r.health)))
+    let states = board.snapshot();
+    print!("{}", table(&states));
+    ExitCode::from(exit_code(states.iter().map(|s| s.status)))
 }
 
 /// The overall exit code: any unhealthy is CRITICAL, then UNKNOWN, then WARNING, else OK.
@@ -154,16 +168,12 @@ fn exit_code(statuses: impl Iterator<Item = Health>) -> u8 {
     statuses.max().map_or(0, |worst| worst.nagios_code() as u8)
 }
 
-fn table(runs: &[CheckRun]) -> String {
-    let rows: Vec<[String; 4]> = runs
+fn table(states: &[CheckState]) -> String {
+    let rows: Vec<[String; 4]> = states
         .iter()
-        .map(|r| {
-            [
-                r.check.clone(),
-                r.health.as_str().to_string(),
-                format!("{} ms", r.duration.as_millis()),
-                r.summary.clone(),
-            ]
+        .map(|s| {
+            let time = s.response_time_ms.map_or_else(String::new, |ms| format!("{ms:.0} ms"));
+            [s.name.clone(), s.status.as_str().to_string(), time, s.summary.clone()]
         })
         .collect();
     let header = ["CHECK", "STATUS", "TIME", "SUMMARY"].map(String::from);

@@ -6,7 +6,8 @@
 //! - [`runtime`]: the wasmtime engine, the contract's bindings, grants, compiled-plugin cache, calls into plugins.
 //! - [`plugins`]: the built-in plugins and the drop-in folder.
 //! - [`checks`]: configured checks, built against what their plugins declare, and one run of a check.
-//! - [`health`]: statuses, run outcomes and the board of latest states.
+//! - [`health`]: statuses, run outcomes and the board of latest states, with dependency causes.
+//! - [`recovery`]: the operator's recovery actions for checks that keep failing.
 //! - [`scheduler`]: runs checks on their intervals.
 //! - [`system`]: the host's CPU, memory, disk and network figures.
 //! - [`storage`]: SQLite, one batching writer, readers of their own.
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod health;
 pub mod plugins;
+pub mod recovery;
 pub mod runtime;
 pub mod scheduler;
 pub mod storage;
@@ -142,6 +144,7 @@ pub async fn serve(
         runtime: host.runtime.clone(),
         storage: storage.clone(),
         board: board.clone(),
+        recoverer: recovery::Recoverer::new(storage.clone(), board.clone()),
         max_concurrent: host.config.scheduler.max_concurrent,
         jitter: host.config.scheduler.jitter,
     }

@@ -1,5 +1,5 @@
 //! Runs every enabled check on its interval, with jitter, under a global limit on checks running at once, and
-//! hands each result to storage and the health board.
+//! hands each result to the health board, recovery and storage.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::checks::Check;
 use crate::health::Board;
+use crate::recovery::Recoverer;
 use crate::runtime::Runtime;
 use crate::storage::Storage;
 
@@ -21,6 +22,7 @@ pub struct Scheduler {
     pub runtime: Arc<Runtime>,
     pub storage: Storage,
     pub board: Arc<Board>,
+    pub recoverer: Recoverer,
     pub max_concurrent: usize,
     pub jitter: f64,
 }
@@ -56,6 +58,9 @@ impl Scheduler {
             };
             tracing::debug!(check = %run.check, status = run.health.as_str(), duration_ms = run.duration.as_millis() as u64, "Check ran");
             self.board.record(&run);
+            if let Some(policy) = &check.recovery {
+                self.recoverer.observe(&run, policy);
+            }
             if self.storage.write_run(run).await.is_err() {
                 return;
             }

@@ -6,8 +6,10 @@ mod support;
 
 mod checks;
 mod cli;
+mod dependencies;
 mod plugins;
 mod postgres;
+mod recovery;
 mod saas;
 mod sandbox;
 mod storage;

@@ -10,8 +10,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::Check;
-use crate::config::{CheckConfig, Config, ConfigError, Secret};
+use crate::config::{CheckConfig, Config, ConfigError, RecoveryConfig, Secret};
 use crate::plugins::Plugins;
+use crate::recovery::{Action, Policy};
 use crate::runtime::{CallLabels, Grants, PluginSource, Redactor, Runtime, Sandbox, Setting, TlsConfig, ValueKind};
 
 /// Looks up an environment variable (the process environment, or a stand-in in tests).
@@ -205,6 +206,10 @@ fn build_one(
                 .ok()
         }
     };
+    let recovery = check
+        .recovery
+        .as_ref()
+        .and_then(|r| recovery_policy(r).map_err(|e| problems.push(Problem::at("recovery", e))).ok());
     let grants = Grants::for_check(target.as_deref(), &check.allow)
         .map_err(|e| problems.push(Problem::at(if e.starts_with("`allow`") { "allow" } else { "target" }, e)))
         .ok();
@@ -227,6 +232,7 @@ fn build_one(
             target,
             depends_on: check.depends_on.clone(),
             enabled: check.enabled,
+            recovery,
             sandbox: Sandbox {
                 labels: CallLabels {
                     plugin: Arc::from(plugin.info.name.as_str()),
@@ -243,6 +249,41 @@ fn build_one(
         }),
         _ => Err(problems),
     }
+}
+
+/// A recovery policy from `[check.recovery]`.
+fn recovery_policy(config: &RecoveryConfig) -> Result<Policy, String> {
+    let action = match (&config.command, &config.http) {
+        (Some(argv), None) if argv.first().is_some_and(|p| !p.is_empty()) => Action::Command(argv.clone()),
+        (Some(_), None) => return Err("`recovery.command` names no program".into()),
+        (None, Some(request)) => {
+            let url: http::Uri = request.url.parse().map_err(|e| format!("`recovery.http.url` is not a URL: {e}"))?;
+            if !matches!(url.scheme_str(), Some("http" | "https")) || url.host().is_none() {
+                return Err("`recovery.http.url` must be an http:// or https:// URL".into());
+            }
+            let method = request
+                .method
+                .to_ascii_uppercase()
+                .parse()
+                .map_err(|_| format!("`recovery.http.method` `{}` is not an HTTP method", request.method))?;
+            Action::Http { method, url: request.url.clone(), headers: request.headers.clone().into_iter().collect() }
+        }
+        _ => return Err("`recovery` needs exactly one of `command` and `http`".into()),
+    };
+    if config.after == 0 || config.max_attempts == 0 {
+        return Err("`recovery.after` and `recovery.max_attempts` must be at least 1".into());
+    }
+    if config.timeout.is_zero() || config.timeout > MAX_TIMEOUT {
+        return Err("`recovery.timeout` must be above zero and at most 1h".into());
+    }
+    Ok(Policy {
+        action,
+        after: config.after,
+        max_attempts: config.max_attempts,
+        timeout: config.timeout,
+        backoff: config.backoff,
+        max_backoff: config.max_backoff.max(config.backoff),
+    })
 }
 
 /// A default target with `${VAR}` and `${VAR:-fallback}` taken from the environment.

@@ -41,6 +41,8 @@ pub struct Check {
     pub depends_on: Vec<String>,
     pub enabled: bool,
     pub sandbox: Sandbox,
+    /// What to do when it keeps failing.
+    pub recovery: Option<crate::recovery::Policy>,
     /// Every declared key with a value (the operator's or a default), as JSON text.
     config: Vec<(String, String)>,
     secrets: Vec<(String, Secret)>,

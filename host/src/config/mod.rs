@@ -129,6 +129,60 @@ pub struct CheckConfig {
     /// Secrets handed only to this check's plugin instance: `env:NAME`, `file:/path`, or the value itself.
     #[serde(default)]
     pub secrets: BTreeMap<String, SecretRef>,
+    /// What to do when the check keeps failing.
+    pub recovery: Option<RecoveryConfig>,
+}
+
+/// `[check.recovery]`: an action run after `after` failed runs in a row, with exponential back-off between attempts.
+/// Exactly one of `command` and `http`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoveryConfig {
+    /// Consecutive failed runs (unhealthy, or not carried out) before the first attempt.
+    #[serde(default = "three")]
+    pub after: u32,
+    /// A program and its arguments, run without a shell: `["systemctl", "restart", "bot"]`.
+    pub command: Option<Vec<String>>,
+    /// A request, for example to a process manager's restart endpoint.
+    pub http: Option<RecoveryHttp>,
+    /// How long one attempt may take.
+    #[serde(default = "thirty_seconds", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts per failure episode; the episode ends when the check passes again.
+    #[serde(default = "three")]
+    pub max_attempts: u32,
+    /// The wait after the first attempt; doubled after each further one, up to `max_backoff`.
+    #[serde(default = "thirty_seconds", with = "humantime_serde")]
+    pub backoff: Duration,
+    #[serde(default = "ten_minutes", with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+/// `[check.recovery.http]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoveryHttp {
+    pub url: String,
+    #[serde(default = "post")]
+    pub method: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+fn three() -> u32 {
+    3
+}
+
+fn thirty_seconds() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn ten_minutes() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn post() -> String {
+    "POST".into()
 }
 
 fn yes() -> bool {
@@ -298,6 +352,7 @@ impl Config {
                 memory_limit: None,
                 config: toml::Table::new(),
                 secrets: BTreeMap::new(),
+                recovery: None,
             },
         ));
     }

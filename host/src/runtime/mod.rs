@@ -27,7 +27,7 @@ pub use cache::CompiledCache;
 pub use grants::Grants;
 pub use plugin::{Plugin, PluginSource};
 pub use redact::Redactor;
-pub use send::TlsConfig;
+pub use send::{Timeouts, TlsConfig, send};
 pub use state::CallLabels;
 use state::{MemoryCapExceeded, Output, PluginState};
 pub use state::{one_line, truncate};

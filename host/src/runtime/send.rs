@@ -115,21 +115,34 @@ pub async fn send(
     };
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(Error::from)?;
-    // The connection's I/O runs on its own until the response body is read or dropped.
-    let connection = AbortOnDrop(tokio::spawn(connection));
 
     // HTTP/1.1 to an origin server takes the path, not the absolute URI.
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     *request.uri_mut() = path.parse().map_err(|_| Error::HttpRequestUriInvalid)?;
-    let response = tokio::time::timeout(timeouts.first_byte, sender.send_request(request))
-        .await
-        .map_err(|_| Error::ConnectionReadTimeout)?
-        .map_err(Error::from)?;
+    // The connection is driven in this task until the response head arrives (a task of its own would mean a
+    // wake-up and a hop between threads for every read), then handed back to run on its own.
+    let mut connection = Some(Box::pin(connection));
+    let mut exchange = std::pin::pin!(sender.send_request(request));
+    let head = std::future::poll_fn(|cx| {
+        if let Poll::Ready(response) = exchange.as_mut().poll(cx) {
+            return Poll::Ready(response.map_err(Error::from));
+        }
+        if let Some(driving) = connection.as_mut()
+            && let Poll::Ready(finished) = driving.as_mut().poll(cx)
+        {
+            connection = None;
+            finished.map_err(Error::from)?;
+            return exchange.as_mut().poll(cx).map_err(Error::from);
+        }
+        Poll::Pending
+    });
+    let response =
+        tokio::time::timeout(timeouts.first_byte, head).await.map_err(|_| Error::ConnectionReadTimeout)??;
     let response = response.map(|body| TimedBody::new(body, timeouts.between_bytes).boxed_unsync());
     let io: IoFuture = Box::pin(async move {
-        match connection.wait().await {
-            Some(Ok(())) | None => Ok(()),
-            Some(Err(error)) => Err(Error::from(error)),
+        match connection {
+            Some(connection) => connection.await.map_err(Error::from),
+            None => Ok(()),
         }
     });
     Ok((response, io))
@@ -168,22 +181,6 @@ fn tls_error(error: std::io::Error) -> Error {
             Error::TlsAlertReceived { alert_id: Some(u8::from(*alert)), alert_message: Some(format!("{alert:?}")) }
         }
         _ => Error::TlsProtocolError,
-    }
-}
-
-/// A task that is stopped when its handle is dropped (the plugin's store went away).
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> AbortOnDrop<T> {
-    /// The task's output; `None` if it was cancelled.
-    async fn wait(mut self) -> Option<T> {
-        (&mut self.0).await.ok()
-    }
-}
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

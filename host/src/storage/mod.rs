@@ -20,6 +20,15 @@ use writer::Op;
 /// Writes waiting for the writer before senders are made to wait (back-pressure instead of unbounded memory).
 const QUEUE: usize = 4096;
 
+/// A recovery attempt to store.
+#[derive(Debug, Clone)]
+pub struct RecoveryRecord {
+    pub check: String,
+    pub attempt: crate::recovery::Attempt,
+    pub started_at: SystemTime,
+    pub duration: Duration,
+}
+
 /// One metric sample.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
@@ -98,6 +107,18 @@ impl Storage {
     /// Queue metric samples for writing; waits while the writer is behind.
     pub async fn write_samples(&self, samples: Vec<Sample>) -> Result<(), StorageError> {
         self.queue.send(Op::Samples(samples)).await.map_err(|_| StorageError::Closed)
+    }
+
+    /// Store a recovery attempt; its row id once committed.
+    pub async fn record_recovery(&self, record: RecoveryRecord) -> Result<i64, StorageError> {
+        let (done, committed) = oneshot::channel();
+        self.queue.send(Op::Recovery(Box::new(record), done)).await.map_err(|_| StorageError::Closed)?;
+        committed.await.map_err(|_| StorageError::Closed)?.map_err(StorageError::Write)
+    }
+
+    /// Note that the check passed again after the recovery attempt `id`.
+    pub async fn mark_recovered(&self, id: i64, at: SystemTime) -> Result<(), StorageError> {
+        self.queue.send(Op::Recovered { id, at: to_millis(at) }).await.map_err(|_| StorageError::Closed)
     }
 
     /// Wait until everything queued so far is committed; an error says what could not be stored.

@@ -40,6 +40,21 @@ pub fn migrations() -> Migrations<'static> {
             value     REAL    NOT NULL,
             PRIMARY KEY (series_id, ts)  -- also serves time ranges and retention, series by series
         ) WITHOUT ROWID;
+
+        -- Every recovery attempt: what ran, how it ended, and whether the check passed again afterwards.
+        CREATE TABLE recovery_attempts (
+            id           INTEGER PRIMARY KEY,
+            check_name   TEXT    NOT NULL,
+            attempt      INTEGER NOT NULL,
+            started_at   INTEGER NOT NULL,
+            duration_ms  REAL    NOT NULL,
+            action       TEXT    NOT NULL,
+            outcome      TEXT    NOT NULL CHECK (outcome IN ('ran', 'failed', 'timed_out', 'error')),
+            exit_code    INTEGER,
+            output       TEXT    NOT NULL,
+            recovered_at INTEGER
+        );
+        CREATE INDEX recovery_attempts_by_check ON recovery_attempts (check_name, started_at);
         ",
     )])
 }

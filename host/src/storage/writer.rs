@@ -12,7 +12,7 @@ use std::time::Duration;
 use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Sample, to_millis};
+use super::{RecoveryRecord, Sample, to_millis};
 use crate::health::CheckRun;
 
 /// Queued operations written in one transaction at most.
@@ -24,6 +24,13 @@ const GROUP_WINDOW: Duration = Duration::from_millis(200);
 pub enum Op {
     Run(Box<CheckRun>),
     Samples(Vec<Sample>),
+    /// A recovery attempt; answered with its row id once committed.
+    Recovery(Box<RecoveryRecord>, oneshot::Sender<Result<i64, String>>),
+    /// The check passed again after the attempt with this id.
+    Recovered {
+        id: i64,
+        at: i64,
+    },
     /// Answered once everything queued before it is committed, or with why some of it could not be.
     Flush(oneshot::Sender<Result<(), String>>),
 }
@@ -44,7 +51,14 @@ pub fn run(mut connection: Connection, mut queue: mpsc::Receiver<Op>) {
                 Err(_) => break,
             }
         }
-        let (writes, flushes): (Vec<Op>, Vec<Op>) = batch.drain(..).partition(|op| !matches!(op, Op::Flush(_)));
+        let (mut writes, flushes): (Vec<Op>, Vec<Op>) = batch.drain(..).partition(|op| !matches!(op, Op::Flush(_)));
+        // Recovery records are written on their own, so each gets its id (or its error) back.
+        let records: Vec<Op> = writes.extract_if(.., |op| matches!(op, Op::Recovery(..))).collect();
+        for op in records {
+            if let Op::Recovery(record, done) = op {
+                let _ = done.send(write_recovery(&connection, &record).map_err(|e| e.to_string()));
+            }
+        }
         if let Err(error) = write_all(&mut connection, &mut series, &writes) {
             // One bad write must not cost the others: retry each on its own and keep what succeeds.
             series.ids.clear();
@@ -82,10 +96,33 @@ fn write_all(connection: &mut Connection, series: &mut SeriesIds, ops: &[Op]) ->
                     write_sample(&transaction, series, sample)?;
                 }
             }
-            Op::Flush(_) => {}
+            Op::Recovered { id, at } => {
+                transaction
+                    .prepare_cached("UPDATE recovery_attempts SET recovered_at = ?2 WHERE id = ?1")?
+                    .execute(params![id, at])?;
+            }
+            Op::Flush(_) | Op::Recovery(..) => {}
         }
     }
     transaction.commit()
+}
+
+fn write_recovery(db: &Connection, record: &RecoveryRecord) -> rusqlite::Result<i64> {
+    db.prepare_cached(
+        "INSERT INTO recovery_attempts (check_name, attempt, started_at, duration_ms, action, outcome, exit_code, output)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        record.check,
+        record.attempt.attempt,
+        to_millis(record.started_at),
+        record.duration.as_secs_f64() * 1000.0,
+        record.attempt.action,
+        record.attempt.outcome,
+        record.attempt.exit_code,
+        record.attempt.output,
+    ])?;
+    Ok(db.last_insert_rowid())
 }
 
 fn write_run(db: &Connection, series: &mut SeriesIds, run: &CheckRun) -> rusqlite::Result<()> {

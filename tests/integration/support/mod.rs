@@ -60,6 +60,7 @@ impl Target {
                     }
                 }),
             )
+            .route("/restart", axum::routing::post(|| async { (StatusCode::ACCEPTED, "restarting") }))
             .route("/json", get(|| async { axum::Json(serde_json::json!({"status": "ok", "checks": {"db": "down"}})) }))
             .route(
                 "/auth",
