@@ -1,4 +1,5 @@
-//! The HTTP API on the API port. This is its first slice: selfmon's own liveness and the health of every check.
+//! The HTTP API on the API port. This is its first slice: selfmon's own liveness, the health of every check, and
+//! the recovery history.
 //!
 //! Errors are JSON of one shape, `{"error": {"code", "message"}}`, made in one place ([`ApiError`]).
 
@@ -13,11 +14,13 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::health::{Board, CheckState, Health};
+use crate::storage::{Storage, StoredAttempt};
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
     pub board: Arc<Board>,
+    pub storage: Storage,
     pub started: Instant,
 }
 
@@ -26,6 +29,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/health", get(liveness))
         .route("/v1/health", get(health))
+        .route("/v1/recovery", get(recovery))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -83,6 +87,34 @@ async fn health(
     let considered = |c: &&CheckState| c.enabled || query.service.is_some();
     let status = checks.iter().filter(considered).map(|c| c.status).max().unwrap_or(Health::Healthy);
     Ok(Json(HealthReport { status, checks }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecoveryQuery {
+    /// Only this check's attempts.
+    check: Option<String>,
+    /// At most this many, newest first (default 100, at most 1000).
+    limit: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct RecoveryReport {
+    attempts: Vec<StoredAttempt>,
+}
+
+/// `GET /v1/recovery[?check=NAME][&limit=N]`: stored recovery attempts, newest first.
+async fn recovery(
+    State(state): State<AppState>,
+    query: Result<Query<RecoveryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<RecoveryReport>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let attempts = state.storage.recovery_attempts(query.check, limit).await.map_err(|error| {
+        tracing::error!(%error, "Reading recovery attempts failed");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", "the recovery history could not be read")
+    })?;
+    Ok(Json(RecoveryReport { attempts }))
 }
 
 /// An error answer: a status code, a stable machine-readable code and a message for people.

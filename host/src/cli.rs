@@ -26,7 +26,8 @@ pub enum Command {
     /// Run checks on their schedules and serve the API until SIGINT or SIGTERM.
     Serve,
     /// Run checks once and print a table. Exit code: 0 all healthy, 1 degraded, 2 unhealthy, 3 unknown or error
-    /// (the Nagios plugin convention).
+    /// (the Nagios plugin convention). The checks they depend on run too, to explain failures, but only the named
+    /// ones decide the exit code.
     Check {
         /// Checks to run [default: every enabled check].
         names: Vec<String>,
@@ -121,17 +122,19 @@ async fn check(config: Config, names: &[String]) -> ExitCode {
             return ExitCode::from(UNKNOWN);
         }
     }
-    // The named checks, and what they depend on, so a failure can be put down to its cause.
-    let mut wanted: Vec<&str> = if names.is_empty() {
+    // The named checks, and the enabled checks they depend on, so a failure can be put down to its cause.
+    let asked: Vec<&str> = if names.is_empty() {
         host.checks.iter().filter(|c| c.enabled).map(|c| c.name.as_str()).collect()
     } else {
         names.iter().map(String::as_str).collect()
     };
+    let mut wanted = asked.clone();
     let mut i = 0;
     while i < wanted.len() {
         if let Some(check) = host.checks.iter().find(|c| c.name == wanted[i]) {
             for dependency in &check.depends_on {
-                if !wanted.contains(&dependency.as_str()) {
+                let enabled = host.checks.iter().any(|c| &c.name == dependency && c.enabled);
+                if enabled && !wanted.contains(&dependency.as_str()) {
                     wanted.push(dependency);
                 }
             }
@@ -160,7 +163,8 @@ async fn check(config: Config, names: &[String]) -> ExitCode {
     }
     let states = board.snapshot();
     print!("{}", table(&states));
-    ExitCode::from(exit_code(states.iter().map(|s| s.status)))
+    // The checks asked for decide; the dependencies run only to explain them.
+    ExitCode::from(exit_code(states.iter().filter(|s| asked.contains(&s.name.as_str())).map(|s| s.status)))
 }
 
 /// The overall exit code: any unhealthy is CRITICAL, then UNKNOWN, then WARNING, else OK.

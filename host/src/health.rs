@@ -156,6 +156,34 @@ impl Board {
         root_cause(&checks, check, &mut Vec::new())
     }
 
+    /// The dependency whose being down explains `check`'s failure at `failed_at`, judged once every dependency has
+    /// reported since then (or twice its interval has passed): right after a failure, a dependency may not have
+    /// run since it went down.
+    pub async fn settled_cause(&self, check: &str, failed_at: SystemTime) -> Option<String> {
+        let patience = {
+            let checks = self.checks.read().expect("board lock");
+            let entry = checks.get(check)?;
+            entry.depends_on.iter().filter_map(|d| checks.get(d)).map(|d| d.interval * 2).max()?
+        };
+        let deadline = tokio::time::Instant::now() + patience;
+        while tokio::time::Instant::now() < deadline {
+            let reported = {
+                let checks = self.checks.read().expect("board lock");
+                let entry = checks.get(check)?;
+                entry
+                    .depends_on
+                    .iter()
+                    .filter_map(|d| checks.get(d))
+                    .all(|d| !d.enabled || d.run.as_ref().is_some_and(|r| r.started_at >= failed_at))
+            };
+            if reported {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.cause_of(check)
+    }
+
     /// Every check's state, by name, with dependency causes applied.
     pub fn snapshot(&self) -> Vec<CheckState> {
         let checks = self.checks.read().expect("board lock");

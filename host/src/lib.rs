@@ -144,7 +144,7 @@ pub async fn serve(
         runtime: host.runtime.clone(),
         storage: storage.clone(),
         board: board.clone(),
-        recoverer: recovery::Recoverer::new(storage.clone(), board.clone()),
+        recoverer: recovery::Recoverer::new(storage.clone(), board.clone(), tasks.clone(), stop.clone()),
         max_concurrent: host.config.scheduler.max_concurrent,
         jitter: host.config.scheduler.jitter,
     }
@@ -160,7 +160,7 @@ pub async fn serve(
         "selfmon is running"
     );
 
-    let app = api::app(api::AppState { board, started });
+    let app = api::app(api::AppState { board, storage: storage.clone(), started });
     let stopping = stop.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move { stopping.cancelled().await });
     let mut server = std::pin::pin!(server.into_future());

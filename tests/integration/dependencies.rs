@@ -73,7 +73,7 @@ command = ["touch", "{{workdir}}/app-was-restarted"]
         "the dependency runs too:\n{table}"
     );
     assert!(table.contains("depends on db, which is unhealthy"), "{table}");
-    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(output.status.code(), Some(1), "the check asked for decides: degraded, its dependency is the cause");
 
     // Give recovery a few runs' chance to (wrongly) act on a failure that is not the app's own.
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -87,24 +87,38 @@ backoff = "1s"
 
     kill(first);
     selfmon.wait_for("site", "a failure", |s| s["status"] == "unhealthy").await;
-    let recovered = selfmon
-        .wait_for("site", "recovery", |s| {
-            s["status"] == "healthy" && s["recovery"]["last_attempt"]["recovered"] == true
-        })
-        .await;
-    let attempt = &recovered["recovery"]["last_attempt"];
+    let last_recovered = |s: &serde_json::Value| {
+        s["recovery"]["recent_attempts"].as_array().and_then(|a| a.last()).is_some_and(|a| a["recovered"] == true)
+    };
+    let recovered = selfmon.wait_for("site", "recovery", |s| s["status"] == "healthy" && last_recovered(s)).await;
+    let attempt = recovered["recovery"]["recent_attempts"].as_array().unwrap().last().unwrap();
     assert_eq!(attempt["outcome"], "ran", "{recovered:#}");
     assert_eq!(attempt["exit_code"], 0);
     assert!(attempt["output"].as_str().unwrap().starts_with("started pid "), "{attempt:#}");
-    assert_eq!(recovered["recovery"]["state"], "idle", "a passing check ends the episode");
+    // Passing again: `recovered` until `after` passing runs end the episode.
+    assert!(["recovered", "idle"].contains(&recovered["recovery"]["state"].as_str().unwrap()), "{recovered:#}");
+    // The stored history follows within the writer's group-commit window.
+    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+    let history = loop {
+        let (_, history) = selfmon.get("/v1/recovery?check=site").await;
+        if history["attempts"][0]["recovered_at"].is_string() {
+            break history;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the recovery was never stored: {history:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(history["attempts"].as_array().unwrap().iter().all(|a| a["check"] == "site"));
 
     let hopeless = selfmon.wait_for("hopeless", "exhausted recovery", |s| s["recovery"]["state"] == "exhausted").await;
     assert_eq!(hopeless["recovery"]["attempts"], 2);
-    assert_eq!(hopeless["recovery"]["last_attempt"]["outcome"], "failed");
-    assert_eq!(hopeless["recovery"]["last_attempt"]["exit_code"], 1);
-    let by_request =
-        selfmon.wait_for("by-request", "a recovery request", |s| !s["recovery"]["last_attempt"].is_null()).await;
-    let attempt = &by_request["recovery"]["last_attempt"];
+    let last = hopeless["recovery"]["recent_attempts"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!((last["outcome"].as_str(), last["exit_code"].as_i64()), (Some("failed"), Some(1)));
+    let by_request = selfmon
+        .wait_for("by-request", "a recovery request", |s| {
+            s["recovery"]["recent_attempts"].as_array().is_some_and(|a| !a.is_empty())
+        })
+        .await;
+    let attempt = &by_request["recovery"]["recent_attempts"][0];
     assert_eq!((attempt["outcome"].as_str(), attempt["exit_code"].as_i64()), (Some("ran"), Some(202)), "{attempt:#}");
     assert_eq!(attempt["output"], "restarting");
     assert!(attempt["action"].as_str().unwrap().starts_with("POST http://127.0.0.1:"));
@@ -122,9 +136,18 @@ backoff = "1s"
         .collect();
     let site: Vec<_> = rows.iter().filter(|r| r.0 == "site").collect();
     assert!(!site.is_empty() && site.last().unwrap().3.is_some(), "the recovering attempt is marked: {rows:?}");
+    assert!(site[..site.len() - 1].iter().all(|r| r.3.is_none()), "only the attempt that helped is marked: {rows:?}");
     let hopeless: Vec<_> = rows.iter().filter(|r| r.0 == "hopeless").collect();
     assert_eq!(hopeless.len(), 2, "no more than max_attempts: {rows:?}");
     assert!(hopeless.iter().all(|r| r.2 == "failed" && r.3.is_none()));
+    let starts: Vec<i64> = db
+        .prepare("SELECT started_at FROM recovery_attempts WHERE check_name = 'hopeless' ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(starts[1] - starts[0] >= 1000, "the second attempt waited out the back-off: {starts:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

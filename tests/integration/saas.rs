@@ -108,7 +108,10 @@ async fn anthropic_answers_are_judged_as_the_api_documents_them() {
     assert_eq!(metric(&runs["limited"], "retry_after_seconds"), Some(17.0));
     assert_eq!(verdict(&runs, "overloaded"), ("degraded", "Anthropic is overloaded (overloaded_error): Overloaded"));
     assert_eq!(verdict(&runs, "garbage").0, "unhealthy");
+    assert!(verdict(&runs, "garbage").1.contains("but not with a models list"), "{:?}", runs["garbage"]);
+    assert_eq!(verdict(&runs, "slow").0, "unhealthy");
     assert!(verdict(&runs, "slow").1.starts_with("Anthropic API unreachable: no complete response within"));
+    assert!(runs["slow"].error.is_none(), "the plugin reported the slow API itself");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -121,6 +124,7 @@ async fn telegram_checks_the_token_and_the_webhook_without_showing_either() {
         ("failing", "1:failing"),
         ("limited", "1:limited"),
         ("garbage", "1:garbage"),
+        ("slow", "1:slow"),
     ];
     let runs = run_scenarios("telegram", &fake.url(), "bot_token", &scenarios, "").await;
     let ok = &runs["ok"];
@@ -147,32 +151,44 @@ async fn telegram_checks_the_token_and_the_webhook_without_showing_either() {
     );
     assert_eq!(metric(&runs["limited"], "retry_after_seconds"), Some(35.0));
     assert_eq!(verdict(&runs, "garbage").0, "unhealthy");
+    assert!(verdict(&runs, "garbage").1.contains("a body that is not the Bot API's JSON"));
+    assert!(verdict(&runs, "slow").1.starts_with("Telegram Bot API unreachable (getMe): no complete response within"));
     for run in runs.values() {
         let text = format!("{run:?}");
-        assert!(!text.contains("1:ok") && !text.contains("1:revoked"), "a token leaked: {text}");
+        assert!(!text.contains("1:") && !text.contains("s3cret-path"), "a token or the webhook path leaked: {text}");
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn qdrant_readiness_and_collections() {
     let fake = Fake::start(fakes::qdrant()).await;
-    let runs = run_scenarios(
-        "qdrant",
-        &fake.url(),
-        "api_key",
-        &[("all", "qd-ready"), ("starting", "qd-starting"), ("bad-key", "qd-wrong")],
-        "",
-    )
-    .await;
+    let scenarios = [
+        ("all", "qd-ready"),
+        ("starting", "qd-starting"),
+        ("bad-key", "qd-wrong"),
+        ("garbage", "qd-garbage"),
+        ("slow", "qd-slow"),
+    ];
+    let runs = run_scenarios("qdrant", &fake.url(), "api_key", &scenarios, "").await;
     let all = &runs["all"];
     assert_eq!(all.health.as_str(), "unhealthy", "a red collection: {}", all.summary);
+    assert!(all.summary.contains("4 collections, 1245 points"), "{}", all.summary);
     assert!(
-        all.summary.contains("3 collections, 1240 points") && all.summary.contains("collection `broken` is red"),
-        "{}",
+        all.summary.ends_with(": collection `sessions` is yellow; collection `broken` is red"),
+        "grey is normal: {}",
         all.summary
     );
     let points: Vec<_> = all.metrics.iter().filter(|m| m.name == "collection_points").collect();
-    assert_eq!(points.len(), 3);
+    assert_eq!(points.len(), 4);
+    assert_eq!(
+        verdict(&runs, "garbage"),
+        ("unhealthy", "Qdrant answered the collections list with HTTP 200 and not the expected JSON")
+    );
+    assert!(
+        verdict(&runs, "slow").1.starts_with("Qdrant unreachable: no complete response within"),
+        "{:?}",
+        runs["slow"]
+    );
     assert_eq!(verdict(&runs, "starting"), ("unhealthy", "Qdrant is not ready: HTTP 503 some shards are not ready"));
     assert_eq!(verdict(&runs, "bad-key"), ("unhealthy", "Qdrant refused the request (HTTP 401): check the API key"));
 
@@ -229,4 +245,51 @@ async fn https_trusts_the_system_roots_plus_the_checks_own_ca() {
         error.contains("invalid check `private-ca`: `ca_file`") && error.contains("holds no PEM certificate"),
         "{error}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_checks_ca_file_adds_to_the_system_roots_instead_of_replacing_them() {
+    // Two authorities: the "system's" (handed to the binary through SSL_CERT_FILE, which the system store
+    // honours) and a private one given only as one check's `ca_file`.
+    let (system, private) = (TestCa::new(), TestCa::new());
+    let public = Fake::start_tls(fakes::openai(), &system).await;
+    let internal = Fake::start_tls(fakes::openai(), &private).await;
+    let check = |name: &str, fake: &Fake, ca_file: bool| {
+        let ca = if ca_file { "ca_file = \"private.pem\"\n" } else { "" };
+        format!(
+            "[[check]]\nname = \"{name}\"\nplugin = \"openai\"\ntarget = \"{}/v1\"\n{ca}[check.secrets]\napi_key = \"sk-ok\"\n\n",
+            fake.url()
+        )
+    };
+    let config = [
+        check("public", &public, false),
+        check("public-with-private-ca", &public, true),
+        check("internal", &internal, true),
+        check("internal-without-ca", &internal, false),
+    ]
+    .concat();
+    let workdir = Workdir::new(&config, &[]);
+    std::fs::write(workdir.path().join("private.pem"), &private.pem).unwrap();
+    std::fs::write(workdir.path().join("system.pem"), &system.pem).unwrap();
+    let output = tokio::task::spawn_blocking(move || {
+        let output = crate::support::selfmon_command(&workdir)
+            .arg("check")
+            .env("SSL_CERT_FILE", workdir.path().join("system.pem"))
+            .output()
+            .unwrap();
+        drop(workdir);
+        output
+    })
+    .await
+    .unwrap();
+    let table = String::from_utf8_lossy(&output.stdout);
+    let status = |name: &str| {
+        let line = table.lines().find(|l| l.split_whitespace().next() == Some(name)).unwrap_or_default();
+        line.split_whitespace().nth(1).unwrap_or_default().to_string()
+    };
+    assert_eq!(status("public"), "healthy", "the system's roots are trusted:\n{table}");
+    assert_eq!(status("public-with-private-ca"), "healthy", "a ca_file adds to them:\n{table}");
+    assert_eq!(status("internal"), "healthy", "the private CA is trusted where given:\n{table}");
+    assert_eq!(status("internal-without-ca"), "unhealthy", "and only there:\n{table}");
+    assert!(table.contains("the TLS certificate of localhost:") && table.contains("was rejected"), "{table}");
 }

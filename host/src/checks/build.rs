@@ -206,10 +206,6 @@ fn build_one(
                 .ok()
         }
     };
-    let recovery = check
-        .recovery
-        .as_ref()
-        .and_then(|r| recovery_policy(r).map_err(|e| problems.push(Problem::at("recovery", e))).ok());
     let grants = Grants::for_check(target.as_deref(), &check.allow)
         .map_err(|e| problems.push(Problem::at(if e.starts_with("`allow`") { "allow" } else { "target" }, e)))
         .ok();
@@ -223,6 +219,15 @@ fn build_one(
     )
     .map_err(|e| problems.extend(e))
     .ok();
+    let sources = SecretSources { env, base: &config.source.base_dir };
+    let check_secrets: Vec<String> = secrets.iter().flatten().map(|(_, s)| s.expose().to_string()).collect();
+    let recovery = match &check.recovery {
+        Some(recovery) => recovery_policy(recovery, &sources, &check_secrets)
+            .map(Some)
+            .map_err(|e| problems.push(Problem::at("recovery", e)))
+            .unwrap_or(None),
+        None => None,
+    };
     match (grants, config_values, secrets, tls) {
         (Some(grants), Some(config_values), Some(secrets), Some(tls)) if problems.is_empty() => Ok(Check {
             name: check.name.clone(),
@@ -239,7 +244,7 @@ fn build_one(
                     check: Some(Arc::from(check.name.as_str())),
                 },
                 grants: Arc::new(grants),
-                redactor: Redactor::new(secrets.iter().map(|(_, secret)| secret.expose().to_string())),
+                redactor: Redactor::new(check_secrets),
                 tls,
                 memory_limit: usize::try_from(memory_limit.as_u64()).unwrap_or(usize::MAX),
                 timeout,
@@ -251,22 +256,51 @@ fn build_one(
     }
 }
 
-/// A recovery policy from `[check.recovery]`.
-fn recovery_policy(config: &RecoveryConfig) -> Result<Policy, String> {
+/// The longest back-off between recovery attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
+
+/// A recovery policy from `[check.recovery]`; `redactor` already holds the check's secrets.
+fn recovery_policy(
+    config: &RecoveryConfig,
+    sources: &SecretSources<'_>,
+    check_secrets: &[String],
+) -> Result<Policy, String> {
+    let resolve = |table: &std::collections::BTreeMap<String, crate::config::SecretRef>, what: &str| {
+        table
+            .iter()
+            .map(|(name, reference)| {
+                reference
+                    .resolve(sources.env, sources.base)
+                    .map(|secret| (name.clone(), secret))
+                    .map_err(|e| format!("`{what}.{name}` {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
     let action = match (&config.command, &config.http) {
-        (Some(argv), None) if argv.first().is_some_and(|p| !p.is_empty()) => Action::Command(argv.clone()),
+        (Some(argv), None) if argv.first().is_some_and(|p| !p.is_empty()) => {
+            Action::Command { argv: argv.clone(), env: resolve(&config.env, "recovery.env")? }
+        }
         (Some(_), None) => return Err("`recovery.command` names no program".into()),
         (None, Some(request)) => {
             let url: http::Uri = request.url.parse().map_err(|e| format!("`recovery.http.url` is not a URL: {e}"))?;
             if !matches!(url.scheme_str(), Some("http" | "https")) || url.host().is_none() {
                 return Err("`recovery.http.url` must be an http:// or https:// URL".into());
             }
+            if url.authority().is_some_and(|a| a.as_str().contains('@')) {
+                return Err(
+                    "`recovery.http.url` must not carry credentials: put them in `recovery.http.headers`".into()
+                );
+            }
             let method = request
                 .method
                 .to_ascii_uppercase()
                 .parse()
                 .map_err(|_| format!("`recovery.http.method` `{}` is not an HTTP method", request.method))?;
-            Action::Http { method, url: request.url.clone(), headers: request.headers.clone().into_iter().collect() }
+            Action::Http {
+                method,
+                url: request.url.clone(),
+                headers: resolve(&request.headers, "recovery.http.headers")?,
+            }
         }
         _ => return Err("`recovery` needs exactly one of `command` and `http`".into()),
     };
@@ -276,6 +310,16 @@ fn recovery_policy(config: &RecoveryConfig) -> Result<Policy, String> {
     if config.timeout.is_zero() || config.timeout > MAX_TIMEOUT {
         return Err("`recovery.timeout` must be above zero and at most 1h".into());
     }
+    if config.backoff > MAX_BACKOFF || config.max_backoff > MAX_BACKOFF {
+        return Err("`recovery.backoff` and `recovery.max_backoff` must be at most 1day".into());
+    }
+    let action_secrets = match &action {
+        Action::Command { env, .. } => env,
+        Action::Http { headers, .. } => headers,
+    };
+    let redactor = Redactor::new(
+        check_secrets.iter().cloned().chain(action_secrets.iter().map(|(_, secret)| secret.expose().to_string())),
+    );
     Ok(Policy {
         action,
         after: config.after,
@@ -283,6 +327,7 @@ fn recovery_policy(config: &RecoveryConfig) -> Result<Policy, String> {
         timeout: config.timeout,
         backoff: config.backoff,
         max_backoff: config.max_backoff.max(config.backoff),
+        redactor,
     })
 }
 

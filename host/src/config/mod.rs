@@ -141,8 +141,12 @@ pub struct RecoveryConfig {
     /// Consecutive failed runs (unhealthy, or not carried out) before the first attempt.
     #[serde(default = "three")]
     pub after: u32,
-    /// A program and its arguments, run without a shell: `["systemctl", "restart", "bot"]`.
+    /// A program and its arguments, run without a shell: `["systemctl", "restart", "bot"]`. It inherits only
+    /// PATH, HOME, LANG, LC_ALL, TZ and USER from selfmon; a relative program is looked up on that PATH.
     pub command: Option<Vec<String>>,
+    /// Further environment for the command, values as secrets: `env:NAME`, `file:/path`, or the value itself.
+    #[serde(default)]
+    pub env: BTreeMap<String, SecretRef>,
     /// A request, for example to a process manager's restart endpoint.
     pub http: Option<RecoveryHttp>,
     /// How long one attempt may take.
@@ -162,11 +166,13 @@ pub struct RecoveryConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecoveryHttp {
+    /// Without credentials in it: put them in `headers`.
     pub url: String,
     #[serde(default = "post")]
     pub method: String,
+    /// Header values as secrets: `env:NAME`, `file:/path`, or the value itself.
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, SecretRef>,
 }
 
 fn three() -> u32 {

@@ -116,9 +116,17 @@ pub async fn send(
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(Error::from)?;
 
-    // HTTP/1.1 to an origin server takes the path, not the absolute URI.
+    // HTTP/1.1 to an origin server takes the path, not the absolute URI, and needs a Host header (hyper's
+    // connection API adds none; wasi:http requests carry one already).
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     *request.uri_mut() = path.parse().map_err(|_| Error::HttpRequestUriInvalid)?;
+    if !request.headers().contains_key(http::header::HOST)
+        && let Some(authority) = uri.authority()
+    {
+        let host = authority.as_str().rsplit_once('@').map_or(authority.as_str(), |(_, host)| host);
+        let value = http::HeaderValue::from_str(host).map_err(|_| Error::HttpRequestUriInvalid)?;
+        request.headers_mut().insert(http::header::HOST, value);
+    }
     // The connection is driven in this task until the response head arrives (a task of its own would mean a
     // wake-up and a hop between threads for every read), then handed back to run on its own.
     let mut connection = Some(Box::pin(connection));

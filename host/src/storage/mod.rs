@@ -20,12 +20,27 @@ use writer::Op;
 /// Writes waiting for the writer before senders are made to wait (back-pressure instead of unbounded memory).
 const QUEUE: usize = 4096;
 
+/// A recovery attempt as stored.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoredAttempt {
+    pub check: String,
+    pub attempt: u32,
+    /// RFC 3339.
+    pub started_at: String,
+    pub duration_ms: f64,
+    pub action: String,
+    pub outcome: String,
+    pub exit_code: Option<i32>,
+    pub output: String,
+    /// RFC 3339, when the check passed again right after this attempt.
+    pub recovered_at: Option<String>,
+}
+
 /// A recovery attempt to store.
 #[derive(Debug, Clone)]
 pub struct RecoveryRecord {
     pub check: String,
     pub attempt: crate::recovery::Attempt,
-    pub started_at: SystemTime,
     pub duration: Duration,
 }
 
@@ -116,9 +131,10 @@ impl Storage {
         committed.await.map_err(|_| StorageError::Closed)?.map_err(StorageError::Write)
     }
 
-    /// Note that the check passed again after the recovery attempt `id`.
-    pub async fn mark_recovered(&self, id: i64, at: SystemTime) -> Result<(), StorageError> {
-        self.queue.send(Op::Recovered { id, at: to_millis(at) }).await.map_err(|_| StorageError::Closed)
+    /// Note that the check passed again after the recovery attempt `id`. Queued without waiting.
+    pub fn mark_recovered(&self, id: i64, at: SystemTime) {
+        let queue = self.queue.clone();
+        tokio::spawn(async move { queue.send(Op::Recovered { id, at: to_millis(at) }).await });
     }
 
     /// Wait until everything queued so far is committed; an error says what could not be stored.
@@ -128,16 +144,16 @@ impl Storage {
         committed.await.map_err(|_| StorageError::Closed)?.map_err(StorageError::Write)
     }
 
-    /// Commit everything queued and stop the writer. Other clones can no longer write afterwards.
+    /// Commit everything queued and stop the writer; writes through any clone fail as closed afterwards.
     pub async fn close(self) -> Result<(), StorageError> {
-        self.flush().await?;
+        let flushed = self.flush().await;
+        self.queue.send(Op::Close).await.map_err(|_| StorageError::Closed)?;
         let writer = self.writer.lock().expect("writer lock").take();
-        drop(self);
         if let Some(writer) = writer {
-            // The writer ends when the last sender is dropped; do not hold a runtime thread while it does.
+            // Do not hold a runtime thread while the writer finishes.
             tokio::task::spawn_blocking(move || writer.join()).await.ok();
         }
-        Ok(())
+        flushed
     }
 
     /// Run a read on a connection of its own, off the async threads.
@@ -167,6 +183,39 @@ impl Storage {
         })
         .await
         .expect("storage reads do not panic")
+    }
+
+    /// Stored recovery attempts, newest first, of one check or all.
+    pub async fn recovery_attempts(
+        &self,
+        check: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<StoredAttempt>, StorageError> {
+        self.read(move |db| {
+            let mut statement = db.prepare(
+                "SELECT check_name, attempt, started_at, duration_ms, action, outcome, exit_code, output, recovered_at
+                 FROM recovery_attempts WHERE ?1 IS NULL OR check_name = ?1 ORDER BY id DESC LIMIT ?2",
+            )?;
+            let rows = statement.query_map(rusqlite::params![check, limit], |row| {
+                let millis = |i| {
+                    row.get::<_, Option<i64>>(i)
+                        .map(|m| m.map(|m| humantime::format_rfc3339_millis(from_millis(m)).to_string()))
+                };
+                Ok(StoredAttempt {
+                    check: row.get(0)?,
+                    attempt: row.get(1)?,
+                    started_at: millis(2)?.unwrap_or_default(),
+                    duration_ms: row.get(3)?,
+                    action: row.get(4)?,
+                    outcome: row.get(5)?,
+                    exit_code: row.get(6)?,
+                    output: row.get(7)?,
+                    recovered_at: millis(8)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
     }
 
     /// The latest run of every check that has run.

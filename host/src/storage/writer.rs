@@ -33,6 +33,8 @@ pub enum Op {
     },
     /// Answered once everything queued before it is committed, or with why some of it could not be.
     Flush(oneshot::Sender<Result<(), String>>),
+    /// Commit what is queued before it and stop; later writes fail as closed.
+    Close,
 }
 
 pub fn run(mut connection: Connection, mut queue: mpsc::Receiver<Op>) {
@@ -40,8 +42,9 @@ pub fn run(mut connection: Connection, mut queue: mpsc::Receiver<Op>) {
     let mut batch = Vec::with_capacity(BATCH);
     // Why writes failed since the last flush, for the next flush to report.
     let mut failures: Vec<String> = Vec::new();
-    while let Some(first) = queue.blocking_recv() {
-        if !matches!(first, Op::Flush(_)) {
+    let mut closing = false;
+    while !closing && let Some(first) = queue.blocking_recv() {
+        if !matches!(first, Op::Flush(_) | Op::Close) {
             std::thread::sleep(GROUP_WINDOW);
         }
         batch.push(first);
@@ -51,7 +54,9 @@ pub fn run(mut connection: Connection, mut queue: mpsc::Receiver<Op>) {
                 Err(_) => break,
             }
         }
-        let (mut writes, flushes): (Vec<Op>, Vec<Op>) = batch.drain(..).partition(|op| !matches!(op, Op::Flush(_)));
+        closing = batch.iter().any(|op| matches!(op, Op::Close));
+        let (mut writes, flushes): (Vec<Op>, Vec<Op>) =
+            batch.drain(..).partition(|op| !matches!(op, Op::Flush(_) | Op::Close));
         // Recovery records are written on their own, so each gets its id (or its error) back.
         let records: Vec<Op> = writes.extract_if(.., |op| matches!(op, Op::Recovery(..))).collect();
         for op in records {
@@ -101,7 +106,7 @@ fn write_all(connection: &mut Connection, series: &mut SeriesIds, ops: &[Op]) ->
                     .prepare_cached("UPDATE recovery_attempts SET recovered_at = ?2 WHERE id = ?1")?
                     .execute(params![id, at])?;
             }
-            Op::Flush(_) | Op::Recovery(..) => {}
+            Op::Flush(_) | Op::Close | Op::Recovery(..) => {}
         }
     }
     transaction.commit()
@@ -115,10 +120,10 @@ fn write_recovery(db: &Connection, record: &RecoveryRecord) -> rusqlite::Result<
     .execute(params![
         record.check,
         record.attempt.attempt,
-        to_millis(record.started_at),
+        to_millis(record.attempt.started_at),
         record.duration.as_secs_f64() * 1000.0,
         record.attempt.action,
-        record.attempt.outcome,
+        record.attempt.outcome.as_str(),
         record.attempt.exit_code,
         record.attempt.output,
     ])?;

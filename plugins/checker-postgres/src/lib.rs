@@ -1,6 +1,8 @@
 //! The `postgres` checker: logs in over the wire protocol, runs one query, and reports the server's version,
 //! connection headroom, long-running queries and role.
 //!
+//! The target is `host:port`, or a `postgres://` URL of which only the host and port are used.
+//!
 //! ```toml
 //! [[check]]
 //! name = "postgres"
@@ -127,7 +129,8 @@ fn address(ctx: &Context) -> Result<String, Error> {
 }
 
 /// One query for every figure, so a check costs one round trip after login. Other sessions' state is visible to
-/// superusers and members of `pg_monitor`; for others only connection counts are complete.
+/// superusers and members of `pg_monitor` (or `pg_read_all_stats`); for others only connection counts are
+/// complete, and the result says so. Replication senders and autovacuum workers are not queries.
 fn stats_query(long_query_after: Duration) -> String {
     let seconds = long_query_after.as_secs_f64();
     format!(
@@ -136,9 +139,11 @@ fn stats_query(long_query_after: Duration) -> String {
                 (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),
                 pg_is_in_recovery(),
                 (SELECT count(*) FROM pg_stat_activity
-                  WHERE state = 'active' AND pid <> pg_backend_pid() AND now() - query_start > interval '{seconds} seconds'),
+                  WHERE backend_type = 'client backend' AND state = 'active' AND pid <> pg_backend_pid()
+                    AND now() - query_start > interval '{seconds} seconds'),
                 COALESCE((SELECT extract(epoch FROM max(now() - query_start)) FROM pg_stat_activity
-                  WHERE state = 'active' AND pid <> pg_backend_pid()), 0)"
+                  WHERE backend_type = 'client backend' AND state = 'active' AND pid <> pg_backend_pid()), 0),
+                pg_has_role('pg_read_all_stats', 'MEMBER')"
     )
 }
 
@@ -149,6 +154,7 @@ struct Stats {
     standby: bool,
     long_queries: f64,
     longest_query_seconds: f64,
+    sees_all_sessions: bool,
 }
 
 impl Stats {
@@ -162,6 +168,7 @@ impl Stats {
             standby: column(3)? == "t",
             long_queries: number(4)?,
             longest_query_seconds: number(5)?,
+            sees_all_sessions: column(6)? == "t",
         })
     }
 }
@@ -205,6 +212,10 @@ fn judge(config: &Config, stats: &Stats, elapsed: Duration, query_time: Duration
     result
         .detail("server_version", &stats.version)
         .detail("role", role)
+        .detail(
+            "sessions_visible",
+            if stats.sees_all_sessions { "all" } else { "own only: grant pg_monitor to see long-running queries" },
+        )
         .metric("response_time_seconds", elapsed.as_secs_f64())
         .metric("query_time_seconds", query_time.as_secs_f64())
         .metric("connections_used", stats.connections)
@@ -245,7 +256,7 @@ mod tests {
     #[test]
     fn statistics_rows_parse_and_bad_ones_do_not() {
         let row: Vec<Option<String>> =
-            ["16.2", "100", "12", "f", "0", "0.25"].iter().map(|s| Some((*s).to_string())).collect();
+            ["16.2", "100", "12", "f", "0", "0.25", "t"].iter().map(|s| Some((*s).to_string())).collect();
         let stats = Stats::parse(Some(&row)).unwrap();
         assert_eq!((stats.version.as_str(), stats.connections, stats.standby), ("16.2", 12.0, false));
         let mut broken = row.clone();

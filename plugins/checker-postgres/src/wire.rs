@@ -14,6 +14,9 @@ use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 use selfmon_sdk::tcp::{self, TcpStream};
 
+/// The longest message accepted from the server; the check's own query returns one short row.
+const MAX_MESSAGE: u32 = 16 << 20;
+
 /// Why talking to the server failed, in the terms an operator needs.
 #[derive(Debug)]
 pub enum Failure {
@@ -184,6 +187,14 @@ impl Session {
 
     fn receive(&mut self) -> Result<Message, Failure> {
         loop {
+            // A message is a type byte and a length; a length no PostgreSQL server would send means this is not one
+            // (and must not make the plugin reserve gigabytes).
+            if self.buffer.len() >= 5 {
+                let length = u32::from_be_bytes([self.buffer[1], self.buffer[2], self.buffer[3], self.buffer[4]]);
+                if !(4..=MAX_MESSAGE).contains(&length) {
+                    return Err(Failure::Io(format!("this is not a PostgreSQL server (a message of {length} bytes)")));
+                }
+            }
             if let Some(message) = Message::parse(&mut self.buffer)? {
                 return Ok(message);
             }

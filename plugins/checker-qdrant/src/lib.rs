@@ -1,4 +1,5 @@
-//! The `qdrant` checker: the server is ready, and its collections (all, or the configured ones) are green.
+//! The `qdrant` checker: the server is ready, and its collections (all, or the configured ones) are green (grey,
+//! "optimizations pending", is normal too).
 //!
 //! Endpoints and answers: `GET /readyz` (<https://qdrant.tech/documentation/guides/monitoring/#kubernetes-health-endpoints>),
 //! `GET /collections` and `GET /collections/{name}` with `result.status` green/yellow/grey/red and
@@ -73,6 +74,7 @@ impl Checker for Qdrant {
             )));
         }
 
+        let mut unchecked = 0;
         let names = if config.collections.is_empty() {
             let listing = match get("collections") {
                 Ok(response) => response,
@@ -88,7 +90,11 @@ impl Checker for Qdrant {
                     listing.status()
                 )));
             };
-            list.iter().filter_map(|c| c["name"].as_str().map(str::to_string)).take(MAX_COLLECTIONS).collect()
+            let names: Vec<String> = list.iter().filter_map(|c| c["name"].as_str().map(str::to_string)).collect();
+            if names.len() > MAX_COLLECTIONS {
+                unchecked = names.len() - MAX_COLLECTIONS;
+            }
+            names.into_iter().take(MAX_COLLECTIONS).collect()
         } else {
             config.collections.clone()
         };
@@ -98,7 +104,7 @@ impl Checker for Qdrant {
         let mut result = CheckResult::healthy(String::new());
         let mut points_total = 0.0;
         for name in &names {
-            let response = match get(&format!("collections/{name}")) {
+            let response = match get(&format!("collections/{}", encode(name))) {
                 Ok(response) => response,
                 Err(error) => return Ok(CheckResult::unhealthy(format!("Qdrant unreachable: {error}"))),
             };
@@ -116,10 +122,11 @@ impl Checker for Qdrant {
             };
             let points = info.and_then(|i| i["points_count"].as_f64()).unwrap_or(0.0);
             points_total += points;
+            // Grey means optimizations are pending until the next write: normal after a restart.
             let (code, severity) = match status {
                 "green" => (0.0, Status::Healthy),
                 "yellow" => (1.0, Status::Degraded),
-                "grey" => (2.0, Status::Degraded),
+                "grey" => (2.0, Status::Healthy),
                 _ => (3.0, Status::Unhealthy),
             };
             if severity != Status::Healthy {
@@ -134,8 +141,11 @@ impl Checker for Qdrant {
         }
 
         let elapsed = started.elapsed();
-        let head =
-            format!("Qdrant ready, {} collections, {points_total} points, in {} ms", names.len(), elapsed.as_millis());
+        let counted = match unchecked {
+            0 => format!("{} collections", names.len()),
+            more => format!("the first {} of {} collections", names.len(), names.len() + more),
+        };
+        let head = format!("Qdrant ready, {counted}, {points_total} points, in {} ms", elapsed.as_millis());
         let (status, summary) = if !problems.is_empty() {
             (worst, format!("{head}: {}", problems.join("; ")))
         } else if elapsed > config.degraded_after {
@@ -156,6 +166,16 @@ fn refusal(response: &http::Response) -> Option<CheckResult> {
     })
 }
 
+/// A collection name as one URL path segment.
+fn encode(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 fn worse(a: Status, b: Status) -> Status {
     let rank = |s: Status| match s {
         Status::Healthy => 0,
@@ -166,3 +186,14 @@ fn worse(a: Status, b: Status) -> Status {
 }
 
 selfmon_sdk::export_checker!(Qdrant);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collection_names_are_one_path_segment() {
+        assert_eq!(encode("memories_v2"), "memories_v2");
+        assert_eq!(encode("a/b c"), "a%2Fb%20c");
+    }
+}

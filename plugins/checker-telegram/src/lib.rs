@@ -97,10 +97,13 @@ struct Answer {
 /// Call a Bot API method; `Err` is already the verdict (the API said no, or could not be reached).
 fn call(base: &str, token: &str, method: &str, ctx: &Context) -> Result<Answer, CheckResult> {
     let url = http::url(base, &format!("bot{token}/{method}"));
-    let response = http::get(&url)
-        .timeout(ctx.time_left())
-        .send()
-        .map_err(|error| CheckResult::unhealthy(format!("Telegram Bot API unreachable ({method}): {error}")))?;
+    let response = http::get(&url).timeout(ctx.time_left()).send().map_err(|error| match error {
+        // These would quote the URL, and the token is in its path.
+        http::Error::InvalidUrl(_) | http::Error::InvalidRequest(_) => {
+            CheckResult::unhealthy("the bot token cannot be used in a Bot API URL")
+        }
+        error => CheckResult::unhealthy(format!("Telegram Bot API unreachable ({method}): {error}")),
+    })?;
     let elapsed = response.elapsed();
     let body: Value = match response.json() {
         Ok(body) => body,

@@ -222,8 +222,8 @@ pub fn anthropic() -> Router {
 }
 
 /// The Telegram Bot API's `getMe` and `getWebhookInfo`. The token picks the answer: `1:ok`, `1:backlog` (pending
-/// updates), `1:failing` (a recent webhook error), `1:limited` (429 with retry_after), `1:garbage`; any other
-/// token is 401 Unauthorized. Bodies as in <https://core.telegram.org/bots/api#making-requests>.
+/// updates), `1:failing` (a recent webhook error), `1:limited` (429 with retry_after), `1:garbage`, `1:slow`; any
+/// other token is 401 Unauthorized. Bodies as in <https://core.telegram.org/bots/api#making-requests>.
 pub fn telegram() -> Router {
     Router::new().route(
         "/{bot}/{method}",
@@ -234,6 +234,10 @@ pub fn telegram() -> Router {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
             match (token, method.as_str()) {
                 ("1:garbage", _) => garbage(),
+                ("1:slow", _) => {
+                    tokio::time::sleep(SLOW).await;
+                    json_response(200, &[], json!({"ok": true, "result": {}}))
+                }
                 ("1:limited", _) => json_response(
                     429,
                     &[],
@@ -269,8 +273,9 @@ pub fn telegram() -> Router {
     )
 }
 
-/// Qdrant's `/readyz`, `/collections` and `/collections/{name}`. The `api-key` picks the server: `qd-ready`
-/// (collections `memories` green, `sessions` yellow, `broken` red), `qd-starting` (not ready), anything else 401. Answers as in
+/// Qdrant's `/readyz`, `/collections` and `/collections/{name}`. Like the real server, `/readyz` needs no key; the
+/// `api-key` picks the rest: `qd-ready` (collections `memories` green, `sessions` yellow, `fresh` grey, `broken`
+/// red), `qd-starting` (not ready), `qd-garbage` (an HTML collections list), `qd-slow`; anything else is 401. Answers as in
 /// <https://api.qdrant.tech/api-reference/collections/get-collection>.
 pub fn qdrant() -> Router {
     fn key(headers: &HeaderMap) -> &str {
@@ -284,22 +289,24 @@ pub fn qdrant() -> Router {
             "/readyz",
             get(|headers: HeaderMap| async move {
                 match key(&headers) {
-                    "qd-ready" => (StatusCode::OK, "all shards are ready").into_response(),
                     "qd-starting" => (StatusCode::SERVICE_UNAVAILABLE, "some shards are not ready").into_response(),
-                    _ => unauthorized(),
+                    _ => (StatusCode::OK, "all shards are ready").into_response(),
                 }
             }),
         )
         .route(
             "/collections",
             get(|headers: HeaderMap| async move {
-                if key(&headers) != "qd-ready" {
-                    return unauthorized();
+                match key(&headers) {
+                    "qd-ready" => {}
+                    "qd-garbage" => return garbage(),
+                    "qd-slow" => tokio::time::sleep(SLOW).await,
+                    _ => return unauthorized(),
                 }
                 json_response(
                     200,
                     &[],
-                    json!({"result": {"collections": [{"name": "memories"}, {"name": "sessions"}, {"name": "broken"}]}, "status": "ok", "time": 0.00001}),
+                    json!({"result": {"collections": [{"name": "memories"}, {"name": "sessions"}, {"name": "fresh"}, {"name": "broken"}]}, "status": "ok", "time": 0.00001}),
                 )
             }),
         )
@@ -312,6 +319,7 @@ pub fn qdrant() -> Router {
                 let (status, points) = match name.as_str() {
                     "memories" => ("green", 1200),
                     "sessions" => ("yellow", 40),
+                    "fresh" => ("grey", 5),
                     "broken" => ("red", 0),
                     _ => {
                         return json_response(
