@@ -74,6 +74,26 @@ pub struct CheckRun {
 }
 
 impl CheckRun {
+    /// A run without a result yet: unknown, with nothing to say.
+    pub fn new(
+        check: impl Into<String>,
+        plugin: impl Into<String>,
+        started_at: SystemTime,
+        duration: Duration,
+    ) -> Self {
+        Self {
+            check: check.into(),
+            plugin: plugin.into(),
+            started_at,
+            duration,
+            health: Health::Unknown,
+            summary: String::new(),
+            details: Vec::new(),
+            metrics: Vec::new(),
+            error: None,
+        }
+    }
+
     /// Whether this run says the check is down: unhealthy, or a run that failed to be carried out.
     pub fn is_down(&self) -> bool {
         self.health == Health::Unhealthy || (self.health == Health::Unknown && self.error.is_some())
@@ -244,17 +264,8 @@ mod tests {
     use super::*;
 
     fn run(check: &str, health: Health) -> CheckRun {
-        CheckRun {
-            check: check.into(),
-            plugin: "p".into(),
-            started_at: SystemTime::now(),
-            duration: Duration::ZERO,
-            health,
-            summary: format!("{check} says {}", health.as_str()),
-            details: Vec::new(),
-            metrics: Vec::new(),
-            error: None,
-        }
+        let summary = format!("{check} says {}", health.as_str());
+        CheckRun { health, summary, ..CheckRun::new(check, "p", SystemTime::now(), Duration::ZERO) }
     }
 
     #[test]

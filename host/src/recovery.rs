@@ -445,17 +445,7 @@ mod tests {
     use crate::health::Health;
 
     fn run(check: &str, health: Health) -> CheckRun {
-        CheckRun {
-            check: check.into(),
-            plugin: "p".into(),
-            started_at: SystemTime::now(),
-            duration: Duration::ZERO,
-            health,
-            summary: String::new(),
-            details: Vec::new(),
-            metrics: Vec::new(),
-            error: None,
-        }
+        CheckRun { health, ..CheckRun::new(check, "p", SystemTime::now(), Duration::ZERO) }
     }
 
     fn policy(argv: &[&str]) -> Policy {

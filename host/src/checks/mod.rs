@@ -67,17 +67,7 @@ impl Check {
         let outcome = runtime.check(&self.plugin, &self.sandbox, &self.request()).await;
         let duration = clock.elapsed();
         let redactor = &self.sandbox.redactor;
-        let mut run = CheckRun {
-            check: self.name.clone(),
-            plugin: self.plugin.info.name.clone(),
-            started_at,
-            duration,
-            health: Health::Unknown,
-            summary: String::new(),
-            details: Vec::new(),
-            metrics: Vec::new(),
-            error: None,
-        };
+        let mut run = CheckRun::new(&self.name, &self.plugin.info.name, started_at, duration);
         match outcome {
             Ok(Ok(result)) => scrub(result, redactor, &mut run),
             Ok(Err(message)) => {
@@ -176,17 +166,7 @@ mod tests {
                 },
             ],
         };
-        let mut run = CheckRun {
-            check: "c".into(),
-            plugin: "p".into(),
-            started_at: SystemTime::now(),
-            duration: Duration::ZERO,
-            health: Health::Unknown,
-            summary: String::new(),
-            details: vec![],
-            metrics: vec![],
-            error: None,
-        };
+        let mut run = CheckRun::new("c", "p", SystemTime::now(), Duration::ZERO);
         scrub(result, &redactor, &mut run);
         assert_eq!(run.health, Health::Degraded);
         assert!(run.summary.starts_with("leaked [redacted] FAKE LOG LINE xx") && !run.summary.contains('\n'));
