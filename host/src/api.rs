@@ -1,11 +1,12 @@
-//! The HTTP API on the API port. This is its first slice: selfmon's own liveness, the health of every check, and
-//! the recovery history.
+//! The HTTP API on the API port: selfmon's own liveness and status, the health of every check, stored metrics,
+//! and the recovery history. Handlers only translate: the answers come from the [query layer](crate::query).
 //!
 //! Errors are JSON of one shape, `{"error": {"code", "message"}}`, made in one place ([`ApiError`]).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -13,22 +14,19 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::health::{Board, CheckState, Health};
-use crate::storage::{Storage, StoredAttempt};
+use crate::query::{HealthReport, MetricsAnswer, MetricsRequest, Queries, QueryError, Status};
+use crate::storage::StoredAttempt;
 
 /// What the handlers share.
-#[derive(Clone)]
-pub struct AppState {
-    pub board: Arc<Board>,
-    pub storage: Storage,
-    pub started: Instant,
-}
+pub type AppState = Arc<Queries>;
 
 /// The API's routes.
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/health", get(liveness))
         .route("/v1/health", get(health))
+        .route("/v1/status", get(status))
+        .route("/v1/metrics", get(metrics))
         .route("/v1/recovery", get(recovery))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
@@ -39,6 +37,11 @@ pub fn app(state: AppState) -> Router {
             )
         })
         .with_state(state)
+}
+
+/// Query parameters, with a clear 400 when they do not parse.
+fn params<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    query.map(|Query(params)| params).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))
 }
 
 #[derive(Serialize)]
@@ -59,39 +62,98 @@ async fn liveness(State(state): State<AppState>) -> Json<Liveness> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct HealthQuery {
+struct HealthParams {
     /// Only this check.
     service: Option<String>,
-}
-
-#[derive(Serialize)]
-struct HealthReport {
-    /// The worst status among the enabled checks reported (of the one check, when `service` names one).
-    status: Health,
-    checks: Vec<CheckState>,
 }
 
 /// `GET /v1/health[?service=NAME]`: the latest state of every check.
 async fn health(
     State(state): State<AppState>,
-    query: Result<Query<HealthQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<HealthParams>, QueryRejection>,
 ) -> Result<Json<HealthReport>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
-    let mut checks = state.board.snapshot();
-    if let Some(service) = &query.service {
-        checks.retain(|c| &c.name == service);
-        if checks.is_empty() {
-            return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_check", format!("no check named `{service}`")));
-        }
-    }
-    let considered = |c: &&CheckState| c.enabled || query.service.is_some();
-    let status = checks.iter().filter(considered).map(|c| c.status).max().unwrap_or(Health::Healthy);
-    Ok(Json(HealthReport { status, checks }))
+    let params = params(query)?;
+    Ok(Json(state.health(params.service.as_deref())?))
+}
+
+/// `GET /v1/status`: selfmon's own status.
+async fn status(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
+    Ok(Json(state.status().await?))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RecoveryQuery {
+struct MetricsParams {
+    /// The metric; without it, the list of metric names.
+    name: Option<String>,
+    /// Labels a series must carry: `check=web,plugin=http`.
+    labels: Option<String>,
+    /// RFC 3339 or Unix seconds; default: an hour before `to`.
+    from: Option<String>,
+    /// RFC 3339 or Unix seconds; default: now.
+    to: Option<String>,
+    /// Average into buckets of this width: `60`, `1m`, `1h`.
+    step: Option<String>,
+    /// Series per page (default 100, at most 1000) and series to skip.
+    limit: Option<usize>,
+    offset: Option<usize>,
+}
+
+/// `GET /v1/metrics`: stored samples of one metric's series, filtered by labels and time, optionally downsampled;
+/// without `name`, every metric name.
+async fn metrics(
+    State(state): State<AppState>,
+    query: Result<Query<MetricsParams>, QueryRejection>,
+) -> Result<Json<MetricsAnswer>, ApiError> {
+    let params = params(query)?;
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", message);
+    let request = MetricsRequest {
+        name: params.name,
+        matchers: params.labels.as_deref().map(parse_labels).transpose().map_err(bad)?.unwrap_or_default(),
+        from: params.from.as_deref().map(|t| parse_time("from", t)).transpose().map_err(bad)?,
+        to: params.to.as_deref().map(|t| parse_time("to", t)).transpose().map_err(bad)?,
+        step: params.step.as_deref().map(parse_step).transpose().map_err(bad)?,
+        offset: params.offset.unwrap_or(0),
+        limit: params.limit.unwrap_or(100).clamp(1, 1000),
+    };
+    Ok(Json(state.metrics(request).await?))
+}
+
+/// `check=web,plugin=http` as label pairs.
+fn parse_labels(text: &str) -> Result<Vec<(String, String)>, String> {
+    text.split(',')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+            _ => Err(format!("`labels`: `{pair}` is not name=value")),
+        })
+        .collect()
+}
+
+/// RFC 3339 (`2026-11-26T10:00:00Z`) or Unix seconds (`1795730000`, `1795730000.5`).
+fn parse_time(what: &str, text: &str) -> Result<SystemTime, String> {
+    if let Ok(seconds) = text.parse::<f64>() {
+        if seconds.is_finite() && seconds >= 0.0 {
+            return UNIX_EPOCH
+                .checked_add(Duration::from_secs_f64(seconds))
+                .ok_or_else(|| format!("`{what}` is out of range"));
+        }
+        return Err(format!("`{what}` must not be negative"));
+    }
+    humantime::parse_rfc3339_weak(text).map_err(|_| format!("`{what}`: `{text}` is neither RFC 3339 nor Unix seconds"))
+}
+
+/// `60` (seconds), or a duration such as `1m`.
+fn parse_step(text: &str) -> Result<Duration, String> {
+    text.parse::<u64>()
+        .map(Duration::from_secs)
+        .or_else(|_| humantime::parse_duration(text))
+        .map_err(|_| format!("`step`: `{text}` is neither seconds nor a duration such as \"1m\""))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecoveryParams {
     /// Only this check's attempts.
     check: Option<String>,
     /// At most this many, newest first (default 100, at most 1000).
@@ -106,14 +168,10 @@ struct RecoveryReport {
 /// `GET /v1/recovery[?check=NAME][&limit=N]`: stored recovery attempts, newest first.
 async fn recovery(
     State(state): State<AppState>,
-    query: Result<Query<RecoveryQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<RecoveryParams>, QueryRejection>,
 ) -> Result<Json<RecoveryReport>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
-    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
-    let attempts = state.storage.recovery_attempts(query.check, limit).await.map_err(|error| {
-        tracing::error!(%error, "Reading recovery attempts failed");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", "the recovery history could not be read")
-    })?;
+    let params = params(query)?;
+    let attempts = state.recovery(params.check, params.limit.unwrap_or(100).clamp(1, 1000)).await?;
     Ok(Json(RecoveryReport { attempts }))
 }
 
@@ -131,9 +189,44 @@ impl ApiError {
     }
 }
 
+impl From<QueryError> for ApiError {
+    fn from(error: QueryError) -> Self {
+        match error {
+            QueryError::NotFound { code, message } => Self::new(StatusCode::NOT_FOUND, code, message),
+            QueryError::Invalid(message) => Self::new(StatusCode::BAD_REQUEST, "bad_query", message),
+            QueryError::Storage(detail) => {
+                // The details are for the log; the caller learns only that it failed.
+                tracing::error!(detail, "A query failed in storage");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", "the data could not be read")
+            }
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
         (self.status, Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_parse_or_say_what_is_wrong() {
+        assert_eq!(
+            parse_labels("check=web,plugin=http").unwrap(),
+            [("check".into(), "web".into()), ("plugin".into(), "http".into())]
+        );
+        assert_eq!(parse_labels("check").unwrap_err(), "`labels`: `check` is not name=value");
+        assert_eq!(parse_time("from", "60").unwrap(), UNIX_EPOCH + Duration::from_secs(60));
+        assert_eq!(parse_time("from", "1970-01-01T00:01:00Z").unwrap(), UNIX_EPOCH + Duration::from_secs(60));
+        assert!(parse_time("to", "yesterday").unwrap_err().contains("neither RFC 3339 nor Unix seconds"));
+        assert!(parse_time("to", "-5").is_err());
+        assert_eq!(parse_step("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_step("5m").unwrap(), Duration::from_secs(300));
+        assert!(parse_step("often").is_err());
     }
 }

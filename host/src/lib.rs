@@ -11,6 +11,7 @@
 //! - [`scheduler`]: runs checks on their intervals.
 //! - [`system`]: the host's CPU, memory, disk and network figures.
 //! - [`storage`]: SQLite, one batching writer, readers of their own.
+//! - [`query`]: the one query layer the API answers from.
 //! - [`api`]: the HTTP API.
 //! - [`cli`]: the `selfmon` command.
 //!
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod health;
 pub mod plugins;
+pub mod query;
 pub mod recovery;
 pub mod runtime;
 pub mod scheduler;
@@ -160,7 +162,30 @@ pub async fn serve(
         "selfmon is running"
     );
 
-    let app = api::app(api::AppState { board, storage: storage.clone(), started });
+    let about = query::About {
+        version: env!("CARGO_PKG_VERSION"),
+        contract: runtime::CONTRACT_VERSION,
+        plugins: host
+            .plugins
+            .iter()
+            .map(|p| query::PluginSummary {
+                name: p.info.name.clone(),
+                version: p.info.version.clone(),
+                source: p.source.to_string(),
+                size_bytes: p.size,
+                sha256: p.sha256.clone(),
+            })
+            .collect(),
+        refused_plugins: host
+            .plugins
+            .refused()
+            .iter()
+            .map(|r| query::RefusedPlugin { file: r.file.display().to_string(), reason: r.reason.clone() })
+            .collect(),
+        max_concurrent_checks: host.config.scheduler.max_concurrent,
+    };
+    let queries = Arc::new(query::Queries { board, storage: storage.clone(), started, about });
+    let app = api::app(queries);
     let stopping = stop.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move { stopping.cancelled().await });
     let mut server = std::pin::pin!(server.into_future());

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod api;
 mod checks;
 mod cli;
 mod dependencies;

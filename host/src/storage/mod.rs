@@ -4,6 +4,7 @@
 //! Every write and read goes through [`Storage`], so callers never see SQL and a second backend can come later
 //! without touching them.
 
+mod metrics;
 mod schema;
 mod writer;
 
@@ -15,10 +16,23 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::health::{CheckRun, Health};
+pub use metrics::{MAX_POINTS, MetricName, SeriesError, SeriesPage, SeriesPoints, SeriesQuery};
 use writer::Op;
 
 /// Writes waiting for the writer before senders are made to wait (back-pressure instead of unbounded memory).
 const QUEUE: usize = 4096;
+
+/// The store's size and backlog.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Figures {
+    pub path: String,
+    /// The database and its write-ahead log.
+    pub bytes_on_disk: u64,
+    /// Writes waiting for the writer.
+    pub writes_queued: usize,
+    pub runs_stored: i64,
+    pub series: i64,
+}
 
 /// A recovery attempt as stored.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -216,6 +230,31 @@ impl Storage {
             rows.collect()
         })
         .await
+    }
+
+    /// How big the store is and how far behind its writer.
+    pub async fn figures(&self) -> Result<Figures, StorageError> {
+        let queued = QUEUE - self.queue.capacity();
+        let path = self.path.clone();
+        let on_disk = ["", "-wal"]
+            .iter()
+            .filter_map(|suffix| std::fs::metadata(format!("{}{suffix}", path.display())).ok())
+            .map(|m| m.len())
+            .sum();
+        let (runs, series) = self
+            .read(|db| {
+                let runs: i64 = db.query_row("SELECT COALESCE(MAX(id), 0) FROM check_runs", [], |r| r.get(0))?;
+                let series: i64 = db.query_row("SELECT COUNT(*) FROM series", [], |r| r.get(0))?;
+                Ok((runs, series))
+            })
+            .await?;
+        Ok(Figures {
+            path: path.display().to_string(),
+            bytes_on_disk: on_disk,
+            writes_queued: queued,
+            runs_stored: runs,
+            series,
+        })
     }
 
     /// The latest run of every check that has run.

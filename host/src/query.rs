@@ -1,0 +1,204 @@
+//! The query layer: everything the API answers is computed here, once, so the REST handlers (and the GraphQL
+//! resolvers to come) only translate parameters and results.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use crate::health::{Board, CheckState, Health};
+use crate::storage::{Figures, MetricName, SeriesError, SeriesPage, SeriesQuery, Storage, StoredAttempt};
+
+/// What the queries can see.
+pub struct Queries {
+    pub board: Arc<Board>,
+    pub storage: Storage,
+    pub started: Instant,
+    pub about: About,
+}
+
+/// What does not change while selfmon runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct About {
+    pub version: &'static str,
+    pub contract: &'static str,
+    pub plugins: Vec<PluginSummary>,
+    pub refused_plugins: Vec<RefusedPlugin>,
+    pub max_concurrent_checks: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginSummary {
+    pub name: String,
+    pub version: String,
+    /// `built-in`, or the file it was loaded from.
+    pub source: String,
+    pub size_bytes: usize,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RefusedPlugin {
+    pub file: String,
+    pub reason: String,
+}
+
+/// Why a query has no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+/// `/v1/health`.
+#[derive(Debug, Serialize)]
+pub struct HealthReport {
+    /// The worst status among the enabled checks reported (of the one check, when `service` names one).
+    pub status: Health,
+    pub checks: Vec<CheckState>,
+}
+
+/// `/v1/status`.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub version: &'static str,
+    pub contract: &'static str,
+    pub uptime_seconds: f64,
+    pub plugins: Vec<PluginSummary>,
+    pub refused_plugins: Vec<RefusedPlugin>,
+    pub checks: CheckCounts,
+    pub scheduler: SchedulerFigures,
+    pub storage: Figures,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CheckCounts {
+    pub configured: usize,
+    pub enabled: usize,
+    pub by_status: std::collections::BTreeMap<&'static str, usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SchedulerFigures {
+    pub max_concurrent: usize,
+}
+
+/// A metrics query, as the API takes it.
+#[derive(Debug, Clone)]
+pub struct MetricsRequest {
+    pub name: Option<String>,
+    pub matchers: Vec<(String, String)>,
+    pub from: Option<SystemTime>,
+    pub to: Option<SystemTime>,
+    pub step: Option<Duration>,
+    pub offset: usize,
+    pub limit: usize,
+}
+
+/// `/v1/metrics`: the metric names, or a page of one metric's series.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum MetricsAnswer {
+    Names {
+        metrics: Vec<MetricName>,
+    },
+    Series {
+        metric: String,
+        /// RFC 3339.
+        from: String,
+        to: String,
+        step_seconds: Option<f64>,
+        offset: usize,
+        limit: usize,
+        #[serde(flatten)]
+        page: SeriesPage,
+    },
+}
+
+/// The default range of a metrics query without `from`.
+const DEFAULT_RANGE: Duration = Duration::from_secs(3600);
+
+impl Queries {
+    pub fn health(&self, service: Option<&str>) -> Result<HealthReport, QueryError> {
+        let mut checks = self.board.snapshot();
+        if let Some(service) = service {
+            checks.retain(|c| c.name == service);
+            if checks.is_empty() {
+                return Err(QueryError::NotFound {
+                    code: "unknown_check",
+                    message: format!("no check named `{service}`"),
+                });
+            }
+        }
+        let considered = |c: &&CheckState| c.enabled || service.is_some();
+        let status = checks.iter().filter(considered).map(|c| c.status).max().unwrap_or(Health::Healthy);
+        Ok(HealthReport { status, checks })
+    }
+
+    pub async fn status(&self) -> Result<Status, QueryError> {
+        let checks = self.board.snapshot();
+        let mut by_status = std::collections::BTreeMap::new();
+        for check in checks.iter().filter(|c| c.enabled) {
+            *by_status.entry(check.status.as_str()).or_insert(0) += 1;
+        }
+        Ok(Status {
+            version: self.about.version,
+            contract: self.about.contract,
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+            plugins: self.about.plugins.clone(),
+            refused_plugins: self.about.refused_plugins.clone(),
+            checks: CheckCounts {
+                configured: checks.len(),
+                enabled: checks.iter().filter(|c| c.enabled).count(),
+                by_status,
+            },
+            scheduler: SchedulerFigures { max_concurrent: self.about.max_concurrent_checks },
+            storage: self.storage.figures().await.map_err(|e| QueryError::Storage(e.to_string()))?,
+        })
+    }
+
+    pub async fn metrics(&self, request: MetricsRequest) -> Result<MetricsAnswer, QueryError> {
+        let Some(name) = request.name else {
+            let metrics = self.storage.metric_names().await.map_err(|e| QueryError::Storage(e.to_string()))?;
+            return Ok(MetricsAnswer::Names { metrics });
+        };
+        let to = request.to.unwrap_or_else(SystemTime::now);
+        let from = request.from.unwrap_or_else(|| to.checked_sub(DEFAULT_RANGE).unwrap_or(SystemTime::UNIX_EPOCH));
+        if from > to {
+            return Err(QueryError::Invalid("`from` is after `to`".into()));
+        }
+        if request.step.is_some_and(|s| s < Duration::from_secs(1)) {
+            return Err(QueryError::Invalid("`step` must be at least 1s".into()));
+        }
+        let query = SeriesQuery {
+            name: name.clone(),
+            matchers: request.matchers,
+            from,
+            to,
+            step: request.step,
+            offset: request.offset,
+            limit: request.limit,
+        };
+        let page = self.storage.series(query).await.map_err(|error| match error {
+            SeriesError::TooManyPoints { .. } => QueryError::Invalid(error.to_string()),
+            SeriesError::Storage(e) => QueryError::Storage(e.to_string()),
+        })?;
+        Ok(MetricsAnswer::Series {
+            metric: name,
+            from: humantime::format_rfc3339_millis(from).to_string(),
+            to: humantime::format_rfc3339_millis(to).to_string(),
+            step_seconds: request.step.map(|s| s.as_secs_f64()),
+            offset: request.offset,
+            limit: request.limit,
+            page,
+        })
+    }
+
+    pub async fn recovery(&self, check: Option<String>, limit: u32) -> Result<Vec<StoredAttempt>, QueryError> {
+        self.storage.recovery_attempts(check, limit).await.map_err(|e| QueryError::Storage(e.to_string()))
+    }
+}
