@@ -1,5 +1,7 @@
 //! The HTTP API on the API port: selfmon's own liveness and status, the health of every check, stored metrics,
 //! and the recovery history. Handlers only translate: the answers come from the [query layer](crate::query).
+//! Every call passes the [access guard](crate::access) (keys, roles, rate limits), CORS, and the body-size and
+//! time limits of `[api]`.
 //!
 //! Errors are JSON of one shape, `{"error": {"code", "message"}}`, made in one place ([`ApiError`]).
 
@@ -7,21 +9,62 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Json, Router, middleware};
 use serde::{Deserialize, Serialize};
+use tower_http::cors::CorsLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 
+use crate::access::{Access, guard};
+use crate::config::ApiConfig;
 use crate::query::{HealthReport, MetricsAnswer, MetricsRequest, Queries, QueryError, Status};
 use crate::storage::StoredAttempt;
 
 /// What the handlers share.
 pub type AppState = Arc<Queries>;
 
-/// The API's routes.
-pub fn app(state: AppState) -> Router {
+/// The API's routes, behind the access guard, CORS, and limits on body size and time.
+pub fn app(state: AppState, access: Arc<Access>, limits: &ApiConfig) -> Router {
+    let origins: Vec<HeaderValue> = limits.cors_origins.iter().filter_map(|o| o.parse().ok()).collect();
+    let cors = CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(3600));
+    let max_body = usize::try_from(limits.max_body.as_u64()).unwrap_or(usize::MAX);
+    routes(state)
+        .layer(middleware::from_fn_with_state(access, guard))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout))
+        .layer(cors)
+        .layer(middleware::map_response(json_errors))
+}
+
+/// Answers the layers make themselves (413, 408) in the API's one error shape.
+async fn json_errors(response: Response) -> Response {
+    let json =
+        response.headers().get(header::CONTENT_TYPE).is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
+    match response.status() {
+        StatusCode::PAYLOAD_TOO_LARGE if !json => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the request body is over `[api] max_body`")
+                .into_response()
+        }
+        StatusCode::REQUEST_TIMEOUT if !json => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "the request took longer than `[api] request_timeout`",
+        )
+        .into_response(),
+        _ => response,
+    }
+}
+
+fn routes(state: AppState) -> Router {
     Router::new()
         .route("/health", get(liveness))
         .route("/v1/health", get(health))

@@ -12,12 +12,13 @@
 //! - [`system`]: the host's CPU, memory, disk and network figures.
 //! - [`storage`]: SQLite, one batching writer, readers of their own.
 //! - [`query`]: the one query layer the API answers from.
-//! - [`api`]: the HTTP API.
+//! - [`api`]: the HTTP API; [`access`]: its keys, roles and rate limits.
 //! - [`cli`]: the `selfmon` command.
 //!
 //! [`Host::build`] turns a [`Config`] into something that can run checks; [`serve`] runs everything until told to
 //! stop, and is what tests call in-process.
 
+pub mod access;
 pub mod api;
 pub mod checks;
 pub mod cli;
@@ -65,6 +66,7 @@ pub struct Host {
     pub runtime: Arc<Runtime>,
     pub plugins: Plugins,
     pub checks: Vec<Arc<Check>>,
+    pub access: Arc<access::Access>,
 }
 
 impl Host {
@@ -73,15 +75,24 @@ impl Host {
         let sane = config_sanity(&config);
         let (runtime, plugins) = load_plugins(&config).await?;
         let env = |name: &str| std::env::var(name).ok();
-        let checks = match (sane, checks::build(&config, &plugins, &runtime, &env).await) {
-            (Ok(()), Ok(checks)) => checks,
-            (sane, built) => {
+        let built = checks::build(&config, &plugins, &runtime, &env).await;
+        let access = access::Access::from_config(&config.api, &config.source, &env);
+        let (checks, access) = match (sane, built, access) {
+            (Ok(()), Ok(checks), Ok(access)) => (checks, access),
+            (sane, built, access) => {
                 let mut errors = sane.err().unwrap_or_default();
                 errors.extend(built.err().unwrap_or_default());
+                errors.extend(access.err().unwrap_or_default());
                 return Err(StartError::Config(errors));
             }
         };
-        Ok(Self { config, runtime: Arc::new(runtime), plugins, checks: checks.into_iter().map(Arc::new).collect() })
+        Ok(Self {
+            config,
+            runtime: Arc::new(runtime),
+            plugins,
+            checks: checks.into_iter().map(Arc::new).collect(),
+            access: Arc::new(access),
+        })
     }
 }
 
@@ -131,6 +142,7 @@ pub async fn serve(
 ) -> Result<(), StartError> {
     let started = Instant::now();
     let host = Host::build(config).await?;
+    let access = host.access.clone();
     let storage = Storage::open(&host.config.source.resolve(&host.config.storage.path))?;
     let board = Arc::new(Board::default());
     for check in &host.checks {
@@ -184,8 +196,12 @@ pub async fn serve(
             .collect(),
         max_concurrent_checks: host.config.scheduler.max_concurrent,
     };
-    let queries = Arc::new(query::Queries { board, storage: storage.clone(), started, about });
-    let app = api::app(queries);
+    let address = listener.local_addr().map_err(StartError::Serve)?;
+    if access.is_open() && !address.ip().is_loopback() {
+        tracing::warn!(%address, "The API has no keys and listens beyond this machine: set [api] keys or MONITORING_API_KEY");
+    }
+    let queries = Arc::new(query::Queries { board, storage: storage.clone(), access: access.clone(), started, about });
+    let app = api::app(queries, access, &host.config.api).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let stopping = stop.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move { stopping.cancelled().await });
     let mut server = std::pin::pin!(server.into_future());

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
+use crate::access::Access;
 use crate::health::{Board, CheckState, Health};
 use crate::storage::{Figures, MetricName, SeriesError, SeriesPage, SeriesQuery, Storage, StoredAttempt};
 
@@ -13,6 +14,7 @@ use crate::storage::{Figures, MetricName, SeriesError, SeriesPage, SeriesQuery, 
 pub struct Queries {
     pub board: Arc<Board>,
     pub storage: Storage,
+    pub access: Arc<Access>,
     pub started: Instant,
     pub about: About,
 }
@@ -73,6 +75,15 @@ pub struct Status {
     pub checks: CheckCounts,
     pub scheduler: SchedulerFigures,
     pub storage: Figures,
+    pub api: ApiFigures,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ApiFigures {
+    /// Whether calls need a key.
+    pub open: bool,
+    /// Calls refused (missing or wrong key, role too weak) since start-up.
+    pub refused_calls: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -158,6 +169,7 @@ impl Queries {
             },
             scheduler: SchedulerFigures { max_concurrent: self.about.max_concurrent_checks },
             storage: self.storage.figures().await.map_err(|e| QueryError::Storage(e.to_string()))?,
+            api: ApiFigures { open: self.access.is_open(), refused_calls: self.access.refused() },
         })
     }
 

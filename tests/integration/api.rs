@@ -84,3 +84,106 @@ async fn metrics_are_served_by_name_labels_and_time_and_status_describes_selfmon
     assert!(about["uptime_seconds"].as_f64().unwrap() > 0.0);
     selfmon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_roles_cors_and_body_limits_guard_the_api() {
+    let config = r#"
+[api]
+rate_limit = 0
+cors_origins = ["https://grafana.example.com"]
+max_body = "1 KiB"
+keys = [
+    { name = "grafana", key = "read-key-0123456789", role = "read" },
+    { name = "ops", key = "file:ops.key", role = "admin" },
+]
+"#;
+    let workdir = Workdir::new(config, &[]);
+    std::fs::write(workdir.path().join("ops.key"), "admin-key-9876543210\n").unwrap();
+    let selfmon = Selfmon::start(&workdir).await;
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", selfmon.url);
+    let call = |method: reqwest::Method, path: &str, key: Option<&str>| {
+        let mut request = client.request(method, url(path));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        request
+    };
+    let code = |body: &serde_json::Value| body["error"]["code"].as_str().unwrap_or_default().to_string();
+
+    assert_eq!(
+        call(reqwest::Method::GET, "/health", None).send().await.unwrap().status(),
+        200,
+        "liveness needs no key"
+    );
+    let missing = call(reqwest::Method::GET, "/v1/health", None).send().await.unwrap();
+    assert_eq!(missing.status(), 401);
+    assert_eq!(missing.headers()["www-authenticate"], "Bearer");
+    assert_eq!(code(&missing.json().await.unwrap()), "missing_key");
+    let wrong = call(reqwest::Method::GET, "/v1/health", Some("read-key-0123456780")).send().await.unwrap();
+    assert_eq!((wrong.status().as_u16(), code(&wrong.json().await.unwrap())), (401, "invalid_key".to_string()));
+    assert_eq!(
+        call(reqwest::Method::GET, "/v1/health", Some("read-key-0123456789")).send().await.unwrap().status(),
+        200
+    );
+    let read_only = call(reqwest::Method::POST, "/v1/health", Some("read-key-0123456789")).send().await.unwrap();
+    assert_eq!((read_only.status().as_u16(), code(&read_only.json().await.unwrap())), (403, "forbidden".to_string()));
+    let admin = call(reqwest::Method::POST, "/v1/health", Some("admin-key-9876543210")).send().await.unwrap();
+    assert_eq!(admin.status(), 405, "the admin key passes; the route takes no POST");
+    let oversized = call(reqwest::Method::POST, "/v1/health", Some("admin-key-9876543210"))
+        .body(vec![b'x'; 2048])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (oversized.status().as_u16(), code(&oversized.json().await.unwrap())),
+        (413, "body_too_large".to_string())
+    );
+
+    let preflight = |origin: &str| {
+        client
+            .request(reqwest::Method::OPTIONS, url("/v1/health"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .send()
+    };
+    let allowed = preflight("https://grafana.example.com").await.unwrap();
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://grafana.example.com");
+    let other = preflight("https://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none(), "{:?}", other.headers());
+
+    let status: serde_json::Value = call(reqwest::Method::GET, "/v1/status", Some("read-key-0123456789"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["api"]["open"], false);
+    assert_eq!(status["api"]["refused_calls"], 3, "missing, wrong, and too weak: {status}");
+    selfmon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn callers_over_their_rate_get_429_with_retry_after() {
+    let config = "[api]\nrate_limit = 3\nkeys = [{ name = \"tool\", key = \"tool-key-0123456789\" }]\n";
+    let workdir = Workdir::new(config, &[]);
+    let selfmon = Selfmon::start(&workdir).await;
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let response =
+            client.get(format!("{}/v1/health", selfmon.url)).bearer_auth("tool-key-0123456789").send().await.unwrap();
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            let wait: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+            assert!((1..=60).contains(&wait), "{wait}");
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "rate_limited");
+        }
+    }
+    assert_eq!(statuses, [200, 200, 200, 429]);
+    selfmon.stop().await;
+}

@@ -26,6 +26,7 @@ pub const DEFAULT_FILE: &str = "selfmon.toml";
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
+    pub api: ApiConfig,
     pub storage: StorageConfig,
     pub plugins: PluginsConfig,
     pub scheduler: SchedulerConfig,
@@ -44,6 +45,61 @@ pub struct Config {
 pub struct ServerConfig {
     /// The API: `/health`, `/v1/*`. Env: `SELFMON_API_LISTEN`.
     pub api_listen: SocketAddr,
+}
+
+/// `[api]`: who may call the API, and how much.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Bearer keys. With none here and no `MONITORING_API_KEY`, the API is open to anyone who can reach it: keep it
+    /// on loopback then. `MONITORING_API_KEY`, when set, is an admin key named `monitoring`.
+    pub keys: Vec<ApiKeyConfig>,
+    /// Serve `/metrics` without a key, as Prometheus usually scrapes.
+    pub metrics_public: bool,
+    /// Requests a minute per key (per address for calls without one); 0 turns the limit off.
+    pub rate_limit: u32,
+    /// Origins allowed to call the API from a browser (CORS), such as `https://grafana.example.com`.
+    pub cors_origins: Vec<String>,
+    /// Request bodies larger than this are refused (413).
+    pub max_body: ByteSize,
+    /// Requests taking longer are answered 408.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+/// One API key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Who holds it; logged with its calls, never the key.
+    pub name: String,
+    /// `env:NAME`, `file:/path`, or the key itself.
+    pub key: SecretRef,
+    /// `read` (GET) or `admin` (everything).
+    #[serde(default)]
+    pub role: Role,
+}
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    #[default]
+    Read,
+    Admin,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            metrics_public: true,
+            rate_limit: 600,
+            cors_origins: Vec::new(),
+            max_body: ByteSize::mib(1),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// `[storage]`: where results and metrics are kept.
@@ -327,6 +383,7 @@ impl Config {
     pub fn builtin_default() -> Self {
         Self {
             server: ServerConfig::default(),
+            api: ApiConfig::default(),
             storage: StorageConfig::default(),
             plugins: PluginsConfig::default(),
             scheduler: SchedulerConfig::default(),

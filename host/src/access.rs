@@ -1,0 +1,228 @@
+//! Who may call the API: bearer keys with a role, a rate limit per caller, and a record of refused calls.
+//!
+//! Keys are compared by their SHA-256 digests in constant time, all of them, so neither timing nor the key itself
+//! ever shows. A refused call is a security event in the log (the caller's address, the route, why; never the
+//! presented key) and is counted for `/v1/status`.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::api::ApiError;
+use crate::checks::Env;
+use crate::config::{ApiConfig, ConfigError, Role, Source};
+
+/// Callers kept by the rate limiter before the idle ones are forgotten.
+const REMEMBERED_CALLERS: usize = 10_000;
+
+struct Key {
+    name: String,
+    digest: [u8; 32],
+    role: Role,
+}
+
+/// The API's keys and limits.
+pub struct Access {
+    keys: Vec<Key>,
+    metrics_public: bool,
+    limiter: Option<DefaultKeyedRateLimiter<String>>,
+    refused: AtomicU64,
+}
+
+impl Access {
+    /// The keys from `[api]` and `MONITORING_API_KEY`.
+    pub fn from_config(config: &ApiConfig, source: &Source, env: &Env) -> Result<Self, Vec<ConfigError>> {
+        let mut keys = Vec::new();
+        let mut errors = Vec::new();
+        for key in &config.keys {
+            match key.key.resolve(env, &source.base_dir) {
+                Ok(secret) if secret.expose().is_empty() => errors.push(ConfigError::new(
+                    source.name(),
+                    None,
+                    format!("`[api] keys`: the key of `{}` is empty", key.name),
+                )),
+                Ok(secret) => {
+                    keys.push(Key { name: key.name.clone(), digest: digest(secret.expose()), role: key.role })
+                }
+                Err(reason) => errors.push(ConfigError::new(
+                    source.name(),
+                    None,
+                    format!("`[api] keys`: the key of `{}` {reason}", key.name),
+                )),
+            }
+        }
+        if let Some(monitoring) = env("MONITORING_API_KEY").filter(|k| !k.is_empty()) {
+            keys.push(Key { name: "monitoring".into(), digest: digest(&monitoring), role: Role::Admin });
+        }
+        let mut names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(twice) = names.windows(2).find(|w| w[0] == w[1]) {
+            errors.push(ConfigError::new(
+                source.name(),
+                None,
+                format!("`[api] keys`: the name `{}` is used twice", twice[0]),
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let limiter =
+            NonZeroU32::new(config.rate_limit).map(|per_minute| RateLimiter::keyed(Quota::per_minute(per_minute)));
+        Ok(Self { keys, metrics_public: config.metrics_public, limiter, refused: AtomicU64::new(0) })
+    }
+
+    /// Whether calls need a key.
+    pub fn is_open(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Calls refused for a missing or wrong key or a role too weak, since start-up.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    fn key(&self, presented: &str) -> Option<&Key> {
+        let presented = digest(presented);
+        // Every key is compared, whichever matches, so the time taken does not tell which one did.
+        let mut found = None;
+        for key in &self.keys {
+            if bool::from(key.digest.ct_eq(&presented)) {
+                found = Some(key);
+            }
+        }
+        found
+    }
+
+    fn refuse(
+        &self,
+        status: StatusCode,
+        code: &'static str,
+        message: &str,
+        address: Option<SocketAddr>,
+        request: &Request,
+    ) -> Response {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            target: "selfmon::security",
+            remote = address.map(|a| a.ip().to_string()),
+            method = %request.method(),
+            path = request.uri().path(),
+            reason = code,
+            "API call refused"
+        );
+        let mut response = ApiError::new(status, code, message).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+fn digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// The middleware in front of every route.
+pub async fn guard(State(access): State<Arc<Access>>, request: Request, next: Next) -> Response {
+    let address = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let path = request.uri().path();
+    let public = path == "/health" || (path == "/metrics" && access.metrics_public);
+    let caller = if access.is_open() || public {
+        None
+    } else {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let Some(presented) = presented.filter(|p| !p.is_empty()) else {
+            return access.refuse(
+                StatusCode::UNAUTHORIZED,
+                "missing_key",
+                "send an API key: Authorization: Bearer <key>",
+                address,
+                &request,
+            );
+        };
+        let Some(key) = access.key(presented) else {
+            return access.refuse(
+                StatusCode::UNAUTHORIZED,
+                "invalid_key",
+                "the API key is not valid",
+                address,
+                &request,
+            );
+        };
+        let reading = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+        if !reading && key.role != Role::Admin {
+            return access.refuse(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this needs a key with the admin role",
+                address,
+                &request,
+            );
+        }
+        Some(key.name.clone())
+    };
+    if let Some(limiter) = &access.limiter {
+        let who = caller.as_ref().map_or_else(
+            || format!("address {}", address.map_or_else(|| "unknown".into(), |a| a.ip().to_string())),
+            |name| format!("key {name}"),
+        );
+        if limiter.len() > REMEMBERED_CALLERS {
+            limiter.retain_recent();
+        }
+        if let Err(not_until) = limiter.check_key(&who) {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let mut response = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many requests; retry in {} s", wait.as_secs() + 1),
+            )
+            .into_response();
+            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(wait.as_secs() + 1));
+            return response;
+        }
+    }
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_come_from_the_config_and_monitoring_api_key() {
+        let config: ApiConfig = toml::from_str("keys = [{ name = \"grafana\", key = \"env:GRAFANA_KEY\" }]").unwrap();
+        let source = Source::default();
+        let env = |name: &str| match name {
+            "GRAFANA_KEY" => Some("g-key".to_string()),
+            "MONITORING_API_KEY" => Some("m-key".to_string()),
+            _ => None,
+        };
+        let access = Access::from_config(&config, &source, &env).unwrap();
+        assert!(!access.is_open());
+        assert_eq!(access.key("g-key").map(|k| (k.name.as_str(), k.role)), Some(("grafana", Role::Read)));
+        assert_eq!(access.key("m-key").map(|k| (k.name.as_str(), k.role)), Some(("monitoring", Role::Admin)));
+        assert!(access.key("g-ke").is_none() && access.key("").is_none());
+
+        let errors = Access::from_config(&config, &source, &|_| None).err().unwrap();
+        assert_eq!(
+            errors[0].message,
+            "`[api] keys`: the key of `grafana` refers to environment variable `GRAFANA_KEY`, which is not set"
+        );
+        assert!(Access::from_config(&ApiConfig::default(), &source, &|_| None).unwrap().is_open());
+    }
+}
