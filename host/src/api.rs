@@ -36,12 +36,14 @@ pub fn app(state: AppState, access: Arc<Access>, limits: &ApiConfig) -> Router {
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .max_age(Duration::from_secs(3600));
     let max_body = usize::try_from(limits.max_body.as_u64()).unwrap_or(usize::MAX);
+    let telemetry = state.telemetry.clone();
     routes(state)
         .layer(middleware::from_fn_with_state(access, guard))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout))
         .layer(cors)
+        .layer(middleware::from_fn_with_state(telemetry, crate::telemetry::track))
         .layer(middleware::map_response(json_errors))
 }
 
@@ -67,6 +69,7 @@ async fn json_errors(response: Response) -> Response {
 fn routes(state: AppState) -> Router {
     Router::new()
         .route("/health", get(liveness))
+        .route("/metrics", get(prometheus))
         .route("/v1/health", get(health))
         .route("/v1/status", get(status))
         .route("/v1/metrics", get(metrics))
@@ -117,6 +120,11 @@ async fn health(
 ) -> Result<Json<HealthReport>, ApiError> {
     let params = params(query)?;
     Ok(Json(state.health(params.service.as_deref())?))
+}
+
+/// `GET /metrics`: selfmon's own metrics for Prometheus to scrape.
+async fn prometheus(State(state): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, crate::telemetry::CONTENT_TYPE)], state.prometheus()).into_response()
 }
 
 /// `GET /v1/status`: selfmon's own status.

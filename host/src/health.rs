@@ -26,6 +26,8 @@ pub enum Health {
 }
 
 impl Health {
+    pub const ALL: [Self; 4] = [Self::Healthy, Self::Degraded, Self::Unknown, Self::Unhealthy];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Healthy => "healthy",
@@ -71,6 +73,9 @@ pub struct CheckRun {
     pub metrics: Vec<MetricValue>,
     /// Why the run could not be carried out, when `health` is unknown because of a failure.
     pub error: Option<String>,
+    /// The kind of failure behind `error` when this process ran it: `plugin_error` (the plugin reported one),
+    /// `deadline`, `memory`, `trap` or `instantiate`.
+    pub failure: Option<&'static str>,
 }
 
 impl CheckRun {
@@ -91,6 +96,7 @@ impl CheckRun {
             details: Vec::new(),
             metrics: Vec::new(),
             error: None,
+            failure: None,
         }
     }
 

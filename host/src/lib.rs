@@ -10,6 +10,7 @@
 //! - [`recovery`]: the operator's recovery actions for checks that keep failing.
 //! - [`scheduler`]: runs checks on their intervals.
 //! - [`system`]: the host's CPU, memory, disk and network figures.
+//! - [`telemetry`]: selfmon's own metrics for Prometheus.
 //! - [`storage`]: SQLite, one batching writer, readers of their own.
 //! - [`query`]: the one query layer the API answers from.
 //! - [`api`]: the HTTP API; [`access`]: its keys, roles and rate limits.
@@ -31,6 +32,7 @@ pub mod runtime;
 pub mod scheduler;
 pub mod storage;
 pub mod system;
+pub mod telemetry;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -152,6 +154,10 @@ pub async fn serve(
         board.record(&run);
     }
 
+    let telemetry = Arc::new(
+        telemetry::Telemetry::new(&storage).map_err(|e| StartError::Runtime(format!("cannot set up metrics: {e}")))?,
+    );
+
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
     scheduler::Scheduler {
@@ -159,12 +165,13 @@ pub async fn serve(
         storage: storage.clone(),
         board: board.clone(),
         recoverer: recovery::Recoverer::new(storage.clone(), board.clone(), tasks.clone(), stop.clone()),
+        telemetry: telemetry.clone(),
         max_concurrent: host.config.scheduler.max_concurrent,
         jitter: host.config.scheduler.jitter,
     }
     .spawn(host.checks.clone(), &tasks, stop.clone());
     if host.config.system.enabled {
-        spawn_system_collector(host.config.system.interval, storage.clone(), &tasks, stop.clone());
+        spawn_system_collector(host.config.system.interval, storage.clone(), telemetry.clone(), &tasks, stop.clone());
     }
     tracing::info!(
         api = %listener.local_addr().map_err(StartError::Serve)?,
@@ -200,7 +207,8 @@ pub async fn serve(
     if access.is_open() && !address.ip().is_loopback() {
         tracing::warn!(%address, "The API has no keys and listens beyond this machine: set [api] keys or MONITORING_API_KEY");
     }
-    let queries = Arc::new(query::Queries { board, storage: storage.clone(), access: access.clone(), started, about });
+    let queries =
+        Arc::new(query::Queries { board, storage: storage.clone(), access: access.clone(), telemetry, started, about });
     let app = api::app(queries, access, &host.config.api).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let stopping = stop.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move { stopping.cancelled().await });
@@ -225,6 +233,7 @@ pub async fn serve(
 fn spawn_system_collector(
     interval: std::time::Duration,
     storage: Storage,
+    telemetry: Arc<telemetry::Telemetry>,
     tasks: &TaskTracker,
     stop: CancellationToken,
 ) {
@@ -252,6 +261,7 @@ fn spawn_system_collector(
                 return;
             };
             collector = back;
+            telemetry.set_system(&samples);
             if storage.write_samples(samples).await.is_err() {
                 return;
             }

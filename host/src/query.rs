@@ -9,12 +9,14 @@ use serde::Serialize;
 use crate::access::Access;
 use crate::health::{Board, CheckState, Health};
 use crate::storage::{Figures, MetricName, SeriesError, SeriesPage, SeriesQuery, Storage, StoredAttempt};
+use crate::telemetry::{Scrape, Telemetry};
 
 /// What the queries can see.
 pub struct Queries {
     pub board: Arc<Board>,
     pub storage: Storage,
     pub access: Arc<Access>,
+    pub telemetry: Arc<Telemetry>,
     pub started: Instant,
     pub about: About,
 }
@@ -207,6 +209,17 @@ impl Queries {
             offset: request.offset,
             limit: request.limit,
             page,
+        })
+    }
+
+    /// `/metrics`: selfmon's own metrics in the Prometheus text format.
+    pub fn prometheus(&self) -> String {
+        self.telemetry.render(&Scrape {
+            checks: &self.board.snapshot(),
+            storage: &self.storage,
+            refused_calls: self.access.refused(),
+            version: self.about.version,
+            contract: self.about.contract,
         })
     }
 

@@ -14,6 +14,7 @@ use crate::health::Board;
 use crate::recovery::Recoverer;
 use crate::runtime::Runtime;
 use crate::storage::Storage;
+use crate::telemetry::Telemetry;
 
 /// The most the first run of a check waits after start-up, so results appear quickly but not all at once.
 const FIRST_RUN_SPREAD: Duration = Duration::from_secs(2);
@@ -23,6 +24,7 @@ pub struct Scheduler {
     pub storage: Storage,
     pub board: Arc<Board>,
     pub recoverer: Recoverer,
+    pub telemetry: Arc<Telemetry>,
     pub max_concurrent: usize,
     pub jitter: f64,
 }
@@ -54,10 +56,12 @@ impl Scheduler {
             tokio::time::sleep_until(next).await;
             let run = {
                 let Ok(_permit) = limit.acquire().await else { return };
+                self.telemetry.observe_lag(Instant::now().saturating_duration_since(next));
                 check.run(&self.runtime).await
             };
             tracing::debug!(check = %run.check, status = run.health.as_str(), duration_ms = run.duration.as_millis() as u64, "Check ran");
             self.board.record(&run);
+            self.telemetry.observe_run(&run);
             if let Some(policy) = &check.recovery {
                 self.recoverer.observe(&run, policy);
             }

@@ -44,7 +44,7 @@ impl Collector {
         self.system.refresh_cpu_usage();
         self.system.refresh_memory();
         push("system_cpu_usage_ratio", f64::from(self.system.global_cpu_usage()) / 100.0, &[]);
-        push("system_cpu_count", self.system.cpus().len() as f64, &[]);
+        push("system_cpus", self.system.cpus().len() as f64, &[]);
         let (used, total) = (self.system.used_memory() as f64, self.system.total_memory() as f64);
         push("system_memory_used_bytes", used, &[]);
         push("system_memory_total_bytes", total, &[]);
@@ -97,3 +97,29 @@ impl Collector {
 
 /// The minimum interval: CPU usage needs time between readings to mean anything.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a system metric means, for the `HELP` line of `/metrics`.
+pub fn describe(name: &str) -> &'static str {
+    match name {
+        "system_cpu_usage_ratio" => "Share of all CPUs busy since the previous sample (0 to 1).",
+        "system_cpus" => "Logical CPUs.",
+        "system_memory_used_bytes" => "Memory in use.",
+        "system_memory_total_bytes" => "Memory installed.",
+        "system_memory_used_ratio" => "Share of memory in use (0 to 1).",
+        "system_swap_used_bytes" => "Swap in use.",
+        "system_swap_total_bytes" => "Swap configured.",
+        "system_load1" => "Load average over 1 minute.",
+        "system_load5" => "Load average over 5 minutes.",
+        "system_load15" => "Load average over 15 minutes.",
+        "system_disk_used_bytes" => "Space used on the file system at `mount`.",
+        "system_disk_total_bytes" => "Size of the file system at `mount`.",
+        "system_disk_used_ratio" => "Share of the file system at `mount` in use (0 to 1).",
+        "system_network_received_bytes_total" => "Bytes received on `interface` since it came up.",
+        "system_network_transmitted_bytes_total" => "Bytes sent on `interface` since it came up.",
+        "selfmon_process_resident_memory_bytes" => "selfmon's resident memory.",
+        "selfmon_process_cpu_usage_ratio" => {
+            "CPU time selfmon used since the previous sample, in CPUs (0 to the CPU count)."
+        }
+        _ => "A system figure.",
+    }
+}

@@ -10,6 +10,7 @@ mod cli;
 mod dependencies;
 mod plugins;
 mod postgres;
+mod prometheus;
 mod recovery;
 mod saas;
 mod sandbox;

@@ -74,10 +74,12 @@ impl Check {
                 let message = text(&message, redactor);
                 run.summary = format!("check failed: {message}");
                 run.error = Some(message);
+                run.failure = Some("plugin_error");
             }
             Err(error) => {
                 run.summary = error.to_string();
                 run.error = Some(text(&run.summary, redactor));
+                run.failure = Some(error.kind());
             }
         }
         if run.error.is_some() {

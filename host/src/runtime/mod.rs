@@ -64,6 +64,18 @@ pub enum CallError {
     Instantiate(String),
 }
 
+impl CallError {
+    /// A short stable name for the kind of failure, for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Deadline(_) => "deadline",
+            Self::MemoryCap(_) => "memory",
+            Self::Trap(_) => "trap",
+            Self::Instantiate(_) => "instantiate",
+        }
+    }
+}
+
 pub struct Runtime {
     engine: Engine,
     linker: Linker<PluginState>,

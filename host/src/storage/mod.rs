@@ -93,6 +93,7 @@ pub struct Storage {
     path: Arc<PathBuf>,
     readers: Arc<Mutex<Vec<Connection>>>,
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    commits: prometheus::Histogram,
 }
 
 impl Storage {
@@ -112,20 +113,40 @@ impl Storage {
             .map_err(|source| StorageError::Migrate { path: path.into(), source })?;
 
         let (queue, receiver) = mpsc::channel(QUEUE);
+        let commits = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new(
+                "selfmon_storage_commit_seconds",
+                "Time to write and commit one group of writes to the store.",
+            )
+            .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+        )
+        .map_err(|e| StorageError::Writer(std::io::Error::other(e)))?;
+        let timer = commits.clone();
         let writer = std::thread::Builder::new()
             .name("selfmon-storage".into())
-            .spawn(move || writer::run(connection, receiver))
+            .spawn(move || writer::run(connection, receiver, &timer))
             .map_err(StorageError::Writer)?;
         Ok(Self {
             queue,
             path: Arc::new(path.to_path_buf()),
             readers: Arc::default(),
             writer: Arc::new(Mutex::new(Some(writer))),
+            commits,
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Writes waiting for the writer.
+    pub fn queued(&self) -> usize {
+        QUEUE - self.queue.capacity()
+    }
+
+    /// How long the writer's commits take, for `/metrics`.
+    pub fn commit_seconds(&self) -> &prometheus::Histogram {
+        &self.commits
     }
 
     /// Queue a check run (and its metrics) for writing; waits while the writer is behind.
@@ -234,7 +255,7 @@ impl Storage {
 
     /// How big the store is and how far behind its writer.
     pub async fn figures(&self) -> Result<Figures, StorageError> {
-        let queued = QUEUE - self.queue.capacity();
+        let queued = self.queued();
         let path = self.path.clone();
         let on_disk = ["", "-wal"]
             .iter()
@@ -267,18 +288,16 @@ impl Storage {
             )?;
             let rows = statement.query_map([], |row| {
                 let details: String = row.get(6)?;
+                let started_at = from_millis(row.get(2)?);
+                let duration = Duration::from_secs_f64(row.get::<_, f64>(3)?.max(0.0) / 1000.0);
                 Ok(CheckRun {
-                    check: row.get(0)?,
-                    plugin: row.get(1)?,
-                    started_at: from_millis(row.get(2)?),
-                    duration: Duration::from_secs_f64(row.get::<_, f64>(3)?.max(0.0) / 1000.0),
                     health: Health::parse(&row.get::<_, String>(4)?).unwrap_or(Health::Unknown),
                     summary: row.get(5)?,
                     details: serde_json::from_str::<std::collections::BTreeMap<String, String>>(&details)
                         .map(|d| d.into_iter().collect())
                         .unwrap_or_default(),
-                    metrics: Vec::new(),
                     error: row.get(7)?,
+                    ..CheckRun::new(row.get::<_, String>(0)?, row.get::<_, String>(1)?, started_at, duration)
                 })
             })?;
             rows.collect()

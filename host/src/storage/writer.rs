@@ -37,7 +37,8 @@ pub enum Op {
     Close,
 }
 
-pub fn run(mut connection: Connection, mut queue: mpsc::Receiver<Op>) {
+/// Write what arrives on `queue` until it closes or says to; `commits` times each group.
+pub fn run(mut connection: Connection, mut queue: mpsc::Receiver<Op>, commits: &prometheus::Histogram) {
     let mut series = SeriesIds::default();
     let mut batch = Vec::with_capacity(BATCH);
     // Why writes failed since the last flush, for the next flush to report.
@@ -64,7 +65,14 @@ pub fn run(mut connection: Connection, mut queue: mpsc::Receiver<Op>) {
                 let _ = done.send(write_recovery(&connection, &record).map_err(|e| e.to_string()));
             }
         }
-        if let Err(error) = write_all(&mut connection, &mut series, &writes) {
+        let timer = commits.start_timer();
+        let written = write_all(&mut connection, &mut series, &writes);
+        if writes.is_empty() {
+            timer.stop_and_discard();
+        } else {
+            timer.observe_duration();
+        }
+        if let Err(error) = written {
             // One bad write must not cost the others: retry each on its own and keep what succeeds.
             series.ids.clear();
             tracing::warn!(%error, writes = writes.len(), "Storage batch failed; retrying its writes one by one");

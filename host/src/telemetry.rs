@@ -1,0 +1,277 @@
+//! selfmon's own metrics in the Prometheus text format, served at `GET /metrics`.
+//!
+//! Counters and histograms are observed where things happen (the scheduler, the storage writer, the API layer);
+//! the current state of every check, the latest system sample and the gauges are read at scrape time. Label values
+//! come only from bounded sets: configured check and plugin names, statuses, failure kinds, route patterns,
+//! methods and status codes.
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus::proto::{self, MetricFamily, MetricType};
+use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+
+use crate::health::{CheckRun, CheckState, Health};
+use crate::storage::{Sample, Storage};
+
+/// Check durations, from a fast local probe to a slow AI API call (seconds).
+const CHECK_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+/// How late a run started after its slot (seconds).
+const LAG_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0];
+/// API request durations (seconds).
+const HTTP_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+/// The content type of the text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The metrics selfmon keeps about itself.
+pub struct Telemetry {
+    registry: Registry,
+    check_duration: HistogramVec,
+    check_runs: IntCounterVec,
+    plugin_failures: IntCounterVec,
+    scheduler_lag: Histogram,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+    system: Mutex<Vec<Sample>>,
+    started: SystemTime,
+}
+
+/// What only the scrape can read: the state of the checks and the other parts of the host.
+pub struct Scrape<'a> {
+    pub checks: &'a [CheckState],
+    pub storage: &'a Storage,
+    pub refused_calls: u64,
+    pub version: &'a str,
+    pub contract: &'a str,
+}
+
+impl Telemetry {
+    /// The metrics, with the storage writer's commit timings among them.
+    pub fn new(storage: &Storage) -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let check_duration = HistogramVec::new(
+            HistogramOpts::new("selfmon_check_duration_seconds", "How long check runs took, failed runs included.")
+                .buckets(CHECK_BUCKETS.to_vec()),
+            &["check"],
+        )?;
+        let check_runs = IntCounterVec::new(
+            Opts::new("selfmon_check_runs_total", "Check runs by the status they reported."),
+            &["check", "status"],
+        )?;
+        let plugin_failures = IntCounterVec::new(
+            Opts::new(
+                "selfmon_plugin_failures_total",
+                "Plugin calls that failed, by kind: plugin_error (reported by the plugin), deadline (stopped at its \
+                 deadline), memory (over its memory cap), trap (crashed), instantiate (could not start).",
+            ),
+            &["plugin", "reason"],
+        )?;
+        let scheduler_lag = Histogram::with_opts(
+            HistogramOpts::new(
+                "selfmon_scheduler_lag_seconds",
+                "How late check runs started after their scheduled time (waiting for a free slot included).",
+            )
+            .buckets(LAG_BUCKETS.to_vec()),
+        )?;
+        let http_requests = IntCounterVec::new(
+            Opts::new("selfmon_http_requests_total", "API requests answered, by route pattern, method and status."),
+            &["route", "method", "status"],
+        )?;
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new("selfmon_http_request_duration_seconds", "Time to answer API requests.")
+                .buckets(HTTP_BUCKETS.to_vec()),
+            &["route", "method"],
+        )?;
+        registry.register(Box::new(check_duration.clone()))?;
+        registry.register(Box::new(check_runs.clone()))?;
+        registry.register(Box::new(plugin_failures.clone()))?;
+        registry.register(Box::new(scheduler_lag.clone()))?;
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(http_duration.clone()))?;
+        registry.register(Box::new(storage.commit_seconds().clone()))?;
+        Ok(Self {
+            registry,
+            check_duration,
+            check_runs,
+            plugin_failures,
+            scheduler_lag,
+            http_requests,
+            http_duration,
+            system: Mutex::default(),
+            started: SystemTime::now(),
+        })
+    }
+
+    /// A check ran.
+    pub fn observe_run(&self, run: &CheckRun) {
+        self.check_duration.with_label_values(&[&run.check]).observe(run.duration.as_secs_f64());
+        self.check_runs.with_label_values(&[run.check.as_str(), run.health.as_str()]).inc();
+        if let Some(reason) = run.failure {
+            self.plugin_failures.with_label_values(&[run.plugin.as_str(), reason]).inc();
+        }
+    }
+
+    /// A run started this long after its slot.
+    pub fn observe_lag(&self, lag: Duration) {
+        self.scheduler_lag.observe(lag.as_secs_f64());
+    }
+
+    /// The system collector's latest sample.
+    pub fn set_system(&self, samples: &[Sample]) {
+        *self.system.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = samples.to_vec();
+    }
+
+    /// Everything, in the text exposition format.
+    pub fn render(&self, scrape: &Scrape) -> String {
+        let mut families = self.registry.gather();
+        families.extend(self.scraped(scrape));
+        families.sort_by(|a, b| a.name().cmp(b.name()));
+        let mut out = Vec::new();
+        // Encoding into memory fails only on families the registry would not have built.
+        if let Err(error) = TextEncoder::new().encode(&families, &mut out) {
+            tracing::error!(%error, "Cannot encode the metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    fn scraped(&self, scrape: &Scrape) -> Vec<MetricFamily> {
+        let mut up = Vec::new();
+        let mut status = Vec::new();
+        for check in scrape.checks.iter().filter(|c| c.enabled) {
+            let labels = [("check", check.name.as_str()), ("plugin", check.plugin.as_str())];
+            let serving = matches!(check.own_status, Health::Healthy | Health::Degraded);
+            up.push(metric(&labels, f64::from(u8::from(serving))));
+            for each in Health::ALL {
+                let labels = [labels[0], labels[1], ("status", each.as_str())];
+                status.push(metric(&labels, f64::from(u8::from(check.status == each))));
+            }
+        }
+        let mut families = vec![
+            family(
+                "selfmon_check_up",
+                "Whether the check's latest run found it serving (healthy or degraded): 1, or 0.",
+                MetricType::GAUGE,
+                up,
+            ),
+            family(
+                "selfmon_check_status",
+                "The check's latest status: 1 for the current one, 0 for the others.",
+                MetricType::GAUGE,
+                status,
+            ),
+            family(
+                "selfmon_storage_writes_queued",
+                "Writes waiting for the storage writer.",
+                MetricType::GAUGE,
+                vec![metric(&[], scrape.storage.queued() as f64)],
+            ),
+            family(
+                "selfmon_api_refused_calls_total",
+                "API calls refused for a missing or wrong key or a role too weak.",
+                MetricType::COUNTER,
+                vec![metric(&[], scrape.refused_calls as f64)],
+            ),
+            family(
+                "selfmon_build_info",
+                "selfmon's version and the plugin contract it implements.",
+                MetricType::GAUGE,
+                vec![metric(&[("version", scrape.version), ("contract", scrape.contract)], 1.0)],
+            ),
+            family(
+                "selfmon_start_time_seconds",
+                "When selfmon started, in Unix seconds.",
+                MetricType::GAUGE,
+                vec![metric(&[], self.started.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()))],
+            ),
+        ];
+        families.extend(self.system_families());
+        families
+    }
+
+    /// The latest system sample, one family per name: counters for names ending in `_total`, gauges otherwise.
+    fn system_families(&self) -> Vec<MetricFamily> {
+        let samples = self.system.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut by_name: std::collections::BTreeMap<&str, Vec<Point>> = Default::default();
+        for sample in samples.iter() {
+            let labels: Vec<(&str, &str)> = sample.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            by_name.entry(&sample.name).or_default().push(metric(&labels, sample.value));
+        }
+        by_name
+            .into_iter()
+            .map(|(name, metrics)| {
+                let kind = if name.ends_with("_total") { MetricType::COUNTER } else { MetricType::GAUGE };
+                family(name, crate::system::describe(name), kind, metrics)
+            })
+            .collect()
+    }
+}
+
+/// One value of a family, with its labels.
+struct Point {
+    labels: Vec<proto::LabelPair>,
+    value: f64,
+}
+
+fn metric(labels: &[(&str, &str)], value: f64) -> Point {
+    let labels = labels
+        .iter()
+        .map(|(name, value)| {
+            let mut pair = proto::LabelPair::default();
+            pair.set_name((*name).to_string());
+            pair.set_value((*value).to_string());
+            pair
+        })
+        .collect();
+    Point { labels, value }
+}
+
+fn family(name: &str, help: &str, kind: MetricType, points: Vec<Point>) -> MetricFamily {
+    let metrics = points
+        .into_iter()
+        .map(|point| {
+            let mut metric = proto::Metric::from_label(point.labels);
+            if kind == MetricType::COUNTER {
+                let mut counter = proto::Counter::default();
+                counter.set_value(point.value);
+                metric.set_counter(counter);
+            } else {
+                let mut gauge = proto::Gauge::default();
+                gauge.set_value(point.value);
+                metric.set_gauge(gauge);
+            }
+            metric
+        })
+        .collect();
+    let mut family = MetricFamily::default();
+    family.set_name(name.to_string());
+    family.set_help(help.to_string());
+    family.set_field_type(kind);
+    family.set_metric(metrics);
+    family
+}
+
+/// The API layer that counts and times every request by its route pattern (`unmatched` for unknown paths, so a
+/// scan of random URLs cannot grow the label set).
+pub async fn track(State(telemetry): State<std::sync::Arc<Telemetry>>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_string();
+    let method = match *request.method() {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
+    let timer = telemetry.http_duration.with_label_values(&[route.as_str(), method]).start_timer();
+    let response = next.run(request).await;
+    timer.observe_duration();
+    telemetry.http_requests.with_label_values(&[route.as_str(), method, response.status().as_str()]).inc();
+    response
+}
