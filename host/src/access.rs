@@ -132,8 +132,22 @@ fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
+/// Who made a call that got through: the key's name (none when the API is open) and its role. Handlers find it in
+/// the request's extensions.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: Option<String>,
+    pub role: Role,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+}
+
 /// The middleware in front of every route.
-pub async fn guard(State(access): State<Arc<Access>>, request: Request, next: Next) -> Response {
+pub async fn guard(State(access): State<Arc<Access>>, mut request: Request, next: Next) -> Response {
     let address = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let path = request.uri().path();
     let public = path == "/health" || (path == "/metrics" && access.metrics_public);
@@ -164,7 +178,8 @@ pub async fn guard(State(access): State<Arc<Access>>, request: Request, next: Ne
                 &request,
             );
         };
-        let reading = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+        // GraphQL queries come as POSTs too: its mutations check the role themselves.
+        let reading = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) || path == "/graphql";
         if !reading && key.role != Role::Admin {
             return access.refuse(
                 StatusCode::FORBIDDEN,
@@ -174,12 +189,12 @@ pub async fn guard(State(access): State<Arc<Access>>, request: Request, next: Ne
                 &request,
             );
         }
-        Some(key.name.clone())
+        Some((key.name.clone(), key.role))
     };
     if let Some(limiter) = &access.limiter {
         let who = caller.as_ref().map_or_else(
             || format!("address {}", address.map_or_else(|| "unknown".into(), |a| a.ip().to_string())),
-            |name| format!("key {name}"),
+            |(name, _)| format!("key {name}"),
         );
         if limiter.len() > REMEMBERED_CALLERS {
             limiter.retain_recent();
@@ -196,6 +211,12 @@ pub async fn guard(State(access): State<Arc<Access>>, request: Request, next: Ne
             return response;
         }
     }
+    let caller = match caller {
+        Some((name, role)) => Caller { name: Some(name), role },
+        // Without keys everyone may do everything; on the public routes nobody may change anything.
+        None => Caller { name: None, role: if access.is_open() { Role::Admin } else { Role::Read } },
+    };
+    request.extensions_mut().insert(caller);
     next.run(request).await
 }
 

@@ -8,21 +8,22 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router, middleware};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router, middleware};
 use serde::{Deserialize, Serialize};
 use tower_http::cors::CorsLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::access::{Access, guard};
+use crate::access::{Access, Caller, guard};
+use crate::alerts::{Alert, Page, Rule, RuleRequest};
 use crate::config::ApiConfig;
 use crate::query::{HealthReport, MetricsAnswer, MetricsRequest, Queries, QueryError, Status};
-use crate::storage::StoredAttempt;
+use crate::storage::{StoredAttempt, StoredRun};
 
 /// What the handlers share.
 pub type AppState = Arc<Queries>;
@@ -67,10 +68,18 @@ async fn json_errors(response: Response) -> Response {
 }
 
 fn routes(state: AppState) -> Router {
+    let graphql = Router::new()
+        .route("/graphql", post(crate::graphql::execute).get(crate::graphql::subscribe))
+        .with_state(crate::graphql::schema(state.clone()));
     Router::new()
         .route("/health", get(liveness))
         .route("/metrics", get(prometheus))
         .route("/v1/health", get(health))
+        .route("/v1/health/{service}/history", get(history))
+        .route("/v1/alerts", get(alerts))
+        .route("/v1/alerts/{id}/acknowledge", post(acknowledge))
+        .route("/v1/alerts/rules", get(rules).post(create_rule))
+        .route("/v1/alerts/rules/{name}", get(rule).delete(delete_rule))
         .route("/v1/status", get(status))
         .route("/v1/metrics", get(metrics))
         .route("/v1/recovery", get(recovery))
@@ -83,6 +92,7 @@ fn routes(state: AppState) -> Router {
             )
         })
         .with_state(state)
+        .merge(graphql)
 }
 
 /// Query parameters, with a clear 400 when they do not parse.
@@ -226,17 +236,147 @@ async fn recovery(
     Ok(Json(RecoveryReport { attempts }))
 }
 
+/// A JSON body, with a clear 400 (or 415 without the JSON content type) when it does not parse.
+fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    json.map(|Json(body)| body).map_err(|rejection| {
+        let status = rejection.status();
+        let code = if status == StatusCode::UNSUPPORTED_MEDIA_TYPE { "not_json" } else { "bad_json" };
+        ApiError::new(status, code, rejection.body_text())
+    })
+}
+
+fn path<T>(path: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+    path.map(|Path(value)| value).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_path", e.body_text()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageParams {
+    /// Items to skip (default 0) and to return (default 100, at most 1000).
+    offset: Option<u64>,
+    limit: Option<u64>,
+}
+
+impl PageParams {
+    fn offset_limit(&self) -> (u64, u64) {
+        (self.offset.unwrap_or(0), self.limit.unwrap_or(100).clamp(1, 1000))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryParams {
+    /// At most this many runs, newest first (default 100, at most 1000).
+    limit: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct History {
+    check: String,
+    runs: Vec<StoredRun>,
+}
+
+/// `GET /v1/health/{service}/history[?limit=N]`: a check's past runs, newest first.
+async fn history(
+    State(state): State<AppState>,
+    service: Result<Path<String>, PathRejection>,
+    query: Result<Query<HistoryParams>, QueryRejection>,
+) -> Result<Json<History>, ApiError> {
+    let check = path(service)?;
+    let params = params(query)?;
+    let runs = state.history(&check, params.limit.unwrap_or(100).clamp(1, 1000)).await?;
+    Ok(Json(History { check, runs }))
+}
+
+#[derive(Serialize)]
+struct AlertsReport {
+    /// Pending and firing alerts, newest first.
+    active: Vec<Alert>,
+    /// Resolved alerts, newest first, a page at a time.
+    history: Page<Alert>,
+}
+
+/// `GET /v1/alerts[?offset=N][&limit=N]`: active alerts, and a page of the resolved ones.
+async fn alerts(
+    State(state): State<AppState>,
+    query: Result<Query<PageParams>, QueryRejection>,
+) -> Result<Json<AlertsReport>, ApiError> {
+    let (offset, limit) = params(query)?.offset_limit();
+    let active = state.alerts(true, 0, 1000).await?.items;
+    let history = state.alerts(false, offset, limit).await?;
+    Ok(Json(AlertsReport { active, history }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Acknowledgement {
+    #[serde(default)]
+    comment: String,
+}
+
+/// `POST /v1/alerts/{id}/acknowledge` with `{"comment": "..."}`: escalation stops, the alert stays visible.
+async fn acknowledge(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    id: Result<Path<i64>, PathRejection>,
+    json: Result<Json<Acknowledgement>, JsonRejection>,
+) -> Result<Json<Alert>, ApiError> {
+    let id = path(id)?;
+    let comment = body(json)?.comment;
+    Ok(Json(state.acknowledge(id, caller.name, comment).await?))
+}
+
+/// `GET /v1/alerts/rules[?offset=N][&limit=N]`: alert rules by name.
+async fn rules(
+    State(state): State<AppState>,
+    query: Result<Query<PageParams>, QueryRejection>,
+) -> Result<Json<Page<Rule>>, ApiError> {
+    let (offset, limit) = params(query)?.offset_limit();
+    Ok(Json(state.rules(offset, limit).await?))
+}
+
+/// `POST /v1/alerts/rules`: create a rule; 201 with the rule, or 400 naming every problem.
+async fn create_rule(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    json: Result<Json<RuleRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let rule = state.create_rule(body(json)?, caller.name).await?;
+    let location = format!("/v1/alerts/rules/{}", rule.name);
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(rule)).into_response())
+}
+
+/// `GET /v1/alerts/rules/{name}`.
+async fn rule(
+    State(state): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Json<Rule>, ApiError> {
+    Ok(Json(state.rule(&path(name)?).await?))
+}
+
+/// `DELETE /v1/alerts/rules/{name}`: 204, or 404 when there is no such rule.
+async fn delete_rule(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    state.delete_rule(&path(name)?, caller.name.as_deref()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// An error answer: a status code, a stable machine-readable code and a message for people.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Each problem on its own, when there are several.
+    details: Vec<String>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), details: Vec::new() }
     }
 }
 
@@ -245,6 +385,10 @@ impl From<QueryError> for ApiError {
         match error {
             QueryError::NotFound { code, message } => Self::new(StatusCode::NOT_FOUND, code, message),
             QueryError::Invalid(message) => Self::new(StatusCode::BAD_REQUEST, "bad_query", message),
+            QueryError::Rejected(problems) => {
+                Self { details: problems.clone(), ..Self::new(StatusCode::BAD_REQUEST, "invalid", problems.join("; ")) }
+            }
+            QueryError::Conflict(message) => Self::new(StatusCode::CONFLICT, "conflict", message),
             QueryError::Storage(detail) => {
                 // The details are for the log; the caller learns only that it failed.
                 tracing::error!(detail, "A query failed in storage");
@@ -256,7 +400,10 @@ impl From<QueryError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        let mut body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        if !self.details.is_empty() {
+            body["error"]["details"] = serde_json::json!(self.details);
+        }
         (self.status, Json(body)).into_response()
     }
 }

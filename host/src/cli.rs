@@ -1,4 +1,4 @@
-//! The `selfmon` command: `serve`, `check`, `plugins` and `config check`.
+//! The `selfmon` command: `serve`, `check`, `plugins`, `config check` and `graphql-schema`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -39,6 +39,8 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Print the GraphQL schema (SDL) that `/graphql` serves.
+    GraphqlSchema,
 }
 
 #[derive(Debug, Subcommand)]
@@ -52,6 +54,10 @@ const UNKNOWN: u8 = 3;
 
 /// Run a parsed command line.
 pub async fn run(cli: Cli) -> ExitCode {
+    if matches!(cli.command, Command::GraphqlSchema) {
+        print!("{}", crate::graphql::sdl());
+        return ExitCode::SUCCESS;
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {
@@ -64,6 +70,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Check { names } => check(config, &names).await,
         Command::Plugins => plugins(config).await,
         Command::Config { command: ConfigCommand::Check } => config_check(config).await,
+        Command::GraphqlSchema => unreachable!("printed before the config is loaded"),
     }
 }
 

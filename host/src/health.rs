@@ -12,11 +12,13 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use crate::events::HealthChange;
+
 use crate::recovery;
 
 /// The health of a check. `Unknown` means there is no answer: the check has not run yet, or its last run could
 /// not be carried out (the plugin failed, crashed or ran out of time).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, async_graphql::Enum)]
 #[serde(rename_all = "lowercase")]
 pub enum Health {
     Healthy,
@@ -162,11 +164,21 @@ impl Board {
         );
     }
 
-    /// Record a run of a registered check; runs of checks no longer configured are ignored.
-    pub fn record(&self, run: &CheckRun) {
-        if let Some(entry) = self.checks.write().expect("board lock").get_mut(&run.check) {
-            entry.run = Some(run.clone());
-        }
+    /// Record a run of a registered check; runs of checks no longer configured are ignored. When the check's own
+    /// status differs from its previous run's (or from unknown, for its first), the change.
+    pub fn record(&self, run: &CheckRun) -> Option<HealthChange> {
+        let mut checks = self.checks.write().expect("board lock");
+        let entry = checks.get_mut(&run.check)?;
+        let from = entry.run.as_ref().map_or(Health::Unknown, |r| r.health);
+        entry.run = Some(run.clone());
+        (from != run.health).then(|| HealthChange {
+            check: run.check.clone(),
+            plugin: run.plugin.clone(),
+            from,
+            to: run.health,
+            summary: run.summary.clone(),
+            cause: if run.is_down() { root_cause(&checks, &run.check, &mut Vec::new()) } else { None },
+        })
     }
 
     /// Record where a check's recovery stands.

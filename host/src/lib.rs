@@ -13,17 +13,21 @@
 //! - [`telemetry`]: selfmon's own metrics for Prometheus.
 //! - [`storage`]: SQLite, one batching writer, readers of their own.
 //! - [`query`]: the one query layer the API answers from.
-//! - [`api`]: the HTTP API; [`access`]: its keys, roles and rate limits.
+//! - [`api`]: the HTTP API; [`graphql`]: its GraphQL face; [`access`]: its keys, roles and rate limits.
+//! - [`alerts`]: alert rules and stored alerts; [`events`]: the internal event bus.
 //! - [`cli`]: the `selfmon` command.
 //!
 //! [`Host::build`] turns a [`Config`] into something that can run checks; [`serve`] runs everything until told to
 //! stop, and is what tests call in-process.
 
 pub mod access;
+pub mod alerts;
 pub mod api;
 pub mod checks;
 pub mod cli;
 pub mod config;
+pub mod events;
+pub mod graphql;
 pub mod health;
 pub mod plugins;
 pub mod query;
@@ -158,6 +162,8 @@ pub async fn serve(
         telemetry::Telemetry::new(&storage).map_err(|e| StartError::Runtime(format!("cannot set up metrics: {e}")))?,
     );
 
+    let events = events::Events::default();
+
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
     scheduler::Scheduler {
@@ -166,6 +172,7 @@ pub async fn serve(
         board: board.clone(),
         recoverer: recovery::Recoverer::new(storage.clone(), board.clone(), tasks.clone(), stop.clone()),
         telemetry: telemetry.clone(),
+        events: events.clone(),
         max_concurrent: host.config.scheduler.max_concurrent,
         jitter: host.config.scheduler.jitter,
     }
@@ -207,8 +214,15 @@ pub async fn serve(
     if access.is_open() && !address.ip().is_loopback() {
         tracing::warn!(%address, "The API has no keys and listens beyond this machine: set [api] keys or MONITORING_API_KEY");
     }
-    let queries =
-        Arc::new(query::Queries { board, storage: storage.clone(), access: access.clone(), telemetry, started, about });
+    let queries = Arc::new(query::Queries {
+        board,
+        storage: storage.clone(),
+        access: access.clone(),
+        telemetry,
+        events,
+        started,
+        about,
+    });
     let app = api::app(queries, access, &host.config.api).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let stopping = stop.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move { stopping.cancelled().await });

@@ -7,8 +7,12 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 
 use crate::access::Access;
+use crate::alerts::{Alert, ChangeError, Page, Rule, RuleRequest};
+use crate::events::Events;
 use crate::health::{Board, CheckState, Health};
-use crate::storage::{Figures, MetricName, SeriesError, SeriesPage, SeriesQuery, Storage, StoredAttempt};
+use crate::storage::{
+    Figures, MetricName, SeriesError, SeriesPage, SeriesQuery, Storage, StorageError, StoredAttempt, StoredRun,
+};
 use crate::telemetry::{Scrape, Telemetry};
 
 /// What the queries can see.
@@ -17,6 +21,7 @@ pub struct Queries {
     pub storage: Storage,
     pub access: Arc<Access>,
     pub telemetry: Arc<Telemetry>,
+    pub events: Events,
     pub started: Instant,
     pub about: About,
 }
@@ -54,6 +59,11 @@ pub enum QueryError {
     NotFound { code: &'static str, message: String },
     #[error("{0}")]
     Invalid(String),
+    /// A request whose fields are wrong, every problem named.
+    #[error("{}", .0.join("; "))]
+    Rejected(Vec<String>),
+    #[error("{0}")]
+    Conflict(String),
     #[error("storage: {0}")]
     Storage(String),
 }
@@ -223,7 +233,67 @@ impl Queries {
         })
     }
 
+    /// Past runs of one check, newest first.
+    pub async fn history(&self, check: &str, limit: u32) -> Result<Vec<StoredRun>, QueryError> {
+        if !self.board.snapshot().iter().any(|c| c.name == check) {
+            return Err(QueryError::NotFound { code: "unknown_check", message: format!("no check named `{check}`") });
+        }
+        self.storage.runs(check.to_string(), limit).await.map_err(storage)
+    }
+
+    pub async fn rules(&self, offset: u64, limit: u64) -> Result<Page<Rule>, QueryError> {
+        self.storage.rules(offset, limit).await.map_err(storage)
+    }
+
+    pub async fn rule(&self, name: &str) -> Result<Rule, QueryError> {
+        self.storage
+            .rule(name.to_string())
+            .await
+            .map_err(storage)?
+            .ok_or_else(|| QueryError::NotFound { code: "unknown_rule", message: format!("no rule named `{name}`") })
+    }
+
+    /// Validate and store a new rule; `caller` is the name of the key that asked.
+    pub async fn create_rule(&self, request: RuleRequest, caller: Option<String>) -> Result<Rule, QueryError> {
+        let rule = request.validate(caller, SystemTime::now()).map_err(QueryError::Rejected)?;
+        let rule = self.storage.create_rule(rule).await.map_err(change)?;
+        tracing::info!(target: "selfmon::security", rule = %rule.name, by = rule.created_by.as_deref(), "Alert rule created");
+        Ok(rule)
+    }
+
+    pub async fn delete_rule(&self, name: &str, caller: Option<&str>) -> Result<(), QueryError> {
+        self.storage.delete_rule(name.to_string()).await.map_err(change)?;
+        tracing::info!(target: "selfmon::security", rule = name, by = caller, "Alert rule deleted");
+        Ok(())
+    }
+
+    /// Active alerts (pending and firing) or the resolved history, newest first.
+    pub async fn alerts(&self, active: bool, offset: u64, limit: u64) -> Result<Page<Alert>, QueryError> {
+        self.storage.alerts(active, offset, limit).await.map_err(storage)
+    }
+
+    pub async fn acknowledge(&self, id: i64, caller: Option<String>, comment: String) -> Result<Alert, QueryError> {
+        if comment.len() > 1024 {
+            return Err(QueryError::Invalid("`comment` is longer than 1024 bytes".into()));
+        }
+        let alert = self.storage.acknowledge(id, caller, comment).await.map_err(change)?;
+        tracing::info!(target: "selfmon::security", alert = id, by = alert.acknowledged_by.as_deref(), "Alert acknowledged");
+        Ok(alert)
+    }
+
     pub async fn recovery(&self, check: Option<String>, limit: u32) -> Result<Vec<StoredAttempt>, QueryError> {
-        self.storage.recovery_attempts(check, limit).await.map_err(|e| QueryError::Storage(e.to_string()))
+        self.storage.recovery_attempts(check, limit).await.map_err(storage)
+    }
+}
+
+fn storage(error: StorageError) -> QueryError {
+    QueryError::Storage(error.to_string())
+}
+
+fn change(error: ChangeError) -> QueryError {
+    match error {
+        ChangeError::Conflict(message) => QueryError::Conflict(message),
+        ChangeError::NotFound(message) => QueryError::NotFound { code: "not_found", message },
+        ChangeError::Storage(error) => storage(error),
     }
 }

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::checks::Check;
+use crate::events::{Events, Payload};
 use crate::health::Board;
 use crate::recovery::Recoverer;
 use crate::runtime::Runtime;
@@ -25,6 +26,7 @@ pub struct Scheduler {
     pub board: Arc<Board>,
     pub recoverer: Recoverer,
     pub telemetry: Arc<Telemetry>,
+    pub events: Events,
     pub max_concurrent: usize,
     pub jitter: f64,
 }
@@ -60,7 +62,9 @@ impl Scheduler {
                 check.run(&self.runtime).await
             };
             tracing::debug!(check = %run.check, status = run.health.as_str(), duration_ms = run.duration.as_millis() as u64, "Check ran");
-            self.board.record(&run);
+            if let Some(change) = self.board.record(&run) {
+                self.events.publish(Payload::HealthChanged(change));
+            }
             self.telemetry.observe_run(&run);
             if let Some(policy) = &check.recovery {
                 self.recoverer.observe(&run, policy);

@@ -187,3 +187,141 @@ async fn callers_over_their_rate_get_429_with_retry_after() {
     assert_eq!(statuses, [200, 200, 200, 429]);
     selfmon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alert_rules_are_validated_stored_paged_and_deleted_and_alerts_acknowledged() {
+    let target = Target::start().await;
+    let config = format!(
+        r#"
+[api]
+rate_limit = 0
+keys = [
+    {{ name = "grafana", key = "read-key-0123456789", role = "read" }},
+    {{ name = "ops", key = "admin-key-9876543210", role = "admin" }},
+]
+
+[[check]]
+name = "web"
+plugin = "http"
+interval = "1s"
+target = "{}"
+"#,
+        target.url("/ok")
+    );
+    let workdir = Workdir::new(&config, &[]);
+    let mut selfmon = Selfmon::start(&workdir).await;
+    selfmon.key = Some("read-key-0123456789".into());
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", selfmon.url);
+    let (read, admin) = ("read-key-0123456789", "admin-key-9876543210");
+    let post =
+        |path: &str, key: &str, body: serde_json::Value| client.post(url(path)).bearer_auth(key).json(&body).send();
+
+    // The original platform's own example.
+    let example = serde_json::json!({
+        "name": "high_user_errors", "condition": "user_error_rate > 5", "threshold": 5.0,
+        "severity": "high", "notification_channels": ["webhook", "email"]
+    });
+    let created = post("/v1/alerts/rules", admin, example.clone()).await.unwrap();
+    assert_eq!(created.status(), 201);
+    assert_eq!(created.headers()["location"], "/v1/alerts/rules/high_user_errors");
+    let rule: serde_json::Value = created.json().await.unwrap();
+    assert_eq!(rule["condition"], "user_error_rate > 5");
+    assert_eq!(rule["notification_channels"], serde_json::json!(["webhook", "email"]));
+    assert_eq!(rule["created_by"], "ops");
+
+    let twice = post("/v1/alerts/rules", admin, example.clone()).await.unwrap();
+    assert_eq!(twice.status(), 409);
+    assert_eq!(post("/v1/alerts/rules", read, example).await.unwrap().status(), 403);
+
+    let invalid = post(
+        "/v1/alerts/rules",
+        admin,
+        serde_json::json!({"name": "x", "condition": "rate(errors_total) > 1", "severity": "loud", "notification_channels": ["pager"]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(invalid.status(), 400);
+    let invalid: serde_json::Value = invalid.json().await.unwrap();
+    assert_eq!(invalid["error"]["code"], "invalid");
+    let details: Vec<&str> =
+        invalid["error"]["details"].as_array().unwrap().iter().map(|d| d.as_str().unwrap()).collect();
+    assert_eq!(details.len(), 3, "{details:?}");
+    assert_eq!(details[0], "`condition` at column 6: `rate` needs a range, such as `errors_total[5m]`");
+    let unknown_field = post(
+        "/v1/alerts/rules",
+        admin,
+        serde_json::json!({"name": "x", "condition": "a > 1", "severity": "low", "colour": "red"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(unknown_field.status(), 422);
+    let garbage = client
+        .post(url("/v1/alerts/rules"))
+        .bearer_auth(admin)
+        .header("content-type", "application/json")
+        .body("{\"name\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(garbage.status(), 400);
+    assert_eq!(garbage.json::<serde_json::Value>().await.unwrap()["error"]["code"], "bad_json");
+    let not_json = client.post(url("/v1/alerts/rules")).bearer_auth(admin).body("name=x").send().await.unwrap();
+    assert_eq!(not_json.status(), 415);
+
+    for name in ["b-rule", "c-rule"] {
+        let body = serde_json::json!({"name": name, "condition": "last(system_memory_used_ratio) > 0.9", "severity": "critical"});
+        assert_eq!(post("/v1/alerts/rules", admin, body).await.unwrap().status(), 201);
+    }
+    let (_, page) = crate::support::get_json_with_key(&url("/v1/alerts/rules?limit=2"), read).await;
+    assert_eq!((page["total"].as_u64(), page["items"].as_array().unwrap().len()), (Some(3), 2));
+    assert_eq!(page["items"][0]["name"], "b-rule");
+    let (_, rest) = crate::support::get_json_with_key(&url("/v1/alerts/rules?limit=2&offset=2"), read).await;
+    assert_eq!(rest["items"][0]["name"], "high_user_errors");
+    let (status, _) = crate::support::get_json_with_key(&url("/v1/alerts/rules?limit=many"), read).await;
+    assert_eq!(status, 400);
+
+    let delete = || client.delete(url("/v1/alerts/rules/b-rule")).bearer_auth(admin).send();
+    assert_eq!(delete().await.unwrap().status(), 204);
+    assert_eq!(delete().await.unwrap().status(), 404);
+    let (status, _) = crate::support::get_json_with_key(&url("/v1/alerts/rules/b-rule"), read).await;
+    assert_eq!(status, 404);
+
+    // Alerts as the alerting engine stores them: one firing, one resolved.
+    workdir
+        .db()
+        .execute_batch(
+            "INSERT INTO alerts (id, fingerprint, rule, severity, state, summary, labels, started_at, resolved_at)
+             VALUES (1, 'f1', 'high_user_errors', 'high', 'firing', 'user_error_rate is 7', '{\"service\":\"bot\"}', 1795730000000, NULL),
+                    (2, 'f2', 'c-rule', 'critical', 'resolved', 'memory at 95%', '{}', 1795720000000, 1795721000000);",
+        )
+        .unwrap();
+    let (_, alerts) = crate::support::get_json_with_key(&url("/v1/alerts"), read).await;
+    assert_eq!(alerts["active"][0]["labels"]["service"], "bot", "{alerts}");
+    assert_eq!(alerts["history"]["total"], 1);
+    assert_eq!(alerts["history"]["items"][0]["resolved_at"], "2026-11-26T19:23:20.000Z");
+    let ack = post("/v1/alerts/1/acknowledge", admin, serde_json::json!({"comment": "looking into it"})).await.unwrap();
+    assert_eq!(ack.status(), 200);
+    let ack: serde_json::Value = ack.json().await.unwrap();
+    assert_eq!((ack["acknowledged_by"].as_str(), ack["ack_comment"].as_str()), (Some("ops"), Some("looking into it")));
+    assert_eq!(post("/v1/alerts/2/acknowledge", admin, serde_json::json!({})).await.unwrap().status(), 404);
+    let bad_id = post("/v1/alerts/first/acknowledge", admin, serde_json::json!({})).await.unwrap();
+    assert_eq!(bad_id.status(), 400);
+
+    // A check's history.
+    selfmon.first_result("web").await;
+    let (status, history) = crate::support::get_json_with_key(&url("/v1/health/web/history?limit=1"), read).await;
+    assert_eq!(status, 200);
+    assert_eq!(history["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(history["runs"][0]["status"], "healthy");
+    let (status, _) = crate::support::get_json_with_key(&url("/v1/health/nope/history"), read).await;
+    assert_eq!(status, 404);
+
+    // Rules are stored: a restart keeps them.
+    selfmon.stop().await;
+    let selfmon = Selfmon::start(&workdir).await;
+    let (_, after) = crate::support::get_json_with_key(&format!("{}/v1/alerts/rules", selfmon.url), read).await;
+    let names: Vec<&str> = after["items"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["c-rule", "high_user_errors"]);
+    selfmon.stop().await;
+}

@@ -8,6 +8,7 @@ mod api;
 mod checks;
 mod cli;
 mod dependencies;
+mod graphql;
 mod plugins;
 mod postgres;
 mod prometheus;

@@ -42,7 +42,7 @@ pub struct SeriesPage {
 }
 
 /// A metric name and how many series it has.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, async_graphql::SimpleObject)]
 pub struct MetricName {
     pub name: String,
     pub series: usize,

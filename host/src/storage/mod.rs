@@ -34,6 +34,17 @@ pub struct Figures {
     pub series: i64,
 }
 
+/// A check run as stored.
+#[derive(Debug, Clone, serde::Serialize, async_graphql::SimpleObject)]
+pub struct StoredRun {
+    /// RFC 3339.
+    pub started_at: String,
+    pub duration_ms: f64,
+    pub status: Health,
+    pub summary: String,
+    pub error: Option<String>,
+}
+
 /// A recovery attempt as stored.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StoredAttempt {
@@ -166,6 +177,25 @@ impl Storage {
         committed.await.map_err(|_| StorageError::Closed)?.map_err(StorageError::Write)
     }
 
+    /// Run a change of its own in one transaction on the writer, after what is queued before it; its result once
+    /// committed (nothing of it is kept when it fails).
+    pub async fn apply<T: Send + 'static>(
+        &self,
+        change: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let (done, committed) = oneshot::channel();
+        let op = Op::Apply(Box::new(move |connection: &mut Connection| {
+            let result = connection.transaction().and_then(|transaction| {
+                let value = change(&transaction)?;
+                transaction.commit()?;
+                Ok(value)
+            });
+            let _ = done.send(result);
+        }));
+        self.queue.send(op).await.map_err(|_| StorageError::Closed)?;
+        committed.await.map_err(|_| StorageError::Closed)?.map_err(StorageError::from)
+    }
+
     /// Note that the check passed again after the recovery attempt `id`. Queued without waiting.
     pub fn mark_recovered(&self, id: i64, at: SystemTime) {
         let queue = self.queue.clone();
@@ -276,6 +306,27 @@ impl Storage {
             runs_stored: runs,
             series,
         })
+    }
+
+    /// One check's runs, newest first.
+    pub async fn runs(&self, check: String, limit: u32) -> Result<Vec<StoredRun>, StorageError> {
+        self.read(move |db| {
+            let mut statement = db.prepare(
+                "SELECT started_at, duration_ms, status, summary, error FROM check_runs
+                 WHERE check_name = ?1 ORDER BY started_at DESC, id DESC LIMIT ?2",
+            )?;
+            let rows = statement.query_map(rusqlite::params![check, limit], |row| {
+                Ok(StoredRun {
+                    started_at: humantime::format_rfc3339_millis(from_millis(row.get(0)?)).to_string(),
+                    duration_ms: row.get(1)?,
+                    status: Health::parse(&row.get::<_, String>(2)?).unwrap_or(Health::Unknown),
+                    summary: row.get(3)?,
+                    error: row.get(4)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
     }
 
     /// The latest run of every check that has run.

@@ -70,6 +70,61 @@ pub fn migrations() -> Migrations<'static> {
             CREATE INDEX recovery_attempts_by_check ON recovery_attempts (check_name, started_at);
             ",
         ),
+        M::up(
+            "
+            -- Alert rules created through the API. `condition` is kept as written.
+            CREATE TABLE alert_rules (
+                name        TEXT    PRIMARY KEY,
+                condition   TEXT    NOT NULL,
+                threshold   REAL,
+                severity    TEXT    NOT NULL,
+                channels    TEXT    NOT NULL,  -- JSON array
+                for_ms      INTEGER NOT NULL,
+                description TEXT    NOT NULL,
+                created_at  INTEGER NOT NULL,
+                created_by  TEXT               -- the API key's name
+            ) WITHOUT ROWID;
+
+            -- Every alert, one row per firing of one fingerprint (a rule and its labels).
+            CREATE TABLE alerts (
+                id              INTEGER PRIMARY KEY,
+                fingerprint     TEXT    NOT NULL,
+                rule            TEXT    NOT NULL,
+                severity        TEXT    NOT NULL,
+                state           TEXT    NOT NULL CHECK (state IN ('pending', 'firing', 'resolved')),
+                summary         TEXT    NOT NULL,
+                labels          TEXT    NOT NULL,  -- JSON object
+                started_at      INTEGER NOT NULL,
+                resolved_at     INTEGER,
+                acknowledged_at INTEGER,
+                acknowledged_by TEXT,
+                ack_comment     TEXT
+            );
+            CREATE INDEX alerts_by_state ON alerts (state, started_at);
+
+            -- Webhook subscriptions and every attempt to deliver to them.
+            CREATE TABLE webhooks (
+                id         INTEGER PRIMARY KEY,
+                url        TEXT    NOT NULL,
+                events     TEXT    NOT NULL,  -- JSON array
+                secret     TEXT    NOT NULL,
+                created_at INTEGER NOT NULL
+            );
+            CREATE TABLE webhook_deliveries (
+                id          INTEGER PRIMARY KEY,
+                webhook_id  INTEGER NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+                event_id    TEXT    NOT NULL,
+                event       TEXT    NOT NULL,
+                attempt     INTEGER NOT NULL,
+                at          INTEGER NOT NULL,
+                status_code INTEGER,
+                outcome     TEXT    NOT NULL CHECK (outcome IN ('delivered', 'failed', 'gave_up')),
+                error       TEXT,
+                duration_ms REAL    NOT NULL
+            );
+            CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook_id, id);
+            ",
+        ),
     ])
 }
 
@@ -81,6 +136,6 @@ mod tests {
         let mut db = rusqlite::Connection::open_in_memory().unwrap();
         super::migrations().to_latest(&mut db).unwrap();
         let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-        assert_eq!(version, 3);
+        assert_eq!(version, 4);
     }
 }

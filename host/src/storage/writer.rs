@@ -31,6 +31,9 @@ pub enum Op {
         id: i64,
         at: i64,
     },
+    /// A write of its own (an API change such as a new alert rule), run in its own transaction; the closure sends
+    /// its result back itself.
+    Apply(Box<dyn FnOnce(&mut Connection) + Send>),
     /// Answered once everything queued before it is committed, or with why some of it could not be.
     Flush(oneshot::Sender<Result<(), String>>),
     /// Commit what is queued before it and stop; later writes fail as closed.
@@ -59,10 +62,14 @@ pub fn run(mut connection: Connection, mut queue: mpsc::Receiver<Op>, commits: &
         let (mut writes, flushes): (Vec<Op>, Vec<Op>) =
             batch.drain(..).partition(|op| !matches!(op, Op::Flush(_) | Op::Close));
         // Recovery records are written on their own, so each gets its id (or its error) back.
-        let records: Vec<Op> = writes.extract_if(.., |op| matches!(op, Op::Recovery(..))).collect();
+        let records: Vec<Op> = writes.extract_if(.., |op| matches!(op, Op::Recovery(..) | Op::Apply(_))).collect();
         for op in records {
-            if let Op::Recovery(record, done) = op {
-                let _ = done.send(write_recovery(&connection, &record).map_err(|e| e.to_string()));
+            match op {
+                Op::Recovery(record, done) => {
+                    let _ = done.send(write_recovery(&connection, &record).map_err(|e| e.to_string()));
+                }
+                Op::Apply(change) => change(&mut connection),
+                _ => {}
             }
         }
         let timer = commits.start_timer();
@@ -114,7 +121,7 @@ fn write_all(connection: &mut Connection, series: &mut SeriesIds, ops: &[Op]) ->
                     .prepare_cached("UPDATE recovery_attempts SET recovered_at = ?2 WHERE id = ?1")?
                     .execute(params![id, at])?;
             }
-            Op::Flush(_) | Op::Close | Op::Recovery(..) => {}
+            Op::Flush(_) | Op::Close | Op::Recovery(..) | Op::Apply(_) => {}
         }
     }
     transaction.commit()

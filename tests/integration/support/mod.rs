@@ -197,6 +197,8 @@ impl Workdir {
 /// selfmon running in-process on a [`Workdir`].
 pub struct Selfmon {
     pub url: String,
+    /// The API key the helpers send, for configs with keys.
+    pub key: Option<String>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<(), selfmon::StartError>>>,
 }
@@ -210,7 +212,7 @@ impl Selfmon {
         let server = tokio::spawn(selfmon::serve(config, listener, async move {
             let _ = stop.await;
         }));
-        let selfmon = Self { url, shutdown: Some(shutdown), server: Some(server) };
+        let selfmon = Self { url, key: None, shutdown: Some(shutdown), server: Some(server) };
         selfmon.wait_until_serving().await;
         selfmon
     }
@@ -224,7 +226,10 @@ impl Selfmon {
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        get_json(&format!("{}{path}", self.url)).await
+        match &self.key {
+            Some(key) => get_json_with_key(&format!("{}{path}", self.url), key).await,
+            None => get_json(&format!("{}{path}", self.url)).await,
+        }
     }
 
     /// The `/v1/health` entry of one check.
@@ -261,6 +266,12 @@ impl Selfmon {
 
 pub async fn get_json(url: &str) -> (StatusCode, Value) {
     let response = reqwest::get(url).await.unwrap();
+    let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+pub async fn get_json_with_key(url: &str, key: &str) -> (StatusCode, Value) {
+    let response = reqwest::Client::new().get(url).bearer_auth(key).send().await.unwrap();
     let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
     (status, response.json().await.unwrap_or(Value::Null))
 }

@@ -1,0 +1,216 @@
+//! GraphQL at `/graphql` over real HTTP and a real WebSocket: queries, mutations with their role check, a
+//! subscription that receives a health change as it happens, and a query refused by the depth limit.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::support::{PATIENCE, Selfmon, Target, Workdir};
+
+const ADMIN: &str = "admin-key-0123456789";
+const READ: &str = "read-key-0123456789";
+
+fn keys() -> String {
+    format!(
+        "[api]\nrate_limit = 0\nkeys = [\n  {{ name = \"ops\", key = \"{ADMIN}\", role = \"admin\" }},\n  \
+         {{ name = \"grafana\", key = \"{READ}\", role = \"read\" }},\n]\n"
+    )
+}
+
+async fn graphql(selfmon: &Selfmon, key: &str, query: &str, variables: Value) -> Value {
+    let response = reqwest::Client::new()
+        .post(format!("{}/graphql", selfmon.url))
+        .bearer_auth(key)
+        .json(&json!({ "query": query, "variables": variables }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn queries_and_mutations_answer_what_rest_answers() {
+    let target = Target::start().await;
+    let config = format!(
+        "{}\n[[check]]\nname = \"web\"\nplugin = \"http\"\ninterval = \"1s\"\ntarget = \"{}\"\n",
+        keys(),
+        target.url("/ok")
+    );
+    let workdir = Workdir::new(&config, &[]);
+    let selfmon = Selfmon::start(&workdir).await;
+    let client = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let health = loop {
+        let health = graphql(
+            &selfmon,
+            READ,
+            "{ health { status checks { name plugin status responseTimeMs history(limit: 2) { status durationMs } } } }",
+            Value::Null,
+        )
+        .await;
+        if health["data"]["health"]["checks"][0]["history"].as_array().is_some_and(|h| h.len() == 2) {
+            break health;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no history: {health}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let web = &health["data"]["health"]["checks"][0];
+    assert_eq!((web["name"].as_str(), web["status"].as_str()), (Some("web"), Some("HEALTHY")));
+    assert_eq!(web["history"][0]["status"], "HEALTHY");
+    assert_eq!(health["data"]["health"]["status"], "HEALTHY");
+    // The same answer as REST's.
+    let rest: Value = client
+        .get(format!("{}/v1/health?service=web", selfmon.url))
+        .bearer_auth(READ)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rest["checks"][0]["plugin"], web["plugin"]);
+
+    let unknown = graphql(&selfmon, READ, "{ check(name: \"nope\") { name } }", Value::Null).await;
+    assert_eq!(unknown["errors"][0]["message"], "no check named `nope`");
+    assert_eq!(unknown["errors"][0]["extensions"]["code"], "unknown_check");
+
+    let metrics = graphql(
+        &selfmon,
+        READ,
+        "{ metricNames { name series } series(name: \"response_time_seconds\", labels: [{name: \"check\", value: \"web\"}]) { total series { labels points { time value } } } status }",
+        Value::Null,
+    )
+    .await;
+    assert!(metrics["data"]["metricNames"].as_array().unwrap().iter().any(|m| m["name"] == "response_time_seconds"));
+    assert_eq!(metrics["data"]["series"]["total"], 1);
+    assert_eq!(metrics["data"]["series"]["series"][0]["labels"]["check"], "web");
+    assert!(!metrics["data"]["series"]["series"][0]["points"].as_array().unwrap().is_empty());
+    assert_eq!(metrics["data"]["status"]["version"], env!("CARGO_PKG_VERSION"));
+
+    let create = "mutation($rule: AlertRuleInput!) { createAlertRule(rule: $rule) { name condition severity createdBy notificationChannels } }";
+    let rule = json!({ "rule": {
+        "name": "slow-openai", "condition": "avg(check_duration_seconds{check=\"openai\"}[5m]) > 5",
+        "severity": "high", "notificationChannels": ["webhook"], "for": "2m"
+    }});
+    let refused = graphql(&selfmon, READ, create, rule.clone()).await;
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "forbidden", "{refused}");
+    let created = graphql(&selfmon, ADMIN, create, rule).await;
+    assert_eq!(created["data"]["createAlertRule"]["createdBy"], "ops", "{created}");
+    let invalid = graphql(
+        &selfmon,
+        ADMIN,
+        create,
+        json!({ "rule": { "name": "broken", "condition": "avg(x[5m) > 1", "severity": "high" } }),
+    )
+    .await;
+    let message = invalid["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("`condition` at column 9: expected `]` to close the range"), "{message}");
+
+    // Visible to REST, and deleted through GraphQL.
+    let (status, rules) = (
+        client.get(format!("{}/v1/alerts/rules", selfmon.url)).bearer_auth(READ).send().await.unwrap().status(),
+        graphql(&selfmon, READ, "{ alertRules { total items { name forSeconds } } }", Value::Null).await,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(rules["data"]["alertRules"]["items"][0], json!({ "name": "slow-openai", "forSeconds": 120.0 }));
+    let deleted = graphql(&selfmon, ADMIN, "mutation { deleteAlertRule(name: \"slow-openai\") }", Value::Null).await;
+    assert_eq!(deleted["data"]["deleteAlertRule"], true);
+    let again = graphql(&selfmon, ADMIN, "mutation { deleteAlertRule(name: \"slow-openai\") }", Value::Null).await;
+    assert_eq!(again["data"]["deleteAlertRule"], false);
+
+    // Without a key, nothing.
+    let anonymous = client.post(format!("{}/graphql", selfmon.url)).json(&json!({"query": "{ status }"})).send().await;
+    assert_eq!(anonymous.unwrap().status(), 401);
+    selfmon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deep_queries_are_refused_before_they_run() {
+    let workdir = Workdir::new(&keys(), &[]);
+    let selfmon = Selfmon::start(&workdir).await;
+    let deep = "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { ofType { ofType { name } } } } } } } } } } }";
+    let answer = graphql(&selfmon, READ, deep, Value::Null).await;
+    assert!(answer["data"].is_null(), "{answer}");
+    assert_eq!(answer["errors"][0]["message"], "Query is nested too deep.", "{answer}");
+    let wide = "{ health { checks { history(limit: 1000) { status summary startedAt } } } }";
+    let answer = graphql(&selfmon, READ, wide, Value::Null).await;
+    assert_eq!(answer["errors"][0]["message"], "Query is too complex.", "{answer}");
+    selfmon.stop().await;
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next text message of the graphql-transport-ws protocol, as JSON.
+async fn next(socket: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(PATIENCE, socket.next()).await.expect("a message in time");
+        if let Message::Text(text) = message.unwrap().unwrap() {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscription_receives_a_health_change_as_it_happens() {
+    // A service whose health the test switches.
+    let up = Arc::new(AtomicBool::new(true));
+    let switch = up.clone();
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            let up = switch.load(Ordering::SeqCst);
+            async move { if up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE } }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let service = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let config = format!(
+        "{}\n[[check]]\nname = \"bot\"\nplugin = \"http\"\ninterval = \"1s\"\ntarget = \"{service}\"\n",
+        keys()
+    );
+    let workdir = Workdir::new(&config, &[]);
+    let mut selfmon = Selfmon::start(&workdir).await;
+    selfmon.key = Some(READ.into());
+    selfmon.wait_for("bot", "healthy", |s| s["status"] == "healthy").await;
+
+    let mut request = format!("{}/graphql", selfmon.url.replace("http://", "ws://")).into_client_request().unwrap();
+    request.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
+    request.headers_mut().insert("authorization", format!("Bearer {READ}").parse().unwrap());
+    let (mut socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(response.headers()["sec-websocket-protocol"], "graphql-transport-ws");
+    socket.send(Message::text(json!({"type": "connection_init"}).to_string())).await.unwrap();
+    assert_eq!(next(&mut socket).await["type"], "connection_ack");
+    let subscribe = json!({
+        "id": "1", "type": "subscribe",
+        "payload": { "query": "subscription { healthChanges(check: \"bot\") { check from to summary } }" }
+    });
+    socket.send(Message::text(subscribe.to_string())).await.unwrap();
+    // Subscribed before the switch: give the server a moment to start the stream.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    up.store(false, Ordering::SeqCst);
+
+    let event = next(&mut socket).await;
+    assert_eq!(event["type"], "next", "{event}");
+    let change = &event["payload"]["data"]["healthChanges"];
+    assert_eq!(
+        (change["check"].as_str(), change["from"].as_str(), change["to"].as_str()),
+        (Some("bot"), Some("HEALTHY"), Some("UNHEALTHY")),
+        "{event}"
+    );
+    assert!(change["summary"].as_str().unwrap().contains("503"), "{event}");
+
+    up.store(true, Ordering::SeqCst);
+    let back = next(&mut socket).await;
+    assert_eq!(back["payload"]["data"]["healthChanges"]["to"], "HEALTHY", "{back}");
+    socket.close(None).await.unwrap();
+    selfmon.stop().await;
+}
