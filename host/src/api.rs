@@ -24,6 +24,7 @@ use crate::alerts::{Alert, Page, Rule, RuleRequest};
 use crate::config::ApiConfig;
 use crate::query::{HealthReport, MetricsAnswer, MetricsRequest, Queries, QueryError, Status};
 use crate::storage::{StoredAttempt, StoredRun};
+use crate::webhooks::{Delivery, Webhook, WebhookRequest};
 
 /// What the handlers share.
 pub type AppState = Arc<Queries>;
@@ -80,6 +81,9 @@ fn routes(state: AppState) -> Router {
         .route("/v1/alerts/{id}/acknowledge", post(acknowledge))
         .route("/v1/alerts/rules", get(rules).post(create_rule))
         .route("/v1/alerts/rules/{name}", get(rule).delete(delete_rule))
+        .route("/v1/webhooks", get(webhooks).post(create_webhook))
+        .route("/v1/webhooks/{id}", axum::routing::delete(delete_webhook))
+        .route("/v1/webhooks/{id}/deliveries", get(deliveries))
         .route("/v1/status", get(status))
         .route("/v1/metrics", get(metrics))
         .route("/v1/recovery", get(recovery))
@@ -362,6 +366,48 @@ async fn delete_rule(
 ) -> Result<StatusCode, ApiError> {
     state.delete_rule(&path(name)?, caller.name.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+struct Webhooks {
+    webhooks: Vec<Webhook>,
+}
+
+/// `GET /v1/webhooks`: the subscriptions (never their secrets).
+async fn webhooks(State(state): State<AppState>) -> Result<Json<Webhooks>, ApiError> {
+    Ok(Json(Webhooks { webhooks: state.webhooks().await? }))
+}
+
+/// `POST /v1/webhooks` with `{"url", "events", "secret"}`: 201 with the subscription.
+async fn create_webhook(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    json: Result<Json<WebhookRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let webhook = state.create_webhook(body(json)?, caller.name.as_deref()).await?;
+    let location = format!("/v1/webhooks/{}", webhook.id);
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(webhook)).into_response())
+}
+
+/// `DELETE /v1/webhooks/{id}`: 204; deliveries in progress stop.
+async fn delete_webhook(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    state.delete_webhook(path(id)?, caller.name.as_deref()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/webhooks/{id}/deliveries[?offset=N&limit=N]`: every delivery attempt, newest first.
+async fn deliveries(
+    State(state): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+    query: Result<Query<PageParams>, QueryRejection>,
+) -> Result<Json<Page<Delivery>>, ApiError> {
+    let id = path(id)?;
+    let (offset, limit) = params(query)?.offset_limit();
+    Ok(Json(state.deliveries(id, offset, limit).await?))
 }
 
 /// An error answer: a status code, a stable machine-readable code and a message for people.

@@ -14,7 +14,7 @@
 //! - [`storage`]: SQLite, one batching writer, readers of their own.
 //! - [`query`]: the one query layer the API answers from.
 //! - [`api`]: the HTTP API; [`graphql`]: its GraphQL face; [`access`]: its keys, roles and rate limits.
-//! - [`alerts`]: alert rules and stored alerts; [`events`]: the internal event bus.
+//! - [`alerts`]: alert rules and stored alerts; [`events`]: the internal event bus; [`webhooks`]: its deliveries.
 //! - [`cli`]: the `selfmon` command.
 //!
 //! [`Host::build`] turns a [`Config`] into something that can run checks; [`serve`] runs everything until told to
@@ -37,6 +37,7 @@ pub mod scheduler;
 pub mod storage;
 pub mod system;
 pub mod telemetry;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -177,6 +178,7 @@ pub async fn serve(
         jitter: host.config.scheduler.jitter,
     }
     .spawn(host.checks.clone(), &tasks, stop.clone());
+    webhooks::spawn(storage.clone(), &events, &tasks, stop.clone());
     if host.config.system.enabled {
         spawn_system_collector(host.config.system.interval, storage.clone(), telemetry.clone(), &tasks, stop.clone());
     }

@@ -14,6 +14,7 @@ use crate::storage::{
     Figures, MetricName, SeriesError, SeriesPage, SeriesQuery, Storage, StorageError, StoredAttempt, StoredRun,
 };
 use crate::telemetry::{Scrape, Telemetry};
+use crate::webhooks::{Delivery, Webhook, WebhookRequest};
 
 /// What the queries can see.
 pub struct Queries {
@@ -279,6 +280,31 @@ impl Queries {
         let alert = self.storage.acknowledge(id, caller, comment).await.map_err(change)?;
         tracing::info!(target: "selfmon::security", alert = id, by = alert.acknowledged_by.as_deref(), "Alert acknowledged");
         Ok(alert)
+    }
+
+    pub async fn webhooks(&self) -> Result<Vec<Webhook>, QueryError> {
+        self.storage.webhooks().await.map_err(storage)
+    }
+
+    pub async fn create_webhook(&self, request: WebhookRequest, caller: Option<&str>) -> Result<Webhook, QueryError> {
+        request.validate().map_err(QueryError::Rejected)?;
+        let webhook = self.storage.create_webhook(request).await.map_err(change)?;
+        tracing::info!(target: "selfmon::security", webhook = webhook.id, url = %webhook.url, by = caller, "Webhook created");
+        Ok(webhook)
+    }
+
+    pub async fn delete_webhook(&self, id: i64, caller: Option<&str>) -> Result<(), QueryError> {
+        self.storage.delete_webhook(id).await.map_err(change)?;
+        tracing::info!(target: "selfmon::security", webhook = id, by = caller, "Webhook deleted");
+        Ok(())
+    }
+
+    /// A webhook's delivery attempts, newest first.
+    pub async fn deliveries(&self, id: i64, offset: u64, limit: u64) -> Result<Page<Delivery>, QueryError> {
+        if !self.storage.webhook_exists(id).await.map_err(storage)? {
+            return Err(QueryError::NotFound { code: "unknown_webhook", message: format!("no webhook with id {id}") });
+        }
+        self.storage.deliveries(id, offset, limit).await.map_err(storage)
     }
 
     pub async fn recovery(&self, check: Option<String>, limit: u32) -> Result<Vec<StoredAttempt>, QueryError> {

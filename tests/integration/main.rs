@@ -16,3 +16,4 @@ mod recovery;
 mod saas;
 mod sandbox;
 mod storage;
+mod webhooks;
