@@ -22,6 +22,7 @@ use tower_http::timeout::TimeoutLayer;
 use crate::access::{Access, Caller, guard};
 use crate::alerts::{Alert, Page, Rule, RuleRequest};
 use crate::config::ApiConfig;
+use crate::performance::{Errors, Performance};
 use crate::query::{HealthReport, MetricsAnswer, MetricsRequest, Queries, QueryError, Status};
 use crate::storage::{StoredAttempt, StoredRun};
 use crate::webhooks::{Delivery, Webhook, WebhookRequest};
@@ -77,6 +78,8 @@ fn routes(state: AppState) -> Router {
         .route("/metrics", get(prometheus))
         .route("/v1/health", get(health))
         .route("/v1/health/{service}/history", get(history))
+        .route("/v1/performance", get(performance))
+        .route("/v1/errors", get(errors))
         .route("/v1/alerts", get(alerts))
         .route("/v1/alerts/{id}/acknowledge", post(acknowledge))
         .route("/v1/alerts/rules", get(rules).post(create_rule))
@@ -366,6 +369,36 @@ async fn delete_rule(
 ) -> Result<StatusCode, ApiError> {
     state.delete_rule(&path(name)?, caller.name.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WindowParams {
+    /// Seconds back from now (default 3600, at most a week).
+    time_window: Option<u64>,
+}
+
+impl WindowParams {
+    fn window(&self) -> Duration {
+        Duration::from_secs(self.time_window.unwrap_or(3600))
+    }
+}
+
+/// `GET /v1/performance[?time_window=SECONDS]`: per check count, error rate, p50/p95/p99 and throughput, and the
+/// slowest runs.
+async fn performance(
+    State(state): State<AppState>,
+    query: Result<Query<WindowParams>, QueryRejection>,
+) -> Result<Json<Performance>, ApiError> {
+    Ok(Json(state.performance(params(query)?.window()).await?))
+}
+
+/// `GET /v1/errors[?time_window=SECONDS]`: error counts and rate, per check, and the top error patterns.
+async fn errors(
+    State(state): State<AppState>,
+    query: Result<Query<WindowParams>, QueryRejection>,
+) -> Result<Json<Errors>, ApiError> {
+    Ok(Json(state.errors(params(query)?.window()).await?))
 }
 
 #[derive(Serialize)]

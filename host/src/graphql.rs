@@ -21,6 +21,7 @@ use crate::access::Caller;
 use crate::alerts::{Alert, Rule, RuleRequest};
 use crate::events::{HealthChange, Payload};
 use crate::health::{CheckState, Health};
+use crate::performance::{Errors, Performance};
 use crate::query::{MetricsAnswer, MetricsRequest, Queries, QueryError};
 use crate::storage::{MetricName, StoredRun};
 
@@ -274,6 +275,25 @@ impl QueryRoot {
             }),
             MetricsAnswer::Names { .. } => Ok(SeriesPage { series: Vec::new(), total: 0 }),
         }
+    }
+
+    /// Per check count, error rate, p50/p95/p99 and throughput over the last `timeWindow` seconds, and the slowest
+    /// runs.
+    async fn performance(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 3600)] time_window: u32,
+    ) -> async_graphql::Result<Performance> {
+        queries(ctx).performance(std::time::Duration::from_secs(time_window.into())).await.map_err(error)
+    }
+
+    /// Error counts, rate, per check, and the top error patterns over the last `timeWindow` seconds.
+    async fn errors(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 3600)] time_window: u32,
+    ) -> async_graphql::Result<Errors> {
+        queries(ctx).errors(std::time::Duration::from_secs(time_window.into())).await.map_err(error)
     }
 
     /// Alert rules by name.

@@ -12,7 +12,7 @@
 //! - [`system`]: the host's CPU, memory, disk and network figures.
 //! - [`telemetry`]: selfmon's own metrics for Prometheus.
 //! - [`storage`]: SQLite, one batching writer, readers of their own.
-//! - [`query`]: the one query layer the API answers from.
+//! - [`query`]: the one query layer the API answers from; [`performance`]: latency and error answers over runs.
 //! - [`api`]: the HTTP API; [`graphql`]: its GraphQL face; [`access`]: its keys, roles and rate limits.
 //! - [`alerts`]: alert rules and stored alerts; [`events`]: the internal event bus; [`webhooks`]: its deliveries.
 //! - [`cli`]: the `selfmon` command.
@@ -29,6 +29,7 @@ pub mod config;
 pub mod events;
 pub mod graphql;
 pub mod health;
+pub mod performance;
 pub mod plugins;
 pub mod query;
 pub mod recovery;

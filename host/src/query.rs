@@ -10,6 +10,7 @@ use crate::access::Access;
 use crate::alerts::{Alert, ChangeError, Page, Rule, RuleRequest};
 use crate::events::Events;
 use crate::health::{Board, CheckState, Health};
+use crate::performance::{Errors, MAX_WINDOW, Performance};
 use crate::storage::{
     Figures, MetricName, SeriesError, SeriesPage, SeriesQuery, Storage, StorageError, StoredAttempt, StoredRun,
 };
@@ -282,6 +283,18 @@ impl Queries {
         Ok(alert)
     }
 
+    /// Latency percentiles, error rates and throughput per check over the last `window`, and the slowest runs.
+    pub async fn performance(&self, window: Duration) -> Result<Performance, QueryError> {
+        check_window(window)?;
+        self.storage.performance(window).await.map_err(storage)
+    }
+
+    /// Error counts, rates and the most frequent error patterns over the last `window`.
+    pub async fn errors(&self, window: Duration) -> Result<Errors, QueryError> {
+        check_window(window)?;
+        self.storage.errors(window).await.map_err(storage)
+    }
+
     pub async fn webhooks(&self) -> Result<Vec<Webhook>, QueryError> {
         self.storage.webhooks().await.map_err(storage)
     }
@@ -310,6 +323,16 @@ impl Queries {
     pub async fn recovery(&self, check: Option<String>, limit: u32) -> Result<Vec<StoredAttempt>, QueryError> {
         self.storage.recovery_attempts(check, limit).await.map_err(storage)
     }
+}
+
+fn check_window(window: Duration) -> Result<(), QueryError> {
+    if window.is_zero() || window > MAX_WINDOW {
+        return Err(QueryError::Invalid(format!(
+            "`time_window` must be between 1 and {} seconds",
+            MAX_WINDOW.as_secs()
+        )));
+    }
+    Ok(())
 }
 
 fn storage(error: StorageError) -> QueryError {

@@ -325,3 +325,73 @@ target = "{}"
     assert_eq!(names, ["c-rule", "high_user_errors"]);
     selfmon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn performance_and_errors_summarise_the_stored_runs() {
+    let target = Target::start().await;
+    let config = format!(
+        "[[check]]\nname = \"slow\"\nplugin = \"http\"\ninterval = \"1s\"\ntarget = \"{}\"\n\n\
+         [[check]]\nname = \"web\"\nplugin = \"http\"\ninterval = \"1s\"\ntarget = \"{}\"\n\n\
+         [[check]]\nname = \"broken\"\nplugin = \"http\"\ninterval = \"1s\"\ntarget = \"{}\"\n",
+        target.url("/slow/150"),
+        target.url("/ok"),
+        target.url("/status/503"),
+    );
+    let workdir = Workdir::new(&config, &[]);
+    let selfmon = Selfmon::start(&workdir).await;
+    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+    let performance = loop {
+        let (status, body) = selfmon.get("/v1/performance?time_window=600").await;
+        assert_eq!(status, 200, "{body}");
+        let counts: Vec<u64> =
+            body["checks"].as_array().unwrap().iter().map(|c| c["count"].as_u64().unwrap()).collect();
+        if counts.len() == 3 && counts.iter().all(|&c| c >= 3) {
+            break body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not enough runs: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
+    let check =
+        |name: &str| performance["checks"].as_array().unwrap().iter().find(|c| c["check"] == name).unwrap().clone();
+    let (slow, web, broken) = (check("slow"), check("web"), check("broken"));
+    let ms = |c: &serde_json::Value, field: &str| c[field].as_f64().unwrap();
+    assert!(ms(&slow, "p50_ms") >= 150.0, "{slow}");
+    assert!(ms(&web, "p50_ms") < ms(&slow, "p50_ms"), "{web}");
+    assert!(ms(&slow, "p50_ms") <= ms(&slow, "p95_ms") && ms(&slow, "p95_ms") <= ms(&slow, "p99_ms"));
+    assert!(ms(&slow, "p99_ms") <= ms(&slow, "max_ms"));
+    assert_eq!((ms(&web, "error_rate"), ms(&broken, "error_rate")), (0.0, 1.0));
+    assert_eq!(ms(&broken, "throughput_per_minute"), broken["count"].as_f64().unwrap() / 10.0);
+    assert_eq!(performance["slowest"][0]["check"], "slow");
+    assert_eq!(performance["time_window_seconds"], 600.0);
+
+    let (status, errors) = selfmon.get("/v1/errors?time_window=600").await;
+    assert_eq!(status, 200);
+    assert!(errors["errors"].as_u64().unwrap() >= 3);
+    assert_eq!(errors["by_check"][0]["check"], "broken");
+    assert_eq!(errors["by_check"].as_array().unwrap().len(), 1, "only failing checks are listed: {errors}");
+    let top = &errors["top_patterns"][0];
+    assert_eq!(top["count"], errors["by_check"][0]["errors"], "every failure of `broken` is one pattern: {errors}");
+    assert!(top["pattern"].as_str().unwrap().contains("503"), "{top}");
+    assert_eq!(top["checks"], serde_json::json!(["broken"]));
+    assert!(top["first_seen"].as_str().unwrap() < top["last_seen"].as_str().unwrap());
+
+    // The GraphQL twin answers the same.
+    let graphql: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/graphql", selfmon.url))
+        .json(&serde_json::json!({"query": "{ errors(timeWindow: 600) { byCheck { check } } performance(timeWindow: 600) { slowest { check } } }"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(graphql["data"]["errors"]["byCheck"][0]["check"], "broken", "{graphql}");
+    assert_eq!(graphql["data"]["performance"]["slowest"][0]["check"], "slow");
+
+    for query in ["time_window=0", "time_window=abc", "time_window=99999999", "window=60"] {
+        let (status, body) = selfmon.get(&format!("/v1/performance?{query}")).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+    }
+    selfmon.stop().await;
+}
