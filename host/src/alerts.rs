@@ -22,7 +22,7 @@ const NAME_BYTES: usize = 64;
 const DESCRIPTION_BYTES: usize = 1024;
 
 /// A rule as a caller sends it: `POST /v1/alerts/rules` and the `createAlertRule` mutation.
-#[derive(Debug, Clone, Deserialize, async_graphql::InputObject)]
+#[derive(Debug, Clone, Deserialize, async_graphql::InputObject, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[graphql(name = "AlertRuleInput")]
 pub struct RuleRequest {
@@ -47,7 +47,7 @@ pub struct RuleRequest {
 }
 
 /// A stored rule.
-#[derive(Debug, Clone, PartialEq, Serialize, async_graphql::SimpleObject)]
+#[derive(Debug, Clone, PartialEq, Serialize, async_graphql::SimpleObject, utoipa::ToSchema)]
 #[graphql(name = "AlertRule")]
 pub struct Rule {
     pub name: String,
@@ -130,7 +130,7 @@ impl RuleRequest {
 }
 
 /// An alert as stored.
-#[derive(Debug, Clone, Serialize, async_graphql::SimpleObject)]
+#[derive(Debug, Clone, Serialize, async_graphql::SimpleObject, utoipa::ToSchema)]
 pub struct Alert {
     pub id: i64,
     pub fingerprint: String,
@@ -149,7 +149,7 @@ pub struct Alert {
 }
 
 /// A page of a list, and how many there are in all.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub total: u64,

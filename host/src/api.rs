@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 use tower_http::cors::CorsLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::access::{Access, Caller, guard};
 use crate::alerts::{Alert, Page, Rule, RuleRequest};
@@ -73,23 +76,30 @@ fn routes(state: AppState) -> Router {
     let graphql = Router::new()
         .route("/graphql", post(crate::graphql::execute).get(crate::graphql::subscribe))
         .with_state(crate::graphql::schema(state.clone()));
-    Router::new()
-        .route("/health", get(liveness))
-        .route("/metrics", get(prometheus))
-        .route("/v1/health", get(health))
-        .route("/v1/health/{service}/history", get(history))
-        .route("/v1/performance", get(performance))
-        .route("/v1/errors", get(errors))
-        .route("/v1/alerts", get(alerts))
-        .route("/v1/alerts/{id}/acknowledge", post(acknowledge))
-        .route("/v1/alerts/rules", get(rules).post(create_rule))
-        .route("/v1/alerts/rules/{name}", get(rule).delete(delete_rule))
-        .route("/v1/webhooks", get(webhooks).post(create_webhook))
-        .route("/v1/webhooks/{id}", axum::routing::delete(delete_webhook))
-        .route("/v1/webhooks/{id}/deliveries", get(deliveries))
-        .route("/v1/status", get(status))
-        .route("/v1/metrics", get(metrics))
-        .route("/v1/recovery", get(recovery))
+    let (router, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(liveness))
+        .routes(routes!(prometheus))
+        .routes(routes!(health))
+        .routes(routes!(history))
+        .routes(routes!(status))
+        .routes(routes!(metrics))
+        .routes(routes!(performance))
+        .routes(routes!(errors))
+        .routes(routes!(alerts))
+        .routes(routes!(acknowledge))
+        .routes(routes!(rules, create_rule))
+        .routes(routes!(rule, delete_rule))
+        .routes(routes!(webhooks, create_webhook))
+        .routes(routes!(delete_webhook))
+        .routes(routes!(deliveries))
+        .routes(routes!(recovery))
+        .split_for_parts();
+    let document = Arc::new(document.to_json().unwrap_or_default());
+    router
+        .route(
+            "/v1/openapi.json",
+            get(move || async move { ([(header::CONTENT_TYPE, "application/json")], document.to_string()) }),
+        )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -102,12 +112,41 @@ fn routes(state: AppState) -> Router {
         .merge(graphql)
 }
 
+/// The OpenAPI document's frame; the paths and schemas come from the handlers registered in [`routes`].
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "selfmon",
+        description = "selfmon's monitoring API. With keys configured, every call but `/health` (and `/metrics` \
+                       unless `metrics_public = false`) needs `Authorization: Bearer <key>`: 401 without a valid \
+                       key, 403 for a read key on a change, 429 with `Retry-After` over the rate limit. GraphQL is \
+                       at `/graphql` (schema: `selfmon graphql-schema`)."
+    ),
+    modifiers(&BearerKeys),
+    security(("bearer" = [])),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
+
+struct BearerKeys;
+
+impl utoipa::Modify for BearerKeys {
+    fn modify(&self, document: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = document.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
 /// Query parameters, with a clear 400 when they do not parse.
 fn params<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     query.map(|Query(params)| params).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Liveness {
     status: &'static str,
     version: &'static str,
@@ -115,6 +154,7 @@ struct Liveness {
 }
 
 /// `GET /health`: selfmon itself is up and serving.
+#[utoipa::path(get, path = "/health", tag = "selfmon", security(), responses((status = 200, description = "OK", body = Liveness)))]
 async fn liveness(State(state): State<AppState>) -> Json<Liveness> {
     Json(Liveness {
         status: "ok",
@@ -123,7 +163,8 @@ async fn liveness(State(state): State<AppState>) -> Json<Liveness> {
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct HealthParams {
     /// Only this check.
@@ -131,6 +172,7 @@ struct HealthParams {
 }
 
 /// `GET /v1/health[?service=NAME]`: the latest state of every check.
+#[utoipa::path(get, path = "/v1/health", tag = "health", params(HealthParams), responses((status = 200, description = "OK", body = HealthReport), (status = 400, description = "A bad parameter", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 async fn health(
     State(state): State<AppState>,
     query: Result<Query<HealthParams>, QueryRejection>,
@@ -140,16 +182,19 @@ async fn health(
 }
 
 /// `GET /metrics`: selfmon's own metrics for Prometheus to scrape.
+#[utoipa::path(get, path = "/metrics", tag = "selfmon", responses((status = 200, description = "The Prometheus text format, version 0.0.4", content_type = "text/plain")))]
 async fn prometheus(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, crate::telemetry::CONTENT_TYPE)], state.prometheus()).into_response()
 }
 
 /// `GET /v1/status`: selfmon's own status.
+#[utoipa::path(get, path = "/v1/status", tag = "selfmon", responses((status = 200, description = "OK", body = Status)))]
 async fn status(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
     Ok(Json(state.status().await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct MetricsParams {
     /// The metric; without it, the list of metric names.
@@ -169,6 +214,7 @@ struct MetricsParams {
 
 /// `GET /v1/metrics`: stored samples of one metric's series, filtered by labels and time, optionally downsampled;
 /// without `name`, every metric name.
+#[utoipa::path(get, path = "/v1/metrics", tag = "metrics", params(MetricsParams), responses((status = 200, description = "OK", body = MetricsAnswer), (status = 400, description = "A bad parameter", body = ErrorBody)))]
 async fn metrics(
     State(state): State<AppState>,
     query: Result<Query<MetricsParams>, QueryRejection>,
@@ -219,7 +265,8 @@ fn parse_step(text: &str) -> Result<Duration, String> {
         .map_err(|_| format!("`step`: `{text}` is neither seconds nor a duration such as \"1m\""))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct RecoveryParams {
     /// Only this check's attempts.
@@ -228,12 +275,13 @@ struct RecoveryParams {
     limit: Option<u32>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct RecoveryReport {
     attempts: Vec<StoredAttempt>,
 }
 
 /// `GET /v1/recovery[?check=NAME][&limit=N]`: stored recovery attempts, newest first.
+#[utoipa::path(get, path = "/v1/recovery", tag = "health", params(RecoveryParams), responses((status = 200, description = "OK", body = RecoveryReport), (status = 400, description = "A bad parameter", body = ErrorBody)))]
 async fn recovery(
     State(state): State<AppState>,
     query: Result<Query<RecoveryParams>, QueryRejection>,
@@ -256,7 +304,8 @@ fn path<T>(path: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
     path.map(|Path(value)| value).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_path", e.body_text()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct PageParams {
     /// Items to skip (default 0) and to return (default 100, at most 1000).
@@ -270,20 +319,22 @@ impl PageParams {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct HistoryParams {
     /// At most this many runs, newest first (default 100, at most 1000).
     limit: Option<u32>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct History {
     check: String,
     runs: Vec<StoredRun>,
 }
 
 /// `GET /v1/health/{service}/history[?limit=N]`: a check's past runs, newest first.
+#[utoipa::path(get, path = "/v1/health/{service}/history", tag = "health", params(("service" = String, Path, description = "The check"), HistoryParams), responses((status = 200, description = "OK", body = History), (status = 400, description = "A bad parameter", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 async fn history(
     State(state): State<AppState>,
     service: Result<Path<String>, PathRejection>,
@@ -295,7 +346,7 @@ async fn history(
     Ok(Json(History { check, runs }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct AlertsReport {
     /// Pending and firing alerts, newest first.
     active: Vec<Alert>,
@@ -304,6 +355,7 @@ struct AlertsReport {
 }
 
 /// `GET /v1/alerts[?offset=N][&limit=N]`: active alerts, and a page of the resolved ones.
+#[utoipa::path(get, path = "/v1/alerts", tag = "alerts", params(PageParams), responses((status = 200, description = "OK", body = AlertsReport), (status = 400, description = "A bad parameter", body = ErrorBody)))]
 async fn alerts(
     State(state): State<AppState>,
     query: Result<Query<PageParams>, QueryRejection>,
@@ -314,7 +366,7 @@ async fn alerts(
     Ok(Json(AlertsReport { active, history }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Acknowledgement {
     #[serde(default)]
@@ -322,6 +374,7 @@ struct Acknowledgement {
 }
 
 /// `POST /v1/alerts/{id}/acknowledge` with `{"comment": "..."}`: escalation stops, the alert stays visible.
+#[utoipa::path(post, path = "/v1/alerts/{id}/acknowledge", tag = "alerts", params(("id" = i64, Path, description = "The alert")), request_body = Acknowledgement, responses((status = 200, description = "OK", body = Alert), (status = 400, description = "A bad parameter", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 async fn acknowledge(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -334,6 +387,7 @@ async fn acknowledge(
 }
 
 /// `GET /v1/alerts/rules[?offset=N][&limit=N]`: alert rules by name.
+#[utoipa::path(get, path = "/v1/alerts/rules", tag = "alerts", params(PageParams), responses((status = 200, description = "OK", body = Page<Rule>), (status = 400, description = "A bad parameter", body = ErrorBody)))]
 async fn rules(
     State(state): State<AppState>,
     query: Result<Query<PageParams>, QueryRejection>,
@@ -343,6 +397,7 @@ async fn rules(
 }
 
 /// `POST /v1/alerts/rules`: create a rule; 201 with the rule, or 400 naming every problem.
+#[utoipa::path(post, path = "/v1/alerts/rules", tag = "alerts", request_body = RuleRequest, responses((status = 201, description = "Created", body = Rule), (status = 400, description = "Every problem with the rule, in `details`", body = ErrorBody), (status = 409, description = "The name is taken", body = ErrorBody)))]
 async fn create_rule(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -354,6 +409,7 @@ async fn create_rule(
 }
 
 /// `GET /v1/alerts/rules/{name}`.
+#[utoipa::path(get, path = "/v1/alerts/rules/{name}", tag = "alerts", params(("name" = String, Path)), responses((status = 200, description = "OK", body = Rule), (status = 404, description = "Not found", body = ErrorBody)))]
 async fn rule(
     State(state): State<AppState>,
     name: Result<Path<String>, PathRejection>,
@@ -362,6 +418,7 @@ async fn rule(
 }
 
 /// `DELETE /v1/alerts/rules/{name}`: 204, or 404 when there is no such rule.
+#[utoipa::path(delete, path = "/v1/alerts/rules/{name}", tag = "alerts", params(("name" = String, Path)), responses((status = 204, description = "Deleted"), (status = 404, description = "Not found", body = ErrorBody)))]
 async fn delete_rule(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -371,7 +428,8 @@ async fn delete_rule(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct WindowParams {
     /// Seconds back from now (default 3600, at most a week).
@@ -386,6 +444,7 @@ impl WindowParams {
 
 /// `GET /v1/performance[?time_window=SECONDS]`: per check count, error rate, p50/p95/p99 and throughput, and the
 /// slowest runs.
+#[utoipa::path(get, path = "/v1/performance", tag = "metrics", params(WindowParams), responses((status = 200, description = "OK", body = Performance), (status = 400, description = "A bad parameter", body = ErrorBody)))]
 async fn performance(
     State(state): State<AppState>,
     query: Result<Query<WindowParams>, QueryRejection>,
@@ -394,6 +453,7 @@ async fn performance(
 }
 
 /// `GET /v1/errors[?time_window=SECONDS]`: error counts and rate, per check, and the top error patterns.
+#[utoipa::path(get, path = "/v1/errors", tag = "metrics", params(WindowParams), responses((status = 200, description = "OK", body = Errors), (status = 400, description = "A bad parameter", body = ErrorBody)))]
 async fn errors(
     State(state): State<AppState>,
     query: Result<Query<WindowParams>, QueryRejection>,
@@ -401,17 +461,19 @@ async fn errors(
     Ok(Json(state.errors(params(query)?.window()).await?))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Webhooks {
     webhooks: Vec<Webhook>,
 }
 
 /// `GET /v1/webhooks`: the subscriptions (never their secrets).
+#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", responses((status = 200, description = "OK", body = Webhooks)))]
 async fn webhooks(State(state): State<AppState>) -> Result<Json<Webhooks>, ApiError> {
     Ok(Json(Webhooks { webhooks: state.webhooks().await? }))
 }
 
 /// `POST /v1/webhooks` with `{"url", "events", "secret"}`: 201 with the subscription.
+#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = WebhookRequest, responses((status = 201, description = "Created", body = Webhook), (status = 400, description = "Every problem with the subscription, in `details`", body = ErrorBody)))]
 async fn create_webhook(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -423,6 +485,7 @@ async fn create_webhook(
 }
 
 /// `DELETE /v1/webhooks/{id}`: 204; deliveries in progress stop.
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = i64, Path)), responses((status = 204, description = "Deleted"), (status = 404, description = "Not found", body = ErrorBody)))]
 async fn delete_webhook(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -433,6 +496,7 @@ async fn delete_webhook(
 }
 
 /// `GET /v1/webhooks/{id}/deliveries[?offset=N&limit=N]`: every delivery attempt, newest first.
+#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks", params(("id" = i64, Path), PageParams), responses((status = 200, description = "OK", body = Page<Delivery>), (status = 400, description = "A bad parameter", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 async fn deliveries(
     State(state): State<AppState>,
     id: Result<Path<i64>, PathRejection>,
@@ -477,12 +541,25 @@ impl From<QueryError> for ApiError {
     }
 }
 
+/// Every error answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct ErrorDetail {
+    /// Stable and machine-readable: `not_found`, `bad_query`, `invalid`, `missing_key`, `rate_limited`, ...
+    code: &'static str,
+    message: String,
+    /// Each problem on its own, when there are several.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    details: Vec<String>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
-        if !self.details.is_empty() {
-            body["error"]["details"] = serde_json::json!(self.details);
-        }
+        let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message, details: self.details } };
         (self.status, Json(body)).into_response()
     }
 }

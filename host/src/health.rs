@@ -18,7 +18,9 @@ use crate::recovery;
 
 /// The health of a check. `Unknown` means there is no answer: the check has not run yet, or its last run could
 /// not be carried out (the plugin failed, crashed or ran out of time).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, async_graphql::Enum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, async_graphql::Enum, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Health {
     Healthy,
@@ -55,7 +57,7 @@ impl Health {
 }
 
 /// One measurement from a run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct MetricValue {
     pub name: String,
     pub value: f64,
@@ -125,7 +127,7 @@ struct Entry {
 }
 
 /// What `/v1/health` and `selfmon check` report about one check.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CheckState {
     pub name: String,
     pub plugin: String,

@@ -20,7 +20,7 @@ const SLOWEST: usize = 10;
 const PATTERNS: usize = 20;
 
 /// `GET /v1/performance`.
-#[derive(Debug, Clone, Serialize, async_graphql::SimpleObject)]
+#[derive(Debug, Clone, Serialize, async_graphql::SimpleObject, utoipa::ToSchema)]
 pub struct Performance {
     pub time_window_seconds: f64,
     /// RFC 3339.
@@ -31,7 +31,7 @@ pub struct Performance {
     pub slowest: Vec<SlowRun>,
 }
 
-#[derive(Debug, Clone, Serialize, async_graphql::SimpleObject)]
+#[derive(Debug, Clone, Serialize, async_graphql::SimpleObject, utoipa::ToSchema)]
 pub struct CheckPerformance {
     pub check: String,
     pub count: u64,
@@ -47,7 +47,7 @@ pub struct CheckPerformance {
     pub max_ms: f64,
 }
 
-#[derive(Debug, Clone, Serialize, async_graphql::SimpleObject)]
+#[derive(Debug, Clone, Serialize, async_graphql::SimpleObject, utoipa::ToSchema)]
 pub struct SlowRun {
     pub check: String,
     /// RFC 3339.
@@ -58,7 +58,7 @@ pub struct SlowRun {
 }
 
 /// `GET /v1/errors`.
-#[derive(Debug, Clone, Serialize, async_graphql::SimpleObject)]
+#[derive(Debug, Clone, Serialize, async_graphql::SimpleObject, utoipa::ToSchema)]
 pub struct Errors {
     pub time_window_seconds: f64,
     pub from: String,
@@ -74,13 +74,13 @@ pub struct Errors {
     pub top_patterns: Vec<ErrorPattern>,
 }
 
-#[derive(Debug, Clone, Serialize, async_graphql::SimpleObject)]
+#[derive(Debug, Clone, Serialize, async_graphql::SimpleObject, utoipa::ToSchema)]
 pub struct CheckErrors {
     pub check: String,
     pub errors: u64,
 }
 
-#[derive(Debug, Clone, Serialize, async_graphql::SimpleObject)]
+#[derive(Debug, Clone, Serialize, async_graphql::SimpleObject, utoipa::ToSchema)]
 pub struct ErrorPattern {
     /// The message with every number replaced by `#`.
     pub pattern: String,

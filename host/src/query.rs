@@ -29,7 +29,7 @@ pub struct Queries {
 }
 
 /// What does not change while selfmon runs.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct About {
     pub version: &'static str,
     pub contract: &'static str,
@@ -38,7 +38,7 @@ pub struct About {
     pub max_concurrent_checks: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PluginSummary {
     pub name: String,
     pub version: String,
@@ -48,7 +48,7 @@ pub struct PluginSummary {
     pub sha256: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RefusedPlugin {
     pub file: String,
     pub reason: String,
@@ -71,7 +71,7 @@ pub enum QueryError {
 }
 
 /// `/v1/health`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HealthReport {
     /// The worst status among the enabled checks reported (of the one check, when `service` names one).
     pub status: Health,
@@ -79,7 +79,7 @@ pub struct HealthReport {
 }
 
 /// `/v1/status`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Status {
     pub version: &'static str,
     pub contract: &'static str,
@@ -92,7 +92,7 @@ pub struct Status {
     pub api: ApiFigures,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ApiFigures {
     /// Whether calls need a key.
     pub open: bool,
@@ -100,14 +100,14 @@ pub struct ApiFigures {
     pub refused_calls: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CheckCounts {
     pub configured: usize,
     pub enabled: usize,
     pub by_status: std::collections::BTreeMap<&'static str, usize>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SchedulerFigures {
     pub max_concurrent: usize,
 }
@@ -125,7 +125,7 @@ pub struct MetricsRequest {
 }
 
 /// `/v1/metrics`: the metric names, or a page of one metric's series.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum MetricsAnswer {
     Names {

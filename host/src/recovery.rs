@@ -79,8 +79,9 @@ impl Policy {
 }
 
 /// How an attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = RecoveryOutcome)]
 pub enum Outcome {
     /// The command exited 0, or the request got a 2xx.
     Ran,
@@ -102,8 +103,9 @@ impl Outcome {
 }
 
 /// Where a check's recovery stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = RecoveryState)]
 pub enum State {
     /// Passing, nothing to do.
     Idle,
@@ -119,11 +121,14 @@ pub enum State {
 }
 
 /// What an attempt did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = RecoveryAttempt)]
 pub struct Attempt {
     /// Its number within the episode, from 1.
     pub attempt: u32,
+    /// RFC 3339.
     #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String)]
     pub started_at: SystemTime,
     pub action: String,
     pub outcome: Outcome,
@@ -139,7 +144,8 @@ fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::
 }
 
 /// Where a check's recovery stands, for the API.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = RecoveryStatus)]
 pub struct Status {
     pub state: State,
     pub consecutive_failures: u32,

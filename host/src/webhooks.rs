@@ -40,7 +40,7 @@ const SECRET_BYTES: usize = 16;
 const MAX_WEBHOOKS: i64 = 100;
 
 /// A subscription as a caller sends it: `POST /v1/webhooks`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookRequest {
     /// `http://` or `https://`.
@@ -52,7 +52,7 @@ pub struct WebhookRequest {
 }
 
 /// A stored subscription, without its secret.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Webhook {
     pub id: i64,
     pub url: String,
@@ -62,7 +62,7 @@ pub struct Webhook {
 }
 
 /// One attempt to deliver one event.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Delivery {
     pub id: i64,
     pub event_id: String,

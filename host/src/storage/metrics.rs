@@ -26,7 +26,7 @@ pub struct SeriesQuery {
 }
 
 /// One series and its points, `[unix milliseconds, value]`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SeriesPoints {
     pub name: String,
     pub labels: std::collections::BTreeMap<String, String>,
@@ -34,7 +34,7 @@ pub struct SeriesPoints {
 }
 
 /// A page of series.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SeriesPage {
     pub series: Vec<SeriesPoints>,
     /// Matching series in all.
@@ -42,7 +42,7 @@ pub struct SeriesPage {
 }
 
 /// A metric name and how many series it has.
-#[derive(Debug, Clone, Serialize, async_graphql::SimpleObject)]
+#[derive(Debug, Clone, Serialize, async_graphql::SimpleObject, utoipa::ToSchema)]
 pub struct MetricName {
     pub name: String,
     pub series: usize,

@@ -23,7 +23,7 @@ use writer::Op;
 const QUEUE: usize = 4096;
 
 /// The store's size and backlog.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Figures {
     pub path: String,
     /// The database and its write-ahead log.
@@ -35,7 +35,7 @@ pub struct Figures {
 }
 
 /// A check run as stored.
-#[derive(Debug, Clone, serde::Serialize, async_graphql::SimpleObject)]
+#[derive(Debug, Clone, serde::Serialize, async_graphql::SimpleObject, utoipa::ToSchema)]
 pub struct StoredRun {
     /// RFC 3339.
     pub started_at: String,
@@ -46,7 +46,7 @@ pub struct StoredRun {
 }
 
 /// A recovery attempt as stored.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct StoredAttempt {
     pub check: String,
     pub attempt: u32,

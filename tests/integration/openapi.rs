@@ -1,0 +1,142 @@
+//! `GET /v1/openapi.json` is generated from the handlers, so it cannot list a route that does not exist; this holds
+//! the other direction: the answers of every documented GET, errors included, validate against the schemas the
+//! document gives for them (made strict: an answer with a field the document does not declare fails).
+
+use serde_json::{Value, json};
+
+use crate::support::{Selfmon, Target, Workdir};
+
+/// Every object schema without `additionalProperties` gets `unevaluatedProperties: false`, which for a composition
+/// (`allOf`) counts the properties its parts declare; the parts themselves, and schemas used as parts, stay open.
+fn strict(document: &mut Value) {
+    let text = document.to_string();
+    let composed: Vec<String> = document["components"]["schemas"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|name| text.contains(&format!("\"allOf\":[{{\"$ref\":\"#/components/schemas/{name}\"")))
+        .cloned()
+        .collect();
+    fn walk(schema: &mut Value, in_all_of: bool) {
+        match schema {
+            Value::Object(map) => {
+                let object = map.contains_key("properties") || map.contains_key("allOf");
+                if !in_all_of && object && !map.contains_key("additionalProperties") {
+                    map.insert("unevaluatedProperties".into(), Value::Bool(false));
+                }
+                for (key, value) in map.iter_mut() {
+                    walk(value, key == "allOf");
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|item| walk(item, in_all_of)),
+            _ => {}
+        }
+    }
+    for (name, schema) in document["components"]["schemas"].as_object_mut().unwrap() {
+        walk(schema, composed.contains(name));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_documented_answer_matches_its_schema() {
+    let target = Target::start().await;
+    let config = format!(
+        "[system]\nenabled = true\ninterval = \"1s\"\n\n\
+         [[check]]\nname = \"web\"\nplugin = \"http\"\ninterval = \"1s\"\ntarget = \"{}\"\n\
+         [check.recovery]\nafter = 2\nhttp = {{ url = \"{}\", method = \"POST\" }}\n",
+        target.url("/status/500"),
+        target.url("/restart"),
+    );
+    let workdir = Workdir::new(&config, &[]);
+    let selfmon = Selfmon::start(&workdir).await;
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: Value| client.post(format!("{}{path}", selfmon.url)).json(&body).send();
+    post("/v1/alerts/rules", json!({"name": "r1", "condition": "x > 1", "severity": "low", "for": "1m"}))
+        .await
+        .unwrap();
+    post(
+        "/v1/webhooks",
+        json!({"url": "http://127.0.0.1:9/", "events": ["alert.fired"], "secret": "0123456789abcdef"}),
+    )
+    .await
+    .unwrap();
+    workdir
+        .db()
+        .execute_batch(
+            "INSERT INTO alerts (fingerprint, rule, severity, state, summary, labels, started_at, acknowledged_at, acknowledged_by, ack_comment)
+             VALUES ('f', 'r1', 'low', 'firing', 'x is 2', '{}', 1795730000000, 1795730001000, 'ops', 'on it');",
+        )
+        .unwrap();
+    // Recovery has acted and the system collector has sampled, so those answers have content to check.
+    selfmon.wait_for("web", "a recovery attempt", |s| s["recovery"]["attempts"].as_u64().unwrap_or(0) >= 1).await;
+
+    let (status, document) = selfmon.get("/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+    let mut operations: Vec<String> = Vec::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            operations.push(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    for expected in [
+        "GET /v1/health",
+        "GET /v1/health/{service}/history",
+        "GET /v1/metrics",
+        "GET /v1/performance",
+        "GET /v1/errors",
+        "GET /v1/alerts",
+        "POST /v1/alerts/rules",
+        "GET /v1/alerts/rules",
+        "DELETE /v1/alerts/rules/{name}",
+        "POST /v1/alerts/{id}/acknowledge",
+        "GET /v1/status",
+        "POST /v1/webhooks",
+        "GET /v1/webhooks/{id}/deliveries",
+        "GET /metrics",
+        "GET /health",
+    ] {
+        assert!(operations.iter().any(|o| o == expected), "{expected} is not documented: {operations:?}");
+    }
+
+    let mut strict_document = document.clone();
+    strict(&mut strict_document);
+    let checked = [
+        ("/health", "/health", 200),
+        ("/v1/health", "/v1/health", 200),
+        ("/v1/health", "/v1/health?service=nope", 404),
+        ("/v1/health/{service}/history", "/v1/health/web/history?limit=3", 200),
+        ("/v1/status", "/v1/status", 200),
+        ("/v1/metrics", "/v1/metrics", 200),
+        ("/v1/metrics", "/v1/metrics?name=response_time_seconds&step=1m", 200),
+        ("/v1/metrics", "/v1/metrics?from=yesterday", 400),
+        ("/v1/performance", "/v1/performance?time_window=600", 200),
+        ("/v1/errors", "/v1/errors?time_window=600", 200),
+        ("/v1/alerts", "/v1/alerts", 200),
+        ("/v1/alerts/rules", "/v1/alerts/rules", 200),
+        ("/v1/alerts/rules/{name}", "/v1/alerts/rules/r1", 200),
+        ("/v1/alerts/rules/{name}", "/v1/alerts/rules/none", 404),
+        ("/v1/webhooks", "/v1/webhooks", 200),
+        ("/v1/webhooks/{id}/deliveries", "/v1/webhooks/1/deliveries", 200),
+        ("/v1/recovery", "/v1/recovery", 200),
+    ];
+    for (template, url, code) in checked {
+        let (status, answer) = selfmon.get(url).await;
+        assert_eq!(status.as_u16(), code, "{url}: {answer}");
+        let schema = &strict_document["paths"][template]["get"]["responses"][code.to_string()]["content"]["application/json"]
+            ["schema"];
+        assert!(schema.is_object(), "{template} documents no JSON answer for {code}");
+        let mut root = schema.clone();
+        root["components"] = strict_document["components"].clone();
+        let validator = jsonschema::draft202012::new(&root).unwrap();
+        let problems: Vec<String> =
+            validator.iter_errors(&answer).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+        assert!(problems.is_empty(), "{url} does not match its schema:\n{}\n{answer:#}", problems.join("\n"));
+        // The check itself can fail: a field the document does not declare is caught.
+        if let Value::Object(mut fields) = answer {
+            fields.insert("undeclared".into(), json!(1));
+            assert!(!validator.is_valid(&Value::Object(fields)), "{url}: strict validation missed a field");
+        }
+    }
+    selfmon.stop().await;
+}
