@@ -53,22 +53,49 @@ pub fn app(state: AppState, access: Arc<Access>, limits: &ApiConfig) -> Router {
         .layer(middleware::map_response(json_errors))
 }
 
-/// Answers the layers make themselves (413, 408) in the API's one error shape.
+/// Error answers made outside the handlers (by layers, or by extractors such as the WebSocket upgrade) in the API's
+/// one error shape, keeping their headers (`Allow`, `Retry-After`, ...).
 async fn json_errors(response: Response) -> Response {
+    let status = response.status();
     let json =
         response.headers().get(header::CONTENT_TYPE).is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
-    match response.status() {
-        StatusCode::PAYLOAD_TOO_LARGE if !json => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the request body is over `[api] max_body`")
-                .into_response()
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let (code, message) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ("body_too_large", "the request body is over `[api] max_body`".to_string()),
+        StatusCode::REQUEST_TIMEOUT => ("timeout", "the request took longer than `[api] request_timeout`".to_string()),
+        _ => {
+            let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+            let text = String::from_utf8_lossy(&text).trim().to_string();
+            let reason = status.canonical_reason().unwrap_or("error");
+            // A server error's own text stays in the log.
+            let shown = if text.is_empty() || status.is_server_error() { reason.to_lowercase() } else { text };
+            (error_code(status), shown)
         }
-        StatusCode::REQUEST_TIMEOUT if !json => ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "timeout",
-            "the request took longer than `[api] request_timeout`",
-        )
-        .into_response(),
-        _ => response,
+    };
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let mut answer = ApiError::new(status, code, message).into_response();
+    for (name, value) in &parts.headers {
+        answer.headers_mut().entry(name).or_insert_with(|| value.clone());
+    }
+    answer
+}
+
+/// A stable code for an error status no handler gave its own.
+fn error_code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::NOT_ACCEPTABLE => "not_acceptable",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "not_json",
+        StatusCode::UPGRADE_REQUIRED => "upgrade_required",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid",
+        status if status.is_server_error() => "internal",
+        _ => "bad_request",
     }
 }
 
@@ -169,6 +196,9 @@ async fn liveness(State(state): State<AppState>) -> Json<Liveness> {
 struct HealthParams {
     /// Only this check.
     service: Option<String>,
+    /// Checks to skip (default 0) and to return (default 1000, at most 1000), by name.
+    offset: Option<usize>,
+    limit: Option<usize>,
 }
 
 /// `GET /v1/health[?service=NAME]`: the latest state of every check.
@@ -178,7 +208,8 @@ async fn health(
     query: Result<Query<HealthParams>, QueryRejection>,
 ) -> Result<Json<HealthReport>, ApiError> {
     let params = params(query)?;
-    Ok(Json(state.health(params.service.as_deref())?))
+    let (offset, limit) = (params.offset.unwrap_or(0), params.limit.unwrap_or(1000).clamp(1, 1000));
+    Ok(Json(state.health(params.service.as_deref(), offset, limit)?))
 }
 
 /// `GET /metrics`: selfmon's own metrics for Prometheus to scrape.
@@ -247,12 +278,13 @@ fn parse_labels(text: &str) -> Result<Vec<(String, String)>, String> {
 /// RFC 3339 (`2026-11-26T10:00:00Z`) or Unix seconds (`1795730000`, `1795730000.5`).
 fn parse_time(what: &str, text: &str) -> Result<SystemTime, String> {
     if let Ok(seconds) = text.parse::<f64>() {
-        if seconds.is_finite() && seconds >= 0.0 {
-            return UNIX_EPOCH
-                .checked_add(Duration::from_secs_f64(seconds))
-                .ok_or_else(|| format!("`{what}` is out of range"));
+        if seconds < 0.0 {
+            return Err(format!("`{what}` must not be negative"));
         }
-        return Err(format!("`{what}` must not be negative"));
+        return Duration::try_from_secs_f64(seconds)
+            .ok()
+            .and_then(|since| UNIX_EPOCH.checked_add(since))
+            .ok_or_else(|| format!("`{what}` is out of range"));
     }
     humantime::parse_rfc3339_weak(text).map_err(|_| format!("`{what}`: `{text}` is neither RFC 3339 nor Unix seconds"))
 }
@@ -579,6 +611,8 @@ mod tests {
         assert_eq!(parse_time("from", "1970-01-01T00:01:00Z").unwrap(), UNIX_EPOCH + Duration::from_secs(60));
         assert!(parse_time("to", "yesterday").unwrap_err().contains("neither RFC 3339 nor Unix seconds"));
         assert!(parse_time("to", "-5").is_err());
+        assert_eq!(parse_time("to", "1e300").unwrap_err(), "`to` is out of range");
+        assert_eq!(parse_time("to", "NaN").unwrap_err(), "`to` is out of range");
         assert_eq!(parse_step("90").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_step("5m").unwrap(), Duration::from_secs(300));
         assert!(parse_step("often").is_err());

@@ -94,6 +94,8 @@ pub struct QueryRoot;
 struct HealthReport {
     status: Health,
     checks: Vec<Check>,
+    /// Checks in all.
+    total: u64,
 }
 
 /// A check's latest state, with its history on request.
@@ -200,14 +202,27 @@ impl<T: async_graphql::OutputType> From<crate::alerts::Page<T>> for Page<T> {
 #[Object]
 impl QueryRoot {
     /// Every check's latest state, or one check's.
-    async fn health(&self, ctx: &Context<'_>, service: Option<String>) -> async_graphql::Result<HealthReport> {
-        let report = queries(ctx).health(service.as_deref()).map_err(error)?;
-        Ok(HealthReport { status: report.status, checks: report.checks.into_iter().map(Check::from).collect() })
+    async fn health(
+        &self,
+        ctx: &Context<'_>,
+        service: Option<String>,
+        #[graphql(default = 0)] offset: i32,
+        #[graphql(default = 1000)] limit: i32,
+    ) -> async_graphql::Result<HealthReport> {
+        let (offset, limit) = (self::offset(offset)?, self::limit(limit)?);
+        let report = queries(ctx)
+            .health(service.as_deref(), usize::try_from(offset).unwrap_or(usize::MAX), limit as usize)
+            .map_err(error)?;
+        Ok(HealthReport {
+            status: report.status,
+            checks: report.checks.into_iter().map(Check::from).collect(),
+            total: report.total as u64,
+        })
     }
 
     /// One check, by name.
     async fn check(&self, ctx: &Context<'_>, name: String) -> async_graphql::Result<Check> {
-        let report = queries(ctx).health(Some(&name)).map_err(error)?;
+        let report = queries(ctx).health(Some(&name), 0, 1).map_err(error)?;
         report.checks.into_iter().next().map(Check::from).ok_or_else(|| "no such check".into())
     }
 

@@ -73,9 +73,12 @@ pub enum QueryError {
 /// `/v1/health`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HealthReport {
-    /// The worst status among the enabled checks reported (of the one check, when `service` names one).
+    /// The worst status among the enabled checks (of the one check, when `service` names one), across all pages.
     pub status: Health,
+    /// A page of the checks, by name.
     pub checks: Vec<CheckState>,
+    /// Checks in all.
+    pub total: usize,
 }
 
 /// `/v1/status`.
@@ -110,6 +113,12 @@ pub struct CheckCounts {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SchedulerFigures {
     pub max_concurrent: usize,
+    /// Check runs started since start-up.
+    pub runs: u64,
+    /// Runs whose plugin failed (reported an error, ran out of time or memory, crashed, did not start).
+    pub plugin_failures: u64,
+    /// How late runs started after their slot, on average.
+    pub mean_lag_ms: f64,
 }
 
 /// A metrics query, as the API takes it.
@@ -148,7 +157,8 @@ pub enum MetricsAnswer {
 const DEFAULT_RANGE: Duration = Duration::from_secs(3600);
 
 impl Queries {
-    pub fn health(&self, service: Option<&str>) -> Result<HealthReport, QueryError> {
+    /// Every check's latest state (a page of them), or one check's.
+    pub fn health(&self, service: Option<&str>, offset: usize, limit: usize) -> Result<HealthReport, QueryError> {
         let mut checks = self.board.snapshot();
         if let Some(service) = service {
             checks.retain(|c| c.name == service);
@@ -161,7 +171,9 @@ impl Queries {
         }
         let considered = |c: &&CheckState| c.enabled || service.is_some();
         let status = checks.iter().filter(considered).map(|c| c.status).max().unwrap_or(Health::Healthy);
-        Ok(HealthReport { status, checks })
+        let total = checks.len();
+        let checks = checks.into_iter().skip(offset).take(limit).collect();
+        Ok(HealthReport { status, checks, total })
     }
 
     pub async fn status(&self) -> Result<Status, QueryError> {
@@ -181,7 +193,15 @@ impl Queries {
                 enabled: checks.iter().filter(|c| c.enabled).count(),
                 by_status,
             },
-            scheduler: SchedulerFigures { max_concurrent: self.about.max_concurrent_checks },
+            scheduler: {
+                let totals = self.telemetry.scheduler_totals();
+                SchedulerFigures {
+                    max_concurrent: self.about.max_concurrent_checks,
+                    runs: totals.runs,
+                    plugin_failures: totals.plugin_failures,
+                    mean_lag_ms: totals.mean_lag.as_secs_f64() * 1000.0,
+                }
+            },
             storage: self.storage.figures().await.map_err(|e| QueryError::Storage(e.to_string()))?,
             api: ApiFigures { open: self.access.is_open(), refused_calls: self.access.refused() },
         })

@@ -39,6 +39,15 @@ pub struct Telemetry {
     http_duration: HistogramVec,
     system: Mutex<Vec<Sample>>,
     started: SystemTime,
+    failures: std::sync::atomic::AtomicU64,
+}
+
+/// The scheduler's figures since start-up, for `/v1/status`.
+#[derive(Debug, Clone, Copy)]
+pub struct SchedulerTotals {
+    pub runs: u64,
+    pub plugin_failures: u64,
+    pub mean_lag: Duration,
 }
 
 /// What only the scrape can read: the state of the checks and the other parts of the host.
@@ -104,6 +113,7 @@ impl Telemetry {
             http_duration,
             system: Mutex::default(),
             started: SystemTime::now(),
+            failures: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -113,6 +123,18 @@ impl Telemetry {
         self.check_runs.with_label_values(&[run.check.as_str(), run.health.as_str()]).inc();
         if let Some(reason) = run.failure {
             self.plugin_failures.with_label_values(&[run.plugin.as_str(), reason]).inc();
+            self.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Runs started, plugin failures, and how late runs started on average, since start-up.
+    pub fn scheduler_totals(&self) -> SchedulerTotals {
+        let runs = self.scheduler_lag.get_sample_count();
+        let mean = if runs == 0 { 0.0 } else { self.scheduler_lag.get_sample_sum() / runs as f64 };
+        SchedulerTotals {
+            runs,
+            plugin_failures: self.failures.load(std::sync::atomic::Ordering::Relaxed),
+            mean_lag: Duration::try_from_secs_f64(mean).unwrap_or_default(),
         }
     }
 

@@ -395,3 +395,50 @@ async fn performance_and_errors_summarise_the_stored_runs() {
     }
     selfmon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_requests_get_a_clear_json_4xx_never_a_5xx() {
+    let workdir = Workdir::new("[api]\nrate_limit = 0\nmax_body = \"4 KiB\"\n", &[]);
+    let selfmon = Selfmon::start(&workdir).await;
+    let client = reqwest::Client::new();
+    let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    let many = (0..2000).map(|i| format!("p{i}=1")).collect::<Vec<_>>().join("&");
+    let long = "x".repeat(8000);
+    let cases: Vec<(reqwest::Method, String, Option<String>)> = vec![
+        (reqwest::Method::GET, "/v1/health?service=%FF%FE".into(), None),
+        (reqwest::Method::GET, "/v1/metrics?limit=-1".into(), None),
+        (reqwest::Method::GET, "/v1/metrics?name=x&from=1e300".into(), None),
+        (reqwest::Method::GET, "/v1/metrics?name=x&to=NaN".into(), None),
+        (reqwest::Method::GET, "/v1/metrics?name=x&step=0".into(), None),
+        (reqwest::Method::GET, format!("/v1/metrics?{many}"), None),
+        (reqwest::Method::GET, format!("/v1/alerts/rules/{long}"), None),
+        (reqwest::Method::GET, "/v1/health/..%2F..%2Fetc%2Fpasswd/history".into(), None),
+        (reqwest::Method::GET, "/v1/webhooks/99999999999999999999999/deliveries".into(), None),
+        (reqwest::Method::GET, "/v1/performance?time_window=-5".into(), None),
+        (reqwest::Method::PATCH, "/v1/health".into(), None),
+        (reqwest::Method::GET, "/graphql".into(), None),
+        (reqwest::Method::POST, "/graphql".into(), Some("{\"query\": ".into())),
+        (reqwest::Method::POST, "/v1/alerts/rules".into(), Some(deep)),
+        (reqwest::Method::POST, "/v1/alerts/rules".into(), Some("null".into())),
+        (reqwest::Method::POST, "/v1/webhooks".into(), Some(format!("{{\"url\": \"{}\"}}", "y".repeat(10_000)))),
+        (reqwest::Method::POST, "/v1/alerts/1/acknowledge".into(), Some("{\"comment\": 5}".into())),
+    ];
+    for (method, path, body) in cases {
+        let mut request = client.request(method.clone(), format!("{}{path}", selfmon.url));
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let shown = &path[..path.len().min(80)];
+        assert!(status.is_client_error(), "{method} {shown}: {status} {text}");
+        let body: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("{method} {shown}: not JSON: {text}"));
+        assert!(body["error"]["code"].as_str().is_some_and(|c| !c.is_empty()), "{method} {shown}: {body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{method} {shown}: {body}");
+    }
+    // Still serving.
+    assert_eq!(selfmon.get("/v1/status").await.0, 200);
+    selfmon.stop().await;
+}

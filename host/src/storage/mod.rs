@@ -340,7 +340,7 @@ impl Storage {
             let rows = statement.query_map([], |row| {
                 let details: String = row.get(6)?;
                 let started_at = from_millis(row.get(2)?);
-                let duration = Duration::from_secs_f64(row.get::<_, f64>(3)?.max(0.0) / 1000.0);
+                let duration = Duration::try_from_secs_f64(row.get::<_, f64>(3)? / 1000.0).unwrap_or_default();
                 Ok(CheckRun {
                     health: Health::parse(&row.get::<_, String>(4)?).unwrap_or(Health::Unknown),
                     summary: row.get(5)?,
