@@ -302,6 +302,13 @@ impl Parser {
                 }
                 Ok(Expr::Series { function, selector })
             }
+            None if self.peek() == Some('(') => Err(ParseError {
+                column: start + 1,
+                message: format!(
+                    "`{name}` is not a function: use {}",
+                    Function::ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                ),
+            }),
             _ => {
                 self.at = start;
                 let selector = self.selector()?;
@@ -516,7 +523,11 @@ impl fmt::Display for Selector {
             write!(f, "{{{}}}", matchers.join(","))?;
         }
         if let Some(range) = self.range {
-            write!(f, "[{}s]", range.as_secs_f64())?;
+            if range.subsec_millis() == 0 && range.subsec_nanos() == 0 {
+                write!(f, "[{}s]", range.as_secs())?;
+            } else {
+                write!(f, "[{}ms]", range.as_millis())?;
+            }
         }
         Ok(())
     }
@@ -609,6 +620,10 @@ mod tests {
         assert_eq!(error("(x > 5"), "at column 4: expected `)` to close the parenthesis");
         assert_eq!(error("x >> 5"), "at column 4: expected a number to compare with");
         assert_eq!(error("> 5"), "at column 1: expected a metric, a function, a number or `(`, found `>`");
+        assert_eq!(
+            error("median(x[5m]) > 1"),
+            "at column 1: `median` is not a function: use avg, min, max, sum, count, last, rate, increase"
+        );
         assert!(error(&"(".repeat(100)).ends_with("nested too deeply"));
         assert!(error(&"x".repeat(2000)).ends_with(&format!("longer than {MAX_LENGTH} bytes")));
     }
@@ -619,5 +634,7 @@ mod tests {
         let printed = c.selectors()[0].to_string();
         assert_eq!(printed, r#"d{check="a\"b"}[90s]"#);
         assert_eq!(Condition::parse(&format!("avg({printed})")).unwrap().selectors()[0], c.selectors()[0]);
+        let fine = Condition::parse("avg(d[1500ms])").unwrap();
+        assert_eq!(fine.selectors()[0].to_string(), "d[1500ms]");
     }
 }

@@ -149,34 +149,32 @@ impl Caller {
 /// The middleware in front of every route.
 pub async fn guard(State(access): State<Arc<Access>>, mut request: Request, next: Next) -> Response {
     let address = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let by_address = format!("address {}", address.map_or_else(|| "unknown".into(), |a| a.ip().to_string()));
     let path = request.uri().path();
     let public = path == "/health" || (path == "/metrics" && access.metrics_public);
     let caller = if access.is_open() || public {
         None
     } else {
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        let Some(presented) = presented.filter(|p| !p.is_empty()) else {
-            return access.refuse(
-                StatusCode::UNAUTHORIZED,
-                "missing_key",
-                "send an API key: Authorization: Bearer <key>",
-                address,
-                &request,
-            );
+        let header = request.headers().get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or_default());
+        // The scheme is case-insensitive (RFC 9110).
+        let presented = header.and_then(|v| {
+            let (scheme, key) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| key.trim()).filter(|k| !k.is_empty())
+        });
+        let refusal = match (header, presented) {
+            (None, _) => Err(("missing_key", "send an API key: Authorization: Bearer <key>")),
+            (Some(_), None) => Err(("missing_key", "the Authorization header is not `Bearer <key>`")),
+            (Some(_), Some(presented)) => access.key(presented).ok_or(("invalid_key", "the API key is not valid")),
         };
-        let Some(key) = access.key(presented) else {
-            return access.refuse(
-                StatusCode::UNAUTHORIZED,
-                "invalid_key",
-                "the API key is not valid",
-                address,
-                &request,
-            );
+        let key = match refusal {
+            Ok(key) => key,
+            Err((code, message)) => {
+                // Guessing keys costs the same rate as calling with one.
+                if let Some(limited) = access.over_limit(&by_address) {
+                    return limited;
+                }
+                return access.refuse(StatusCode::UNAUTHORIZED, code, message, address, &request);
+            }
         };
         // GraphQL queries come as POSTs too: its mutations check the role themselves.
         let reading = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) || path == "/graphql";
@@ -191,25 +189,9 @@ pub async fn guard(State(access): State<Arc<Access>>, mut request: Request, next
         }
         Some((key.name.clone(), key.role))
     };
-    if let Some(limiter) = &access.limiter {
-        let who = caller.as_ref().map_or_else(
-            || format!("address {}", address.map_or_else(|| "unknown".into(), |a| a.ip().to_string())),
-            |(name, _)| format!("key {name}"),
-        );
-        if limiter.len() > REMEMBERED_CALLERS {
-            limiter.retain_recent();
-        }
-        if let Err(not_until) = limiter.check_key(&who) {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            let mut response = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!("too many requests; retry in {} s", wait.as_secs() + 1),
-            )
-            .into_response();
-            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(wait.as_secs() + 1));
-            return response;
-        }
+    let who = caller.as_ref().map_or(by_address, |(name, _)| format!("key {name}"));
+    if let Some(limited) = access.over_limit(&who) {
+        return limited;
     }
     let caller = match caller {
         Some((name, role)) => Caller { name: Some(name), role },
@@ -218,6 +200,32 @@ pub async fn guard(State(access): State<Arc<Access>>, mut request: Request, next
     };
     request.extensions_mut().insert(caller);
     next.run(request).await
+}
+
+impl Access {
+    /// A 429 with `Retry-After` when `who` has used up its rate.
+    fn over_limit(&self, who: &str) -> Option<Response> {
+        let limiter = self.limiter.as_ref()?;
+        if limiter.len() > REMEMBERED_CALLERS {
+            limiter.retain_recent();
+        }
+        let not_until = limiter.check_key(&who.to_string()).err()?;
+        let wait = not_until.wait_time_from(DefaultClock::default().now()).as_secs() + 1;
+        let mut response = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many requests; retry in {wait} s"),
+        )
+        .into_response();
+        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(wait));
+        Some(response)
+    }
+
+    /// Count and log a call refused past the guard (a GraphQL mutation with a read key).
+    pub fn refused_inside(&self, code: &str, caller: Option<&str>, what: &str) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(target: "selfmon::security", key = caller, reason = code, what, "API call refused");
+    }
 }
 
 #[cfg(test)]

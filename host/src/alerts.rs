@@ -18,6 +18,8 @@ pub const SEVERITIES: [&str; 5] = ["info", "low", "medium", "high", "critical"];
 pub const CHANNELS: [&str; 6] = ["dashboard", "email", "webhook", "slack", "discord", "telegram"];
 /// The longest rule name.
 const NAME_BYTES: usize = 64;
+/// The longest a condition may have to hold before its alert fires.
+const MAX_HOLD: Duration = Duration::from_secs(7 * 86_400);
 /// The longest description.
 const DESCRIPTION_BYTES: usize = 1024;
 
@@ -27,12 +29,15 @@ const DESCRIPTION_BYTES: usize = 1024;
 #[graphql(name = "AlertRuleInput")]
 pub struct RuleRequest {
     /// Letters, digits, `_` and `-`; unique.
+    #[serde(default)]
     pub name: String,
     /// `avg(check_duration_seconds{check="openai"}[5m]) > 5`, or a value alone with `threshold`.
+    #[serde(default)]
     pub condition: String,
     /// What the condition's value is compared with; when the condition has its own comparison, they must agree.
     pub threshold: Option<f64>,
     /// info, low, medium, high or critical.
+    #[serde(default)]
     pub severity: String,
     /// dashboard, email, webhook, slack, discord, telegram.
     #[serde(default)]
@@ -77,6 +82,7 @@ impl RuleRequest {
             problems.push(format!("`name` must be 1 to {NAME_BYTES} letters, digits, `_` or `-`"));
         }
         match Condition::parse(&self.condition) {
+            Err(_) if self.condition.trim().is_empty() => problems.push("`condition` is required".into()),
             Ok(condition) => match (condition.comparison, self.threshold) {
                 (None, None) => problems.push(
                     "`condition` has no comparison (such as `> 5`) and there is no `threshold` to compare with".into(),
@@ -91,7 +97,9 @@ impl RuleRequest {
         if self.threshold.is_some_and(|t| !t.is_finite()) {
             problems.push("`threshold` must be a finite number".into());
         }
-        if !SEVERITIES.contains(&self.severity.as_str()) {
+        if self.severity.is_empty() {
+            problems.push(format!("`severity` is required: one of {}", SEVERITIES.join(", ")));
+        } else if !SEVERITIES.contains(&self.severity.as_str()) {
             problems.push(format!("`severity` must be one of {}, not `{}`", SEVERITIES.join(", "), self.severity));
         }
         for channel in &self.notification_channels {
@@ -100,9 +108,14 @@ impl RuleRequest {
             }
         }
         let hold = match self.hold.as_deref().map(humantime::parse_duration).transpose() {
+            Ok(hold) if hold.is_some_and(|h| h > MAX_HOLD) => {
+                problems.push("`for` must be at most 7 days".into());
+                Duration::ZERO
+            }
             Ok(hold) => hold.unwrap_or(Duration::ZERO),
-            Err(error) => {
-                problems.push(format!("`for`: {error} (write it like `5m` or `30s`)"));
+            Err(_) => {
+                let text = self.hold.as_deref().unwrap_or_default();
+                problems.push(format!("`for`: `{text}` is not a duration such as `5m` or `30s`"));
                 Duration::ZERO
             }
         };
@@ -113,8 +126,12 @@ impl RuleRequest {
         if !problems.is_empty() {
             return Err(problems);
         }
-        let mut channels = self.notification_channels;
-        channels.dedup();
+        let mut channels: Vec<String> = Vec::new();
+        for channel in self.notification_channels {
+            if !channels.contains(&channel) {
+                channels.push(channel);
+            }
+        }
         Ok(Rule {
             name: self.name,
             condition: self.condition,
@@ -162,8 +179,8 @@ pub struct Page<T> {
 pub enum ChangeError {
     #[error("{0}")]
     Conflict(String),
-    #[error("{0}")]
-    NotFound(String),
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -210,7 +227,7 @@ impl Storage {
     pub async fn delete_rule(&self, name: String) -> Result<(), ChangeError> {
         let message = format!("no rule named `{name}`");
         let deleted = self.apply(move |db| db.execute("DELETE FROM alert_rules WHERE name = ?1", [name])).await?;
-        if deleted == 0 { Err(ChangeError::NotFound(message)) } else { Ok(()) }
+        if deleted == 0 { Err(ChangeError::NotFound { code: "unknown_rule", message }) } else { Ok(()) }
     }
 
     /// Rules by name, a page at a time.
@@ -279,7 +296,10 @@ impl Storage {
                 .map(Some)
             })
             .await?;
-        changed.ok_or_else(|| ChangeError::NotFound(format!("no active alert with id {id}")))
+        changed.ok_or_else(|| ChangeError::NotFound {
+            code: "unknown_alert",
+            message: format!("no active alert with id {id}"),
+        })
     }
 }
 
@@ -338,14 +358,26 @@ mod tests {
     fn every_problem_is_named() {
         let problems = request(serde_json::json!({
             "name": "bad name", "condition": "avg(latency) > 5", "severity": "urgent",
-            "notification_channels": ["pager"], "for": "soon"
+            "notification_channels": ["pager", "email", "pager"], "for": "soon"
         }))
         .validate(None, SystemTime::UNIX_EPOCH)
         .unwrap_err();
-        assert_eq!(problems.len(), 5, "{problems:#?}");
+        assert_eq!(problems.len(), 6, "{problems:#?}");
         assert!(problems[1].starts_with("`condition` at column 5: `avg` needs a range"), "{}", problems[1]);
         assert!(problems[2].contains("not `urgent`") && problems[3].contains("`pager`"));
-        assert!(problems[4].starts_with("`for`: "));
+        assert_eq!(problems[5], "`for`: `soon` is not a duration such as `5m` or `30s`");
+        let missing = request(serde_json::json!({"name": "a"})).validate(None, SystemTime::UNIX_EPOCH).unwrap_err();
+        assert_eq!(
+            missing,
+            ["`condition` is required", "`severity` is required: one of info, low, medium, high, critical"]
+        );
+        let repeated = request(serde_json::json!({
+            "name": "a", "condition": "x > 1", "severity": "low", "notification_channels": ["webhook", "email", "webhook"]
+        }));
+        assert_eq!(
+            repeated.validate(None, SystemTime::UNIX_EPOCH).unwrap().notification_channels,
+            ["webhook", "email"]
+        );
 
         let disagree =
             request(serde_json::json!({"name": "a", "condition": "x > 5", "threshold": 6, "severity": "low"}));

@@ -15,7 +15,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router, middleware};
 use serde::{Deserialize, Serialize};
-use tower_http::cors::CorsLayer;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
@@ -35,7 +36,11 @@ pub type AppState = Arc<Queries>;
 
 /// The API's routes, behind the access guard, CORS, and limits on body size and time.
 pub fn app(state: AppState, access: Arc<Access>, limits: &ApiConfig) -> Router {
-    let origins: Vec<HeaderValue> = limits.cors_origins.iter().filter_map(|o| o.parse().ok()).collect();
+    let origins = if limits.cors_origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(limits.cors_origins.iter().filter_map(|o| o.parse::<HeaderValue>().ok()))
+    };
     let cors = CorsLayer::new()
         .allow_origin(origins)
         .allow_methods([Method::GET, Method::POST, Method::DELETE])
@@ -51,6 +56,11 @@ pub fn app(state: AppState, access: Arc<Access>, limits: &ApiConfig) -> Router {
         .layer(cors)
         .layer(middleware::from_fn_with_state(telemetry, crate::telemetry::track))
         .layer(middleware::map_response(json_errors))
+        .layer(CatchPanicLayer::custom(|_| {
+            // A bug, not the caller's fault: the panic itself is in the log; the caller gets the one error shape.
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "selfmon could not answer this request")
+                .into_response()
+        }))
 }
 
 /// Error answers made outside the handlers (by layers, or by extractors such as the WebSocket upgrade) in the API's
@@ -155,22 +165,59 @@ fn routes(state: AppState) -> Router {
 )]
 struct ApiDoc;
 
+/// The bearer scheme, and the error answers the layers in front of every handler can give.
 struct BearerKeys;
 
 impl utoipa::Modify for BearerKeys {
     fn modify(&self, document: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
         let components = document.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        let error = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+                    )
+                    .build(),
+            )
+        };
+        for (path, item) in &mut document.paths.paths {
+            let operations = [(&mut item.get, false), (&mut item.post, true), (&mut item.delete, true)];
+            for (operation, changes) in operations {
+                let Some(operation) = operation else { continue };
+                let responses = &mut operation.responses.responses;
+                let mut add = |code: &str, description: &str| {
+                    responses.entry(code.to_string()).or_insert_with(|| error(description));
+                };
+                if path != "/health" {
+                    add("401", "No key, or a key that is not valid (when keys are configured)");
+                }
+                add("429", "Over the rate limit; `Retry-After` says when to come back");
+                add("408", "The request took longer than `[api] request_timeout`");
+                if changes {
+                    add("403", "The key's role is `read`; this needs `admin`");
+                    add("413", "The body is over `[api] max_body`");
+                    add("415", "The body is not sent as `application/json`");
+                }
+            }
+        }
     }
 }
 
 /// Query parameters, with a clear 400 when they do not parse.
 fn params<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    query.map(|Query(params)| params).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))
+    query.map(|Query(params)| params).map_err(|e| {
+        let text = e.body_text();
+        let text = text.strip_prefix("Failed to deserialize query string: ").unwrap_or(&text);
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_query", format!("query parameters: {text}"))
+    })
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -252,6 +299,11 @@ async fn metrics(
 ) -> Result<Json<MetricsAnswer>, ApiError> {
     let params = params(query)?;
     let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", message);
+    if params.name.is_none()
+        && (params.labels.is_some() || params.from.is_some() || params.to.is_some() || params.step.is_some())
+    {
+        return Err(bad("`labels`, `from`, `to` and `step` select a metric's series: give `name` too".into()));
+    }
     let request = MetricsRequest {
         name: params.name,
         matchers: params.labels.as_deref().map(parse_labels).transpose().map_err(bad)?.unwrap_or_default(),
@@ -325,15 +377,39 @@ async fn recovery(
 
 /// A JSON body, with a clear 400 (or 415 without the JSON content type) when it does not parse.
 fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    json.map(|Json(body)| body).map_err(|rejection| {
-        let status = rejection.status();
-        let code = if status == StatusCode::UNSUPPORTED_MEDIA_TYPE { "not_json" } else { "bad_json" };
-        ApiError::new(status, code, rejection.body_text())
+    json.map(|Json(body)| body).map_err(|rejection| match rejection {
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not_json",
+            "send the body as JSON with `Content-Type: application/json`",
+        ),
+        // Valid JSON of the wrong shape (a field of the wrong type, an unknown field) is the caller's mistake in
+        // the body, like a failed validation.
+        JsonRejection::JsonDataError(error) => {
+            let text = error.body_text();
+            let text = text.strip_prefix("Failed to deserialize the JSON body into the target type: ").unwrap_or(&text);
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("the body: {text}"))
+        }
+        other => {
+            let text = other.body_text();
+            let text = text.strip_prefix("Failed to parse the request body as JSON: ").unwrap_or(&text);
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_json", format!("the body is not JSON: {text}"))
+        }
     })
 }
 
-fn path<T>(path: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
-    path.map(|Path(value)| value).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_path", e.body_text()))
+fn path<T>(path: Result<Path<T>, PathRejection>, what: &str) -> Result<T, ApiError> {
+    path.map(|Path(value)| value)
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_path", format!("{what} in the path is not valid")))
+}
+
+/// Webhooks carry URLs that may hold tokens: only admin keys see or follow them.
+fn admin_only(state: &AppState, caller: &Caller, what: &str) -> Result<(), ApiError> {
+    if caller.is_admin() {
+        return Ok(());
+    }
+    state.access.refused_inside("forbidden", caller.name.as_deref(), what);
+    Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this needs a key with the admin role"))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -372,7 +448,7 @@ async fn history(
     service: Result<Path<String>, PathRejection>,
     query: Result<Query<HistoryParams>, QueryRejection>,
 ) -> Result<Json<History>, ApiError> {
-    let check = path(service)?;
+    let check = path(service, "the check name")?;
     let params = params(query)?;
     let runs = state.history(&check, params.limit.unwrap_or(100).clamp(1, 1000)).await?;
     Ok(Json(History { check, runs }))
@@ -413,7 +489,7 @@ async fn acknowledge(
     id: Result<Path<i64>, PathRejection>,
     json: Result<Json<Acknowledgement>, JsonRejection>,
 ) -> Result<Json<Alert>, ApiError> {
-    let id = path(id)?;
+    let id = path(id, "the alert id")?;
     let comment = body(json)?.comment;
     Ok(Json(state.acknowledge(id, caller.name, comment).await?))
 }
@@ -446,7 +522,7 @@ async fn rule(
     State(state): State<AppState>,
     name: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Rule>, ApiError> {
-    Ok(Json(state.rule(&path(name)?).await?))
+    Ok(Json(state.rule(&path(name, "the rule name")?).await?))
 }
 
 /// `DELETE /v1/alerts/rules/{name}`: 204, or 404 when there is no such rule.
@@ -456,7 +532,7 @@ async fn delete_rule(
     Extension(caller): Extension<Caller>,
     name: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
-    state.delete_rule(&path(name)?, caller.name.as_deref()).await?;
+    state.delete_rule(&path(name, "the rule name")?, caller.name.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -500,7 +576,11 @@ struct Webhooks {
 
 /// `GET /v1/webhooks`: the subscriptions (never their secrets).
 #[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", responses((status = 200, description = "OK", body = Webhooks)))]
-async fn webhooks(State(state): State<AppState>) -> Result<Json<Webhooks>, ApiError> {
+async fn webhooks(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Webhooks>, ApiError> {
+    admin_only(&state, &caller, "GET /v1/webhooks")?;
     Ok(Json(Webhooks { webhooks: state.webhooks().await? }))
 }
 
@@ -523,7 +603,7 @@ async fn delete_webhook(
     Extension(caller): Extension<Caller>,
     id: Result<Path<i64>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
-    state.delete_webhook(path(id)?, caller.name.as_deref()).await?;
+    state.delete_webhook(path(id, "the webhook id")?, caller.name.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -531,10 +611,12 @@ async fn delete_webhook(
 #[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks", params(("id" = i64, Path), PageParams), responses((status = 200, description = "OK", body = Page<Delivery>), (status = 400, description = "A bad parameter", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 async fn deliveries(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     id: Result<Path<i64>, PathRejection>,
     query: Result<Query<PageParams>, QueryRejection>,
 ) -> Result<Json<Page<Delivery>>, ApiError> {
-    let id = path(id)?;
+    admin_only(&state, &caller, "GET /v1/webhooks/{id}/deliveries")?;
+    let id = path(id, "the webhook id")?;
     let (offset, limit) = params(query)?.offset_limit();
     Ok(Json(state.deliveries(id, offset, limit).await?))
 }

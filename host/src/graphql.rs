@@ -29,6 +29,8 @@ use crate::storage::{MetricName, StoredRun};
 pub const MAX_DEPTH: usize = 10;
 /// The most fields (weighted by lists) a query may ask for.
 pub const MAX_COMPLEXITY: usize = 1000;
+/// The largest WebSocket message a subscriber may send.
+const MAX_MESSAGE: usize = 64 << 10;
 /// The most items one list field returns.
 const MAX_LIMIT: i32 = 1000;
 
@@ -79,11 +81,15 @@ fn queries<'a>(ctx: &Context<'a>) -> &'a Arc<Queries> {
     ctx.data_unchecked::<Arc<Queries>>()
 }
 
-fn admin(ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+/// The caller's key name when it may change things; a refusal is counted and logged like the REST API's.
+fn admin(ctx: &Context<'_>, what: &str) -> async_graphql::Result<Option<String>> {
     match ctx.data_opt::<Caller>() {
         Some(caller) if caller.is_admin() => Ok(caller.name.clone()),
-        _ => Err(async_graphql::Error::new("this needs a key with the admin role")
-            .extend_with(|_, e| e.set("code", "forbidden"))),
+        caller => {
+            queries(ctx).access.refused_inside("forbidden", caller.and_then(|c| c.name.as_deref()), what);
+            Err(async_graphql::Error::new("this needs a key with the admin role")
+                .extend_with(|_, e| e.set("code", "forbidden")))
+        }
     }
 }
 
@@ -227,6 +233,7 @@ impl QueryRoot {
     }
 
     /// Every stored metric name and its number of series.
+    #[graphql(complexity = 10)]
     async fn metric_names(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<MetricName>> {
         let request =
             MetricsRequest { name: None, matchers: Vec::new(), from: None, to: None, step: None, offset: 0, limit: 1 };
@@ -239,6 +246,7 @@ impl QueryRoot {
     /// A metric's series between `from` and `to` (Unix seconds; the last hour by default), averaged into
     /// buckets of `stepSeconds` when given.
     #[allow(clippy::too_many_arguments)]
+    #[graphql(complexity = "10 + usize::try_from(limit).unwrap_or(0) * child_complexity")]
     async fn series(
         &self,
         ctx: &Context<'_>,
@@ -294,6 +302,7 @@ impl QueryRoot {
 
     /// Per check count, error rate, p50/p95/p99 and throughput over the last `timeWindow` seconds, and the slowest
     /// runs.
+    #[graphql(complexity = 100)]
     async fn performance(
         &self,
         ctx: &Context<'_>,
@@ -303,6 +312,7 @@ impl QueryRoot {
     }
 
     /// Error counts, rate, per check, and the top error patterns over the last `timeWindow` seconds.
+    #[graphql(complexity = 100)]
     async fn errors(
         &self,
         ctx: &Context<'_>,
@@ -351,13 +361,13 @@ pub struct MutationRoot;
 impl MutationRoot {
     /// Create an alert rule; refused with every problem named when it is not valid.
     async fn create_alert_rule(&self, ctx: &Context<'_>, rule: RuleRequest) -> async_graphql::Result<Rule> {
-        let caller = admin(ctx)?;
+        let caller = admin(ctx, "createAlertRule")?;
         queries(ctx).create_rule(rule, caller).await.map_err(error)
     }
 
     /// Delete an alert rule; true when it existed.
     async fn delete_alert_rule(&self, ctx: &Context<'_>, name: String) -> async_graphql::Result<bool> {
-        let caller = admin(ctx)?;
+        let caller = admin(ctx, "deleteAlertRule")?;
         match queries(ctx).delete_rule(&name, caller.as_deref()).await {
             Ok(()) => Ok(true),
             Err(QueryError::NotFound { .. }) => Ok(false),
@@ -372,7 +382,7 @@ impl MutationRoot {
         id: i64,
         #[graphql(default)] comment: String,
     ) -> async_graphql::Result<Alert> {
-        let caller = admin(ctx)?;
+        let caller = admin(ctx, "acknowledgeAlert")?;
         queries(ctx).acknowledge(id, caller, comment).await.map_err(error)
     }
 }
@@ -434,6 +444,7 @@ pub async fn subscribe(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     upgrade
+        .max_message_size(MAX_MESSAGE)
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |stream| {
             let mut data = async_graphql::Data::default();

@@ -134,6 +134,17 @@ fn config_sanity(config: &Config) -> Result<(), Vec<ConfigError>> {
     if !(0.0..=1.0).contains(&config.scheduler.jitter) {
         problem(format!("`[scheduler] jitter` must be between 0 and 1, not {}", config.scheduler.jitter));
     }
+    for origin in &config.api.cors_origins {
+        let valid = origin == "*"
+            || ((origin.starts_with("http://") || origin.starts_with("https://"))
+                && origin.parse::<http::HeaderValue>().is_ok()
+                && !origin.ends_with('/'));
+        if !valid {
+            problem(format!(
+                "`[api] cors_origins`: `{origin}` is not an origin such as \"https://grafana.example.com\" (or \"*\")"
+            ));
+        }
+    }
     if config.system.interval < system::MIN_INTERVAL {
         problem("`[system] interval` must be at least 1s".into());
     }
@@ -164,6 +175,9 @@ pub async fn serve(
         telemetry::Telemetry::new(&storage).map_err(|e| StartError::Runtime(format!("cannot set up metrics: {e}")))?,
     );
 
+    for plugin in host.plugins.iter() {
+        telemetry.register_plugin(&plugin.info.name);
+    }
     let events = events::Events::default();
 
     let stop = CancellationToken::new();

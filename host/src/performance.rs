@@ -114,124 +114,127 @@ fn rfc3339(millis: i64) -> String {
 }
 
 impl Storage {
-    /// Every run that started within `window` before now, oldest first.
-    async fn runs_within(&self, window: Duration) -> Result<(i64, i64, Vec<Run>), StorageError> {
+    /// The window's bounds in Unix milliseconds, and `summarise` of its runs, computed off the async threads.
+    async fn over_runs<T: Send + 'static>(
+        &self,
+        window: Duration,
+        summarise: impl FnOnce(i64, i64, Vec<Run>) -> T + Send + 'static,
+    ) -> Result<T, StorageError> {
         let to = SystemTime::now();
         let from = to.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH);
         let (from, to) = (to_millis(from), to_millis(to));
-        let runs = self
-            .read(move |db| {
-                let mut statement = db.prepare(
-                    "SELECT check_name, started_at, duration_ms, status, summary, error FROM check_runs
-                     WHERE started_at >= ?1 AND started_at <= ?2 ORDER BY started_at",
-                )?;
-                let rows = statement.query_map(params![from, to], |row| {
-                    Ok(Run {
-                        check: row.get(0)?,
-                        started_at: row.get(1)?,
-                        duration_ms: row.get(2)?,
-                        status: row.get(3)?,
-                        summary: row.get(4)?,
-                        error: row.get(5)?,
-                    })
-                })?;
-                rows.collect()
-            })
-            .await?;
-        Ok((from, to, runs))
+        self.read(move |db| {
+            let mut statement = db.prepare(
+                "SELECT check_name, started_at, duration_ms, status, summary, error FROM check_runs
+                 WHERE started_at >= ?1 AND started_at <= ?2 ORDER BY started_at",
+            )?;
+            let rows = statement.query_map(params![from, to], |row| {
+                Ok(Run {
+                    check: row.get(0)?,
+                    started_at: row.get(1)?,
+                    duration_ms: row.get(2)?,
+                    status: row.get(3)?,
+                    summary: row.get(4)?,
+                    error: row.get(5)?,
+                })
+            })?;
+            let runs = rows.collect::<rusqlite::Result<Vec<Run>>>()?;
+            Ok(summarise(from, to, runs))
+        })
+        .await
     }
 
     pub async fn performance(&self, window: Duration) -> Result<Performance, StorageError> {
-        let (from, to, runs) = self.runs_within(window).await?;
-        let minutes = window.as_secs_f64() / 60.0;
-        let mut by_check: BTreeMap<&str, Vec<&Run>> = BTreeMap::new();
-        for run in &runs {
-            by_check.entry(&run.check).or_default().push(run);
-        }
-        let checks = by_check
-            .into_iter()
-            .map(|(check, runs)| {
-                let mut durations: Vec<f64> = runs.iter().map(|r| r.duration_ms).collect();
-                durations.sort_by(f64::total_cmp);
-                let count = runs.len() as u64;
-                let errors = runs.iter().filter(|r| r.is_error()).count() as u64;
-                CheckPerformance {
-                    check: check.to_string(),
-                    count,
-                    errors,
-                    error_rate: errors as f64 / count as f64,
-                    throughput_per_minute: count as f64 / minutes,
-                    mean_ms: durations.iter().sum::<f64>() / count as f64,
-                    p50_ms: percentile(&durations, 0.50),
-                    p95_ms: percentile(&durations, 0.95),
-                    p99_ms: percentile(&durations, 0.99),
-                    max_ms: durations.last().copied().unwrap_or_default(),
-                }
-            })
-            .collect();
-        let mut slowest: Vec<&Run> = runs.iter().collect();
-        slowest.sort_by(|a, b| b.duration_ms.total_cmp(&a.duration_ms));
-        let slowest = slowest
-            .into_iter()
-            .take(SLOWEST)
-            .map(|run| SlowRun {
-                check: run.check.clone(),
-                started_at: rfc3339(run.started_at),
-                duration_ms: run.duration_ms,
-                status: run.status.clone(),
-                summary: run.summary.clone(),
-            })
-            .collect();
-        Ok(Performance {
-            time_window_seconds: window.as_secs_f64(),
-            from: rfc3339(from),
-            to: rfc3339(to),
-            checks,
-            slowest,
-        })
+        self.over_runs(window, move |from, to, runs| performance(window, from, to, &runs)).await
     }
 
     pub async fn errors(&self, window: Duration) -> Result<Errors, StorageError> {
-        let (from, to, runs) = self.runs_within(window).await?;
-        let failed: Vec<&Run> = runs.iter().filter(|r| r.is_error()).collect();
-        let mut by_check: BTreeMap<&str, u64> = BTreeMap::new();
-        let mut patterns: BTreeMap<String, ErrorPattern> = BTreeMap::new();
-        for run in &failed {
-            *by_check.entry(&run.check).or_default() += 1;
-            let message = run.error.as_deref().unwrap_or(&run.summary);
-            let entry = patterns.entry(pattern(message)).or_insert_with_key(|pattern| ErrorPattern {
-                pattern: pattern.clone(),
-                count: 0,
-                checks: Vec::new(),
-                first_seen: rfc3339(run.started_at),
-                last_seen: String::new(),
-                example: String::new(),
-            });
-            entry.count += 1;
-            entry.last_seen = rfc3339(run.started_at);
-            entry.example = message.to_string();
-            if !entry.checks.contains(&run.check) {
-                entry.checks.push(run.check.clone());
+        self.over_runs(window, move |from, to, runs| errors(window, from, to, &runs)).await
+    }
+}
+
+fn performance(window: Duration, from: i64, to: i64, runs: &[Run]) -> Performance {
+    let minutes = window.as_secs_f64() / 60.0;
+    let mut by_check: BTreeMap<&str, Vec<&Run>> = BTreeMap::new();
+    for run in runs {
+        by_check.entry(&run.check).or_default().push(run);
+    }
+    let checks = by_check
+        .into_iter()
+        .map(|(check, runs)| {
+            let mut durations: Vec<f64> = runs.iter().map(|r| r.duration_ms).collect();
+            durations.sort_by(f64::total_cmp);
+            let count = runs.len() as u64;
+            let errors = runs.iter().filter(|r| r.is_error()).count() as u64;
+            CheckPerformance {
+                check: check.to_string(),
+                count,
+                errors,
+                error_rate: errors as f64 / count as f64,
+                throughput_per_minute: count as f64 / minutes,
+                mean_ms: durations.iter().sum::<f64>() / count as f64,
+                p50_ms: percentile(&durations, 0.50),
+                p95_ms: percentile(&durations, 0.95),
+                p99_ms: percentile(&durations, 0.99),
+                max_ms: durations.last().copied().unwrap_or_default(),
             }
-        }
-        let mut by_check: Vec<CheckErrors> =
-            by_check.into_iter().map(|(check, errors)| CheckErrors { check: check.to_string(), errors }).collect();
-        by_check.sort_by(|a, b| b.errors.cmp(&a.errors).then_with(|| a.check.cmp(&b.check)));
-        let mut top_patterns: Vec<ErrorPattern> = patterns.into_values().collect();
-        top_patterns.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| b.last_seen.cmp(&a.last_seen)));
-        top_patterns.truncate(PATTERNS);
-        let errors = failed.len() as u64;
-        Ok(Errors {
-            time_window_seconds: window.as_secs_f64(),
-            from: rfc3339(from),
-            to: rfc3339(to),
-            total_runs: runs.len() as u64,
-            errors,
-            error_rate: if runs.is_empty() { 0.0 } else { errors as f64 / runs.len() as f64 },
-            errors_per_minute: errors as f64 / (window.as_secs_f64() / 60.0),
-            by_check,
-            top_patterns,
         })
+        .collect();
+    let mut slowest: Vec<&Run> = runs.iter().collect();
+    slowest.sort_by(|a, b| b.duration_ms.total_cmp(&a.duration_ms));
+    let slowest = slowest
+        .into_iter()
+        .take(SLOWEST)
+        .map(|run| SlowRun {
+            check: run.check.clone(),
+            started_at: rfc3339(run.started_at),
+            duration_ms: run.duration_ms,
+            status: run.status.clone(),
+            summary: run.summary.clone(),
+        })
+        .collect();
+    Performance { time_window_seconds: window.as_secs_f64(), from: rfc3339(from), to: rfc3339(to), checks, slowest }
+}
+
+fn errors(window: Duration, from: i64, to: i64, runs: &[Run]) -> Errors {
+    let failed: Vec<&Run> = runs.iter().filter(|r| r.is_error()).collect();
+    let mut by_check: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut patterns: BTreeMap<String, ErrorPattern> = BTreeMap::new();
+    for run in &failed {
+        *by_check.entry(&run.check).or_default() += 1;
+        let message = run.error.as_deref().unwrap_or(&run.summary);
+        let entry = patterns.entry(pattern(message)).or_insert_with_key(|pattern| ErrorPattern {
+            pattern: pattern.clone(),
+            count: 0,
+            checks: Vec::new(),
+            first_seen: rfc3339(run.started_at),
+            last_seen: String::new(),
+            example: String::new(),
+        });
+        entry.count += 1;
+        entry.last_seen = rfc3339(run.started_at);
+        entry.example = message.to_string();
+        if !entry.checks.contains(&run.check) {
+            entry.checks.push(run.check.clone());
+        }
+    }
+    let mut by_check: Vec<CheckErrors> =
+        by_check.into_iter().map(|(check, errors)| CheckErrors { check: check.to_string(), errors }).collect();
+    by_check.sort_by(|a, b| b.errors.cmp(&a.errors).then_with(|| a.check.cmp(&b.check)));
+    let mut top_patterns: Vec<ErrorPattern> = patterns.into_values().collect();
+    top_patterns.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| b.last_seen.cmp(&a.last_seen)));
+    top_patterns.truncate(PATTERNS);
+    let errors = failed.len() as u64;
+    Errors {
+        time_window_seconds: window.as_secs_f64(),
+        from: rfc3339(from),
+        to: rfc3339(to),
+        total_runs: runs.len() as u64,
+        errors,
+        error_rate: if runs.is_empty() { 0.0 } else { errors as f64 / runs.len() as f64 },
+        errors_per_minute: errors as f64 / (window.as_secs_f64() / 60.0),
+        by_check,
+        top_patterns,
     }
 }
 
@@ -266,8 +269,10 @@ fn pattern(message: &str) -> String {
                 break;
             }
         }
-        let before = message[..at].trim_end().to_ascii_lowercase();
-        if ["http", "status", "code"].iter().any(|word| before.ends_with(word)) {
+        // The word right before the number, at most a few bytes of it.
+        let before = message[..at].trim_end();
+        let word = &before[before.floor_char_boundary(before.len().saturating_sub(6))..];
+        if ["http", "status", "code"].iter().any(|w| word.to_ascii_lowercase().ends_with(w)) {
             out.push_str(&message[at..end]);
         } else {
             out.push('#');

@@ -2,7 +2,7 @@
 //! resolvers to come) only translate parameters and results.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -153,6 +153,9 @@ pub enum MetricsAnswer {
     },
 }
 
+/// 9999-12-31T23:59:59Z: times are written as RFC 3339, which has four-digit years.
+const LATEST: Duration = Duration::from_secs(253_402_300_799);
+
 /// The default range of a metrics query without `from`.
 const DEFAULT_RANGE: Duration = Duration::from_secs(3600);
 
@@ -217,6 +220,9 @@ impl Queries {
         if from > to {
             return Err(QueryError::Invalid("`from` is after `to`".into()));
         }
+        if to > UNIX_EPOCH + LATEST {
+            return Err(QueryError::Invalid("`from` and `to` must be before the year 10000".into()));
+        }
         if request.step.is_some_and(|s| s < Duration::from_secs(1)) {
             return Err(QueryError::Invalid("`step` must be at least 1s".into()));
         }
@@ -230,7 +236,7 @@ impl Queries {
             limit: request.limit,
         };
         let page = self.storage.series(query).await.map_err(|error| match error {
-            SeriesError::TooManyPoints { .. } => QueryError::Invalid(error.to_string()),
+            SeriesError::TooManyPoints { .. } | SeriesError::TooManyInAll => QueryError::Invalid(error.to_string()),
             SeriesError::Storage(e) => QueryError::Storage(e.to_string()),
         })?;
         Ok(MetricsAnswer::Series {
@@ -319,7 +325,11 @@ impl Queries {
         self.storage.webhooks().await.map_err(storage)
     }
 
-    pub async fn create_webhook(&self, request: WebhookRequest, caller: Option<&str>) -> Result<Webhook, QueryError> {
+    pub async fn create_webhook(
+        &self,
+        mut request: WebhookRequest,
+        caller: Option<&str>,
+    ) -> Result<Webhook, QueryError> {
         request.validate().map_err(QueryError::Rejected)?;
         let webhook = self.storage.create_webhook(request).await.map_err(change)?;
         tracing::info!(target: "selfmon::security", webhook = webhook.id, url = %webhook.url, by = caller, "Webhook created");
@@ -362,7 +372,7 @@ fn storage(error: StorageError) -> QueryError {
 fn change(error: ChangeError) -> QueryError {
     match error {
         ChangeError::Conflict(message) => QueryError::Conflict(message),
-        ChangeError::NotFound(message) => QueryError::NotFound { code: "not_found", message },
+        ChangeError::NotFound { code, message } => QueryError::NotFound { code, message },
         ChangeError::Storage(error) => storage(error),
     }
 }

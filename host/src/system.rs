@@ -88,7 +88,9 @@ impl Collector {
             );
             if let Some(process) = self.system.process(pid) {
                 push("selfmon_process_resident_memory_bytes", process.memory() as f64, &[]);
-                push("selfmon_process_cpu_usage_ratio", f64::from(process.cpu_usage()) / 100.0, &[]);
+                // sysinfo counts 100% per CPU; the ratio is of the whole machine, like system_cpu_usage_ratio.
+                let cpus = self.system.cpus().len().max(1) as f64;
+                push("selfmon_process_cpu_usage_ratio", f64::from(process.cpu_usage()) / 100.0 / cpus, &[]);
             }
         }
         out

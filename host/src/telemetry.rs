@@ -25,6 +25,9 @@ const LAG_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0
 /// API request durations (seconds).
 const HTTP_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
+/// Why a plugin call failed: the plugin said so, or one of [`CallError`](crate::runtime::CallError)'s kinds.
+const FAILURE_KINDS: [&str; 5] = ["plugin_error", "deadline", "memory", "trap", "instantiate"];
+
 /// The content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -88,8 +91,11 @@ impl Telemetry {
             .buckets(LAG_BUCKETS.to_vec()),
         )?;
         let http_requests = IntCounterVec::new(
-            Opts::new("selfmon_http_requests_total", "API requests answered, by route pattern, method and status."),
-            &["route", "method", "status"],
+            Opts::new(
+                "selfmon_http_requests_total",
+                "API requests answered, by route pattern, method and status code.",
+            ),
+            &["route", "method", "code"],
         )?;
         let http_duration = HistogramVec::new(
             HistogramOpts::new("selfmon_http_request_duration_seconds", "Time to answer API requests.")
@@ -135,6 +141,13 @@ impl Telemetry {
             runs,
             plugin_failures: self.failures.load(std::sync::atomic::Ordering::Relaxed),
             mean_lag: Duration::try_from_secs_f64(mean).unwrap_or_default(),
+        }
+    }
+
+    /// Start every failure count of a plugin at zero, so the series exist before the first failure.
+    pub fn register_plugin(&self, plugin: &str) {
+        for reason in FAILURE_KINDS {
+            self.plugin_failures.with_label_values(&[plugin, reason]);
         }
     }
 

@@ -38,17 +38,28 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 const SECRET_BYTES: usize = 16;
 /// Subscriptions at most; each event is delivered to each of them.
 const MAX_WEBHOOKS: i64 = 100;
+/// Deliveries in progress (retries included) at most; an event past this is not delivered, and says so in the log.
+const MAX_IN_FLIGHT: usize = 256;
 
 /// A subscription as a caller sends it: `POST /v1/webhooks`.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookRequest {
-    /// `http://` or `https://`.
+    /// `http://` or `https://`, without credentials in it.
+    #[serde(default)]
     pub url: String,
-    /// Event names; see [`NAMES`].
+    /// `health.changed`, `alert.fired`, `alert.resolved`.
+    #[serde(default)]
     pub events: Vec<String>,
     /// The key of the signature, at least 16 bytes. Never shown again.
+    #[serde(default)]
     pub secret: String,
+}
+
+impl std::fmt::Debug for WebhookRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookRequest").field("url", &self.url).field("events", &self.events).finish_non_exhaustive()
+    }
 }
 
 /// A stored subscription, without its secret.
@@ -78,14 +89,23 @@ pub struct Delivery {
 }
 
 impl WebhookRequest {
-    /// Every problem with the request.
-    pub fn validate(&self) -> Result<(), Vec<String>> {
+    /// Every problem with the request; repeated event names are dropped.
+    pub fn validate(&mut self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
         match self.url.parse::<http::Uri>() {
+            Ok(uri) if uri.authority().is_some_and(|a| a.as_str().contains('@')) => problems
+                .push("`url` must not carry credentials (user:password@): selfmon signs each delivery instead".into()),
             Ok(uri)
                 if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some_and(|h| !h.is_empty()) => {}
+            _ if self.url.is_empty() => problems.push("`url` is required".into()),
             _ => problems.push(format!("`url` must be an absolute http:// or https:// URL, not `{}`", self.url)),
         }
+        let mut seen = Vec::new();
+        self.events.retain(|event| {
+            let first = !seen.contains(event);
+            seen.push(event.clone());
+            first
+        });
         if self.events.is_empty() {
             problems.push(format!("`events` must name at least one of {}", NAMES.join(", ")));
         }
@@ -94,7 +114,9 @@ impl WebhookRequest {
                 problems.push(format!("`events`: `{event}` is not one of {}", NAMES.join(", ")));
             }
         }
-        if self.secret.len() < SECRET_BYTES {
+        if self.secret.is_empty() {
+            problems.push(format!("`secret` is required: at least {SECRET_BYTES} bytes, to sign deliveries with"));
+        } else if self.secret.len() < SECRET_BYTES {
             problems.push(format!("`secret` must be at least {SECRET_BYTES} bytes"));
         }
         if problems.is_empty() { Ok(()) } else { Err(problems) }
@@ -139,7 +161,11 @@ impl Storage {
 
     pub async fn delete_webhook(&self, id: i64) -> Result<(), ChangeError> {
         let deleted = self.apply(move |db| db.execute("DELETE FROM webhooks WHERE id = ?1", [id])).await?;
-        if deleted == 0 { Err(ChangeError::NotFound(format!("no webhook with id {id}"))) } else { Ok(()) }
+        if deleted == 0 {
+            Err(ChangeError::NotFound { code: "unknown_webhook", message: format!("no webhook with id {id}") })
+        } else {
+            Ok(())
+        }
     }
 
     pub async fn webhooks(&self) -> Result<Vec<Webhook>, StorageError> {
@@ -210,6 +236,7 @@ impl Storage {
 pub fn spawn(storage: Storage, events: &Events, tasks: &TaskTracker, stop: CancellationToken) {
     let mut receiver = events.subscribe();
     let deliveries = tasks.clone();
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     tasks.spawn(async move {
         loop {
             let event = tokio::select! {
@@ -231,8 +258,17 @@ pub fn spawn(storage: Storage, events: &Events, tasks: &TaskTracker, stop: Cance
                 }
             };
             for (id, url, secret) in subscribers {
+                let Ok(slot) = in_flight.clone().try_acquire_owned() else {
+                    tracing::warn!(
+                        webhook = id,
+                        event = event.name(),
+                        "Too many webhook deliveries in progress; this event is not delivered"
+                    );
+                    continue;
+                };
                 let (storage, event, stop) = (storage.clone(), event.clone(), stop.clone());
                 deliveries.spawn(async move {
+                    let _slot = slot;
                     tokio::select! {
                         () = stop.cancelled() => {}
                         () = deliver(&storage, id, &url, secret.as_bytes(), &event) => {}
@@ -247,6 +283,10 @@ async fn deliver(storage: &Storage, webhook: i64, url: &str, secret: &[u8], even
     let body = Bytes::from(event.to_json().to_string());
     let mut wait = FIRST_RETRY;
     for attempt in 1..=MAX_ATTEMPTS {
+        // A subscription deleted meanwhile gets nothing more.
+        if !storage.webhook_exists(webhook).await.unwrap_or(false) {
+            return;
+        }
         let started = Instant::now();
         let at = SystemTime::now();
         let timestamp = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -312,10 +352,8 @@ async fn post(url: &str, event: &Event, body: &Bytes, signature: &str, timestamp
     let (response, io) =
         send(request, timeouts, &TlsConfig::system()).await.map_err(|e| format!("request failed: {e}"))?;
     tokio::spawn(io);
-    let status = response.status().as_u16();
-    // Read (and drop) the answer so the connection ends cleanly.
-    let _ = response.into_body().collect().await;
-    Ok(status)
+    // Only the status matters; the body is dropped unread, which ends the connection.
+    Ok(response.status().as_u16())
 }
 
 #[cfg(test)]
@@ -338,9 +376,15 @@ mod tests {
             events: events.iter().map(ToString::to_string).collect(),
             secret: secret.into(),
         };
-        assert!(request("https://hooks.example.com/x", &["health.changed"], "0123456789abcdef").validate().is_ok());
+        let mut twice =
+            request("https://hooks.example.com/x", &["health.changed", "health.changed"], "0123456789abcdef");
+        assert!(twice.validate().is_ok());
+        assert_eq!(twice.events, ["health.changed"]);
         let problems = request("ftp://x", &["health.changed", "deploy"], "short").validate().unwrap_err();
         assert_eq!(problems.len(), 3, "{problems:?}");
         assert!(request("https://x", &[], "0123456789abcdef").validate().unwrap_err()[0].contains("at least one"));
+        let credentials = request("https://u:p@x/hook", &["alert.fired"], "0123456789abcdef").validate().unwrap_err();
+        assert!(credentials[0].contains("credentials"), "{credentials:?}");
+        assert!(!format!("{twice:?}").contains("0123456789abcdef"), "Debug hides the secret");
     }
 }

@@ -105,15 +105,16 @@ fail = "not configured yet"
     assert!(value(r#"selfmon_check_duration_seconds_bucket{check="web",le="+Inf"}"#) >= 1.0);
     assert!(value(r#"selfmon_plugin_failures_total{plugin="trap",reason="trap"}"#) >= 1.0);
     assert!(value(r#"selfmon_plugin_failures_total{plugin="noop",reason="plugin_error"}"#) >= 1.0);
-    assert!(
-        !samples.keys().any(|s| s.starts_with("selfmon_plugin_failures_total{plugin=\"http\"")),
-        "a healthy plugin has no failures"
+    assert_eq!(
+        value(r#"selfmon_plugin_failures_total{plugin="http",reason="deadline"}"#),
+        0.0,
+        "a healthy plugin's failure series exist, at zero"
     );
     assert!(value("selfmon_scheduler_lag_seconds_count") >= 3.0);
     assert!(value("selfmon_storage_commit_seconds_count") >= 1.0);
     assert!(value("selfmon_storage_writes_queued") >= 0.0);
-    assert!(value(r#"selfmon_http_requests_total{method="GET",route="unmatched",status="404"}"#) >= 1.0);
-    assert!(value(r#"selfmon_http_requests_total{method="GET",route="/v1/health",status="200"}"#) >= 1.0);
+    assert!(value(r#"selfmon_http_requests_total{code="404",method="GET",route="unmatched"}"#) >= 1.0);
+    assert!(value(r#"selfmon_http_requests_total{code="200",method="GET",route="/v1/health"}"#) >= 1.0);
     assert!(
         !text.contains("/no/such/page"),
         "unknown paths are one `unmatched` route, so scans cannot grow the label set"

@@ -9,6 +9,8 @@ use super::{Storage, StorageError, to_millis};
 
 /// The most points one series may return; a longer answer needs a `step`.
 pub const MAX_POINTS: usize = 10_000;
+/// The most points one answer may hold, all its series together.
+pub const MAX_TOTAL_POINTS: usize = 200_000;
 
 /// Which samples to read.
 #[derive(Debug, Clone)]
@@ -53,6 +55,8 @@ pub struct MetricName {
 pub enum SeriesError {
     #[error("series `{series}` has more than {MAX_POINTS} points in that range: set `step` or narrow the range")]
     TooManyPoints { series: String },
+    #[error("the answer would hold more than {MAX_TOTAL_POINTS} points: set `step`, narrow the range or lower `limit`")]
+    TooManyInAll,
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -85,7 +89,11 @@ impl Storage {
                 let total = matching.len();
                 let (from, to) = (to_millis(query.from), to_millis(query.to));
                 let mut series = Vec::new();
+                let mut points_in_all = 0;
                 for (id, labels) in matching.into_iter().skip(query.offset).take(query.limit) {
+                    if points_in_all > MAX_TOTAL_POINTS {
+                        break;
+                    }
                     let points = match query.step {
                         Some(step) => {
                             let step = i64::try_from(step.as_millis()).unwrap_or(i64::MAX).max(1);
@@ -106,11 +114,16 @@ impl Storage {
                                 .collect::<rusqlite::Result<Vec<_>>>()?
                         }
                     };
+                    points_in_all += points.len();
                     series.push(SeriesPoints { name: query.name.clone(), labels: labels.into_iter().collect(), points });
                 }
-                Ok(SeriesPage { series, total })
+                Ok((SeriesPage { series, total }, points_in_all))
             })
             .await?;
+        let (page, points_in_all) = page;
+        if points_in_all > MAX_TOTAL_POINTS {
+            return Err(SeriesError::TooManyInAll);
+        }
         if let Some(long) = page.series.iter().find(|s| s.points.len() > MAX_POINTS) {
             let labels: Vec<String> = long.labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
             return Err(SeriesError::TooManyPoints { series: format!("{}{{{}}}", long.name, labels.join(",")) });

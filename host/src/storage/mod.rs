@@ -177,20 +177,25 @@ impl Storage {
         committed.await.map_err(|_| StorageError::Closed)?.map_err(StorageError::Write)
     }
 
-    /// Run a change of its own in one transaction on the writer, after what is queued before it; its result once
-    /// committed (nothing of it is kept when it fails).
+    /// Run a change of its own in one transaction on the writer; its result once committed (nothing of it is kept
+    /// when it fails). It may commit before runs and samples queued just before it, which it does not read.
     pub async fn apply<T: Send + 'static>(
         &self,
         change: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StorageError> {
         let (done, committed) = oneshot::channel();
         let op = Op::Apply(Box::new(move |connection: &mut Connection| {
-            let result = connection.transaction().and_then(|transaction| {
-                let value = change(&transaction)?;
-                transaction.commit()?;
-                Ok(value)
-            });
-            let _ = done.send(result);
+            // A change that panics rolls back and fails alone; the writer goes on.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                connection.transaction().and_then(|transaction| {
+                    let value = change(&transaction)?;
+                    transaction.commit()?;
+                    Ok(value)
+                })
+            }));
+            if let Ok(result) = result {
+                let _ = done.send(result);
+            }
         }));
         self.queue.send(op).await.map_err(|_| StorageError::Closed)?;
         committed.await.map_err(|_| StorageError::Closed)?.map_err(StorageError::from)

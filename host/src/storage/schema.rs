@@ -87,7 +87,7 @@ pub fn migrations() -> Migrations<'static> {
 
             -- Every alert, one row per firing of one fingerprint (a rule and its labels).
             CREATE TABLE alerts (
-                id              INTEGER PRIMARY KEY,
+                id              INTEGER PRIMARY KEY AUTOINCREMENT,
                 fingerprint     TEXT    NOT NULL,
                 rule            TEXT    NOT NULL,
                 severity        TEXT    NOT NULL,
@@ -103,8 +103,9 @@ pub fn migrations() -> Migrations<'static> {
             CREATE INDEX alerts_by_state ON alerts (state, started_at);
 
             -- Webhook subscriptions and every attempt to deliver to them.
+            -- AUTOINCREMENT: an id is never reused, so a retry of a deleted subscription cannot reach a new one.
             CREATE TABLE webhooks (
-                id         INTEGER PRIMARY KEY,
+                id         INTEGER PRIMARY KEY AUTOINCREMENT,
                 url        TEXT    NOT NULL,
                 events     TEXT    NOT NULL,  -- JSON array
                 secret     TEXT    NOT NULL,
