@@ -223,9 +223,10 @@ fn describe_plugins(plugins: &crate::plugins::Plugins, dir: &Path) -> String {
     for plugin in plugins.iter() {
         let info = &plugin.info;
         out.push_str(&format!(
-            "{} {}  checker, {}, {} KiB, sha256 {}\n  {}\n",
+            "{} {}  {}, {}, {} KiB, sha256 {}\n  {}\n",
             info.name,
             info.version,
+            plugin.kind().as_str(),
             plugin.source,
             plugin.size.div_ceil(1024),
             &plugin.sha256[..12],

@@ -213,6 +213,7 @@ pub async fn serve(
             .iter()
             .map(|p| query::PluginSummary {
                 name: p.info.name.clone(),
+                kind: p.kind().as_str(),
                 version: p.info.version.clone(),
                 source: p.source.to_string(),
                 size_bytes: p.size,

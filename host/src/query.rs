@@ -41,6 +41,8 @@ pub struct About {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PluginSummary {
     pub name: String,
+    /// `checker` or `parser`.
+    pub kind: &'static str,
     pub version: String,
     /// `built-in`, or the file it was loaded from.
     pub source: String,

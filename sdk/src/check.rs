@@ -85,19 +85,7 @@ impl Context {
     }
 
     pub(crate) fn parse_config<T: DeserializeOwned>(&self) -> Result<T, String> {
-        let mut table = serde_json::Map::new();
-        for (key, value) in &self.config {
-            let value = serde_json::from_str(value).map_err(|e| format!("config key `{key}`: not JSON: {e}"))?;
-            table.insert(key.clone(), value);
-        }
-        serde_path_to_error::deserialize(serde_json::Value::Object(table)).map_err(|e| {
-            let path = e.path().to_string();
-            if path == "." {
-                format!("invalid config: {}", e.inner())
-            } else {
-                format!("invalid config key `{path}`: {}", e.inner())
-            }
-        })
+        crate::parse::config(&self.config)
     }
 }
 

@@ -53,6 +53,7 @@
 //! - [`info`]: [`PluginInfo`] and the [`Setting`]s a plugin declares.
 //! - [`http`]: a small blocking HTTP client over `wasi:http`.
 //! - [`tcp`]: TCP connections over `wasi:sockets`, for protocols such as PostgreSQL's.
+//! - [`parse`]: the [`Parser`](parse::Parser) trait for log parsers, and helpers for levels and timestamps.
 //! - [`log`]: structured records into selfmon's log.
 //! - [`duration`]: serde support for durations written as `"250ms"`, `"10s"`, `"5m"`.
 
@@ -61,6 +62,7 @@ pub mod duration;
 pub mod http;
 pub mod info;
 pub mod log;
+pub mod parse;
 pub mod tcp;
 
 mod export {

@@ -44,3 +44,36 @@ pub mod checker {
         C::check(config, &context).map(|result| result.into_wit()).map_err(|e| e.to_string())
     }
 }
+
+/// What `export_parser!` calls.
+pub mod parser {
+    use super::types;
+    use crate::parse::{Batch, Parser, config};
+
+    pub fn info<P: Parser>() -> types::PluginInfo {
+        P::info().into_wit()
+    }
+
+    pub fn validate<P: Parser>(pairs: types::Config) -> Result<(), String> {
+        let config: P::Config = config(&pairs)?;
+        P::validate(&config).map_err(|e| e.to_string())
+    }
+
+    /// One outcome per line, whatever the parser returns: a parser that answers too few or too many has its
+    /// batch's lines kept raw, with the reason.
+    pub fn parse<P: Parser>(request: types::ParseRequest) -> Vec<types::ParseOutcome> {
+        let lines = request.lines.len();
+        let config: P::Config = match config(&request.config) {
+            Ok(config) => config,
+            Err(reason) => return vec![types::ParseOutcome::Invalid(reason); lines],
+        };
+        let batch = Batch { source: request.source, service: request.service, lines: request.lines };
+        let outcomes = P::parse(&config, &batch);
+        if outcomes.len() == lines {
+            outcomes
+        } else {
+            let reason = format!("the parser answered {} outcomes for {lines} lines", outcomes.len());
+            vec![types::ParseOutcome::Invalid(reason); lines]
+        }
+    }
+}

@@ -238,7 +238,7 @@ fn plugins_lists_what_is_loaded_and_why_files_were_refused() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("rule.wasm: a rule plugin (exports `selfmon:plugin/alert-rule`): this version of selfmon runs checker plugins only"),
+        stdout.contains("rule.wasm: a rule plugin (exports `selfmon:plugin/alert-rule`): this version of selfmon runs checkers and parsers"),
         "{stdout}"
     );
     assert!(stdout.contains("huge.wasm: 2097152 bytes is over the limit of 1048576"), "{stdout}");

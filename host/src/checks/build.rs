@@ -13,7 +13,9 @@ use super::Check;
 use crate::config::{CheckConfig, Config, ConfigError, RecoveryConfig, Secret};
 use crate::plugins::Plugins;
 use crate::recovery::{Action, Policy};
-use crate::runtime::{CallLabels, Grants, PluginSource, Redactor, Runtime, Sandbox, Setting, TlsConfig, ValueKind};
+use crate::runtime::{
+    CallLabels, Grants, Kind, PluginSource, Redactor, Runtime, Sandbox, Setting, TlsConfig, ValueKind,
+};
 
 /// Looks up an environment variable (the process environment, or a stand-in in tests).
 pub type Env = dyn Fn(&str) -> Option<String> + Sync;
@@ -185,6 +187,20 @@ fn build_one(
         ));
         return Err(problems);
     };
+    if plugin.kind() != Kind::Checker {
+        let checkers: Vec<&str> =
+            plugins.iter().filter(|p| p.kind() == Kind::Checker).map(|p| p.info.name.as_str()).collect();
+        problems.push(Problem::at(
+            "plugin",
+            format!(
+                "`{}` is a {} plugin; a check needs a checker ({})",
+                check.plugin,
+                plugin.kind().as_str(),
+                checkers.join(", ")
+            ),
+        ));
+        return Err(problems);
+    }
     // Environment defaults come from the plugin's own declarations, so only plugins shipped with selfmon may use
     // them: a dropped-in plugin must not pick which of the host's variables (or which hosts) it gets.
     let defaults_from_env = matches!(plugin.source, PluginSource::Builtin(_)).then_some(env);

@@ -22,10 +22,13 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
 
-pub use bindings::{CONTRACT_VERSION, CheckRequest, CheckResult, Metric, PluginInfo, Setting, Status, ValueKind};
+pub use bindings::{
+    CONTRACT_VERSION, CheckRequest, CheckResult, Level, LogRecord, Metric, ParseOutcome, ParseRequest, PluginInfo,
+    Setting, Status, ValueKind,
+};
 pub use cache::CompiledCache;
 pub use grants::Grants;
-pub use plugin::{Plugin, PluginSource};
+pub use plugin::{Kind, Plugin, PluginSource};
 pub use redact::Redactor;
 pub use send::{Timeouts, TlsConfig, send};
 pub use state::CallLabels;
@@ -175,11 +178,11 @@ impl Runtime {
     }
 
     /// Run `call` on a fresh instance of a component within `sandbox`.
-    async fn call<T>(
+    async fn call<P: Pre, T>(
         &self,
-        pre: &bindings::CheckerPre<PluginState>,
+        pre: &P,
         sandbox: &Sandbox,
-        call: impl AsyncFnOnce(&mut Store<PluginState>, &bindings::Checker) -> wasmtime::Result<T>,
+        call: impl AsyncFnOnce(&mut Store<PluginState>, &P::Instance) -> wasmtime::Result<T>,
     ) -> Result<T, CallError> {
         let _ticking = self.ticker.hold();
         let output = Output::new();
@@ -193,7 +196,7 @@ impl Runtime {
         });
 
         let run = async {
-            let instance = pre.instantiate_async(&mut store).await.map_err(|e| classify(e, sandbox, &output, true))?;
+            let instance = pre.instantiate(&mut store).await.map_err(|e| classify(e, sandbox, &output, true))?;
             call(&mut store, &instance).await.map_err(|e| classify(e, sandbox, &output, false))
         };
         let result = match tokio::time::timeout(sandbox.timeout, run).await {
@@ -202,6 +205,38 @@ impl Runtime {
         };
         report_output(sandbox, &output, store.data().log.dropped);
         result
+    }
+}
+
+/// A pre-instantiated component of one of the contract's worlds.
+trait Pre {
+    type Instance;
+
+    fn instantiate(
+        &self,
+        store: &mut Store<PluginState>,
+    ) -> impl Future<Output = wasmtime::Result<Self::Instance>> + Send;
+}
+
+impl Pre for bindings::CheckerPre<PluginState> {
+    type Instance = bindings::Checker;
+
+    fn instantiate(
+        &self,
+        store: &mut Store<PluginState>,
+    ) -> impl Future<Output = wasmtime::Result<Self::Instance>> + Send {
+        self.instantiate_async(store)
+    }
+}
+
+impl Pre for bindings::parser::ParserPre<PluginState> {
+    type Instance = bindings::parser::Parser;
+
+    fn instantiate(
+        &self,
+        store: &mut Store<PluginState>,
+    ) -> impl Future<Output = wasmtime::Result<Self::Instance>> + Send {
+        self.instantiate_async(store)
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use wasmtime::component::Component;
 
-use super::bindings::{self, CONTRACT_VERSION, CheckRequest, CheckResult, PluginInfo};
+use super::bindings::{self, CONTRACT_VERSION, CheckRequest, CheckResult, ParseOutcome, ParseRequest, PluginInfo};
 use super::state::{CallLabels, PluginState};
 use super::{CallError, Grants, Redactor, Runtime, Sandbox, TlsConfig};
 
@@ -28,7 +28,23 @@ impl std::fmt::Display for PluginSource {
     }
 }
 
-/// A checker plugin ready to be called.
+/// What a plugin does: the world of the contract it implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Checker,
+    Parser,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Checker => "checker",
+            Self::Parser => "parser",
+        }
+    }
+}
+
+/// A plugin ready to be called.
 pub struct Plugin {
     pub info: PluginInfo,
     pub source: PluginSource,
@@ -36,7 +52,21 @@ pub struct Plugin {
     pub sha256: String,
     /// Size of the component in bytes.
     pub size: usize,
-    pub(super) pre: bindings::CheckerPre<PluginState>,
+    exports: Exports,
+}
+
+enum Exports {
+    Checker(bindings::CheckerPre<PluginState>),
+    Parser(bindings::parser::ParserPre<PluginState>),
+}
+
+impl Plugin {
+    pub fn kind(&self) -> Kind {
+        match self.exports {
+            Exports::Checker(_) => Kind::Checker,
+            Exports::Parser(_) => Kind::Parser,
+        }
+    }
 }
 
 impl std::fmt::Debug for Plugin {
@@ -58,13 +88,11 @@ impl Runtime {
             .await
             .map_err(|e| format!("compiling failed: {e}"))?
             .map_err(|e| format!("not a WebAssembly component: {}", root_cause(&e)))?;
-        self.check_contract(&component)?;
+        let kind = self.check_contract(&component)?;
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| format!("imports something selfmon does not provide: {}", root_cause(&e)))?;
-        let pre =
-            bindings::CheckerPre::new(instance_pre).map_err(|e| format!("not a usable checker: {}", root_cause(&e)))?;
         let sandbox = Sandbox {
             labels: CallLabels { plugin: Arc::from(source_label(&source)), check: None },
             grants: Arc::new(Grants::default()),
@@ -73,12 +101,31 @@ impl Runtime {
             memory_limit: INFO_MEMORY,
             timeout: INFO_TIMEOUT,
         };
-        let info = self
-            .call(&pre, &sandbox, async |store, checker| checker.selfmon_plugin_health_check().call_info(store).await)
-            .await
-            .map_err(|e| format!("`info` failed: {e}"))?;
+        let (exports, info) = match kind {
+            Kind::Checker => {
+                let pre = bindings::CheckerPre::new(instance_pre)
+                    .map_err(|e| format!("not a usable checker: {}", root_cause(&e)))?;
+                let info = self
+                    .call(&pre, &sandbox, async |store, checker| {
+                        checker.selfmon_plugin_health_check().call_info(store).await
+                    })
+                    .await;
+                (Exports::Checker(pre), info)
+            }
+            Kind::Parser => {
+                let pre = bindings::parser::ParserPre::new(instance_pre)
+                    .map_err(|e| format!("not a usable parser: {}", root_cause(&e)))?;
+                let info = self
+                    .call(&pre, &sandbox, async |store, parser| {
+                        parser.selfmon_plugin_log_parser().call_info(store).await
+                    })
+                    .await;
+                (Exports::Parser(pre), info)
+            }
+        };
+        let info = info.map_err(|e| format!("`info` failed: {e}"))?;
         check_info(&info)?;
-        Ok(Plugin { info, source, sha256, size: bytes.len(), pre })
+        Ok(Plugin { info, source, sha256, size: bytes.len(), exports })
     }
 
     /// Ask a plugin whether a configured check's request is acceptable. The outer error is a call that failed; the
@@ -89,7 +136,8 @@ impl Runtime {
         sandbox: &Sandbox,
         request: &CheckRequest,
     ) -> Result<Result<(), String>, CallError> {
-        self.call(&plugin.pre, sandbox, async |store, checker| {
+        let pre = checker(plugin)?;
+        self.call(pre, sandbox, async |store, checker| {
             checker.selfmon_plugin_health_check().call_validate(store, request).await
         })
         .await
@@ -102,15 +150,43 @@ impl Runtime {
         sandbox: &Sandbox,
         request: &CheckRequest,
     ) -> Result<Result<CheckResult, String>, CallError> {
-        self.call(&plugin.pre, sandbox, async |store, checker| {
+        let pre = checker(plugin)?;
+        self.call(pre, sandbox, async |store, checker| {
             checker.selfmon_plugin_health_check().call_check(store, request).await
         })
         .await
     }
 
+    /// Parse a batch of lines. One outcome per line comes back (the SDK makes sure; a plugin that answers otherwise
+    /// is treated as having failed).
+    pub async fn parse(
+        &self,
+        plugin: &Plugin,
+        sandbox: &Sandbox,
+        request: &ParseRequest,
+    ) -> Result<Vec<ParseOutcome>, CallError> {
+        let Exports::Parser(pre) = &plugin.exports else {
+            return Err(CallError::Instantiate(format!("`{}` is not a parser plugin", plugin.info.name)));
+        };
+        let outcomes = self
+            .call(pre, sandbox, async |store, parser| {
+                parser.selfmon_plugin_log_parser().call_parse(store, request).await
+            })
+            .await?;
+        if outcomes.len() == request.lines.len() {
+            Ok(outcomes)
+        } else {
+            Err(CallError::Trap(format!(
+                "the parser answered {} outcomes for {} lines",
+                outcomes.len(),
+                request.lines.len()
+            )))
+        }
+    }
+
     /// Whether a component was built for this host's contract and world, said in the plugin author's terms before
     /// wasmtime's own type checking (whose messages name missing imports, not versions).
-    fn check_contract(&self, component: &Component) -> Result<(), String> {
+    fn check_contract(&self, component: &Component) -> Result<Kind, String> {
         let ty = component.component_type();
         let imports: Vec<String> = ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect();
         let exports: Vec<String> = ty.exports(&self.engine).map(|(name, _)| name.to_string()).collect();
@@ -127,14 +203,16 @@ impl Runtime {
         }
         let exported = |interface: &str| exports.iter().any(|e| e.starts_with(&format!("selfmon:plugin/{interface}@")));
         if exported("health-check") {
-            return Ok(());
+            return Ok(Kind::Checker);
         }
-        for (interface, kind) in [("log-parser", "a parser"), ("alert-rule", "a rule")] {
-            if exported(interface) {
-                return Err(format!(
-                    "{kind} plugin (exports `selfmon:plugin/{interface}`): this version of selfmon runs checker plugins only"
-                ));
-            }
+        if exported("log-parser") {
+            return Ok(Kind::Parser);
+        }
+        if exported("alert-rule") {
+            return Err(
+                "a rule plugin (exports `selfmon:plugin/alert-rule`): this version of selfmon runs checkers and parsers"
+                    .into(),
+            );
         }
         let expected = format!("selfmon:plugin/health-check@{CONTRACT_VERSION}");
         Err(if exports.is_empty() {
@@ -142,6 +220,14 @@ impl Runtime {
         } else {
             format!("exports {} but not `{expected}`", exports.join(", "))
         })
+    }
+}
+
+/// A plugin's checker exports, or the error a check gets for naming a plugin of another kind.
+fn checker(plugin: &Plugin) -> Result<&bindings::CheckerPre<PluginState>, CallError> {
+    match &plugin.exports {
+        Exports::Checker(pre) => Ok(pre),
+        Exports::Parser(_) => Err(CallError::Instantiate(format!("`{}` is a parser, not a checker", plugin.info.name))),
     }
 }
 

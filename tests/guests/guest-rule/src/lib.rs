@@ -1,4 +1,4 @@
-//! A component of the contract's `rule` world, to test that a host which runs checkers only says so.
+//! A component of the contract's `rule` world, to test that a host which does not run rules yet says so.
 
 #[cfg(target_arch = "wasm32")]
 mod component {
