@@ -130,6 +130,7 @@ fn routes(state: AppState) -> Router {
         .routes(routes!(delete_webhook))
         .routes(routes!(deliveries))
         .routes(routes!(recovery))
+        .routes(routes!(search_logs, ingest_logs))
         .split_for_parts();
     let document = Arc::new(document.to_json().unwrap_or_default());
     router
@@ -621,6 +622,140 @@ async fn deliveries(
     Ok(Json(state.deliveries(id, offset, limit).await?))
 }
 
+/// The most a gzip body may grow to when decompressed.
+const MAX_INFLATED: u64 = 64 << 20;
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct IngestParams {
+    /// The parser plugin (default `json`).
+    parser: Option<String>,
+    /// The source name stored with the records (default `http`).
+    source: Option<String>,
+    /// The service of records that do not name one.
+    service: Option<String>,
+}
+
+/// What `POST /v1/logs` did.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Ingested {
+    /// Lines stored (as records, or appended to the record before).
+    accepted: usize,
+    /// Array items that were neither a string nor an object; not stored.
+    rejected: usize,
+    #[serde(flatten)]
+    parsed: crate::logs::Parsed,
+}
+
+/// `POST /v1/logs[?parser=json&source=NAME&service=NAME]`: a JSON array of records (objects) or lines (strings), or
+/// NDJSON, optionally gzip-compressed; 202 once everything is committed.
+#[utoipa::path(post, path = "/v1/logs", tag = "logs", params(IngestParams), request_body(content = Vec<Object>, description = "A JSON array of objects or strings, or NDJSON (`application/x-ndjson`); `Content-Encoding: gzip` accepted"), responses((status = 202, description = "Stored", body = Ingested), (status = 400, description = "The body or a parameter is not valid", body = ErrorBody), (status = 503, description = "Storage is behind; retry after `Retry-After` seconds", body = ErrorBody)))]
+async fn ingest_logs(
+    State(state): State<AppState>,
+    query: Result<Query<IngestParams>, QueryRejection>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let params = params(query)?;
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_body", message);
+    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
+    let body = match encoding.trim().to_ascii_lowercase().as_str() {
+        "identity" | "" => body.to_vec(),
+        "gzip" => {
+            use std::io::Read;
+            let mut inflated = Vec::new();
+            flate2::read::GzDecoder::new(&body[..])
+                .take(MAX_INFLATED + 1)
+                .read_to_end(&mut inflated)
+                .map_err(|e| bad(format!("the body is not valid gzip: {e}")))?;
+            if inflated.len() as u64 > MAX_INFLATED {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    "the body inflates to over 64 MiB",
+                ));
+            }
+            inflated
+        }
+        other => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_encoding",
+                format!("`Content-Encoding: {other}` is not supported: send gzip or nothing"),
+            ));
+        }
+    };
+    let text = String::from_utf8_lossy(&body);
+    let (lines, rejected) = if text.trim_start().starts_with('[') {
+        let items: Vec<serde_json::Value> = serde_json::from_str(&text)
+            .map_err(|e| bad(format!("the body starts like a JSON array but is not one: {e}")))?;
+        let mut lines = Vec::with_capacity(items.len());
+        let mut rejected = 0;
+        for item in items {
+            match item {
+                serde_json::Value::String(line) => lines.push(line),
+                object @ serde_json::Value::Object(_) => lines.push(object.to_string()),
+                _ => rejected += 1,
+            }
+        }
+        (lines, rejected)
+    } else {
+        (text.lines().map(str::to_string).collect(), 0)
+    };
+    let origin =
+        crate::logs::Origin { source: params.source.unwrap_or_else(|| "http".into()), service: params.service };
+    let count = lines.len();
+    let parsed = state.ingest(params.parser.as_deref().unwrap_or("json"), origin, lines).await?;
+    Ok((StatusCode::ACCEPTED, Json(Ingested { accepted: count - parsed.skipped, rejected, parsed })).into_response())
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct LogParams {
+    /// Full-text query over messages: words, `"a phrase"`, `prefix*`, `AND`, `OR`, `NOT`.
+    q: Option<String>,
+    /// Levels, comma-separated: `error,critical`.
+    level: Option<String>,
+    service: Option<String>,
+    source: Option<String>,
+    trace_id: Option<String>,
+    user_id: Option<String>,
+    /// RFC 3339 or Unix seconds.
+    from: Option<String>,
+    to: Option<String>,
+    /// Records to skip (default 0) and to return (default 100, at most 1000), newest first.
+    offset: Option<u64>,
+    limit: Option<u64>,
+}
+
+/// `GET /v1/logs`: stored records, newest first, by text, level, service, source, trace, user and time.
+#[utoipa::path(get, path = "/v1/logs", tag = "logs", params(LogParams), responses((status = 200, description = "OK", body = crate::logs::Found), (status = 400, description = "A bad parameter, or a search text that is not a valid query", body = ErrorBody)))]
+async fn search_logs(
+    State(state): State<AppState>,
+    query: Result<Query<LogParams>, QueryRejection>,
+) -> Result<Json<crate::logs::Found>, ApiError> {
+    let params = params(query)?;
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", message);
+    let search = crate::logs::Search {
+        text: params.q.filter(|q| !q.trim().is_empty()),
+        levels: params
+            .level
+            .map(|l| l.split(',').map(|l| l.trim().to_ascii_lowercase()).filter(|l| !l.is_empty()).collect())
+            .unwrap_or_default(),
+        service: params.service,
+        source: params.source,
+        trace_id: params.trace_id,
+        user_id: params.user_id,
+        from: params.from.as_deref().map(|t| parse_time("from", t)).transpose().map_err(bad)?,
+        to: params.to.as_deref().map(|t| parse_time("to", t)).transpose().map_err(bad)?,
+        offset: params.offset.unwrap_or(0),
+        limit: params.limit.unwrap_or(100).clamp(1, 1000),
+    };
+    Ok(Json(state.search_logs(search).await?))
+}
+
 /// An error answer: a status code, a stable machine-readable code and a message for people.
 #[derive(Debug)]
 pub struct ApiError {
@@ -646,6 +781,7 @@ impl From<QueryError> for ApiError {
                 Self { details: problems.clone(), ..Self::new(StatusCode::BAD_REQUEST, "invalid", problems.join("; ")) }
             }
             QueryError::Conflict(message) => Self::new(StatusCode::CONFLICT, "conflict", message),
+            QueryError::Busy => Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", error.to_string()),
             QueryError::Storage(detail) => {
                 // The details are for the log; the caller learns only that it failed.
                 tracing::error!(detail, "A query failed in storage");
@@ -673,8 +809,13 @@ struct ErrorDetail {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let busy = self.status == StatusCode::SERVICE_UNAVAILABLE;
         let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message, details: self.details } };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if busy {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
+        }
+        response
     }
 }
 

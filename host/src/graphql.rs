@@ -56,6 +56,7 @@ fn error(error: QueryError) -> async_graphql::Error {
         QueryError::NotFound { code, .. } => code,
         QueryError::Invalid(_) | QueryError::Rejected(_) => "bad_request",
         QueryError::Conflict(_) => "conflict",
+        QueryError::Busy => "busy",
         QueryError::Storage(detail) => {
             tracing::error!(detail, "A GraphQL query failed in storage");
             return async_graphql::Error::new("the data could not be read")
@@ -319,6 +320,42 @@ impl QueryRoot {
         #[graphql(default = 3600)] time_window: u32,
     ) -> async_graphql::Result<Errors> {
         queries(ctx).errors(std::time::Duration::from_secs(time_window.into())).await.map_err(error)
+    }
+
+    /// Stored log records, newest first: a full-text query (`text`), levels, service, trace and time range (Unix
+    /// seconds).
+    #[allow(clippy::too_many_arguments)]
+    #[graphql(complexity = "10 + usize::try_from(limit).unwrap_or(0) * child_complexity")]
+    async fn logs(
+        &self,
+        ctx: &Context<'_>,
+        text: Option<String>,
+        #[graphql(default)] levels: Vec<String>,
+        service: Option<String>,
+        trace_id: Option<String>,
+        from: Option<f64>,
+        to: Option<f64>,
+        #[graphql(default = 0)] offset: i32,
+        #[graphql(default = 100)] limit: i32,
+    ) -> async_graphql::Result<Vec<crate::logs::StoredRecord>> {
+        let time = |seconds: Option<f64>| {
+            seconds
+                .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+                .and_then(|d| std::time::UNIX_EPOCH.checked_add(d))
+        };
+        let search = crate::logs::Search {
+            text,
+            levels: levels.into_iter().map(|l| l.to_ascii_lowercase()).collect(),
+            service,
+            source: None,
+            trace_id,
+            user_id: None,
+            from: time(from),
+            to: time(to),
+            offset: self::offset(offset)?,
+            limit: u64::from(self::limit(limit)?),
+        };
+        Ok(queries(ctx).search_logs(search).await.map_err(error)?.records)
     }
 
     /// Alert rules by name.

@@ -7,6 +7,7 @@
 //! - [`plugins`]: the built-in plugins and the drop-in folder.
 //! - [`checks`]: configured checks, built against what their plugins declare, and one run of a check.
 //! - [`health`]: statuses, run outcomes and the board of latest states, with dependency causes.
+//! - [`logs`]: log lines parsed by parser plugins, stored with a full-text index, searched.
 //! - [`recovery`]: the operator's recovery actions for checks that keep failing.
 //! - [`scheduler`]: runs checks on their intervals.
 //! - [`system`]: the host's CPU, memory, disk and network figures.
@@ -29,6 +30,7 @@ pub mod config;
 pub mod events;
 pub mod graphql;
 pub mod health;
+pub mod logs;
 pub mod performance;
 pub mod plugins;
 pub mod query;
@@ -233,6 +235,8 @@ pub async fn serve(
         tracing::warn!(%address, "The API has no keys and listens beyond this machine: set [api] keys or MONITORING_API_KEY");
     }
     let queries = Arc::new(query::Queries {
+        runtime: host.runtime.clone(),
+        plugins: Arc::new(host.plugins),
         board,
         storage: storage.clone(),
         access: access.clone(),

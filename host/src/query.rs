@@ -10,7 +10,10 @@ use crate::access::Access;
 use crate::alerts::{Alert, ChangeError, Page, Rule, RuleRequest};
 use crate::events::Events;
 use crate::health::{Board, CheckState, Health};
+use crate::logs::{Found, Origin, Parsed, Search, SearchError};
 use crate::performance::{Errors, MAX_WINDOW, Performance};
+use crate::plugins::Plugins;
+use crate::runtime::{Kind, Runtime};
 use crate::storage::{
     Figures, MetricName, SeriesError, SeriesPage, SeriesQuery, Storage, StorageError, StoredAttempt, StoredRun,
 };
@@ -19,6 +22,8 @@ use crate::webhooks::{Delivery, Webhook, WebhookRequest};
 
 /// What the queries can see.
 pub struct Queries {
+    pub runtime: Arc<Runtime>,
+    pub plugins: Arc<Plugins>,
     pub board: Arc<Board>,
     pub storage: Storage,
     pub access: Arc<Access>,
@@ -68,6 +73,9 @@ pub enum QueryError {
     Rejected(Vec<String>),
     #[error("{0}")]
     Conflict(String),
+    /// Storage is behind: the caller should come back later.
+    #[error("storage is behind; retry shortly")]
+    Busy,
     #[error("storage: {0}")]
     Storage(String),
 }
@@ -157,6 +165,9 @@ pub enum MetricsAnswer {
 
 /// 9999-12-31T23:59:59Z: times are written as RFC 3339, which has four-digit years.
 const LATEST: Duration = Duration::from_secs(253_402_300_799);
+
+/// Writes queued past which log ingestion is refused with a 503, so a flood cannot grow memory.
+const BUSY_QUEUE: usize = 2048;
 
 /// The default range of a metrics query without `from`.
 const DEFAULT_RANGE: Duration = Duration::from_secs(3600);
@@ -321,6 +332,36 @@ impl Queries {
     pub async fn errors(&self, window: Duration) -> Result<Errors, QueryError> {
         check_window(window)?;
         self.storage.errors(window).await.map_err(storage)
+    }
+
+    /// Parse lines with the named parser plugin and store them; answers once they are committed.
+    pub async fn ingest(&self, parser: &str, origin: Origin, lines: Vec<String>) -> Result<Parsed, QueryError> {
+        let plugin = self.plugins.get(parser).filter(|p| p.kind() == Kind::Parser).ok_or_else(|| {
+            let parsers: Vec<&str> =
+                self.plugins.iter().filter(|p| p.kind() == Kind::Parser).map(|p| p.info.name.as_str()).collect();
+            QueryError::Invalid(format!("`{parser}` is not a parser plugin (parsers: {})", parsers.join(", ")))
+        })?;
+        if self.storage.queued() > BUSY_QUEUE {
+            return Err(QueryError::Busy);
+        }
+        let (records, parsed) = crate::logs::parse(&self.runtime, plugin, &origin, lines, SystemTime::now()).await;
+        self.storage.write_logs(records).await.map_err(storage)?;
+        Ok(parsed)
+    }
+
+    pub async fn search_logs(&self, search: Search) -> Result<Found, QueryError> {
+        for level in &search.levels {
+            if !crate::logs::LEVELS.contains(&level.as_str()) {
+                return Err(QueryError::Invalid(format!(
+                    "`level`: `{level}` is not one of {}",
+                    crate::logs::LEVELS.join(", ")
+                )));
+            }
+        }
+        self.storage.search_logs(search).await.map_err(|error| match error {
+            SearchError::Syntax(_) => QueryError::Invalid(error.to_string()),
+            SearchError::Storage(error) => storage(error),
+        })
     }
 
     pub async fn webhooks(&self) -> Result<Vec<Webhook>, QueryError> {

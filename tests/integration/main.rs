@@ -9,6 +9,7 @@ mod checks;
 mod cli;
 mod dependencies;
 mod graphql;
+mod logs;
 mod openapi;
 mod plugins;
 mod postgres;

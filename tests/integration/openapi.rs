@@ -60,6 +60,9 @@ async fn every_documented_answer_matches_its_schema() {
     )
     .await
     .unwrap();
+    post("/v1/logs", json!([{"msg": "hello", "level": "error", "trace_id": "t1", "extra": {"a": 1}}, "hello raw"]))
+        .await
+        .unwrap();
     workdir
         .db()
         .execute_batch(
@@ -119,6 +122,8 @@ async fn every_documented_answer_matches_its_schema() {
         ("/v1/webhooks", "/v1/webhooks", 200),
         ("/v1/webhooks/{id}/deliveries", "/v1/webhooks/1/deliveries", 200),
         ("/v1/recovery", "/v1/recovery", 200),
+        ("/v1/logs", "/v1/logs?q=hello", 200),
+        ("/v1/logs", "/v1/logs?q=%22open", 400),
     ];
     for (template, url, code) in checked {
         let (status, answer) = selfmon.get(url).await;

@@ -126,6 +126,41 @@ pub fn migrations() -> Migrations<'static> {
             CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook_id, id);
             ",
         ),
+        M::up(
+            "
+            -- Log records. `parsed` is 0 for a line no parser understood, kept as it was with `error` saying why.
+            CREATE TABLE logs (
+                id             INTEGER PRIMARY KEY,
+                ts             INTEGER NOT NULL,  -- Unix milliseconds, UTC
+                level          TEXT    NOT NULL,
+                source         TEXT    NOT NULL,
+                service        TEXT,
+                logger         TEXT,
+                message        TEXT    NOT NULL,
+                trace_id       TEXT,
+                span_id        TEXT,
+                correlation_id TEXT,
+                user_id        TEXT,
+                fields         TEXT,              -- JSON object of further fields
+                parsed         INTEGER NOT NULL,
+                error          TEXT
+            );
+            CREATE INDEX logs_by_time ON logs (ts);
+            CREATE INDEX logs_by_level ON logs (level, ts);
+            CREATE INDEX logs_by_service ON logs (service, ts);
+            CREATE INDEX logs_by_trace ON logs (trace_id) WHERE trace_id IS NOT NULL;
+            CREATE INDEX logs_by_user ON logs (user_id, ts) WHERE user_id IS NOT NULL;
+
+            -- The full-text index over messages, kept by triggers.
+            CREATE VIRTUAL TABLE logs_fts USING fts5 (message, content = 'logs', content_rowid = 'id');
+            CREATE TRIGGER logs_fts_insert AFTER INSERT ON logs BEGIN
+                INSERT INTO logs_fts (rowid, message) VALUES (new.id, new.message);
+            END;
+            CREATE TRIGGER logs_fts_delete AFTER DELETE ON logs BEGIN
+                INSERT INTO logs_fts (logs_fts, rowid, message) VALUES ('delete', old.id, old.message);
+            END;
+            ",
+        ),
     ])
 }
 
@@ -137,6 +172,6 @@ mod tests {
         let mut db = rusqlite::Connection::open_in_memory().unwrap();
         super::migrations().to_latest(&mut db).unwrap();
         let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-        assert_eq!(version, 4);
+        assert_eq!(version, 5);
     }
 }

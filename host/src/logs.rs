@@ -1,0 +1,435 @@
+//! Log records: lines parsed by a parser plugin into records, stored with a full-text index, and searched.
+//!
+//! Nothing given is dropped. A line the parser does not understand, and every line of a batch whose parser call
+//! failed (a crash, the deadline, the memory cap), is stored as it was, flagged unparsed, with the reason. A line
+//! that continues the record before it (a traceback) is appended to that record's message.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::params_from_iter;
+use serde::Serialize;
+
+use crate::runtime::{
+    CallLabels, Grants, Level, LogRecord, ParseOutcome, ParseRequest, Plugin, Redactor, Runtime, Sandbox, TlsConfig,
+};
+use crate::storage::{Storage, StorageError, from_millis, to_millis};
+
+/// Lines handed to a parser in one call.
+pub const PARSE_BATCH: usize = 1000;
+/// The longest line parsed; a longer one is kept unparsed, cut to this length.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+/// The longest message stored, continuations included.
+const MAX_MESSAGE_BYTES: usize = 1 << 20;
+/// How long one parser call may take, and how much memory it may use.
+const PARSE_TIMEOUT: Duration = Duration::from_secs(10);
+const PARSE_MEMORY: usize = 256 << 20;
+
+/// The level names, as stored and queried.
+pub const LEVELS: [&str; 8] = ["trace", "debug", "info", "warning", "error", "critical", "security", "audit"];
+
+fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::Trace => LEVELS[0],
+        Level::Debug => LEVELS[1],
+        Level::Info => LEVELS[2],
+        Level::Warning => LEVELS[3],
+        Level::Error => LEVELS[4],
+        Level::Critical => LEVELS[5],
+        Level::Security => LEVELS[6],
+        Level::Audit => LEVELS[7],
+    }
+}
+
+/// One record to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRecord {
+    pub ts: SystemTime,
+    pub level: &'static str,
+    pub source: String,
+    pub service: Option<String>,
+    pub logger: Option<String>,
+    pub message: String,
+    pub trace_id: Option<String>,
+    pub span_id: Option<String>,
+    pub correlation_id: Option<String>,
+    pub user_id: Option<String>,
+    /// A JSON object, when there are further fields.
+    pub fields: Option<String>,
+    pub parsed: bool,
+    pub error: Option<String>,
+}
+
+/// Where lines come from.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub source: String,
+    /// The service of records that do not name one.
+    pub service: Option<String>,
+}
+
+/// What became of a set of lines.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Parsed {
+    /// Records made (parsed or kept raw).
+    pub records: usize,
+    /// Lines no parser understood, kept raw.
+    pub unparsed: usize,
+    /// Lines the parser skipped (blank lines, headers) or appended to the record before.
+    pub skipped: usize,
+    pub continued: usize,
+    /// Lines whose parser call failed, kept raw.
+    pub parser_failures: usize,
+}
+
+/// Parse `lines` with `parser` into records, in batches; `read_at` is the time given to records without one.
+pub async fn parse(
+    runtime: &Runtime,
+    parser: &Plugin,
+    origin: &Origin,
+    lines: Vec<String>,
+    read_at: SystemTime,
+) -> (Vec<NewRecord>, Parsed) {
+    let sandbox = Sandbox {
+        labels: CallLabels { plugin: Arc::from(parser.info.name.as_str()), check: None },
+        grants: Arc::new(Grants::default()),
+        redactor: Redactor::default(),
+        tls: TlsConfig::system(),
+        memory_limit: PARSE_MEMORY,
+        timeout: PARSE_TIMEOUT,
+    };
+    let mut records: Vec<NewRecord> = Vec::with_capacity(lines.len());
+    let mut counts = Parsed::default();
+    let raw = |line: &str, error: String| NewRecord {
+        ts: read_at,
+        level: "info",
+        source: origin.source.clone(),
+        service: origin.service.clone(),
+        logger: None,
+        message: line.to_string(),
+        trace_id: None,
+        span_id: None,
+        correlation_id: None,
+        user_id: None,
+        fields: None,
+        parsed: false,
+        error: Some(error),
+    };
+    // Runs of lines short enough to parse, in batches; a line too long is kept raw where it was.
+    let mut runs: Vec<Vec<String>> = vec![Vec::new()];
+    for line in lines {
+        if line.len() > MAX_LINE_BYTES {
+            let mut cut = line;
+            cut.truncate(cut.floor_char_boundary(MAX_LINE_BYTES));
+            counts.records += 1;
+            counts.unparsed += 1;
+            runs.push(vec![cut]);
+            runs.push(Vec::new());
+        } else {
+            runs.last_mut().expect("never empty").push(line);
+        }
+    }
+    for (index, run) in runs.into_iter().enumerate() {
+        if index % 2 == 1 {
+            records.extend(
+                run.iter().map(|line| raw(line, format!("longer than {MAX_LINE_BYTES} bytes: cut, not parsed"))),
+            );
+            continue;
+        }
+        for chunk in run.chunks(PARSE_BATCH) {
+            parse_chunk(runtime, parser, &sandbox, origin, chunk, read_at, &mut records, &mut counts, &raw).await;
+        }
+    }
+    (records, counts)
+}
+
+/// Parse one batch and append what it makes to `records`.
+#[allow(clippy::too_many_arguments)]
+async fn parse_chunk(
+    runtime: &Runtime,
+    parser: &Plugin,
+    sandbox: &Sandbox,
+    origin: &Origin,
+    chunk: &[String],
+    read_at: SystemTime,
+    records: &mut Vec<NewRecord>,
+    counts: &mut Parsed,
+    raw: &impl Fn(&str, String) -> NewRecord,
+) {
+    let request = ParseRequest {
+        source: origin.source.clone(),
+        service: origin.service.clone(),
+        config: Vec::new(),
+        lines: chunk.to_vec(),
+    };
+    let outcomes = match runtime.parse(parser, sandbox, &request).await {
+        Ok(outcomes) => outcomes,
+        Err(error) => {
+            tracing::warn!(parser = %parser.info.name, source = %origin.source, lines = chunk.len(), %error, "Parser failed; its batch is kept unparsed");
+            counts.parser_failures += chunk.len();
+            counts.records += chunk.len();
+            let reason = format!("the parser `{}` failed: {error}", parser.info.name);
+            records.extend(chunk.iter().map(|line| raw(line, reason.clone())));
+            return;
+        }
+    };
+    for (line, outcome) in chunk.iter().zip(outcomes) {
+        match outcome {
+            ParseOutcome::Parsed(record) => {
+                counts.records += 1;
+                records.push(record_of(record, origin, read_at));
+            }
+            ParseOutcome::Continuation => match records.last_mut() {
+                Some(previous) if previous.message.len() + line.len() < MAX_MESSAGE_BYTES => {
+                    counts.continued += 1;
+                    previous.message.push('\n');
+                    previous.message.push_str(line);
+                }
+                _ => {
+                    counts.records += 1;
+                    counts.unparsed += 1;
+                    records.push(raw(line, "continues a record that is not in this batch".into()));
+                }
+            },
+            ParseOutcome::Skip => counts.skipped += 1,
+            ParseOutcome::Invalid(reason) => {
+                counts.records += 1;
+                counts.unparsed += 1;
+                records.push(raw(line, reason));
+            }
+        }
+    }
+}
+
+fn record_of(record: LogRecord, origin: &Origin, read_at: SystemTime) -> NewRecord {
+    let ts = record
+        .timestamp_ns
+        .and_then(|ns| u64::try_from(ns).ok())
+        .and_then(|ns| UNIX_EPOCH.checked_add(Duration::from_nanos(ns)))
+        .unwrap_or(read_at);
+    let fields = (!record.fields.is_empty()).then(|| {
+        let object: serde_json::Map<String, serde_json::Value> = record
+            .fields
+            .into_iter()
+            .map(|(key, value)| {
+                let value = serde_json::from_str(&value).unwrap_or(serde_json::Value::String(value));
+                (key, value)
+            })
+            .collect();
+        serde_json::Value::Object(object).to_string()
+    });
+    let mut message = record.message;
+    if message.len() > MAX_MESSAGE_BYTES {
+        message.truncate(message.floor_char_boundary(MAX_MESSAGE_BYTES));
+    }
+    NewRecord {
+        ts,
+        level: level_name(record.level),
+        source: origin.source.clone(),
+        service: record.service.or_else(|| origin.service.clone()),
+        logger: record.logger,
+        message,
+        trace_id: record.trace_id,
+        span_id: record.span_id,
+        correlation_id: record.correlation_id,
+        user_id: record.user_id,
+        fields,
+        parsed: true,
+        error: None,
+    }
+}
+
+/// A stored record.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, async_graphql::SimpleObject)]
+pub struct StoredRecord {
+    pub id: i64,
+    /// RFC 3339, UTC.
+    pub timestamp: String,
+    pub level: String,
+    pub source: String,
+    pub service: Option<String>,
+    pub logger: Option<String>,
+    pub message: String,
+    pub trace_id: Option<String>,
+    pub span_id: Option<String>,
+    pub correlation_id: Option<String>,
+    pub user_id: Option<String>,
+    /// Further fields, as the record had them.
+    #[schema(value_type = Option<Object>)]
+    #[graphql(skip)]
+    pub fields: Option<serde_json::Value>,
+    /// False for a line no parser understood, kept as it was.
+    pub parsed: bool,
+    /// Why it was not parsed.
+    pub error: Option<String>,
+}
+
+/// A search of the stored records.
+#[derive(Debug, Clone, Default)]
+pub struct Search {
+    /// An FTS5 query over messages: words, `"a phrase"`, `prefix*`, `AND`/`OR`/`NOT`.
+    pub text: Option<String>,
+    pub levels: Vec<String>,
+    pub service: Option<String>,
+    pub source: Option<String>,
+    pub trace_id: Option<String>,
+    pub user_id: Option<String>,
+    pub from: Option<SystemTime>,
+    pub to: Option<SystemTime>,
+    pub offset: u64,
+    pub limit: u64,
+}
+
+/// A page of records, newest first.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Found {
+    pub records: Vec<StoredRecord>,
+    /// Whether more records match past this page.
+    pub more: bool,
+    pub offset: u64,
+    pub limit: u64,
+}
+
+/// Why a search has no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error("the search text is not a valid query: {0} (words, \"a phrase\", prefix*, AND, OR, NOT)")]
+    Syntax(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl Storage {
+    /// Store records in one transaction; returns once they are committed.
+    pub async fn write_logs(&self, records: Vec<NewRecord>) -> Result<usize, StorageError> {
+        self.apply(move |db| {
+            let mut insert = db.prepare_cached(
+                "INSERT INTO logs (ts, level, source, service, logger, message, trace_id, span_id, correlation_id,
+                                   user_id, fields, parsed, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )?;
+            for r in &records {
+                insert.execute(rusqlite::params![
+                    to_millis(r.ts),
+                    r.level,
+                    r.source,
+                    r.service,
+                    r.logger,
+                    r.message,
+                    r.trace_id,
+                    r.span_id,
+                    r.correlation_id,
+                    r.user_id,
+                    r.fields,
+                    r.parsed,
+                    r.error,
+                ])?;
+            }
+            Ok(records.len())
+        })
+        .await
+    }
+
+    pub async fn search_logs(&self, search: Search) -> Result<Found, SearchError> {
+        let (offset, limit) = (search.offset, search.limit);
+        let result = self
+            .read(move |db| {
+                let mut conditions: Vec<String> = Vec::new();
+                let mut values: Vec<rusqlite::types::Value> = Vec::new();
+                fn bind(
+                    conditions: &mut Vec<String>,
+                    values: &mut Vec<rusqlite::types::Value>,
+                    condition: &str,
+                    value: rusqlite::types::Value,
+                ) {
+                    values.push(value);
+                    conditions.push(condition.replace('?', &format!("?{}", values.len())));
+                }
+                if let Some(text) = &search.text {
+                    let fts = "l.id IN (SELECT rowid FROM logs_fts WHERE logs_fts MATCH ?)";
+                    bind(&mut conditions, &mut values, fts, text.clone().into());
+                }
+                if !search.levels.is_empty() {
+                    let mut places = Vec::new();
+                    for level in &search.levels {
+                        values.push(level.clone().into());
+                        places.push(format!("?{}", values.len()));
+                    }
+                    conditions.push(format!("l.level IN ({})", places.join(", ")));
+                }
+                for (column, value) in [
+                    ("service", &search.service),
+                    ("source", &search.source),
+                    ("trace_id", &search.trace_id),
+                    ("user_id", &search.user_id),
+                ] {
+                    if let Some(value) = value {
+                        bind(&mut conditions, &mut values, &format!("l.{column} = ?"), value.clone().into());
+                    }
+                }
+                if let Some(from) = search.from {
+                    bind(&mut conditions, &mut values, "l.ts >= ?", to_millis(from).into());
+                }
+                if let Some(to) = search.to {
+                    bind(&mut conditions, &mut values, "l.ts <= ?", to_millis(to).into());
+                }
+                let filter =
+                    if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
+                let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                values.push(count(limit.saturating_add(1)).into());
+                values.push(count(offset).into());
+                let sql = format!(
+                    "SELECT l.id, l.ts, l.level, l.source, l.service, l.logger, l.message, l.trace_id, l.span_id,
+                            l.correlation_id, l.user_id, l.fields, l.parsed, l.error
+                     FROM logs AS l {filter} ORDER BY l.ts DESC, l.id DESC LIMIT ?{} OFFSET ?{}",
+                    values.len() - 1,
+                    values.len()
+                );
+                let mut statement = db.prepare(&sql)?;
+                let rows = statement.query_map(params_from_iter(values), |row| {
+                    Ok(StoredRecord {
+                        id: row.get(0)?,
+                        timestamp: humantime::format_rfc3339_millis(from_millis(row.get(1)?)).to_string(),
+                        level: row.get(2)?,
+                        source: row.get(3)?,
+                        service: row.get(4)?,
+                        logger: row.get(5)?,
+                        message: row.get(6)?,
+                        trace_id: row.get(7)?,
+                        span_id: row.get(8)?,
+                        correlation_id: row.get(9)?,
+                        user_id: row.get(10)?,
+                        fields: row.get::<_, Option<String>>(11)?.and_then(|f| serde_json::from_str(&f).ok()),
+                        parsed: row.get(12)?,
+                        error: row.get(13)?,
+                    })
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await;
+        let mut records = match result {
+            Ok(records) => records,
+            Err(StorageError::Query(error)) if is_fts_syntax(&error) => {
+                return Err(SearchError::Syntax(fts_message(&error)));
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let more = records.len() as u64 > limit;
+        records.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(Found { records, more, offset, limit })
+    }
+}
+
+/// Whether SQLite refused an FTS5 query for its syntax.
+fn is_fts_syntax(error: &rusqlite::Error) -> bool {
+    let text = error.to_string();
+    text.contains("fts5: syntax error")
+        || text.contains("unterminated string")
+        || text.contains("no such column")
+        || text.contains("unknown special query")
+}
+
+fn fts_message(error: &rusqlite::Error) -> String {
+    let text = error.to_string();
+    text.strip_prefix("fts5: ").unwrap_or(&text).to_string()
+}

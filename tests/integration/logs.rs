@@ -1,0 +1,167 @@
+//! Logs over real HTTP into a real SQLite file: realistic lines of several shapes through the built-in `json`
+//! parser plugin (gzip and NDJSON included), full-text and filtered search, and a parser that crashes costing only
+//! its batch's parsing.
+
+use std::io::Write;
+
+use selfmon_plugin_artifacts::guests;
+use serde_json::{Value, json};
+
+use crate::support::{Selfmon, Workdir};
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+async fn post(selfmon: &Selfmon, query: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut request = reqwest::Client::new().post(format!("{}/v1/logs{query}", selfmon.url)).body(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn realistic_lines_are_stored_parsed_or_raw_and_found_again() {
+    let workdir = Workdir::new("[api]\nmax_body = \"8 MiB\"\n", &[]);
+    let selfmon = Selfmon::start(&workdir).await;
+
+    let traceback = json!({
+        "timestamp": "2026-11-26T10:00:00.123+03:00", "levelname": "ERROR", "name": "bot.handlers",
+        "message": "Reply to user failed", "module": "handlers", "function": "reply", "line": 42,
+        "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "span_id": "00f067aa0ba902b7", "user_id": "u-1001",
+        "service": "telegram-bot",
+        "exception": {"type": "httpx.ReadTimeout", "message": "timed out",
+                      "traceback": ["Traceback (most recent call last):",
+                                    "  File \"/app/bot/handlers.py\", line 42, in reply",
+                                    "    await client.send_message(chat_id, text)"]}
+    });
+    let mut ndjson = Vec::new();
+    for line in [
+        traceback.to_string(),
+        json!({"ts": 1795687200.5, "level": "warning", "msg": "Медленный ответ OpenAI 🐢", "latency_ms": 5300})
+            .to_string(),
+        json!({"time": "2026-11-26T07:00:01Z", "level": "SECURITY", "event": "login failed", "user_id": "u-66"})
+            .to_string(),
+        String::new(),
+        "2026-11-26 10:00:00,123 - bot - ERROR - a plain Python logging line".into(),
+        json!({"level": "info", "msg": format!("long {}", "x".repeat(300_000))}).to_string(),
+        format!("toolong {}", "y".repeat(1_100_000)),
+    ] {
+        ndjson.extend_from_slice(line.as_bytes());
+        ndjson.push(b'\n');
+    }
+    // Invalid UTF-8 and binary garbage on lines of their own.
+    ndjson.extend_from_slice(b"{\"msg\": \"caf\xe9\"}\n\x00\x01\x02\xff\xfe garbage\n");
+
+    let (status, answer) = post(
+        &selfmon,
+        "?source=bot-logs&service=telegram-bot",
+        gzip(&ndjson),
+        &[("content-encoding", "gzip"), ("content-type", "application/x-ndjson")],
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["skipped"], 1, "the empty line: {answer}");
+    assert_eq!(answer["records"], 8, "{answer}");
+    assert_eq!(answer["unparsed"], 3, "the plain line, the line over 1 MiB and the garbage: {answer}");
+    assert_eq!(answer["accepted"], 8);
+
+    // Found by a word of the traceback, with every field normalized.
+    let (_, found) = selfmon.get("/v1/logs?q=ReadTimeout").await;
+    let record = &found["records"][0];
+    assert_eq!(found["records"].as_array().unwrap().len(), 1, "{found}");
+    assert_eq!(record["timestamp"], "2026-11-26T07:00:00.123Z", "converted to UTC");
+    assert_eq!(record["level"], "error");
+    assert_eq!((record["service"].as_str(), record["logger"].as_str()), (Some("telegram-bot"), Some("bot.handlers")));
+    assert_eq!(record["user_id"], "u-1001");
+    assert_eq!(record["fields"]["line"], 42);
+    assert!(record["message"].as_str().unwrap().contains("await client.send_message"), "{record}");
+
+    // The GraphQL twin answers the same.
+    let graphql: Value = reqwest::Client::new()
+        .post(format!("{}/graphql", selfmon.url))
+        .json(&json!({"query": "{ logs(text: \"ReadTimeout\", levels: [\"ERROR\"]) { level userId traceId } }"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        graphql["data"]["logs"],
+        json!([{"level": "error", "userId": "u-1001", "traceId": "4bf92f3577b34da6a3ce929d0e0e4736"}])
+    );
+
+    // Filters, alone and together.
+    let (_, by_trace) = selfmon.get("/v1/logs?trace_id=4bf92f3577b34da6a3ce929d0e0e4736").await;
+    assert_eq!(by_trace["records"].as_array().unwrap().len(), 1);
+    let (_, security) = selfmon.get("/v1/logs?level=security").await;
+    assert_eq!(security["records"][0]["message"], "login failed");
+    let (_, unicode) = selfmon.get("/v1/logs?q=%D0%BC%D0%B5%D0%B4%D0%BB%D0%B5%D0%BD%D0%BD%D1%8B%D0%B9").await;
+    assert_eq!(unicode["records"][0]["level"], "warning", "a case-insensitive Cyrillic word: {unicode}");
+    assert_eq!(unicode["records"][0]["timestamp"], "2026-11-26T10:00:00.500Z");
+    let (_, raw) = selfmon.get("/v1/logs?q=plain+AND+logging").await;
+    assert_eq!(raw["records"][0]["parsed"], false);
+    assert!(raw["records"][0]["error"].as_str().unwrap().starts_with("not JSON"));
+    let (_, page) = selfmon.get("/v1/logs?service=telegram-bot&limit=2").await;
+    assert_eq!((page["records"].as_array().unwrap().len(), page["more"].as_bool()), (2, Some(true)));
+    let (_, in_range) = selfmon.get("/v1/logs?from=2026-11-26T06:59:00Z&to=2026-11-26T07:00:00.200Z").await;
+    assert_eq!(in_range["records"].as_array().unwrap().len(), 1, "{in_range}");
+    let (_, long) = selfmon.get("/v1/logs?q=long").await;
+    assert_eq!(long["records"][0]["message"].as_str().unwrap().len(), 300_005, "a long line is kept whole");
+    let (_, too_long) = selfmon.get("/v1/logs?q=toolong").await;
+    assert_eq!(too_long["records"][0]["message"].as_str().unwrap().len(), 1 << 20, "past 1 MiB it is cut");
+    assert_eq!(too_long["records"][0]["parsed"], false);
+    let (_, latin) = selfmon.get("/v1/logs?q=caf*").await;
+    assert_eq!(latin["records"][0]["message"], "caf\u{fffd}", "invalid UTF-8 is replaced, not lost: {latin}");
+
+    // Bad searches are a clear 400, never a 500.
+    for query in ["q=%22unbalanced", "q=%27%29+OR+1%3D1+--", "q=col%3Avalue", "level=loud", "from=yesterday"] {
+        let (status, body) = selfmon.get(&format!("/v1/logs?{query}")).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+    }
+
+    // A JSON array of records and lines; items of other kinds are counted as rejected.
+    let array = json!([{"msg": "from an array", "level": "debug"}, "a bare line", 5, null]);
+    let (status, answer) =
+        post(&selfmon, "", array.to_string().into_bytes(), &[("content-type", "application/json")]).await;
+    assert_eq!((status, answer["accepted"].as_u64(), answer["rejected"].as_u64()), (202, Some(2), Some(2)), "{answer}");
+    let (status, answer) = post(&selfmon, "?parser=http", b"{}".to_vec(), &[]).await;
+    assert_eq!(status, 400, "a checker is not a parser: {answer}");
+    let (status, _) = post(&selfmon, "", b"not gzip".to_vec(), &[("content-encoding", "gzip")]).await;
+    assert_eq!(status, 400);
+
+    // Stored in the SQLite file, with the full-text index.
+    let stored: i64 = workdir.db().query_row("SELECT COUNT(*) FROM logs", [], |r| r.get(0)).unwrap();
+    assert_eq!(stored, 10);
+    let indexed: i64 =
+        workdir.db().query_row("SELECT COUNT(*) FROM logs_fts WHERE logs_fts MATCH 'array'", [], |r| r.get(0)).unwrap();
+    assert_eq!(indexed, 1);
+    selfmon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crashing_parser_costs_only_its_batch() {
+    let workdir = Workdir::new("", &[("fragile", guests::FRAGILE_PARSER)]);
+    let selfmon = Selfmon::start(&workdir).await;
+    let (status, answer) = post(&selfmon, "?parser=fragile", b"first\nboom\n  continued".to_vec(), &[]).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!((answer["parser_failures"].as_u64(), answer["records"].as_u64()), (Some(3), Some(3)), "{answer}");
+    let (_, kept) = selfmon.get("/v1/logs?q=boom").await;
+    let error = kept["records"][0]["error"].as_str().unwrap();
+    assert!(error.starts_with("the parser `fragile` failed: the plugin crashed"), "{error}");
+    assert_eq!(kept["records"][0]["parsed"], false);
+
+    // The next batch parses, continuation lines joined to their record.
+    let (_, answer) = post(&selfmon, "?parser=fragile", b"second\n  and more".to_vec(), &[]).await;
+    assert_eq!((answer["records"].as_u64(), answer["continued"].as_u64()), (Some(1), Some(1)), "{answer}");
+    let (_, joined) = selfmon.get("/v1/logs?q=second").await;
+    assert_eq!(joined["records"][0]["message"], "second\n  and more");
+    assert_eq!(joined["records"][0]["parsed"], true);
+    selfmon.stop().await;
+}
