@@ -629,11 +629,12 @@ const MAX_INFLATED: u64 = 64 << 20;
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct IngestParams {
-    /// The parser plugin (default `json`).
+    /// The parser plugin (default: the named source's, else `json`).
     parser: Option<String>,
-    /// The source name stored with the records (default `http`).
+    /// The source name stored with the records (default `http`); a `[[log_source]]` of kind `http` by this name
+    /// gives its parser and service.
     source: Option<String>,
-    /// The service of records that do not name one.
+    /// The service of records that do not name one (default: the named source's).
     service: Option<String>,
 }
 
@@ -703,10 +704,15 @@ async fn ingest_logs(
     } else {
         (text.lines().map(str::to_string).collect(), 0)
     };
-    let origin =
-        crate::logs::Origin { source: params.source.unwrap_or_else(|| "http".into()), service: params.service };
+    // A configured `kind = "http"` source gives its parser and service to calls naming it.
+    let source = params.source.unwrap_or_else(|| "http".into());
+    let configured = state.http_sources.get(&source);
+    let parser =
+        params.parser.or_else(|| configured.map(|(parser, _)| parser.clone())).unwrap_or_else(|| "json".into());
+    let service = params.service.or_else(|| configured.and_then(|(_, service)| service.clone()));
+    let origin = crate::logs::Origin { source, service };
     let count = lines.len();
-    let parsed = state.ingest(params.parser.as_deref().unwrap_or("json"), origin, lines).await?;
+    let parsed = state.ingest(&parser, origin, lines).await?;
     Ok((StatusCode::ACCEPTED, Json(Ingested { accepted: count - parsed.skipped, rejected, parsed })).into_response())
 }
 

@@ -7,7 +7,7 @@
 //! - [`plugins`]: the built-in plugins and the drop-in folder.
 //! - [`checks`]: configured checks, built against what their plugins declare, and one run of a check.
 //! - [`health`]: statuses, run outcomes and the board of latest states, with dependency causes.
-//! - [`logs`]: log lines parsed by parser plugins, stored with a full-text index, searched.
+//! - [`logs`]: log lines parsed by parser plugins, stored with a full-text index, searched; [`tail`]: log files.
 //! - [`recovery`]: the operator's recovery actions for checks that keep failing.
 //! - [`scheduler`]: runs checks on their intervals.
 //! - [`system`]: the host's CPU, memory, disk and network figures.
@@ -39,6 +39,7 @@ pub mod runtime;
 pub mod scheduler;
 pub mod storage;
 pub mod system;
+pub mod tail;
 pub mod telemetry;
 pub mod webhooks;
 
@@ -77,6 +78,8 @@ pub struct Host {
     pub plugins: Plugins,
     pub checks: Vec<Arc<Check>>,
     pub access: Arc<access::Access>,
+    /// The `[[log_source]]` tables of kind `file`, with their parsers.
+    pub tailed: Vec<(config::LogSourceConfig, Arc<runtime::Plugin>)>,
 }
 
 impl Host {
@@ -87,12 +90,14 @@ impl Host {
         let env = |name: &str| std::env::var(name).ok();
         let built = checks::build(&config, &plugins, &runtime, &env).await;
         let access = access::Access::from_config(&config.api, &config.source, &env);
-        let (checks, access) = match (sane, built, access) {
-            (Ok(()), Ok(checks), Ok(access)) => (checks, access),
-            (sane, built, access) => {
+        let tailed = log_sources(&config, &plugins);
+        let (checks, access, tailed) = match (sane, built, access, tailed) {
+            (Ok(()), Ok(checks), Ok(access), Ok(tailed)) => (checks, access, tailed),
+            (sane, built, access, tailed) => {
                 let mut errors = sane.err().unwrap_or_default();
                 errors.extend(built.err().unwrap_or_default());
                 errors.extend(access.err().unwrap_or_default());
+                errors.extend(tailed.err().unwrap_or_default());
                 return Err(StartError::Config(errors));
             }
         };
@@ -102,8 +107,71 @@ impl Host {
             plugins,
             checks: checks.into_iter().map(Arc::new).collect(),
             access: Arc::new(access),
+            tailed,
         })
     }
+}
+
+/// The log sources to tail, each with its parser; every problem with any `[[log_source]]` is reported.
+#[allow(clippy::type_complexity)]
+fn log_sources(
+    config: &Config,
+    plugins: &Plugins,
+) -> Result<Vec<(config::LogSourceConfig, Arc<runtime::Plugin>)>, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let mut tailed = Vec::new();
+    let mut names = std::collections::BTreeSet::new();
+    for spanned in &config.log_sources {
+        let source = spanned.get_ref();
+        let line = config.source.file.as_ref().map(|_| config.source.line_of(spanned.span().start));
+        let mut problem = |message: String| {
+            errors.push(ConfigError::new(
+                config.source.name(),
+                line,
+                format!("log source `{}`: {message}", source.name),
+            ))
+        };
+        if !names.insert(source.name.clone()) {
+            problem("the name is used twice".into());
+        }
+        let parser = plugins.get(&source.parser).filter(|p| p.kind() == runtime::Kind::Parser);
+        if parser.is_none() {
+            let parsers: Vec<&str> =
+                plugins.iter().filter(|p| p.kind() == runtime::Kind::Parser).map(|p| p.info.name.as_str()).collect();
+            problem(format!(
+                "`parser = \"{}\"` is not a parser plugin (parsers: {})",
+                source.parser,
+                parsers.join(", ")
+            ));
+        }
+        if source.poll < std::time::Duration::from_millis(50) {
+            problem("`poll` must be at least 50ms".into());
+        }
+        match source.kind {
+            config::LogSourceKind::File if source.paths.is_empty() => problem("`paths` is empty".into()),
+            config::LogSourceKind::File => {
+                for pattern in &source.paths {
+                    if let Err(error) = glob::Pattern::new(pattern) {
+                        problem(format!("`paths`: `{pattern}` is not a valid pattern: {error}"));
+                    }
+                }
+                if let Some(parser) = parser {
+                    let mut resolved = source.clone();
+                    resolved.paths = source
+                        .paths
+                        .iter()
+                        .map(|p| config.source.resolve(std::path::Path::new(p)).display().to_string())
+                        .collect();
+                    tailed.push((resolved, parser.clone()));
+                }
+            }
+            config::LogSourceKind::Http if !source.paths.is_empty() => {
+                problem("`paths` is for `kind = \"file\"`".into());
+            }
+            config::LogSourceKind::Http => {}
+        }
+    }
+    if errors.is_empty() { Ok(tailed) } else { Err(errors) }
 }
 
 /// The plugin runtime sized for a config, and every plugin it can load (built-in and from the plugins folder).
@@ -196,6 +264,17 @@ pub async fn serve(
     }
     .spawn(host.checks.clone(), &tasks, stop.clone());
     webhooks::spawn(storage.clone(), &events, &tasks, stop.clone());
+    for (source, parser) in &host.tailed {
+        tail::Tailer {
+            storage: storage.clone(),
+            runtime: host.runtime.clone(),
+            parser: parser.clone(),
+            origin: logs::Origin { source: source.name.clone(), service: source.service.clone() },
+            patterns: source.paths.clone(),
+            poll: source.poll,
+        }
+        .spawn(&tasks, stop.clone());
+    }
     if host.config.system.enabled {
         spawn_system_collector(host.config.system.interval, storage.clone(), telemetry.clone(), &tasks, stop.clone());
     }
@@ -234,7 +313,16 @@ pub async fn serve(
     if access.is_open() && !address.ip().is_loopback() {
         tracing::warn!(%address, "The API has no keys and listens beyond this machine: set [api] keys or MONITORING_API_KEY");
     }
+    let http_sources = host
+        .config
+        .log_sources
+        .iter()
+        .map(|s| s.get_ref())
+        .filter(|s| s.kind == config::LogSourceKind::Http)
+        .map(|s| (s.name.clone(), (s.parser.clone(), s.service.clone())))
+        .collect();
     let queries = Arc::new(query::Queries {
+        http_sources,
         runtime: host.runtime.clone(),
         plugins: Arc::new(host.plugins),
         board,

@@ -58,6 +58,8 @@ pub struct NewRecord {
     pub fields: Option<String>,
     pub parsed: bool,
     pub error: Option<String>,
+    /// The index of its first line among the lines given to [`parse`] (not stored).
+    pub line: usize,
 }
 
 /// Where lines come from.
@@ -100,7 +102,7 @@ pub async fn parse(
     };
     let mut records: Vec<NewRecord> = Vec::with_capacity(lines.len());
     let mut counts = Parsed::default();
-    let raw = |line: &str, error: String| NewRecord {
+    let raw = |index: usize, line: &str, error: String| NewRecord {
         ts: read_at,
         level: "info",
         source: origin.source.clone(),
@@ -114,26 +116,26 @@ pub async fn parse(
         fields: None,
         parsed: false,
         error: Some(error),
+        line: index,
     };
     // Runs of lines short enough to parse, in batches; a line too long is kept raw where it was.
-    let mut runs: Vec<Vec<String>> = vec![Vec::new()];
-    for line in lines {
+    let mut runs: Vec<Vec<(usize, String)>> = vec![Vec::new()];
+    for (index, line) in lines.into_iter().enumerate() {
         if line.len() > MAX_LINE_BYTES {
             let mut cut = line;
             cut.truncate(cut.floor_char_boundary(MAX_LINE_BYTES));
             counts.records += 1;
             counts.unparsed += 1;
-            runs.push(vec![cut]);
+            runs.push(vec![(index, cut)]);
             runs.push(Vec::new());
         } else {
-            runs.last_mut().expect("never empty").push(line);
+            runs.last_mut().expect("never empty").push((index, line));
         }
     }
-    for (index, run) in runs.into_iter().enumerate() {
-        if index % 2 == 1 {
-            records.extend(
-                run.iter().map(|line| raw(line, format!("longer than {MAX_LINE_BYTES} bytes: cut, not parsed"))),
-            );
+    for (position, run) in runs.into_iter().enumerate() {
+        if position % 2 == 1 {
+            let reason = format!("longer than {MAX_LINE_BYTES} bytes: cut, not parsed");
+            records.extend(run.iter().map(|(index, line)| raw(*index, line, reason.clone())));
             continue;
         }
         for chunk in run.chunks(PARSE_BATCH) {
@@ -150,17 +152,17 @@ async fn parse_chunk(
     parser: &Plugin,
     sandbox: &Sandbox,
     origin: &Origin,
-    chunk: &[String],
+    chunk: &[(usize, String)],
     read_at: SystemTime,
     records: &mut Vec<NewRecord>,
     counts: &mut Parsed,
-    raw: &impl Fn(&str, String) -> NewRecord,
+    raw: &impl Fn(usize, &str, String) -> NewRecord,
 ) {
     let request = ParseRequest {
         source: origin.source.clone(),
         service: origin.service.clone(),
         config: Vec::new(),
-        lines: chunk.to_vec(),
+        lines: chunk.iter().map(|(_, line)| line.clone()).collect(),
     };
     let outcomes = match runtime.parse(parser, sandbox, &request).await {
         Ok(outcomes) => outcomes,
@@ -169,15 +171,15 @@ async fn parse_chunk(
             counts.parser_failures += chunk.len();
             counts.records += chunk.len();
             let reason = format!("the parser `{}` failed: {error}", parser.info.name);
-            records.extend(chunk.iter().map(|line| raw(line, reason.clone())));
+            records.extend(chunk.iter().map(|(index, line)| raw(*index, line, reason.clone())));
             return;
         }
     };
-    for (line, outcome) in chunk.iter().zip(outcomes) {
+    for ((index, line), outcome) in chunk.iter().zip(outcomes) {
         match outcome {
             ParseOutcome::Parsed(record) => {
                 counts.records += 1;
-                records.push(record_of(record, origin, read_at));
+                records.push(record_of(record, origin, read_at, *index));
             }
             ParseOutcome::Continuation => match records.last_mut() {
                 Some(previous) if previous.message.len() + line.len() < MAX_MESSAGE_BYTES => {
@@ -188,20 +190,20 @@ async fn parse_chunk(
                 _ => {
                     counts.records += 1;
                     counts.unparsed += 1;
-                    records.push(raw(line, "continues a record that is not in this batch".into()));
+                    records.push(raw(*index, line, "continues a record that is not in this batch".into()));
                 }
             },
             ParseOutcome::Skip => counts.skipped += 1,
             ParseOutcome::Invalid(reason) => {
                 counts.records += 1;
                 counts.unparsed += 1;
-                records.push(raw(line, reason));
+                records.push(raw(*index, line, reason));
             }
         }
     }
 }
 
-fn record_of(record: LogRecord, origin: &Origin, read_at: SystemTime) -> NewRecord {
+fn record_of(record: LogRecord, origin: &Origin, read_at: SystemTime, line: usize) -> NewRecord {
     let ts = record
         .timestamp_ns
         .and_then(|ns| u64::try_from(ns).ok())
@@ -236,7 +238,18 @@ fn record_of(record: LogRecord, origin: &Origin, read_at: SystemTime) -> NewReco
         fields,
         parsed: true,
         error: None,
+        line,
     }
+}
+
+/// How far a tailed file has been read: stored with the records read from it.
+#[derive(Debug, Clone)]
+pub struct ReadTo {
+    pub source: String,
+    pub path: String,
+    pub device: u64,
+    pub inode: u64,
+    pub offset: u64,
 }
 
 /// A stored record.
@@ -300,9 +313,22 @@ pub enum SearchError {
 }
 
 impl Storage {
-    /// Store records in one transaction; returns once they are committed.
-    pub async fn write_logs(&self, records: Vec<NewRecord>) -> Result<usize, StorageError> {
+    /// Store records in one transaction, with how far their file has been read when they come from one; returns once
+    /// they are committed.
+    pub async fn write_logs(&self, records: Vec<NewRecord>, read_to: Option<ReadTo>) -> Result<usize, StorageError> {
         self.apply(move |db| {
+            if let Some(at) = &read_to {
+                db.prepare_cached(
+                    "INSERT OR REPLACE INTO log_offsets (source, path, device, inode, offset) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(rusqlite::params![
+                    at.source,
+                    at.path,
+                    at.device.cast_signed(),
+                    at.inode.cast_signed(),
+                    at.offset.cast_signed()
+                ])?;
+            }
             let mut insert = db.prepare_cached(
                 "INSERT INTO logs (ts, level, source, service, logger, message, trace_id, span_id, correlation_id,
                                    user_id, fields, parsed, error)

@@ -22,6 +22,8 @@ use crate::webhooks::{Delivery, Webhook, WebhookRequest};
 
 /// What the queries can see.
 pub struct Queries {
+    /// `[[log_source]]` tables of kind `http`: their parser and default service, by name.
+    pub http_sources: std::collections::BTreeMap<String, (String, Option<String>)>,
     pub runtime: Arc<Runtime>,
     pub plugins: Arc<Plugins>,
     pub board: Arc<Board>,
@@ -345,7 +347,7 @@ impl Queries {
             return Err(QueryError::Busy);
         }
         let (records, parsed) = crate::logs::parse(&self.runtime, plugin, &origin, lines, SystemTime::now()).await;
-        self.storage.write_logs(records).await.map_err(storage)?;
+        self.storage.write_logs(records, None).await.map_err(storage)?;
         Ok(parsed)
     }
 

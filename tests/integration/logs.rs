@@ -165,3 +165,102 @@ async fn a_crashing_parser_costs_only_its_batch() {
     assert_eq!(joined["records"][0]["parsed"], true);
     selfmon.stop().await;
 }
+
+/// Every stored message of a source, oldest first.
+async fn messages(selfmon: &Selfmon, source: &str) -> Vec<String> {
+    let (_, found) = selfmon.get(&format!("/v1/logs?source={source}&limit=1000")).await;
+    let mut messages: Vec<String> = found["records"]
+        .as_array()
+        .map(|records| records.iter().map(|r| r["message"].as_str().unwrap_or_default().to_string()).collect())
+        .unwrap_or_default();
+    messages.reverse();
+    messages
+}
+
+async fn wait_for_messages(selfmon: &Selfmon, expected: &[&str]) {
+    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+    loop {
+        let stored = messages(selfmon, "bot").await;
+        if stored.len() >= expected.len() {
+            let mut sorted = stored.clone();
+            sorted.sort();
+            let mut wanted: Vec<String> = expected.iter().map(ToString::to_string).collect();
+            wanted.sort();
+            assert_eq!(sorted, wanted, "every line once, none twice");
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "waited for {expected:?}, have {stored:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+fn append(path: &std::path::Path, messages: &[&str]) {
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    for message in messages {
+        writeln!(file, "{}", json!({"level": "info", "msg": message})).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_are_tailed_through_rotation_truncation_and_a_restart_without_loss_or_duplicates() {
+    let config = "[[log_source]]\nname = \"bot\"\nkind = \"file\"\npaths = [\"logs/*.log\"]\nservice = \"telegram-bot\"\npoll = \"100ms\"\n";
+    let workdir = Workdir::new(config, &[]);
+    let dir = workdir.path().join("logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("bot.log");
+    append(&log, &["line-1", "line-2", "line-3"]);
+
+    let selfmon = Selfmon::start(&workdir).await;
+    wait_for_messages(&selfmon, &["line-1", "line-2", "line-3"]).await;
+    append(&log, &["line-4", "line-5"]);
+    wait_for_messages(&selfmon, &["line-1", "line-2", "line-3", "line-4", "line-5"]).await;
+
+    // Rotation by rename: the last line written to the old file is not lost.
+    append(&log, &["line-6"]);
+    std::fs::rename(&log, dir.join("bot.log.1")).unwrap();
+    let long = format!("line-7 {}", "x".repeat(200));
+    append(&log, &[&long]);
+    let mut so_far = vec!["line-1", "line-2", "line-3", "line-4", "line-5", "line-6", long.as_str()];
+    wait_for_messages(&selfmon, &so_far).await;
+
+    // Copy-truncate: the file shrinks under the reader, which starts again from the top.
+    std::fs::copy(&log, dir.join("bot.log.2")).unwrap();
+    std::fs::File::create(&log).unwrap();
+    append(&log, &["line-8"]);
+    so_far.push("line-8");
+    wait_for_messages(&selfmon, &so_far).await;
+
+    // A restart with lines written while selfmon was down.
+    selfmon.stop().await;
+    append(&log, &["line-9", "line-10"]);
+    let selfmon = Selfmon::start(&workdir).await;
+    so_far.extend(["line-9", "line-10"]);
+    wait_for_messages(&selfmon, &so_far).await;
+    let (_, record) = selfmon.get("/v1/logs?q=%22line-10%22").await;
+    assert_eq!(record["records"][0]["service"], "telegram-bot");
+    // Nothing more arrives later: the held-back records were not stored twice.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(messages(&selfmon, "bot").await.len(), so_far.len());
+    selfmon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn log_sources_are_checked_with_the_rest_of_the_config() {
+    let config = "[[log_source]]\nname = \"a\"\nkind = \"file\"\nparser = \"http\"\npaths = [\"[\"]\n\n\
+                  [[log_source]]\nname = \"a\"\nkind = \"file\"\n";
+    let workdir = Workdir::new(config, &[]);
+    let Err(selfmon::StartError::Config(errors)) = selfmon::Host::build(workdir.config()).await else {
+        panic!("the config is not valid");
+    };
+    let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    let all = messages.join("\n");
+    let line = |text: &str| -> usize {
+        let message = messages.iter().find(|m| m.contains(text)).unwrap_or_else(|| panic!("no `{text}` in:\n{all}"));
+        message.split(", line ").nth(1).and_then(|rest| rest.split(':').next()).unwrap().parse().unwrap()
+    };
+    let first = line("log source `a`: `parser = \"http\"` is not a parser plugin (parsers: json)");
+    assert_eq!(line("log source `a`: `paths`: `[` is not a valid pattern"), first);
+    let second = line("log source `a`: the name is used twice");
+    assert_eq!(second, first + 6, "each problem at its table's line: {all}");
+    assert_eq!(line("log source `a`: `paths` is empty"), second);
+}

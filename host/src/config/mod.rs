@@ -34,6 +34,9 @@ pub struct Config {
     /// The health checks, one `[[check]]` table each.
     #[serde(rename = "check")]
     pub checks: Vec<Spanned<CheckConfig>>,
+    /// Where logs come from, one `[[log_source]]` table each.
+    #[serde(rename = "log_source")]
+    pub log_sources: Vec<Spanned<LogSourceConfig>>,
     /// Where this config came from, for error messages; relative paths in it are resolved against `base_dir`.
     #[serde(skip)]
     pub source: Source,
@@ -149,6 +152,42 @@ pub struct SystemConfig {
     pub enabled: bool,
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
+}
+
+/// One `[[log_source]]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSourceConfig {
+    /// Unique name, stored with every record as `source`.
+    pub name: String,
+    /// `file`: tail `paths`; `http`: defaults for `POST /v1/logs?source=NAME`.
+    pub kind: LogSourceKind,
+    /// Files and glob patterns (`/var/log/bot/*.log`), for `kind = "file"`.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// The parser plugin: `json`, or a dropped-in parser.
+    #[serde(default = "json_parser")]
+    pub parser: String,
+    /// The service of records that do not name one.
+    pub service: Option<String>,
+    /// How often files are checked for new lines.
+    #[serde(default = "half_second", with = "humantime_serde")]
+    pub poll: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogSourceKind {
+    File,
+    Http,
+}
+
+fn json_parser() -> String {
+    "json".into()
+}
+
+fn half_second() -> Duration {
+    Duration::from_millis(500)
 }
 
 /// One `[[check]]` table.
@@ -389,6 +428,7 @@ impl Config {
             scheduler: SchedulerConfig::default(),
             system: SystemConfig::default(),
             checks: Vec::new(),
+            log_sources: Vec::new(),
             source: Source::default(),
         }
     }

@@ -161,6 +161,19 @@ pub fn migrations() -> Migrations<'static> {
             END;
             ",
         ),
+        M::up(
+            "
+            -- How far each tailed file has been read, written in the transaction that stores its records.
+            CREATE TABLE log_offsets (
+                source  TEXT    NOT NULL,
+                path    TEXT    NOT NULL,
+                device  INTEGER NOT NULL,
+                inode   INTEGER NOT NULL,
+                offset  INTEGER NOT NULL,
+                PRIMARY KEY (source, path)
+            ) WITHOUT ROWID;
+            ",
+        ),
     ])
 }
 
@@ -172,6 +185,6 @@ mod tests {
         let mut db = rusqlite::Connection::open_in_memory().unwrap();
         super::migrations().to_latest(&mut db).unwrap();
         let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-        assert_eq!(version, 5);
+        assert_eq!(version, 6);
     }
 }

@@ -1,0 +1,227 @@
+//! Tailing log files: every `[[log_source]]` of kind `file` follows its paths and globs, parses new lines with its
+//! parser plugin and stores them.
+//!
+//! Each file's read offset is stored in the transaction that stores its records, so a restart resumes exactly where
+//! the last commit ended: nothing is lost and nothing is stored twice. A file is known by its device and inode:
+//! - renamed away (rotation) and replaced: the old file is read to its end through the handle already open, then
+//!   the new one from its start;
+//! - truncated in place (copy-truncate): reading starts again from the start;
+//! - seen for the first time: read from its start.
+//!
+//! Only whole lines are read (a line still being written waits for its newline, unless the file has been quiet for
+//! [`PARTIAL_AFTER`]). While a file is growing, its last record is held back, so continuation lines (a traceback)
+//! that arrive later still join it; it is stored once the file has been quiet for [`SETTLE`].
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use rusqlite::{OptionalExtension, params};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::logs::{NewRecord, Origin};
+use crate::runtime::{Plugin, Runtime};
+use crate::storage::{Storage, StorageError};
+
+/// The most read from one file in one pass.
+const READ_CHUNK: u64 = 4 << 20;
+/// How long a file must be quiet before its last record is stored.
+pub const SETTLE: Duration = Duration::from_secs(1);
+/// How long a file must be quiet before a last line without its newline is taken as it is.
+pub const PARTIAL_AFTER: Duration = Duration::from_secs(5);
+
+/// A file's identity: device and inode.
+type FileId = (u64, u64);
+
+/// Where reading a file stands.
+struct Followed {
+    file: File,
+    id: FileId,
+    offset: u64,
+    /// Its size when last looked at, and when that changed.
+    size: u64,
+    grew: Instant,
+}
+
+/// One tailed source.
+pub struct Tailer {
+    pub storage: Storage,
+    pub runtime: Arc<Runtime>,
+    pub parser: Arc<Plugin>,
+    pub origin: Origin,
+    pub patterns: Vec<String>,
+    pub poll: Duration,
+}
+
+impl Tailer {
+    pub fn spawn(self, tasks: &TaskTracker, stop: CancellationToken) {
+        tasks.spawn(async move {
+            let mut files: HashMap<PathBuf, Followed> = HashMap::new();
+            loop {
+                for path in self.paths() {
+                    if let Err(error) = self.follow(&path, &mut files).await {
+                        match error {
+                            TailError::Storage(error) => {
+                                tracing::error!(source = %self.origin.source, %error, "Cannot store log records");
+                                return;
+                            }
+                            TailError::Io(error) => {
+                                tracing::warn!(source = %self.origin.source, path = %path.display(), %error, "Cannot read a log file");
+                                files.remove(&path);
+                            }
+                        }
+                    }
+                }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(self.poll) => {}
+                }
+            }
+        });
+    }
+
+    /// The files the patterns match now.
+    fn paths(&self) -> Vec<PathBuf> {
+        let mut paths: Vec<PathBuf> = self
+            .patterns
+            .iter()
+            .filter_map(|pattern| glob::glob(pattern).ok())
+            .flat_map(|matches| matches.filter_map(Result::ok))
+            .filter(|path| path.is_file())
+            .collect();
+        paths.sort();
+        paths.dedup();
+        paths
+    }
+
+    /// Read what is new in one file, and store it.
+    async fn follow(&self, path: &Path, files: &mut HashMap<PathBuf, Followed>) -> Result<(), TailError> {
+        let metadata = std::fs::metadata(path)?;
+        let id = (metadata.dev(), metadata.ino());
+        if let Some(followed) = files.get_mut(path)
+            && followed.id != id
+        {
+            // Rotated: finish the old file through the open handle, then start on the new one.
+            while self.read(path, followed, true).await? {}
+            files.remove(path);
+        }
+        if !files.contains_key(path) {
+            let stored = self.stored_offset(path, id).await?;
+            let mut file = File::open(path)?;
+            let offset = stored.filter(|offset| *offset <= metadata.len()).unwrap_or(0);
+            file.seek(SeekFrom::Start(offset))?;
+            let size = metadata.len();
+            files.insert(path.to_path_buf(), Followed { file, id, offset, size, grew: Instant::now() });
+        }
+        let followed = files.get_mut(path).expect("inserted above");
+        if metadata.len() != followed.size {
+            followed.size = metadata.len();
+            followed.grew = Instant::now();
+        }
+        if metadata.len() < followed.offset {
+            tracing::info!(source = %self.origin.source, path = %path.display(), "Log file truncated; reading from its start");
+            followed.offset = 0;
+            followed.file.seek(SeekFrom::Start(0))?;
+        }
+        while self.read(path, followed, false).await? {}
+        Ok(())
+    }
+
+    /// Read one chunk from the offset, parse and store it; whether there may be more to read now.
+    async fn read(&self, path: &Path, followed: &mut Followed, draining: bool) -> Result<bool, TailError> {
+        let mut buffer = Vec::new();
+        (&followed.file).take(READ_CHUNK).read_to_end(&mut buffer)?;
+        let quiet = followed.grew.elapsed();
+        if buffer.is_empty() {
+            return Ok(false);
+        }
+        let full_chunk = buffer.len() as u64 == READ_CHUNK;
+        // Whole lines only, unless the file has been quiet long enough (or is being finished after rotation), or a
+        // single line is longer than a chunk (taken as it is, so the file keeps moving).
+        let complete = match buffer.iter().rposition(|b| *b == b'\n') {
+            _ if draining || quiet >= PARTIAL_AFTER => buffer.len(),
+            Some(end) => end + 1,
+            None if full_chunk => buffer.len(),
+            None => {
+                followed.file.seek(SeekFrom::Start(followed.offset))?;
+                return Ok(false);
+            }
+        };
+        let mut starts = Vec::new();
+        let mut lines = Vec::new();
+        let mut at = 0;
+        for line in buffer[..complete].split_inclusive(|b| *b == b'\n') {
+            starts.push(followed.offset + at as u64);
+            at += line.len();
+            let line = line.strip_suffix(b"\n").unwrap_or(line);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            lines.push(String::from_utf8_lossy(line).into_owned());
+        }
+        let read_to = followed.offset + complete as u64;
+        let (mut records, _) =
+            crate::logs::parse(&self.runtime, &self.parser, &self.origin, lines, SystemTime::now()).await;
+        // Hold the last record back while the file grows: its continuation lines may still be on their way.
+        let growing = !draining && quiet < SETTLE && !full_chunk;
+        let commit_to = match records.last() {
+            Some(last) if growing && records.len() > 1 => {
+                let held = starts[last.line];
+                records.pop();
+                held
+            }
+            Some(_) if growing => {
+                // Only one record so far, still growing: wait for it to settle.
+                followed.file.seek(SeekFrom::Start(followed.offset))?;
+                return Ok(false);
+            }
+            _ => read_to,
+        };
+        self.store(path, followed.id, commit_to, records).await?;
+        followed.offset = commit_to;
+        followed.file.seek(SeekFrom::Start(commit_to))?;
+        Ok(commit_to == read_to && full_chunk)
+    }
+
+    async fn stored_offset(&self, path: &Path, id: FileId) -> Result<Option<u64>, StorageError> {
+        let (source, path) = (self.origin.source.clone(), path.display().to_string());
+        let stored: Option<(i64, i64, i64)> = self
+            .storage
+            .read(move |db| {
+                db.query_row(
+                    "SELECT device, inode, offset FROM log_offsets WHERE source = ?1 AND path = ?2",
+                    params![source, path],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .optional()
+            })
+            .await?;
+        // A stored offset counts only for the same file: after rotation the path names another one.
+        Ok(stored
+            .filter(|(device, inode, _)| (*device as u64, *inode as u64) == id)
+            .map(|(_, _, offset)| offset.unsigned_abs()))
+    }
+
+    /// Store records and the offset they were read up to, in one transaction.
+    async fn store(&self, path: &Path, id: FileId, offset: u64, records: Vec<NewRecord>) -> Result<(), StorageError> {
+        let at = crate::logs::ReadTo {
+            source: self.origin.source.clone(),
+            path: path.display().to_string(),
+            device: id.0,
+            inode: id.1,
+            offset,
+        };
+        self.storage.write_logs(records, Some(at)).await.map(|_| ())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum TailError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
