@@ -272,6 +272,7 @@ pub async fn serve(
             origin: logs::Origin { source: source.name.clone(), service: source.service.clone() },
             patterns: source.paths.clone(),
             poll: source.poll,
+            telemetry: telemetry.clone(),
         }
         .spawn(&tasks, stop.clone());
     }

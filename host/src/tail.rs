@@ -56,6 +56,7 @@ pub struct Tailer {
     pub origin: Origin,
     pub patterns: Vec<String>,
     pub poll: Duration,
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 impl Tailer {
@@ -163,7 +164,7 @@ impl Tailer {
             lines.push(String::from_utf8_lossy(line).into_owned());
         }
         let read_to = followed.offset + complete as u64;
-        let (mut records, _) =
+        let (mut records, parsed) =
             crate::logs::parse(&self.runtime, &self.parser, &self.origin, lines, SystemTime::now()).await;
         // Hold the last record back while the file grows: its continuation lines may still be on their way.
         let growing = !draining && quiet < SETTLE && !full_chunk;
@@ -180,6 +181,7 @@ impl Tailer {
             }
             _ => read_to,
         };
+        self.telemetry.observe_logs(&self.parser.info.name, &records, &parsed);
         self.store(path, followed.id, commit_to, records).await?;
         followed.offset = commit_to;
         followed.file.seek(SeekFrom::Start(commit_to))?;

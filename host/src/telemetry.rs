@@ -40,6 +40,9 @@ pub struct Telemetry {
     scheduler_lag: Histogram,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
+    log_records: IntCounterVec,
+    log_unparsed: IntCounterVec,
+    log_parser_failures: IntCounterVec,
     system: Mutex<Vec<Sample>>,
     started: SystemTime,
     failures: std::sync::atomic::AtomicU64,
@@ -102,6 +105,24 @@ impl Telemetry {
                 .buckets(HTTP_BUCKETS.to_vec()),
             &["route", "method"],
         )?;
+        let log_records = IntCounterVec::new(
+            Opts::new("selfmon_log_records_total", "Log records stored, by level (unparsed lines count as info)."),
+            &["level"],
+        )?;
+        let log_unparsed = IntCounterVec::new(
+            Opts::new("selfmon_log_unparsed_total", "Log lines the parser did not understand, stored raw."),
+            &["parser"],
+        )?;
+        let log_parser_failures = IntCounterVec::new(
+            Opts::new(
+                "selfmon_log_parser_failures_total",
+                "Log lines stored raw because their batch's parser call failed (crash, deadline, memory).",
+            ),
+            &["parser"],
+        )?;
+        registry.register(Box::new(log_records.clone()))?;
+        registry.register(Box::new(log_unparsed.clone()))?;
+        registry.register(Box::new(log_parser_failures.clone()))?;
         registry.register(Box::new(check_duration.clone()))?;
         registry.register(Box::new(check_runs.clone()))?;
         registry.register(Box::new(plugin_failures.clone()))?;
@@ -117,6 +138,9 @@ impl Telemetry {
             scheduler_lag,
             http_requests,
             http_duration,
+            log_records,
+            log_unparsed,
+            log_parser_failures,
             system: Mutex::default(),
             started: SystemTime::now(),
             failures: std::sync::atomic::AtomicU64::new(0),
@@ -151,6 +175,15 @@ impl Telemetry {
         }
     }
 
+    /// Log records were stored.
+    pub fn observe_logs(&self, parser: &str, records: &[crate::logs::NewRecord], parsed: &crate::logs::Parsed) {
+        for record in records {
+            self.log_records.with_label_values(&[record.level]).inc();
+        }
+        self.log_unparsed.with_label_values(&[parser]).inc_by(parsed.unparsed as u64);
+        self.log_parser_failures.with_label_values(&[parser]).inc_by(parsed.parser_failures as u64);
+    }
+
     /// A run started this long after its slot.
     pub fn observe_lag(&self, lag: Duration) {
         self.scheduler_lag.observe(lag.as_secs_f64());
@@ -164,7 +197,8 @@ impl Telemetry {
     /// Everything, in the text exposition format.
     pub fn render(&self, scrape: &Scrape) -> String {
         let mut families = self.registry.gather();
-        families.extend(self.scraped(scrape));
+        // A family without samples (no checks configured yet) has nothing to say, and the encoder refuses it.
+        families.extend(self.scraped(scrape).into_iter().filter(|f| !f.get_metric().is_empty()));
         families.sort_by(|a, b| a.name().cmp(b.name()));
         let mut out = Vec::new();
         // Encoding into memory fails only on families the registry would not have built.

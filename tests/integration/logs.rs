@@ -156,6 +156,8 @@ async fn a_crashing_parser_costs_only_its_batch() {
     let error = kept["records"][0]["error"].as_str().unwrap();
     assert!(error.starts_with("the parser `fragile` failed: the plugin crashed"), "{error}");
     assert_eq!(kept["records"][0]["parsed"], false);
+    let metrics = reqwest::get(format!("{}/metrics", selfmon.url)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("selfmon_log_parser_failures_total{parser=\"fragile\"} 3"), "{metrics}");
 
     // The next batch parses, continuation lines joined to their record.
     let (_, answer) = post(&selfmon, "?parser=fragile", b"second\n  and more".to_vec(), &[]).await;
@@ -258,9 +260,49 @@ async fn log_sources_are_checked_with_the_rest_of_the_config() {
         let message = messages.iter().find(|m| m.contains(text)).unwrap_or_else(|| panic!("no `{text}` in:\n{all}"));
         message.split(", line ").nth(1).and_then(|rest| rest.split(':').next()).unwrap().parse().unwrap()
     };
-    let first = line("log source `a`: `parser = \"http\"` is not a parser plugin (parsers: json)");
+    let first = line("log source `a`: `parser = \"http\"` is not a parser plugin (parsers: json, python)");
     assert_eq!(line("log source `a`: `paths`: `[` is not a valid pattern"), first);
     let second = line("log source `a`: the name is used twice");
     assert_eq!(second, first + 6, "each problem at its table's line: {all}");
     assert_eq!(line("log source `a`: `paths` is empty"), second);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_traceback_written_in_pieces_joins_its_record() {
+    let config = "[[log_source]]\nname = \"worker\"\nkind = \"file\"\nparser = \"python\"\npaths = [\"worker.log\"]\npoll = \"100ms\"\n";
+    let workdir = Workdir::new(config, &[]);
+    let log = workdir.path().join("worker.log");
+    let selfmon = Selfmon::start(&workdir).await;
+    let write = |text: &str| {
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+    };
+    write("2026-11-26 10:00:00,123 - worker.jobs - ERROR - Job 17 failed\nTraceback (most recent call last):\n");
+    // The rest of the traceback comes a moment later, as a service writes it.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    write("  File \"/app/jobs.py\", line 9, in run\nZeroDivisionError: division by zero\n");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    write("2026-11-26 10:00:01,000 - worker.jobs - INFO - Job 18 done\n");
+
+    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+    let found = loop {
+        let (_, found) = selfmon.get("/v1/logs?source=worker").await;
+        if found["records"].as_array().is_some_and(|r| r.len() >= 2) {
+            break found;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{found}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let records = found["records"].as_array().unwrap();
+    assert_eq!(records.len(), 2, "{found}");
+    assert_eq!(
+        records[1]["message"],
+        "Job 17 failed\nTraceback (most recent call last):\n  File \"/app/jobs.py\", line 9, in run\nZeroDivisionError: division by zero"
+    );
+    assert_eq!((records[1]["level"].as_str(), records[1]["logger"].as_str()), (Some("error"), Some("worker.jobs")));
+    assert_eq!(records[0]["message"], "Job 18 done");
+
+    let metrics = reqwest::get(format!("{}/metrics", selfmon.url)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("selfmon_log_records_total{level=\"error\"} 1"), "{metrics}");
+    selfmon.stop().await;
 }
