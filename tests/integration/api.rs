@@ -403,15 +403,13 @@ async fn performance_and_errors_summarise_the_stored_runs() {
     assert!(top["first_seen"].as_str().unwrap() < top["last_seen"].as_str().unwrap());
 
     // The GraphQL twin answers the same.
-    let graphql: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/graphql", selfmon.url))
-        .json(&serde_json::json!({"query": "{ errors(timeWindow: 600) { byCheck { check } } performance(timeWindow: 600) { slowest { check } } }"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let graphql = selfmon
+        .graphql(
+            None,
+            "{ errors(timeWindow: 600) { byCheck { check } } performance(timeWindow: 600) { slowest { check } } }",
+            serde_json::Value::Null,
+        )
+        .await;
     assert_eq!(graphql["data"]["errors"]["byCheck"][0]["check"], "broken", "{graphql}");
     assert_eq!(graphql["data"]["performance"]["slowest"][0]["check"], "slow");
 

@@ -23,18 +23,6 @@ fn keys() -> String {
     )
 }
 
-async fn graphql(selfmon: &Selfmon, key: &str, query: &str, variables: Value) -> Value {
-    let response = reqwest::Client::new()
-        .post(format!("{}/graphql", selfmon.url))
-        .bearer_auth(key)
-        .json(&json!({ "query": query, "variables": variables }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    response.json().await.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn queries_and_mutations_answer_what_rest_answers() {
     let target = Target::start().await;
@@ -48,9 +36,7 @@ async fn queries_and_mutations_answer_what_rest_answers() {
     let client = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let health = loop {
-        let health = graphql(
-            &selfmon,
-            READ,
+        let health = selfmon.graphql(Some(READ),
             "{ health { status checks { name plugin status responseTimeMs history(limit: 2) { status durationMs } } } }",
             Value::Null,
         )
@@ -77,13 +63,11 @@ async fn queries_and_mutations_answer_what_rest_answers() {
         .unwrap();
     assert_eq!(rest["checks"][0]["plugin"], web["plugin"]);
 
-    let unknown = graphql(&selfmon, READ, "{ check(name: \"nope\") { name } }", Value::Null).await;
+    let unknown = selfmon.graphql(Some(READ), "{ check(name: \"nope\") { name } }", Value::Null).await;
     assert_eq!(unknown["errors"][0]["message"], "no check named `nope`");
     assert_eq!(unknown["errors"][0]["extensions"]["code"], "unknown_check");
 
-    let metrics = graphql(
-        &selfmon,
-        READ,
+    let metrics = selfmon.graphql(Some(READ),
         "{ metricNames { name series } series(name: \"response_time_seconds\", labels: [{name: \"check\", value: \"web\"}]) { total series { labels points { time value } } } status }",
         Value::Null,
     )
@@ -99,30 +83,31 @@ async fn queries_and_mutations_answer_what_rest_answers() {
         "name": "slow-openai", "condition": "avg(check_duration_seconds{check=\"openai\"}[5m]) > 5",
         "severity": "high", "notificationChannels": ["webhook"], "for": "2m"
     }});
-    let refused = graphql(&selfmon, READ, create, rule.clone()).await;
+    let refused = selfmon.graphql(Some(READ), create, rule.clone()).await;
     assert_eq!(refused["errors"][0]["extensions"]["code"], "forbidden", "{refused}");
-    let created = graphql(&selfmon, ADMIN, create, rule).await;
+    let created = selfmon.graphql(Some(ADMIN), create, rule).await;
     assert_eq!(created["data"]["createAlertRule"]["createdBy"], "ops", "{created}");
-    let invalid = graphql(
-        &selfmon,
-        ADMIN,
-        create,
-        json!({ "rule": { "name": "broken", "condition": "avg(x[5m) > 1", "severity": "high" } }),
-    )
-    .await;
+    let invalid = selfmon
+        .graphql(
+            Some(ADMIN),
+            create,
+            json!({ "rule": { "name": "broken", "condition": "avg(x[5m) > 1", "severity": "high" } }),
+        )
+        .await;
     let message = invalid["errors"][0]["message"].as_str().unwrap();
     assert!(message.contains("`condition` at column 9: expected `]` to close the range"), "{message}");
 
     // Visible to REST, and deleted through GraphQL.
     let (status, rules) = (
         client.get(format!("{}/v1/alerts/rules", selfmon.url)).bearer_auth(READ).send().await.unwrap().status(),
-        graphql(&selfmon, READ, "{ alertRules { total items { name forSeconds } } }", Value::Null).await,
+        selfmon.graphql(Some(READ), "{ alertRules { total items { name forSeconds } } }", Value::Null).await,
     );
     assert_eq!(status, 200);
     assert_eq!(rules["data"]["alertRules"]["items"][0], json!({ "name": "slow-openai", "forSeconds": 120.0 }));
-    let deleted = graphql(&selfmon, ADMIN, "mutation { deleteAlertRule(name: \"slow-openai\") }", Value::Null).await;
+    let deleted =
+        selfmon.graphql(Some(ADMIN), "mutation { deleteAlertRule(name: \"slow-openai\") }", Value::Null).await;
     assert_eq!(deleted["data"]["deleteAlertRule"], true);
-    let again = graphql(&selfmon, ADMIN, "mutation { deleteAlertRule(name: \"slow-openai\") }", Value::Null).await;
+    let again = selfmon.graphql(Some(ADMIN), "mutation { deleteAlertRule(name: \"slow-openai\") }", Value::Null).await;
     assert_eq!(again["data"]["deleteAlertRule"], false);
 
     // Without a key, nothing.
@@ -136,11 +121,11 @@ async fn deep_queries_are_refused_before_they_run() {
     let workdir = Workdir::new(&keys(), &[]);
     let selfmon = Selfmon::start(&workdir).await;
     let deep = "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { ofType { ofType { name } } } } } } } } } } }";
-    let answer = graphql(&selfmon, READ, deep, Value::Null).await;
+    let answer = selfmon.graphql(Some(READ), deep, Value::Null).await;
     assert!(answer["data"].is_null(), "{answer}");
     assert_eq!(answer["errors"][0]["message"], "Query is nested too deep.", "{answer}");
     let wide = "{ health { checks { history(limit: 1000) { status summary startedAt } } } }";
-    let answer = graphql(&selfmon, READ, wide, Value::Null).await;
+    let answer = selfmon.graphql(Some(READ), wide, Value::Null).await;
     assert_eq!(answer["errors"][0]["message"], "Query is too complex.", "{answer}");
     selfmon.stop().await;
 }

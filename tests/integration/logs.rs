@@ -82,15 +82,8 @@ async fn realistic_lines_are_stored_parsed_or_raw_and_found_again() {
     assert!(record["message"].as_str().unwrap().contains("await client.send_message"), "{record}");
 
     // The GraphQL twin answers the same.
-    let graphql: Value = reqwest::Client::new()
-        .post(format!("{}/graphql", selfmon.url))
-        .json(&json!({"query": "{ logs(text: \"ReadTimeout\", levels: [\"ERROR\"]) { level userId traceId } }"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let query = "{ logs(text: \"ReadTimeout\", levels: [\"ERROR\"]) { level userId traceId } }";
+    let graphql = selfmon.graphql(None, query, Value::Null).await;
     assert_eq!(
         graphql["data"]["logs"],
         json!([{"level": "error", "userId": "u-1001", "traceId": "4bf92f3577b34da6a3ce929d0e0e4736"}])

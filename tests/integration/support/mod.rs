@@ -232,6 +232,19 @@ impl Selfmon {
         }
     }
 
+    /// POST a GraphQL query, with a key if given; the JSON answer (GraphQL answers errors with a 200 too).
+    pub async fn graphql(&self, key: Option<&str>, query: &str, variables: Value) -> Value {
+        let mut request = reqwest::Client::new()
+            .post(format!("{}/graphql", self.url))
+            .json(&serde_json::json!({ "query": query, "variables": variables }));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        response.json().await.unwrap()
+    }
+
     /// The `/v1/health` entry of one check.
     pub async fn check(&self, name: &str) -> Value {
         let (status, body) = self.get("/v1/health").await;
