@@ -10,7 +10,7 @@ use rusqlite::{OptionalExtension, params};
 use selfmon_condition::Condition;
 use serde::{Deserialize, Serialize};
 
-use crate::storage::{Storage, StorageError, from_millis, to_millis};
+use crate::storage::{Storage, StorageError, sql_count, to_millis};
 
 /// Severities, mildest first.
 pub const SEVERITIES: [&str; 5] = ["info", "low", "medium", "high", "critical"];
@@ -185,13 +185,8 @@ pub enum ChangeError {
     Storage(#[from] StorageError),
 }
 
-/// A count as SQLite takes it.
-fn sql(count: u64) -> i64 {
-    i64::try_from(count).unwrap_or(i64::MAX)
-}
-
 fn rfc3339(millis: Option<i64>) -> Option<String> {
-    millis.map(|m| humantime::format_rfc3339_millis(from_millis(m)).to_string())
+    millis.map(crate::storage::rfc3339)
 }
 
 impl Storage {
@@ -238,7 +233,9 @@ impl Storage {
                 "SELECT name, condition, threshold, severity, channels, for_ms, description, created_at, created_by
                  FROM alert_rules ORDER BY name LIMIT ?1 OFFSET ?2",
             )?;
-            let items = statement.query_map(params![sql(limit), sql(offset)], rule_row)?.collect::<Result<_, _>>()?;
+            let items = statement
+                .query_map(params![sql_count(limit), sql_count(offset)], rule_row)?
+                .collect::<Result<_, _>>()?;
             Ok(Page { items, total: total.unsigned_abs(), offset, limit })
         })
         .await
@@ -267,7 +264,9 @@ impl Storage {
                         acknowledged_at, acknowledged_by, ack_comment
                  FROM alerts WHERE {filter} ORDER BY started_at DESC, id DESC LIMIT ?1 OFFSET ?2"
             ))?;
-            let items = statement.query_map(params![sql(limit), sql(offset)], alert_row)?.collect::<Result<_, _>>()?;
+            let items = statement
+                .query_map(params![sql_count(limit), sql_count(offset)], alert_row)?
+                .collect::<Result<_, _>>()?;
             Ok(Page { items, total: total.unsigned_abs(), offset, limit })
         })
         .await

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::runtime::{
     CallLabels, Grants, Level, LogRecord, ParseOutcome, ParseRequest, Plugin, Redactor, Runtime, Sandbox, TlsConfig,
 };
-use crate::storage::{Storage, StorageError, from_millis, to_millis};
+use crate::storage::{Storage, StorageError, rfc3339, sql_count, to_millis};
 
 /// Lines handed to a parser in one call.
 pub const PARSE_BATCH: usize = 1000;
@@ -401,9 +401,8 @@ impl Storage {
                 }
                 let filter =
                     if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
-                let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-                values.push(count(limit.saturating_add(1)).into());
-                values.push(count(offset).into());
+                values.push(sql_count(limit.saturating_add(1)).into());
+                values.push(sql_count(offset).into());
                 let sql = format!(
                     "SELECT l.id, l.ts, l.level, l.source, l.service, l.logger, l.message, l.trace_id, l.span_id,
                             l.correlation_id, l.user_id, l.fields, l.parsed, l.error
@@ -415,7 +414,7 @@ impl Storage {
                 let rows = statement.query_map(params_from_iter(values), |row| {
                     Ok(StoredRecord {
                         id: row.get(0)?,
-                        timestamp: humantime::format_rfc3339_millis(from_millis(row.get(1)?)).to_string(),
+                        timestamp: rfc3339(row.get(1)?),
                         level: row.get(2)?,
                         source: row.get(3)?,
                         service: row.get(4)?,

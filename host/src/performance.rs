@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use rusqlite::params;
 use serde::Serialize;
 
-use crate::storage::{Storage, StorageError, from_millis, to_millis};
+use crate::storage::{Storage, StorageError, rfc3339, to_millis};
 
 /// The longest window a question may cover.
 pub const MAX_WINDOW: Duration = Duration::from_secs(7 * 86_400);
@@ -107,10 +107,6 @@ impl Run {
     fn is_error(&self) -> bool {
         self.status == "unhealthy" || (self.status == "unknown" && self.error.is_some())
     }
-}
-
-fn rfc3339(millis: i64) -> String {
-    humantime::format_rfc3339_millis(from_millis(millis)).to_string()
 }
 
 impl Storage {

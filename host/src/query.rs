@@ -347,7 +347,7 @@ impl Queries {
             return Err(QueryError::Busy);
         }
         let (records, parsed) = crate::logs::parse(&self.runtime, plugin, &origin, lines, SystemTime::now()).await;
-        self.telemetry.observe_logs(parser, &records, &parsed);
+        self.telemetry.observe_logs(parser, &records, parsed.parser_failures);
         self.storage.write_logs(records, None).await.map_err(storage)?;
         Ok(parsed)
     }

@@ -166,8 +166,9 @@ impl Tailer {
         let read_to = followed.offset + complete as u64;
         let (mut records, parsed) =
             crate::logs::parse(&self.runtime, &self.parser, &self.origin, lines, SystemTime::now()).await;
-        // Hold the last record back while the file grows: its continuation lines may still be on their way.
-        let growing = !draining && quiet < SETTLE && !full_chunk;
+        // Hold the last record back while the file grows: its continuation lines may still be on their way. (Not
+        // when the parser failed: raw lines take no continuations.)
+        let growing = !draining && quiet < SETTLE && !full_chunk && parsed.parser_failures == 0;
         let commit_to = match records.last() {
             Some(last) if growing && records.len() > 1 => {
                 let held = starts[last.line];
@@ -181,7 +182,7 @@ impl Tailer {
             }
             _ => read_to,
         };
-        self.telemetry.observe_logs(&self.parser.info.name, &records, &parsed);
+        self.telemetry.observe_logs(&self.parser.info.name, &records, parsed.parser_failures);
         self.store(path, followed.id, commit_to, records).await?;
         followed.offset = commit_to;
         followed.file.seek(SeekFrom::Start(commit_to))?;

@@ -175,13 +175,16 @@ impl Telemetry {
         }
     }
 
-    /// Log records were stored.
-    pub fn observe_logs(&self, parser: &str, records: &[crate::logs::NewRecord], parsed: &crate::logs::Parsed) {
+    /// Log records are being stored: counted from the records themselves, so a record the tailer holds back (and
+    /// parses again later) is counted once, when it is stored. `failed` of them were kept raw because their parser
+    /// call failed; the other raw ones were lines the parser did not understand.
+    pub fn observe_logs(&self, parser: &str, records: &[crate::logs::NewRecord], failed: usize) {
         for record in records {
             self.log_records.with_label_values(&[record.level]).inc();
         }
-        self.log_unparsed.with_label_values(&[parser]).inc_by(parsed.unparsed as u64);
-        self.log_parser_failures.with_label_values(&[parser]).inc_by(parsed.parser_failures as u64);
+        let raw = records.iter().filter(|r| !r.parsed).count();
+        self.log_unparsed.with_label_values(&[parser]).inc_by(raw.saturating_sub(failed) as u64);
+        self.log_parser_failures.with_label_values(&[parser]).inc_by(failed as u64);
     }
 
     /// A run started this long after its slot.

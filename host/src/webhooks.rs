@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 use crate::alerts::{ChangeError, Page};
 use crate::events::{Event, Events, NAMES};
 use crate::runtime::{Timeouts, TlsConfig, send};
-use crate::storage::{Storage, StorageError, from_millis, to_millis};
+use crate::storage::{Storage, StorageError, rfc3339, sql_count, to_millis};
 
 /// Attempts per delivery.
 pub const MAX_ATTEMPTS: u32 = 5;
@@ -176,7 +176,7 @@ impl Storage {
                     id: row.get(0)?,
                     url: row.get(1)?,
                     events: serde_json::from_str(&row.get::<_, String>(2)?).unwrap_or_default(),
-                    created_at: humantime::format_rfc3339_millis(from_millis(row.get(3)?)).to_string(),
+                    created_at: rfc3339(row.get(3)?),
                 })
             })?;
             rows.collect()
@@ -200,14 +200,13 @@ impl Storage {
                 "SELECT id, event_id, event, attempt, at, status_code, outcome, error, duration_ms
                  FROM webhook_deliveries WHERE webhook_id = ?1 ORDER BY id DESC LIMIT ?2 OFFSET ?3",
             )?;
-            let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-            let rows = statement.query_map(params![webhook, count(limit), count(offset)], |row| {
+            let rows = statement.query_map(params![webhook, sql_count(limit), sql_count(offset)], |row| {
                 Ok(Delivery {
                     id: row.get(0)?,
                     event_id: row.get(1)?,
                     event: row.get(2)?,
                     attempt: row.get(3)?,
-                    at: humantime::format_rfc3339_millis(from_millis(row.get(4)?)).to_string(),
+                    at: rfc3339(row.get(4)?),
                     status_code: row.get(5)?,
                     outcome: row.get(6)?,
                     error: row.get(7)?,

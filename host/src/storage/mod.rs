@@ -267,10 +267,7 @@ impl Storage {
                  FROM recovery_attempts WHERE ?1 IS NULL OR check_name = ?1 ORDER BY id DESC LIMIT ?2",
             )?;
             let rows = statement.query_map(rusqlite::params![check, limit], |row| {
-                let millis = |i| {
-                    row.get::<_, Option<i64>>(i)
-                        .map(|m| m.map(|m| humantime::format_rfc3339_millis(from_millis(m)).to_string()))
-                };
+                let millis = |i| row.get::<_, Option<i64>>(i).map(|m| m.map(rfc3339));
                 Ok(StoredAttempt {
                     check: row.get(0)?,
                     attempt: row.get(1)?,
@@ -322,7 +319,7 @@ impl Storage {
             )?;
             let rows = statement.query_map(rusqlite::params![check, limit], |row| {
                 Ok(StoredRun {
-                    started_at: humantime::format_rfc3339_millis(from_millis(row.get(0)?)).to_string(),
+                    started_at: rfc3339(row.get(0)?),
                     duration_ms: row.get(1)?,
                     status: Health::parse(&row.get::<_, String>(2)?).unwrap_or(Health::Unknown),
                     summary: row.get(3)?,
@@ -364,6 +361,16 @@ impl Storage {
 
 pub(crate) fn to_millis(time: SystemTime) -> i64 {
     time.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A stored time (Unix milliseconds) as RFC 3339, as the API shows times.
+pub(crate) fn rfc3339(millis: i64) -> String {
+    humantime::format_rfc3339_millis(from_millis(millis)).to_string()
+}
+
+/// A count (a `LIMIT`, an `OFFSET`) as SQLite takes it.
+pub(crate) fn sql_count(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
 }
 
 pub(crate) fn from_millis(millis: i64) -> SystemTime {
