@@ -707,12 +707,15 @@ async fn ingest_logs(
     // A configured `kind = "http"` source gives its parser and service to calls naming it.
     let source = params.source.unwrap_or_else(|| "http".into());
     let configured = state.http_sources.get(&source);
-    let parser =
-        params.parser.or_else(|| configured.map(|(parser, _)| parser.clone())).unwrap_or_else(|| "json".into());
+    let parsing = match (params.parser, configured) {
+        (Some(parser), _) => state.parsing(&parser)?,
+        (None, Some((parsing, _))) => parsing.clone(),
+        (None, None) => state.parsing("json")?,
+    };
     let service = params.service.or_else(|| configured.and_then(|(_, service)| service.clone()));
     let origin = crate::logs::Origin { source, service };
     let count = lines.len();
-    let parsed = state.ingest(&parser, origin, lines).await?;
+    let parsed = state.ingest(&parsing, origin, lines).await?;
     Ok((StatusCode::ACCEPTED, Json(Ingested { accepted: count - parsed.skipped, rejected, parsed })).into_response())
 }
 

@@ -78,8 +78,8 @@ pub struct Host {
     pub plugins: Plugins,
     pub checks: Vec<Arc<Check>>,
     pub access: Arc<access::Access>,
-    /// The `[[log_source]]` tables of kind `file`, with their parsers.
-    pub tailed: Vec<(config::LogSourceConfig, Arc<runtime::Plugin>)>,
+    /// The `[[log_source]]` tables, with their parsers.
+    pub log_sources: Vec<(config::LogSourceConfig, logs::Parsing)>,
 }
 
 impl Host {
@@ -90,14 +90,14 @@ impl Host {
         let env = |name: &str| std::env::var(name).ok();
         let built = checks::build(&config, &plugins, &runtime, &env).await;
         let access = access::Access::from_config(&config.api, &config.source, &env);
-        let tailed = log_sources(&config, &plugins);
-        let (checks, access, tailed) = match (sane, built, access, tailed) {
-            (Ok(()), Ok(checks), Ok(access), Ok(tailed)) => (checks, access, tailed),
-            (sane, built, access, tailed) => {
+        let sources = log_sources(&config, &plugins, &runtime).await;
+        let (checks, access, log_sources) = match (sane, built, access, sources) {
+            (Ok(()), Ok(checks), Ok(access), Ok(sources)) => (checks, access, sources),
+            (sane, built, access, sources) => {
                 let mut errors = sane.err().unwrap_or_default();
                 errors.extend(built.err().unwrap_or_default());
                 errors.extend(access.err().unwrap_or_default());
-                errors.extend(tailed.err().unwrap_or_default());
+                errors.extend(sources.err().unwrap_or_default());
                 return Err(StartError::Config(errors));
             }
         };
@@ -107,19 +107,20 @@ impl Host {
             plugins,
             checks: checks.into_iter().map(Arc::new).collect(),
             access: Arc::new(access),
-            tailed,
+            log_sources,
         })
     }
 }
 
-/// The log sources to tail, each with its parser; every problem with any `[[log_source]]` is reported.
-#[allow(clippy::type_complexity)]
-fn log_sources(
+/// The log sources, each with its parser (file paths made absolute); every problem with any `[[log_source]]` is
+/// reported.
+async fn log_sources(
     config: &Config,
     plugins: &Plugins,
-) -> Result<Vec<(config::LogSourceConfig, Arc<runtime::Plugin>)>, Vec<ConfigError>> {
+    runtime: &Runtime,
+) -> Result<Vec<(config::LogSourceConfig, logs::Parsing)>, Vec<ConfigError>> {
     let mut errors = Vec::new();
-    let mut tailed = Vec::new();
+    let mut sources = Vec::new();
     let mut names = std::collections::BTreeSet::new();
     for spanned in &config.log_sources {
         let source = spanned.get_ref();
@@ -134,16 +135,21 @@ fn log_sources(
         if !names.insert(source.name.clone()) {
             problem("the name is used twice".into());
         }
-        let parser = plugins.get(&source.parser).filter(|p| p.kind() == runtime::Kind::Parser);
-        if parser.is_none() {
-            let parsers: Vec<&str> =
-                plugins.iter().filter(|p| p.kind() == runtime::Kind::Parser).map(|p| p.info.name.as_str()).collect();
-            problem(format!(
-                "`parser = \"{}\"` is not a parser plugin (parsers: {})",
-                source.parser,
-                parsers.join(", ")
-            ));
-        }
+        let parser_config =
+            source.parser_config.iter().map(|(k, v)| (k.clone(), checks::toml_to_json(v).to_string())).collect();
+        let parsing = match logs::Parsing::resolve(&source.parser, parser_config, plugins) {
+            Ok(parsing) => match parsing.validate(runtime).await {
+                Ok(()) => Some(parsing),
+                Err(reason) => {
+                    problem(format!("`parser_config`: {reason}"));
+                    None
+                }
+            },
+            Err(reason) => {
+                problem(format!("`parser`: {reason}"));
+                None
+            }
+        };
         if source.poll < std::time::Duration::from_millis(50) {
             problem("`poll` must be at least 50ms".into());
         }
@@ -155,23 +161,23 @@ fn log_sources(
                         problem(format!("`paths`: `{pattern}` is not a valid pattern: {error}"));
                     }
                 }
-                if let Some(parser) = parser {
+                if let Some(parsing) = parsing {
                     let mut resolved = source.clone();
                     resolved.paths = source
                         .paths
                         .iter()
                         .map(|p| config.source.resolve(std::path::Path::new(p)).display().to_string())
                         .collect();
-                    tailed.push((resolved, parser.clone()));
+                    sources.push((resolved, parsing));
                 }
             }
             config::LogSourceKind::Http if !source.paths.is_empty() => {
                 problem("`paths` is for `kind = \"file\"`".into());
             }
-            config::LogSourceKind::Http => {}
+            config::LogSourceKind::Http => sources.extend(parsing.map(|parsing| (source.clone(), parsing))),
         }
     }
-    if errors.is_empty() { Ok(tailed) } else { Err(errors) }
+    if errors.is_empty() { Ok(sources) } else { Err(errors) }
 }
 
 /// The plugin runtime sized for a config, and every plugin it can load (built-in and from the plugins folder).
@@ -264,11 +270,11 @@ pub async fn serve(
     }
     .spawn(host.checks.clone(), &tasks, stop.clone());
     webhooks::spawn(storage.clone(), &events, &tasks, stop.clone());
-    for (source, parser) in &host.tailed {
+    for (source, parsing) in host.log_sources.iter().filter(|(s, _)| s.kind == config::LogSourceKind::File) {
         tail::Tailer {
             storage: storage.clone(),
             runtime: host.runtime.clone(),
-            parser: parser.clone(),
+            parsing: parsing.clone(),
             origin: logs::Origin { source: source.name.clone(), service: source.service.clone() },
             patterns: source.paths.clone(),
             poll: source.poll,
@@ -315,12 +321,10 @@ pub async fn serve(
         tracing::warn!(%address, "The API has no keys and listens beyond this machine: set [api] keys or MONITORING_API_KEY");
     }
     let http_sources = host
-        .config
         .log_sources
         .iter()
-        .map(|s| s.get_ref())
-        .filter(|s| s.kind == config::LogSourceKind::Http)
-        .map(|s| (s.name.clone(), (s.parser.clone(), s.service.clone())))
+        .filter(|(s, _)| s.kind == config::LogSourceKind::Http)
+        .map(|(s, parsing)| (s.name.clone(), (parsing.clone(), s.service.clone())))
         .collect();
     let queries = Arc::new(query::Queries {
         http_sources,

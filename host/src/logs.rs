@@ -5,13 +5,16 @@
 //! that continues the record before it (a traceback) is appended to that record's message.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::params_from_iter;
 use serde::Serialize;
 
+use crate::plugins::Plugins;
 use crate::runtime::{
-    CallLabels, Grants, Level, LogRecord, ParseOutcome, ParseRequest, Plugin, Redactor, Runtime, Sandbox, TlsConfig,
+    CallLabels, Grants, Kind, Level, LogRecord, ParseOutcome, ParseRequest, Plugin, Redactor, Runtime, Sandbox,
+    TlsConfig,
 };
 use crate::storage::{Storage, StorageError, rfc3339, sql_count, to_millis};
 
@@ -84,22 +87,72 @@ pub struct Parsed {
     pub parser_failures: usize,
 }
 
-/// Parse `lines` with `parser` into records, in batches; `read_at` is the time given to records without one.
-pub async fn parse(
-    runtime: &Runtime,
-    parser: &Plugin,
-    origin: &Origin,
-    lines: Vec<String>,
-    read_at: SystemTime,
-) -> (Vec<NewRecord>, Parsed) {
-    let sandbox = Sandbox {
+/// The parser names `auto` tries, in order: the strictest formats first, Python's last (any line that is not
+/// one of its records continues the record before, so it would claim everything).
+pub const AUTO_ORDER: [&str; 5] = ["json", "syslog", "combined", "logfmt", "python"];
+
+/// How a source's lines are parsed: one parser with its config, or `auto`.
+#[derive(Debug, Clone)]
+pub struct Parsing {
+    /// The parser as configured: a plugin's name or `auto`.
+    pub name: String,
+    /// One parser, or for `auto` the candidates in the order tried.
+    parsers: Vec<Arc<Plugin>>,
+    /// The source's `parser_config`, each value JSON text.
+    config: Vec<(String, String)>,
+    /// For `auto`: the candidate that won the last batch, tried first next time.
+    last: Arc<AtomicUsize>,
+}
+
+impl Parsing {
+    /// The parser named `name` (or `auto`) among `plugins`, with a config; the error names the parsers there are.
+    pub fn resolve(name: &str, config: Vec<(String, String)>, plugins: &Plugins) -> Result<Self, String> {
+        let parser = |name: &str| plugins.get(name).filter(|p| p.kind() == Kind::Parser).cloned();
+        let chosen: Vec<Arc<Plugin>> = if name == "auto" {
+            if !config.is_empty() {
+                return Err("`parser_config` needs a named parser, not `auto`".into());
+            }
+            AUTO_ORDER.iter().filter_map(|n| parser(n)).collect()
+        } else {
+            parser(name).into_iter().collect()
+        };
+        if chosen.is_empty() {
+            let names: Vec<&str> =
+                plugins.iter().filter(|p| p.kind() == Kind::Parser).map(|p| p.info.name.as_str()).collect();
+            return Err(format!("`{name}` is not a parser plugin (parsers: {}, or auto)", names.join(", ")));
+        }
+        Ok(Self { name: name.to_string(), parsers: chosen, config, last: Arc::default() })
+    }
+
+    /// Ask the parser whether the config is acceptable (`auto` has none).
+    pub async fn validate(&self, runtime: &Runtime) -> Result<(), String> {
+        let [parser] = self.parsers.as_slice() else { return Ok(()) };
+        match runtime.validate_parser(parser, &sandbox(parser), &self.config).await {
+            Ok(verdict) => verdict,
+            Err(error) => Err(format!("the parser `{}` failed to check its config: {error}", parser.info.name)),
+        }
+    }
+}
+
+fn sandbox(parser: &Plugin) -> Sandbox {
+    Sandbox {
         labels: CallLabels { plugin: Arc::from(parser.info.name.as_str()), check: None },
         grants: Arc::new(Grants::default()),
         redactor: Redactor::default(),
         tls: TlsConfig::system(),
         memory_limit: PARSE_MEMORY,
         timeout: PARSE_TIMEOUT,
-    };
+    }
+}
+
+/// Parse `lines` into records, in batches; `read_at` is the time given to records without one.
+pub async fn parse(
+    runtime: &Runtime,
+    parsing: &Parsing,
+    origin: &Origin,
+    lines: Vec<String>,
+    read_at: SystemTime,
+) -> (Vec<NewRecord>, Parsed) {
     let mut records: Vec<NewRecord> = Vec::with_capacity(lines.len());
     let mut counts = Parsed::default();
     let raw = |index: usize, line: &str, error: String| NewRecord {
@@ -139,42 +192,71 @@ pub async fn parse(
             continue;
         }
         for chunk in run.chunks(PARSE_BATCH) {
-            parse_chunk(runtime, parser, &sandbox, origin, chunk, read_at, &mut records, &mut counts, &raw).await;
+            let request = ParseRequest {
+                source: origin.source.clone(),
+                service: origin.service.clone(),
+                config: parsing.config.clone(),
+                lines: chunk.iter().map(|(_, line)| line.clone()).collect(),
+            };
+            match outcomes(runtime, parsing, &request).await {
+                Ok(outcomes) => apply(chunk, outcomes, origin, read_at, &mut records, &mut counts, &raw),
+                Err(reason) => {
+                    tracing::warn!(parser = %parsing.name, source = %origin.source, lines = chunk.len(), %reason, "Parser failed; its batch is kept unparsed");
+                    counts.parser_failures += chunk.len();
+                    counts.records += chunk.len();
+                    records.extend(chunk.iter().map(|(index, line)| raw(*index, line, reason.clone())));
+                }
+            }
         }
     }
     (records, counts)
 }
 
-/// Parse one batch and append what it makes to `records`.
-#[allow(clippy::too_many_arguments)]
-async fn parse_chunk(
-    runtime: &Runtime,
-    parser: &Plugin,
-    sandbox: &Sandbox,
-    origin: &Origin,
+/// The outcomes of one batch. With `auto`, the candidates are tried (last batch's winner first) until one
+/// understands every line; otherwise the one that parsed the most lines wins.
+async fn outcomes(runtime: &Runtime, parsing: &Parsing, request: &ParseRequest) -> Result<Vec<ParseOutcome>, String> {
+    let first = parsing.last.load(Ordering::Relaxed).min(parsing.parsers.len() - 1);
+    let order = std::iter::once(first).chain((0..parsing.parsers.len()).filter(|i| *i != first));
+    let mut best: Option<(usize, usize, Vec<ParseOutcome>)> = None;
+    let mut failure = None;
+    for index in order {
+        let parser = &parsing.parsers[index];
+        let outcomes = match runtime.parse(parser, &sandbox(parser), request).await {
+            Ok(outcomes) => outcomes,
+            Err(error) => {
+                failure = Some(format!("the parser `{}` failed: {error}", parser.info.name));
+                continue;
+            }
+        };
+        let invalid = outcomes.iter().filter(|o| matches!(o, ParseOutcome::Invalid(_))).count();
+        let parsed = outcomes.iter().filter(|o| matches!(o, ParseOutcome::Parsed(_))).count();
+        if invalid == 0 && (parsed > 0 || parsing.parsers.len() == 1) {
+            parsing.last.store(index, Ordering::Relaxed);
+            return Ok(outcomes);
+        }
+        if best.as_ref().is_none_or(|(_, most, _)| parsed > *most) {
+            best = Some((index, parsed, outcomes));
+        }
+    }
+    match best {
+        Some((index, _, outcomes)) => {
+            parsing.last.store(index, Ordering::Relaxed);
+            Ok(outcomes)
+        }
+        None => Err(failure.unwrap_or_else(|| "no parser answered".into())),
+    }
+}
+
+/// Turn a batch's outcomes into records: continuations join the record before, invalid lines are kept raw.
+fn apply(
     chunk: &[(usize, String)],
+    outcomes: Vec<ParseOutcome>,
+    origin: &Origin,
     read_at: SystemTime,
     records: &mut Vec<NewRecord>,
     counts: &mut Parsed,
     raw: &impl Fn(usize, &str, String) -> NewRecord,
 ) {
-    let request = ParseRequest {
-        source: origin.source.clone(),
-        service: origin.service.clone(),
-        config: Vec::new(),
-        lines: chunk.iter().map(|(_, line)| line.clone()).collect(),
-    };
-    let outcomes = match runtime.parse(parser, sandbox, &request).await {
-        Ok(outcomes) => outcomes,
-        Err(error) => {
-            tracing::warn!(parser = %parser.info.name, source = %origin.source, lines = chunk.len(), %error, "Parser failed; its batch is kept unparsed");
-            counts.parser_failures += chunk.len();
-            counts.records += chunk.len();
-            let reason = format!("the parser `{}` failed: {error}", parser.info.name);
-            records.extend(chunk.iter().map(|(index, line)| raw(*index, line, reason.clone())));
-            return;
-        }
-    };
     for ((index, line), outcome) in chunk.iter().zip(outcomes) {
         match outcome {
             ParseOutcome::Parsed(record) => {

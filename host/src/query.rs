@@ -10,10 +10,10 @@ use crate::access::Access;
 use crate::alerts::{Alert, ChangeError, Page, Rule, RuleRequest};
 use crate::events::Events;
 use crate::health::{Board, CheckState, Health};
-use crate::logs::{Found, Origin, Parsed, Search, SearchError};
+use crate::logs::{Found, Origin, Parsed, Parsing, Search, SearchError};
 use crate::performance::{Errors, MAX_WINDOW, Performance};
 use crate::plugins::Plugins;
-use crate::runtime::{Kind, Runtime};
+use crate::runtime::Runtime;
 use crate::storage::{
     Figures, MetricName, SeriesError, SeriesPage, SeriesQuery, Storage, StorageError, StoredAttempt, StoredRun,
 };
@@ -23,7 +23,7 @@ use crate::webhooks::{Delivery, Webhook, WebhookRequest};
 /// What the queries can see.
 pub struct Queries {
     /// `[[log_source]]` tables of kind `http`: their parser and default service, by name.
-    pub http_sources: std::collections::BTreeMap<String, (String, Option<String>)>,
+    pub http_sources: std::collections::BTreeMap<String, (Parsing, Option<String>)>,
     pub runtime: Arc<Runtime>,
     pub plugins: Arc<Plugins>,
     pub board: Arc<Board>,
@@ -336,18 +336,18 @@ impl Queries {
         self.storage.errors(window).await.map_err(storage)
     }
 
-    /// Parse lines with the named parser plugin and store them; answers once they are committed.
-    pub async fn ingest(&self, parser: &str, origin: Origin, lines: Vec<String>) -> Result<Parsed, QueryError> {
-        let plugin = self.plugins.get(parser).filter(|p| p.kind() == Kind::Parser).ok_or_else(|| {
-            let parsers: Vec<&str> =
-                self.plugins.iter().filter(|p| p.kind() == Kind::Parser).map(|p| p.info.name.as_str()).collect();
-            QueryError::Invalid(format!("`{parser}` is not a parser plugin (parsers: {})", parsers.join(", ")))
-        })?;
+    /// How lines posted with `?parser=NAME` are parsed (a parser plugin or `auto`, without config).
+    pub fn parsing(&self, parser: &str) -> Result<Parsing, QueryError> {
+        Parsing::resolve(parser, Vec::new(), &self.plugins).map_err(QueryError::Invalid)
+    }
+
+    /// Parse lines and store them; answers once they are committed.
+    pub async fn ingest(&self, parsing: &Parsing, origin: Origin, lines: Vec<String>) -> Result<Parsed, QueryError> {
         if self.storage.queued() > BUSY_QUEUE {
             return Err(QueryError::Busy);
         }
-        let (records, parsed) = crate::logs::parse(&self.runtime, plugin, &origin, lines, SystemTime::now()).await;
-        self.telemetry.observe_logs(parser, &records, parsed.parser_failures);
+        let (records, parsed) = crate::logs::parse(&self.runtime, parsing, &origin, lines, SystemTime::now()).await;
+        self.telemetry.observe_logs(&parsing.name, &records, parsed.parser_failures);
         self.storage.write_logs(records, None).await.map_err(storage)?;
         Ok(parsed)
     }

@@ -24,8 +24,8 @@ use rusqlite::{OptionalExtension, params};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::logs::{NewRecord, Origin};
-use crate::runtime::{Plugin, Runtime};
+use crate::logs::{NewRecord, Origin, Parsing};
+use crate::runtime::Runtime;
 use crate::storage::{Storage, StorageError};
 
 /// The most read from one file in one pass.
@@ -52,7 +52,7 @@ struct Followed {
 pub struct Tailer {
     pub storage: Storage,
     pub runtime: Arc<Runtime>,
-    pub parser: Arc<Plugin>,
+    pub parsing: Parsing,
     pub origin: Origin,
     pub patterns: Vec<String>,
     pub poll: Duration,
@@ -165,7 +165,7 @@ impl Tailer {
         }
         let read_to = followed.offset + complete as u64;
         let (mut records, parsed) =
-            crate::logs::parse(&self.runtime, &self.parser, &self.origin, lines, SystemTime::now()).await;
+            crate::logs::parse(&self.runtime, &self.parsing, &self.origin, lines, SystemTime::now()).await;
         // Hold the last record back while the file grows: its continuation lines may still be on their way. (Not
         // when the parser failed: raw lines take no continuations.)
         let growing = !draining && quiet < SETTLE && !full_chunk && parsed.parser_failures == 0;
@@ -182,7 +182,7 @@ impl Tailer {
             }
             _ => read_to,
         };
-        self.telemetry.observe_logs(&self.parser.info.name, &records, parsed.parser_failures);
+        self.telemetry.observe_logs(&self.parsing.name, &records, parsed.parser_failures);
         self.store(path, followed.id, commit_to, records).await?;
         followed.offset = commit_to;
         followed.file.seek(SeekFrom::Start(commit_to))?;

@@ -34,6 +34,20 @@ use serde::de::DeserializeOwned;
 pub use crate::__private::types::{Level, LogRecord as Record, ParseOutcome as Outcome};
 use crate::info::PluginInfo;
 
+/// The names under which structured logs (JSON, logfmt) usually write each record field, most usual first. Parsers
+/// share them so every format normalizes the same aliases.
+pub mod names {
+    pub const TIME: &[&str] = &["timestamp", "ts", "time", "@timestamp", "asctime", "created"];
+    pub const LEVEL: &[&str] = &["level", "levelname", "severity", "log.level", "lvl"];
+    pub const MESSAGE: &[&str] = &["message", "msg", "event", "@message"];
+    pub const LOGGER: &[&str] = &["logger", "name", "logger_name"];
+    pub const SERVICE: &[&str] = &["service", "service.name", "app"];
+    pub const TRACE: &[&str] = &["trace_id", "traceId", "trace.id", "otelTraceID"];
+    pub const SPAN: &[&str] = &["span_id", "spanId", "span.id", "otelSpanID"];
+    pub const CORRELATION: &[&str] = &["correlation_id", "correlationId", "request_id", "requestId"];
+    pub const USER: &[&str] = &["user_id", "userId", "user.id"];
+}
+
 /// A batch of lines from one log source.
 #[derive(Debug)]
 pub struct Batch {
@@ -76,6 +90,11 @@ impl Record {
             user_id: None,
             fields: Vec::new(),
         }
+    }
+
+    /// Add a text field (stored as a JSON string, as record fields hold their values).
+    pub fn add_text(&mut self, key: &str, value: &str) {
+        self.fields.push((key.to_string(), serde_json::Value::String(value.to_string()).to_string()));
     }
 }
 
@@ -136,9 +155,6 @@ pub fn timestamp_ns(text: &str) -> Option<i64> {
         return None;
     }
     let (hour, minute, second) = (number(11, 2)?, number(14, 2)?, number(17, 2)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
     let mut at = 19;
     let mut nanos = 0i64;
     if at < bytes.len() && matches!(bytes[at], b'.' | b',') {
@@ -170,9 +186,29 @@ pub fn timestamp_ns(text: &str) -> Option<i64> {
             sign * (hours * 3600 + minutes * 60)
         }
     };
+    utc_ns(year, month, day, (hour, minute, second), nanos, offset_seconds)
+}
+
+/// Nanoseconds since the Unix epoch of a calendar date and time of day (`(hour, minute, second)`), written at a
+/// UTC offset of `offset_seconds` (east positive). None when a part is out of range.
+pub fn utc_ns(year: i64, month: i64, day: i64, time: (i64, i64, i64), nanos: i64, offset_seconds: i64) -> Option<i64> {
+    let (hour, minute, second) = time;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || !(0..24).contains(&hour) {
+        return None;
+    }
+    if !(0..60).contains(&minute) || !(0..=60).contains(&second) || !(0..1_000_000_000).contains(&nanos) {
+        return None;
+    }
     let days = days_from_civil(year, month, day);
     let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_seconds;
     seconds.checked_mul(1_000_000_000)?.checked_add(nanos)
+}
+
+/// The number (1–12) of a month by its English abbreviation (`Jan`, `nov`, `DEC`).
+pub fn month(abbreviation: &str) -> Option<i64> {
+    const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+    let lower = abbreviation.to_ascii_lowercase();
+    MONTHS.iter().position(|m| *m == lower).map(|i| i as i64 + 1)
 }
 
 /// A Unix time in seconds, milliseconds, microseconds or nanoseconds (told apart by size), as nanoseconds.
@@ -243,6 +279,9 @@ mod tests {
         assert_eq!(epoch_ns(1_795_687_200.5), Some(base + 500_000_000));
         assert_eq!(epoch_ns(1_795_687_200_000.0), Some(base));
         assert_eq!(epoch_ns(f64::NAN), None);
+        assert_eq!(utc_ns(2026, 11, 26, (13, 0, 0), 0, 3 * 3600), Some(base));
+        assert_eq!(utc_ns(2026, 11, 26, (24, 0, 0), 0, 0), None);
+        assert_eq!((month("Nov"), month("DEC"), month("Movember")), (Some(11), Some(12), None));
     }
 
     #[test]

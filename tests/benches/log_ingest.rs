@@ -8,7 +8,7 @@
 use std::io::{BufRead, BufWriter, Write};
 use std::time::{Duration, Instant, SystemTime};
 
-use selfmon::logs::{self, NewRecord, Origin};
+use selfmon::logs::{self, NewRecord, Origin, Parsing};
 use selfmon::plugins::Plugins;
 use selfmon::runtime::{CompiledCache, Runtime};
 use selfmon::storage::Storage;
@@ -84,7 +84,7 @@ async fn run(count: usize) {
 
     let runtime = Runtime::new(CompiledCache::new(None), 8, 512 << 20).unwrap();
     let plugins = Plugins::load(&runtime, &dir.path().join("no-plugins"), u64::MAX).await;
-    let parser = plugins.get("json").expect("the built-in json parser").clone();
+    let parser = Parsing::resolve("json", Vec::new(), &plugins).expect("the built-in json parser");
     let origin = Origin { source: "bot".into(), service: Some("telegram-bot".into()) };
     let memory_before = peak_memory_mib();
 

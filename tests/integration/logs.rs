@@ -253,11 +253,115 @@ async fn log_sources_are_checked_with_the_rest_of_the_config() {
         let message = messages.iter().find(|m| m.contains(text)).unwrap_or_else(|| panic!("no `{text}` in:\n{all}"));
         message.split(", line ").nth(1).and_then(|rest| rest.split(':').next()).unwrap().parse().unwrap()
     };
-    let first = line("log source `a`: `parser = \"http\"` is not a parser plugin (parsers: json, python)");
+    let first = line(
+        "log source `a`: `parser`: `http` is not a parser plugin (parsers: combined, json, logfmt, python, syslog, or auto)",
+    );
     assert_eq!(line("log source `a`: `paths`: `[` is not a valid pattern"), first);
     let second = line("log source `a`: the name is used twice");
     assert_eq!(second, first + 6, "each problem at its table's line: {all}");
     assert_eq!(line("log source `a`: `paths` is empty"), second);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parser_config_is_checked_by_its_parser() {
+    let config = "[[log_source]]\nname = \"sys\"\nkind = \"http\"\nparser = \"syslog\"\n\
+                  [log_source.parser_config]\nutc_offset = \"EST\"\n\n\
+                  [[log_source]]\nname = \"any\"\nkind = \"http\"\nparser = \"auto\"\n\
+                  [log_source.parser_config]\nutc_offset = \"+03:00\"\n";
+    let workdir = Workdir::new(config, &[]);
+    let Err(selfmon::StartError::Config(errors)) = selfmon::Host::build(workdir.config()).await else {
+        panic!("the config is not valid");
+    };
+    let all = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+    assert!(
+        all.contains("log source `sys`: `parser_config`: `utc_offset`: `EST` is not an offset such as +03:00"),
+        "{all}"
+    );
+    assert!(all.contains("log source `any`: `parser`: `parser_config` needs a named parser, not `auto`"), "{all}");
+}
+
+/// Lines of every built-in format, posted with `parser=auto`: each batch goes to the parser that understands it.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_built_in_format_and_auto_detection() {
+    let config = "[[log_source]]\nname = \"edge\"\nkind = \"http\"\nparser = \"syslog\"\n\
+                  [log_source.parser_config]\nutc_offset = \"+03:00\"\n";
+    let workdir = Workdir::new(config, &[]);
+    let selfmon = Selfmon::start(&workdir).await;
+    let batches: [(&str, &str, &[&str]); 5] = [
+        (
+            "?parser=auto&source=nginx",
+            "combined",
+            &[
+                r#"203.0.113.9 - - [26/Nov/2026:10:00:00 +0000] "GET /api/reply?id=7 HTTP/1.1" 502 157 "-" "python-httpx/0.27""#,
+                r#"198.51.100.7 - - [26/Nov/2026:10:00:01 +0000] "GET /item?id=1%27%20UNION%20SELECT%20pw%20FROM%20users-- HTTP/1.1" 403 0 "-" "Mozilla/5.0""#,
+                r#"10.0.0.2 - - [26/Nov/2026:10:00:02 +0000] "GET /health HTTP/1.1" 200 2 "-" "kube-probe/1.29""#,
+            ],
+        ),
+        (
+            "?parser=auto&source=auth",
+            "syslog",
+            &[
+                "<38>1 2026-11-26T10:00:03Z db1 sshd 991 - - Accepted publickey for deploy",
+                "<38>Nov 26 10:00:04 db1 sshd[992]: Failed password for root from 203.0.113.66 port 4242 ssh2",
+            ],
+        ),
+        (
+            "?parser=auto&source=go",
+            "logfmt",
+            &[r#"time=2026-11-26T10:00:05Z level=warn msg="queue is filling up" queue=replies depth=950"#],
+        ),
+        (
+            "?parser=auto&source=worker",
+            "python",
+            &[
+                "2026-11-26 10:00:06,250 - worker.jobs - CRITICAL - Job 17 crashed",
+                "Traceback (most recent call last):",
+                "ZeroDivisionError: division by zero",
+            ],
+        ),
+        // A configured source's parser_config applies: a zone-less syslog time read at +03:00.
+        ("?source=edge", "syslog", &["<27>Nov 26 13:00:07 edge1 haproxy[5]: backend api has no server available"]),
+    ];
+    for (query, _, lines) in batches {
+        let (status, answer) = post(&selfmon, query, lines.join("\n").into_bytes(), &[]).await;
+        assert_eq!(status, 202, "{answer}");
+        assert_eq!(answer["unparsed"], 0, "{query}: {answer}");
+    }
+    let (_, found) = selfmon.get("/v1/logs?limit=50").await;
+    let records = found["records"].as_array().unwrap();
+    let by = |message: &str| {
+        records
+            .iter()
+            .find(|r| r["message"].as_str().unwrap().starts_with(message))
+            .unwrap_or_else(|| panic!("{message}: {found}"))
+    };
+    let error = by("GET /api/reply?id=7 HTTP/1.1 502");
+    assert_eq!((error["level"].as_str(), error["fields"]["status_class"].as_str()), (Some("error"), Some("5xx")));
+    assert_eq!(error["timestamp"], "2026-11-26T10:00:00.000Z");
+    assert_eq!(by("GET /item?id=1")["fields"]["threat"], "sql-injection");
+    assert_eq!(by("GET /health")["level"], "info");
+    let failed = by("Failed password for root");
+    assert_eq!((failed["level"].as_str(), failed["logger"].as_str()), (Some("security"), Some("sshd")));
+    assert_eq!(failed["fields"]["remote_addr"], "203.0.113.66");
+    let queue = by("queue is filling up");
+    assert_eq!((queue["level"].as_str(), queue["fields"]["queue"].as_str()), (Some("warning"), Some("replies")));
+    let crash = by("Job 17 crashed");
+    assert_eq!(
+        crash["message"],
+        "Job 17 crashed\nTraceback (most recent call last):\nZeroDivisionError: division by zero"
+    );
+    assert_eq!(crash["level"], "critical");
+    let haproxy = by("backend api has no server available");
+    assert_eq!(
+        (haproxy["level"].as_str(), haproxy["timestamp"].as_str()),
+        (Some("error"), Some("2026-11-26T10:00:07.000Z"))
+    );
+    assert_eq!(records.len(), 8, "{found}");
+
+    // Lines no built-in parser understands are kept raw.
+    let (_, answer) = post(&selfmon, "?parser=auto", b"just words\n\x00\x01 binary".to_vec(), &[]).await;
+    assert_eq!((answer["records"].as_u64(), answer["unparsed"].as_u64()), (Some(2), Some(2)), "{answer}");
+    selfmon.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

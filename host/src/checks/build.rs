@@ -467,7 +467,7 @@ fn settle_secrets(
     if problems.is_empty() { Ok(secrets) } else { Err(problems) }
 }
 
-fn toml_to_json(value: &toml::Value) -> Value {
+pub(crate) fn toml_to_json(value: &toml::Value) -> Value {
     match value {
         toml::Value::String(s) => Value::String(s.clone()),
         toml::Value::Integer(i) => Value::from(*i),

@@ -10,6 +10,7 @@ mod build;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+pub(crate) use build::toml_to_json;
 pub use build::{Env, build, kind_name};
 
 use crate::config::Secret;

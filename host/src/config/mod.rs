@@ -165,9 +165,13 @@ pub struct LogSourceConfig {
     /// Files and glob patterns (`/var/log/bot/*.log`), for `kind = "file"`.
     #[serde(default)]
     pub paths: Vec<String>,
-    /// The parser plugin: `json`, or a dropped-in parser.
+    /// The parser plugin: `json`, `logfmt`, `python`, `combined`, `syslog`, a dropped-in parser, or `auto` (each
+    /// batch goes to the first of json, syslog, combined, logfmt and python that understands all of it).
     #[serde(default = "json_parser")]
     pub parser: String,
+    /// The parser's own settings (`[log_source.parser_config]`), checked by the parser when the config is loaded.
+    #[serde(default)]
+    pub parser_config: toml::Table,
     /// The service of records that do not name one.
     pub service: Option<String>,
     /// How often files are checked for new lines.

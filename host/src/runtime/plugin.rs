@@ -157,6 +157,23 @@ impl Runtime {
         .await
     }
 
+    /// Ask a parser whether a source's `parser_config` is acceptable. The outer error is a call that failed; the
+    /// inner one is the parser's own verdict.
+    pub async fn validate_parser(
+        &self,
+        plugin: &Plugin,
+        sandbox: &Sandbox,
+        config: &Vec<(String, String)>,
+    ) -> Result<Result<(), String>, CallError> {
+        let Exports::Parser(pre) = &plugin.exports else {
+            return Err(CallError::Instantiate(format!("`{}` is not a parser plugin", plugin.info.name)));
+        };
+        self.call(pre, sandbox, async |store, parser| {
+            parser.selfmon_plugin_log_parser().call_validate(store, config).await
+        })
+        .await
+    }
+
     /// Parse a batch of lines. One outcome per line comes back (the SDK makes sure; a plugin that answers otherwise
     /// is treated as having failed).
     pub async fn parse(

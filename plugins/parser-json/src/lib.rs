@@ -14,6 +14,7 @@
 //! `exc_info` is appended to the message, so a search finds the traceback. A line that is not a JSON object is
 //! invalid (kept raw by the host); an empty line is skipped.
 
+use selfmon_sdk::parse::names::*;
 use selfmon_sdk::parse::{self, Batch, Level, Outcome, Parser, Record};
 use selfmon_sdk::prelude::*;
 use serde_json::{Map, Value};
@@ -33,16 +34,6 @@ impl Parser for Json {
 }
 
 selfmon_sdk::export_parser!(Json);
-
-const TIME: &[&str] = &["timestamp", "ts", "time", "@timestamp", "asctime", "created"];
-const LEVEL: &[&str] = &["level", "levelname", "severity", "log.level", "lvl"];
-const MESSAGE: &[&str] = &["message", "msg", "event", "@message"];
-const LOGGER: &[&str] = &["logger", "name", "logger_name"];
-const SERVICE: &[&str] = &["service", "service.name", "app"];
-const TRACE: &[&str] = &["trace_id", "traceId", "trace.id", "otelTraceID"];
-const SPAN: &[&str] = &["span_id", "spanId", "span.id", "otelSpanID"];
-const CORRELATION: &[&str] = &["correlation_id", "correlationId", "request_id", "requestId"];
-const USER: &[&str] = &["user_id", "userId", "user.id"];
 
 pub fn parse_line(line: &str) -> Outcome {
     let trimmed = line.trim();
