@@ -25,6 +25,7 @@ use utoipa_axum::routes;
 
 use crate::access::{Access, Caller, guard};
 use crate::alerts::{Alert, Page, Rule, RuleRequest};
+use crate::analysis::{Aggregation, Analysis, Period, Security};
 use crate::config::ApiConfig;
 use crate::performance::{Errors, Performance};
 use crate::query::{HealthReport, MetricsAnswer, MetricsRequest, Queries, QueryError, Status};
@@ -131,6 +132,9 @@ fn routes(state: AppState) -> Router {
         .routes(routes!(deliveries))
         .routes(routes!(recovery))
         .routes(routes!(search_logs, ingest_logs))
+        .routes(routes!(aggregate_logs))
+        .routes(routes!(analyse_logs))
+        .routes(routes!(security_events))
         .split_for_parts();
     let document = Arc::new(document.to_json().unwrap_or_default());
     router
@@ -568,6 +572,54 @@ async fn errors(
     query: Result<Query<WindowParams>, QueryRejection>,
 ) -> Result<Json<Errors>, ApiError> {
     Ok(Json(state.errors(params(query)?.window()).await?))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct AggregateParams {
+    /// Hours back from now (default 24, at most 2160).
+    hours: Option<u64>,
+    /// `minute`, `hour` (default) or `day`.
+    period: Option<Period>,
+}
+
+/// `GET /v1/logs/aggregate[?hours=24&period=hour]`: record counts per bucket, by level and by service.
+#[utoipa::path(get, path = "/v1/logs/aggregate", tag = "logs", params(AggregateParams), responses((status = 200, description = "OK", body = Aggregation), (status = 400, description = "A bad parameter", body = ErrorBody)))]
+async fn aggregate_logs(
+    State(state): State<AppState>,
+    query: Result<Query<AggregateParams>, QueryRejection>,
+) -> Result<Json<Aggregation>, ApiError> {
+    let params = params(query)?;
+    Ok(Json(state.aggregate_logs(params.hours.unwrap_or(24), params.period.unwrap_or(Period::Hour)).await?))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct HoursParams {
+    /// Hours back from now (default 24, at most 2160).
+    hours: Option<u64>,
+}
+
+/// `GET /v1/logs/analysis[?hours=24]`: counts by level and service, error templates with spikes, user activity
+/// and security events.
+#[utoipa::path(get, path = "/v1/logs/analysis", tag = "logs", params(HoursParams), responses((status = 200, description = "OK", body = Analysis), (status = 400, description = "A bad parameter", body = ErrorBody)))]
+async fn analyse_logs(
+    State(state): State<AppState>,
+    query: Result<Query<HoursParams>, QueryRejection>,
+) -> Result<Json<Analysis>, ApiError> {
+    Ok(Json(state.analyse_logs(params(query)?.hours.unwrap_or(24)).await?))
+}
+
+/// `GET /v1/logs/security[?hours=24]`: SECURITY and AUDIT records, attack probes in access logs, failed logins
+/// and their bursts.
+#[utoipa::path(get, path = "/v1/logs/security", tag = "logs", params(HoursParams), responses((status = 200, description = "OK", body = Security), (status = 400, description = "A bad parameter", body = ErrorBody)))]
+async fn security_events(
+    State(state): State<AppState>,
+    query: Result<Query<HoursParams>, QueryRejection>,
+) -> Result<Json<Security>, ApiError> {
+    Ok(Json(state.security_events(params(query)?.hours.unwrap_or(24)).await?))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

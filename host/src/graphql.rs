@@ -19,6 +19,7 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use crate::access::Caller;
 use crate::alerts::{Alert, Rule, RuleRequest};
+use crate::analysis::{Aggregation, Analysis, Period, Security};
 use crate::events::{HealthChange, Payload};
 use crate::health::{CheckState, Health};
 use crate::performance::{Errors, Performance};
@@ -320,6 +321,37 @@ impl QueryRoot {
         #[graphql(default = 3600)] time_window: u32,
     ) -> async_graphql::Result<Errors> {
         queries(ctx).errors(std::time::Duration::from_secs(time_window.into())).await.map_err(error)
+    }
+
+    /// Log record counts per period (`MINUTE`, `HOUR`, `DAY`), level and service over the last `hours`.
+    #[graphql(complexity = 100)]
+    async fn log_aggregate(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 24)] hours: u32,
+        #[graphql(default_with = "Period::Hour")] period: Period,
+    ) -> async_graphql::Result<Aggregation> {
+        queries(ctx).aggregate_logs(hours.into(), period).await.map_err(error)
+    }
+
+    /// Log analysis over the last `hours`: counts, error templates with spikes, user activity, security events.
+    #[graphql(complexity = 100)]
+    async fn log_analysis(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 24)] hours: u32,
+    ) -> async_graphql::Result<Analysis> {
+        queries(ctx).analyse_logs(hours.into()).await.map_err(error)
+    }
+
+    /// Security events over the last `hours`.
+    #[graphql(complexity = 100)]
+    async fn security_events(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 24)] hours: u32,
+    ) -> async_graphql::Result<Security> {
+        queries(ctx).security_events(hours.into()).await.map_err(error)
     }
 
     /// Stored log records, newest first: a full-text query (`text`), levels, service, trace and time range (Unix

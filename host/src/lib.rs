@@ -23,6 +23,7 @@
 
 pub mod access;
 pub mod alerts;
+pub mod analysis;
 pub mod api;
 pub mod checks;
 pub mod cli;

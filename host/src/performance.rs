@@ -1,5 +1,5 @@
 //! Answers over a window of stored check runs: latency percentiles, error rates and throughput per check, the
-//! slowest runs, and the errors grouped into patterns.
+//! slowest runs, and the errors grouped into patterns (with the log records' error templates beside them).
 //!
 //! A run counts as an error when it found its check down: unhealthy, or a run that could not be carried out.
 //! Percentiles are nearest-rank over every run in the window.
@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use rusqlite::params;
 use serde::Serialize;
 
+use crate::analysis::ErrorAnalysis;
 use crate::storage::{Storage, StorageError, rfc3339, to_millis};
 
 /// The longest window a question may cover.
@@ -72,6 +73,8 @@ pub struct Errors {
     pub by_check: Vec<CheckErrors>,
     /// Errors grouped by their message with numbers masked, most frequent first.
     pub top_patterns: Vec<ErrorPattern>,
+    /// Error and critical log records over the same window, grouped into templates.
+    pub logs: ErrorAnalysis,
 }
 
 #[derive(Debug, Clone, Serialize, async_graphql::SimpleObject, utoipa::ToSchema)]
@@ -231,6 +234,7 @@ fn errors(window: Duration, from: i64, to: i64, runs: &[Run]) -> Errors {
         errors_per_minute: errors as f64 / (window.as_secs_f64() / 60.0),
         by_check,
         top_patterns,
+        logs: ErrorAnalysis::default(),
     }
 }
 

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::access::Access;
 use crate::alerts::{Alert, ChangeError, Page, Rule, RuleRequest};
+use crate::analysis::{Aggregation, Analysis, MAX_BUCKETS, MAX_HOURS, Period, Security};
 use crate::events::Events;
 use crate::health::{Board, CheckState, Health};
 use crate::logs::{Found, Origin, Parsed, Parsing, Search, SearchError};
@@ -333,7 +334,38 @@ impl Queries {
     /// Error counts, rates and the most frequent error patterns over the last `window`.
     pub async fn errors(&self, window: Duration) -> Result<Errors, QueryError> {
         check_window(window)?;
-        self.storage.errors(window).await.map_err(storage)
+        let mut errors = self.storage.errors(window).await.map_err(storage)?;
+        errors.logs = self.storage.log_errors(window).await.map_err(storage)?;
+        Ok(errors)
+    }
+
+    /// Log record counts per period, level and service over the last `hours`.
+    pub async fn aggregate_logs(&self, hours: u64, period: Period) -> Result<Aggregation, QueryError> {
+        check_hours(hours)?;
+        let step = match period {
+            Period::Minute => 60,
+            Period::Hour => 3600,
+            Period::Day => 86_400,
+        };
+        if hours * 3600 / step > MAX_BUCKETS {
+            return Err(QueryError::Invalid(format!(
+                "{hours} hours by {} is more than {MAX_BUCKETS} buckets: choose a longer period",
+                serde_json::to_value(period).unwrap_or_default().as_str().unwrap_or_default()
+            )));
+        }
+        self.storage.aggregate_logs(hours, period).await.map_err(storage)
+    }
+
+    /// Log analysis over the last `hours`: counts, error templates, user activity, security events.
+    pub async fn analyse_logs(&self, hours: u64) -> Result<Analysis, QueryError> {
+        check_hours(hours)?;
+        self.storage.analyse_logs(hours).await.map_err(storage)
+    }
+
+    /// Security events over the last `hours`.
+    pub async fn security_events(&self, hours: u64) -> Result<Security, QueryError> {
+        check_hours(hours)?;
+        self.storage.security_events(hours).await.map_err(storage)
     }
 
     /// How lines posted with `?parser=NAME` are parsed (a parser plugin or `auto`, without config).
@@ -399,6 +431,13 @@ impl Queries {
     pub async fn recovery(&self, check: Option<String>, limit: u32) -> Result<Vec<StoredAttempt>, QueryError> {
         self.storage.recovery_attempts(check, limit).await.map_err(storage)
     }
+}
+
+fn check_hours(hours: u64) -> Result<(), QueryError> {
+    if !(1..=MAX_HOURS).contains(&hours) {
+        return Err(QueryError::Invalid(format!("`hours` must be between 1 and {MAX_HOURS}")));
+    }
+    Ok(())
 }
 
 fn check_window(window: Duration) -> Result<(), QueryError> {

@@ -403,3 +403,138 @@ async fn a_traceback_written_in_pieces_joins_its_record() {
     assert!(metrics.contains("selfmon_log_records_total{level=\"error\"} 1"), "{metrics}");
     selfmon.stop().await;
 }
+
+/// Aggregation, analysis, error templates with a spike, user activity and security events over records posted
+/// with times spread across the last hours.
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_are_aggregated_and_analysed() {
+    let workdir = Workdir::new("", &[]);
+    let selfmon = Selfmon::start(&workdir).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let mut lines = Vec::new();
+    // A steady error every ten minutes for five hours, from two users.
+    for i in 1..=30 {
+        lines.push(json!({"ts": now - f64::from(i) * 600.0, "level": "error", "service": "bot", "user_id": format!("u{}", i % 2),
+            "msg": format!("Qdrant search took {} ms for collection memories", 1000 + i)}));
+    }
+    // The same failure for different chats: rare for hours, then a burst in the last two minutes.
+    for i in 1..=4 {
+        lines.push(json!({"ts": now - f64::from(i) * 3600.0, "level": "error", "service": "bot", "user_id": "u7",
+            "msg": "Reply to chat 1001 failed: Telegram answered HTTP 429"}));
+    }
+    for i in 0..10 {
+        lines.push(json!({"ts": now - 100.0 + f64::from(i), "level": "critical", "service": "bot", "user_id": format!("u{}", 10 + i),
+            "msg": format!("Reply to chat {} failed: Telegram answered HTTP 429", 2000 + i)}));
+    }
+    for i in 0..20 {
+        lines.push(json!({"ts": now - f64::from(i) * 60.0, "level": "info", "service": "api", "user_id": "u1", "msg": "request served"}));
+    }
+    lines.push(json!({"ts": now - 30.0, "level": "audit", "service": "api", "msg": "API key rotated by admin"}));
+    let body = lines.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+    let (status, answer) = post(&selfmon, "", body.into_bytes(), &[]).await;
+    assert_eq!((status, answer["records"].as_u64()), (202, Some(65)), "{answer}");
+
+    // Six failed logins from one address and a SQL injection probe, in the formats they arrive in.
+    let clock = |ago: f64| {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs((now - ago) as u64);
+        humantime::format_rfc3339_seconds(at).to_string()
+    };
+    let auth: Vec<String> = (0..6)
+        .map(|i| {
+            format!(
+                "<38>1 {} db1 sshd {i} - - Failed password for root from 203.0.113.66 port 22 ssh2",
+                clock(50.0 + f64::from(i))
+            )
+        })
+        .collect();
+    let (status, _) = post(&selfmon, "?parser=syslog&source=auth", auth.join("\n").into_bytes(), &[]).await;
+    assert_eq!(status, 202);
+    // 2026-11-27T03:40:00Z as an access log writes it: 27/Nov/2026:03:40:00 +0000.
+    let iso = clock(20.0);
+    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        [iso[5..7].parse::<usize>().unwrap() - 1];
+    let stamp = format!("{}/{month}/{}:{} +0000", &iso[8..10], &iso[..4], &iso[11..19]);
+    let probe = format!(r#"198.51.100.7 - - [{stamp}] "GET /item?id=1%27%20OR%201=1-- HTTP/1.1" 200 5 "-" "curl/8""#);
+    let (status, _) = post(&selfmon, "?parser=combined&source=nginx", probe.into_bytes(), &[]).await;
+    assert_eq!(status, 202);
+
+    let (status, aggregate) = selfmon.get("/v1/logs/aggregate?hours=6&period=hour").await;
+    assert_eq!(status, 200, "{aggregate}");
+    let buckets = aggregate["buckets"].as_array().unwrap();
+    assert!((6..=7).contains(&buckets.len()), "{aggregate}");
+    let total: u64 = buckets.iter().map(|b| b["total"].as_u64().unwrap()).sum();
+    assert_eq!(total, 72, "every record in some bucket: {aggregate}");
+    let last = buckets.last().unwrap();
+    let level = |bucket: &Value, name: &str| {
+        bucket["by_level"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .map_or(0, |c| c["count"].as_u64().unwrap())
+    };
+    assert!(level(last, "critical") == 10 || level(&buckets[buckets.len() - 2], "critical") == 10, "{aggregate}");
+    let (status, minutes) = selfmon.get("/v1/logs/aggregate?hours=1&period=minute").await;
+    assert_eq!((status.as_u16(), minutes["buckets"].as_array().map(Vec::len)), (200, Some(61)), "{minutes}");
+    let (status, refused) = selfmon.get("/v1/logs/aggregate?hours=2000&period=minute").await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("more than 10000 buckets"), "{refused}");
+    let (status, _) = selfmon.get("/v1/logs/aggregate?period=week").await;
+    assert_eq!(status, 400);
+
+    let (status, analysis) = selfmon.get("/v1/logs/analysis?hours=24").await;
+    assert_eq!(status, 200, "{analysis}");
+    assert_eq!(analysis["total_records"], 72);
+    let errors = &analysis["error_analysis"];
+    assert_eq!(errors["total_errors"], 44, "{errors}");
+    let templates = errors["templates"].as_array().unwrap();
+    let steady = &templates[0];
+    assert_eq!(steady["template"], "Qdrant search took <num> ms for collection memories");
+    assert_eq!(
+        (steady["count"].as_u64(), steady["spike"].as_bool(), steady["affected_users"].as_u64()),
+        (Some(30), Some(false), Some(2))
+    );
+    let burst = &templates[1];
+    assert_eq!(burst["template"], "Reply to chat <num> failed: Telegram answered HTTP 429");
+    assert_eq!(
+        (burst["count"].as_u64(), burst["spike"].as_bool(), burst["affected_users"].as_u64()),
+        (Some(14), Some(true), Some(11)),
+        "{burst}"
+    );
+    assert_eq!(burst["samples"].as_array().unwrap().len(), 3);
+    assert_eq!(analysis["user_activity"]["unique_users"], 13, "u0, u1, u7, u10–u19: {}", analysis["user_activity"]);
+    assert_eq!(analysis["user_activity"]["top_users"][0]["user_id"], "u1");
+
+    let security = &analysis["security"];
+    assert_eq!(security["events"], 8, "{security}");
+    let kinds: Vec<(&str, u64)> = security["by_kind"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["name"].as_str().unwrap(), k["count"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(kinds, [("auth_failure", 6), ("audit", 1), ("threat:sql-injection", 1)]);
+    let bursts = security["auth_failure_bursts"].as_array().unwrap();
+    assert_eq!(bursts.len(), 1, "{security}");
+    assert_eq!(
+        (bursts[0]["by"].as_str(), bursts[0]["value"].as_str(), bursts[0]["count"].as_u64()),
+        (Some("remote_addr"), Some("203.0.113.66"), Some(6))
+    );
+    let (_, alone) = selfmon.get("/v1/logs/security?hours=1").await;
+    assert_eq!(alone["events"], 8);
+    assert_eq!(alone["recent"][0]["kind"], "threat:sql-injection", "newest first: {alone}");
+
+    // /v1/errors serves the log templates beside the check runs', and GraphQL the same analysis.
+    let (_, errors) = selfmon.get("/v1/errors?time_window=3600").await;
+    assert_eq!(
+        errors["logs"]["templates"][0]["template"], "Reply to chat <num> failed: Telegram answered HTTP 429",
+        "{errors}"
+    );
+    assert_eq!(errors["logs"]["templates"][0]["spike"], true);
+    let answer = selfmon
+        .graphql(None, "{ logAnalysis(hours: 24) { errorAnalysis { totalErrors } userActivity { uniqueUsers } } logAggregate(hours: 2, period: HOUR) { buckets { total } } }", json!({}))
+        .await;
+    assert_eq!(answer["data"]["logAnalysis"]["errorAnalysis"]["totalErrors"], 44, "{answer}");
+    assert_eq!(answer["data"]["logAnalysis"]["userActivity"]["uniqueUsers"], 13);
+    selfmon.stop().await;
+}
