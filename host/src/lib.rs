@@ -36,6 +36,7 @@ pub mod performance;
 pub mod plugins;
 pub mod query;
 pub mod recovery;
+pub mod retention;
 pub mod runtime;
 pub mod scheduler;
 pub mod storage;
@@ -225,6 +226,26 @@ fn config_sanity(config: &Config) -> Result<(), Vec<ConfigError>> {
     if config.system.interval < system::MIN_INTERVAL {
         problem("`[system] interval` must be at least 1s".into());
     }
+    if config.retention.interval < retention::MIN_INTERVAL {
+        problem("`[retention] interval` must be at least 1s".into());
+    }
+    for (level, keep) in &config.retention.log_levels {
+        if !logs::LEVELS.contains(&level.as_str()) {
+            problem(format!("`[retention.log_levels]`: `{level}` is not one of {}", logs::LEVELS.join(", ")));
+        }
+        if keep.is_zero() {
+            problem(format!("`[retention.log_levels] {level}` must be longer than 0s"));
+        }
+    }
+    for (name, keep) in [
+        ("logs", config.retention.logs),
+        ("check_runs", config.retention.check_runs),
+        ("metrics", config.retention.metrics),
+    ] {
+        if keep.is_zero() {
+            problem(format!("`[retention] {name}` must be longer than 0s"));
+        }
+    }
     if errors.is_empty() { Ok(()) } else { Err(errors) }
 }
 
@@ -283,6 +304,7 @@ pub async fn serve(
         }
         .spawn(&tasks, stop.clone());
     }
+    retention::spawn(storage.clone(), host.config.retention.clone(), telemetry.clone(), &tasks, stop.clone());
     if host.config.system.enabled {
         spawn_system_collector(host.config.system.interval, storage.clone(), telemetry.clone(), &tasks, stop.clone());
     }

@@ -43,6 +43,7 @@ pub struct Telemetry {
     log_records: IntCounterVec,
     log_unparsed: IntCounterVec,
     log_parser_failures: IntCounterVec,
+    cleanup_deleted: IntCounterVec,
     system: Mutex<Vec<Sample>>,
     started: SystemTime,
     failures: std::sync::atomic::AtomicU64,
@@ -120,6 +121,15 @@ impl Telemetry {
             ),
             &["parser"],
         )?;
+        let cleanup_deleted = IntCounterVec::new(
+            Opts::new(
+                "selfmon_cleanup_deleted_total",
+                "Rows the periodic cleanup deleted: log records past retention (logs_expired) or over the size cap \
+                 (logs_over_size), check runs, metric samples.",
+            ),
+            &["what"],
+        )?;
+        registry.register(Box::new(cleanup_deleted.clone()))?;
         registry.register(Box::new(log_records.clone()))?;
         registry.register(Box::new(log_unparsed.clone()))?;
         registry.register(Box::new(log_parser_failures.clone()))?;
@@ -141,6 +151,7 @@ impl Telemetry {
             log_records,
             log_unparsed,
             log_parser_failures,
+            cleanup_deleted,
             system: Mutex::default(),
             started: SystemTime::now(),
             failures: std::sync::atomic::AtomicU64::new(0),
@@ -185,6 +196,18 @@ impl Telemetry {
         let raw = records.iter().filter(|r| !r.parsed).count();
         self.log_unparsed.with_label_values(&[parser]).inc_by(raw.saturating_sub(failed) as u64);
         self.log_parser_failures.with_label_values(&[parser]).inc_by(failed as u64);
+    }
+
+    /// What a cleanup deleted.
+    pub fn observe_cleanup(&self, swept: &crate::retention::Swept) {
+        for (what, count) in [
+            ("logs_expired", swept.logs_expired),
+            ("logs_over_size", swept.logs_over_size),
+            ("check_runs", swept.check_runs),
+            ("samples", swept.samples),
+        ] {
+            self.cleanup_deleted.with_label_values(&[what]).inc_by(count);
+        }
     }
 
     /// A run started this long after its slot.

@@ -538,3 +538,78 @@ async fn logs_are_aggregated_and_analysed() {
     assert_eq!(answer["data"]["logAnalysis"]["userActivity"]["uniqueUsers"], 13);
     selfmon.stop().await;
 }
+
+/// The cleanup removes records past their level's retention, keeps the rest, and holds the database under its
+/// size cap by removing the oldest low-level records first; the file shrinks with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_and_the_size_cap_keep_the_store_small() {
+    let config = "[api]\nmax_body = \"16 MiB\"\n\n[retention]\nlogs = \"1h\"\ninterval = \"1s\"\nmax_size = \"4 MiB\"\n\n\
+                  [retention.log_levels]\ndebug = \"10m\"\nsecurity = \"30d\"\n";
+    let workdir = Workdir::new(config, &[]);
+    let selfmon = Selfmon::start(&workdir).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let records = [
+        json!({"ts": now - 7200.0, "level": "info", "msg": "expired info"}),
+        json!({"ts": now - 1200.0, "level": "debug", "msg": "expired debug"}),
+        json!({"ts": now - 1200.0, "level": "info", "msg": "kept info"}),
+        json!({"ts": now - 7200.0, "level": "security", "msg": "kept security"}),
+    ];
+    let (status, _) = post(&selfmon, "", Value::Array(records.to_vec()).to_string().into_bytes(), &[]).await;
+    assert_eq!(status, 202);
+    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+    loop {
+        let mut kept = messages(&selfmon, "http").await;
+        kept.sort();
+        if kept == ["kept info", "kept security"] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still stored: {kept:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    // About 12 MiB of records, newer than the rest: the oldest go until the store fits in 4 MiB again.
+    for batch in 0..6 {
+        let records: Vec<Value> = (0..1000)
+            .map(|i| {
+                let n = batch * 1000 + i;
+                json!({"ts": now - 600.0 + f64::from(n) * 0.01, "level": if n % 10 == 0 { "error" } else { "info" },
+                       "msg": format!("bulk {n} {}", (0..200).map(|w| format!("w{}", (n * 7 + w) % 9973)).collect::<Vec<_>>().join(" "))})
+            })
+            .collect();
+        let (status, answer) = post(&selfmon, "", Value::Array(records).to_string().into_bytes(), &[]).await;
+        assert_eq!(status, 202, "{answer}");
+    }
+    let database = workdir.path().join("selfmon.db");
+    let used = || {
+        let db = rusqlite::Connection::open_with_flags(&database, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let pragma = |name: &str| db.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0)).unwrap();
+        (pragma("page_count") * pragma("page_size"), pragma("freelist_count"))
+    };
+    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+    loop {
+        let (bytes, free) = used();
+        if bytes <= 4 << 20 && free == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{bytes} bytes, {free} free pages");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // The newest records and the higher levels are what is left.
+    let (_, newest) = selfmon.get("/v1/logs?q=bulk&limit=1").await;
+    assert!(newest["records"][0]["message"].as_str().unwrap().starts_with("bulk 5999 "), "{newest}");
+    let (_, errors) = selfmon.get("/v1/logs?level=error&q=bulk&limit=1000").await;
+    assert_eq!(errors["records"].as_array().unwrap().len(), 600, "every error record is kept while info ones go");
+    let (_, security) = selfmon.get("/v1/logs?level=security").await;
+    assert_eq!(security["records"][0]["message"], "kept security");
+    let (_, oldest) = selfmon.get("/v1/logs?q=bulk&level=info&limit=1000&offset=0").await;
+    let kept = oldest["records"].as_array().unwrap().len();
+    assert!((1..5400).contains(&kept), "some, not all, info records are kept: {kept}");
+    let metrics = reqwest::get(format!("{}/metrics", selfmon.url)).await.unwrap().text().await.unwrap();
+    let deleted = |what: &str| -> u64 {
+        let prefix = format!("selfmon_cleanup_deleted_total{{what=\"{what}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or("0").parse().unwrap()
+    };
+    assert_eq!(deleted("logs_expired"), 2, "{metrics}");
+    assert!(deleted("logs_over_size") > 0, "{metrics}");
+    selfmon.stop().await;
+}

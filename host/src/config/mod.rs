@@ -31,6 +31,7 @@ pub struct Config {
     pub plugins: PluginsConfig,
     pub scheduler: SchedulerConfig,
     pub system: SystemConfig,
+    pub retention: RetentionConfig,
     /// The health checks, one `[[check]]` table each.
     #[serde(rename = "check")]
     pub checks: Vec<Spanned<CheckConfig>>,
@@ -143,6 +144,46 @@ pub struct SchedulerConfig {
     /// Timeout of checks that do not set one.
     #[serde(with = "humantime_serde")]
     pub default_timeout: Duration,
+}
+
+/// `[retention]`: how long stored data is kept, and how large the store may grow.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Log records of levels not listed in `log_levels`.
+    #[serde(with = "humantime_serde")]
+    pub logs: Duration,
+    /// Per level: `debug = "3d"`, `security = "365d"`.
+    pub log_levels: std::collections::BTreeMap<String, humantime_serde::Serde<Duration>>,
+    /// Check runs (each check's latest run is always kept) and recovery attempts.
+    #[serde(with = "humantime_serde")]
+    pub check_runs: Duration,
+    /// Metric samples.
+    #[serde(with = "humantime_serde")]
+    pub metrics: Duration,
+    /// The most the database may hold; past it the oldest log records go first (trace, debug and info before
+    /// warnings, and those before the rest). No cap when absent.
+    pub max_size: Option<ByteSize>,
+    /// How often the cleanup runs.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        let days = |n: u64| Duration::from_secs(n * 86_400);
+        Self {
+            logs: days(30),
+            log_levels: [("trace", 3), ("debug", 7), ("security", 365), ("audit", 365)]
+                .into_iter()
+                .map(|(level, n)| (level.to_string(), days(n).into()))
+                .collect(),
+            check_runs: days(30),
+            metrics: days(30),
+            max_size: None,
+            interval: Duration::from_secs(600),
+        }
+    }
 }
 
 /// `[system]`: the host's own CPU, memory, disk and network figures.
@@ -431,6 +472,7 @@ impl Config {
             plugins: PluginsConfig::default(),
             scheduler: SchedulerConfig::default(),
             system: SystemConfig::default(),
+            retention: RetentionConfig::default(),
             checks: Vec::new(),
             log_sources: Vec::new(),
             source: Source::default(),

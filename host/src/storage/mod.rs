@@ -115,8 +115,17 @@ impl Storage {
         }
         let open_error = |source| StorageError::Open { path: path.into(), source };
         let mut connection = Connection::open(path).map_err(open_error)?;
+        // Freed pages go back to the file system when the cleanup asks (a new database takes the mode at once; one
+        // made before it needs one full VACUUM).
+        let auto_vacuum: i64 = connection.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).map_err(open_error)?;
+        if auto_vacuum != 2 {
+            connection.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;").map_err(open_error)?;
+        }
         connection
-            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;
+                 PRAGMA journal_size_limit = 67108864;",
+            )
             .map_err(open_error)?;
         connection.busy_timeout(Duration::from_secs(5)).map_err(open_error)?;
         schema::migrations()
