@@ -133,6 +133,7 @@ fn routes(state: AppState) -> Router {
         .routes(routes!(recovery))
         .routes(routes!(search_logs, ingest_logs))
         .routes(routes!(aggregate_logs))
+        .routes(routes!(tail_logs))
         .routes(routes!(analyse_logs))
         .routes(routes!(security_events))
         .split_for_parts();
@@ -800,21 +801,73 @@ async fn search_logs(
     let params = params(query)?;
     let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", message);
     let search = crate::logs::Search {
-        text: params.q.filter(|q| !q.trim().is_empty()),
-        levels: params
-            .level
-            .map(|l| l.split(',').map(|l| l.trim().to_ascii_lowercase()).filter(|l| !l.is_empty()).collect())
-            .unwrap_or_default(),
-        service: params.service,
-        source: params.source,
-        trace_id: params.trace_id,
-        user_id: params.user_id,
         from: params.from.as_deref().map(|t| parse_time("from", t)).transpose().map_err(bad)?,
         to: params.to.as_deref().map(|t| parse_time("to", t)).transpose().map_err(bad)?,
         offset: params.offset.unwrap_or(0),
         limit: params.limit.unwrap_or(100).clamp(1, 1000),
+        ..log_filter(params.q, params.level, params.service, params.source, params.trace_id, params.user_id)
     };
     Ok(Json(state.search_logs(search).await?))
+}
+
+/// A search by text, levels (comma-separated), service, source, trace and user.
+fn log_filter(
+    q: Option<String>,
+    level: Option<String>,
+    service: Option<String>,
+    source: Option<String>,
+    trace_id: Option<String>,
+    user_id: Option<String>,
+) -> crate::logs::Search {
+    crate::logs::Search {
+        text: q.filter(|q| !q.trim().is_empty()),
+        levels: level
+            .map(|l| l.split(',').map(|l| l.trim().to_ascii_lowercase()).filter(|l| !l.is_empty()).collect())
+            .unwrap_or_default(),
+        service,
+        source,
+        trace_id,
+        user_id,
+        ..crate::logs::Search::default()
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct TailParams {
+    /// Full-text query over messages: words, `"a phrase"`, `prefix*`, `AND`, `OR`, `NOT`.
+    q: Option<String>,
+    /// Levels, comma-separated: `error,critical`.
+    level: Option<String>,
+    service: Option<String>,
+    source: Option<String>,
+    trace_id: Option<String>,
+    user_id: Option<String>,
+    /// Matching records from before the tail started to send first (default 0, at most 1000).
+    backlog: Option<u64>,
+}
+
+/// `GET /v1/logs/tail`: matching records as they are stored, as server-sent events (`event: record`, `id:` the
+/// record's id, `data:` the record as JSON), oldest first. A client that reconnects with `Last-Event-ID` (as
+/// `EventSource` does) gets what it missed. A comment every 15 s keeps proxies from closing the stream.
+#[utoipa::path(get, path = "/v1/logs/tail", tag = "logs", params(TailParams), responses((status = 200, description = "A stream of server-sent events", content_type = "text/event-stream", body = crate::logs::StoredRecord), (status = 400, description = "A bad parameter, or a search text that is not a valid query", body = ErrorBody), (status = 503, description = "Too many live tails are open", body = ErrorBody)))]
+async fn tail_logs(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    query: Result<Query<TailParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = params(query)?;
+    let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
+    let filter = log_filter(params.q, params.level, params.service, params.source, params.trace_id, params.user_id);
+    let records = state.tail_logs(filter, resume, params.backlog.unwrap_or(0)).await?;
+    let events = tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(records), |record| {
+        let event = axum::response::sse::Event::default().event("record").id(record.id.to_string());
+        Ok::<_, std::convert::Infallible>(event.json_data(&record).unwrap_or_else(|_| {
+            axum::response::sse::Event::default().event("error").data("a record could not be encoded")
+        }))
+    });
+    Ok(axum::response::sse::Sse::new(events).keep_alive(axum::response::sse::KeepAlive::default()).into_response())
 }
 
 /// An error answer: a status code, a stable machine-readable code and a message for people.
@@ -843,6 +896,7 @@ impl From<QueryError> for ApiError {
             }
             QueryError::Conflict(message) => Self::new(StatusCode::CONFLICT, "conflict", message),
             QueryError::Busy => Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", error.to_string()),
+            QueryError::Unavailable(message) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message),
             QueryError::Storage(detail) => {
                 // The details are for the log; the caller learns only that it failed.
                 tracing::error!(detail, "A query failed in storage");

@@ -39,8 +39,45 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Work with the stored logs (read from the database directly: no server or key needed).
+    Logs {
+        #[command(subcommand)]
+        command: LogsCommand,
+    },
     /// Print the GraphQL schema (SDL) that `/graphql` serves.
     GraphqlSchema,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LogsCommand {
+    /// Search the stored log records, newest last; with `--follow`, go on printing new ones as they are stored.
+    Search {
+        /// Full-text query: words, "a phrase", prefix*, AND, OR, NOT [default: every record].
+        query: Option<String>,
+        /// Levels, comma-separated: error,critical.
+        #[arg(long)]
+        level: Option<String>,
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long)]
+        trace_id: Option<String>,
+        #[arg(long)]
+        user_id: Option<String>,
+        /// Only records from this long ago on: 15m, 2h, 7d.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
+        /// The newest this many records.
+        #[arg(long, default_value_t = 50)]
+        limit: u64,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Keep printing matching records as they are stored, until interrupted.
+        #[arg(long, short)]
+        follow: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,6 +107,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Check { names } => check(config, &names).await,
         Command::Plugins => plugins(config).await,
         Command::Config { command: ConfigCommand::Check } => config_check(config).await,
+        Command::Logs { command } => logs(config, command).await,
         Command::GraphqlSchema => unreachable!("printed before the config is loaded"),
     }
 }
@@ -272,6 +310,88 @@ fn describe_setting(setting: &Setting) -> [String; 4] {
     [setting.name.clone(), kind.to_string(), presence, setting.description.clone()]
 }
 
+async fn logs(config: Config, command: LogsCommand) -> ExitCode {
+    let LogsCommand::Search { query, level, service, source, trace_id, user_id, since, limit, json, follow } = command;
+    let levels: Vec<String> = level
+        .iter()
+        .flat_map(|l| l.split(','))
+        .map(|l| l.trim().to_ascii_lowercase())
+        .filter(|l| !l.is_empty())
+        .collect();
+    if let Some(bad) = levels.iter().find(|l| !crate::logs::LEVELS.contains(&l.as_str())) {
+        eprintln!("error: `--level`: `{bad}` is not one of {}", crate::logs::LEVELS.join(", "));
+        return ExitCode::FAILURE;
+    }
+    let path = config.source.resolve(&config.storage.path);
+    if !path.exists() {
+        eprintln!("error: there is no database at {} (has selfmon run with this config?)", path.display());
+        return ExitCode::FAILURE;
+    }
+    let storage = match crate::storage::Storage::open(&path) {
+        Ok(storage) => storage,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let filter = crate::logs::Search {
+        text: query.filter(|q| !q.trim().is_empty()),
+        levels,
+        service,
+        source,
+        trace_id,
+        user_id,
+        from: since.and_then(|s| std::time::SystemTime::now().checked_sub(s)),
+        ..crate::logs::Search::default()
+    };
+    let print = |record: &crate::logs::StoredRecord| {
+        if json {
+            println!("{}", serde_json::to_string(record).unwrap_or_default());
+        } else {
+            let who = [record.service.as_deref(), record.logger.as_deref()].into_iter().flatten().collect::<Vec<_>>();
+            let message = record.message.replace('\n', "\n    ");
+            println!("{} {:<8} [{}] {message}", record.timestamp, record.level.to_ascii_uppercase(), who.join(" "));
+        }
+    };
+    let found = match storage.search_logs(crate::logs::Search { limit: limit.clamp(1, 10_000), ..filter.clone() }).await
+    {
+        Ok(found) => found,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for record in found.records.iter().rev() {
+        print(record);
+    }
+    if follow {
+        let head = *storage.log_head().borrow();
+        let mut after = found.records.iter().map(|r| r.id).fold(head, i64::max);
+        // Another process writes the database: look for new records twice a second.
+        let mut ticks = tokio::time::interval(std::time::Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = tokio::signal::ctrl_c() => break,
+            }
+            match storage.search_logs(crate::logs::Search { after: Some(after), limit: 1000, ..filter.clone() }).await {
+                Ok(found) => {
+                    for record in &found.records {
+                        print(record);
+                        after = record.id;
+                    }
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
+    let _ = storage.close().await;
+    ExitCode::SUCCESS
+}
+
 async fn config_check(config: Config) -> ExitCode {
     let name = config.source.name();
     let host = match build(config).await {
@@ -279,9 +399,11 @@ async fn config_check(config: Config) -> ExitCode {
         Err(_) => return ExitCode::FAILURE,
     };
     let enabled = host.checks.iter().filter(|c| c.enabled).count();
+    let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     println!(
-        "{name}: OK, {} checks ({enabled} enabled), plugins: {}",
-        host.checks.len(),
+        "{name}: OK, {} ({enabled} enabled), {}, plugins: {}",
+        count(host.checks.len(), "check"),
+        count(host.log_sources.len(), "log source"),
         host.plugins.names().join(", ")
     );
     for refused in host.plugins.refused() {

@@ -57,7 +57,7 @@ fn error(error: QueryError) -> async_graphql::Error {
         QueryError::NotFound { code, .. } => code,
         QueryError::Invalid(_) | QueryError::Rejected(_) => "bad_request",
         QueryError::Conflict(_) => "conflict",
-        QueryError::Busy => "busy",
+        QueryError::Busy | QueryError::Unavailable(_) => "busy",
         QueryError::Storage(detail) => {
             tracing::error!(detail, "A GraphQL query failed in storage");
             return async_graphql::Error::new("the data could not be read")
@@ -384,6 +384,7 @@ impl QueryRoot {
             user_id: None,
             from: time(from),
             to: time(to),
+            after: None,
             offset: self::offset(offset)?,
             limit: u64::from(self::limit(limit)?),
         };

@@ -360,6 +360,8 @@ pub async fn serve(
         events,
         started,
         about,
+        tails: Arc::new(tokio::sync::Semaphore::new(query::MAX_TAILS)),
+        stopping: stop.clone(),
     });
     let app = api::app(queries, access, &host.config.api).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let stopping = stop.clone();

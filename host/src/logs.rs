@@ -371,6 +371,8 @@ pub struct Search {
     pub user_id: Option<String>,
     pub from: Option<SystemTime>,
     pub to: Option<SystemTime>,
+    /// Only records stored after the one with this id, oldest first (a live tail's next page).
+    pub after: Option<i64>,
     pub offset: u64,
     pub limit: u64,
 }
@@ -398,7 +400,8 @@ impl Storage {
     /// Store records in one transaction, with how far their file has been read when they come from one; returns once
     /// they are committed.
     pub async fn write_logs(&self, records: Vec<NewRecord>, read_to: Option<ReadTo>) -> Result<usize, StorageError> {
-        self.apply(move |db| {
+        let (count, last) = self
+            .apply(move |db| {
             if let Some(at) = &read_to {
                 db.prepare_cached(
                     "INSERT OR REPLACE INTO log_offsets (source, path, device, inode, offset) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -433,9 +436,13 @@ impl Storage {
                     r.error,
                 ])?;
             }
-            Ok(records.len())
+            Ok((records.len(), db.last_insert_rowid()))
         })
-        .await
+        .await?;
+        if count > 0 {
+            self.set_log_head(last);
+        }
+        Ok(count)
     }
 
     pub async fn search_logs(&self, search: Search) -> Result<Found, SearchError> {
@@ -481,6 +488,10 @@ impl Storage {
                 if let Some(to) = search.to {
                     bind(&mut conditions, &mut values, "l.ts <= ?", to_millis(to).into());
                 }
+                if let Some(after) = search.after {
+                    bind(&mut conditions, &mut values, "l.id > ?", after.into());
+                }
+                let order = if search.after.is_some() { "l.id" } else { "l.ts DESC, l.id DESC" };
                 let filter =
                     if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
                 values.push(sql_count(limit.saturating_add(1)).into());
@@ -488,7 +499,7 @@ impl Storage {
                 let sql = format!(
                     "SELECT l.id, l.ts, l.level, l.source, l.service, l.logger, l.message, l.trace_id, l.span_id,
                             l.correlation_id, l.user_id, l.fields, l.parsed, l.error
-                     FROM logs AS l {filter} ORDER BY l.ts DESC, l.id DESC LIMIT ?{} OFFSET ?{}",
+                     FROM logs AS l {filter} ORDER BY {order} LIMIT ?{} OFFSET ?{}",
                     values.len() - 1,
                     values.len()
                 );

@@ -11,7 +11,7 @@ use crate::alerts::{Alert, ChangeError, Page, Rule, RuleRequest};
 use crate::analysis::{Aggregation, Analysis, MAX_BUCKETS, MAX_HOURS, Period, Security};
 use crate::events::Events;
 use crate::health::{Board, CheckState, Health};
-use crate::logs::{Found, Origin, Parsed, Parsing, Search, SearchError};
+use crate::logs::{Found, Origin, Parsed, Parsing, Search, SearchError, StoredRecord};
 use crate::performance::{Errors, MAX_WINDOW, Performance};
 use crate::plugins::Plugins;
 use crate::runtime::Runtime;
@@ -34,7 +34,16 @@ pub struct Queries {
     pub events: Events,
     pub started: Instant,
     pub about: About,
+    /// Live tails that may be open at once.
+    pub tails: Arc<tokio::sync::Semaphore>,
+    /// Cancelled when selfmon stops, ending live tails.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
+
+/// Live tails open at once, across all callers.
+pub const MAX_TAILS: usize = 64;
+/// Records a live tail sends from before it started, at most.
+pub const MAX_BACKLOG: u64 = 1000;
 
 /// What does not change while selfmon runs.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -79,6 +88,9 @@ pub enum QueryError {
     /// Storage is behind: the caller should come back later.
     #[error("storage is behind; retry shortly")]
     Busy,
+    /// A limit on open streams is reached.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("storage: {0}")]
     Storage(String),
 }
@@ -382,6 +394,71 @@ impl Queries {
         self.telemetry.observe_logs(&parsing.name, &records, parsed.parser_failures);
         self.storage.write_logs(records, None).await.map_err(storage)?;
         Ok(parsed)
+    }
+
+    /// Follow the records matching `filter` as they are committed, oldest first: after the record with
+    /// id `resume` (a reconnecting client's last one), or else starting with up to `backlog` records from before.
+    /// Ends when the receiver is dropped or selfmon stops.
+    pub async fn tail_logs(
+        &self,
+        filter: Search,
+        resume: Option<i64>,
+        backlog: u64,
+    ) -> Result<tokio::sync::mpsc::Receiver<StoredRecord>, QueryError> {
+        if backlog > MAX_BACKLOG {
+            return Err(QueryError::Invalid(format!("`backlog` must be at most {MAX_BACKLOG}")));
+        }
+        let permit =
+            self.tails.clone().try_acquire_owned().map_err(|_| {
+                QueryError::Unavailable(format!("{MAX_TAILS} live tails are open already; retry later"))
+            })?;
+        let mut head = self.storage.log_head();
+        let now = *head.borrow_and_update();
+        // The first search checks the filter (a bad query is a 400 here, not a silent stream) and finds the backlog.
+        let recent = self.search_logs(Search { offset: 0, limit: backlog.max(1), ..filter.clone() }).await?;
+        let (mut after, first) = match resume {
+            Some(id) => (id, Vec::new()),
+            None => {
+                let mut records: Vec<StoredRecord> =
+                    recent.records.into_iter().take(usize::try_from(backlog).unwrap_or(usize::MAX)).collect();
+                records.reverse();
+                (now.max(records.last().map_or(0, |r| r.id)), records)
+            }
+        };
+        let (sender, receiver) = tokio::sync::mpsc::channel(1024);
+        let storage = self.storage.clone();
+        let stopping = self.stopping.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            for record in first {
+                if sender.send(record).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                loop {
+                    let page = Search { after: Some(after), offset: 0, limit: 1000, ..filter.clone() };
+                    let Ok(found) = storage.search_logs(page).await else { return };
+                    let Some(last) = found.records.last() else { break };
+                    after = last.id;
+                    let more = found.more;
+                    for record in found.records {
+                        if sender.send(record).await.is_err() {
+                            return;
+                        }
+                    }
+                    if !more {
+                        break;
+                    }
+                }
+                tokio::select! {
+                    changed = head.changed() => if changed.is_err() { return },
+                    () = sender.closed() => return,
+                    () = stopping.cancelled() => return,
+                }
+            }
+        });
+        Ok(receiver)
     }
 
     pub async fn search_logs(&self, search: Search) -> Result<Found, QueryError> {

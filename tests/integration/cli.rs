@@ -190,7 +190,7 @@ depends_on = ["a"]
     let workdir = Workdir::new("[[check]]\nname = \"web\"\nplugin = \"http\"\ntarget = \"http://localhost/\"\n", &[]);
     let output = selfmon(&workdir, &["config", "check"]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
-    assert!(text(&output.stdout).contains("OK, 1 checks (1 enabled)"), "{}", text(&output.stdout));
+    assert!(text(&output.stdout).contains("OK, 1 check (1 enabled), 0 log sources"), "{}", text(&output.stdout));
 }
 
 #[test]

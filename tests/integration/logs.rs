@@ -613,3 +613,113 @@ async fn retention_and_the_size_cap_keep_the_store_small() {
     assert!(deleted("logs_over_size") > 0, "{metrics}");
     selfmon.stop().await;
 }
+
+/// Reads server-sent events from a streaming response until `want` records have come, or the patience runs out.
+async fn read_events(response: &mut reqwest::Response, want: usize) -> Vec<(i64, Value)> {
+    let mut events = Vec::new();
+    let mut buffer = String::new();
+    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+    while events.len() < want {
+        let chunk = tokio::time::timeout_at(deadline, response.chunk()).await.expect("events in time").unwrap();
+        buffer.push_str(&String::from_utf8_lossy(&chunk.expect("the stream stays open")));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let field =
+                |name: &str| block.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).map(str::to_string);
+            if field("event:").as_deref() == Some("record") {
+                let id = field("id:").unwrap().parse().unwrap();
+                events.push((id, serde_json::from_str(&field("data:").unwrap()).unwrap()));
+            }
+        }
+    }
+    events
+}
+
+/// A live tail sends matching records as they are committed, starts with a backlog, and resumes after
+/// `Last-Event-ID` without losing or repeating records.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_tail_follows_matching_records() {
+    let workdir = Workdir::new("", &[]);
+    let selfmon = Selfmon::start(&workdir).await;
+    let line = |level: &str, msg: &str| json!({"level": level, "msg": msg, "service": "bot"}).to_string();
+    let (status, _) =
+        post(&selfmon, "", [line("error", "before the tail"), line("info", "quiet")].join("\n").into_bytes(), &[])
+            .await;
+    assert_eq!(status, 202);
+
+    let client = reqwest::Client::new();
+    let mut tail =
+        client.get(format!("{}/v1/logs/tail?level=error,critical&backlog=5", selfmon.url)).send().await.unwrap();
+    assert_eq!(tail.status(), 200);
+    assert_eq!(tail.headers()["content-type"], "text/event-stream");
+    let backlog = read_events(&mut tail, 1).await;
+    assert_eq!(backlog[0].1["message"], "before the tail");
+
+    for n in 0..3 {
+        let body = [line("info", &format!("info {n}")), line("critical", &format!("live {n}"))].join("\n");
+        let (status, _) = post(&selfmon, "", body.into_bytes(), &[]).await;
+        assert_eq!(status, 202);
+    }
+    let live = read_events(&mut tail, 3).await;
+    let messages: Vec<&str> = live.iter().map(|(_, r)| r["message"].as_str().unwrap()).collect();
+    assert_eq!(messages, ["live 0", "live 1", "live 2"], "only matching records, in order");
+    drop(tail);
+
+    // Reconnecting after `live 0` brings back what came after it, then new records.
+    let mut resumed = client
+        .get(format!("{}/v1/logs/tail?level=critical", selfmon.url))
+        .header("last-event-id", live[0].0.to_string())
+        .send()
+        .await
+        .unwrap();
+    let (status, _) = post(&selfmon, "", line("critical", "after the reconnect").into_bytes(), &[]).await;
+    assert_eq!(status, 202);
+    let again = read_events(&mut resumed, 3).await;
+    let messages: Vec<&str> = again.iter().map(|(_, r)| r["message"].as_str().unwrap()).collect();
+    assert_eq!(messages, ["live 1", "live 2", "after the reconnect"]);
+
+    let (status, error) = selfmon.get("/v1/logs/tail?q=%22unterminated").await;
+    assert_eq!(status, 400, "{error}");
+    let (status, _) = selfmon.get("/v1/logs/tail?backlog=5000").await;
+    assert_eq!(status, 400);
+    selfmon.stop().await;
+}
+
+/// `selfmon logs search` reads the database itself: the operator's question answered with no server and no key.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_command_line_searches_the_stored_logs() {
+    let workdir = Workdir::new("", &[]);
+    let selfmon = Selfmon::start(&workdir).await;
+    let lines = [
+        json!({"ts": 1_795_687_200, "level": "error", "service": "bot", "msg": "Reply failed: timeout talking to OpenAI"}),
+        json!({"ts": 1_795_687_201, "level": "info", "service": "bot", "msg": "timeout raised to 30 s"}),
+        json!({"ts": 1_795_687_202, "level": "error", "service": "api", "msg": "Qdrant timeout\nTraceback (most recent call last):"}),
+    ];
+    let body = lines.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+    let (status, _) = post(&selfmon, "", body.into_bytes(), &[]).await;
+    assert_eq!(status, 202);
+    selfmon.stop().await;
+
+    let run = |args: &[&str]| crate::support::selfmon_command(&workdir).args(args).output().unwrap();
+    let output = run(&["logs", "search", "timeout", "--level", "error"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let printed: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        printed,
+        [
+            "2026-11-26T10:00:00.000Z ERROR    [bot] Reply failed: timeout talking to OpenAI",
+            "2026-11-26T10:00:02.000Z ERROR    [api] Qdrant timeout",
+            "    Traceback (most recent call last):",
+        ],
+        "oldest first, continuation lines indented"
+    );
+    let output = run(&["logs", "search", "--service", "bot", "--json", "--limit", "1"]);
+    let record: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(record["message"], "timeout raised to 30 s", "the newest one");
+    let output = run(&["logs", "search", "\"unterminated"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not a valid query"), "{output:?}");
+    let output = run(&["logs", "search", "--level", "loud"]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("`--level`: `loud` is not one of"), "{output:?}");
+}

@@ -105,6 +105,8 @@ pub struct Storage {
     readers: Arc<Mutex<Vec<Connection>>>,
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
     commits: prometheus::Histogram,
+    /// The id of the newest committed log record, for live tails to follow.
+    log_head: Arc<tokio::sync::watch::Sender<i64>>,
 }
 
 impl Storage {
@@ -141,6 +143,8 @@ impl Storage {
             .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
         )
         .map_err(|e| StorageError::Writer(std::io::Error::other(e)))?;
+        let head: i64 =
+            connection.query_row("SELECT COALESCE(MAX(id), 0) FROM logs", [], |r| r.get(0)).map_err(open_error)?;
         let timer = commits.clone();
         let writer = std::thread::Builder::new()
             .name("selfmon-storage".into())
@@ -152,11 +156,27 @@ impl Storage {
             readers: Arc::default(),
             writer: Arc::new(Mutex::new(Some(writer))),
             commits,
+            log_head: Arc::new(tokio::sync::watch::Sender::new(head)),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The id of the newest committed log record, changing as records are committed.
+    pub fn log_head(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.log_head.subscribe()
+    }
+
+    pub(crate) fn set_log_head(&self, id: i64) {
+        self.log_head.send_if_modified(|head| {
+            let newer = id > *head;
+            if newer {
+                *head = id;
+            }
+            newer
+        });
     }
 
     /// Writes waiting for the writer.
