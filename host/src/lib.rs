@@ -40,6 +40,7 @@ pub mod retention;
 pub mod runtime;
 pub mod scheduler;
 pub mod storage;
+pub mod syslog;
 pub mod system;
 pub mod tail;
 pub mod telemetry;
@@ -71,6 +72,8 @@ pub enum StartError {
     Storage(#[from] StorageError),
     #[error("the API server failed: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Listen(#[from] syslog::BindError),
 }
 
 /// Plugins loaded and checks built from a config: everything but storage and the servers.
@@ -139,7 +142,7 @@ async fn log_sources(
         }
         let parser_config =
             source.parser_config.iter().map(|(k, v)| (k.clone(), checks::toml_to_json(v).to_string())).collect();
-        let parsing = match logs::Parsing::resolve(&source.parser, parser_config, plugins) {
+        let parsing = match logs::Parsing::resolve(source.parser(), parser_config, plugins) {
             Ok(parsing) => match parsing.validate(runtime).await {
                 Ok(()) => Some(parsing),
                 Err(reason) => {
@@ -156,6 +159,9 @@ async fn log_sources(
             problem("`poll` must be at least 50ms".into());
         }
         match source.kind {
+            config::LogSourceKind::File | config::LogSourceKind::Http if !source.listen.is_empty() => {
+                problem("`listen` is for `kind = \"syslog\"`".into());
+            }
             config::LogSourceKind::File if source.paths.is_empty() => problem("`paths` is empty".into()),
             config::LogSourceKind::File => {
                 for pattern in &source.paths {
@@ -173,10 +179,21 @@ async fn log_sources(
                     sources.push((resolved, parsing));
                 }
             }
-            config::LogSourceKind::Http if !source.paths.is_empty() => {
+            config::LogSourceKind::Http | config::LogSourceKind::Syslog if !source.paths.is_empty() => {
                 problem("`paths` is for `kind = \"file\"`".into());
             }
             config::LogSourceKind::Http => sources.extend(parsing.map(|parsing| (source.clone(), parsing))),
+            config::LogSourceKind::Syslog => {
+                if source.listen.is_empty() {
+                    problem("`listen` is empty (for example [\"udp://0.0.0.0:5514\", \"tcp://0.0.0.0:5514\"])".into());
+                }
+                for address in &source.listen {
+                    if let Err(reason) = syslog::Listen::parse(address) {
+                        problem(format!("`listen`: {reason}"));
+                    }
+                }
+                sources.extend(parsing.map(|parsing| (source.clone(), parsing)));
+            }
         }
     }
     if errors.is_empty() { Ok(sources) } else { Err(errors) }
@@ -280,6 +297,21 @@ pub async fn serve(
 
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
+    for (source, parsing) in host.log_sources.iter().filter(|(s, _)| s.kind == config::LogSourceKind::Syslog) {
+        // The addresses were checked with the config.
+        let addresses: Vec<syslog::Listen> =
+            source.listen.iter().filter_map(|a| syslog::Listen::parse(a).ok()).collect();
+        syslog::Listener {
+            storage: storage.clone(),
+            runtime: host.runtime.clone(),
+            parsing: parsing.clone(),
+            origin: logs::Origin { source: source.name.clone(), service: source.service.clone() },
+            telemetry: telemetry.clone(),
+        }
+        .spawn(&addresses, &tasks, stop.clone())
+        .await
+        .inspect_err(|_| stop.cancel())?;
+    }
     scheduler::Scheduler {
         runtime: host.runtime.clone(),
         storage: storage.clone(),

@@ -723,3 +723,87 @@ async fn the_command_line_searches_the_stored_logs() {
     let output = run(&["logs", "search", "--level", "loud"]);
     assert!(String::from_utf8_lossy(&output.stderr).contains("`--level`: `loud` is not one of"), "{output:?}");
 }
+
+/// Syslog over UDP (a datagram per message) and TCP (octet-counted frames and plain lines on one connection).
+#[tokio::test(flavor = "multi_thread")]
+async fn syslog_arrives_over_udp_and_tcp() {
+    use tokio::io::AsyncWriteExt;
+
+    let (udp, tcp) = (crate::support::free_port(), crate::support::free_port());
+    let config = format!(
+        "[[log_source]]\nname = \"net\"\nkind = \"syslog\"\nservice = \"edge\"\n\
+         listen = [\"udp://127.0.0.1:{udp}\", \"tcp://127.0.0.1:{tcp}\"]\n"
+    );
+    let workdir = Workdir::new(&config, &[]);
+    let selfmon = Selfmon::start(&workdir).await;
+
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.send_to(b"<11>1 2026-11-26T10:00:00Z db1 postgres 42 - - disk full\n", ("127.0.0.1", udp)).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", tcp)).await.unwrap();
+    let framed = "<38>1 2026-11-26T10:00:01Z db1 sshd 7 - - Failed password for root from 198.51.100.4 port 22 ssh2";
+    let plain = "<13>Nov 26 10:00:02 db1 app: a plain line\nwith a newline in its frame";
+    let mut bytes = format!("{} {framed}", framed.len()).into_bytes();
+    bytes.extend_from_slice(format!("{} {plain}", plain.len()).as_bytes());
+    bytes.extend_from_slice(b"<14>Nov 26 10:00:03 db1 app: one per line\n<14>Nov 26 10:00:04 db1 app: and another\n");
+    stream.write_all(&bytes).await.unwrap();
+    stream.flush().await.unwrap();
+
+    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+    let records = loop {
+        let (_, found) = selfmon.get("/v1/logs?source=net").await;
+        let records = found["records"].as_array().cloned().unwrap_or_default();
+        if records.len() >= 5 {
+            break records;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{found}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let mut messages: Vec<&str> = records.iter().map(|r| r["message"].as_str().unwrap()).collect();
+    messages.sort_unstable();
+    assert_eq!(
+        messages,
+        [
+            "Failed password for root from 198.51.100.4 port 22 ssh2",
+            "a plain line\nwith a newline in its frame",
+            "and another",
+            "disk full",
+            "one per line"
+        ]
+    );
+    let disk = records.iter().find(|r| r["message"] == "disk full").unwrap();
+    assert_eq!((disk["level"].as_str(), disk["service"].as_str()), (Some("error"), Some("edge")));
+    let login = records.iter().find(|r| r["logger"] == "sshd").unwrap();
+    assert_eq!(login["level"], "security");
+    selfmon.stop().await;
+
+    // An address already taken stops selfmon with a message naming the source and the address.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = format!("[[log_source]]\nname = \"net\"\nkind = \"syslog\"\nlisten = [\"tcp://127.0.0.1:{port}\"]\n");
+    let workdir = Workdir::new(&config, &[]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let error = selfmon::serve(workdir.config(), listener, std::future::pending()).await.unwrap_err();
+    assert!(
+        error.to_string().starts_with(&format!("log source `net`: cannot listen on tcp://127.0.0.1:{port}: ")),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn syslog_sources_are_checked_with_the_config() {
+    let config = "[[log_source]]\nname = \"a\"\nkind = \"syslog\"\n\n\
+                  [[log_source]]\nname = \"b\"\nkind = \"syslog\"\nlisten = [\"udp://localhost:514\"]\n\n\
+                  [[log_source]]\nname = \"c\"\nkind = \"file\"\npaths = [\"x.log\"]\nlisten = [\"udp://0.0.0.0:514\"]\n";
+    let workdir = Workdir::new(config, &[]);
+    let Err(selfmon::StartError::Config(errors)) = selfmon::Host::build(workdir.config()).await else {
+        panic!("the config is not valid");
+    };
+    let all = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+    for expected in [
+        "log source `a`: `listen` is empty",
+        "log source `b`: `listen`: `udp://localhost:514` is not udp://ADDRESS:PORT or tcp://ADDRESS:PORT",
+        "log source `c`: `listen` is for `kind = \"syslog\"`",
+    ] {
+        assert!(all.contains(expected), "no `{expected}` in:\n{all}");
+    }
+}

@@ -201,15 +201,18 @@ pub struct SystemConfig {
 pub struct LogSourceConfig {
     /// Unique name, stored with every record as `source`.
     pub name: String,
-    /// `file`: tail `paths`; `http`: defaults for `POST /v1/logs?source=NAME`.
+    /// `file`: tail `paths`; `http`: defaults for `POST /v1/logs?source=NAME`; `syslog`: receive on `listen`.
     pub kind: LogSourceKind,
     /// Files and glob patterns (`/var/log/bot/*.log`), for `kind = "file"`.
     #[serde(default)]
     pub paths: Vec<String>,
+    /// Addresses to receive syslog on, for `kind = "syslog"`: `udp://0.0.0.0:5514`, `tcp://0.0.0.0:5514`.
+    #[serde(default)]
+    pub listen: Vec<String>,
     /// The parser plugin: `json`, `logfmt`, `python`, `combined`, `syslog`, a dropped-in parser, or `auto` (each
-    /// batch goes to the first of json, syslog, combined, logfmt and python that understands all of it).
-    #[serde(default = "json_parser")]
-    pub parser: String,
+    /// batch goes to the first of json, syslog, combined, logfmt and python that understands all of it). Default:
+    /// `syslog` for `kind = "syslog"`, else `json`.
+    parser: Option<String>,
     /// The parser's own settings (`[log_source.parser_config]`), checked by the parser when the config is loaded.
     #[serde(default)]
     pub parser_config: toml::Table,
@@ -220,15 +223,22 @@ pub struct LogSourceConfig {
     pub poll: Duration,
 }
 
+impl LogSourceConfig {
+    /// The parser's name, as configured or the kind's default.
+    pub fn parser(&self) -> &str {
+        self.parser.as_deref().unwrap_or(match self.kind {
+            LogSourceKind::Syslog => "syslog",
+            LogSourceKind::File | LogSourceKind::Http => "json",
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogSourceKind {
     File,
     Http,
-}
-
-fn json_parser() -> String {
-    "json".into()
+    Syslog,
 }
 
 fn half_second() -> Duration {
