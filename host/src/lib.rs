@@ -393,6 +393,7 @@ pub async fn serve(
         started,
         about,
         tails: Arc::new(tokio::sync::Semaphore::new(query::MAX_TAILS)),
+        ingesting: Arc::new(tokio::sync::Semaphore::new(query::MAX_INGESTING)),
         stopping: stop.clone(),
     });
     let app = api::app(queries, access, &host.config.api).into_make_service_with_connect_info::<std::net::SocketAddr>();

@@ -36,9 +36,16 @@ pub struct Queries {
     pub about: About,
     /// Live tails that may be open at once.
     pub tails: Arc<tokio::sync::Semaphore>,
+    /// Log ingestions that may wait for storage at once.
+    pub ingesting: Arc<tokio::sync::Semaphore>,
     /// Cancelled when selfmon stops, ending live tails.
     pub stopping: tokio_util::sync::CancellationToken,
 }
+
+/// Log ingestions (parsed and waiting for their commit) at once; a further one waits [`INGEST_WAIT`] for its
+/// turn, then is refused with a 503, so a flood while storage is behind cannot grow memory.
+pub const MAX_INGESTING: usize = 32;
+const INGEST_WAIT: Duration = Duration::from_secs(2);
 
 /// Live tails open at once, across all callers.
 pub const MAX_TAILS: usize = 64;
@@ -390,6 +397,10 @@ impl Queries {
         if self.storage.queued() > BUSY_QUEUE {
             return Err(QueryError::Busy);
         }
+        let _turn = tokio::time::timeout(INGEST_WAIT, self.ingesting.acquire())
+            .await
+            .map_err(|_| QueryError::Busy)?
+            .map_err(|_| QueryError::Busy)?;
         let (records, parsed) = crate::logs::parse(&self.runtime, parsing, &origin, lines, SystemTime::now()).await;
         self.telemetry.observe_logs(&parsing.name, &records, parsed.parser_failures);
         self.storage.write_logs(records, None).await.map_err(storage)?;

@@ -67,9 +67,11 @@ impl Tailer {
                 for path in self.paths() {
                     if let Err(error) = self.follow(&path, &mut files).await {
                         match error {
+                            TailError::Storage(StorageError::Closed) => return,
                             TailError::Storage(error) => {
-                                tracing::error!(source = %self.origin.source, %error, "Cannot store log records");
-                                return;
+                                // Nothing was committed: the file is opened again at its stored offset next time.
+                                tracing::error!(source = %self.origin.source, path = %path.display(), %error, "Cannot store log records; trying again");
+                                files.remove(&path);
                             }
                             TailError::Io(error) => {
                                 tracing::warn!(source = %self.origin.source, path = %path.display(), %error, "Cannot read a log file");

@@ -807,3 +807,69 @@ async fn syslog_sources_are_checked_with_the_config() {
         assert!(all.contains(expected), "no `{expected}` in:\n{all}");
     }
 }
+
+/// While storage cannot commit (another process holds the database's write lock), posted logs are refused with
+/// 503 and `Retry-After` once too many wait, tailing waits, and afterwards everything accepted is stored exactly
+/// once and nothing refused is.
+#[tokio::test(flavor = "multi_thread")]
+async fn back_pressure_refuses_and_waits_but_loses_nothing_accepted() {
+    let config = "[[log_source]]\nname = \"app\"\nkind = \"file\"\nparser = \"logfmt\"\npaths = [\"app.log\"]\npoll = \"100ms\"\n";
+    let workdir = Workdir::new(config, &[]);
+    let selfmon = Selfmon::start(&workdir).await;
+    let database = workdir.path().join("selfmon.db");
+    let lock = rusqlite::Connection::open(&database).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    let lines: String = (0..2000).map(|n| format!("level=info msg=\"tailed {n}\"\n")).collect();
+    std::fs::write(workdir.path().join("app.log"), lines).unwrap();
+    let posts: Vec<_> = (0..48)
+        .map(|n| {
+            let url = format!("{}/v1/logs", selfmon.url);
+            tokio::spawn(async move {
+                let body = json!([{"level": "info", "msg": format!("posted {n}")}]).to_string();
+                let response = reqwest::Client::new().post(url).body(body).send().await.unwrap();
+                let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+                (n, response.status().as_u16(), retry_after)
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    lock.execute_batch("COMMIT").unwrap();
+
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for post in posts {
+        match post.await.unwrap() {
+            (n, 202, _) => accepted.push(n),
+            (_, 503, retry_after) => {
+                assert_eq!(retry_after.as_deref(), Some("1"));
+                refused += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(refused >= 48 - 32, "at most 32 wait for storage: {refused} refused");
+    assert!(!accepted.is_empty());
+
+    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+    loop {
+        let (_, found) = selfmon.get("/v1/logs/aggregate?hours=1&period=day").await;
+        let total: u64 = found["buckets"].as_array().unwrap().iter().map(|b| b["total"].as_u64().unwrap()).sum();
+        if total >= 2000 + accepted.len() as u64 {
+            assert_eq!(total, 2000 + accepted.len() as u64, "nothing twice");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{total} stored");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (_, posted) = selfmon.get("/v1/logs?q=posted&limit=100").await;
+    let mut stored: Vec<u64> = posted["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["message"].as_str().unwrap().trim_start_matches("posted ").parse().unwrap())
+        .collect();
+    stored.sort_unstable();
+    assert_eq!(stored, accepted, "exactly the accepted posts are stored");
+    selfmon.stop().await;
+}
