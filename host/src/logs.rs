@@ -28,6 +28,9 @@ const MAX_MESSAGE_BYTES: usize = 1 << 20;
 const PARSE_TIMEOUT: Duration = Duration::from_secs(10);
 const PARSE_MEMORY: usize = 256 << 20;
 
+/// Full-text matches past which a search walks an index in time order instead of sorting every match.
+const MANY_MATCHES: i64 = 10_000;
+
 /// The level names, as stored and queried.
 pub const LEVELS: [&str; 8] = ["trace", "debug", "info", "warning", "error", "critical", "security", "audit"];
 
@@ -291,17 +294,7 @@ fn record_of(record: LogRecord, origin: &Origin, read_at: SystemTime, line: usiz
         .and_then(|ns| u64::try_from(ns).ok())
         .and_then(|ns| UNIX_EPOCH.checked_add(Duration::from_nanos(ns)))
         .unwrap_or(read_at);
-    let fields = (!record.fields.is_empty()).then(|| {
-        let object: serde_json::Map<String, serde_json::Value> = record
-            .fields
-            .into_iter()
-            .map(|(key, value)| {
-                let value = serde_json::from_str(&value).unwrap_or(serde_json::Value::String(value));
-                (key, value)
-            })
-            .collect();
-        serde_json::Value::Object(object).to_string()
-    });
+    let fields = (!record.fields.is_empty()).then(|| fields_object(record.fields));
     let mut message = record.message;
     if message.len() > MAX_MESSAGE_BYTES {
         message.truncate(message.floor_char_boundary(MAX_MESSAGE_BYTES));
@@ -322,6 +315,31 @@ fn record_of(record: LogRecord, origin: &Origin, read_at: SystemTime, line: usiz
         error: None,
         line,
     }
+}
+
+/// A record's fields as one JSON object. A value that is JSON text is kept as it is (checked, not rebuilt); any
+/// other becomes a string. A key given twice keeps its last value.
+fn fields_object(mut fields: Vec<(String, String)>) -> String {
+    let mut seen = std::collections::HashSet::with_capacity(fields.len());
+    let mut keep: Vec<bool> = fields.iter().rev().map(|(key, _)| seen.insert(key.clone())).collect();
+    keep.reverse();
+    let mut keep = keep.into_iter();
+    fields.retain(|_| keep.next().unwrap_or(false));
+    let mut out = String::with_capacity(2 + fields.iter().map(|(k, v)| k.len() + v.len() + 6).sum::<usize>());
+    out.push('{');
+    for (index, (key, value)) in fields.iter().enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::Value::String(key.clone()).to_string());
+        out.push(':');
+        match serde_json::from_str::<&serde_json::value::RawValue>(value) {
+            Ok(raw) => out.push_str(raw.get()),
+            Err(_) => out.push_str(&serde_json::Value::String(value.clone()).to_string()),
+        }
+    }
+    out.push('}');
+    out
 }
 
 /// How far a tailed file has been read: stored with the records read from it.
@@ -436,7 +454,14 @@ impl Storage {
                     r.error,
                 ])?;
             }
-            Ok((records.len(), db.last_insert_rowid()))
+            let last = db.last_insert_rowid();
+            if let Some(count) = i64::try_from(records.len()).ok().filter(|n| *n > 0) {
+                db.prepare_cached(
+                    "INSERT INTO logs_fts (rowid, message) SELECT id, message FROM logs WHERE id > ?1 AND id <= ?2",
+                )?
+                .execute(rusqlite::params![last - count, last])?;
+            }
+            Ok((records.len(), last))
         })
         .await?;
         if count > 0 {
@@ -461,7 +486,19 @@ impl Storage {
                     conditions.push(condition.replace('?', &format!("?{}", values.len())));
                 }
                 if let Some(text) = &search.text {
-                    let fts = "l.id IN (SELECT rowid FROM logs_fts WHERE logs_fts MATCH ?)";
+                    // Few matches: look them up by id and sort them. Many: walk the time (or another filter's)
+                    // index newest first and keep the rows among the matches, which stops after a page; the `+`
+                    // keeps SQLite from looking them all up by id.
+                    let matches: i64 = db.query_row(
+                        "SELECT count(*) FROM (SELECT rowid FROM logs_fts WHERE logs_fts MATCH ?1 LIMIT ?2)",
+                        rusqlite::params![text, MANY_MATCHES],
+                        |row| row.get(0),
+                    )?;
+                    let fts = if matches < MANY_MATCHES {
+                        "l.id IN (SELECT rowid FROM logs_fts WHERE logs_fts MATCH ?)"
+                    } else {
+                        "+l.id IN (SELECT rowid FROM logs_fts WHERE logs_fts MATCH ?)"
+                    };
                     bind(&mut conditions, &mut values, fts, text.clone().into());
                 }
                 if !search.levels.is_empty() {
@@ -550,4 +587,79 @@ fn is_fts_syntax(error: &rusqlite::Error) -> bool {
 fn fts_message(error: &rusqlite::Error) -> String {
     let text = error.to_string();
     text.strip_prefix("fts5: ").unwrap_or(&text).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(ts_millis: u64, level: &'static str, message: String) -> NewRecord {
+        NewRecord {
+            ts: UNIX_EPOCH + Duration::from_millis(ts_millis),
+            level,
+            source: "app".into(),
+            service: None,
+            logger: None,
+            message,
+            trace_id: None,
+            span_id: None,
+            correlation_id: None,
+            user_id: None,
+            fields: None,
+            parsed: true,
+            error: None,
+            line: 0,
+        }
+    }
+
+    #[test]
+    fn fields_keep_json_values_and_quote_the_rest() {
+        let fields = vec![
+            ("status".to_string(), "502".to_string()),
+            ("path".to_string(), "\"/a\\\"b\"".to_string()),
+            ("note".to_string(), "plain text, not JSON".to_string()),
+            ("tags".to_string(), " [1, {\"a\": null}] ".to_string()),
+            ("status".to_string(), "503".to_string()),
+            ("bad".to_string(), "{\"open\": ".to_string()),
+        ];
+        let object: serde_json::Value = serde_json::from_str(&fields_object(fields)).unwrap();
+        assert_eq!(
+            object,
+            serde_json::json!({"status": 503, "path": "/a\"b", "note": "plain text, not JSON",
+                               "tags": [1, {"a": null}], "bad": "{\"open\": "})
+        );
+    }
+
+    /// Both ways of answering a text search (few matches sorted, many matches walked in time order) give the newest
+    /// records by time, not by the order they were stored in.
+    #[tokio::test]
+    async fn text_searches_are_newest_first_however_many_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(&dir.path().join("logs.db")).unwrap();
+        // Stored out of time order: a record's time is a scrambled function of its position.
+        let records: Vec<NewRecord> = (0..12_000u64)
+            .map(|i| {
+                let ts = (i * 7_919) % 12_000;
+                let word = if ts % 4_000 == 0 { "rare" } else { "common" };
+                record(1_000_000 + ts, if ts % 2 == 0 { "error" } else { "info" }, format!("{word} event {ts}"))
+            })
+            .collect();
+        storage.write_logs(records, None).await.unwrap();
+        let search = |text: &str, levels: &[&str], limit: u64| Search {
+            text: Some(text.into()),
+            levels: levels.iter().map(|l| l.to_string()).collect(),
+            limit,
+            ..Search::default()
+        };
+        let messages = |found: Found| found.records.into_iter().map(|r| r.message).collect::<Vec<_>>();
+        let common = storage.search_logs(search("common", &[], 3)).await.unwrap();
+        assert!(common.more);
+        assert_eq!(messages(common), ["common event 11999", "common event 11998", "common event 11997"]);
+        let errors = storage.search_logs(search("common", &["error"], 2)).await.unwrap();
+        assert_eq!(messages(errors), ["common event 11998", "common event 11996"]);
+        let rare = storage.search_logs(search("rare", &[], 10)).await.unwrap();
+        assert!(!rare.more);
+        assert_eq!(messages(rare), ["rare event 8000", "rare event 4000", "rare event 0"]);
+        storage.close().await.unwrap();
+    }
 }

@@ -46,6 +46,18 @@ struct Followed {
     /// Its size when last looked at, and when that changed.
     size: u64,
     grew: Instant,
+    /// The last chunk's write, still committing while the next chunk is read and parsed.
+    pending: Option<tokio::task::JoinHandle<Result<usize, StorageError>>>,
+}
+
+impl Followed {
+    /// Wait for the chunk being committed, if any.
+    async fn settle(&mut self) -> Result<(), StorageError> {
+        match self.pending.take() {
+            Some(write) => write.await.map_err(|e| StorageError::Write(e.to_string()))?.map(|_| ()),
+            None => Ok(()),
+        }
+    }
 }
 
 /// One tailed source.
@@ -65,19 +77,19 @@ impl Tailer {
             let mut files: HashMap<PathBuf, Followed> = HashMap::new();
             loop {
                 for path in self.paths() {
-                    if let Err(error) = self.follow(&path, &mut files).await {
-                        match error {
-                            TailError::Storage(StorageError::Closed) => return,
-                            TailError::Storage(error) => {
-                                // Nothing was committed: the file is opened again at its stored offset next time.
-                                tracing::error!(source = %self.origin.source, path = %path.display(), %error, "Cannot store log records; trying again");
-                                files.remove(&path);
-                            }
-                            TailError::Io(error) => {
-                                tracing::warn!(source = %self.origin.source, path = %path.display(), %error, "Cannot read a log file");
-                                files.remove(&path);
-                            }
+                    let Err(error) = self.follow(&path, &mut files).await else { continue };
+                    match error {
+                        TailError::Storage(StorageError::Closed) => return,
+                        TailError::Storage(error) => {
+                            tracing::error!(source = %self.origin.source, path = %path.display(), %error, "Cannot store log records; trying again");
                         }
+                        TailError::Io(error) => {
+                            tracing::warn!(source = %self.origin.source, path = %path.display(), %error, "Cannot read a log file");
+                        }
+                    }
+                    // The file is opened again at its stored offset next time, once a write in flight has ended.
+                    if let Some(mut followed) = files.remove(&path) {
+                        let _ = followed.settle().await;
                     }
                 }
                 tokio::select! {
@@ -111,6 +123,7 @@ impl Tailer {
         {
             // Rotated: finish the old file through the open handle, then start on the new one.
             while self.read(path, followed, true).await? {}
+            followed.settle().await?;
             files.remove(path);
         }
         if !files.contains_key(path) {
@@ -119,7 +132,7 @@ impl Tailer {
             let offset = stored.filter(|offset| *offset <= metadata.len()).unwrap_or(0);
             file.seek(SeekFrom::Start(offset))?;
             let size = metadata.len();
-            files.insert(path.to_path_buf(), Followed { file, id, offset, size, grew: Instant::now() });
+            files.insert(path.to_path_buf(), Followed { file, id, offset, size, grew: Instant::now(), pending: None });
         }
         let followed = files.get_mut(path).expect("inserted above");
         if metadata.len() != followed.size {
@@ -132,6 +145,7 @@ impl Tailer {
             followed.file.seek(SeekFrom::Start(0))?;
         }
         while self.read(path, followed, false).await? {}
+        followed.settle().await?;
         Ok(())
     }
 
@@ -185,7 +199,10 @@ impl Tailer {
             _ => read_to,
         };
         self.telemetry.observe_logs(&self.parsing.name, &records, parsed.parser_failures);
-        self.store(path, followed.id, commit_to, records).await?;
+        // This chunk commits while the next one is read and parsed; one write is in flight at a time, so offsets
+        // are stored in order, and a failed one is seen before the next is sent.
+        followed.settle().await?;
+        followed.pending = Some(tokio::spawn(self.store(path, followed.id, commit_to, records)));
         followed.offset = commit_to;
         followed.file.seek(SeekFrom::Start(commit_to))?;
         Ok(commit_to == read_to && full_chunk)
@@ -211,7 +228,13 @@ impl Tailer {
     }
 
     /// Store records and the offset they were read up to, in one transaction.
-    async fn store(&self, path: &Path, id: FileId, offset: u64, records: Vec<NewRecord>) -> Result<(), StorageError> {
+    fn store(
+        &self,
+        path: &Path,
+        id: FileId,
+        offset: u64,
+        records: Vec<NewRecord>,
+    ) -> impl Future<Output = Result<usize, StorageError>> + Send + 'static {
         let at = crate::logs::ReadTo {
             source: self.origin.source.clone(),
             path: path.display().to_string(),
@@ -219,7 +242,8 @@ impl Tailer {
             inode: id.1,
             offset,
         };
-        self.storage.write_logs(records, Some(at)).await.map(|_| ())
+        let storage = self.storage.clone();
+        async move { storage.write_logs(records, Some(at)).await }
     }
 }
 

@@ -1,19 +1,25 @@
-//! Log ingestion: one million JSON lines from a file through the built-in `json` parser plugin (in its sandbox)
-//! into SQLite with the full-text index, next to the ceiling: inserting the very same records, already parsed,
-//! into a fresh store with no parsing at all. Reports lines per second for both, their ratio, and peak memory.
+//! Log ingestion and search.
 //!
-//! `cargo bench -p selfmon --bench log_ingest` (part of `scripts/bench`). `SELFMON_BENCH_LINES` sets the number of
-//! lines (default 1 000 000).
+//! 1. One million JSON lines from a file through the built-in `json` parser plugin (in its sandbox) into SQLite
+//!    with the full-text index, next to the ceiling: inserting the very same records, already parsed, into a fresh
+//!    store with no parsing at all. Lines per second for both, their ratio, and peak memory.
+//! 2. One million nginx access log lines through the built-in `combined` parser into a store, next to GoAccess
+//!    (Debian's `goaccess`) parsing the same file into its report.
+//! 3. Search latency on the million-line access log store, a word query and a filtered one, next to lnav (Debian's
+//!    `lnav`, headless) answering the same question over the raw file.
+//!
+//! `cargo bench -p selfmon --bench log_ingest` (part of `scripts/bench`, which installs goaccess and lnav).
+//! `SELFMON_BENCH_LINES` sets the number of lines (default 1 000 000).
 
 use std::io::{BufRead, BufWriter, Write};
 use std::time::{Duration, Instant, SystemTime};
 
-use selfmon::logs::{self, NewRecord, Origin, Parsing};
+use selfmon::logs::{self, NewRecord, Origin, Parsing, Search};
 use selfmon::plugins::Plugins;
 use selfmon::runtime::{CompiledCache, Runtime};
 use selfmon::storage::Storage;
 
-/// Lines parsed and committed together, as the tailer does with a 4 MiB read.
+/// Lines parsed and committed together, about what the tailer reads at once (4 MiB).
 const CHUNK: usize = 10_000;
 
 fn main() {
@@ -65,6 +71,104 @@ fn chunks(path: &std::path::Path) -> impl Iterator<Item = Vec<String>> {
     })
 }
 
+/// Realistic nginx access log lines: a storefront's API behind nginx, with varied clients, paths and statuses.
+fn write_access(path: &std::path::Path, count: usize) -> u64 {
+    let mut out = BufWriter::new(std::fs::File::create(path).unwrap());
+    let paths = [
+        "/api/v1/products/{}",
+        "/api/v1/cart/{}",
+        "/shop/checkout/{}",
+        "/static/app.{}.js",
+        "/api/v1/users/{}/orders",
+        "/health",
+    ];
+    let agents = [
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
+        "python-httpx/0.27.2",
+        "kube-probe/1.31",
+    ];
+    for i in 0..count {
+        let status = match i % 50 {
+            0 => 502,
+            1..=3 => 404,
+            4 => 401,
+            5..=9 => 304,
+            _ => 200,
+        };
+        let method = if i % 9 == 0 { "POST" } else { "GET" };
+        let path = paths[i % paths.len()].replace("{}", &((i * 7919) % 100_000).to_string());
+        writeln!(
+            out,
+            "10.{}.{}.{} - - [26/Nov/2026:{:02}:{:02}:{:02} +0000] \"{method} {path}?page={} HTTP/1.1\" {status} {} \"https://shop.example.com/\" \"{}\"",
+            (i / 65_536) % 256,
+            (i / 256) % 256,
+            i % 256,
+            (i / 3600) % 24,
+            (i / 60) % 60,
+            i % 60,
+            i % 7,
+            200 + (i * 31) % 40_000,
+            agents[i % agents.len()],
+        )
+        .unwrap();
+    }
+    out.flush().unwrap();
+    std::fs::metadata(path).unwrap().len()
+}
+
+/// Parse and store a file in chunks as the tailer does, each chunk committing while the next is parsed; the time
+/// taken and the records stored.
+async fn ingest(
+    runtime: &Runtime,
+    parsing: &Parsing,
+    origin: &Origin,
+    input: &std::path::Path,
+    store: &Storage,
+) -> (Duration, usize) {
+    let started = Instant::now();
+    let mut stored = 0;
+    let mut pending: Option<tokio::task::JoinHandle<usize>> = None;
+    for chunk in chunks(input) {
+        let (records, _) = logs::parse(runtime, parsing, origin, chunk, SystemTime::now()).await;
+        if let Some(write) = pending.take() {
+            stored += write.await.unwrap();
+        }
+        let store = store.clone();
+        pending = Some(tokio::spawn(async move { store.write_logs(records, None).await.unwrap() }));
+    }
+    if let Some(write) = pending {
+        stored += write.await.unwrap();
+    }
+    (started.elapsed(), stored)
+}
+
+/// How long a program takes to run to its end, its output discarded.
+fn timed(program: &str, args: &[&str]) -> Duration {
+    let started = Instant::now();
+    let status = std::process::Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {program} (scripts/setup --bench installs it): {e}"));
+    assert!(status.success(), "{program} {args:?} failed");
+    started.elapsed()
+}
+
+/// The median and the slowest of `runs` searches.
+async fn search_latency(store: &Storage, search: &Search, runs: usize) -> (Duration, Duration, usize) {
+    let mut times = Vec::with_capacity(runs);
+    let mut found = 0;
+    for _ in 0..runs {
+        let started = Instant::now();
+        found = store.search_logs(search.clone()).await.unwrap().records.len();
+        times.push(started.elapsed());
+    }
+    times.sort();
+    (times[runs / 2], times[runs - 1], found)
+}
+
 /// The peak resident memory of this process so far.
 fn peak_memory_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -90,13 +194,7 @@ async fn run(count: usize) {
 
     // The pipeline: read, parse in the sandbox, store with the index; one transaction per chunk.
     let pipeline = Storage::open(&dir.path().join("pipeline.sqlite")).unwrap();
-    let started = Instant::now();
-    let mut stored = 0;
-    for chunk in chunks(&input) {
-        let (records, _) = logs::parse(&runtime, &parser, &origin, chunk, SystemTime::now()).await;
-        stored += pipeline.write_logs(records, None).await.unwrap();
-    }
-    let pipeline_time = started.elapsed();
+    let (pipeline_time, stored) = ingest(&runtime, &parser, &origin, &input, &pipeline).await;
     let pipeline_memory = peak_memory_mib();
     pipeline.close().await.unwrap();
     assert_eq!(stored, count, "every line stored");
@@ -128,4 +226,67 @@ async fn run(count: usize) {
         "peak memory: {:.0} MiB at start, {:.0} MiB after the pipeline (the plugin pool's reserved address space is not resident)",
         memory_before, pipeline_memory
     );
+    std::fs::remove_file(&input).unwrap();
+
+    // An nginx access log, stored and indexed by selfmon, and reported on by GoAccess.
+    let access = dir.path().join("access.log");
+    let bytes = write_access(&access, count);
+    println!("\naccess log: {count} lines, {:.0} MiB", bytes as f64 / (1 << 20) as f64);
+    let combined = Parsing::resolve("combined", Vec::new(), &plugins).expect("the built-in combined parser");
+    let origin = Origin { source: "nginx".into(), service: Some("shop".into()) };
+    let store = Storage::open(&dir.path().join("access.sqlite")).unwrap();
+    let (selfmon_time, stored) = ingest(&runtime, &combined, &origin, &access, &store).await;
+    assert_eq!(stored, count, "every line stored");
+    let report = dir.path().join("report.json");
+    let path = |p: &std::path::Path| p.display().to_string();
+    let goaccess_time = timed(
+        "goaccess",
+        &[&path(&access), "--log-format=COMBINED", "--no-global-config", "--no-progress", "-o", &path(&report)],
+    );
+    println!(
+        "selfmon (parse in WASM, store, index):  {:>9.0} lines/s  ({:.1} s)",
+        rate(selfmon_time),
+        selfmon_time.as_secs_f64()
+    );
+    println!(
+        "goaccess (parse, aggregate, report):    {:>9.0} lines/s  ({:.1} s)",
+        rate(goaccess_time),
+        goaccess_time.as_secs_f64()
+    );
+    println!("selfmon / goaccess: {:.2}x", rate(selfmon_time) / rate(goaccess_time));
+    // Where selfmon's time goes: parsing alone, and storing already parsed records alone.
+    let (mut parse_time, mut store_time) = (Duration::ZERO, Duration::ZERO);
+    let parts = Storage::open(&dir.path().join("access-parts.sqlite")).unwrap();
+    for chunk in chunks(&access) {
+        let started = Instant::now();
+        let (records, _) = logs::parse(&runtime, &combined, &origin, chunk, SystemTime::now()).await;
+        parse_time += started.elapsed();
+        let started = Instant::now();
+        parts.write_logs(records, None).await.unwrap();
+        store_time += started.elapsed();
+    }
+    parts.close().await.unwrap();
+    println!("  of which parsing alone {:.0} lines/s, storing alone {:.0} lines/s", rate(parse_time), rate(store_time));
+
+    // The same questions of the million-line store and of the raw file.
+    let word = Search { text: Some("checkout".into()), limit: 100, ..Search::default() };
+    let filtered = Search { levels: vec!["error".into()], service: Some("shop".into()), ..word.clone() };
+    let lnav_word = ";SELECT log_time, cs_method, cs_uri_stem, sc_status FROM access_log \
+                     WHERE cs_uri_stem LIKE '%checkout%' ORDER BY log_line DESC LIMIT 100";
+    let lnav_filtered = ";SELECT log_time, cs_method, cs_uri_stem, sc_status FROM access_log \
+                         WHERE sc_status >= 500 AND cs_uri_stem LIKE '%checkout%' ORDER BY log_line DESC LIMIT 100";
+    for (name, search, sql) in
+        [("word \"checkout\"", &word, lnav_word), ("\"checkout\", level error, service shop", &filtered, lnav_filtered)]
+    {
+        let (median, slowest, found) = search_latency(&store, search, 21).await;
+        let lnav = timed("lnav", &["-n", "-c", sql, &path(&access)]);
+        println!(
+            "search {name}: selfmon {:.2} ms median, {:.2} ms slowest ({found} records); lnav {:.0} ms; {:.0}x",
+            median.as_secs_f64() * 1000.0,
+            slowest.as_secs_f64() * 1000.0,
+            lnav.as_secs_f64() * 1000.0,
+            lnav.as_secs_f64() / median.as_secs_f64()
+        );
+    }
+    store.close().await.unwrap();
 }

@@ -335,10 +335,17 @@ target = "{}"
     let bad_id = post("/v1/alerts/first/acknowledge", admin, serde_json::json!({})).await.unwrap();
     assert_eq!(bad_id.status(), 400);
 
-    // A check's history.
-    selfmon.first_result("web").await;
-    let (status, history) = crate::support::get_json_with_key(&url("/v1/health/web/history?limit=1"), read).await;
-    assert_eq!(status, 200);
+    // A check's history (a run is committed within the writer's grouping window after it is reported).
+    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+    let history = loop {
+        let (status, history) = crate::support::get_json_with_key(&url("/v1/health/web/history?limit=1"), read).await;
+        assert_eq!(status, 200);
+        if !history["runs"].as_array().unwrap().is_empty() {
+            break history;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no run stored");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     assert_eq!(history["runs"].as_array().unwrap().len(), 1);
     assert_eq!(history["runs"][0]["status"], "healthy");
     let (status, _) = crate::support::get_json_with_key(&url("/v1/health/nope/history"), read).await;

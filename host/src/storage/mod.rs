@@ -126,7 +126,7 @@ impl Storage {
         connection
             .execute_batch(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;
-                 PRAGMA journal_size_limit = 67108864;",
+                 PRAGMA journal_size_limit = 67108864; PRAGMA cache_size = -65536;",
             )
             .map_err(open_error)?;
         connection.busy_timeout(Duration::from_secs(5)).map_err(open_error)?;

@@ -48,7 +48,9 @@ pub fn run(mut connection: Connection, mut queue: mpsc::Receiver<Op>, commits: &
     let mut failures: Vec<String> = Vec::new();
     let mut closing = false;
     while !closing && let Some(first) = queue.blocking_recv() {
-        if !matches!(first, Op::Flush(_) | Op::Close) {
+        // A change someone waits for (stored logs, an API change) is written at once; check runs and samples
+        // gather for a moment first.
+        if !matches!(first, Op::Flush(_) | Op::Close | Op::Apply(_)) {
             std::thread::sleep(GROUP_WINDOW);
         }
         batch.push(first);

@@ -180,6 +180,9 @@ fn clf_time(text: &str) -> Option<i64> {
 
 /// What an attack probe in the path or user agent looks like, after percent-decoding; None for an ordinary request.
 fn threat(path: &str, user_agent: &str) -> Option<&'static str> {
+    if !suspicious(path) {
+        return scanner(user_agent);
+    }
     let decoded = percent_decode(path).to_ascii_lowercase().replace('+', " ");
     let squeezed: String = decoded.split_whitespace().collect::<Vec<_>>().join(" ");
     let any = |needles: &[&str]| needles.iter().any(|n| squeezed.contains(n));
@@ -210,6 +213,22 @@ fn threat(path: &str, user_agent: &str) -> Option<&'static str> {
     if any(&[";wget ", ";curl ", "|sh", "$(", "`id`", ";cat "]) {
         return Some("command-injection");
     }
+    scanner(user_agent)
+}
+
+/// Whether a path has anything a probe needs (escapes, quotes, brackets, shell or traversal characters, or one of
+/// the words probes use), so ordinary requests skip the decoding.
+fn suspicious(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    bytes.iter().any(|b| b"%'\"<>$;|(`\\+ ".contains(b))
+        || path.contains("..")
+        || ["information_schema", "etc/passwd", "proc/self", "javascript:", "onerror", "onload", "union", "select"]
+            .iter()
+            .any(|word| bytes.windows(word.len()).any(|w| w.eq_ignore_ascii_case(word.as_bytes())))
+}
+
+/// A known scanner's user agent.
+fn scanner(user_agent: &str) -> Option<&'static str> {
     let agent = user_agent.to_ascii_lowercase();
     ["sqlmap", "nikto", "nmap", "masscan", "zgrab", "dirbuster", "gobuster", "wpscan", "nuclei"]
         .iter()
