@@ -33,6 +33,8 @@ pub const SPIKE_MIN: u64 = 5;
 pub const BURST_MIN: u64 = 5;
 /// Recent security events listed.
 const RECENT_EVENTS: usize = 50;
+/// Templates of one length and first word a new one is compared with, at most.
+const MERGE_CANDIDATES: usize = 64;
 /// Share of tokens two templates must agree on to merge.
 const SIMILARITY: f64 = 0.6;
 
@@ -303,13 +305,16 @@ fn ranked(counts: BTreeMap<String, u64>) -> Vec<Count> {
 
 fn error_analysis(db: &rusqlite::Connection, from: i64, to: i64) -> rusqlite::Result<ErrorAnalysis> {
     let mut statement = db.prepare_cached(
-        "SELECT ts, service, user_id, message FROM logs
-         WHERE level IN ('error', 'critical') AND ts >= ?1 AND ts <= ?2 ORDER BY ts DESC LIMIT ?3",
+        // The start of a message and its end (a traceback's exception line) are all a template needs.
+        "SELECT ts, service, user_id, substr(message, 1, 2048), length(message) > 2048, substr(message, -512)
+         FROM logs WHERE level IN ('error', 'critical') AND ts >= ?1 AND ts <= ?2 ORDER BY ts DESC LIMIT ?3",
     )?;
     let limit = i64::try_from(MAX_ERRORS_GROUPED).unwrap_or(i64::MAX);
     let rows = statement
         .query_map(params![from, to, limit], |row| {
-            Ok(ErrorRow { ts: row.get(0)?, service: row.get(1)?, user: row.get(2)?, message: row.get(3)? })
+            let (head, long, tail): (String, bool, String) = (row.get(3)?, row.get(4)?, row.get(5)?);
+            let message = if long { format!("{head}\n…\n{tail}") } else { head };
+            Ok(ErrorRow { ts: row.get(0)?, service: row.get(1)?, user: row.get(2)?, message })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut services = BTreeMap::new();
@@ -374,15 +379,22 @@ fn templates(rows: &[ErrorRow], from: i64, to: i64) -> Vec<Template> {
         }
     }
     let mut merged: Vec<Group> = Vec::new();
+    // Only templates of one length and first word may merge: the candidates are looked up by those.
+    let mut kin: std::collections::HashMap<(usize, String), Vec<usize>> = std::collections::HashMap::new();
     let mut by_size: Vec<Group> = exact.into_values().collect();
     by_size.sort_by_key(|g| std::cmp::Reverse(g.count));
     for group in by_size {
-        let similar = merged.iter_mut().find(|m| {
-            m.tokens.len() == group.tokens.len()
-                && m.tokens.first() == group.tokens.first()
-                && similarity(&m.tokens, &group.tokens) >= SIMILARITY
-        });
-        match similar {
+        let key = (group.tokens.len(), group.tokens.first().cloned().unwrap_or_default());
+        let candidates = kin.entry(key).or_default();
+        let similar = candidates
+            .iter()
+            .copied()
+            .take(MERGE_CANDIDATES)
+            .find(|i| similarity(&merged[*i].tokens, &group.tokens) >= SIMILARITY);
+        if similar.is_none() {
+            candidates.push(merged.len());
+        }
+        match similar.map(|i| &mut merged[i]) {
             Some(into) => {
                 for (mine, theirs) in into.tokens.iter_mut().zip(&group.tokens) {
                     if mine != theirs {
@@ -494,7 +506,8 @@ fn opens_quote(message: &str, at: usize, quote: char) -> bool {
 fn mask_word(word: &str, keep_number: bool) -> String {
     // Punctuation around a word stays: `(id=42),` → `(id=<num>),`.
     let core_start = word.find(|c: char| c.is_alphanumeric()).unwrap_or(word.len());
-    let core_end = word.rfind(|c: char| c.is_alphanumeric()).map_or(core_start, |i| i + 1);
+    let core_end =
+        word.char_indices().rev().find(|(_, c)| c.is_alphanumeric()).map_or(core_start, |(i, c)| i + c.len_utf8());
     if core_start >= core_end {
         return word.to_string();
     }
@@ -542,14 +555,17 @@ fn mask_value(value: &str, keep_number: bool) -> String {
 /// Records that are security events, newest first, with their kind.
 fn security(db: &rusqlite::Connection, from: i64, to: i64) -> rusqlite::Result<Security> {
     let mut statement = db.prepare_cached(
+        // A field of another type than the parsers write (a number `threat`, a string `auth_failure`) is read as
+        // text, or not at all, never failing the query.
         "SELECT id, ts, level, source, service, message, user_id,
-                json_extract(fields, '$.threat'), json_extract(fields, '$.auth_failure'),
-                json_extract(fields, '$.remote_addr')
+                CAST(json_extract(fields, '$.threat') AS TEXT),
+                COALESCE(json_extract(fields, '$.auth_failure') IN (1, 'true'), 0),
+                CAST(json_extract(fields, '$.remote_addr') AS TEXT)
          FROM logs
          WHERE ts >= ?1 AND ts <= ?2
            AND (level IN ('security', 'audit')
                 OR (fields IS NOT NULL AND (json_extract(fields, '$.threat') IS NOT NULL
-                                            OR json_extract(fields, '$.auth_failure') IS NOT NULL)))
+                                            OR json_extract(fields, '$.auth_failure') IN (1, 'true'))))
          ORDER BY ts DESC, id DESC",
     )?;
     let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
@@ -563,7 +579,7 @@ fn security(db: &rusqlite::Connection, from: i64, to: i64) -> rusqlite::Result<S
         let level: String = row.get(2)?;
         let user: Option<String> = row.get(6)?;
         let threat: Option<String> = row.get(7)?;
-        let auth_failure = row.get::<_, Option<bool>>(8)?.unwrap_or(false);
+        let auth_failure: bool = row.get(8)?;
         let remote: Option<String> = row.get(9)?;
         let kind = match (&threat, auth_failure) {
             (Some(threat), _) => format!("threat:{threat}"),
@@ -653,6 +669,10 @@ mod tests {
         assert_eq!(template("mail to anna@example.org bounced: 'mailbox full'"), "mail to <email> bounced: <str>");
         assert_eq!(template("object deadbeef42 not found, user_id=u987654"), "object <hex> not found, user_id=<id>");
         assert_eq!(template("don't retry"), "don't retry");
+        assert_eq!(
+            template("Ошибка подключения к базе 42: café «fermé»"),
+            "Ошибка подключения к базе <num>: café «fermé»"
+        );
         assert_eq!(
             template(
                 "Job 17 failed\nTraceback (most recent call last):\n  File \"x.py\"\nZeroDivisionError: division by zero"

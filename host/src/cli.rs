@@ -327,13 +327,16 @@ async fn logs(config: Config, command: LogsCommand) -> ExitCode {
         eprintln!("error: there is no database at {} (has selfmon run with this config?)", path.display());
         return ExitCode::FAILURE;
     }
-    let storage = match crate::storage::Storage::open(&path) {
-        Ok(storage) => storage,
+    // Read-only: no migration, no writer, and it works for a user who may only read the database.
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let db = match rusqlite::Connection::open_with_flags(&path, flags) {
+        Ok(db) => db,
         Err(error) => {
-            eprintln!("error: {error}");
+            eprintln!("error: cannot open the database {}: {error}", path.display());
             return ExitCode::FAILURE;
         }
     };
+    let _ = db.busy_timeout(std::time::Duration::from_secs(5));
     let filter = crate::logs::Search {
         text: query.filter(|q| !q.trim().is_empty()),
         levels,
@@ -353,7 +356,7 @@ async fn logs(config: Config, command: LogsCommand) -> ExitCode {
             println!("{} {:<8} [{}] {message}", record.timestamp, record.level.to_ascii_uppercase(), who.join(" "));
         }
     };
-    let found = match storage.search_logs(crate::logs::Search { limit: limit.clamp(1, 10_000), ..filter.clone() }).await
+    let found = match crate::logs::search(&db, &crate::logs::Search { limit: limit.clamp(1, 10_000), ..filter.clone() })
     {
         Ok(found) => found,
         Err(error) => {
@@ -365,7 +368,7 @@ async fn logs(config: Config, command: LogsCommand) -> ExitCode {
         print(record);
     }
     if follow {
-        let head = *storage.log_head().borrow();
+        let head: i64 = db.query_row("SELECT COALESCE(MAX(id), 0) FROM logs", [], |r| r.get(0)).unwrap_or(0);
         let mut after = found.records.iter().map(|r| r.id).fold(head, i64::max);
         // Another process writes the database: look for new records twice a second.
         let mut ticks = tokio::time::interval(std::time::Duration::from_millis(500));
@@ -374,7 +377,7 @@ async fn logs(config: Config, command: LogsCommand) -> ExitCode {
                 _ = ticks.tick() => {}
                 _ = tokio::signal::ctrl_c() => break,
             }
-            match storage.search_logs(crate::logs::Search { after: Some(after), limit: 1000, ..filter.clone() }).await {
+            match crate::logs::search(&db, &crate::logs::Search { after: Some(after), limit: 1000, ..filter.clone() }) {
                 Ok(found) => {
                     for record in &found.records {
                         print(record);
@@ -388,7 +391,6 @@ async fn logs(config: Config, command: LogsCommand) -> ExitCode {
             }
         }
     }
-    let _ = storage.close().await;
     ExitCode::SUCCESS
 }
 

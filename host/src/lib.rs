@@ -243,6 +243,9 @@ fn config_sanity(config: &Config) -> Result<(), Vec<ConfigError>> {
     if config.system.interval < system::MIN_INTERVAL {
         problem("`[system] interval` must be at least 1s".into());
     }
+    if config.retention.max_size.is_some_and(|cap| cap < bytesize::ByteSize::mib(1)) {
+        problem("`[retention] max_size` must be at least 1 MiB".into());
+    }
     if config.retention.interval < retention::MIN_INTERVAL {
         problem("`[retention] interval` must be at least 1s".into());
     }

@@ -215,8 +215,8 @@ pub async fn parse(
     (records, counts)
 }
 
-/// The outcomes of one batch. With `auto`, the candidates are tried (last batch's winner first) until one
-/// understands every line; otherwise the one that parsed the most lines wins.
+/// The outcomes of one batch. With `auto`, the candidates are tried (last batch's winner first) until one is sure
+/// to be right; otherwise the one that started the most records wins.
 async fn outcomes(runtime: &Runtime, parsing: &Parsing, request: &ParseRequest) -> Result<Vec<ParseOutcome>, String> {
     let first = parsing.last.load(Ordering::Relaxed).min(parsing.parsers.len() - 1);
     let order = std::iter::once(first).chain((0..parsing.parsers.len()).filter(|i| *i != first));
@@ -233,7 +233,13 @@ async fn outcomes(runtime: &Runtime, parsing: &Parsing, request: &ParseRequest) 
         };
         let invalid = outcomes.iter().filter(|o| matches!(o, ParseOutcome::Invalid(_))).count();
         let parsed = outcomes.iter().filter(|o| matches!(o, ParseOutcome::Parsed(_))).count();
-        if invalid == 0 && (parsed > 0 || parsing.parsers.len() == 1) {
+        let considered = outcomes.iter().filter(|o| !matches!(o, ParseOutcome::Skip)).count();
+        // Taken at once: the only parser; last batch's winner understanding every line; or another that
+        // understands every line and starts records on at least half of them (a parser that calls every line it
+        // does not know a continuation must not glue a batch of another format onto one record).
+        let sure =
+            parsing.parsers.len() == 1 || (invalid == 0 && parsed > 0 && (index == first || parsed * 2 >= considered));
+        if sure {
             parsing.last.store(index, Ordering::Relaxed);
             return Ok(outcomes);
         }
@@ -472,96 +478,7 @@ impl Storage {
 
     pub async fn search_logs(&self, search: Search) -> Result<Found, SearchError> {
         let (offset, limit) = (search.offset, search.limit);
-        let result = self
-            .read(move |db| {
-                let mut conditions: Vec<String> = Vec::new();
-                let mut values: Vec<rusqlite::types::Value> = Vec::new();
-                fn bind(
-                    conditions: &mut Vec<String>,
-                    values: &mut Vec<rusqlite::types::Value>,
-                    condition: &str,
-                    value: rusqlite::types::Value,
-                ) {
-                    values.push(value);
-                    conditions.push(condition.replace('?', &format!("?{}", values.len())));
-                }
-                if let Some(text) = &search.text {
-                    // Few matches: look them up by id and sort them. Many: walk the time (or another filter's)
-                    // index newest first and keep the rows among the matches, which stops after a page; the `+`
-                    // keeps SQLite from looking them all up by id.
-                    let matches: i64 = db.query_row(
-                        "SELECT count(*) FROM (SELECT rowid FROM logs_fts WHERE logs_fts MATCH ?1 LIMIT ?2)",
-                        rusqlite::params![text, MANY_MATCHES],
-                        |row| row.get(0),
-                    )?;
-                    let fts = if matches < MANY_MATCHES {
-                        "l.id IN (SELECT rowid FROM logs_fts WHERE logs_fts MATCH ?)"
-                    } else {
-                        "+l.id IN (SELECT rowid FROM logs_fts WHERE logs_fts MATCH ?)"
-                    };
-                    bind(&mut conditions, &mut values, fts, text.clone().into());
-                }
-                if !search.levels.is_empty() {
-                    let mut places = Vec::new();
-                    for level in &search.levels {
-                        values.push(level.clone().into());
-                        places.push(format!("?{}", values.len()));
-                    }
-                    conditions.push(format!("l.level IN ({})", places.join(", ")));
-                }
-                for (column, value) in [
-                    ("service", &search.service),
-                    ("source", &search.source),
-                    ("trace_id", &search.trace_id),
-                    ("user_id", &search.user_id),
-                ] {
-                    if let Some(value) = value {
-                        bind(&mut conditions, &mut values, &format!("l.{column} = ?"), value.clone().into());
-                    }
-                }
-                if let Some(from) = search.from {
-                    bind(&mut conditions, &mut values, "l.ts >= ?", to_millis(from).into());
-                }
-                if let Some(to) = search.to {
-                    bind(&mut conditions, &mut values, "l.ts <= ?", to_millis(to).into());
-                }
-                if let Some(after) = search.after {
-                    bind(&mut conditions, &mut values, "l.id > ?", after.into());
-                }
-                let order = if search.after.is_some() { "l.id" } else { "l.ts DESC, l.id DESC" };
-                let filter =
-                    if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
-                values.push(sql_count(limit.saturating_add(1)).into());
-                values.push(sql_count(offset).into());
-                let sql = format!(
-                    "SELECT l.id, l.ts, l.level, l.source, l.service, l.logger, l.message, l.trace_id, l.span_id,
-                            l.correlation_id, l.user_id, l.fields, l.parsed, l.error
-                     FROM logs AS l {filter} ORDER BY {order} LIMIT ?{} OFFSET ?{}",
-                    values.len() - 1,
-                    values.len()
-                );
-                let mut statement = db.prepare(&sql)?;
-                let rows = statement.query_map(params_from_iter(values), |row| {
-                    Ok(StoredRecord {
-                        id: row.get(0)?,
-                        timestamp: rfc3339(row.get(1)?),
-                        level: row.get(2)?,
-                        source: row.get(3)?,
-                        service: row.get(4)?,
-                        logger: row.get(5)?,
-                        message: row.get(6)?,
-                        trace_id: row.get(7)?,
-                        span_id: row.get(8)?,
-                        correlation_id: row.get(9)?,
-                        user_id: row.get(10)?,
-                        fields: row.get::<_, Option<String>>(11)?.and_then(|f| serde_json::from_str(&f).ok()),
-                        parsed: row.get(12)?,
-                        error: row.get(13)?,
-                    })
-                })?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()
-            })
-            .await;
+        let result = self.read(move |db| search_records(db, &search)).await;
         let mut records = match result {
             Ok(records) => records,
             Err(StorageError::Query(error)) if is_fts_syntax(&error) => {
@@ -573,6 +490,119 @@ impl Storage {
         records.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         Ok(Found { records, more, offset, limit })
     }
+}
+
+/// Search records on a connection of one's own (the command line reads a database read-only this way); one more
+/// than `limit` when there are more. A query SQLite refuses for its syntax is a [`SearchError::Syntax`].
+pub fn search(db: &rusqlite::Connection, search: &Search) -> Result<Found, SearchError> {
+    let mut records = search_records(db, search).map_err(|error| {
+        if is_fts_syntax(&error) { SearchError::Syntax(fts_message(&error)) } else { StorageError::Query(error).into() }
+    })?;
+    let more = records.len() as u64 > search.limit;
+    records.truncate(usize::try_from(search.limit).unwrap_or(usize::MAX));
+    Ok(Found { records, more, offset: search.offset, limit: search.limit })
+}
+
+fn search_records(db: &rusqlite::Connection, search: &Search) -> rusqlite::Result<Vec<StoredRecord>> {
+    let (offset, limit) = (search.offset, search.limit);
+    let mut conditions: Vec<String> = Vec::new();
+    let mut values: Vec<rusqlite::types::Value> = Vec::new();
+    fn bind(
+        conditions: &mut Vec<String>,
+        values: &mut Vec<rusqlite::types::Value>,
+        condition: &str,
+        value: rusqlite::types::Value,
+    ) {
+        values.push(value);
+        conditions.push(condition.replace('?', &format!("?{}", values.len())));
+    }
+    // A live tail's next page reads forward from an id: the other conditions get a `+` so SQLite walks the ids
+    // rather than another index.
+    let plus = if search.after.is_some() { "+" } else { "" };
+    if let Some(text) = &search.text {
+        if let Some(after) = search.after {
+            values.push(text.clone().into());
+            values.push(after.into());
+            conditions.push(format!(
+                "l.id IN (SELECT rowid FROM logs_fts WHERE logs_fts MATCH ?{} AND rowid > ?{})",
+                values.len() - 1,
+                values.len()
+            ));
+        } else {
+            // Few matches: look them up by id and sort them. Many: walk the time (or another filter's) index
+            // newest first and keep the rows among the matches, which stops after a page; the `+` keeps SQLite
+            // from looking them all up by id.
+            let matches: i64 = db.query_row(
+                "SELECT count(*) FROM (SELECT rowid FROM logs_fts WHERE logs_fts MATCH ?1 LIMIT ?2)",
+                rusqlite::params![text, MANY_MATCHES],
+                |row| row.get(0),
+            )?;
+            let fts = if matches < MANY_MATCHES {
+                "l.id IN (SELECT rowid FROM logs_fts WHERE logs_fts MATCH ?)"
+            } else {
+                "+l.id IN (SELECT rowid FROM logs_fts WHERE logs_fts MATCH ?)"
+            };
+            bind(&mut conditions, &mut values, fts, text.clone().into());
+        }
+    }
+    if !search.levels.is_empty() {
+        let mut places = Vec::new();
+        for level in &search.levels {
+            values.push(level.clone().into());
+            places.push(format!("?{}", values.len()));
+        }
+        conditions.push(format!("{plus}l.level IN ({})", places.join(", ")));
+    }
+    for (column, value) in [
+        ("service", &search.service),
+        ("source", &search.source),
+        ("trace_id", &search.trace_id),
+        ("user_id", &search.user_id),
+    ] {
+        if let Some(value) = value {
+            bind(&mut conditions, &mut values, &format!("{plus}l.{column} = ?"), value.clone().into());
+        }
+    }
+    if let Some(from) = search.from {
+        bind(&mut conditions, &mut values, &format!("{plus}l.ts >= ?"), to_millis(from).into());
+    }
+    if let Some(to) = search.to {
+        bind(&mut conditions, &mut values, &format!("{plus}l.ts <= ?"), to_millis(to).into());
+    }
+    if let Some(after) = search.after {
+        bind(&mut conditions, &mut values, "l.id > ?", after.into());
+    }
+    let order = if search.after.is_some() { "l.id" } else { "l.ts DESC, l.id DESC" };
+    let filter = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
+    values.push(sql_count(limit.saturating_add(1)).into());
+    values.push(sql_count(offset).into());
+    let sql = format!(
+        "SELECT l.id, l.ts, l.level, l.source, l.service, l.logger, l.message, l.trace_id, l.span_id,
+                l.correlation_id, l.user_id, l.fields, l.parsed, l.error
+         FROM logs AS l {filter} ORDER BY {order} LIMIT ?{} OFFSET ?{}",
+        values.len() - 1,
+        values.len()
+    );
+    let mut statement = db.prepare(&sql)?;
+    let rows = statement.query_map(params_from_iter(values), |row| {
+        Ok(StoredRecord {
+            id: row.get(0)?,
+            timestamp: rfc3339(row.get(1)?),
+            level: row.get(2)?,
+            source: row.get(3)?,
+            service: row.get(4)?,
+            logger: row.get(5)?,
+            message: row.get(6)?,
+            trace_id: row.get(7)?,
+            span_id: row.get(8)?,
+            correlation_id: row.get(9)?,
+            user_id: row.get(10)?,
+            fields: row.get::<_, Option<String>>(11)?.and_then(|f| serde_json::from_str(&f).ok()),
+            parsed: row.get(12)?,
+            error: row.get(13)?,
+        })
+    })?;
+    rows.collect()
 }
 
 /// Whether SQLite refused an FTS5 query for its syntax.

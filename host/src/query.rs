@@ -43,7 +43,8 @@ pub struct Queries {
 }
 
 /// Log ingestions (parsed and waiting for their commit) at once; a further one waits [`INGEST_WAIT`] for its
-/// turn, then is refused with a 503, so a flood while storage is behind cannot grow memory.
+/// turn, then is refused with a 503, so a flood while storage is behind holds few parsed batches and no
+/// connection for long.
 pub const MAX_INGESTING: usize = 32;
 const INGEST_WAIT: Duration = Duration::from_secs(2);
 
@@ -433,7 +434,7 @@ impl Queries {
                 let mut records: Vec<StoredRecord> =
                     recent.records.into_iter().take(usize::try_from(backlog).unwrap_or(usize::MAX)).collect();
                 records.reverse();
-                (now.max(records.last().map_or(0, |r| r.id)), records)
+                (records.iter().map(|r| r.id).fold(now, i64::max), records)
             }
         };
         let (sender, receiver) = tokio::sync::mpsc::channel(1024);

@@ -23,8 +23,12 @@ const CHUNK: i64 = 5000;
 const MERGE_PAGES: i64 = 500;
 /// Pages handed back to the file system in one transaction.
 const VACUUM_PAGES: i64 = 2048;
-/// Levels in the order the size cap removes them: the least telling first.
-const BY_WORTH: [&[&str]; 3] = [&["trace", "debug", "info"], &["warning"], &["error", "critical", "security", "audit"]];
+/// Levels in the order the size cap removes them, the least telling first (never SECURITY or AUDIT).
+const BY_WORTH: [&[&str]; 3] = [&["trace", "debug", "info"], &["warning"], &["error", "critical"]];
+/// Ordinary full-text index merge steps after records expire.
+const MERGE_STEPS: usize = 8;
+/// Rounds of deletion and compaction a cleanup spends on the size cap at most.
+const SHRINK_ROUNDS: usize = 3;
 
 /// The smallest `[retention] interval`.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
@@ -110,23 +114,26 @@ pub async fn sweep(
     })
     .await?;
     let cutoff = before(config.metrics);
-    swept.samples += storage
-        .apply(move |db| {
-            let ids: Vec<i64> =
-                db.prepare("SELECT id FROM series")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
-            let mut delete = db.prepare_cached("DELETE FROM samples WHERE series_id = ?1 AND ts < ?2")?;
-            let mut deleted = 0;
-            for id in ids {
-                deleted += delete.execute(params![id, cutoff])? as u64;
-            }
-            Ok(deleted)
+    let series: Vec<i64> =
+        storage.read(|db| db.prepare("SELECT id FROM series")?.query_map([], |r| r.get(0))?.collect()).await?;
+    for id in series {
+        swept.samples += chunked(storage, stop, move |db| {
+            // Samples are keyed by (series, time): a range of one series' oldest is cheap to find.
+            db.prepare_cached(
+                "DELETE FROM samples WHERE series_id = ?1 AND ts IN (
+                     SELECT ts FROM samples WHERE series_id = ?1 AND ts < ?2 ORDER BY ts LIMIT ?3)",
+            )?
+            .execute(params![id, cutoff, CHUNK])
         })
         .await?;
-    if let Some(cap) = config.max_size {
-        swept.logs_over_size = shrink_to(storage, stop, cap.as_u64()).await?;
     }
     if swept.logs_expired > 0 {
-        compact_index(storage, stop).await?;
+        // Deleted records leave tombstones in the full-text index until its segments merge; a few ordinary merge
+        // steps each time keep that from piling up without rewriting the whole index.
+        merge_index(storage, MERGE_STEPS).await?;
+    }
+    if let Some(cap) = config.max_size {
+        swept.logs_over_size = shrink_to(storage, stop, cap.as_u64()).await?;
     }
     swept.pages_freed = vacuum(storage, stop).await?;
     Ok(swept)
@@ -148,8 +155,27 @@ async fn chunked(
     }
 }
 
-/// Merge the full-text index's segments, which is what removes the entries of deleted records from it (until
-/// then a deletion adds to the index). Each step writes a bounded number of pages.
+/// Up to `steps` ordinary merge steps of the full-text index (each writes at most [`MERGE_PAGES`] pages, and only
+/// where enough segments have gathered).
+async fn merge_index(storage: &Storage, steps: usize) -> Result<(), StorageError> {
+    for _ in 0..steps {
+        let changed = storage
+            .apply(|db| {
+                let before = db.total_changes();
+                db.execute(&format!("INSERT INTO logs_fts (logs_fts, rank) VALUES ('merge', {MERGE_PAGES})"), [])?;
+                Ok(db.total_changes() - before)
+            })
+            .await?;
+        if changed < 2 {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Merge every segment of the full-text index into one, step by step, which is what takes deleted records' entries
+/// out of it (until then a deletion adds to the index). It rewrites the whole index, so it runs only when the size
+/// cap needs the space.
 async fn compact_index(storage: &Storage, stop: &CancellationToken) -> Result<(), StorageError> {
     loop {
         let changed = storage
@@ -172,33 +198,57 @@ fn used_bytes(db: &rusqlite::Connection) -> rusqlite::Result<u64> {
     Ok(used.unsigned_abs())
 }
 
-/// Delete the oldest log records, least telling levels first, until the pages in use fit in `cap` bytes.
+/// Delete the oldest log records, least telling levels first, until the pages in use fit in `cap` bytes. Each
+/// round deletes about as many records as the excess takes (from the average size of a record), then compacts the
+/// full-text index, which is what frees their space in it; at most [`SHRINK_ROUNDS`] rounds a cleanup. SECURITY and
+/// AUDIT records are never removed for size: they keep their own retention.
 async fn shrink_to(storage: &Storage, stop: &CancellationToken, cap: u64) -> Result<u64, StorageError> {
     let mut deleted = 0;
-    for levels in BY_WORTH {
-        loop {
-            let removed = storage
-                .apply(move |db| {
-                    if used_bytes(db)? <= cap {
-                        return Ok(None);
-                    }
-                    let places = (1..=levels.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
-                    let sql = format!(
-                        "DELETE FROM logs WHERE id IN (
-                             SELECT id FROM logs WHERE level IN ({places}) ORDER BY ts LIMIT {CHUNK})"
-                    );
-                    db.execute(&sql, rusqlite::params_from_iter(levels.iter())).map(Some)
-                })
-                .await?;
-            match removed {
-                None => return Ok(deleted),
-                Some(0) => break,
-                Some(n) => deleted += n as u64,
+    for _ in 0..SHRINK_ROUNDS {
+        let (used, records): (u64, i64) = storage
+            .read(|db| Ok((used_bytes(db)?, db.query_row("SELECT count(*) FROM logs", [], |r| r.get(0))?)))
+            .await?;
+        if used <= cap {
+            return Ok(deleted);
+        }
+        let per_record = used / records.unsigned_abs().max(1);
+        let mut wanted = ((used - cap) / per_record.max(1)).max(1) * 11 / 10 + 1;
+        for levels in BY_WORTH {
+            while wanted > 0 && !stop.is_cancelled() {
+                let chunk = wanted.min(CHUNK.unsigned_abs());
+                let removed = storage
+                    .apply(move |db| {
+                        let places = (1..=levels.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+                        let sql = format!(
+                            "DELETE FROM logs WHERE id IN (
+                                 SELECT id FROM logs WHERE level IN ({places}) ORDER BY ts LIMIT {chunk})"
+                        );
+                        db.execute(&sql, rusqlite::params_from_iter(levels.iter()))
+                    })
+                    .await? as u64;
+                deleted += removed;
+                wanted = wanted.saturating_sub(removed);
+                if removed < chunk {
+                    break;
+                }
             }
-            compact_index(storage, stop).await?;
-            if stop.is_cancelled() {
-                return Ok(deleted);
+        }
+        if stop.is_cancelled() {
+            return Ok(deleted);
+        }
+        compact_index(storage, stop).await?;
+        vacuum(storage, stop).await?;
+        if wanted > 0 {
+            // Every record the cap may remove is gone.
+            let used = storage.read(used_bytes).await?;
+            if used > cap {
+                tracing::warn!(
+                    used,
+                    cap,
+                    "The store is over [retention] max_size with no log records left that the cap may remove"
+                );
             }
+            return Ok(deleted);
         }
     }
     Ok(deleted)

@@ -1,5 +1,6 @@
 //! The syslog listener of a `[[log_source]]` of `kind = "syslog"`: messages over UDP (one per datagram) and TCP
-//! (RFC 6587: octet counting, `LEN <PRI>...`, or one message per line), parsed and stored in batches.
+//! (RFC 6587: octet counting, `LEN <PRI>...`, or one message per line, chosen by a connection's first byte),
+//! parsed and stored in batches.
 //!
 //! TCP senders are slowed down when storage falls behind (their connection is not read meanwhile); UDP has no way
 //! to slow a sender, so datagrams arriving while the listener waits queue in the kernel's socket buffer, and past
@@ -26,6 +27,8 @@ const QUEUE: usize = 10_000;
 const MAX_CONNECTIONS: usize = 256;
 /// The largest datagram read.
 const MAX_DATAGRAM: usize = 65_536;
+/// How long a TCP connection may stay quiet before it is closed.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// An address to receive on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,9 +122,11 @@ impl Listener {
             let (records, parsed) =
                 crate::logs::parse(&self.runtime, &self.parsing, &self.origin, lines, SystemTime::now()).await;
             self.telemetry.observe_logs(&self.parsing.name, &records, parsed.parser_failures);
-            if let Err(error) = self.storage.write_logs(records, None).await {
-                tracing::error!(source = %self.origin.source, %error, "Cannot store syslog messages");
-                return;
+            match self.storage.write_logs(records, None).await {
+                Ok(_) => {}
+                Err(crate::storage::StorageError::Closed) => return,
+                // The batch is lost (a sender cannot be asked again); the listener goes on with the next one.
+                Err(error) => tracing::error!(source = %self.origin.source, %error, "Cannot store syslog messages"),
             }
         }
     }
@@ -189,34 +194,43 @@ async fn accept_tcp(
     }
 }
 
-/// Read one connection's messages: `LEN SP MESSAGE` frames (octet counting) or lines, told apart per message.
+/// Read one connection's messages. The first byte tells the framing for the whole connection, as rsyslog's own
+/// receiver does: a digit starts octet counting (`LEN SP MESSAGE`), anything else (`<PRI>`) a message per line. A
+/// connection quiet for [`IDLE`] is closed.
 async fn receive_tcp(stream: TcpStream, messages: &mpsc::Sender<String>) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream);
+    let idle = |error: tokio::time::error::Elapsed| std::io::Error::new(std::io::ErrorKind::TimedOut, error);
+    let first = tokio::time::timeout(IDLE, reader.fill_buf()).await.map_err(idle)??;
+    let counted = first.first().is_some_and(u8::is_ascii_digit);
     loop {
-        let buffered = reader.fill_buf().await?;
-        if buffered.is_empty() {
-            return Ok(());
-        }
-        let digits = buffered.iter().take_while(|b| b.is_ascii_digit()).count();
-        let framed = digits > 0 && buffered.get(digits) == Some(&b' ');
-        let message = if framed {
-            let mut prefix = vec![0; digits + 1];
-            reader.read_exact(&mut prefix).await?;
-            let length: usize = std::str::from_utf8(&prefix[..digits]).ok().and_then(|l| l.parse().ok()).unwrap_or(0);
-            if length > MAX_LINE_BYTES {
-                return Err(std::io::Error::other(format!("a frame of {length} bytes is over the limit")));
+        let mut message = Vec::new();
+        if counted {
+            let mut prefix = Vec::new();
+            let mut limited = (&mut reader).take(12);
+            let read = limited.read_until(b' ', &mut prefix);
+            if tokio::time::timeout(IDLE, read).await.map_err(idle)?? == 0 {
+                return Ok(());
             }
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body).await?;
-            body
+            let length = std::str::from_utf8(prefix.strip_suffix(b" ").unwrap_or_default())
+                .ok()
+                .and_then(|l| l.parse::<usize>().ok())
+                .filter(|l| *l <= MAX_LINE_BYTES)
+                .ok_or_else(|| std::io::Error::other("a frame without a valid length (at most 1 MiB)"))?;
+            let mut limited = (&mut reader).take(length as u64);
+            let read = limited.read_to_end(&mut message);
+            if tokio::time::timeout(IDLE, read).await.map_err(idle)?? < length {
+                return Ok(());
+            }
         } else {
-            let mut line = Vec::new();
-            (&mut reader).take(MAX_LINE_BYTES as u64 + 1).read_until(b'\n', &mut line).await?;
-            if line.len() > MAX_LINE_BYTES {
-                return Err(std::io::Error::other("a line over the limit"));
+            let mut limited = (&mut reader).take(MAX_LINE_BYTES as u64 + 1);
+            let read = limited.read_until(b'\n', &mut message);
+            if tokio::time::timeout(IDLE, read).await.map_err(idle)?? == 0 {
+                return Ok(());
             }
-            line
-        };
+            if message.len() > MAX_LINE_BYTES {
+                return Err(std::io::Error::other("a line over 1 MiB"));
+            }
+        }
         let text = String::from_utf8_lossy(&message).trim_end_matches(['\n', '\r', '\0']).to_string();
         if !text.is_empty() && messages.send(text).await.is_err() {
             return Ok(());

@@ -358,6 +358,16 @@ async fn every_built_in_format_and_auto_detection() {
     );
     assert_eq!(records.len(), 8, "{found}");
 
+    // A stray line of another format does not win the batch: JSON stays JSON, the stray line is kept raw.
+    let mixed = [
+        r#"{"level": "info", "msg": "first json"}"#,
+        "2026-11-26 10:00:08,000 - uvicorn - WARNING - a stray python line",
+        r#"{"level": "info", "msg": "second json"}"#,
+        r#"{"level": "info", "msg": "third json"}"#,
+    ];
+    let (_, answer) = post(&selfmon, "?parser=auto&source=mixed", mixed.join("\n").into_bytes(), &[]).await;
+    assert_eq!((answer["records"].as_u64(), answer["unparsed"].as_u64()), (Some(4), Some(1)), "{answer}");
+
     // Lines no built-in parser understands are kept raw.
     let (_, answer) = post(&selfmon, "?parser=auto", b"just words\n\x00\x01 binary".to_vec(), &[]).await;
     assert_eq!((answer["records"].as_u64(), answer["unparsed"].as_u64()), (Some(2), Some(2)), "{answer}");
@@ -650,6 +660,7 @@ async fn a_live_tail_follows_matching_records() {
     let client = reqwest::Client::new();
     let mut tail =
         client.get(format!("{}/v1/logs/tail?level=error,critical&backlog=5", selfmon.url)).send().await.unwrap();
+    let mut words = client.get(format!("{}/v1/logs/tail?q=live", selfmon.url)).send().await.unwrap();
     assert_eq!(tail.status(), 200);
     assert_eq!(tail.headers()["content-type"], "text/event-stream");
     let backlog = read_events(&mut tail, 1).await;
@@ -663,7 +674,12 @@ async fn a_live_tail_follows_matching_records() {
     let live = read_events(&mut tail, 3).await;
     let messages: Vec<&str> = live.iter().map(|(_, r)| r["message"].as_str().unwrap()).collect();
     assert_eq!(messages, ["live 0", "live 1", "live 2"], "only matching records, in order");
-    drop(tail);
+    let by_word = read_events(&mut words, 3).await;
+    assert_eq!(
+        by_word.iter().map(|(_, r)| r["message"].as_str().unwrap()).collect::<Vec<_>>(),
+        ["live 0", "live 1", "live 2"]
+    );
+    drop((tail, words));
 
     // Reconnecting after `live 0` brings back what came after it, then new records.
     let mut resumed = client
@@ -724,7 +740,7 @@ async fn the_command_line_searches_the_stored_logs() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("`--level`: `loud` is not one of"), "{output:?}");
 }
 
-/// Syslog over UDP (a datagram per message) and TCP (octet-counted frames and plain lines on one connection).
+/// Syslog over UDP (a datagram per message) and TCP (octet-counted frames on one connection, lines on another).
 #[tokio::test(flavor = "multi_thread")]
 async fn syslog_arrives_over_udp_and_tcp() {
     use tokio::io::AsyncWriteExt;
@@ -739,14 +755,24 @@ async fn syslog_arrives_over_udp_and_tcp() {
 
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     socket.send_to(b"<11>1 2026-11-26T10:00:00Z db1 postgres 42 - - disk full\n", ("127.0.0.1", udp)).await.unwrap();
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", tcp)).await.unwrap();
+    // Octet counting on one connection, written a few bytes at a time so frames and their lengths arrive split.
+    let mut counted = tokio::net::TcpStream::connect(("127.0.0.1", tcp)).await.unwrap();
     let framed = "<38>1 2026-11-26T10:00:01Z db1 sshd 7 - - Failed password for root from 198.51.100.4 port 22 ssh2";
     let plain = "<13>Nov 26 10:00:02 db1 app: a plain line\nwith a newline in its frame";
     let mut bytes = format!("{} {framed}", framed.len()).into_bytes();
     bytes.extend_from_slice(format!("{} {plain}", plain.len()).as_bytes());
-    bytes.extend_from_slice(b"<14>Nov 26 10:00:03 db1 app: one per line\n<14>Nov 26 10:00:04 db1 app: and another\n");
-    stream.write_all(&bytes).await.unwrap();
-    stream.flush().await.unwrap();
+    for piece in bytes.chunks(7) {
+        counted.write_all(piece).await.unwrap();
+        counted.flush().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    // A message per line on another.
+    let mut lines = tokio::net::TcpStream::connect(("127.0.0.1", tcp)).await.unwrap();
+    lines
+        .write_all(b"<14>Nov 26 10:00:03 db1 app: one per line\n<14>Nov 26 10:00:04 db1 app: and another\n")
+        .await
+        .unwrap();
+    lines.flush().await.unwrap();
 
     let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
     let records = loop {
@@ -871,5 +897,30 @@ async fn back_pressure_refuses_and_waits_but_loses_nothing_accepted() {
         .collect();
     stored.sort_unstable();
     assert_eq!(stored, accepted, "exactly the accepted posts are stored");
+    selfmon.stop().await;
+}
+
+/// Fields a parser did not write but a service did, of types the security query does not expect, neither fail it
+/// nor count as events.
+#[tokio::test(flavor = "multi_thread")]
+async fn odd_field_types_do_not_break_the_analysis() {
+    let workdir = Workdir::new("", &[]);
+    let selfmon = Selfmon::start(&workdir).await;
+    let lines = [
+        json!({"level": "info", "msg": "scored", "threat": 0.8}),
+        json!({"level": "info", "msg": "maybe", "auth_failure": "yes", "remote_addr": 12345}),
+        json!({"level": "info", "msg": "fine", "auth_failure": false}),
+        json!({"level": "error", "msg": "Ошибка подключения к базе данных", "service": "bot"}),
+    ];
+    let body = lines.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+    let (status, _) = post(&selfmon, "", body.into_bytes(), &[]).await;
+    assert_eq!(status, 202);
+    let (status, security) = selfmon.get("/v1/logs/security?hours=1").await;
+    assert_eq!(status, 200, "{security}");
+    assert_eq!(security["events"], 1, "only the record with a threat: {security}");
+    assert_eq!(security["by_kind"][0]["name"], "threat:0.8");
+    let (status, analysis) = selfmon.get("/v1/logs/analysis?hours=1").await;
+    assert_eq!(status, 200, "{analysis}");
+    assert_eq!(analysis["error_analysis"]["templates"][0]["template"], "Ошибка подключения к базе данных");
     selfmon.stop().await;
 }

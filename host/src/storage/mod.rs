@@ -118,10 +118,13 @@ impl Storage {
         let open_error = |source| StorageError::Open { path: path.into(), source };
         let mut connection = Connection::open(path).map_err(open_error)?;
         // Freed pages go back to the file system when the cleanup asks (a new database takes the mode at once; one
-        // made before it needs one full VACUUM).
+        // made before it needs one full VACUUM, which needs free disk space as large as the database: when it cannot
+        // be done, selfmon runs on and the file just does not shrink).
         let auto_vacuum: i64 = connection.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).map_err(open_error)?;
-        if auto_vacuum != 2 {
-            connection.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;").map_err(open_error)?;
+        if auto_vacuum != 2
+            && let Err(error) = connection.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")
+        {
+            tracing::warn!(path = %path.display(), %error, "Cannot switch the database to incremental vacuum; freed space stays in the file");
         }
         connection
             .execute_batch(

@@ -138,22 +138,34 @@ fn split(line: &str) -> Option<Access<'_>> {
     })
 }
 
-/// A double-quoted string at the start of `text` (Apache escapes `"` as `\"`, nginx as `\x22`), and the rest.
+/// A double-quoted string at the start of `text` (Apache escapes `"` as `\"`, nginx escapes bytes as `\xHH`, UTF-8
+/// included), and the rest.
 fn quoted(text: &str) -> Option<(String, &str)> {
-    let body = text.strip_prefix('"')?;
-    let mut value = String::new();
-    let mut chars = body.char_indices();
-    while let Some((at, c)) = chars.next() {
-        match c {
-            '"' => return Some((value, &body[at + 1..])),
-            '\\' => match chars.next()?.1 {
-                'x' => {
-                    let hex: String = chars.by_ref().take(2).map(|(_, c)| c).collect();
-                    value.push(u8::from_str_radix(&hex, 16).ok().map_or('?', char::from));
+    let body = text.strip_prefix('"')?.as_bytes();
+    let mut value = Vec::new();
+    let mut at = 0;
+    while at < body.len() {
+        match body[at] {
+            b'"' => return Some((String::from_utf8_lossy(&value).into_owned(), &text[at + 2..])),
+            b'\\' => {
+                let escaped = *body.get(at + 1)?;
+                let hex =
+                    body.get(at + 2..at + 4).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+                match (escaped, hex) {
+                    (b'x', Some(byte)) => {
+                        value.push(byte);
+                        at += 4;
+                    }
+                    (other, _) => {
+                        value.push(other);
+                        at += 2;
+                    }
                 }
-                other => value.push(other),
-            },
-            c => value.push(c),
+            }
+            byte => {
+                value.push(byte);
+                at += 1;
+            }
         }
     }
     None
@@ -302,6 +314,9 @@ mod tests {
         let escaped =
             parsed(r#"10.0.0.2 - - [26/Nov/2026:10:00:00 +0000] "GET /\x22q\x22 HTTP/1.1" 200 5 "-" "a \"b\"""#);
         assert_eq!(escaped.message, "GET /\"q\" HTTP/1.1 200");
+        let utf8 =
+            parsed(r#"10.0.0.2 - - [26/Nov/2026:10:00:00 +0000] "GET /\xD0\x9F\xD1\x80\xD0\xB8 HTTP/1.1" 200 5"#);
+        assert_eq!(utf8.message, "GET /При HTTP/1.1 200");
         assert_eq!(field(&escaped, "user_agent"), Some(r#""a \"b\"""#));
     }
 
