@@ -353,7 +353,8 @@ async fn logs(config: Config, command: LogsCommand) -> ExitCode {
         } else {
             let who = [record.service.as_deref(), record.logger.as_deref()].into_iter().flatten().collect::<Vec<_>>();
             let message = record.message.replace('\n', "\n    ");
-            println!("{} {:<8} [{}] {message}", record.timestamp, record.level.to_ascii_uppercase(), who.join(" "));
+            let who = if who.is_empty() { String::new() } else { format!("[{}] ", who.join(" ")) };
+            println!("{} {:<8} {who}{message}", record.timestamp, record.level.to_ascii_uppercase());
         }
     };
     let found = match crate::logs::search(&db, &crate::logs::Search { limit: limit.clamp(1, 10_000), ..filter.clone() })

@@ -710,6 +710,7 @@ async fn the_command_line_searches_the_stored_logs() {
         json!({"ts": 1_795_687_200, "level": "error", "service": "bot", "msg": "Reply failed: timeout talking to OpenAI"}),
         json!({"ts": 1_795_687_201, "level": "info", "service": "bot", "msg": "timeout raised to 30 s"}),
         json!({"ts": 1_795_687_202, "level": "error", "service": "api", "msg": "Qdrant timeout\nTraceback (most recent call last):"}),
+        json!({"ts": 1_795_687_203, "level": "warning", "msg": "a record of no service"}),
     ];
     let body = lines.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
     let (status, _) = post(&selfmon, "", body.into_bytes(), &[]).await;
@@ -733,6 +734,8 @@ async fn the_command_line_searches_the_stored_logs() {
     let output = run(&["logs", "search", "--service", "bot", "--json", "--limit", "1"]);
     let record: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(record["message"], "timeout raised to 30 s", "the newest one");
+    let output = run(&["logs", "search", "--level", "warning"]);
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "2026-11-26T10:00:03.000Z WARNING  a record of no service\n");
     let output = run(&["logs", "search", "\"unterminated"]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("not a valid query"), "{output:?}");
