@@ -712,6 +712,8 @@ async fn ingest_logs(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let params = params(query)?;
+    // The turn comes before the body is inflated and split, which is what takes memory.
+    let turn = state.ingest_turn().await?;
     let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_body", message);
     let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
     let body = match encoding.trim().to_ascii_lowercase().as_str() {
@@ -768,7 +770,7 @@ async fn ingest_logs(
     let service = params.service.or_else(|| configured.and_then(|(_, service)| service.clone()));
     let origin = crate::logs::Origin { source, service };
     let count = lines.len();
-    let parsed = state.ingest(&parsing, origin, lines).await?;
+    let parsed = state.ingest(&turn, &parsing, origin, lines).await?;
     Ok((StatusCode::ACCEPTED, Json(Ingested { accepted: count - parsed.skipped, rejected, parsed })).into_response())
 }
 

@@ -42,9 +42,9 @@ pub struct Queries {
     pub stopping: tokio_util::sync::CancellationToken,
 }
 
-/// Log ingestions (parsed and waiting for their commit) at once; a further one waits [`INGEST_WAIT`] for its
-/// turn, then is refused with a 503, so a flood while storage is behind holds few parsed batches and no
-/// connection for long.
+/// Log ingestions (inflated, parsed and waiting for their commit) at once; a further one waits [`INGEST_WAIT`] for
+/// its turn, then is refused with a 503, so a flood while storage is behind holds few bodies and no connection for
+/// long.
 pub const MAX_INGESTING: usize = 32;
 const INGEST_WAIT: Duration = Duration::from_secs(2);
 
@@ -393,15 +393,26 @@ impl Queries {
         Parsing::resolve(parser, Vec::new(), &self.plugins).map_err(QueryError::Invalid)
     }
 
-    /// Parse lines and store them; answers once they are committed.
-    pub async fn ingest(&self, parsing: &Parsing, origin: Origin, lines: Vec<String>) -> Result<Parsed, QueryError> {
+    /// A turn to ingest logs, taken before a request's body is inflated and parsed: at most [`MAX_INGESTING`] hold
+    /// one; the caller waits [`INGEST_WAIT`] for it, or is told storage is busy.
+    pub async fn ingest_turn(&self) -> Result<tokio::sync::OwnedSemaphorePermit, QueryError> {
         if self.storage.queued() > BUSY_QUEUE {
             return Err(QueryError::Busy);
         }
-        let _turn = tokio::time::timeout(INGEST_WAIT, self.ingesting.acquire())
+        tokio::time::timeout(INGEST_WAIT, self.ingesting.clone().acquire_owned())
             .await
             .map_err(|_| QueryError::Busy)?
-            .map_err(|_| QueryError::Busy)?;
+            .map_err(|_| QueryError::Busy)
+    }
+
+    /// Parse lines and store them, in a turn taken with [`Self::ingest_turn`]; answers once they are committed.
+    pub async fn ingest(
+        &self,
+        _turn: &tokio::sync::OwnedSemaphorePermit,
+        parsing: &Parsing,
+        origin: Origin,
+        lines: Vec<String>,
+    ) -> Result<Parsed, QueryError> {
         let (records, parsed) = crate::logs::parse(&self.runtime, parsing, &origin, lines, SystemTime::now()).await;
         self.telemetry.observe_logs(&parsing.name, &records, parsed.parser_failures);
         self.storage.write_logs(records, None).await.map_err(storage)?;
