@@ -55,7 +55,8 @@ pub enum Period {
 }
 
 impl Period {
-    fn millis(self) -> i64 {
+    /// The bucket's length in milliseconds.
+    pub fn millis(self) -> i64 {
         match self {
             Self::Minute => 60_000,
             Self::Hour => 3_600_000,

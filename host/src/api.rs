@@ -823,9 +823,7 @@ fn log_filter(
 ) -> crate::logs::Search {
     crate::logs::Search {
         text: q.filter(|q| !q.trim().is_empty()),
-        levels: level
-            .map(|l| l.split(',').map(|l| l.trim().to_ascii_lowercase()).filter(|l| !l.is_empty()).collect())
-            .unwrap_or_default(),
+        levels: crate::logs::level_list(level.as_deref()),
         service,
         source,
         trace_id,

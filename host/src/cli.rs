@@ -312,12 +312,7 @@ fn describe_setting(setting: &Setting) -> [String; 4] {
 
 async fn logs(config: Config, command: LogsCommand) -> ExitCode {
     let LogsCommand::Search { query, level, service, source, trace_id, user_id, since, limit, json, follow } = command;
-    let levels: Vec<String> = level
-        .iter()
-        .flat_map(|l| l.split(','))
-        .map(|l| l.trim().to_ascii_lowercase())
-        .filter(|l| !l.is_empty())
-        .collect();
+    let levels = crate::logs::level_list(level.as_deref());
     if let Some(bad) = levels.iter().find(|l| !crate::logs::LEVELS.contains(&l.as_str())) {
         eprintln!("error: `--level`: `{bad}` is not one of {}", crate::logs::LEVELS.join(", "));
         return ExitCode::FAILURE;

@@ -31,6 +31,16 @@ const PARSE_MEMORY: usize = 256 << 20;
 /// Full-text matches past which a search walks an index in time order instead of sorting every match.
 const MANY_MATCHES: i64 = 10_000;
 
+/// Level names from comma-separated lists (`error,Critical`), lowercased, empty ones left out.
+pub fn level_list<'a>(lists: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    lists
+        .into_iter()
+        .flat_map(|list| list.split(','))
+        .map(|level| level.trim().to_ascii_lowercase())
+        .filter(|level| !level.is_empty())
+        .collect()
+}
+
 /// The level names, as stored and queried.
 pub const LEVELS: [&str; 8] = ["trace", "debug", "info", "warning", "error", "critical", "security", "audit"];
 

@@ -362,12 +362,7 @@ impl Queries {
     /// Log record counts per period, level and service over the last `hours`.
     pub async fn aggregate_logs(&self, hours: u64, period: Period) -> Result<Aggregation, QueryError> {
         check_hours(hours)?;
-        let step = match period {
-            Period::Minute => 60,
-            Period::Hour => 3600,
-            Period::Day => 86_400,
-        };
-        if hours * 3600 / step > MAX_BUCKETS {
+        if hours * 3_600_000 / period.millis().unsigned_abs() > MAX_BUCKETS {
             return Err(QueryError::Invalid(format!(
                 "{hours} hours by {} is more than {MAX_BUCKETS} buckets: choose a longer period",
                 serde_json::to_value(period).unwrap_or_default().as_str().unwrap_or_default()
