@@ -159,7 +159,41 @@ impl Condition {
     }
 }
 
+impl Expr {
+    /// The expression's value, with `series` giving each aggregation's. `None` when a series has no value or the
+    /// arithmetic has no finite result (a division by zero): a condition without a value does not hold.
+    pub fn evaluate(&self, series: &mut impl FnMut(Function, &Selector) -> Option<f64>) -> Option<f64> {
+        let value = match self {
+            Self::Number(number) => *number,
+            Self::Series { function, selector } => series(*function, selector)?,
+            Self::Negate(inner) => -inner.evaluate(series)?,
+            Self::Binary(left, operator, right) => {
+                let (left, right) = (left.evaluate(series)?, right.evaluate(series)?);
+                match operator {
+                    Operator::Add => left + right,
+                    Operator::Subtract => left - right,
+                    Operator::Multiply => left * right,
+                    Operator::Divide => left / right,
+                }
+            }
+        };
+        value.is_finite().then_some(value)
+    }
+}
+
 impl Comparison {
+    /// Whether `value` compares so with `threshold`.
+    pub fn holds(self, value: f64, threshold: f64) -> bool {
+        match self {
+            Self::Greater => value > threshold,
+            Self::GreaterOrEqual => value >= threshold,
+            Self::Less => value < threshold,
+            Self::LessOrEqual => value <= threshold,
+            Self::Equal => value == threshold,
+            Self::NotEqual => value != threshold,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Greater => ">",
@@ -636,5 +670,21 @@ mod tests {
         assert_eq!(Condition::parse(&format!("avg({printed})")).unwrap().selectors()[0], c.selectors()[0]);
         let fine = Condition::parse("avg(d[1500ms])").unwrap();
         assert_eq!(fine.selectors()[0].to_string(), "d[1500ms]");
+    }
+
+    #[test]
+    fn evaluation_follows_precedence_and_refuses_what_has_no_value() {
+        let c = Condition::parse("rate(errors[1m]) * 60 - -2 / x > 10").unwrap();
+        let mut values = |function: Function, selector: &Selector| match (function, selector.metric.as_str()) {
+            (Function::Rate, "errors") => Some(0.25),
+            (Function::Last, "x") => Some(4.0),
+            _ => None,
+        };
+        assert_eq!(c.expr.evaluate(&mut values), Some(15.5));
+        let (comparison, threshold) = c.comparison.unwrap();
+        assert!(comparison.holds(15.5, threshold) && !comparison.holds(10.0, threshold));
+        assert_eq!(Condition::parse("y + 1").unwrap().expr.evaluate(&mut values), None);
+        assert_eq!(Condition::parse("1 / (x - 4)").unwrap().expr.evaluate(&mut values), None);
+        assert!(Comparison::NotEqual.holds(1.0, 2.0) && Comparison::LessOrEqual.holds(2.0, 2.0));
     }
 }

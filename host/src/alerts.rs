@@ -14,8 +14,6 @@ use crate::storage::{Storage, StorageError, sql_count, to_millis};
 
 /// Severities, mildest first.
 pub const SEVERITIES: [&str; 5] = ["info", "low", "medium", "high", "critical"];
-/// Where an alert can be sent.
-pub const CHANNELS: [&str; 6] = ["dashboard", "email", "webhook", "slack", "discord", "telegram"];
 /// The longest rule name.
 const NAME_BYTES: usize = 64;
 /// The longest a condition may have to hold before its alert fires.
@@ -39,7 +37,8 @@ pub struct RuleRequest {
     /// info, low, medium, high or critical.
     #[serde(default)]
     pub severity: String,
-    /// dashboard, email, webhook, slack, discord, telegram.
+    /// Channels by name, or a kind's name for all its channels: dashboard, webhook, slack, discord, alertmanager,
+    /// email.
     #[serde(default)]
     #[graphql(default)]
     pub notification_channels: Vec<String>,
@@ -73,7 +72,13 @@ pub struct Rule {
 
 impl RuleRequest {
     /// The rule to store, or every problem with the request.
-    pub fn validate(self, created_by: Option<String>, now: SystemTime) -> Result<Rule, Vec<String>> {
+    /// `channels` are the names a rule may use.
+    pub fn validate(
+        self,
+        channels: &[String],
+        created_by: Option<String>,
+        now: SystemTime,
+    ) -> Result<Rule, Vec<String>> {
         let mut problems = Vec::new();
         if self.name.is_empty()
             || self.name.len() > NAME_BYTES
@@ -103,8 +108,8 @@ impl RuleRequest {
             problems.push(format!("`severity` must be one of {}, not `{}`", SEVERITIES.join(", "), self.severity));
         }
         for channel in &self.notification_channels {
-            if !CHANNELS.contains(&channel.as_str()) {
-                problems.push(format!("`notification_channels`: `{channel}` is not one of {}", CHANNELS.join(", ")));
+            if !channels.contains(channel) {
+                problems.push(format!("`notification_channels`: `{channel}` is not one of {}", channels.join(", ")));
             }
         }
         let hold = match self.hold.as_deref().map(humantime::parse_duration).transpose() {
@@ -150,19 +155,33 @@ impl RuleRequest {
 #[derive(Debug, Clone, Serialize, async_graphql::SimpleObject, utoipa::ToSchema)]
 pub struct Alert {
     pub id: i64,
+    /// The alert's identity: a hash of its rule, name and labels.
     pub fingerprint: String,
     pub rule: String,
+    /// The alert's name (`alertname`): the rule's, unless its plugin names it.
+    pub name: String,
+    /// As notified: escalation may have raised it.
     pub severity: String,
     /// pending, firing or resolved.
     pub state: String,
     pub summary: String,
     pub labels: std::collections::BTreeMap<String, String>,
-    /// RFC 3339.
+    /// `description`, `value`, `condition`, ...
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// RFC 3339: when the condition was first seen to hold.
     pub started_at: String,
+    /// When it began firing (after `for`).
+    pub fired_at: Option<String>,
     pub resolved_at: Option<String>,
     pub acknowledged_at: Option<String>,
     pub acknowledged_by: Option<String>,
     pub ack_comment: Option<String>,
+    /// The silence that keeps it from being notified.
+    pub silenced_by: Option<i64>,
+    /// The check, down, that it depends on: while that is down this alert is not notified.
+    pub inhibited_by: Option<String>,
+    /// Escalation steps taken.
+    pub escalation_step: u32,
 }
 
 /// A page of a list, and how many there are in all.
@@ -260,8 +279,9 @@ impl Storage {
             let filter = if active { "state != 'resolved'" } else { "state = 'resolved'" };
             let total: i64 = db.query_row(&format!("SELECT COUNT(*) FROM alerts WHERE {filter}"), [], |r| r.get(0))?;
             let mut statement = db.prepare(&format!(
-                "SELECT id, fingerprint, rule, severity, state, summary, labels, started_at, resolved_at,
-                        acknowledged_at, acknowledged_by, ack_comment
+                "SELECT id, fingerprint, rule, name, severity, state, summary, labels, annotations, started_at,
+                        fired_at, resolved_at, acknowledged_at, acknowledged_by, ack_comment, silenced_by, inhibited_by,
+                        escalation_step
                  FROM alerts WHERE {filter} ORDER BY started_at DESC, id DESC LIMIT ?1 OFFSET ?2"
             ))?;
             let items = statement
@@ -286,8 +306,9 @@ impl Storage {
                     return Ok(None);
                 }
                 db.query_row(
-                    "SELECT id, fingerprint, rule, severity, state, summary, labels, started_at, resolved_at,
-                            acknowledged_at, acknowledged_by, ack_comment
+                    "SELECT id, fingerprint, rule, name, severity, state, summary, labels, annotations, started_at,
+                            fired_at, resolved_at, acknowledged_at, acknowledged_by, ack_comment, silenced_by,
+                            inhibited_by, escalation_step
                      FROM alerts WHERE id = ?1",
                     [id],
                     alert_row,
@@ -321,21 +342,31 @@ fn alert_row(row: &rusqlite::Row) -> rusqlite::Result<Alert> {
         id: row.get(0)?,
         fingerprint: row.get(1)?,
         rule: row.get(2)?,
-        severity: row.get(3)?,
-        state: row.get(4)?,
-        summary: row.get(5)?,
-        labels: serde_json::from_str(&row.get::<_, String>(6)?).unwrap_or_default(),
-        started_at: rfc3339(row.get(7)?).unwrap_or_default(),
-        resolved_at: rfc3339(row.get(8)?),
-        acknowledged_at: rfc3339(row.get(9)?),
-        acknowledged_by: row.get(10)?,
-        ack_comment: row.get(11)?,
+        name: row.get(3)?,
+        severity: row.get(4)?,
+        state: row.get(5)?,
+        summary: row.get(6)?,
+        labels: serde_json::from_str(&row.get::<_, String>(7)?).unwrap_or_default(),
+        annotations: serde_json::from_str(&row.get::<_, String>(8)?).unwrap_or_default(),
+        started_at: rfc3339(row.get(9)?).unwrap_or_default(),
+        fired_at: rfc3339(row.get(10)?),
+        resolved_at: rfc3339(row.get(11)?),
+        acknowledged_at: rfc3339(row.get(12)?),
+        acknowledged_by: row.get(13)?,
+        ack_comment: row.get(14)?,
+        silenced_by: row.get(15)?,
+        inhibited_by: row.get(16)?,
+        escalation_step: u32::try_from(row.get::<_, i64>(17)?).unwrap_or(0),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn channels() -> Vec<String> {
+        ["dashboard", "webhook", "email", "ops"].map(String::from).to_vec()
+    }
 
     fn request(json: serde_json::Value) -> RuleRequest {
         serde_json::from_value(json).unwrap()
@@ -347,7 +378,7 @@ mod tests {
             "name": "high_user_errors", "condition": "user_error_rate > 5", "threshold": 5.0,
             "severity": "high", "notification_channels": ["webhook", "email"]
         }))
-        .validate(Some("ops".into()), SystemTime::UNIX_EPOCH)
+        .validate(&channels(), Some("ops".into()), SystemTime::UNIX_EPOCH)
         .unwrap();
         assert_eq!(rule.notification_channels, ["webhook", "email"]);
         assert_eq!(rule.created_at, "1970-01-01T00:00:00.000Z");
@@ -359,13 +390,14 @@ mod tests {
             "name": "bad name", "condition": "avg(latency) > 5", "severity": "urgent",
             "notification_channels": ["pager", "email", "pager"], "for": "soon"
         }))
-        .validate(None, SystemTime::UNIX_EPOCH)
+        .validate(&channels(), None, SystemTime::UNIX_EPOCH)
         .unwrap_err();
         assert_eq!(problems.len(), 6, "{problems:#?}");
         assert!(problems[1].starts_with("`condition` at column 5: `avg` needs a range"), "{}", problems[1]);
         assert!(problems[2].contains("not `urgent`") && problems[3].contains("`pager`"));
         assert_eq!(problems[5], "`for`: `soon` is not a duration such as `5m` or `30s`");
-        let missing = request(serde_json::json!({"name": "a"})).validate(None, SystemTime::UNIX_EPOCH).unwrap_err();
+        let missing =
+            request(serde_json::json!({"name": "a"})).validate(&channels(), None, SystemTime::UNIX_EPOCH).unwrap_err();
         assert_eq!(
             missing,
             ["`condition` is required", "`severity` is required: one of info, low, medium, high, critical"]
@@ -374,17 +406,20 @@ mod tests {
             "name": "a", "condition": "x > 1", "severity": "low", "notification_channels": ["webhook", "email", "webhook"]
         }));
         assert_eq!(
-            repeated.validate(None, SystemTime::UNIX_EPOCH).unwrap().notification_channels,
+            repeated.validate(&channels(), None, SystemTime::UNIX_EPOCH).unwrap().notification_channels,
             ["webhook", "email"]
         );
 
         let disagree =
             request(serde_json::json!({"name": "a", "condition": "x > 5", "threshold": 6, "severity": "low"}));
-        assert!(disagree.validate(None, SystemTime::UNIX_EPOCH).unwrap_err()[0].contains("compares with 5 but"));
+        assert!(
+            disagree.validate(&channels(), None, SystemTime::UNIX_EPOCH).unwrap_err()[0]
+                .contains("compares with 5 but")
+        );
         let neither = request(serde_json::json!({"name": "a", "condition": "x", "severity": "low"}));
-        assert!(neither.validate(None, SystemTime::UNIX_EPOCH).unwrap_err()[0].contains("no comparison"));
+        assert!(neither.validate(&channels(), None, SystemTime::UNIX_EPOCH).unwrap_err()[0].contains("no comparison"));
         let threshold_only =
             request(serde_json::json!({"name": "a", "condition": "x", "threshold": 1, "severity": "low"}));
-        assert!(threshold_only.validate(None, SystemTime::UNIX_EPOCH).is_ok());
+        assert!(threshold_only.validate(&channels(), None, SystemTime::UNIX_EPOCH).is_ok());
     }
 }

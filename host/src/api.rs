@@ -24,6 +24,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::access::{Access, Caller, guard};
+use crate::alerting::RuleStatus;
+use crate::alerting::channels::Attempt;
+use crate::alerting::silences::{Silence, SilenceRequest};
 use crate::alerts::{Alert, Page, Rule, RuleRequest};
 use crate::analysis::{Aggregation, Analysis, Period, Security};
 use crate::config::ApiConfig;
@@ -127,6 +130,10 @@ fn routes(state: AppState) -> Router {
         .routes(routes!(acknowledge))
         .routes(routes!(rules, create_rule))
         .routes(routes!(rule, delete_rule))
+        .routes(routes!(rule_states))
+        .routes(routes!(notifications))
+        .routes(routes!(silences, create_silence))
+        .routes(routes!(expire_silence))
         .routes(routes!(webhooks, create_webhook))
         .routes(routes!(delete_webhook))
         .routes(routes!(deliveries))
@@ -540,6 +547,57 @@ async fn delete_rule(
 ) -> Result<StatusCode, ApiError> {
     state.delete_rule(&path(name, "the rule name")?, caller.name.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/alerts/rule-states`: every rule (the defaults, the config's and the API's) with its state and how its
+/// last evaluation went.
+#[utoipa::path(get, path = "/v1/alerts/rule-states", tag = "alerts", responses((status = 200, description = "OK", body = Vec<RuleStatus>)))]
+async fn rule_states(State(state): State<AppState>) -> Json<Vec<RuleStatus>> {
+    Json(state.rule_states())
+}
+
+/// `GET /v1/alerts/notifications[?offset=N][&limit=N]`: every attempt to deliver a notification, newest first.
+#[utoipa::path(get, path = "/v1/alerts/notifications", tag = "alerts", params(PageParams), responses((status = 200, description = "OK", body = Page<Attempt>), (status = 400, description = "A bad parameter", body = ErrorBody)))]
+async fn notifications(
+    State(state): State<AppState>,
+    query: Result<Query<PageParams>, QueryRejection>,
+) -> Result<Json<Page<Attempt>>, ApiError> {
+    let (offset, limit) = params(query)?.offset_limit();
+    Ok(Json(state.notification_attempts(offset, limit).await?))
+}
+
+/// `GET /v1/silences[?offset=N][&limit=N]`: silences not yet over first, then expired ones.
+#[utoipa::path(get, path = "/v1/silences", tag = "alerts", params(PageParams), responses((status = 200, description = "OK", body = Page<Silence>), (status = 400, description = "A bad parameter", body = ErrorBody)))]
+async fn silences(
+    State(state): State<AppState>,
+    query: Result<Query<PageParams>, QueryRejection>,
+) -> Result<Json<Page<Silence>>, ApiError> {
+    let (offset, limit) = params(query)?.offset_limit();
+    Ok(Json(state.silences(offset, limit).await?))
+}
+
+/// `POST /v1/silences` with `{"matchers": {"check": "db"}, "duration": "2h", "comment": "..."}`: 201 with the
+/// silence, or 400 naming every problem.
+#[utoipa::path(post, path = "/v1/silences", tag = "alerts", request_body = SilenceRequest, responses((status = 201, description = "Created", body = Silence), (status = 400, description = "Every problem with the silence, in `details`", body = ErrorBody)))]
+async fn create_silence(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    json: Result<Json<SilenceRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let silence = state.create_silence(body(json)?, caller.name).await?;
+    let location = format!("/v1/silences/{}", silence.id);
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(silence)).into_response())
+}
+
+/// `DELETE /v1/silences/{id}`: end a silence now; 200 with it, expired, or 404.
+#[utoipa::path(delete, path = "/v1/silences/{id}", tag = "alerts", params(("id" = i64, Path, description = "The silence")), responses((status = 200, description = "Expired", body = Silence), (status = 404, description = "Not found or already over", body = ErrorBody)))]
+async fn expire_silence(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<Silence>, ApiError> {
+    let id = path(id, "the silence id")?;
+    Ok(Json(state.expire_silence(id, caller.name.as_deref()).await?))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

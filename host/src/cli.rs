@@ -398,10 +398,13 @@ async fn config_check(config: Config) -> ExitCode {
     };
     let enabled = host.checks.iter().filter(|c| c.enabled).count();
     let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    let rules = host.alerting.rules.iter().filter(|r| r.enabled).count();
     println!(
-        "{name}: OK, {} ({enabled} enabled), {}, plugins: {}",
+        "{name}: OK, {} ({enabled} enabled), {}, {} ({rules} enabled), {}, plugins: {}",
         count(host.checks.len(), "check"),
         count(host.log_sources.len(), "log source"),
+        count(host.alerting.rules.len(), "alert rule"),
+        count(host.alerting.channels.len(), "channel"),
         host.plugins.names().join(", ")
     );
     for refused in host.plugins.refused() {

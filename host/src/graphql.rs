@@ -6,6 +6,8 @@
 //! need an admin key (or an API without keys). `selfmon graphql-schema` prints the schema; the repository keeps a
 //! copy in `schema.graphql`, which a test holds to the code.
 
+use crate::alerting::RuleStatus;
+use crate::alerting::silences::{Silence, SilenceRequest};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -193,7 +195,11 @@ struct SeriesPage {
 }
 
 #[derive(SimpleObject)]
-#[graphql(concrete(name = "AlertRulePage", params(Rule)), concrete(name = "AlertPage", params(Alert)))]
+#[graphql(
+    concrete(name = "AlertRulePage", params(Rule)),
+    concrete(name = "AlertPage", params(Alert)),
+    concrete(name = "SilencePage", params(Silence))
+)]
 struct Page<T: async_graphql::OutputType> {
     items: Vec<T>,
     total: u64,
@@ -419,6 +425,22 @@ impl QueryRoot {
         Ok(page.into())
     }
 
+    /// Every rule (the defaults, the config's and the API's) with how it fared at its last evaluation.
+    async fn rule_states(&self, ctx: &Context<'_>) -> Vec<RuleStatus> {
+        queries(ctx).rule_states()
+    }
+
+    /// Silences not yet over first, then expired ones; newest first.
+    async fn silences(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 0)] offset: i32,
+        #[graphql(default = 100)] limit: i32,
+    ) -> async_graphql::Result<Page<Silence>> {
+        let page = queries(ctx).silences(self::offset(offset)?, u64::from(self::limit(limit)?)).await.map_err(error)?;
+        Ok(page.into())
+    }
+
     /// selfmon's own status, as `/v1/status` reports it.
     async fn status(&self, ctx: &Context<'_>) -> async_graphql::Result<Json<crate::query::Status>> {
         Ok(Json(queries(ctx).status().await.map_err(error)?))
@@ -454,6 +476,18 @@ impl MutationRoot {
     ) -> async_graphql::Result<Alert> {
         let caller = admin(ctx, "acknowledgeAlert")?;
         queries(ctx).acknowledge(id, caller, comment).await.map_err(error)
+    }
+
+    /// Silence the alerts whose labels match, for a while; refused with every problem named when it is not valid.
+    async fn create_silence(&self, ctx: &Context<'_>, silence: SilenceRequest) -> async_graphql::Result<Silence> {
+        let caller = admin(ctx, "createSilence")?;
+        queries(ctx).create_silence(silence, caller).await.map_err(error)
+    }
+
+    /// End a silence now.
+    async fn expire_silence(&self, ctx: &Context<'_>, id: i64) -> async_graphql::Result<Silence> {
+        let caller = admin(ctx, "expireSilence")?;
+        queries(ctx).expire_silence(id, caller.as_deref()).await.map_err(error)
     }
 }
 

@@ -15,13 +15,15 @@
 //! - [`storage`]: SQLite, one batching writer, readers of their own.
 //! - [`query`]: the one query layer the API answers from; [`performance`]: latency and error answers over runs.
 //! - [`api`]: the HTTP API; [`graphql`]: its GraphQL face; [`access`]: its keys, roles and rate limits.
-//! - [`alerts`]: alert rules and stored alerts; [`events`]: the internal event bus; [`webhooks`]: its deliveries.
+//! - [`alerting`]: rules evaluated on a schedule, the alert lifecycle, silences, inhibition, escalation and
+//!   notification channels; [`alerts`]: the API's alert rules and stored alerts; [`events`]: the internal event bus; [`webhooks`]: its deliveries.
 //! - [`cli`]: the `selfmon` command.
 //!
 //! [`Host::build`] turns a [`Config`] into something that can run checks; [`serve`] runs everything until told to
 //! stop, and is what tests call in-process.
 
 pub mod access;
+pub mod alerting;
 pub mod alerts;
 pub mod analysis;
 pub mod api;
@@ -85,6 +87,8 @@ pub struct Host {
     pub access: Arc<access::Access>,
     /// The `[[log_source]]` tables, with their parsers.
     pub log_sources: Vec<(config::LogSourceConfig, logs::Parsing)>,
+    /// Rules, channels and escalation policies.
+    pub alerting: Arc<alerting::Alerting>,
 }
 
 impl Host {
@@ -96,13 +100,15 @@ impl Host {
         let built = checks::build(&config, &plugins, &runtime, &env).await;
         let access = access::Access::from_config(&config.api, &config.source, &env);
         let sources = log_sources(&config, &plugins, &runtime).await;
-        let (checks, access, log_sources) = match (sane, built, access, sources) {
-            (Ok(()), Ok(checks), Ok(access), Ok(sources)) => (checks, access, sources),
-            (sane, built, access, sources) => {
+        let alerting = alerting::Alerting::build(&config, &plugins, &runtime, &env).await;
+        let (checks, access, log_sources, alerting) = match (sane, built, access, sources, alerting) {
+            (Ok(()), Ok(checks), Ok(access), Ok(sources), Ok(alerting)) => (checks, access, sources, alerting),
+            (sane, built, access, sources, alerting) => {
                 let mut errors = sane.err().unwrap_or_default();
                 errors.extend(built.err().unwrap_or_default());
                 errors.extend(access.err().unwrap_or_default());
                 errors.extend(sources.err().unwrap_or_default());
+                errors.extend(alerting.err().unwrap_or_default());
                 return Err(StartError::Config(errors));
             }
         };
@@ -113,6 +119,7 @@ impl Host {
             checks: checks.into_iter().map(Arc::new).collect(),
             access: Arc::new(access),
             log_sources,
+            alerting: Arc::new(alerting),
         })
     }
 }
@@ -327,6 +334,16 @@ pub async fn serve(
     }
     .spawn(host.checks.clone(), &tasks, stop.clone());
     webhooks::spawn(storage.clone(), &events, &tasks, stop.clone());
+    let engine = alerting::Engine::new(
+        host.alerting.clone(),
+        host.runtime.clone(),
+        storage.clone(),
+        board.clone(),
+        events.clone(),
+    )
+    .await?;
+    let rule_status = engine.status();
+    alerting::spawn(engine, &tasks, stop.clone());
     for (source, parsing) in host.log_sources.iter().filter(|(s, _)| s.kind == config::LogSourceKind::File) {
         tail::Tailer {
             storage: storage.clone(),
@@ -346,6 +363,7 @@ pub async fn serve(
     tracing::info!(
         api = %listener.local_addr().map_err(StartError::Serve)?,
         checks = host.checks.len(),
+        rules = host.alerting.rules.iter().filter(|r| r.enabled).count(),
         plugins = host.plugins.iter().count(),
         storage = %storage.path().display(),
         "selfmon is running"
@@ -398,6 +416,8 @@ pub async fn serve(
         tails: Arc::new(tokio::sync::Semaphore::new(query::MAX_TAILS)),
         ingesting: Arc::new(tokio::sync::Semaphore::new(query::MAX_INGESTING)),
         stopping: stop.clone(),
+        alerting: host.alerting.clone(),
+        rule_status,
     });
     let app = api::app(queries, access, &host.config.api).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let stopping = stop.clone();

@@ -155,6 +155,7 @@ fn sandbox(parser: &Plugin) -> Sandbox {
         tls: TlsConfig::system(),
         memory_limit: PARSE_MEMORY,
         timeout: PARSE_TIMEOUT,
+        data: None,
     }
 }
 

@@ -7,6 +7,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::access::Access;
+use crate::alerting::channels::Attempt;
+use crate::alerting::silences::{Silence, SilenceRequest};
+use crate::alerting::{Alerting, RuleStatus, rules};
 use crate::alerts::{Alert, ChangeError, Page, Rule, RuleRequest};
 use crate::analysis::{Aggregation, Analysis, MAX_BUCKETS, MAX_HOURS, Period, Security};
 use crate::events::Events;
@@ -40,6 +43,10 @@ pub struct Queries {
     pub ingesting: Arc<tokio::sync::Semaphore>,
     /// Cancelled when selfmon stops, ending live tails.
     pub stopping: tokio_util::sync::CancellationToken,
+    /// Rules, channels and escalation policies from the config.
+    pub alerting: Arc<Alerting>,
+    /// How every rule fared at its last evaluation.
+    pub rule_status: Arc<std::sync::Mutex<std::collections::BTreeMap<String, RuleStatus>>>,
 }
 
 /// Log ingestions (inflated, parsed and waiting for their commit) at once; a further one waits [`INGEST_WAIT`] for
@@ -319,7 +326,21 @@ impl Queries {
 
     /// Validate and store a new rule; `caller` is the name of the key that asked.
     pub async fn create_rule(&self, request: RuleRequest, caller: Option<String>) -> Result<Rule, QueryError> {
-        let rule = request.validate(caller, SystemTime::now()).map_err(QueryError::Rejected)?;
+        let rule = request
+            .validate(&self.alerting.channel_names(), caller, SystemTime::now())
+            .map_err(QueryError::Rejected)?;
+        if self.alerting.rules.iter().any(|r| r.name == rule.name) {
+            return Err(QueryError::Conflict(format!("the config has a rule named `{}`", rule.name)));
+        }
+        let expression = self.alerting.expression.as_ref().ok_or_else(|| {
+            QueryError::Unavailable("the `expression` rule plugin is not loaded, so rules cannot be created".into())
+        })?;
+        let spec = rules::from_api(&rule, expression, self.alerting.memory_limit);
+        match self.runtime.validate_rule(expression, &spec.sandbox, &spec.config).await {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => return Err(QueryError::Rejected(vec![reason])),
+            Err(failure) => return Err(QueryError::Unavailable(format!("the `expression` plugin failed: {failure}"))),
+        }
         let rule = self.storage.create_rule(rule).await.map_err(change)?;
         tracing::info!(target: "selfmon::security", rule = %rule.name, by = rule.created_by.as_deref(), "Alert rule created");
         Ok(rule)
@@ -343,6 +364,33 @@ impl Queries {
         let alert = self.storage.acknowledge(id, caller, comment).await.map_err(change)?;
         tracing::info!(target: "selfmon::security", alert = id, by = alert.acknowledged_by.as_deref(), "Alert acknowledged");
         Ok(alert)
+    }
+
+    /// Every rule (defaults, config and API) with how it fared at its last evaluation, by name.
+    pub fn rule_states(&self) -> Vec<RuleStatus> {
+        self.rule_status.lock().expect("rule status lock").values().cloned().collect()
+    }
+
+    pub async fn create_silence(&self, request: SilenceRequest, caller: Option<String>) -> Result<Silence, QueryError> {
+        let span = request.validate(SystemTime::now()).map_err(QueryError::Rejected)?;
+        let silence = self.storage.create_silence(request, span, caller).await.map_err(storage)?;
+        tracing::info!(target: "selfmon::security", silence = silence.id, by = silence.created_by.as_deref(), matchers = ?silence.matchers, "Silence created");
+        Ok(silence)
+    }
+
+    /// Attempts to deliver notifications, newest first.
+    pub async fn notification_attempts(&self, offset: u64, limit: u64) -> Result<Page<Attempt>, QueryError> {
+        self.storage.notification_attempts(offset, limit).await.map_err(storage)
+    }
+
+    pub async fn silences(&self, offset: u64, limit: u64) -> Result<Page<Silence>, QueryError> {
+        self.storage.silences(offset, limit).await.map_err(storage)
+    }
+
+    pub async fn expire_silence(&self, id: i64, caller: Option<&str>) -> Result<Silence, QueryError> {
+        let silence = self.storage.expire_silence(id).await.map_err(change)?;
+        tracing::info!(target: "selfmon::security", silence = id, by = caller, "Silence expired");
+        Ok(silence)
     }
 
     /// Latency percentiles, error rates and throughput per check over the last `window`, and the slowest runs.

@@ -54,6 +54,8 @@
 //! - [`http`]: a small blocking HTTP client over `wasi:http`.
 //! - [`tcp`]: TCP connections over `wasi:sockets`, for protocols such as PostgreSQL's.
 //! - [`parse`]: the [`Parser`](parse::Parser) trait for log parsers, and helpers for levels and timestamps.
+//! - [`rule`]: the [`Rule`](rule::Rule) trait for alert rules, and the read-only [`query`](rule::query) of what
+//!   selfmon stored.
 //! - [`log`]: structured records into selfmon's log.
 //! - [`duration`]: serde support for durations written as `"250ms"`, `"10s"`, `"5m"`.
 
@@ -63,6 +65,7 @@ pub mod http;
 pub mod info;
 pub mod log;
 pub mod parse;
+pub mod rule;
 pub mod tcp;
 
 mod export {

@@ -13,6 +13,7 @@ pub mod bindings {
             world imports {
                 import selfmon:plugin/host@0.1.0;
                 import selfmon:plugin/types@0.1.0;
+                import selfmon:plugin/query@0.1.0;
             }
         ",
         world: "selfmon:sdk/imports",
@@ -75,5 +76,28 @@ pub mod parser {
             let reason = format!("the parser answered {} outcomes for {lines} lines", outcomes.len());
             vec![types::ParseOutcome::Invalid(reason); lines]
         }
+    }
+}
+
+/// What `export_rule!` calls.
+pub mod rule {
+    use super::types;
+    use crate::parse::config;
+    use crate::rule::{Context, Rule};
+
+    pub fn info<R: Rule>() -> types::PluginInfo {
+        R::info().into_wit()
+    }
+
+    pub fn validate<R: Rule>(pairs: types::Config) -> Result<(), String> {
+        let config: R::Config = config(&pairs)?;
+        R::validate(&config).map_err(|e| e.to_string())
+    }
+
+    pub fn evaluate<R: Rule>(request: types::RuleRequest) -> Result<Vec<types::Alert>, String> {
+        let config: R::Config = config(&request.config)?;
+        let context = Context::new(request.name, request.now_ms);
+        let alerts = R::evaluate(config, &context).map_err(|e| e.to_string())?;
+        Ok(alerts.into_iter().map(|alert| alert.into_wit(context.name())).collect())
     }
 }

@@ -24,6 +24,7 @@ fn plugin_call(c: &mut Criterion) {
         tls: TlsConfig::system(),
         memory_limit: 64 << 20,
         timeout: Duration::from_secs(10),
+        data: None,
     };
     let request = CheckRequest {
         name: "bench".into(),

@@ -4,12 +4,14 @@
 
 mod support;
 
+mod alerting;
 mod api;
 mod checks;
 mod cli;
 mod dependencies;
 mod graphql;
 mod logs;
+mod notifications;
 mod openapi;
 mod plugins;
 mod postgres;

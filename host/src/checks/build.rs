@@ -26,17 +26,17 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// One thing wrong with a check, and the key it is about (for the line number), if any.
 #[derive(Debug)]
-struct Problem {
-    key: Option<String>,
-    message: String,
+pub(crate) struct Problem {
+    pub key: Option<String>,
+    pub message: String,
 }
 
 impl Problem {
-    fn at(key: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn at(key: &str, message: impl Into<String>) -> Self {
         Self { key: Some(key.to_string()), message: message.into() }
     }
 
-    fn general(message: impl Into<String>) -> Self {
+    pub(crate) fn general(message: impl Into<String>) -> Self {
         Self { key: None, message: message.into() }
     }
 }
@@ -83,6 +83,11 @@ pub async fn build(
         errors.push(ConfigError::new(config.source.name(), None, cycle));
     }
     if errors.is_empty() { Ok(checks) } else { Err(errors) }
+}
+
+/// The names of the loaded checkers.
+fn checkers(plugins: &Plugins) -> Vec<&str> {
+    plugins.iter().filter(|p| p.kind() == Kind::Checker).map(|p| p.info.name.as_str()).collect()
 }
 
 /// The line of `key` inside a check's table, else the table's own line; none without a file.
@@ -183,13 +188,12 @@ fn build_one(
             .collect::<String>();
         problems.push(Problem::at(
             "plugin",
-            format!("unknown plugin `{}` (loaded: {}{refused})", check.plugin, plugins.names().join(", ")),
+            format!("unknown plugin `{}` (checkers: {}{refused})", check.plugin, checkers(plugins).join(", ")),
         ));
         return Err(problems);
     };
     if plugin.kind() != Kind::Checker {
-        let checkers: Vec<&str> =
-            plugins.iter().filter(|p| p.kind() == Kind::Checker).map(|p| p.info.name.as_str()).collect();
+        let checkers = checkers(plugins);
         problems.push(Problem::at(
             "plugin",
             format!(
@@ -264,6 +268,7 @@ fn build_one(
                 tls,
                 memory_limit: usize::try_from(memory_limit.as_u64()).unwrap_or(usize::MAX),
                 timeout,
+                data: None,
             },
             config: config_values,
             secrets,
@@ -374,7 +379,7 @@ fn unknown_key(what: &str, key: &str, accepted: &[Setting]) -> Problem {
 
 /// The operator's config table against the declared settings: no unknown keys, every required key, the right
 /// kinds, defaults (from the environment where allowed, then the declared ones) filled in.
-fn settle_config(
+pub(crate) fn settle_config(
     settings: &[Setting],
     table: &toml::Table,
     env: Option<&Env>,

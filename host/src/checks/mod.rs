@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub(crate) use build::toml_to_json;
 pub use build::{Env, build, kind_name};
+pub(crate) use build::{Problem, settle_config};
 
 use crate::config::Secret;
 use crate::health::{CheckRun, Health, MetricValue};

@@ -4,6 +4,7 @@
 //! They are checked for syntax and types when read; what they mean (does the plugin exist, are the keys right) is
 //! checked when the running host is built from them, see [`crate::checks`].
 
+mod alerting;
 mod secret;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,9 @@ use bytesize::ByteSize;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use alerting::{
+    AlertingConfig, ChannelConfig, ChannelKind, EscalationConfig, EscalationStep, RuleConfig, SmtpSecurity,
+};
 pub use secret::{Secret, SecretRef};
 
 /// The file read when `--config` is not given, if it exists in the working directory.
@@ -32,6 +36,16 @@ pub struct Config {
     pub scheduler: SchedulerConfig,
     pub system: SystemConfig,
     pub retention: RetentionConfig,
+    pub alerting: AlertingConfig,
+    /// Alert rules, one `[[rule]]` table each (besides the default ones and those created through the API).
+    #[serde(rename = "rule")]
+    pub rules: Vec<Spanned<RuleConfig>>,
+    /// Where alert notifications go, one `[[channel]]` table each.
+    #[serde(rename = "channel")]
+    pub channels: Vec<Spanned<ChannelConfig>>,
+    /// Escalation policies, one `[[escalation]]` table each.
+    #[serde(rename = "escalation")]
+    pub escalations: Vec<Spanned<EscalationConfig>>,
     /// The health checks, one `[[check]]` table each.
     #[serde(rename = "check")]
     pub checks: Vec<Spanned<CheckConfig>>,
@@ -483,6 +497,10 @@ impl Config {
             scheduler: SchedulerConfig::default(),
             system: SystemConfig::default(),
             retention: RetentionConfig::default(),
+            alerting: AlertingConfig::default(),
+            rules: Vec::new(),
+            channels: Vec::new(),
+            escalations: Vec::new(),
             checks: Vec::new(),
             log_sources: Vec::new(),
             source: Source::default(),

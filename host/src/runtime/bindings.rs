@@ -19,9 +19,25 @@ pub mod parser {
     });
 }
 
+/// The rule world: the same types and host interface, and the read-only query interface rules import (async: it
+/// reads storage).
+pub mod rule {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "rule",
+        exports: { default: async },
+        imports: { default: async },
+        with: {
+            "selfmon:plugin/types": super::selfmon::plugin::types,
+            "selfmon:plugin/host": super::selfmon::plugin::host,
+        },
+    });
+}
+
+pub use self::rule::selfmon::plugin::query::{Aggregation, CheckState, MetricQuery, SeriesValue};
 pub use self::selfmon::plugin::types::{
-    CheckRequest, CheckResult, Level, LogRecord, Metric, ParseOutcome, ParseRequest, PluginInfo, Setting, Status,
-    ValueKind,
+    Alert, CheckRequest, CheckResult, Level, LogRecord, Metric, ParseOutcome, ParseRequest, PluginInfo, RuleRequest,
+    Setting, Severity, Status, ValueKind,
 };
 
 /// The contract version this host implements; plugins built against another minor version are refused by name.

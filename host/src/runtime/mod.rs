@@ -23,8 +23,8 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
 
 pub use bindings::{
-    CONTRACT_VERSION, CheckRequest, CheckResult, Level, LogRecord, Metric, ParseOutcome, ParseRequest, PluginInfo,
-    Setting, Status, ValueKind,
+    Aggregation, Alert, CONTRACT_VERSION, CheckRequest, CheckResult, CheckState, Level, LogRecord, Metric, MetricQuery,
+    ParseOutcome, ParseRequest, PluginInfo, RuleRequest, SeriesValue, Setting, Severity, Status, ValueKind,
 };
 pub use cache::CompiledCache;
 pub use grants::Grants;
@@ -52,7 +52,18 @@ pub struct Sandbox {
     pub tls: TlsConfig,
     pub memory_limit: usize,
     pub timeout: Duration,
+    /// What a rule's queries read; none for checkers and parsers.
+    pub data: Option<Arc<dyn RuleData>>,
 }
+
+/// What answers a rule's queries, as of the evaluation time.
+pub trait RuleData: Send + Sync + std::fmt::Debug {
+    fn aggregate(&self, query: MetricQuery) -> BoxFuture<Option<f64>>;
+    fn aggregate_series(&self, query: MetricQuery) -> BoxFuture<Vec<SeriesValue>>;
+    fn checks(&self) -> Vec<CheckState>;
+}
+
+pub type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// Why a call produced no answer. The messages are written for operators.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -172,6 +183,7 @@ impl Runtime {
         )?;
         linker.allow_shadowing(false);
         bindings::Checker::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+        bindings::rule::selfmon::plugin::query::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
 
         let ticker = Ticker::start(engine.clone())?;
         Ok(Self { engine, linker, cache, ticker })
@@ -231,6 +243,17 @@ impl Pre for bindings::CheckerPre<PluginState> {
 
 impl Pre for bindings::parser::ParserPre<PluginState> {
     type Instance = bindings::parser::Parser;
+
+    fn instantiate(
+        &self,
+        store: &mut Store<PluginState>,
+    ) -> impl Future<Output = wasmtime::Result<Self::Instance>> + Send {
+        self.instantiate_async(store)
+    }
+}
+
+impl Pre for bindings::rule::RulePre<PluginState> {
+    type Instance = bindings::rule::Rule;
 
     fn instantiate(
         &self,

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use wasmtime::component::Component;
 
-use super::bindings::{self, CONTRACT_VERSION, CheckRequest, CheckResult, ParseOutcome, ParseRequest, PluginInfo};
+use super::bindings::{
+    self, Alert, CONTRACT_VERSION, CheckRequest, CheckResult, ParseOutcome, ParseRequest, PluginInfo, RuleRequest,
+};
 use super::state::{CallLabels, PluginState};
 use super::{CallError, Grants, Redactor, Runtime, Sandbox, TlsConfig};
 
@@ -33,6 +35,7 @@ impl std::fmt::Display for PluginSource {
 pub enum Kind {
     Checker,
     Parser,
+    Rule,
 }
 
 impl Kind {
@@ -40,6 +43,7 @@ impl Kind {
         match self {
             Self::Checker => "checker",
             Self::Parser => "parser",
+            Self::Rule => "rule",
         }
     }
 }
@@ -58,13 +62,21 @@ pub struct Plugin {
 enum Exports {
     Checker(bindings::CheckerPre<PluginState>),
     Parser(bindings::parser::ParserPre<PluginState>),
+    Rule(bindings::rule::RulePre<PluginState>),
 }
 
 impl Plugin {
     pub fn kind(&self) -> Kind {
-        match self.exports {
+        self.exports.kind()
+    }
+}
+
+impl Exports {
+    fn kind(&self) -> Kind {
+        match self {
             Exports::Checker(_) => Kind::Checker,
             Exports::Parser(_) => Kind::Parser,
+            Exports::Rule(_) => Kind::Rule,
         }
     }
 }
@@ -100,6 +112,7 @@ impl Runtime {
             tls: TlsConfig::system(),
             memory_limit: INFO_MEMORY,
             timeout: INFO_TIMEOUT,
+            data: None,
         };
         let (exports, info) = match kind {
             Kind::Checker => {
@@ -121,6 +134,14 @@ impl Runtime {
                     })
                     .await;
                 (Exports::Parser(pre), info)
+            }
+            Kind::Rule => {
+                let pre = bindings::rule::RulePre::new(instance_pre)
+                    .map_err(|e| format!("not a usable rule: {}", root_cause(&e)))?;
+                let info = self
+                    .call(&pre, &sandbox, async |store, rule| rule.selfmon_plugin_alert_rule().call_info(store).await)
+                    .await;
+                (Exports::Rule(pre), info)
             }
         };
         let info = info.map_err(|e| format!("`info` failed: {e}"))?;
@@ -201,6 +222,34 @@ impl Runtime {
         }
     }
 
+    /// Ask a rule whether its config is acceptable. The outer error is a call that failed; the inner one is the
+    /// rule's own verdict.
+    pub async fn validate_rule(
+        &self,
+        plugin: &Plugin,
+        sandbox: &Sandbox,
+        config: &Vec<(String, String)>,
+    ) -> Result<Result<(), String>, CallError> {
+        let pre = rule(plugin)?;
+        self.call(pre, sandbox, async |store, rule| rule.selfmon_plugin_alert_rule().call_validate(store, config).await)
+            .await
+    }
+
+    /// Evaluate a rule once; its queries are answered by `sandbox.data`. The inner error is the rule's own report
+    /// that it could not evaluate.
+    pub async fn evaluate(
+        &self,
+        plugin: &Plugin,
+        sandbox: &Sandbox,
+        request: &RuleRequest,
+    ) -> Result<Result<Vec<Alert>, String>, CallError> {
+        let pre = rule(plugin)?;
+        self.call(pre, sandbox, async |store, rule| {
+            rule.selfmon_plugin_alert_rule().call_evaluate(store, request).await
+        })
+        .await
+    }
+
     /// Whether a component was built for this host's contract and world, said in the plugin author's terms before
     /// wasmtime's own type checking (whose messages name missing imports, not versions).
     fn check_contract(&self, component: &Component) -> Result<Kind, String> {
@@ -226,14 +275,11 @@ impl Runtime {
             return Ok(Kind::Parser);
         }
         if exported("alert-rule") {
-            return Err(
-                "a rule plugin (exports `selfmon:plugin/alert-rule`): this version of selfmon runs checkers and parsers"
-                    .into(),
-            );
+            return Ok(Kind::Rule);
         }
         let expected = format!("selfmon:plugin/health-check@{CONTRACT_VERSION}");
         Err(if exports.is_empty() {
-            format!("exports nothing; a checker exports `{expected}`")
+            format!("exports nothing; a checker exports `{expected}` (a parser `log-parser`, a rule `alert-rule`)")
         } else {
             format!("exports {} but not `{expected}`", exports.join(", "))
         })
@@ -244,7 +290,19 @@ impl Runtime {
 fn checker(plugin: &Plugin) -> Result<&bindings::CheckerPre<PluginState>, CallError> {
     match &plugin.exports {
         Exports::Checker(pre) => Ok(pre),
-        Exports::Parser(_) => Err(CallError::Instantiate(format!("`{}` is a parser, not a checker", plugin.info.name))),
+        other => {
+            Err(CallError::Instantiate(format!("`{}` is a {}, not a checker", plugin.info.name, other.kind().as_str())))
+        }
+    }
+}
+
+/// A plugin's rule exports.
+fn rule(plugin: &Plugin) -> Result<&bindings::rule::RulePre<PluginState>, CallError> {
+    match &plugin.exports {
+        Exports::Rule(pre) => Ok(pre),
+        other => {
+            Err(CallError::Instantiate(format!("`{}` is a {}, not a rule", plugin.info.name, other.kind().as_str())))
+        }
     }
 }
 

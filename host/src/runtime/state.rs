@@ -11,6 +11,7 @@ use wasmtime_wasi::sockets::{SocketAddrUse, WasiSocketsCtxView};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
+use super::bindings::rule::selfmon::plugin::query;
 use super::bindings::{Level, selfmon};
 use super::grants::Grants;
 use super::lookup::GrantedLookup;
@@ -20,6 +21,8 @@ use super::send::{Timeouts, TlsConfig, send};
 
 /// Records one call may write through the `host.log` import; the rest are counted and dropped.
 pub const LOG_RECORDS_PER_CALL: usize = 100;
+/// Queries one rule evaluation may ask; later ones are answered as if there were no data, and a warning is logged.
+pub const QUERIES_PER_CALL: usize = 256;
 /// Longest message, and longest field value, kept from one record.
 const LOG_TEXT_BYTES: usize = 2048;
 /// Fields kept from one record.
@@ -54,6 +57,9 @@ pub struct PluginState {
     hooks: GrantHooks,
     pub(super) memory: MemoryCap,
     pub(super) log: LogBudget,
+    /// What a rule's queries read, and how many it has asked.
+    data: Option<Arc<dyn super::RuleData>>,
+    queries: usize,
 }
 
 impl PluginState {
@@ -99,6 +105,8 @@ impl PluginState {
             hooks: GrantHooks { confinement: confinement.clone(), requests: 0 },
             memory: MemoryCap { limit: sandbox.memory_limit },
             log: LogBudget { confinement, written: 0, dropped: 0 },
+            data: sandbox.data.clone(),
+            queries: 0,
         }
     }
 
@@ -241,6 +249,40 @@ impl LogBudget {
 }
 
 impl selfmon::plugin::types::Host for PluginState {}
+
+impl PluginState {
+    /// The data a query may read, if the call is a rule's and it has not used up its queries.
+    fn rule_data(&mut self) -> Option<Arc<dyn super::RuleData>> {
+        self.queries += 1;
+        if self.queries == QUERIES_PER_CALL + 1 {
+            let labels = &self.log.confinement.labels;
+            tracing::warn!(target: "selfmon::plugin", plugin = %labels.plugin, rule = labels.check.as_deref(),
+                "The rule asked more than {QUERIES_PER_CALL} queries in one evaluation; answering the rest with no data");
+        }
+        if self.queries > QUERIES_PER_CALL { None } else { self.data.clone() }
+    }
+}
+
+impl query::Host for PluginState {
+    async fn aggregate(&mut self, query: query::MetricQuery) -> Option<f64> {
+        self.rule_data()?.aggregate(query).await
+    }
+
+    async fn aggregate_series(&mut self, query: query::MetricQuery) -> Vec<query::SeriesValue> {
+        match self.rule_data() {
+            Some(data) => data.aggregate_series(query).await,
+            None => Vec::new(),
+        }
+    }
+
+    async fn check(&mut self, name: String) -> Option<query::CheckState> {
+        self.rule_data()?.checks().into_iter().find(|c| c.name == name)
+    }
+
+    async fn checks(&mut self) -> Vec<query::CheckState> {
+        self.rule_data().map(|data| data.checks()).unwrap_or_default()
+    }
+}
 
 impl selfmon::plugin::host::Host for PluginState {
     fn log(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {

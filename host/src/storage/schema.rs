@@ -181,6 +181,46 @@ pub fn migrations() -> Migrations<'static> {
             DROP TRIGGER logs_fts_insert;
             ",
         ),
+        M::up(
+            "
+            -- What the alerting engine keeps about each alert besides the first version's columns.
+            ALTER TABLE alerts ADD COLUMN name            TEXT    NOT NULL DEFAULT '';
+            ALTER TABLE alerts ADD COLUMN annotations     TEXT    NOT NULL DEFAULT '{}';  -- JSON object
+            ALTER TABLE alerts ADD COLUMN fired_at        INTEGER;
+            ALTER TABLE alerts ADD COLUMN silenced_by     INTEGER;
+            ALTER TABLE alerts ADD COLUMN inhibited_by    TEXT;
+            ALTER TABLE alerts ADD COLUMN escalation_step INTEGER NOT NULL DEFAULT 0;
+            -- One active alert per fingerprint.
+            CREATE UNIQUE INDEX alerts_active ON alerts (fingerprint) WHERE state != 'resolved';
+
+            -- Silences: alerts whose labels match are not notified between the two times.
+            CREATE TABLE silences (
+                id         INTEGER PRIMARY KEY AUTOINCREMENT,
+                matchers   TEXT    NOT NULL,  -- JSON object of label = value
+                starts_at  INTEGER NOT NULL,
+                ends_at    INTEGER NOT NULL,
+                created_by TEXT,
+                comment    TEXT    NOT NULL
+            );
+            CREATE INDEX silences_by_end ON silences (ends_at);
+
+            -- Every attempt to deliver a notification to a channel.
+            CREATE TABLE alert_notifications (
+                id          INTEGER PRIMARY KEY,
+                channel     TEXT    NOT NULL,
+                group_key   TEXT    NOT NULL,
+                status      TEXT    NOT NULL CHECK (status IN ('firing', 'resolved')),
+                alerts      TEXT    NOT NULL,  -- JSON array of alert ids
+                attempt     INTEGER NOT NULL,
+                at          INTEGER NOT NULL,
+                status_code INTEGER,
+                outcome     TEXT    NOT NULL CHECK (outcome IN ('delivered', 'failed', 'gave_up')),
+                error       TEXT,
+                duration_ms REAL    NOT NULL
+            );
+            CREATE INDEX alert_notifications_by_time ON alert_notifications (at);
+            ",
+        ),
     ])
 }
 
@@ -192,6 +232,6 @@ mod tests {
         let mut db = rusqlite::Connection::open_in_memory().unwrap();
         super::migrations().to_latest(&mut db).unwrap();
         let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-        assert_eq!(version, 7);
+        assert_eq!(version, 8);
     }
 }

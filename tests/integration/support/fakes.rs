@@ -70,7 +70,7 @@ impl TestCa {
         Self { pem: ca.pem(), leaf: leaf.der().clone(), leaf_key: leaf_key.serialize_der() }
     }
 
-    fn acceptor(&self) -> TlsAcceptor {
+    pub fn acceptor(&self) -> TlsAcceptor {
         let key = rustls::pki_types::PrivateKeyDer::Pkcs8(self.leaf_key.clone().into());
         let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()

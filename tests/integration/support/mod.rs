@@ -291,6 +291,7 @@ pub async fn get_json_with_key(url: &str, key: &str) -> (StatusCode, Value) {
 
 pub mod fakes;
 pub mod postgres;
+pub mod smtp;
 
 /// Build the host from a workdir's config and run every enabled check once, in-process.
 pub async fn run_once(workdir: &Workdir) -> std::collections::BTreeMap<String, selfmon::health::CheckRun> {

@@ -1,0 +1,279 @@
+//! What a rule's queries read: stored metric samples, log counts and the checks' latest states, as of one
+//! evaluation time.
+//!
+//! Besides every stored metric there are two counted from the stored logs: `log_records_total` (one series per
+//! `level`) and `log_errors_total` (error and critical records, one series). They answer `rate`, `increase`, `count`
+//! and `sum` over a window (records in it; `rate` per second); other aggregations have no value for them.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use rusqlite::params;
+
+use crate::health::{Board, Health};
+use crate::runtime::{Aggregation, BoxFuture, CheckState, MetricQuery, RuleData, SeriesValue, Status};
+use crate::storage::{Storage, to_millis};
+
+/// Series read per query at most; a metric with more is cut short (the newest series ids first are not favoured:
+/// the order is by id).
+const MAX_SERIES: usize = 1000;
+/// Samples read per series and query at most.
+const MAX_SAMPLES: i64 = 100_000;
+
+pub struct Stored {
+    pub storage: Storage,
+    pub board: Arc<Board>,
+    pub now: SystemTime,
+}
+
+impl std::fmt::Debug for Stored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stored").field("now", &self.now).finish_non_exhaustive()
+    }
+}
+
+type Labels = Vec<(String, String)>;
+
+impl RuleData for Stored {
+    fn aggregate(&self, query: MetricQuery) -> BoxFuture<Option<f64>> {
+        let (storage, now) = (self.storage.clone(), self.now);
+        Box::pin(async move {
+            let series = read(&storage, query.clone(), now).await;
+            if is_log_metric(&query.metric) {
+                let records = series.iter().flat_map(|(_, counts)| counts).sum();
+                return log_value(query.aggregation, records, query.window_ms);
+            }
+            reduce_all(query.aggregation, series, query.window_ms)
+        })
+    }
+
+    fn aggregate_series(&self, query: MetricQuery) -> BoxFuture<Vec<SeriesValue>> {
+        let (storage, now) = (self.storage.clone(), self.now);
+        Box::pin(async move {
+            let log = is_log_metric(&query.metric);
+            read(&storage, query.clone(), now)
+                .await
+                .into_iter()
+                .filter_map(|(labels, values)| {
+                    let value = if log {
+                        log_value(query.aggregation, values.iter().sum(), query.window_ms)?
+                    } else {
+                        reduce(query.aggregation, &values, query.window_ms)?
+                    };
+                    Some(SeriesValue { labels, value })
+                })
+                .collect()
+        })
+    }
+
+    fn checks(&self) -> Vec<CheckState> {
+        self.board
+            .snapshot()
+            .into_iter()
+            .map(|check| CheckState {
+                status: match check.own_status {
+                    Health::Healthy => Some(Status::Healthy),
+                    Health::Degraded => Some(Status::Degraded),
+                    Health::Unhealthy => Some(Status::Unhealthy),
+                    Health::Unknown => None,
+                },
+                summary: check.summary,
+                last_run_ms: check.last_run.and_then(|t| humantime::parse_rfc3339(&t).ok()).map(to_millis),
+                enabled: check.enabled,
+                depends_on: check.depends_on,
+                plugin: check.plugin,
+                name: check.name,
+            })
+            .collect()
+    }
+}
+
+fn is_log_metric(metric: &str) -> bool {
+    matches!(metric, "log_records_total" | "log_errors_total")
+}
+
+/// The value of a log counter: records in the window.
+fn log_value(aggregation: Aggregation, records: f64, window_ms: u64) -> Option<f64> {
+    match aggregation {
+        Aggregation::Count | Aggregation::Sum | Aggregation::Increase => Some(records),
+        Aggregation::Rate => Some(records / seconds(window_ms)),
+        _ => None,
+    }
+}
+
+fn seconds(window_ms: u64) -> f64 {
+    (window_ms as f64 / 1000.0).max(0.001)
+}
+
+/// Each matching series with its samples of the window, oldest first (for log metrics: the count of records).
+async fn read(storage: &Storage, query: MetricQuery, now: SystemTime) -> Vec<(Labels, Vec<f64>)> {
+    let to = to_millis(now);
+    let from = to.saturating_sub(i64::try_from(query.window_ms).unwrap_or(i64::MAX));
+    let result = storage
+        .read(move |db| {
+            if is_log_metric(&query.metric) {
+                return read_logs(db, &query, from, to);
+            }
+            let mut statement = db.prepare_cached("SELECT id, labels FROM series WHERE name = ?1 ORDER BY id")?;
+            let matching: Vec<(i64, Labels)> = statement
+                .query_map([&query.metric], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)))?
+                .filter_map(Result::ok)
+                .filter_map(|(id, labels)| Some((id, serde_json::from_str::<Labels>(&labels).ok()?)))
+                .filter(|(_, labels)| query.matchers.iter().all(|m| labels.contains(m)))
+                .take(MAX_SERIES)
+                .collect();
+            let mut out = Vec::with_capacity(matching.len());
+            let mut samples = db.prepare_cached(
+                "SELECT value FROM samples WHERE series_id = ?1 AND ts > ?2 AND ts <= ?3 ORDER BY ts LIMIT ?4",
+            )?;
+            for (id, labels) in matching {
+                let values: Vec<f64> = samples
+                    .query_map(params![id, from, to, MAX_SAMPLES], |row| row.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                if !values.is_empty() {
+                    out.push((labels, values));
+                }
+            }
+            Ok(out)
+        })
+        .await;
+    result.unwrap_or_else(|error| {
+        tracing::error!(%error, "A rule's query could not be read");
+        Vec::new()
+    })
+}
+
+/// Log records of the window as series: per level for `log_records_total`, one for `log_errors_total`; the
+/// matchers (`level`, `service`, `source`) filter them.
+fn read_logs(
+    db: &rusqlite::Connection,
+    query: &MetricQuery,
+    from: i64,
+    to: i64,
+) -> rusqlite::Result<Vec<(Labels, Vec<f64>)>> {
+    let mut filters = vec!["ts > ?1".to_string(), "ts <= ?2".to_string()];
+    let mut values: Vec<String> = Vec::new();
+    for (label, value) in &query.matchers {
+        let column = match label.as_str() {
+            "level" | "service" | "source" => label.as_str(),
+            // A label no record has matches nothing.
+            _ => return Ok(Vec::new()),
+        };
+        values.push(value.clone());
+        filters.push(format!("{column} = ?{}", values.len() + 2));
+    }
+    let errors = query.metric == "log_errors_total";
+    if errors {
+        filters.push("level IN ('error', 'critical')".into());
+    }
+    let sql = format!("SELECT level, COUNT(*) FROM logs WHERE {} GROUP BY level", filters.join(" AND "));
+    let mut statement = db.prepare(&sql)?;
+    let mut parameters: Vec<&dyn rusqlite::ToSql> = vec![&from, &to];
+    parameters.extend(values.iter().map(|v| v as &dyn rusqlite::ToSql));
+    let counts: Vec<(String, i64)> = statement
+        .query_map(parameters.as_slice(), |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let records = |n: i64| vec![n as f64];
+    if errors {
+        let total: i64 = counts.iter().map(|(_, n)| n).sum();
+        return Ok(if total == 0 { Vec::new() } else { vec![(query.matchers.clone(), records(total))] });
+    }
+    Ok(counts
+        .into_iter()
+        .map(|(level, n)| {
+            let mut labels = query.matchers.clone();
+            if !labels.iter().any(|(k, _)| k == "level") {
+                labels.push(("level".into(), level));
+            }
+            labels.sort();
+            (labels, records(n))
+        })
+        .collect())
+}
+
+/// All series together, reduced to one value.
+fn reduce_all(aggregation: Aggregation, series: Vec<(Labels, Vec<f64>)>, window_ms: u64) -> Option<f64> {
+    match aggregation {
+        // Counters are per series; their increases add up.
+        Aggregation::Rate | Aggregation::Increase => {
+            let each: Vec<f64> = series.iter().filter_map(|(_, v)| reduce(aggregation, v, window_ms)).collect();
+            (!each.is_empty()).then(|| each.iter().sum())
+        }
+        Aggregation::Last => series.iter().filter_map(|(_, v)| v.last().copied()).reduce(f64::max),
+        _ => {
+            let all: Vec<f64> = series.into_iter().flat_map(|(_, v)| v).collect();
+            reduce(aggregation, &all, window_ms)
+        }
+    }
+}
+
+/// One series' samples, oldest first, reduced to one value.
+fn reduce(aggregation: Aggregation, values: &[f64], window_ms: u64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let n = values.len() as f64;
+    Some(match aggregation {
+        Aggregation::Avg => values.iter().sum::<f64>() / n,
+        Aggregation::Min => values.iter().copied().fold(f64::INFINITY, f64::min),
+        Aggregation::Max => values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        Aggregation::Sum => values.iter().sum(),
+        Aggregation::Count => n,
+        Aggregation::Last => *values.last()?,
+        Aggregation::Increase => increase(values)?,
+        Aggregation::Rate => increase(values)? / seconds(window_ms),
+        Aggregation::P50 => quantile(values, 0.50),
+        Aggregation::P95 => quantile(values, 0.95),
+        Aggregation::P99 => quantile(values, 0.99),
+    })
+}
+
+/// How much a counter grew over its samples; a drop is a reset (the process restarted), after which the counter
+/// counted from zero. Needs two samples.
+fn increase(values: &[f64]) -> Option<f64> {
+    if values.len() < 2 {
+        return None;
+    }
+    Some(values.windows(2).map(|w| if w[1] >= w[0] { w[1] - w[0] } else { w[1] }).sum())
+}
+
+/// The nearest-rank quantile.
+fn quantile(values: &[f64], q: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reductions_of_one_series() {
+        let values = [3.0, 1.0, 4.0, 1.0, 5.0];
+        let of = |aggregation| reduce(aggregation, &values, 10_000).unwrap();
+        assert_eq!(of(Aggregation::Avg), 2.8);
+        assert_eq!((of(Aggregation::Min), of(Aggregation::Max), of(Aggregation::Sum)), (1.0, 5.0, 14.0));
+        assert_eq!((of(Aggregation::Count), of(Aggregation::Last)), (5.0, 5.0));
+        assert_eq!((of(Aggregation::P50), of(Aggregation::P99)), (3.0, 5.0));
+        assert_eq!(reduce(Aggregation::Avg, &[], 1000), None);
+    }
+
+    #[test]
+    fn counters_allow_for_resets() {
+        assert_eq!(increase(&[10.0, 15.0, 20.0]), Some(10.0));
+        assert_eq!(increase(&[10.0, 15.0, 2.0, 5.0]), Some(10.0), "5 before the reset, 2 and 3 after");
+        assert_eq!(increase(&[7.0]), None, "one sample says nothing about growth");
+        assert_eq!(reduce(Aggregation::Rate, &[0.0, 30.0], 60_000), Some(0.5));
+        let two = vec![(Vec::new(), vec![0.0, 6.0]), (Vec::new(), vec![1.0, 5.0])];
+        assert_eq!(reduce_all(Aggregation::Increase, two, 60_000), Some(10.0));
+    }
+
+    #[test]
+    fn log_counters_count_records_in_the_window() {
+        assert_eq!(log_value(Aggregation::Rate, 30.0, 60_000), Some(0.5));
+        assert_eq!(log_value(Aggregation::Increase, 30.0, 60_000), Some(30.0));
+        assert_eq!(log_value(Aggregation::Avg, 30.0, 60_000), None);
+    }
+}

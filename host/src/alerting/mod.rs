@@ -1,0 +1,767 @@
+//! Alerting: rules evaluated on a schedule, the alerts they raise carried through their lifecycle, held back by
+//! silences and by down dependencies, escalated while nobody acknowledges them, and delivered to channels in
+//! groups.
+//!
+//! Rules are plugins of the contract's `rule` world (the built-in `expression` and `health` ones, or dropped in);
+//! everything after a rule's answer belongs to the host:
+//!
+//! - [`lifecycle`]: pending → firing → resolved, one alert per fingerprint;
+//! - silences (stored, with label matchers and an expiry) and inhibition (an alert about a check whose dependency
+//!   is down is held back, naming that dependency) decide whether a firing alert is notified;
+//! - escalation policies raise an unacknowledged alert's severity and add channels as time passes;
+//! - [`dispatch`]: grouping and pacing; [`channels`]: payloads and delivery.
+//!
+//! The [`Engine`] does one step at a time on the clock it is given ([`Engine::tick`]), so tests drive it through
+//! hours in milliseconds; [`spawn`] drives it on the real clock.
+
+pub mod channels;
+pub mod data;
+pub mod dispatch;
+pub mod lifecycle;
+pub mod rules;
+pub mod silences;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use rusqlite::params;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::alerts::{Alert, SEVERITIES};
+use crate::config::{AlertingConfig, ChannelKind, Config, ConfigError};
+use crate::events::{Events, Payload};
+use crate::health::Board;
+use crate::plugins::Plugins;
+use crate::runtime::{RuleRequest, Runtime, Severity};
+use crate::storage::{Storage, StorageError, from_millis, to_millis};
+use channels::{Channel, DASHBOARD};
+use dispatch::{Dispatcher, Notice, Notification, Pacing, Status};
+use lifecycle::{Change, Lifecycle, Raised, State, Tracked};
+use rules::RuleSpec;
+
+/// Alerts one evaluation of one rule may raise; the rest are dropped with a warning.
+const MAX_ALERTS_PER_RULE: usize = 1000;
+/// Labels and annotations per alert at most, and the longest name or value kept.
+const MAX_LABELS: usize = 32;
+const LABEL_BYTES: usize = 1024;
+/// How often [`spawn`]'s loop steps.
+const STEP: Duration = Duration::from_secs(1);
+/// Notifications being delivered (retries included) at most; past this a notification is dropped and logged.
+const MAX_DELIVERIES: usize = 64;
+
+/// One step of an escalation policy.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub after: Duration,
+    pub channels: Vec<String>,
+    pub severity: Option<String>,
+}
+
+/// Everything alerting needs from the config, checked.
+#[derive(Debug)]
+pub struct Alerting {
+    pub config: AlertingConfig,
+    /// The config's rules and the defaults (API rules are read from storage on every evaluation).
+    pub rules: Vec<RuleSpec>,
+    pub channels: Vec<Arc<Channel>>,
+    pub escalations: BTreeMap<String, Vec<Step>>,
+    /// The plugin API rules run on.
+    pub expression: Option<Arc<crate::runtime::Plugin>>,
+    pub memory_limit: usize,
+}
+
+impl Alerting {
+    /// Build from a config with its plugins loaded: every problem with channels, escalations and rules is
+    /// reported.
+    pub async fn build(
+        config: &Config,
+        plugins: &Plugins,
+        runtime: &Runtime,
+        env: &crate::checks::Env,
+    ) -> Result<Self, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let alerting = &config.alerting;
+        let mut problem = |message: String| errors.push(ConfigError::new(config.source.name(), None, message));
+        if alerting.interval < Duration::from_secs(1) {
+            problem("`[alerting] interval` must be at least 1s".into());
+        }
+        if alerting.repeat_interval < Duration::from_secs(60) {
+            problem("`[alerting] repeat_interval` must be at least 1m".into());
+        }
+        if !alerting.ai_daily_budget.is_finite() || alerting.ai_daily_budget < 0.0 {
+            problem("`[alerting] ai_daily_budget` must be a number of dollars, 0 or more".into());
+        }
+        if let Some(url) = &alerting.external_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            problem(format!("`[alerting] external_url`: `{url}` is not an http:// or https:// URL"));
+        }
+        let channels = channels::build(config, env).unwrap_or_else(|more| {
+            errors.extend(more);
+            Vec::new()
+        });
+        let mut names: Vec<String> = vec![DASHBOARD.to_string()];
+        names.extend(ChannelKind::ALL.iter().map(|k| k.as_str().to_string()));
+        names.extend(channels.iter().map(|c| c.name.clone()));
+        for channel in &alerting.default_channels {
+            if !names.contains(channel) {
+                errors.push(ConfigError::new(
+                    config.source.name(),
+                    None,
+                    format!("`[alerting] default_channels`: no channel `{channel}`"),
+                ));
+            }
+        }
+        let mut escalations = BTreeMap::new();
+        for spanned in &config.escalations {
+            let policy = spanned.get_ref();
+            let line = config.source.file.as_ref().map(|_| config.source.line_of(spanned.span().start));
+            let mut problem = |message: String| {
+                errors.push(ConfigError::new(
+                    config.source.name(),
+                    line,
+                    format!("escalation `{}`: {message}", policy.name),
+                ))
+            };
+            if escalations.contains_key(&policy.name) {
+                problem("the name is used by another escalation".into());
+            }
+            if policy.steps.is_empty() {
+                problem("it has no `[[escalation.step]]`".into());
+            }
+            if policy.steps.windows(2).any(|w| w[1].after <= w[0].after) {
+                problem("each step's `after` must be later than the one before".into());
+            }
+            for step in &policy.steps {
+                if let Some(severity) = &step.severity
+                    && !SEVERITIES.contains(&severity.as_str())
+                {
+                    problem(format!("`severity` must be one of {}, not `{severity}`", SEVERITIES.join(", ")));
+                }
+                for channel in &step.channels {
+                    if !names.contains(channel) {
+                        problem(format!("no channel `{channel}`"));
+                    }
+                }
+            }
+            let steps = policy
+                .steps
+                .iter()
+                .map(|s| Step { after: s.after, channels: s.channels.clone(), severity: s.severity.clone() })
+                .collect();
+            escalations.insert(policy.name.clone(), steps);
+        }
+        let rules = rules::build(config, plugins, runtime, &names).await.unwrap_or_else(|more| {
+            errors.extend(more);
+            Vec::new()
+        });
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Self {
+            config: alerting.clone(),
+            rules,
+            channels,
+            escalations,
+            expression: plugins.get("expression").cloned(),
+            memory_limit: usize::try_from(config.plugins.memory_limit.as_u64()).unwrap_or(usize::MAX),
+        })
+    }
+
+    /// Every name a rule may use in `channels`.
+    pub fn channel_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = vec![DASHBOARD.to_string()];
+        names.extend(ChannelKind::ALL.iter().map(|k| k.as_str().to_string()));
+        names.extend(self.channels.iter().map(|c| c.name.clone()));
+        names
+    }
+
+    /// The channels behind the names a rule uses: a channel's own name, or a kind's for all its channels.
+    fn expand(&self, names: &[String]) -> Vec<Arc<Channel>> {
+        let mut out: Vec<Arc<Channel>> = Vec::new();
+        for name in names {
+            for channel in &self.channels {
+                if (&channel.name == name || channel.kind.as_str() == name)
+                    && !out.iter().any(|c| c.name == channel.name)
+                {
+                    out.push(channel.clone());
+                }
+            }
+        }
+        out
+    }
+
+    fn pacing(&self, channel: &str) -> Option<Pacing> {
+        self.channels.iter().find(|c| c.name == channel).map(|c| c.pacing(&self.config))
+    }
+
+    fn external_url(&self) -> String {
+        self.config.external_url.clone().unwrap_or_default()
+    }
+}
+
+/// How a rule fared at its last evaluation, for the API.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, async_graphql::SimpleObject)]
+pub struct RuleStatus {
+    pub name: String,
+    pub plugin: String,
+    /// default, config or api.
+    pub origin: String,
+    pub enabled: bool,
+    pub severity: Option<String>,
+    pub for_seconds: f64,
+    pub channels: Vec<String>,
+    pub escalation: Option<String>,
+    pub description: String,
+    /// inactive, pending or firing: the most urgent of its alerts.
+    pub state: String,
+    /// RFC 3339.
+    pub last_evaluation: Option<String>,
+    pub evaluation_ms: Option<f64>,
+    /// Why the last evaluation failed (a trap, a deadline, the rule's own error).
+    pub error: Option<String>,
+}
+
+/// What the engine knows about how an active, firing alert is being notified.
+#[derive(Debug, Clone, PartialEq)]
+struct Delivery {
+    /// Neither silenced nor inhibited.
+    notifiable: bool,
+    silenced_by: Option<i64>,
+    inhibited_by: Option<String>,
+    /// Escalation steps taken.
+    step: usize,
+    severity: String,
+    /// The channels it was pushed to.
+    channels: Vec<String>,
+}
+
+/// The alerting engine: one step at a time, on the clock it is given.
+pub struct Engine {
+    alerting: Arc<Alerting>,
+    runtime: Arc<Runtime>,
+    storage: Storage,
+    board: Arc<Board>,
+    events: Events,
+    lifecycle: Lifecycle,
+    dispatcher: Dispatcher,
+    deliveries: HashMap<String, Delivery>,
+    /// The rules of the last evaluation, by name.
+    specs: BTreeMap<String, RuleSpec>,
+    next_evaluation: Option<SystemTime>,
+    status: Arc<Mutex<BTreeMap<String, RuleStatus>>>,
+}
+
+impl Engine {
+    /// An engine that carries on with the alerts that were active when selfmon stopped.
+    pub async fn new(
+        alerting: Arc<Alerting>,
+        runtime: Arc<Runtime>,
+        storage: Storage,
+        board: Arc<Board>,
+        events: Events,
+    ) -> Result<Self, StorageError> {
+        let (tracked, steps) = active_alerts(&storage).await?;
+        let deliveries = steps
+            .into_iter()
+            .map(|(fingerprint, (step, severity))| {
+                let delivery = Delivery {
+                    notifiable: false,
+                    silenced_by: None,
+                    inhibited_by: None,
+                    step,
+                    severity,
+                    channels: Vec::new(),
+                };
+                (fingerprint, delivery)
+            })
+            .collect();
+        Ok(Self {
+            alerting,
+            runtime,
+            storage,
+            board,
+            events,
+            lifecycle: Lifecycle::resume(tracked),
+            dispatcher: Dispatcher::default(),
+            deliveries,
+            specs: BTreeMap::new(),
+            next_evaluation: None,
+            status: Arc::default(),
+        })
+    }
+
+    /// The rules' states, shared with the API.
+    pub fn status(&self) -> Arc<Mutex<BTreeMap<String, RuleStatus>>> {
+        self.status.clone()
+    }
+
+    /// One step at `now`: evaluate the rules when their interval has passed, apply silences, inhibitions and
+    /// escalations, and return the notifications due, with their channels.
+    pub async fn tick(&mut self, now: SystemTime) -> Vec<(Arc<Channel>, Notification)> {
+        if self.next_evaluation.is_none_or(|next| now >= next) {
+            self.evaluate(now).await;
+            self.next_evaluation = Some(now + self.alerting.config.interval);
+        }
+        if let Err(error) = self.reconsider(now).await {
+            tracing::error!(%error, "Cannot read silences and acknowledgements; notifications wait");
+            return Vec::new();
+        }
+        let alerting = self.alerting.clone();
+        self.dispatcher
+            .due(now, |channel| alerting.pacing(channel))
+            .into_iter()
+            .filter_map(|n| Some((alerting.channels.iter().find(|c| c.name == n.channel)?.clone(), n)))
+            .collect()
+    }
+
+    /// Evaluate every enabled rule at `now` and carry its alerts through their lifecycle.
+    async fn evaluate(&mut self, now: SystemTime) {
+        let mut specs: Vec<RuleSpec> = self.alerting.rules.clone();
+        match (&self.alerting.expression, self.storage.rules(0, 10_000).await) {
+            (Some(expression), Ok(page)) => {
+                let api: Vec<RuleSpec> = page
+                    .items
+                    .iter()
+                    .filter(|r| !specs.iter().any(|s| s.name == r.name))
+                    .map(|r| rules::from_api(r, expression, self.alerting.memory_limit))
+                    .collect();
+                specs.extend(api);
+            }
+            (None, Ok(page)) if page.total > 0 => {
+                tracing::error!("Rules created through the API need the `expression` plugin, which is not loaded");
+            }
+            (_, Ok(_)) => {}
+            (_, Err(error)) => tracing::error!(%error, "Cannot read the API's alert rules"),
+        }
+        let data: Arc<dyn crate::runtime::RuleData> =
+            Arc::new(data::Stored { storage: self.storage.clone(), board: self.board.clone(), now });
+        let mut calls = tokio::task::JoinSet::new();
+        for spec in specs.iter().filter(|s| s.enabled).cloned() {
+            let (runtime, data) = (self.runtime.clone(), data.clone());
+            calls.spawn(async move {
+                let started = std::time::Instant::now();
+                let sandbox = crate::runtime::Sandbox { data: Some(data), ..spec.sandbox.clone() };
+                let request =
+                    RuleRequest { name: spec.name.clone(), config: spec.config.clone(), now_ms: to_millis(now) };
+                let result = match runtime.evaluate(&spec.plugin, &sandbox, &request).await {
+                    Ok(Ok(alerts)) => Ok(alerts),
+                    Ok(Err(reason)) => Err(format!("the rule could not evaluate: {reason}")),
+                    Err(failure) => Err(failure.to_string()),
+                };
+                (spec, result, started.elapsed())
+            });
+        }
+        let mut changes = Vec::new();
+        let mut status = BTreeMap::new();
+        for spec in &specs {
+            status.insert(spec.name.clone(), rule_status(spec, now));
+        }
+        while let Some(joined) = calls.join_next().await {
+            let Ok((spec, result, took)) = joined else { continue };
+            let entry = status.get_mut(&spec.name).expect("every rule has a status");
+            entry.evaluation_ms = Some(took.as_secs_f64() * 1000.0);
+            match result {
+                Ok(alerts) => {
+                    if alerts.len() > MAX_ALERTS_PER_RULE {
+                        tracing::warn!(rule = %spec.name, raised = alerts.len(), "The rule raised more than {MAX_ALERTS_PER_RULE} alerts; the rest are dropped");
+                    }
+                    let raised = alerts.into_iter().take(MAX_ALERTS_PER_RULE).map(|a| raise(&spec, a)).collect();
+                    changes.extend(self.lifecycle.observe(&spec.name, spec.hold, now, raised));
+                }
+                Err(error) => {
+                    tracing::warn!(rule = %spec.name, plugin = %spec.plugin.info.name, %error, "Alert rule failed; its alerts stay as they were");
+                    entry.error = Some(error);
+                }
+            }
+        }
+        for rule in self.lifecycle.rules() {
+            if !specs.iter().any(|s| s.name == rule && s.enabled) {
+                changes.extend(self.lifecycle.forget(&rule, now));
+            }
+        }
+        self.specs = specs.into_iter().map(|s| (s.name.clone(), s)).collect();
+        if let Err(error) = self.store(&changes).await {
+            tracing::error!(%error, "Cannot store alert changes");
+        }
+        for change in changes {
+            self.announce(change, now);
+        }
+        for (name, entry) in &mut status {
+            let states: Vec<State> = self.lifecycle.all().filter(|t| &t.rule == name).map(|t| t.state).collect();
+            entry.state = if states.contains(&State::Firing) {
+                "firing"
+            } else if states.contains(&State::Pending) {
+                "pending"
+            } else {
+                "inactive"
+            }
+            .into();
+        }
+        *self.status.lock().expect("rule status lock") = status;
+    }
+
+    /// Store what an evaluation changed, in one transaction; new alerts get their ids.
+    async fn store(&mut self, changes: &[Change]) -> Result<(), StorageError> {
+        let changes = changes.to_vec();
+        let ids = self
+            .storage
+            .apply(move |db| {
+                let mut ids = Vec::new();
+                for change in &changes {
+                    match change {
+                        Change::Pending(t) | Change::Fired(t) | Change::Updated(t) => match t.id {
+                            Some(id) => {
+                                db.execute(
+                                    "UPDATE alerts SET state = ?2, severity = ?3, summary = ?4, annotations = ?5,
+                                     fired_at = ?6 WHERE id = ?1",
+                                    params![
+                                        id,
+                                        t.state.as_str(),
+                                        t.raised.severity,
+                                        t.raised.summary,
+                                        json(&t.raised.annotations),
+                                        t.fired_at.map(to_millis)
+                                    ],
+                                )?;
+                            }
+                            None => {
+                                db.execute(
+                                    "INSERT INTO alerts (fingerprint, rule, name, severity, state, summary, labels,
+                                     annotations, started_at, fired_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                                    params![
+                                        t.fingerprint,
+                                        t.rule,
+                                        t.raised.name,
+                                        t.raised.severity,
+                                        t.state.as_str(),
+                                        t.raised.summary,
+                                        json(&t.raised.labels),
+                                        json(&t.raised.annotations),
+                                        to_millis(t.started_at),
+                                        t.fired_at.map(to_millis)
+                                    ],
+                                )?;
+                                ids.push((t.fingerprint.clone(), db.last_insert_rowid()));
+                            }
+                        },
+                        Change::Resolved(t, at) => {
+                            db.execute(
+                                "UPDATE alerts SET state = 'resolved', resolved_at = ?2 WHERE fingerprint = ?1
+                                 AND state != 'resolved'",
+                                params![t.fingerprint, to_millis(*at)],
+                            )?;
+                        }
+                        Change::Dropped(t) => {
+                            db.execute(
+                                "DELETE FROM alerts WHERE fingerprint = ?1 AND state = 'pending'",
+                                [&t.fingerprint],
+                            )?;
+                        }
+                    }
+                }
+                Ok(ids)
+            })
+            .await?;
+        for (fingerprint, id) in ids {
+            self.lifecycle.stored(&fingerprint, id);
+        }
+        Ok(())
+    }
+
+    /// Tell the event bus, and the channels of alerts that resolved.
+    fn announce(&mut self, change: Change, now: SystemTime) {
+        match change {
+            Change::Fired(t) => {
+                let t = self.lifecycle.get(&t.fingerprint).cloned().unwrap_or(t);
+                self.events.publish(Payload::AlertFired(self.alert_of(&t, None)));
+            }
+            Change::Resolved(t, at) => {
+                let t = Tracked { id: t.id.or_else(|| self.lifecycle.get(&t.fingerprint).and_then(|x| x.id)), ..t };
+                self.events.publish(Payload::AlertResolved(self.alert_of(&t, Some(at))));
+                if let Some(delivery) = self.deliveries.remove(&t.fingerprint) {
+                    let mut notice = notice(&t, &delivery.severity, Status::Resolved);
+                    notice.resolved_at = Some(at);
+                    for channel in &delivery.channels {
+                        if let Some(pacing) = self.alerting.pacing(channel) {
+                            self.dispatcher.push(channel, &pacing, notice.clone(), now);
+                        }
+                    }
+                }
+            }
+            Change::Pending(_) | Change::Updated(_) | Change::Dropped(_) => {}
+        }
+    }
+
+    /// Apply silences, inhibitions, acknowledgements and escalation to every firing alert, and push what changed
+    /// to the dispatcher.
+    async fn reconsider(&mut self, now: SystemTime) -> Result<(), StorageError> {
+        let silences = self.storage.active_silences(now).await?;
+        let acknowledged = self.storage.acknowledged_alerts().await?;
+        let firing: Vec<Tracked> = self.lifecycle.all().filter(|t| t.state == State::Firing).cloned().collect();
+        let mut updates = Vec::new();
+        for tracked in firing {
+            let Some(spec) = self.specs.get(&tracked.rule) else { continue };
+            let previous = self.deliveries.get(&tracked.fingerprint).cloned();
+            let silenced_by = silences.iter().find(|s| s.matches(&labels_with_name(&tracked))).map(|s| s.id);
+            let inhibited_by = tracked.raised.labels.get("check").and_then(|check| self.board.cause_of(check));
+            let acked = tracked.id.is_some_and(|id| acknowledged.contains(&id));
+            let policy = spec.escalation.as_ref().and_then(|name| self.alerting.escalations.get(name));
+            let mut step = previous.as_ref().map_or(0, |p| p.step);
+            if let (Some(policy), false, Some(fired_at)) = (policy, acked, tracked.fired_at) {
+                let elapsed = now.duration_since(fired_at).unwrap_or_default();
+                step = step.max(policy.iter().filter(|s| elapsed >= s.after).count());
+            }
+            let mut severity = tracked.raised.severity.clone();
+            let mut channels = spec.channels.clone();
+            for taken in policy.map(|p| &p[..step.min(p.len())]).unwrap_or_default() {
+                if let Some(raised) = &taken.severity {
+                    severity = raised.clone();
+                }
+                channels.extend(taken.channels.iter().cloned());
+            }
+            let channels: Vec<String> = self.alerting.expand(&channels).iter().map(|c| c.name.clone()).collect();
+            let delivery = Delivery {
+                notifiable: silenced_by.is_none() && inhibited_by.is_none(),
+                silenced_by,
+                inhibited_by,
+                step,
+                severity,
+                channels,
+            };
+            if previous.as_ref().is_some_and(|p| p.notifiable) && !delivery.notifiable {
+                self.dispatcher.withdraw(&tracked.fingerprint);
+            }
+            // Pushing what a group already holds changes nothing but the text; what is new starts the group's clock.
+            if delivery.notifiable {
+                let notice = notice(&tracked, &delivery.severity, Status::Firing);
+                for channel in &delivery.channels {
+                    if let Some(pacing) = self.alerting.pacing(channel) {
+                        self.dispatcher.push(channel, &pacing, notice.clone(), now);
+                    }
+                }
+            }
+            if previous.as_ref() != Some(&delivery)
+                && let Some(id) = tracked.id
+            {
+                updates.push((id, delivery.clone()));
+            }
+            self.deliveries.insert(tracked.fingerprint.clone(), delivery);
+        }
+        if !updates.is_empty() {
+            self.storage
+                .apply(move |db| {
+                    for (id, d) in &updates {
+                        db.execute(
+                            "UPDATE alerts SET silenced_by = ?2, inhibited_by = ?3, escalation_step = ?4, severity = ?5
+                             WHERE id = ?1",
+                            params![id, d.silenced_by, d.inhibited_by, d.step as i64, d.severity],
+                        )?;
+                    }
+                    Ok(())
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// An alert as the event bus carries it.
+    fn alert_of(&self, t: &Tracked, resolved_at: Option<SystemTime>) -> Alert {
+        let delivery = self.deliveries.get(&t.fingerprint);
+        Alert {
+            id: t.id.unwrap_or_default(),
+            fingerprint: t.fingerprint.clone(),
+            rule: t.rule.clone(),
+            name: t.raised.name.clone(),
+            severity: delivery.map_or_else(|| t.raised.severity.clone(), |d| d.severity.clone()),
+            state: if resolved_at.is_some() { "resolved".into() } else { t.state.as_str().into() },
+            summary: t.raised.summary.clone(),
+            labels: t.raised.labels.clone(),
+            annotations: t.raised.annotations.clone(),
+            started_at: rfc3339(t.started_at),
+            fired_at: t.fired_at.map(rfc3339),
+            resolved_at: resolved_at.map(rfc3339),
+            acknowledged_at: None,
+            acknowledged_by: None,
+            ack_comment: None,
+            silenced_by: delivery.and_then(|d| d.silenced_by),
+            inhibited_by: delivery.and_then(|d| d.inhibited_by.clone()),
+            escalation_step: delivery.map_or(0, |d| d.step as u32),
+        }
+    }
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+fn json(map: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(map).unwrap_or_default()
+}
+
+/// A rule's status before its evaluation is known.
+fn rule_status(spec: &RuleSpec, now: SystemTime) -> RuleStatus {
+    RuleStatus {
+        name: spec.name.clone(),
+        plugin: spec.plugin.info.name.clone(),
+        origin: serde_json::to_value(spec.origin).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+        enabled: spec.enabled,
+        severity: spec.severity.clone(),
+        for_seconds: spec.hold.as_secs_f64(),
+        channels: spec.channels.clone(),
+        escalation: spec.escalation.clone(),
+        description: spec.description.clone(),
+        state: "inactive".into(),
+        last_evaluation: spec.enabled.then(|| rfc3339(now)),
+        evaluation_ms: None,
+        error: None,
+    }
+}
+
+/// A plugin's alert as the lifecycle takes it: the rule's severity and labels applied, names and sizes bounded.
+fn raise(spec: &RuleSpec, alert: crate::runtime::Alert) -> Raised {
+    let bounded = |pairs: Vec<(String, String)>| -> BTreeMap<String, String> {
+        pairs
+            .into_iter()
+            .filter(|(k, _)| !k.is_empty())
+            .take(MAX_LABELS)
+            .map(|(k, v)| {
+                (
+                    crate::runtime::truncate(&k, LABEL_BYTES).to_string(),
+                    crate::runtime::truncate(&v, LABEL_BYTES).to_string(),
+                )
+            })
+            .collect()
+    };
+    let mut labels = bounded(alert.labels);
+    labels.extend(spec.labels.clone());
+    let mut annotations = bounded(alert.annotations);
+    if !spec.description.is_empty() {
+        annotations.entry("description".into()).or_insert_with(|| spec.description.clone());
+    }
+    let severity = spec.severity.clone().unwrap_or_else(|| severity_name(alert.severity).to_string());
+    Raised {
+        name: crate::runtime::truncate(&alert.name, 128).to_string(),
+        severity,
+        summary: crate::runtime::one_line(crate::runtime::truncate(&alert.summary, LABEL_BYTES)).into_owned(),
+        labels,
+        annotations,
+    }
+}
+
+fn severity_name(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Info => "info",
+        Severity::Low => "low",
+        Severity::Medium => "medium",
+        Severity::High => "high",
+        Severity::Critical => "critical",
+    }
+}
+
+/// Labels with `alertname`, as silences and receivers see them.
+fn labels_with_name(t: &Tracked) -> BTreeMap<String, String> {
+    let mut labels = t.raised.labels.clone();
+    labels.insert("alertname".into(), t.raised.name.clone());
+    labels.insert("rule".into(), t.rule.clone());
+    labels
+}
+
+fn notice(t: &Tracked, severity: &str, status: Status) -> Notice {
+    let mut labels = labels_with_name(t);
+    labels.remove("rule");
+    labels.insert("severity".into(), severity.to_string());
+    Notice {
+        id: t.id.unwrap_or_default(),
+        fingerprint: t.fingerprint.clone(),
+        rule: t.rule.clone(),
+        severity: severity.to_string(),
+        summary: t.raised.summary.clone(),
+        labels,
+        annotations: t.raised.annotations.clone(),
+        status,
+        fired_at: t.fired_at.unwrap_or(t.started_at),
+        resolved_at: None,
+    }
+}
+
+/// The alerts active when selfmon stopped, with their escalation steps and severities.
+async fn active_alerts(storage: &Storage) -> Result<(Vec<Tracked>, HashMap<String, (usize, String)>), StorageError> {
+    storage
+        .read(|db| {
+            let mut statement = db.prepare(
+                "SELECT id, fingerprint, rule, name, severity, state, summary, labels, annotations, started_at,
+                        fired_at, escalation_step
+                 FROM alerts WHERE state != 'resolved'",
+            )?;
+            let mut tracked = Vec::new();
+            let mut steps = HashMap::new();
+            let rows = statement.query_map([], |row| {
+                let labels: String = row.get(7)?;
+                let annotations: String = row.get(8)?;
+                let state: String = row.get(5)?;
+                Ok((
+                    Tracked {
+                        id: Some(row.get(0)?),
+                        fingerprint: row.get(1)?,
+                        rule: row.get(2)?,
+                        raised: Raised {
+                            name: row.get(3)?,
+                            severity: row.get(4)?,
+                            summary: row.get(6)?,
+                            labels: serde_json::from_str(&labels).unwrap_or_default(),
+                            annotations: serde_json::from_str(&annotations).unwrap_or_default(),
+                        },
+                        state: if state == "firing" { State::Firing } else { State::Pending },
+                        started_at: from_millis(row.get(9)?),
+                        fired_at: row.get::<_, Option<i64>>(10)?.map(from_millis),
+                    },
+                    row.get::<_, i64>(11)?,
+                ))
+            })?;
+            for row in rows {
+                let (t, step) = row?;
+                if t.state == State::Firing {
+                    steps
+                        .insert(t.fingerprint.clone(), (usize::try_from(step).unwrap_or(0), t.raised.severity.clone()));
+                }
+                tracked.push(t);
+            }
+            Ok((tracked, steps))
+        })
+        .await
+}
+
+/// Run the engine on the real clock until `stop`, delivering its notifications.
+pub fn spawn(mut engine: Engine, tasks: &TaskTracker, stop: CancellationToken) {
+    let deliveries = tasks.clone();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_DELIVERIES));
+    tasks.spawn(async move {
+        let mut ticks = tokio::time::interval(STEP);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            let external_url = engine.alerting.external_url();
+            for (channel, notification) in engine.tick(SystemTime::now()).await {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    tracing::warn!(channel = %channel.name, group = %notification.group_key, "Too many notifications in progress; this one is dropped");
+                    continue;
+                };
+                let (storage, stop, external_url) = (engine.storage.clone(), stop.clone(), external_url.clone());
+                deliveries.spawn(async move {
+                    let _slot = slot;
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        () = channels::deliver(&storage, &channel, &notification, &external_url) => {}
+                    }
+                });
+            }
+        }
+    });
+}

@@ -1,0 +1,304 @@
+//! Rules ready to evaluate: the eight defaults, the config's `[[rule]]` tables over them, and the rules created
+//! through the API, each checked against its plugin.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::alerts::{self, SEVERITIES};
+use crate::checks::{Problem, settle_config};
+use crate::config::{AlertingConfig, Config, ConfigError, RuleConfig};
+use crate::plugins::Plugins;
+use crate::runtime::{CallLabels, Grants, Kind, Plugin, Redactor, Runtime, Sandbox, TlsConfig};
+
+/// How long one evaluation of a rule may take.
+pub const RULE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a condition may have to hold before its alert fires.
+const MAX_HOLD: Duration = Duration::from_secs(7 * 86_400);
+
+/// Where a rule was defined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// One of the eight that ship with selfmon.
+    Default,
+    Config,
+    Api,
+}
+
+/// A rule ready to evaluate.
+#[derive(Debug, Clone)]
+pub struct RuleSpec {
+    pub name: String,
+    pub plugin: Arc<Plugin>,
+    /// The plugin's config, each value JSON text, defaults filled in.
+    pub config: Vec<(String, String)>,
+    /// Replaces the severity the plugin gives.
+    pub severity: Option<String>,
+    pub hold: Duration,
+    /// Channel names, as the rule wrote them (a kind's name stands for every channel of that kind).
+    pub channels: Vec<String>,
+    pub escalation: Option<String>,
+    pub description: String,
+    pub labels: BTreeMap<String, String>,
+    pub enabled: bool,
+    pub origin: Origin,
+    pub sandbox: Sandbox,
+}
+
+/// The eight rules of the original platform. Each is replaced by a `[[rule]]` of the same name (`enabled = false`
+/// turns one off).
+pub fn defaults(alerting: &AlertingConfig) -> Vec<RuleConfig> {
+    let expression = |name: &str, condition: String, severity: &str, hold: u64, description: &str| RuleConfig {
+        name: name.into(),
+        plugin: "expression".into(),
+        condition: Some(condition),
+        threshold: None,
+        severity: Some(severity.into()),
+        hold: Some(Duration::from_secs(hold)),
+        channels: None,
+        escalation: None,
+        description: Some(description.into()),
+        labels: BTreeMap::new(),
+        enabled: true,
+        config: toml::Table::new(),
+    };
+    let health = |name: &str, plugins: &[&str], status: &str, severity: &str, description: &str| {
+        let mut config = toml::Table::new();
+        config.insert("plugins".into(), toml::Value::Array(plugins.iter().map(|p| toml::Value::from(*p)).collect()));
+        config.insert("status".into(), status.into());
+        RuleConfig {
+            plugin: "health".into(),
+            condition: None,
+            config,
+            ..expression(name, String::new(), severity, 0, description)
+        }
+    };
+    vec![
+        expression(
+            "high_error_rate",
+            "rate(log_errors_total[1m]) * 60 > 10".into(),
+            "high",
+            60,
+            "More than 10 error or critical log records a minute",
+        ),
+        expression(
+            "slow_responses",
+            "avg(check_duration_seconds[5m]) > 5".into(),
+            "medium",
+            0,
+            "A check's responses took more than 5 seconds on average over 5 minutes",
+        ),
+        health("service_down", &[], "unhealthy", "critical", "A configured service is down"),
+        expression(
+            "memory_usage",
+            "last(system_memory_used_ratio) > 0.9".into(),
+            "high",
+            300,
+            "More than 90% of this machine's memory is in use",
+        ),
+        health(
+            "database_issues",
+            &["postgres"],
+            "degraded",
+            "high",
+            "PostgreSQL is failing or slow (connections refused, slow queries)",
+        ),
+        health(
+            "ai_api_issues",
+            &["openai", "anthropic"],
+            "degraded",
+            "high",
+            "OpenAI or Claude is rate limiting or failing",
+        ),
+        expression(
+            "user_satisfaction",
+            "avg(user_satisfaction_rating[1h]) < 3".into(),
+            "medium",
+            0,
+            "Users rated their sessions below 3.0 of 5 on average over the last hour",
+        ),
+        expression(
+            "high_ai_costs",
+            format!("increase(ai_cost_dollars_total[1d]) > {}", alerting.ai_daily_budget),
+            "high",
+            0,
+            "AI spend over the last 24 hours is above `[alerting] ai_daily_budget`",
+        ),
+    ]
+}
+
+/// The rules of a config: the defaults (unless `[alerting] default_rules = false`) with `[[rule]]` tables over
+/// them. Every problem with every rule is reported.
+pub async fn build(
+    config: &Config,
+    plugins: &Plugins,
+    runtime: &Runtime,
+    channels: &[String],
+) -> Result<Vec<RuleSpec>, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let mut rules = Vec::new();
+    let mut seen = BTreeSet::new();
+    let escalations: Vec<&str> = config.escalations.iter().map(|e| e.get_ref().name.as_str()).collect();
+    for spanned in &config.rules {
+        let rule = spanned.get_ref();
+        let line = config.source.file.as_ref().map(|_| config.source.line_of(spanned.span().start));
+        let error = |message: String| {
+            ConfigError::new(config.source.name(), line, format!("invalid rule `{}`: {message}", rule.name))
+        };
+        if !seen.insert(rule.name.clone()) {
+            errors.push(error("the name is used by another rule".into()));
+            continue;
+        }
+        match build_one(rule, Origin::Config, &config.alerting, plugins, runtime, channels, &escalations, config).await
+        {
+            Ok(spec) => rules.push(spec),
+            Err(problems) => errors.extend(problems.into_iter().map(error)),
+        }
+    }
+    if config.alerting.default_rules {
+        for rule in defaults(&config.alerting).iter().filter(|r| !seen.contains(&r.name)) {
+            match build_one(rule, Origin::Default, &config.alerting, plugins, runtime, channels, &escalations, config)
+                .await
+            {
+                Ok(spec) => rules.push(spec),
+                Err(problems) => errors.extend(problems.into_iter().map(|message| {
+                    ConfigError::new(config.source.name(), None, format!("default rule `{}`: {message}", rule.name))
+                })),
+            }
+        }
+    }
+    if errors.is_empty() { Ok(rules) } else { Err(errors) }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn build_one(
+    rule: &RuleConfig,
+    origin: Origin,
+    alerting: &AlertingConfig,
+    plugins: &Plugins,
+    runtime: &Runtime,
+    channels: &[String],
+    escalations: &[&str],
+    config: &Config,
+) -> Result<RuleSpec, Vec<String>> {
+    let mut problems = Vec::new();
+    if !valid_name(&rule.name) {
+        problems.push("the name must be 1 to 64 letters, digits, `_` or `-`".to_string());
+    }
+    if let Some(severity) = &rule.severity
+        && !SEVERITIES.contains(&severity.as_str())
+    {
+        problems.push(format!("`severity` must be one of {}, not `{severity}`", SEVERITIES.join(", ")));
+    }
+    let hold = rule.hold.unwrap_or_default();
+    if hold > MAX_HOLD {
+        problems.push("`for` must be at most 7 days".into());
+    }
+    let wanted = rule.channels.clone().unwrap_or_else(|| alerting.default_channels.clone());
+    for channel in &wanted {
+        if !channels.contains(channel) {
+            problems.push(format!("`channels`: no channel `{channel}` (there are: {})", channels.join(", ")));
+        }
+    }
+    if let Some(escalation) = &rule.escalation
+        && !escalations.contains(&escalation.as_str())
+    {
+        problems.push(format!("`escalation`: no `[[escalation]]` named `{escalation}`"));
+    }
+    let plugin = match plugins.get(&rule.plugin) {
+        Some(plugin) if plugin.kind() == Kind::Rule => Some(plugin.clone()),
+        _ => {
+            let rules: Vec<&str> =
+                plugins.iter().filter(|p| p.kind() == Kind::Rule).map(|p| p.info.name.as_str()).collect();
+            problems.push(format!("`plugin`: `{}` is not a rule plugin (rules: {})", rule.plugin, rules.join(", ")));
+            None
+        }
+    };
+    let mut table = rule.config.clone();
+    for (key, value) in [
+        ("condition", rule.condition.clone().map(toml::Value::from)),
+        ("threshold", rule.threshold.map(toml::Value::from)),
+    ] {
+        if let Some(value) = value {
+            if rule.plugin != "expression" {
+                problems
+                    .push(format!("`{key}` is for the `expression` plugin; put this plugin's settings in `config`"));
+            }
+            table.insert(key.into(), value);
+        }
+    }
+    let Some(plugin) = plugin else { return Err(problems) };
+    let settled = settle_config(&plugin.info.config, &table, None)
+        .map_err(|p| p.into_iter().map(|Problem { message, .. }| message).collect::<Vec<_>>());
+    let values = match settled {
+        Ok(values) => values,
+        Err(more) => {
+            problems.extend(more);
+            return Err(problems);
+        }
+    };
+    let memory_limit = usize::try_from(config.plugins.memory_limit.as_u64()).unwrap_or(usize::MAX);
+    let sandbox = sandbox(&plugin, &rule.name, memory_limit);
+    match runtime.validate_rule(&plugin, &sandbox, &values).await {
+        Ok(Ok(())) => {}
+        Ok(Err(reason)) => problems.push(reason),
+        Err(failure) => problems.push(format!("plugin `{}` failed to validate it: {failure}", plugin.info.name)),
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(RuleSpec {
+        name: rule.name.clone(),
+        plugin,
+        config: values,
+        severity: rule.severity.clone(),
+        hold,
+        channels: wanted,
+        escalation: rule.escalation.clone(),
+        description: rule.description.clone().unwrap_or_default(),
+        labels: rule.labels.clone(),
+        enabled: rule.enabled,
+        origin,
+        sandbox,
+    })
+}
+
+/// A rule created through the API: an expression rule. It was validated when it was created.
+pub fn from_api(rule: &alerts::Rule, expression: &Arc<Plugin>, memory_limit: usize) -> RuleSpec {
+    let mut config = vec![("condition".to_string(), serde_json::Value::from(rule.condition.clone()).to_string())];
+    if let Some(threshold) = rule.threshold {
+        config.push(("threshold".into(), serde_json::Value::from(threshold).to_string()));
+    }
+    RuleSpec {
+        name: rule.name.clone(),
+        plugin: expression.clone(),
+        config,
+        severity: Some(rule.severity.clone()),
+        hold: Duration::from_secs_f64(rule.hold_seconds),
+        channels: rule.notification_channels.clone(),
+        escalation: None,
+        description: rule.description.clone(),
+        labels: BTreeMap::new(),
+        enabled: true,
+        origin: Origin::Api,
+        sandbox: sandbox(expression, &rule.name, memory_limit),
+    }
+}
+
+/// A rule's calls reach no network and no secrets; the queries are added per evaluation.
+pub fn sandbox(plugin: &Plugin, rule: &str, memory_limit: usize) -> Sandbox {
+    Sandbox {
+        labels: CallLabels { plugin: Arc::from(plugin.info.name.as_str()), check: Some(Arc::from(rule)) },
+        grants: Arc::new(Grants::default()),
+        redactor: Redactor::default(),
+        tls: TlsConfig::system(),
+        memory_limit,
+        timeout: RULE_TIMEOUT,
+        data: None,
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}

@@ -1,0 +1,338 @@
+//! The alerting engine on a clock the test controls: real rule plugins (the built-in `expression` and `health`
+//! rules and a dropped-in one), a real SQLite store, and the engine stepped through minutes and hours of alert life
+//! in milliseconds. What the engine hands its channels is checked here; delivery over the wire is in
+//! `notifications.rs`.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use selfmon::alerting::Engine;
+use selfmon::alerting::dispatch::{Notification, Status};
+use selfmon::events::{Events, Payload};
+use selfmon::health::{Board, CheckRun, Health};
+use selfmon::storage::{Sample, Storage};
+
+use crate::support::Workdir;
+
+fn at(seconds: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + seconds)
+}
+
+/// An engine over a config, with the checks on its board.
+struct Bench {
+    engine: Engine,
+    storage: Storage,
+    board: Arc<Board>,
+    events: Events,
+    _workdir: Workdir,
+}
+
+const CHANNELS: &str = r#"
+[[channel]]
+name = "ops"
+kind = "webhook"
+url = "http://127.0.0.1:9/hook"
+
+[[channel]]
+name = "pager"
+kind = "webhook"
+url = "http://127.0.0.1:9/pager"
+"#;
+
+impl Bench {
+    /// `checks`: name, plugin and dependencies of each check on the board.
+    async fn new(config: &str, checks: &[(&str, &str, &[&str])], guests: &[(&str, &[u8])]) -> Self {
+        let workdir = Workdir::new(&format!("{config}\n{CHANNELS}"), guests);
+        let host = selfmon::Host::build(workdir.config()).await.unwrap();
+        let storage = Storage::open(&workdir.path().join("selfmon.db")).unwrap();
+        let board = Arc::new(Board::default());
+        for (name, plugin, depends_on) in checks {
+            let depends_on: Vec<String> = depends_on.iter().map(|d| d.to_string()).collect();
+            board.register(name, plugin, true, Duration::from_secs(30), &depends_on);
+        }
+        let events = Events::default();
+        let engine =
+            Engine::new(host.alerting.clone(), host.runtime.clone(), storage.clone(), board.clone(), events.clone())
+                .await
+                .unwrap();
+        Self { engine, storage, board, events, _workdir: workdir }
+    }
+
+    fn record(&self, check: &str, plugin: &str, health: Health, when: SystemTime) {
+        let mut run = CheckRun::new(check, plugin, when, Duration::from_millis(20));
+        run.health = health;
+        run.summary = format!("{check} is {}", health.as_str());
+        self.board.record(&run);
+    }
+
+    /// Step the engine at each second from `from` to `to`, and every notification it hands out, with when.
+    async fn run(&mut self, from: u64, to: u64) -> Vec<(u64, Notification)> {
+        let mut out = Vec::new();
+        for second in from..=to {
+            for (_, notification) in self.engine.tick(at(second)).await {
+                out.push((second, notification));
+            }
+        }
+        out
+    }
+
+    fn rows(&self) -> Vec<Row> {
+        let db = rusqlite::Connection::open(self.storage.path()).unwrap();
+        let mut statement = db.prepare("SELECT state, fired_at, resolved_at FROM alerts ORDER BY id").unwrap();
+        statement
+            .query_map([], |r| Ok(Row { state: r.get(0)?, fired_at: r.get(1)?, resolved_at: r.get(2)? }))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    fn column(&self, check: &str, column: &str) -> Option<String> {
+        let db = rusqlite::Connection::open(self.storage.path()).unwrap();
+        db.query_row(
+            &format!(
+                "SELECT CAST({column} AS TEXT) FROM alerts WHERE json_extract(labels, '$.check') = ?1 ORDER BY id DESC"
+            ),
+            [check],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+}
+
+/// An alert as stored.
+#[derive(Debug)]
+struct Row {
+    state: String,
+    fired_at: Option<i64>,
+    resolved_at: Option<i64>,
+}
+
+fn millis(time: SystemTime) -> i64 {
+    i64::try_from(time.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis()).unwrap()
+}
+
+fn checks_in(notification: &Notification) -> Vec<(String, Status)> {
+    notification.alerts.iter().map(|a| (a.labels.get("check").cloned().unwrap_or_default(), a.status)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alert_waits_out_for_fires_once_and_resolves() {
+    let config = r#"
+[alerting]
+default_rules = false
+group_wait = "30s"
+group_interval = "5m"
+
+[[rule]]
+name = "slow_api"
+condition = 'avg(check_duration_seconds{check="api"}[1m]) > 2'
+for = "1m"
+channels = ["ops"]
+severity = "high"
+description = "The API is slow"
+"#;
+    let mut bench = Bench::new(config, &[], &[]).await;
+    let mut bus = bench.events.subscribe();
+    let sample = |second: u64, value: f64| Sample {
+        name: "check_duration_seconds".into(),
+        labels: vec![("check".into(), "api".into()), ("plugin".into(), "http".into())],
+        time: at(second),
+        value,
+    };
+    bench.storage.write_samples((0..=90).step_by(5).map(|s| sample(s, 3.0)).collect()).await.unwrap();
+    bench.storage.flush().await.unwrap();
+
+    assert!(bench.run(0, 0).await.is_empty());
+    let status = bench.engine.status().lock().unwrap().clone();
+    assert_eq!(bench.rows().len(), 1, "{status:?}");
+    assert_eq!(bench.rows()[0].state, "pending", "the condition holds, `for` has not passed");
+    assert!(bench.run(1, 59).await.is_empty(), "nothing goes out while pending");
+    assert_eq!(bench.rows()[0].state, "pending");
+    assert!(bench.run(60, 60).await.is_empty(), "fired, but the group waits 30 s for company");
+    assert_eq!(bench.rows()[0].state, "firing");
+    assert_eq!(bench.rows()[0].fired_at, Some(millis(at(60))), "fired when `for` had passed");
+    let Payload::AlertFired(fired) = &bus.recv().await.unwrap().payload else { panic!("the bus hears of it") };
+    assert_eq!((fired.rule.as_str(), fired.severity.as_str()), ("slow_api", "high"));
+
+    let sent = bench.run(61, 95).await;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let (when, notification) = &sent[0];
+    assert_eq!(*when, 90, "group_wait after firing");
+    assert_eq!(notification.alerts.len(), 1);
+    let alert = &notification.alerts[0];
+    assert_eq!(alert.labels["alertname"], "slow_api");
+    assert_eq!(alert.labels["severity"], "high");
+    assert_eq!(alert.annotations["description"], "The API is slow");
+    assert_eq!(alert.annotations["value"], "3");
+    assert!(
+        alert.summary.starts_with(r#"avg(check_duration_seconds{check="api"}[1m]) is 3 for check=api"#),
+        "{}",
+        alert.summary
+    );
+
+    bench.storage.write_samples((100..=160).step_by(5).map(|s| sample(s, 0.1)).collect()).await.unwrap();
+    bench.storage.flush().await.unwrap();
+    // At 105 the minute's average is still 2.47; at 120 it is (6 × 3 + 5 × 0.1) / 11 = 1.68.
+    assert!(bench.run(96, 119).await.is_empty(), "still firing, nothing new to say");
+    assert_eq!(bench.rows()[0].state, "firing");
+    assert_eq!(bench.rows().len(), 1, "one alert however many evaluations saw it");
+    assert!(bench.run(120, 165).await.is_empty(), "the resolution waits for the group's interval");
+    let rows = bench.rows();
+    assert_eq!((rows.len(), rows[0].state.as_str()), (1, "resolved"), "{rows:?}");
+    assert_eq!(rows[0].resolved_at, Some(millis(at(120))), "resolved at the first evaluation without the condition");
+    let Payload::AlertResolved(resolved) = &bus.recv().await.unwrap().payload else { panic!() };
+    assert_eq!(resolved.id, fired.id);
+
+    let sent = bench.run(166, 400).await;
+    assert_eq!(sent.len(), 1, "the resolution goes out once: {sent:?}");
+    assert_eq!(sent[0].0, 390, "group_interval after the last message");
+    assert_eq!(checks_in(&sent[0].1), [("api".to_string(), Status::Resolved)]);
+    assert_eq!(sent[0].1.status(), Status::Resolved);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_storm_is_one_message_and_checks_behind_a_down_dependency_are_held_back() {
+    let config = r#"
+[alerting]
+default_channels = ["ops"]
+"#;
+    let mut checks: Vec<(String, &str, Vec<&str>)> = vec![
+        ("db".into(), "postgres", vec![]),
+        ("api".into(), "http", vec!["db"]),
+        ("bot".into(), "http", vec!["api"]),
+    ];
+    checks.extend((0..20).map(|n| (format!("svc-{n:02}"), "http", vec![])));
+    let board_checks: Vec<(&str, &str, &[&str])> =
+        checks.iter().map(|(n, p, d)| (n.as_str(), *p, d.as_slice())).collect();
+    let mut bench = Bench::new(config, &board_checks, &[]).await;
+    for (name, plugin, _) in &board_checks {
+        bench.record(name, plugin, Health::Unhealthy, at(0));
+    }
+
+    let sent = bench.run(0, 60).await;
+    assert_eq!(sent.len(), 2, "one message per alert name, not 23: {sent:?}");
+    let (when, down) = sent.iter().find(|(_, n)| n.group_labels["alertname"] == "service_down").unwrap();
+    assert_eq!(*when, 30);
+    let mut named: Vec<String> = checks_in(down).into_iter().map(|(c, _)| c).collect();
+    named.sort();
+    let mut expected: Vec<String> = (0..20).map(|n| format!("svc-{n:02}")).collect();
+    expected.insert(0, "db".into());
+    assert_eq!(named, expected, "api and bot wait behind db");
+    let database = sent.iter().find(|(_, n)| n.group_labels["alertname"] == "database_issues").unwrap();
+    assert_eq!(checks_in(&database.1), [("db".to_string(), Status::Firing)]);
+    assert_eq!(bench.column("api", "inhibited_by").as_deref(), Some("db"));
+    assert_eq!(bench.column("bot", "inhibited_by").as_deref(), Some("db"), "the root of the chain");
+    assert_eq!(bench.column("api", "state").as_deref(), Some("firing"), "held back, still visible");
+
+    // The database comes back; the API and the bot are still down on their own.
+    bench.record("db", "postgres", Health::Healthy, at(100));
+    let sent = bench.run(100, 400).await;
+    let down: Vec<_> = sent.iter().filter(|(_, n)| n.group_labels["alertname"] == "service_down").collect();
+    assert_eq!(down.len(), 1, "{sent:?}");
+    assert_eq!(down[0].0, 330, "group_interval after the first message");
+    let states = checks_in(&down[0].1);
+    assert!(states.contains(&("api".into(), Status::Firing)), "{states:?}");
+    assert!(states.contains(&("db".into(), Status::Resolved)), "{states:?}");
+    assert!(!states.iter().any(|(check, _)| check == "bot"), "the bot's failure is still explained by the API's");
+    assert_eq!(bench.column("api", "inhibited_by"), None);
+    assert_eq!(bench.column("bot", "inhibited_by").as_deref(), Some("api"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn silences_hold_alerts_until_they_expire_and_acknowledgement_stops_escalation() {
+    let config = r#"
+[alerting]
+default_rules = false
+
+[[rule]]
+name = "down"
+plugin = "health"
+channels = ["ops"]
+severity = "high"
+escalation = "oncall"
+
+[[escalation]]
+name = "oncall"
+[[escalation.step]]
+after = "5m"
+channels = ["pager"]
+severity = "critical"
+"#;
+    let checks: [(&str, &str, &[&str]); 3] = [("a", "http", &[]), ("b", "http", &[]), ("c", "http", &[])];
+    let mut bench = Bench::new(config, &checks, &[]).await;
+    for (name, plugin, _) in checks {
+        bench.record(name, plugin, Health::Unhealthy, at(0));
+    }
+    let request: selfmon::alerting::silences::SilenceRequest = serde_json::from_value(serde_json::json!({
+        "matchers": {"check": "b"}, "duration": "10m", "comment": "b is being migrated"
+    }))
+    .unwrap();
+    let silence = bench.storage.create_silence(request, (at(0), at(600)), Some("ops".into())).await.unwrap();
+
+    let sent = bench.run(0, 59).await;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(checks_in(&sent[0].1), [("a".to_string(), Status::Firing), ("c".to_string(), Status::Firing)]);
+    assert_eq!(bench.column("b", "silenced_by"), Some(silence.id.to_string()), "b is silenced and says by what");
+    assert_eq!(bench.column("b", "state").as_deref(), Some("firing"));
+
+    let c: i64 = bench.column("c", "id").unwrap().parse().unwrap();
+    bench.storage.acknowledge(c, Some("ops".into()), "on it".into()).await.unwrap();
+
+    let sent = bench.run(60, 599).await;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let (when, paged) = &sent[0];
+    assert_eq!((*when, paged.channel.as_str()), (330, "pager"), "5 minutes unacknowledged, then the group wait");
+    assert_eq!(checks_in(paged), [("a".to_string(), Status::Firing)], "c was acknowledged, b is silenced");
+    assert_eq!(paged.alerts[0].severity, "critical");
+    assert_eq!(bench.column("a", "escalation_step").as_deref(), Some("1"));
+    assert_eq!(bench.column("a", "severity").as_deref(), Some("critical"));
+    assert_eq!(bench.column("c", "escalation_step").as_deref(), Some("0"));
+
+    let sent = bench.run(600, 700).await;
+    let b: Vec<_> = sent.iter().filter(|(_, n)| checks_in(n).iter().any(|(c, _)| c == "b")).collect();
+    assert!(!b.is_empty() && b.iter().all(|(when, _)| *when >= 600), "b speaks up once its silence is over: {sent:?}");
+    assert_eq!(bench.column("b", "silenced_by"), None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_in_rule_works_and_one_that_traps_or_hangs_is_reported_not_fatal() {
+    let config = r#"
+[alerting]
+default_rules = false
+
+[[rule]]
+name = "custom"
+plugin = "custom-rule"
+channels = ["ops"]
+
+[[rule]]
+name = "crashing"
+plugin = "custom-rule"
+config = { mode = "trap" }
+
+[[rule]]
+name = "hanging"
+plugin = "custom-rule"
+config = { mode = "loop" }
+
+[[rule]]
+name = "builtin"
+plugin = "health"
+"#;
+    let mut bench =
+        Bench::new(config, &[("web", "http", &[])], &[("custom-rule", selfmon_plugin_artifacts::guests::RULE)]).await;
+    bench.record("web", "http", Health::Unhealthy, at(0));
+    let status = bench.engine.status();
+    let sent = bench.run(0, 30).await;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].1.alerts[0].labels["alertname"], "custom_down", "the plugin named its alert");
+    assert_eq!(sent[0].1.alerts[0].severity, "low", "and chose its severity");
+    let states = status.lock().unwrap().clone();
+    assert_eq!(states["custom"].state, "firing");
+    assert_eq!(states["builtin"].state, "firing");
+    let crashed = states["crashing"].error.clone().unwrap();
+    assert!(crashed.contains("the rule fell over"), "{crashed}");
+    let hung = states["hanging"].error.clone().unwrap();
+    assert!(hung.contains("deadline of 5s exceeded"), "{hung}");
+    assert_eq!(states["hanging"].state, "inactive");
+}

@@ -1,0 +1,396 @@
+//! Alert notifications over the wire, from selfmon running in-process to real local receivers: a webhook receiver
+//! that checks Alertmanager's webhook payload, Slack's and Discord's incoming-webhook shapes, an SMTP server with
+//! STARTTLS, and a real Alertmanager; and the whole path from a check that goes down to its alert resolving.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::support::smtp::SmtpServer;
+use crate::support::{PATIENCE, Selfmon, Workdir, closed_port, free_port, get_json_with_key};
+
+const ADMIN: &str = "admin-key-0123456789";
+/// Parts of the receivers' URLs that are secrets, as the tokens in real webhook URLs are.
+const WEBHOOK_TOKEN: &str = "whk-T0KEN-4f9a2c";
+const SLACK_TOKEN: &str = "XXslackTOKENXX1234";
+const DISCORD_TOKEN: &str = "dsc-token-8b7e6d";
+
+/// What the receivers were sent, by path.
+#[derive(Default)]
+struct Received {
+    bodies: Mutex<Vec<(String, Value)>>,
+    webhook_calls: AtomicUsize,
+    discord_calls: AtomicUsize,
+}
+
+impl Received {
+    fn at(&self, path_part: &str) -> Vec<Value> {
+        self.bodies.lock().unwrap().iter().filter(|(p, _)| p.contains(path_part)).map(|(_, b)| b.clone()).collect()
+    }
+}
+
+/// One server for every chat and webhook receiver. The webhook receiver fails twice before it accepts; Discord
+/// answers its first message with a 429 and `Retry-After`, as its API does when rate limiting
+/// (<https://discord.com/developers/docs/topics/rate-limits>).
+async fn start_receivers() -> (Arc<Received>, String) {
+    let received = Arc::new(Received::default());
+    let state = received.clone();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap, body: String| {
+        let state = state.clone();
+        async move {
+            assert_eq!(headers["content-type"], "application/json");
+            let path = uri.path().to_string();
+            let value: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            state.bodies.lock().unwrap().push((path.clone(), value));
+            if path.contains("/hooks/") && state.webhook_calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                return (StatusCode::INTERNAL_SERVER_ERROR, "receiver down").into_response();
+            }
+            if path.contains("/discord/") && state.discord_calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                let body = json!({"message": "You are being rate limited.", "retry_after": 1.0, "global": false});
+                let mut response: Response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+                response.headers_mut().insert("retry-after", "1".parse().unwrap());
+                return response;
+            }
+            if path.contains("/slack/") {
+                // Slack answers a plain `ok`.
+                return (StatusCode::OK, "ok").into_response();
+            }
+            StatusCode::NO_CONTENT.into_response()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (received, base)
+}
+
+async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what} did not happen");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_channel_gets_its_receivers_payload_and_failures_are_retried() {
+    let (received, base) = start_receivers().await;
+    let smtp = SmtpServer::start().await;
+    let down = closed_port().await;
+    let config = format!(
+        r#"
+[api]
+rate_limit = 0
+keys = [{{ name = "ops", key = "{ADMIN}", role = "admin" }}]
+
+[alerting]
+interval = "1s"
+group_wait = "1s"
+default_rules = false
+external_url = "http://selfmon.example:8001"
+
+[[check]]
+name = "web"
+plugin = "http"
+interval = "1s"
+target = "http://{down}/"
+
+[[rule]]
+name = "web_down"
+plugin = "health"
+severity = "critical"
+channels = ["webhook", "slack", "discord", "email"]
+description = "The web front end is down"
+
+[[channel]]
+name = "receiver"
+kind = "webhook"
+url = "{base}/hooks/{WEBHOOK_TOKEN}"
+
+[[channel]]
+name = "chat"
+kind = "slack"
+url = "{base}/slack/services/T000/B000/{SLACK_TOKEN}"
+
+[[channel]]
+name = "gaming"
+kind = "discord"
+url = "{base}/discord/api/webhooks/123/{DISCORD_TOKEN}"
+
+[[channel]]
+name = "mail"
+kind = "email"
+smtp = "localhost:{smtp_port}"
+from = "selfmon <alerts@example.com>"
+to = ["ops@example.com", "oncall@example.com"]
+username = "selfmon"
+password = "smtp-pass-123"
+ca_file = "smtp-ca.pem"
+"#,
+        smtp_port = smtp.addr.port()
+    );
+    let workdir = Workdir::new(&config, &[]);
+    std::fs::write(workdir.path().join("smtp-ca.pem"), &smtp.ca_pem).unwrap();
+    let selfmon = Selfmon::start(&workdir).await;
+
+    // Alertmanager's webhook payload, version 4, delivered on the third attempt.
+    let hooks = eventually("three webhook attempts", async || {
+        let hooks = received.at("/hooks/");
+        (hooks.len() >= 3).then_some(hooks)
+    })
+    .await;
+    let payload = &hooks[2];
+    assert_eq!(payload, &hooks[0], "a retry sends the same message");
+    assert_eq!(payload["version"], "4");
+    assert_eq!(payload["status"], "firing");
+    assert_eq!(payload["receiver"], "receiver");
+    assert_eq!(payload["groupLabels"], json!({"alertname": "web_down"}));
+    assert_eq!(payload["externalURL"], "http://selfmon.example:8001");
+    assert_eq!(payload["truncatedAlerts"], 0);
+    let alert = &payload["alerts"][0];
+    assert_eq!(
+        alert["labels"],
+        json!({"alertname": "web_down", "check": "web", "plugin": "http", "severity": "critical"})
+    );
+    assert_eq!(alert["annotations"]["description"], "The web front end is down");
+    assert!(alert["annotations"]["summary"].as_str().unwrap().starts_with("web is unhealthy: "), "{alert}");
+    assert_eq!(alert["endsAt"], "0001-01-01T00:00:00Z");
+    assert!(humantime::parse_rfc3339(alert["startsAt"].as_str().unwrap()).is_ok());
+    assert_eq!(alert["fingerprint"].as_str().unwrap().len(), 16);
+    assert!(alert["generatorURL"].as_str().unwrap().starts_with("http://selfmon.example:8001/v1/alerts?alert="));
+    assert_eq!(payload["commonLabels"], alert["labels"]);
+
+    // Slack: `text` for notifications, and blocks.
+    let slack = eventually("a Slack message", async || received.at("/slack/").into_iter().next()).await;
+    assert!(
+        slack["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("[FIRING:1] web_down\n[FIRING] web_down (critical): web is unhealthy")
+    );
+    assert_eq!(
+        slack["blocks"][0],
+        json!({"type": "header", "text": {"type": "plain_text", "text": "[FIRING:1] web_down"}})
+    );
+    assert_eq!(slack["blocks"][1]["text"]["type"], "mrkdwn");
+
+    // Discord: retried after its Retry-After, content and embeds within its limits, no mentions.
+    let discord = eventually("two Discord attempts", async || {
+        let all = received.at("/discord/");
+        (all.len() >= 2).then_some(all)
+    })
+    .await;
+    assert_eq!(discord[1]["content"], "[FIRING:1] web_down");
+    assert_eq!(discord[1]["embeds"][0]["title"], "[FIRING] web_down");
+    assert_eq!(discord[1]["embeds"][0]["color"], 0xE0_1E_5A);
+    assert_eq!(discord[1]["allowed_mentions"], json!({"parse": []}));
+
+    // Email over STARTTLS, logged in, to both recipients.
+    let mail = eventually("an email", async || smtp.mails().into_iter().next()).await;
+    assert_eq!(mail.login.as_deref(), Some("selfmon:smtp-pass-123"));
+    assert_eq!(mail.from, "alerts@example.com");
+    assert_eq!(mail.to, ["ops@example.com", "oncall@example.com"]);
+    assert!(mail.data.contains("Subject: [FIRING:1] web_down (selfmon)"), "{}", mail.data);
+    assert!(mail.data.contains("[FIRING] web_down (critical)\r\nweb is unhealthy"), "{}", mail.data);
+    assert!(mail.data.contains("Details: http://selfmon.example:8001/v1/alerts?alert"), "{}", mail.data);
+
+    // Every attempt is on record, and no token of any URL is shown anywhere.
+    let attempts = eventually("the attempts on record", async || {
+        let (_, page) = get_json_with_key(&format!("{}/v1/alerts/notifications?limit=100", selfmon.url), ADMIN).await;
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        (items.len() >= 7).then_some(page)
+    })
+    .await;
+    let of = |channel: &str| -> Vec<(u64, String, Option<u64>)> {
+        let mut found: Vec<_> = attempts["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["channel"] == channel)
+            .map(|a| {
+                (a["attempt"].as_u64().unwrap(), a["outcome"].as_str().unwrap().to_string(), a["status_code"].as_u64())
+            })
+            .collect();
+        found.sort();
+        found
+    };
+    let expected =
+        |list: &[(u64, &str, u64)]| list.iter().map(|(a, o, c)| (*a, o.to_string(), Some(*c))).collect::<Vec<_>>();
+    assert_eq!(of("receiver"), expected(&[(1, "failed", 500), (2, "failed", 500), (3, "delivered", 204)]));
+    assert_eq!(of("gaming"), expected(&[(1, "failed", 429), (2, "delivered", 204)]));
+    assert_eq!(of("chat"), expected(&[(1, "delivered", 200)]));
+    assert_eq!(of("mail"), expected(&[(1, "delivered", 250)]));
+    let failed =
+        attempts["items"].as_array().unwrap().iter().find(|a| a["channel"] == "receiver" && a["attempt"] == 1).unwrap();
+    assert_eq!(failed["error"], "answered HTTP 500: receiver down");
+
+    let mut shown = attempts.to_string();
+    for path in ["/v1/alerts", "/v1/alerts/rule-states", "/v1/status", "/v1/alerts/notifications"] {
+        shown.push_str(&get_json_with_key(&format!("{}{path}", selfmon.url), ADMIN).await.1.to_string());
+    }
+    for secret in [WEBHOOK_TOKEN, SLACK_TOKEN, DISCORD_TOKEN, "smtp-pass-123"] {
+        assert!(!shown.contains(secret), "`{secret}` leaked");
+    }
+    selfmon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_check_that_goes_down_fires_the_default_service_down_rule_and_its_recovery_resolves_it() {
+    let up = Arc::new(AtomicBool::new(true));
+    let switch = up.clone();
+    let service = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            let up = switch.load(Ordering::SeqCst);
+            async move { if up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE } }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let service_url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, service).await.unwrap() });
+    let (received, base) = start_receivers().await;
+    // Retries are the other test's subject: this receiver accepts from the start.
+    received.webhook_calls.store(2, Ordering::SeqCst);
+    let config = format!(
+        r#"
+[alerting]
+interval = "1s"
+group_wait = "0s"
+group_interval = "1s"
+default_channels = ["receiver"]
+
+[[check]]
+name = "bot-api"
+plugin = "http"
+interval = "1s"
+target = "{service_url}"
+
+[[channel]]
+name = "receiver"
+kind = "webhook"
+url = "{base}/hooks/{WEBHOOK_TOKEN}"
+"#
+    );
+    let workdir = Workdir::new(&config, &[]);
+    let selfmon = Selfmon::start(&workdir).await;
+    selfmon.wait_for("bot-api", "healthy", |s| s["status"] == "healthy").await;
+    let (_, states) = selfmon.get("/v1/alerts/rule-states").await;
+    let names: Vec<&str> = states.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), 8, "the eight default rules: {names:?}");
+    assert!(received.at("/hooks/").is_empty(), "all is well, nothing is sent");
+
+    up.store(false, Ordering::SeqCst);
+    let fired = eventually("the firing notification", async || received.at("/hooks/").into_iter().next()).await;
+    assert_eq!(fired["status"], "firing");
+    assert_eq!(fired["alerts"][0]["labels"]["alertname"], "service_down");
+    assert_eq!(fired["alerts"][0]["labels"]["check"], "bot-api");
+    assert_eq!(fired["alerts"][0]["labels"]["severity"], "critical");
+    let (_, alerts) = selfmon.get("/v1/alerts").await;
+    assert_eq!(alerts["active"][0]["rule"], "service_down", "{alerts}");
+    assert_eq!(alerts["active"][0]["state"], "firing");
+
+    up.store(true, Ordering::SeqCst);
+    let resolved = eventually("the resolved notification", async || {
+        received.at("/hooks/").into_iter().find(|b| b["status"] == "resolved")
+    })
+    .await;
+    assert_eq!(resolved["alerts"][0]["status"], "resolved");
+    assert_eq!(resolved["alerts"][0]["fingerprint"], fired["alerts"][0]["fingerprint"], "the same alert");
+    assert_ne!(resolved["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
+    let (_, alerts) = selfmon.get("/v1/alerts").await;
+    assert_eq!(alerts["active"], json!([]));
+    assert_eq!(alerts["history"]["items"][0]["rule"], "service_down");
+    assert_eq!(received.at("/hooks/").len(), 2, "one message each way, however many evaluations");
+    selfmon.stop().await;
+}
+
+/// Debian's Alertmanager on a free port, with one do-nothing receiver; stopped when dropped.
+struct Alertmanager {
+    url: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Alertmanager {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("alertmanager.yml");
+        std::fs::write(&config, "route:\n  receiver: nobody\nreceivers:\n  - name: nobody\n").unwrap();
+        let port = free_port();
+        let child = std::process::Command::new("prometheus-alertmanager")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus-alertmanager (scripts/setup installs it)");
+        let url = format!("http://127.0.0.1:{port}");
+        let ready = format!("{url}/-/ready");
+        eventually("Alertmanager becoming ready", async || {
+            reqwest::get(&ready).await.ok().filter(|r| r.status().is_success())
+        })
+        .await;
+        Self { url, child, _dir: dir }
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alerts_are_forwarded_to_a_real_alertmanager() {
+    let alertmanager = Alertmanager::start().await;
+    let down = closed_port().await;
+    let config = format!(
+        r#"
+[alerting]
+interval = "1s"
+default_rules = false
+
+[[check]]
+name = "queue"
+plugin = "http"
+interval = "1s"
+target = "http://{down}/"
+
+[[rule]]
+name = "queue_down"
+plugin = "health"
+channels = ["am"]
+labels = {{ team = "platform" }}
+
+[[channel]]
+name = "am"
+kind = "alertmanager"
+url = "{}"
+"#,
+        alertmanager.url
+    );
+    let workdir = Workdir::new(&config, &[]);
+    let selfmon = Selfmon::start(&workdir).await;
+    let alerts_url = format!("{}/api/v2/alerts", alertmanager.url);
+    let alert = eventually("the alert in Alertmanager", async || {
+        let alerts: Value = reqwest::get(&alerts_url).await.ok()?.json().await.ok()?;
+        alerts.as_array()?.iter().find(|a| a["labels"]["alertname"] == "queue_down").cloned()
+    })
+    .await;
+    assert_eq!(alert["labels"]["check"], "queue");
+    assert_eq!(alert["labels"]["team"], "platform");
+    assert_eq!(alert["labels"]["severity"], "critical");
+    assert_eq!(alert["status"]["state"], "active");
+    assert!(alert["annotations"]["summary"].as_str().unwrap().starts_with("queue is unhealthy"), "{alert}");
+    selfmon.stop().await;
+}
