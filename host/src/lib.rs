@@ -340,6 +340,7 @@ pub async fn serve(
         storage.clone(),
         board.clone(),
         events.clone(),
+        telemetry.clone(),
     )
     .await?;
     let rule_status = engine.status();

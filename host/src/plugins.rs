@@ -1,5 +1,5 @@
 //! The plugins selfmon knows: the built-in ones embedded in the binary, and the components dropped into the
-//! plugins folder. A file that is not a usable checker is refused with a reason; the rest load regardless.
+//! plugins folder. A file that is not a usable plugin is refused with a reason; the rest load regardless.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

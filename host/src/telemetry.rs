@@ -2,8 +2,8 @@
 //!
 //! Counters and histograms are observed where things happen (the scheduler, the storage writer, the API layer);
 //! the current state of every check, the latest system sample and the gauges are read at scrape time. Label values
-//! come only from bounded sets: configured check and plugin names, statuses, failure kinds, route patterns,
-//! methods and status codes.
+//! come only from bounded sets: configured check, plugin, rule and channel names, statuses, failure kinds, route
+//! patterns, methods and status codes.
 
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -13,7 +13,9 @@ use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::proto::{self, MetricFamily, MetricType};
-use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use crate::health::{CheckRun, CheckState, Health};
 use crate::storage::{Sample, Storage};
@@ -44,6 +46,9 @@ pub struct Telemetry {
     log_unparsed: IntCounterVec,
     log_parser_failures: IntCounterVec,
     cleanup_deleted: IntCounterVec,
+    rule_evaluations: IntCounterVec,
+    alerts: IntGaugeVec,
+    notifications: IntCounterVec,
     system: Mutex<Vec<Sample>>,
     started: SystemTime,
     failures: std::sync::atomic::AtomicU64,
@@ -129,6 +134,29 @@ impl Telemetry {
             ),
             &["what"],
         )?;
+        let rule_evaluations = IntCounterVec::new(
+            Opts::new(
+                "selfmon_rule_evaluations_total",
+                "Alert rule evaluations by outcome: ok, or failed (the rule trapped, ran out of time or reported an \
+                 error; its alerts stay as they were).",
+            ),
+            &["rule", "outcome"],
+        )?;
+        let alerts = IntGaugeVec::new(
+            Opts::new("selfmon_alerts", "Active alerts by rule and state (pending or firing)."),
+            &["rule", "state"],
+        )?;
+        let notifications = IntCounterVec::new(
+            Opts::new(
+                "selfmon_alert_notifications_total",
+                "Attempts to deliver alert notifications, by channel and outcome: delivered, failed (retried), \
+                 gave_up.",
+            ),
+            &["channel", "outcome"],
+        )?;
+        registry.register(Box::new(rule_evaluations.clone()))?;
+        registry.register(Box::new(alerts.clone()))?;
+        registry.register(Box::new(notifications.clone()))?;
         registry.register(Box::new(cleanup_deleted.clone()))?;
         registry.register(Box::new(log_records.clone()))?;
         registry.register(Box::new(log_unparsed.clone()))?;
@@ -152,6 +180,9 @@ impl Telemetry {
             log_unparsed,
             log_parser_failures,
             cleanup_deleted,
+            rule_evaluations,
+            alerts,
+            notifications,
             system: Mutex::default(),
             started: SystemTime::now(),
             failures: std::sync::atomic::AtomicU64::new(0),
@@ -208,6 +239,25 @@ impl Telemetry {
         ] {
             self.cleanup_deleted.with_label_values(&[what]).inc_by(count);
         }
+    }
+
+    /// A rule was evaluated.
+    pub fn observe_rule(&self, rule: &str, ok: bool) {
+        self.rule_evaluations.with_label_values(&[rule, if ok { "ok" } else { "failed" }]).inc();
+    }
+
+    /// The active alerts after an evaluation: pending and firing ones per rule (every rule listed, at zero too).
+    pub fn set_alerts(&self, counts: &[(String, usize, usize)]) {
+        self.alerts.reset();
+        for (rule, pending, firing) in counts {
+            self.alerts.with_label_values(&[rule.as_str(), "pending"]).set(i64::try_from(*pending).unwrap_or(i64::MAX));
+            self.alerts.with_label_values(&[rule.as_str(), "firing"]).set(i64::try_from(*firing).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// An attempt to deliver a notification ended so.
+    pub fn observe_notification(&self, channel: &str, outcome: &str) {
+        self.notifications.with_label_values(&[channel, outcome]).inc();
     }
 
     /// A run started this long after its slot.

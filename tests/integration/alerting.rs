@@ -51,10 +51,17 @@ impl Bench {
             board.register(name, plugin, true, Duration::from_secs(30), &depends_on);
         }
         let events = Events::default();
-        let engine =
-            Engine::new(host.alerting.clone(), host.runtime.clone(), storage.clone(), board.clone(), events.clone())
-                .await
-                .unwrap();
+        let telemetry = Arc::new(selfmon::telemetry::Telemetry::new(&storage).unwrap());
+        let engine = Engine::new(
+            host.alerting.clone(),
+            host.runtime.clone(),
+            storage.clone(),
+            board.clone(),
+            events.clone(),
+            telemetry,
+        )
+        .await
+        .unwrap();
         Self { engine, storage, board, events, _workdir: workdir }
     }
 

@@ -474,3 +474,74 @@ async fn hostile_requests_get_a_clear_json_4xx_never_a_5xx() {
     assert_eq!(selfmon.get("/v1/status").await.0, 200);
     selfmon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn silences_are_validated_listed_and_expired_and_config_rule_names_are_taken() {
+    let config = r#"
+[api]
+rate_limit = 0
+keys = [
+    { name = "grafana", key = "read-key-0123456789", role = "read" },
+    { name = "ops", key = "admin-key-9876543210", role = "admin" },
+]
+"#;
+    let workdir = Workdir::new(config, &[]);
+    let mut selfmon = Selfmon::start(&workdir).await;
+    selfmon.key = Some("read-key-0123456789".into());
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", selfmon.url);
+    let (read, admin) = ("read-key-0123456789", "admin-key-9876543210");
+    let post =
+        |path: &str, key: &str, body: serde_json::Value| client.post(url(path)).bearer_auth(key).json(&body).send();
+
+    let invalid = post("/v1/silences", admin, serde_json::json!({"matchers": {}, "duration": "soon"})).await.unwrap();
+    assert_eq!(invalid.status(), 400);
+    let invalid: serde_json::Value = invalid.json().await.unwrap();
+    let details: Vec<&str> =
+        invalid["error"]["details"].as_array().unwrap().iter().map(|d| d.as_str().unwrap()).collect();
+    assert_eq!(
+        details,
+        [
+            "`matchers` is empty: a silence of everything is not allowed",
+            "`comment` is required: say why",
+            "`duration`: `soon` is not a duration such as `2h` or `30m`"
+        ]
+    );
+
+    let body = serde_json::json!({"matchers": {"check": "db"}, "duration": "2h", "comment": "migrating"});
+    assert_eq!(post("/v1/silences", read, body.clone()).await.unwrap().status(), 403);
+    let created = post("/v1/silences", admin, body).await.unwrap();
+    assert_eq!(created.status(), 201);
+    let silence: serde_json::Value = created.json().await.unwrap();
+    assert_eq!((silence["state"].as_str(), silence["created_by"].as_str()), (Some("active"), Some("ops")));
+    let starts = humantime::parse_rfc3339(silence["starts_at"].as_str().unwrap()).unwrap();
+    let ends = humantime::parse_rfc3339(silence["ends_at"].as_str().unwrap()).unwrap();
+    assert_eq!(ends.duration_since(starts).unwrap(), std::time::Duration::from_secs(7200));
+
+    let (_, listed) = selfmon.get("/v1/silences").await;
+    assert_eq!((listed["total"].as_u64(), listed["items"][0]["matchers"]["check"].as_str()), (Some(1), Some("db")));
+    let id = silence["id"].as_i64().unwrap();
+    let expire = || client.delete(url(&format!("/v1/silences/{id}"))).bearer_auth(admin).send();
+    let expired: serde_json::Value = expire().await.unwrap().json().await.unwrap();
+    assert_eq!(expired["state"], "expired");
+    assert_eq!(expire().await.unwrap().status(), 404, "an expired silence cannot end again");
+
+    let taken = serde_json::json!({"name": "service_down", "condition": "x > 1", "severity": "low"});
+    let taken = post("/v1/alerts/rules", admin, taken).await.unwrap();
+    assert_eq!(taken.status(), 409, "a default rule has that name");
+
+    let via_graphql = selfmon
+        .graphql(
+            Some(admin),
+            "mutation { createSilence(silence: {matchers: {alertname: \"slow_responses\"}, duration: \"30m\", comment: \"deploy\"}) { id state matchers } }",
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(via_graphql["data"]["createSilence"]["state"], "active", "{via_graphql}");
+    let states =
+        selfmon.graphql(Some(read), "{ ruleStates { name origin plugin state } }", serde_json::json!({})).await;
+    let states = states["data"]["ruleStates"].as_array().unwrap();
+    assert_eq!(states.len(), 8);
+    assert!(states.iter().any(|s| s["name"] == "service_down" && s["plugin"] == "health" && s["origin"] == "default"));
+    selfmon.stop().await;
+}

@@ -214,6 +214,107 @@ fn a_plugin_rejects_a_config_it_cannot_use_before_anything_runs() {
 }
 
 #[test]
+fn alerting_config_errors_are_all_named_with_their_lines() {
+    let workdir = Workdir::new(
+        r#"
+[alerting]
+default_channels = ["pager"]
+
+[[rule]]
+name = "broken"
+condition = "avg(latency) > 5"
+
+[[rule]]
+name = "broken"
+condition = "x > 1"
+
+[[rule]]
+name = "misfiled"
+plugin = "json"
+
+[[rule]]
+name = "nowhere"
+condition = "x > 1"
+channels = ["ops", "mail"]
+escalation = "oncall"
+severity = "urgent"
+
+[[rule]]
+name = "health-with-condition"
+plugin = "health"
+condition = "x > 1"
+config = { status = "sideways" }
+
+[[channel]]
+name = "ops"
+kind = "webhook"
+
+[[channel]]
+name = "webhook"
+kind = "slack"
+url = "https://hooks.slack.com/services/T/B/x"
+
+[[escalation]]
+name = "later"
+[[escalation.step]]
+after = "1h"
+channels = ["nobody"]
+[[escalation.step]]
+after = "5m"
+"#,
+        &[],
+    );
+    let output = selfmon(&workdir, &["config", "check"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    let file = workdir.config_file().display().to_string();
+    let written = std::fs::read_to_string(workdir.config_file()).unwrap();
+    let line = |text: &str, nth: usize| written.lines().enumerate().filter(|(_, l)| *l == text).nth(nth).unwrap().0 + 1;
+    for expected in [
+        format!("{file}, line {}: channel `ops`: `url` is required", line("[[channel]]", 0)),
+        format!("{file}, line {}: channel `webhook`: the name is a channel kind's", line("[[channel]]", 1)),
+        format!("{file}: `[alerting] default_channels`: no channel `pager`"),
+        format!("{file}, line {}: escalation `later`: no channel `nobody`", line("[[escalation]]", 0)),
+        format!("{file}, line {}: escalation `later`: each step's `after` must be later", line("[[escalation]]", 0)),
+        format!(
+            "{file}, line {}: invalid rule `broken`: `condition` at column 5: `avg` needs a range",
+            line("[[rule]]", 0)
+        ),
+        format!("{file}, line {}: invalid rule `broken`: the name is used by another rule", line("[[rule]]", 1)),
+        format!(
+            "{file}, line {}: invalid rule `misfiled`: `plugin`: `json` is not a rule plugin (rules: expression, health)",
+            line("[[rule]]", 2)
+        ),
+        format!("{file}, line {}: invalid rule `nowhere`: `severity` must be one of", line("[[rule]]", 3)),
+        format!("{file}, line {}: invalid rule `nowhere`: `channels`: no channel `mail`", line("[[rule]]", 3)),
+        format!(
+            "{file}, line {}: invalid rule `nowhere`: `escalation`: no `[[escalation]]` named `oncall`",
+            line("[[rule]]", 3)
+        ),
+        format!(
+            "{file}, line {}: invalid rule `health-with-condition`: `condition` is for the `expression` plugin",
+            line("[[rule]]", 4)
+        ),
+    ] {
+        assert!(stderr.contains(&expected), "missing `{expected}` in:\n{stderr}");
+    }
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let workdir = Workdir::new("", &[]);
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../selfmon.example.toml");
+    let output = selfmon_command(&workdir)
+        .args(["config", "check", "--config"])
+        .arg(&example)
+        .env("SELFMON_STORAGE_PATH", workdir.path().join("example.db"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).contains("8 alert rules (8 enabled)"), "{}", text(&output.stdout));
+}
+
+#[test]
 fn plugins_lists_what_is_loaded_and_why_files_were_refused() {
     let workdir = Workdir::new(
         "[plugins]\nmax_file_size = \"1 MiB\"\n",

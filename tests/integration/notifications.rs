@@ -231,6 +231,16 @@ ca_file = "smtp-ca.pem"
         attempts["items"].as_array().unwrap().iter().find(|a| a["channel"] == "receiver" && a["attempt"] == 1).unwrap();
     assert_eq!(failed["error"], "answered HTTP 500: receiver down");
 
+    let metrics = reqwest::get(format!("{}/metrics", selfmon.url)).await.unwrap().text().await.unwrap();
+    for line in [
+        r#"selfmon_alert_notifications_total{channel="receiver",outcome="failed"} 2"#,
+        r#"selfmon_alert_notifications_total{channel="receiver",outcome="delivered"} 1"#,
+        r#"selfmon_alerts{rule="web_down",state="firing"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "missing {line}");
+    }
+    assert!(metrics.contains(r#"selfmon_rule_evaluations_total{outcome="ok",rule="web_down"}"#));
+
     let mut shown = attempts.to_string();
     for path in ["/v1/alerts", "/v1/alerts/rule-states", "/v1/status", "/v1/alerts/notifications"] {
         shown.push_str(&get_json_with_key(&format!("{}{path}", selfmon.url), ADMIN).await.1.to_string());

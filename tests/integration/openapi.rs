@@ -42,6 +42,8 @@ async fn every_documented_answer_matches_its_schema() {
     let target = Target::start().await;
     let config = format!(
         "[system]\nenabled = true\ninterval = \"1s\"\n\n\
+         [alerting]\ninterval = \"1s\"\ngroup_wait = \"0s\"\ndefault_channels = [\"sink\"]\n\n\
+         [[channel]]\nname = \"sink\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\nmax_attempts = 1\n\n\
          [[check]]\nname = \"web\"\nplugin = \"http\"\ninterval = \"1s\"\ntarget = \"{}\"\n\
          [check.recovery]\nafter = 2\nhttp = {{ url = \"{}\", method = \"POST\" }}\n",
         target.url("/status/500"),
@@ -70,8 +72,17 @@ async fn every_documented_answer_matches_its_schema() {
              VALUES ('f', 'r1', 'low', 'firing', 'x is 2', '{}', 1795730000000, 1795730001000, 'ops', 'on it');",
         )
         .unwrap();
-    // Recovery has acted and the system collector has sampled, so those answers have content to check.
+    post("/v1/silences", json!({"matchers": {"check": "other"}, "duration": "1h", "comment": "maintenance"}))
+        .await
+        .unwrap();
+    // Recovery has acted, the system collector has sampled and `service_down` has tried its channel, so those
+    // answers have content to check.
     selfmon.wait_for("web", "a recovery attempt", |s| s["recovery"]["attempts"].as_u64().unwrap_or(0) >= 1).await;
+    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+    while selfmon.get("/v1/alerts/notifications").await.1["total"] == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no notification was attempted");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 
     let (status, document) = selfmon.get("/v1/openapi.json").await;
     assert_eq!(status, 200);
@@ -96,6 +107,11 @@ async fn every_documented_answer_matches_its_schema() {
         "GET /v1/status",
         "POST /v1/webhooks",
         "GET /v1/webhooks/{id}/deliveries",
+        "GET /v1/alerts/rule-states",
+        "GET /v1/alerts/notifications",
+        "GET /v1/silences",
+        "POST /v1/silences",
+        "DELETE /v1/silences/{id}",
         "GET /metrics",
         "GET /health",
     ] {
@@ -119,6 +135,9 @@ async fn every_documented_answer_matches_its_schema() {
         ("/v1/alerts/rules", "/v1/alerts/rules", 200),
         ("/v1/alerts/rules/{name}", "/v1/alerts/rules/r1", 200),
         ("/v1/alerts/rules/{name}", "/v1/alerts/rules/none", 404),
+        ("/v1/alerts/rule-states", "/v1/alerts/rule-states", 200),
+        ("/v1/alerts/notifications", "/v1/alerts/notifications", 200),
+        ("/v1/silences", "/v1/silences", 200),
         ("/v1/webhooks", "/v1/webhooks", 200),
         ("/v1/webhooks/{id}/deliveries", "/v1/webhooks/1/deliveries", 200),
         ("/v1/recovery", "/v1/recovery", 200),

@@ -28,6 +28,7 @@ use super::dispatch::{Notice, Notification, Pacing, Status};
 use crate::config::{AlertingConfig, ChannelConfig, ChannelKind, Config, ConfigError, Secret, SmtpSecurity};
 use crate::runtime::{Redactor, Timeouts, TlsConfig, send};
 use crate::storage::{Storage, to_millis};
+use crate::telemetry::Telemetry;
 
 /// How long one attempt may take.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -299,7 +300,13 @@ enum Message {
 }
 
 /// Send one notification, retrying with backoff up to the channel's attempts; every attempt is stored.
-pub async fn deliver(storage: &Storage, channel: &Channel, notification: &Notification, external_url: &str) {
+pub async fn deliver(
+    storage: &Storage,
+    telemetry: &Telemetry,
+    channel: &Channel,
+    notification: &Notification,
+    external_url: &str,
+) {
     let message = message(channel, notification, external_url, SystemTime::now());
     let ids: Vec<i64> = notification.alerts.iter().map(|a| a.id).collect();
     let ids = serde_json::to_string(&ids).unwrap_or_default();
@@ -322,6 +329,7 @@ pub async fn deliver(storage: &Storage, channel: &Channel, notification: &Notifi
             (Some(_), true) => "gave_up",
             (Some(_), false) => "failed",
         };
+        telemetry.observe_notification(&channel.name, outcome);
         if let Some(error) = &error {
             tracing::warn!(channel = %channel.name, attempt, group = %notification.group_key, error, "Alert notification failed");
         }

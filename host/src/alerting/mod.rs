@@ -37,6 +37,7 @@ use crate::health::Board;
 use crate::plugins::Plugins;
 use crate::runtime::{RuleRequest, Runtime, Severity};
 use crate::storage::{Storage, StorageError, from_millis, to_millis};
+use crate::telemetry::Telemetry;
 use channels::{Channel, DASHBOARD};
 use dispatch::{Dispatcher, Notice, Notification, Pacing, Status};
 use lifecycle::{Change, Lifecycle, Raised, State, Tracked};
@@ -253,6 +254,7 @@ pub struct Engine {
     specs: BTreeMap<String, RuleSpec>,
     next_evaluation: Option<SystemTime>,
     status: Arc<Mutex<BTreeMap<String, RuleStatus>>>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Engine {
@@ -263,6 +265,7 @@ impl Engine {
         storage: Storage,
         board: Arc<Board>,
         events: Events,
+        telemetry: Arc<Telemetry>,
     ) -> Result<Self, StorageError> {
         let (tracked, steps) = active_alerts(&storage).await?;
         let deliveries = steps
@@ -279,6 +282,14 @@ impl Engine {
                 (fingerprint, delivery)
             })
             .collect();
+        // Until the first evaluation, every rule of the config is there, not yet evaluated.
+        let status = alerting
+            .rules
+            .iter()
+            .map(|spec| {
+                (spec.name.clone(), RuleStatus { last_evaluation: None, ..rule_status(spec, SystemTime::now()) })
+            })
+            .collect();
         Ok(Self {
             alerting,
             runtime,
@@ -290,7 +301,8 @@ impl Engine {
             deliveries,
             specs: BTreeMap::new(),
             next_evaluation: None,
-            status: Arc::default(),
+            status: Arc::new(Mutex::new(status)),
+            telemetry,
         })
     }
 
@@ -364,6 +376,7 @@ impl Engine {
             let Ok((spec, result, took)) = joined else { continue };
             let entry = status.get_mut(&spec.name).expect("every rule has a status");
             entry.evaluation_ms = Some(took.as_secs_f64() * 1000.0);
+            self.telemetry.observe_rule(&spec.name, result.is_ok());
             match result {
                 Ok(alerts) => {
                     if alerts.len() > MAX_ALERTS_PER_RULE {
@@ -390,8 +403,11 @@ impl Engine {
         for change in changes {
             self.announce(change, now);
         }
+        let mut counts = Vec::new();
         for (name, entry) in &mut status {
             let states: Vec<State> = self.lifecycle.all().filter(|t| &t.rule == name).map(|t| t.state).collect();
+            let firing = states.iter().filter(|s| **s == State::Firing).count();
+            counts.push((name.clone(), states.len() - firing, firing));
             entry.state = if states.contains(&State::Firing) {
                 "firing"
             } else if states.contains(&State::Pending) {
@@ -401,6 +417,7 @@ impl Engine {
             }
             .into();
         }
+        self.telemetry.set_alerts(&counts);
         *self.status.lock().expect("rule status lock") = status;
     }
 
@@ -754,11 +771,12 @@ pub fn spawn(mut engine: Engine, tasks: &TaskTracker, stop: CancellationToken) {
                     continue;
                 };
                 let (storage, stop, external_url) = (engine.storage.clone(), stop.clone(), external_url.clone());
+                let telemetry = engine.telemetry.clone();
                 deliveries.spawn(async move {
                     let _slot = slot;
                     tokio::select! {
                         () = stop.cancelled() => {}
-                        () = channels::deliver(&storage, &channel, &notification, &external_url) => {}
+                        () = channels::deliver(&storage, &telemetry, &channel, &notification, &external_url) => {}
                     }
                 });
             }

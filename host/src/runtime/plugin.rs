@@ -92,7 +92,7 @@ const INFO_TIMEOUT: Duration = Duration::from_secs(5);
 const INFO_MEMORY: usize = 64 << 20;
 
 impl Runtime {
-    /// Load a component: compile it (or take it from the cache), check it against the checker world, and ask it
+    /// Load a component: compile it (or take it from the cache), check it against the contract's worlds, and ask it
     /// for its info. The error says what is wrong, for the operator.
     pub async fn load(&self, bytes: &[u8], source: PluginSource) -> Result<Plugin, String> {
         let (cache, engine, owned) = (self.cache.clone(), self.engine.clone(), bytes.to_vec());
