@@ -268,6 +268,7 @@ fn config_sanity(config: &Config) -> Result<(), Vec<ConfigError>> {
         ("logs", config.retention.logs),
         ("check_runs", config.retention.check_runs),
         ("metrics", config.retention.metrics),
+        ("alerts", config.retention.alerts),
     ] {
         if keep.is_zero() {
             problem(format!("`[retention] {name}` must be longer than 0s"));

@@ -41,6 +41,8 @@ pub struct Swept {
     pub logs_over_size: u64,
     pub check_runs: u64,
     pub samples: u64,
+    /// Resolved alerts, notification attempts and silences over.
+    pub alerts: u64,
     /// Pages handed back to the file system.
     pub pages_freed: u64,
 }
@@ -70,6 +72,7 @@ pub fn spawn(
                             logs_over_size = swept.logs_over_size,
                             check_runs = swept.check_runs,
                             samples = swept.samples,
+                            alerts = swept.alerts,
                             pages_freed = swept.pages_freed,
                             "Cleaned up the store"
                         );
@@ -127,6 +130,23 @@ pub async fn sweep(
         })
         .await?;
     }
+    let cutoff = before(config.alerts);
+    swept.alerts += chunked(storage, stop, move |db| {
+        let notifications = db
+            .prepare_cached(
+                "DELETE FROM alert_notifications WHERE id IN (SELECT id FROM alert_notifications WHERE at < ?1 LIMIT ?2)",
+            )?
+            .execute(params![cutoff, CHUNK])?;
+        let alerts = db
+            .prepare_cached(
+                "DELETE FROM alerts WHERE id IN (
+                     SELECT id FROM alerts WHERE state = 'resolved' AND resolved_at < ?1 LIMIT ?2)",
+            )?
+            .execute(params![cutoff, CHUNK])?;
+        let silences = db.prepare_cached("DELETE FROM silences WHERE ends_at < ?1")?.execute(params![cutoff])?;
+        Ok(notifications + alerts + silences)
+    })
+    .await?;
     if swept.logs_expired > 0 {
         // Deleted records leave tombstones in the full-text index until its segments merge; a few ordinary merge
         // steps each time keep that from piling up without rewriting the whole index.

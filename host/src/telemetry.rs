@@ -130,7 +130,7 @@ impl Telemetry {
             Opts::new(
                 "selfmon_cleanup_deleted_total",
                 "Rows the periodic cleanup deleted: log records past retention (logs_expired) or over the size cap \
-                 (logs_over_size), check runs, metric samples.",
+                 (logs_over_size), check runs, metric samples, resolved alerts and their notifications.",
             ),
             &["what"],
         )?;
@@ -236,6 +236,7 @@ impl Telemetry {
             ("logs_over_size", swept.logs_over_size),
             ("check_runs", swept.check_runs),
             ("samples", swept.samples),
+            ("alerts", swept.alerts),
         ] {
             self.cleanup_deleted.with_label_values(&[what]).inc_by(count);
         }

@@ -343,3 +343,43 @@ plugin = "health"
     assert!(hung.contains("deadline of 5s exceeded"), "{hung}");
     assert_eq!(states["hanging"].state, "inactive");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cleanup_forgets_old_resolved_alerts_and_attempts_but_never_active_ones() {
+    let workdir = Workdir::new("", &[]);
+    let storage = Storage::open(&workdir.path().join("selfmon.db")).unwrap();
+    let now = millis(SystemTime::now());
+    let (old, recent) = (now - 100 * 86_400_000, now - 86_400_000);
+    storage
+        .apply(move |db| {
+            db.execute_batch(&format!(
+                "INSERT INTO alerts (fingerprint, rule, severity, state, summary, labels, started_at, resolved_at)
+                 VALUES ('a', 'r', 'low', 'resolved', 'old', '{{}}', {old}, {old}),
+                        ('b', 'r', 'low', 'resolved', 'recent', '{{}}', {old}, {recent}),
+                        ('c', 'r', 'low', 'firing', 'firing for months', '{{}}', {old}, NULL);
+                 INSERT INTO alert_notifications (channel, group_key, status, alerts, attempt, at, outcome, duration_ms)
+                 VALUES ('ops', 'k', 'firing', '[1]', 1, {old}, 'delivered', 1.0),
+                        ('ops', 'k', 'firing', '[2]', 1, {recent}, 'delivered', 1.0);
+                 INSERT INTO silences (matchers, starts_at, ends_at, comment)
+                 VALUES ('{{}}', {old}, {old}, 'long over'), ('{{}}', {old}, {recent}, 'recently over');"
+            ))
+        })
+        .await
+        .unwrap();
+    let config = selfmon::config::RetentionConfig::default();
+    let swept =
+        selfmon::retention::sweep(&storage, &config, &tokio_util::sync::CancellationToken::new()).await.unwrap();
+    assert_eq!(swept.alerts, 3, "{swept:?}");
+    let db = rusqlite::Connection::open(storage.path()).unwrap();
+    let summaries: Vec<String> = db
+        .prepare("SELECT summary FROM alerts ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(summaries, ["recent", "firing for months"]);
+    let count =
+        |table: &str| db.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get::<_, i64>(0)).unwrap();
+    assert_eq!((count("alert_notifications"), count("silences")), (1, 1));
+}

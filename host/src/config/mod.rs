@@ -175,6 +175,9 @@ pub struct RetentionConfig {
     /// Metric samples.
     #[serde(with = "humantime_serde")]
     pub metrics: Duration,
+    /// Resolved alerts, notification attempts and silences that are over.
+    #[serde(with = "humantime_serde")]
+    pub alerts: Duration,
     /// The most the database may hold; past it the oldest log records go first (trace, debug and info before
     /// warnings, and those before the rest). No cap when absent.
     pub max_size: Option<ByteSize>,
@@ -194,6 +197,7 @@ impl Default for RetentionConfig {
                 .collect(),
             check_runs: days(30),
             metrics: days(30),
+            alerts: days(90),
             max_size: None,
             interval: Duration::from_secs(600),
         }
