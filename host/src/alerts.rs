@@ -292,6 +292,21 @@ impl Storage {
         .await
     }
 
+    pub async fn alert(&self, id: i64) -> Result<Option<Alert>, StorageError> {
+        self.read(move |db| {
+            db.query_row(
+                "SELECT id, fingerprint, rule, name, severity, state, summary, labels, annotations, started_at,
+                        fired_at, resolved_at, acknowledged_at, acknowledged_by, ack_comment, silenced_by, inhibited_by,
+                        escalation_step
+                 FROM alerts WHERE id = ?1",
+                [id],
+                alert_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
     /// Acknowledge an active alert: who and why; escalation stops, the alert stays visible.
     pub async fn acknowledge(&self, id: i64, by: Option<String>, comment: String) -> Result<Alert, ChangeError> {
         let now = to_millis(SystemTime::now());

@@ -127,6 +127,7 @@ fn routes(state: AppState) -> Router {
         .routes(routes!(performance))
         .routes(routes!(errors))
         .routes(routes!(alerts))
+        .routes(routes!(alert))
         .routes(routes!(acknowledge))
         .routes(routes!(rules, create_rule))
         .routes(routes!(rule, delete_rule))
@@ -485,6 +486,12 @@ async fn alerts(
     let active = state.alerts(true, 0, 1000).await?.items;
     let history = state.alerts(false, offset, limit).await?;
     Ok(Json(AlertsReport { active, history }))
+}
+
+/// `GET /v1/alerts/{id}`: one alert, active or resolved (the link in notifications).
+#[utoipa::path(get, path = "/v1/alerts/{id}", tag = "alerts", params(("id" = i64, Path, description = "The alert")), responses((status = 200, description = "OK", body = Alert), (status = 400, description = "A bad parameter", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
+async fn alert(State(state): State<AppState>, id: Result<Path<i64>, PathRejection>) -> Result<Json<Alert>, ApiError> {
+    Ok(Json(state.alert(path(id, "the alert id")?).await?))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

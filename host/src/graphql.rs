@@ -425,6 +425,11 @@ impl QueryRoot {
         Ok(page.into())
     }
 
+    /// One alert, active or resolved.
+    async fn alert(&self, ctx: &Context<'_>, id: i64) -> async_graphql::Result<Alert> {
+        queries(ctx).alert(id).await.map_err(error)
+    }
+
     /// Every rule (the defaults, the config's and the API's) with how it fared at its last evaluation.
     async fn rule_states(&self, ctx: &Context<'_>) -> Vec<RuleStatus> {
         queries(ctx).rule_states()

@@ -335,7 +335,7 @@ impl Queries {
         let expression = self.alerting.expression.as_ref().ok_or_else(|| {
             QueryError::Unavailable("the `expression` rule plugin is not loaded, so rules cannot be created".into())
         })?;
-        let spec = rules::from_api(&rule, expression, self.alerting.memory_limit);
+        let spec = rules::from_api(&rule, expression, &self.alerting.config, self.alerting.memory_limit);
         match self.runtime.validate_rule(expression, &spec.sandbox, &spec.config).await {
             Ok(Ok(())) => {}
             Ok(Err(reason)) => return Err(QueryError::Rejected(vec![reason])),
@@ -355,6 +355,14 @@ impl Queries {
     /// Active alerts (pending and firing) or the resolved history, newest first.
     pub async fn alerts(&self, active: bool, offset: u64, limit: u64) -> Result<Page<Alert>, QueryError> {
         self.storage.alerts(active, offset, limit).await.map_err(storage)
+    }
+
+    pub async fn alert(&self, id: i64) -> Result<Alert, QueryError> {
+        self.storage
+            .alert(id)
+            .await
+            .map_err(storage)?
+            .ok_or_else(|| QueryError::NotFound { code: "unknown_alert", message: format!("no alert with id {id}") })
     }
 
     pub async fn acknowledge(&self, id: i64, caller: Option<String>, comment: String) -> Result<Alert, QueryError> {

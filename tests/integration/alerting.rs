@@ -21,6 +21,7 @@ fn at(seconds: u64) -> SystemTime {
 /// An engine over a config, with the checks on its board.
 struct Bench {
     engine: Engine,
+    host: selfmon::Host,
     storage: Storage,
     board: Arc<Board>,
     events: Events,
@@ -51,18 +52,13 @@ impl Bench {
             board.register(name, plugin, true, Duration::from_secs(30), &depends_on);
         }
         let events = Events::default();
-        let telemetry = Arc::new(selfmon::telemetry::Telemetry::new(&storage).unwrap());
-        let engine = Engine::new(
-            host.alerting.clone(),
-            host.runtime.clone(),
-            storage.clone(),
-            board.clone(),
-            events.clone(),
-            telemetry,
-        )
-        .await
-        .unwrap();
-        Self { engine, storage, board, events, _workdir: workdir }
+        let engine = engine(&host, &storage, &board, &events).await;
+        Self { engine, host, storage, board, events, _workdir: workdir }
+    }
+
+    /// A new engine on the same store, as after selfmon restarted.
+    async fn restart(&mut self) {
+        self.engine = engine(&self.host, &self.storage, &self.board, &self.events).await;
     }
 
     fn record(&self, check: &str, plugin: &str, health: Health, when: SystemTime) {
@@ -112,6 +108,13 @@ struct Row {
     state: String,
     fired_at: Option<i64>,
     resolved_at: Option<i64>,
+}
+
+async fn engine(host: &selfmon::Host, storage: &Storage, board: &Arc<Board>, events: &Events) -> Engine {
+    let telemetry = Arc::new(selfmon::telemetry::Telemetry::new(storage).unwrap());
+    Engine::new(host.alerting.clone(), host.runtime.clone(), storage.clone(), board.clone(), events.clone(), telemetry)
+        .await
+        .unwrap()
 }
 
 fn millis(time: SystemTime) -> i64 {
@@ -299,6 +302,46 @@ severity = "critical"
     let b: Vec<_> = sent.iter().filter(|(_, n)| checks_in(n).iter().any(|(c, _)| c == "b")).collect();
     assert!(!b.is_empty() && b.iter().all(|(when, _)| *when >= 600), "b speaks up once its silence is over: {sent:?}");
     assert_eq!(bench.column("b", "silenced_by"), None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_neither_repeats_what_was_sent_nor_loses_a_resolution() {
+    let config = r#"
+[alerting]
+default_rules = false
+
+[[rule]]
+name = "down"
+plugin = "health"
+channels = ["ops"]
+"#;
+    let checks: [(&str, &str, &[&str]); 3] = [("a", "http", &[]), ("b", "http", &[]), ("c", "http", &[])];
+    let mut bench = Bench::new(config, &checks, &[]).await;
+    for (name, plugin, _) in checks {
+        bench.record(name, plugin, Health::Unhealthy, at(0));
+    }
+    let sent = bench.run(0, 60).await;
+    assert_eq!(checks_in(&sent[0].1).len(), 3);
+    let request: selfmon::alerting::silences::SilenceRequest = serde_json::from_value(serde_json::json!({
+        "matchers": {"check": "c"}, "duration": "1h", "comment": "c is known"
+    }))
+    .unwrap();
+    bench.storage.create_silence(request, (at(100), at(3700)), None).await.unwrap();
+    bench.run(100, 110).await;
+
+    bench.restart().await;
+    bench.record("a", "http", Health::Healthy, at(200));
+    let sent = bench.run(200, 600).await;
+    assert_eq!(sent.len(), 1, "only the news: {sent:?}");
+    assert_eq!(sent[0].0, 500, "a group carried over counts as just sent: its news waits group_interval");
+    assert_eq!(checks_in(&sent[0].1), [("b".to_string(), Status::Firing), ("a".to_string(), Status::Resolved)]);
+
+    // c resolves while silenced: its channel was told it fired, so it hears that it resolved.
+    bench.record("c", "http", Health::Healthy, at(700));
+    let sent = bench.run(700, 1100).await;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(checks_in(&sent[0].1).contains(&("c".to_string(), Status::Resolved)), "{sent:?}");
+    assert!(!checks_in(&sent[0].1).contains(&("c".to_string(), Status::Firing)));
 }
 
 #[tokio::test(flavor = "multi_thread")]

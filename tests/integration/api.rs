@@ -229,6 +229,20 @@ name = "web"
 plugin = "http"
 interval = "1s"
 target = "{}"
+
+# Channels of the two kinds the original platform's example names.
+[[channel]]
+name = "hook"
+kind = "webhook"
+url = "http://127.0.0.1:9/"
+
+[[channel]]
+name = "mail"
+kind = "email"
+smtp = "127.0.0.1:2525"
+security = "none"
+from = "selfmon@example.com"
+to = ["ops@example.com"]
 "#,
         target.url("/ok")
     );

@@ -27,7 +27,7 @@ fn keys() -> String {
 async fn queries_and_mutations_answer_what_rest_answers() {
     let target = Target::start().await;
     let config = format!(
-        "{}\n[[check]]\nname = \"web\"\nplugin = \"http\"\ninterval = \"1s\"\ntarget = \"{}\"\n",
+        "{}\n[[check]]\nname = \"web\"\nplugin = \"http\"\ninterval = \"1s\"\ntarget = \"{}\"\n\n[[channel]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n",
         keys(),
         target.url("/ok")
     );

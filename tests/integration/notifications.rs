@@ -164,7 +164,10 @@ ca_file = "smtp-ca.pem"
     assert_eq!(alert["endsAt"], "0001-01-01T00:00:00Z");
     assert!(humantime::parse_rfc3339(alert["startsAt"].as_str().unwrap()).is_ok());
     assert_eq!(alert["fingerprint"].as_str().unwrap().len(), 16);
-    assert!(alert["generatorURL"].as_str().unwrap().starts_with("http://selfmon.example:8001/v1/alerts?alert="));
+    let link = alert["generatorURL"].as_str().unwrap();
+    let id = link.strip_prefix("http://selfmon.example:8001/v1/alerts/").expect("a link to the alert's page");
+    let (status, page) = get_json_with_key(&format!("{}/v1/alerts/{id}", selfmon.url), ADMIN).await;
+    assert_eq!((status.as_u16(), page["fingerprint"].as_str()), (200, alert["fingerprint"].as_str()), "{page}");
     assert_eq!(payload["commonLabels"], alert["labels"]);
 
     // Slack: `text` for notifications, and blocks.
@@ -199,7 +202,7 @@ ca_file = "smtp-ca.pem"
     assert_eq!(mail.to, ["ops@example.com", "oncall@example.com"]);
     assert!(mail.data.contains("Subject: [FIRING:1] web_down (selfmon)"), "{}", mail.data);
     assert!(mail.data.contains("[FIRING] web_down (critical)\r\nweb is unhealthy"), "{}", mail.data);
-    assert!(mail.data.contains("Details: http://selfmon.example:8001/v1/alerts?alert"), "{}", mail.data);
+    assert!(mail.data.contains("Details: http://selfmon.example:8001/v1/alerts/"), "{}", mail.data);
 
     // Every attempt is on record, and no token of any URL is shown anywhere.
     let attempts = eventually("the attempts on record", async || {

@@ -136,6 +136,8 @@ async fn every_documented_answer_matches_its_schema() {
         ("/v1/alerts/rules/{name}", "/v1/alerts/rules/r1", 200),
         ("/v1/alerts/rules/{name}", "/v1/alerts/rules/none", 404),
         ("/v1/alerts/rule-states", "/v1/alerts/rule-states", 200),
+        ("/v1/alerts/{id}", "/v1/alerts/1", 200),
+        ("/v1/alerts/{id}", "/v1/alerts/999", 404),
         ("/v1/alerts/notifications", "/v1/alerts/notifications", 200),
         ("/v1/silences", "/v1/silences", 200),
         ("/v1/webhooks", "/v1/webhooks", 200),

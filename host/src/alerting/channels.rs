@@ -299,14 +299,15 @@ enum Message {
     Email { subject: String, body: String },
 }
 
-/// Send one notification, retrying with backoff up to the channel's attempts; every attempt is stored.
+/// Send one notification, retrying with backoff up to the channel's attempts; every attempt is stored. Whether it
+/// was delivered.
 pub async fn deliver(
     storage: &Storage,
     telemetry: &Telemetry,
     channel: &Channel,
     notification: &Notification,
     external_url: &str,
-) {
+) -> bool {
     let message = message(channel, notification, external_url, SystemTime::now());
     let ids: Vec<i64> = notification.alerts.iter().map(|a| a.id).collect();
     let ids = serde_json::to_string(&ids).unwrap_or_default();
@@ -366,11 +367,12 @@ pub async fn deliver(
             tracing::error!(%error, channel = %channel.name, "Cannot record an alert notification");
         }
         if error.is_none() || attempt == channel.max_attempts {
-            return;
+            return error.is_none();
         }
         tokio::time::sleep(retry_after.unwrap_or(wait).min(MAX_RETRY_WAIT)).await;
         wait = (wait * 2).min(MAX_RETRY_WAIT);
     }
+    false
 }
 
 struct Failure {
@@ -471,9 +473,10 @@ fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
-/// Where a person sees the alert.
-fn link(external_url: &str, notice: &Notice) -> String {
-    format!("{}/v1/alerts?alert={}", external_url.trim_end_matches('/'), notice.id)
+/// Where a person sees the alert: its page in the API under `[alerting] external_url`, when that is set (a link
+/// without it would point nowhere a receiver can reach).
+fn link(external_url: &str, notice: &Notice) -> Option<String> {
+    (!external_url.is_empty()).then(|| format!("{}/v1/alerts/{}", external_url.trim_end_matches('/'), notice.id))
 }
 
 /// Labels and annotations every alert in the notification shares.
@@ -511,7 +514,7 @@ fn alertmanager_webhook(notification: &Notification, receiver: &str, external_ur
                 "startsAt": rfc3339(notice.fired_at),
                 // Alertmanager's zero time for an alert that has not ended.
                 "endsAt": notice.resolved_at.map_or_else(|| "0001-01-01T00:00:00Z".to_string(), rfc3339),
-                "generatorURL": link(external_url, notice),
+                "generatorURL": link(external_url, notice).unwrap_or_default(),
                 "fingerprint": notice.fingerprint,
             })
         })
@@ -560,7 +563,10 @@ fn slack(notification: &Notification, external_url: &str) -> Value {
     let mut blocks =
         vec![json!({"type": "header", "text": {"type": "plain_text", "text": clip(&title(notification), 150)}})];
     for (line, notice) in lines.iter().zip(&notification.alerts).take(48) {
-        let text = format!("{} <{}|details>", escape_slack(line), link(external_url, notice));
+        let text = match link(external_url, notice) {
+            Some(link) => format!("{} <{link}|details>", escape_slack(line)),
+            None => escape_slack(line),
+        };
         blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": clip(&text, 3000)}}));
     }
     if lines.len() > 48 {
@@ -576,37 +582,52 @@ fn escape_slack(text: &str) -> String {
 }
 
 /// A Discord execute-webhook body: the title as `content`, one embed per alert (at most 10), colour by status, and
-/// no mentions (an alert's text must not ping anyone).
+/// no mentions (an alert's text must not ping anyone). Discord refuses a message whose embeds hold more than 6000
+/// characters in all, so each embed gets an equal share.
 fn discord(notification: &Notification, external_url: &str) -> Value {
+    const EMBEDS: usize = 10;
+    const ALL_EMBEDS: usize = 5900;
+    let shown = notification.alerts.len().clamp(1, EMBEDS);
+    let share = ALL_EMBEDS / shown;
     let embeds: Vec<Value> = notification
         .alerts
         .iter()
-        .take(10)
+        .take(EMBEDS)
         .map(|notice| {
             let color = match notice.status {
                 Status::Firing if notice.severity == "critical" => 0xE0_1E_5A,
                 Status::Firing => 0xF2_A9_00,
                 Status::Resolved => 0x2E_B6_7D,
             };
-            let mut fields: Vec<Value> = notice
-                .labels
-                .iter()
-                .take(24)
-                .map(|(k, v)| json!({"name": clip(k, 256), "value": clip(if v.is_empty() { "-" } else { v }, 1024), "inline": true}))
-                .collect();
-            fields.push(json!({"name": "since", "value": rfc3339(notice.fired_at), "inline": true}));
-            json!({
-                "title": clip(&format!("[{}] {}", notice.status.as_str().to_uppercase(), notice.labels.get("alertname").unwrap_or(&notice.rule)), 256),
-                "description": clip(&notice.summary, 4096),
-                "url": link(external_url, notice),
+            let name = notice.labels.get("alertname").unwrap_or(&notice.rule);
+            let title = clip(&format!("[{}] {name}", notice.status.as_str().to_uppercase()), 200.min(share / 4));
+            let mut used = title.chars().count();
+            let mut fields = Vec::new();
+            let since = ("since".to_string(), rfc3339(notice.fired_at));
+            for (key, value) in notice.labels.iter().map(|(k, v)| (k.clone(), v.clone())).chain([since]).take(25) {
+                let (key, value) = (clip(&key, 64), clip(if value.is_empty() { "-" } else { &value }, 256));
+                let size = key.chars().count() + value.chars().count();
+                if used + size > share / 2 {
+                    break;
+                }
+                used += size;
+                fields.push(json!({"name": key, "value": value, "inline": true}));
+            }
+            let mut embed = json!({
+                "title": title,
+                "description": clip(&notice.summary, (share - used).clamp(1, 4096)),
                 "color": color,
                 "fields": fields,
-            })
+            });
+            if let Some(link) = link(external_url, notice) {
+                embed["url"] = Value::String(link);
+            }
+            embed
         })
         .collect();
     let mut content = title(notification);
-    if notification.alerts.len() > 10 {
-        content.push_str(&format!(" ({} more not shown)", notification.alerts.len() - 10));
+    if notification.alerts.len() > EMBEDS {
+        content.push_str(&format!(" ({} more not shown)", notification.alerts.len() - EMBEDS));
     }
     json!({"content": clip(&content, 2000), "embeds": embeds, "allowed_mentions": {"parse": []}})
 }
@@ -619,13 +640,16 @@ fn alertmanager_v2(notification: &Notification, external_url: &str, now: SystemT
             .iter()
             .map(|notice| {
                 let ends = notice.resolved_at.unwrap_or(now + ALERTMANAGER_ENDS_AFTER);
-                json!({
+                let mut alert = json!({
                     "labels": notice.labels,
                     "annotations": annotations(notice),
                     "startsAt": rfc3339(notice.fired_at),
                     "endsAt": rfc3339(ends),
-                    "generatorURL": link(external_url, notice),
-                })
+                });
+                if let Some(link) = link(external_url, notice) {
+                    alert["generatorURL"] = Value::String(link);
+                }
+                alert
             })
             .collect(),
     )
@@ -649,7 +673,10 @@ fn email(notification: &Notification, external_url: &str) -> (String, String) {
         for (k, v) in &notice.labels {
             body.push_str(&format!("  {k} = {v}\n"));
         }
-        body.push_str(&format!("Details: {}\n\n", link(external_url, notice)));
+        if let Some(link) = link(external_url, notice) {
+            body.push_str(&format!("Details: {link}\n"));
+        }
+        body.push('\n');
     }
     body.push_str("-- \nselfmon\n");
     (format!("{} (selfmon)", title(notification)), body)
@@ -706,7 +733,9 @@ mod tests {
         assert_eq!(payload["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
         assert_eq!(payload["alerts"][1]["status"], "resolved");
         assert_eq!(payload["alerts"][1]["endsAt"], "2027-01-15T08:01:00.000Z");
-        assert_eq!(payload["alerts"][0]["generatorURL"], "http://selfmon:8001/v1/alerts?alert=1");
+        assert_eq!(payload["alerts"][0]["generatorURL"], "http://selfmon:8001/v1/alerts/1");
+        let unlinked = alertmanager_webhook(&notification(), "ops", "");
+        assert_eq!(unlinked["alerts"][0]["generatorURL"], "");
     }
 
     #[test]
@@ -714,11 +743,42 @@ mod tests {
         let slack = slack(&notification(), "http://s");
         assert_eq!(slack["blocks"][0]["text"]["text"], "[FIRING:1] service_down");
         let section = slack["blocks"][1]["text"]["text"].as_str().unwrap();
-        assert!(section.contains("HTTP 503 &lt;b&gt;") && section.ends_with("<http://s/v1/alerts?alert=1|details>"));
+        assert!(section.contains("HTTP 503 &lt;b&gt;") && section.ends_with("<http://s/v1/alerts/1|details>"));
         let discord = discord(&notification(), "http://s");
         assert_eq!(discord["allowed_mentions"], json!({"parse": []}));
         assert_eq!(discord["embeds"].as_array().unwrap().len(), 2);
         assert_eq!(discord["embeds"][1]["color"], 0x2E_B6_7D);
+        assert_eq!(discord["embeds"][0]["url"], "http://s/v1/alerts/1");
+        assert!(
+            super::discord(&notification(), "")["embeds"][0].get("url").is_none(),
+            "Discord refuses a relative URL"
+        );
+
+        // Ten alerts with long summaries and many labels stay within Discord's 6000 characters of embeds.
+        let mut big = notification();
+        big.alerts = (0..12)
+            .map(|n| {
+                let mut notice = big.alerts[0].clone();
+                notice.summary = "x".repeat(1024);
+                notice.labels.extend((0..30).map(|l| (format!("label{l}"), "v".repeat(300))));
+                notice.fingerprint = format!("{n}");
+                notice
+            })
+            .collect();
+        let discord = super::discord(&big, "http://s");
+        let embeds = discord["embeds"].as_array().unwrap();
+        assert_eq!(embeds.len(), 10);
+        let size: usize = embeds
+            .iter()
+            .map(|e| {
+                let text = |v: &Value| v.as_str().map_or(0, |s| s.chars().count());
+                let fields: usize =
+                    e["fields"].as_array().unwrap().iter().map(|f| text(&f["name"]) + text(&f["value"])).sum();
+                text(&e["title"]) + text(&e["description"]) + fields
+            })
+            .sum();
+        assert!(size <= 6000, "{size} characters of embeds");
+        assert!(discord["content"].as_str().unwrap().ends_with("(2 more not shown)"));
         assert_eq!(clip("abcdef", 4), "abc…");
         let (subject, body) = email(&notification(), "http://s");
         assert_eq!(subject, "[FIRING:1] service_down (selfmon)");

@@ -17,8 +17,10 @@ use crate::storage::{Storage, to_millis};
 /// Series read per query at most; a metric with more is cut short (the newest series ids first are not favoured:
 /// the order is by id).
 const MAX_SERIES: usize = 1000;
-/// Samples read per series and query at most.
+/// Samples read per series and query at most: the newest of the window.
 const MAX_SAMPLES: i64 = 100_000;
+/// The longest window a query reads; a longer one is cut to this.
+pub const MAX_WINDOW: std::time::Duration = std::time::Duration::from_secs(31 * 86_400);
 
 pub struct Stored {
     pub storage: Storage,
@@ -77,7 +79,11 @@ impl RuleData for Stored {
                     Health::Unhealthy => Some(Status::Unhealthy),
                     Health::Unknown => None,
                 },
-                summary: check.summary,
+                // A run that failed says why in its error.
+                summary: match (check.own_status, check.error) {
+                    (Health::Unknown, Some(error)) => error,
+                    (_, _) => check.summary,
+                },
                 last_run_ms: check.last_run.and_then(|t| humantime::parse_rfc3339(&t).ok()).map(to_millis),
                 enabled: check.enabled,
                 depends_on: check.depends_on,
@@ -108,7 +114,8 @@ fn seconds(window_ms: u64) -> f64 {
 /// Each matching series with its samples of the window, oldest first (for log metrics: the count of records).
 async fn read(storage: &Storage, query: MetricQuery, now: SystemTime) -> Vec<(Labels, Vec<f64>)> {
     let to = to_millis(now);
-    let from = to.saturating_sub(i64::try_from(query.window_ms).unwrap_or(i64::MAX));
+    let window = query.window_ms.min(u64::try_from(MAX_WINDOW.as_millis()).unwrap_or(u64::MAX));
+    let from = to.saturating_sub(i64::try_from(window).unwrap_or(i64::MAX));
     let result = storage
         .read(move |db| {
             if is_log_metric(&query.metric) {
@@ -124,12 +131,13 @@ async fn read(storage: &Storage, query: MetricQuery, now: SystemTime) -> Vec<(La
                 .collect();
             let mut out = Vec::with_capacity(matching.len());
             let mut samples = db.prepare_cached(
-                "SELECT value FROM samples WHERE series_id = ?1 AND ts > ?2 AND ts <= ?3 ORDER BY ts LIMIT ?4",
+                "SELECT value FROM samples WHERE series_id = ?1 AND ts > ?2 AND ts <= ?3 ORDER BY ts DESC LIMIT ?4",
             )?;
             for (id, labels) in matching {
-                let values: Vec<f64> = samples
+                let mut values: Vec<f64> = samples
                     .query_map(params![id, from, to, MAX_SAMPLES], |row| row.get(0))?
                     .collect::<rusqlite::Result<_>>()?;
+                values.reverse();
                 if !values.is_empty() {
                     out.push((labels, values));
                 }

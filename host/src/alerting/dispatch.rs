@@ -75,6 +75,8 @@ struct Member {
     notice: Notice,
     /// Whether a message has shown it in its current status.
     sent: bool,
+    /// Silenced or inhibited: left out of messages until it is not, without losing whether it was sent.
+    muted: bool,
 }
 
 #[derive(Debug)]
@@ -92,23 +94,25 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// An alert that fires (or still fires, with news) or has resolved, for `channel`.
+    /// An alert that fires (or still fires, perhaps with new text) or has resolved, for `channel`. It is no longer
+    /// muted.
     pub fn push(&mut self, channel: &str, pacing: &Pacing, notice: Notice, now: SystemTime) {
-        let labels: BTreeMap<String, String> = pacing
-            .group_by
+        let key = (channel.to_string(), group_key(&group_labels(pacing, &notice)));
+        // An alert whose group changed (its severity was raised, and the channel groups by it) moves.
+        let elsewhere = self
+            .groups
             .iter()
-            .map(|name| (name.clone(), notice.labels.get(name).cloned().unwrap_or_default()))
-            .collect();
-        let key = (channel.to_string(), group_key(&labels));
+            .find(|((c, k), g)| c == channel && *k != key.1 && g.members.contains_key(&notice.fingerprint))
+            .map(|(k, _)| k.clone());
+        if let Some(old) = elsewhere {
+            self.remove(&old, &notice.fingerprint);
+        }
         if notice.status == Status::Resolved {
             let Some(group) = self.groups.get_mut(&key) else { return };
             match group.members.get(&notice.fingerprint) {
                 // It fired and resolved before anyone heard of it: nobody needs to.
                 Some(member) if !member.sent => {
-                    group.members.remove(&notice.fingerprint);
-                    if group.members.is_empty() {
-                        self.groups.remove(&key);
-                    }
+                    self.remove(&key, &notice.fingerprint);
                     return;
                 }
                 Some(_) => {}
@@ -116,19 +120,20 @@ impl Dispatcher {
             }
         }
         let group = self.groups.entry(key).or_insert_with(|| Group {
-            labels,
+            labels: group_labels(pacing, &notice),
             members: BTreeMap::new(),
             next: Some(now + pacing.group_wait),
             last_sent: None,
         });
-        let news = group.members.get(&notice.fingerprint).is_none_or(|m| m.notice.status != notice.status);
+        let news = group.members.get(&notice.fingerprint).is_none_or(|m| m.notice.status != notice.status || !m.sent);
         match group.members.get_mut(&notice.fingerprint) {
             Some(member) => {
                 member.sent &= !news;
-                member.notice = notice.clone();
+                member.muted = false;
+                member.notice = notice;
             }
             None => {
-                group.members.insert(notice.fingerprint.clone(), Member { notice, sent: false });
+                group.members.insert(notice.fingerprint.clone(), Member { notice, sent: false, muted: false });
             }
         }
         if news && group.next.is_none() {
@@ -137,12 +142,71 @@ impl Dispatcher {
         }
     }
 
-    /// Take an alert out of every group without a message (it was silenced or inhibited).
-    pub fn withdraw(&mut self, fingerprint: &str) {
-        for group in self.groups.values_mut() {
-            group.members.remove(fingerprint);
+    /// An alert that was notified before selfmon restarted: in its group as sent, so it is not announced again.
+    pub fn restore(&mut self, channel: &str, pacing: &Pacing, notice: Notice, now: SystemTime) {
+        let key = (channel.to_string(), group_key(&group_labels(pacing, &notice)));
+        let group = self.groups.entry(key).or_insert_with(|| Group {
+            labels: group_labels(pacing, &notice),
+            members: BTreeMap::new(),
+            next: None,
+            last_sent: Some(now),
+        });
+        group.members.entry(notice.fingerprint.clone()).or_insert(Member { notice, sent: true, muted: false });
+    }
+
+    /// Leave an alert out of messages (it was silenced or inhibited). One nobody has heard of goes altogether; one
+    /// that was sent stays, so its resolution is still sent and its return is not news.
+    pub fn mute(&mut self, fingerprint: &str) {
+        let keys: Vec<(String, String)> =
+            self.groups.iter().filter(|(_, g)| g.members.contains_key(fingerprint)).map(|(k, _)| k.clone()).collect();
+        for key in keys {
+            let group = self.groups.get_mut(&key).expect("the group just found");
+            let member = group.members.get_mut(fingerprint).expect("the member just found");
+            if member.sent {
+                member.muted = true;
+            } else {
+                self.remove(&key, fingerprint);
+            }
         }
-        self.groups.retain(|_, group| !group.members.is_empty());
+    }
+
+    /// A message that could not be delivered: what it said is news again, for the group's next message.
+    pub fn requeue(&mut self, notification: &Notification, pacing: &Pacing, now: SystemTime) {
+        let Some(raw) = notification.group_key.strip_prefix(&format!("{}:", notification.channel)) else { return };
+        let key = (notification.channel.clone(), raw.to_string());
+        let group = self.groups.entry(key).or_insert_with(|| Group {
+            labels: notification.group_labels.clone(),
+            members: BTreeMap::new(),
+            next: None,
+            last_sent: Some(now),
+        });
+        for notice in &notification.alerts {
+            match group.members.get_mut(&notice.fingerprint) {
+                Some(member) if member.notice.status == notice.status => member.sent = false,
+                // A newer state of it is queued already.
+                Some(_) => {}
+                // A resolution not yet delivered.
+                None if notice.status == Status::Resolved => {
+                    group.members.insert(
+                        notice.fingerprint.clone(),
+                        Member { notice: notice.clone(), sent: false, muted: false },
+                    );
+                }
+                None => {}
+            }
+        }
+        if group.next.is_none() {
+            group.next = Some(now + pacing.group_interval);
+        }
+    }
+
+    fn remove(&mut self, key: &(String, String), fingerprint: &str) {
+        if let Some(group) = self.groups.get_mut(key) {
+            group.members.remove(fingerprint);
+            if group.members.is_empty() {
+                self.groups.remove(key);
+            }
+        }
     }
 
     /// The messages due at `now`, with each channel's pacing.
@@ -154,7 +218,14 @@ impl Dispatcher {
             if group.next.is_none_or(|next| now < next) && !repeat {
                 continue;
             }
-            let mut alerts: Vec<Notice> = group.members.values().map(|m| m.notice.clone()).collect();
+            group.next = None;
+            let mut alerts: Vec<Notice> =
+                group.members.values().filter(|m| !m.muted).map(|m| m.notice.clone()).collect();
+            if alerts.is_empty() {
+                // Everything in it is muted: nothing to say, and the repeat clock starts again.
+                group.last_sent = group.last_sent.map(|_| now);
+                continue;
+            }
             alerts.sort_by_key(|a| (a.status == Status::Resolved, a.fired_at, a.id));
             due.push(Notification {
                 channel: channel.clone(),
@@ -162,12 +233,11 @@ impl Dispatcher {
                 group_labels: group.labels.clone(),
                 alerts,
             });
-            group.members.retain(|_, m| m.notice.status == Status::Firing);
-            for member in group.members.values_mut() {
+            group.members.retain(|_, m| m.muted || m.notice.status == Status::Firing);
+            for member in group.members.values_mut().filter(|m| !m.muted) {
                 member.sent = true;
             }
             group.last_sent = Some(now);
-            group.next = None;
         }
         self.groups.retain(|_, group| !group.members.is_empty());
         due
@@ -183,6 +253,11 @@ impl Dispatcher {
             })
             .min()
     }
+}
+
+/// The values of a channel's `group_by` labels in an alert.
+fn group_labels(pacing: &Pacing, notice: &Notice) -> BTreeMap<String, String> {
+    pacing.group_by.iter().map(|name| (name.clone(), notice.labels.get(name).cloned().unwrap_or_default())).collect()
 }
 
 /// `{label="value",...}`, as Alertmanager writes a group key.
@@ -279,14 +354,72 @@ mod tests {
     }
 
     #[test]
-    fn channels_group_apart_and_withdrawn_alerts_go_quietly() {
+    fn channels_group_apart_and_muted_alerts_that_nobody_heard_of_go_quietly() {
         let mut dispatcher = Dispatcher::default();
-        dispatcher.push("ops", &pacing(), notice(1, "down", Status::Firing), at(0));
+        dispatcher.push("ops", &pacing(), notice(3, "down", Status::Firing), at(0));
         dispatcher.push("chat", &pacing(), notice(1, "down", Status::Firing), at(0));
         dispatcher.push("chat", &pacing(), notice(2, "down", Status::Firing), at(0));
-        dispatcher.withdraw("f1");
+        dispatcher.mute("f1");
         let due = dispatcher.due(at(30), |channel| (channel == "chat").then(pacing));
         assert_eq!(due.len(), 1, "a channel without pacing (removed) sends nothing");
         assert_eq!((due[0].channel.as_str(), ids(&due[0])), ("chat", vec![(2, Status::Firing)]));
+        dispatcher.push("chat", &pacing(), notice(1, "down", Status::Resolved), at(40));
+        assert!(
+            dispatcher
+                .due(at(4000), |channel| (channel == "chat").then(pacing))
+                .iter()
+                .all(|n| ids(n) == [(2, Status::Firing)])
+        );
+    }
+
+    #[test]
+    fn a_muted_alert_that_was_sent_still_resolves_and_its_return_is_not_news() {
+        let mut dispatcher = Dispatcher::default();
+        dispatcher.push("ops", &pacing(), notice(1, "down", Status::Firing), at(0));
+        dispatcher.push("ops", &pacing(), notice(2, "down", Status::Firing), at(0));
+        dispatcher.due(at(30), |_| Some(pacing()));
+        dispatcher.mute("f1");
+        assert!(
+            dispatcher.due(at(3630), |_| Some(pacing())).iter().all(|n| ids(n) == [(2, Status::Firing)]),
+            "a repeat leaves it out"
+        );
+        dispatcher.push("ops", &pacing(), notice(1, "down", Status::Firing), at(4000));
+        assert!(dispatcher.due(at(4100), |_| Some(pacing())).is_empty(), "unmuted, but receivers know it fires");
+        dispatcher.mute("f1");
+        dispatcher.push("ops", &pacing(), notice(1, "down", Status::Resolved), at(5000));
+        let due = dispatcher.due(at(5000), |_| Some(pacing()));
+        assert_eq!(ids(&due[0]), [(2, Status::Firing), (1, Status::Resolved)], "receivers were told it fired");
+    }
+
+    #[test]
+    fn restored_alerts_are_not_announced_again_and_failed_messages_are_sent_again() {
+        let mut dispatcher = Dispatcher::default();
+        dispatcher.restore("ops", &pacing(), notice(1, "down", Status::Firing), at(0));
+        dispatcher.push("ops", &pacing(), notice(1, "down", Status::Firing), at(1));
+        assert!(dispatcher.due(at(600), |_| Some(pacing())).is_empty(), "it was sent before the restart");
+        dispatcher.push("ops", &pacing(), notice(1, "down", Status::Resolved), at(700));
+        let failed = dispatcher.due(at(700), |_| Some(pacing()));
+        assert_eq!(ids(&failed[0]), [(1, Status::Resolved)]);
+        assert_eq!(dispatcher.next_due(|_| Some(pacing())), None);
+        dispatcher.requeue(&failed[0], &pacing(), at(710));
+        assert!(dispatcher.due(at(1009), |_| Some(pacing())).is_empty());
+        assert_eq!(ids(&dispatcher.due(at(1010), |_| Some(pacing()))[0]), [(1, Status::Resolved)], "sent again");
+    }
+
+    #[test]
+    fn an_alert_whose_group_changes_moves_and_is_not_repeated_in_the_old_one() {
+        let by_severity = Pacing { group_by: vec!["alertname".into(), "severity".into()], ..pacing() };
+        let mut dispatcher = Dispatcher::default();
+        let mut high = notice(1, "down", Status::Firing);
+        high.labels.insert("severity".into(), "high".into());
+        dispatcher.push("ops", &by_severity, high.clone(), at(0));
+        dispatcher.due(at(30), |_| Some(by_severity.clone()));
+        let mut critical = high.clone();
+        critical.labels.insert("severity".into(), "critical".into());
+        dispatcher.push("ops", &by_severity, critical, at(300));
+        let due = dispatcher.due(at(330), |_| Some(by_severity.clone()));
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].group_labels["severity"], "critical");
+        assert!(dispatcher.due(at(3630), |_| Some(by_severity.clone())).is_empty(), "the old group is gone");
     }
 }

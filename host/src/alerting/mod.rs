@@ -104,9 +104,7 @@ impl Alerting {
             errors.extend(more);
             Vec::new()
         });
-        let mut names: Vec<String> = vec![DASHBOARD.to_string()];
-        names.extend(ChannelKind::ALL.iter().map(|k| k.as_str().to_string()));
-        names.extend(channels.iter().map(|c| c.name.clone()));
+        let names = channel_names(&channels);
         for channel in &alerting.default_channels {
             if !names.contains(channel) {
                 errors.push(ConfigError::new(
@@ -174,10 +172,7 @@ impl Alerting {
 
     /// Every name a rule may use in `channels`.
     pub fn channel_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = vec![DASHBOARD.to_string()];
-        names.extend(ChannelKind::ALL.iter().map(|k| k.as_str().to_string()));
-        names.extend(self.channels.iter().map(|c| c.name.clone()));
-        names
+        channel_names(&self.channels)
     }
 
     /// The channels behind the names a rule uses: a channel's own name, or a kind's for all its channels.
@@ -202,6 +197,17 @@ impl Alerting {
     fn external_url(&self) -> String {
         self.config.external_url.clone().unwrap_or_default()
     }
+}
+
+/// The names a rule may use in `channels`: `dashboard`, each channel's, and each kind that has channels (for all of
+/// them).
+fn channel_names(channels: &[Arc<Channel>]) -> Vec<String> {
+    let mut names: Vec<String> = vec![DASHBOARD.to_string()];
+    names.extend(
+        ChannelKind::ALL.iter().filter(|k| channels.iter().any(|c| c.kind == **k)).map(|k| k.as_str().to_string()),
+    );
+    names.extend(channels.iter().map(|c| c.name.clone()));
+    names
 }
 
 /// How a rule fared at its last evaluation, for the API.
@@ -238,6 +244,8 @@ struct Delivery {
     severity: String,
     /// The channels it was pushed to.
     channels: Vec<String>,
+    /// Carried over from before a restart, not yet seen by this process.
+    restored: bool,
 }
 
 /// The alerting engine: one step at a time, on the clock it is given.
@@ -270,14 +278,15 @@ impl Engine {
         let (tracked, steps) = active_alerts(&storage).await?;
         let deliveries = steps
             .into_iter()
-            .map(|(fingerprint, (step, severity))| {
+            .map(|(fingerprint, restored)| {
                 let delivery = Delivery {
-                    notifiable: false,
+                    notifiable: restored.notified,
                     silenced_by: None,
                     inhibited_by: None,
-                    step,
-                    severity,
+                    step: restored.step,
+                    severity: restored.severity,
                     channels: Vec::new(),
+                    restored: true,
                 };
                 (fingerprint, delivery)
             })
@@ -323,11 +332,33 @@ impl Engine {
             return Vec::new();
         }
         let alerting = self.alerting.clone();
-        self.dispatcher
+        let due: Vec<(Arc<Channel>, Notification)> = self
+            .dispatcher
             .due(now, |channel| alerting.pacing(channel))
             .into_iter()
             .filter_map(|n| Some((alerting.channels.iter().find(|c| c.name == n.channel)?.clone(), n)))
-            .collect()
+            .collect();
+        let told: Vec<i64> = due
+            .iter()
+            .flat_map(|(_, n)| n.alerts.iter().filter(|a| a.status == Status::Firing).map(|a| a.id))
+            .collect();
+        if !told.is_empty() {
+            let stored = self
+                .storage
+                .apply(move |db| {
+                    let mut statement =
+                        db.prepare_cached("UPDATE alerts SET notified = 1 WHERE id = ?1 AND notified = 0")?;
+                    for id in told {
+                        statement.execute([id])?;
+                    }
+                    Ok(())
+                })
+                .await;
+            if let Err(error) = stored {
+                tracing::error!(%error, "Cannot record which alerts were notified");
+            }
+        }
+        due
     }
 
     /// Evaluate every enabled rule at `now` and carry its alerts through their lifecycle.
@@ -339,7 +370,7 @@ impl Engine {
                     .items
                     .iter()
                     .filter(|r| !specs.iter().any(|s| s.name == r.name))
-                    .map(|r| rules::from_api(r, expression, self.alerting.memory_limit))
+                    .map(|r| rules::from_api(r, expression, &self.alerting.config, self.alerting.memory_limit))
                     .collect();
                 specs.extend(api);
             }
@@ -347,7 +378,11 @@ impl Engine {
                 tracing::error!("Rules created through the API need the `expression` plugin, which is not loaded");
             }
             (_, Ok(_)) => {}
-            (_, Err(error)) => tracing::error!(%error, "Cannot read the API's alert rules"),
+            (_, Err(error)) => {
+                // Carry on with the rules read last time rather than resolve all of their alerts.
+                tracing::error!(%error, "Cannot read the API's alert rules; evaluating the ones read last time");
+                specs.extend(self.specs.values().filter(|s| s.origin == rules::Origin::Api).cloned());
+            }
         }
         let data: Arc<dyn crate::runtime::RuleData> =
             Arc::new(data::Stored { storage: self.storage.clone(), board: self.board.clone(), now });
@@ -396,12 +431,13 @@ impl Engine {
                 changes.extend(self.lifecycle.forget(&rule, now));
             }
         }
-        self.specs = specs.into_iter().map(|s| (s.name.clone(), s)).collect();
+        // Alerts of a rule that is gone resolve to the channels that rule had.
+        let previous = std::mem::replace(&mut self.specs, specs.into_iter().map(|s| (s.name.clone(), s)).collect());
         if let Err(error) = self.store(&changes).await {
             tracing::error!(%error, "Cannot store alert changes");
         }
         for change in changes {
-            self.announce(change, now);
+            self.announce(change, &previous, now);
         }
         let mut counts = Vec::new();
         for (name, entry) in &mut status {
@@ -432,13 +468,13 @@ impl Engine {
                     match change {
                         Change::Pending(t) | Change::Fired(t) | Change::Updated(t) => match t.id {
                             Some(id) => {
+                                // The severity is the engine's to write: escalation may have raised it.
                                 db.execute(
-                                    "UPDATE alerts SET state = ?2, severity = ?3, summary = ?4, annotations = ?5,
-                                     fired_at = ?6 WHERE id = ?1",
+                                    "UPDATE alerts SET state = ?2, summary = ?3, annotations = ?4, fired_at = ?5
+                                     WHERE id = ?1",
                                     params![
                                         id,
                                         t.state.as_str(),
-                                        t.raised.severity,
                                         t.raised.summary,
                                         json(&t.raised.annotations),
                                         t.fired_at.map(to_millis)
@@ -446,6 +482,13 @@ impl Engine {
                                 )?;
                             }
                             None => {
+                                // A row left active by a change that failed to commit ends here, so the new one
+                                // can take its fingerprint.
+                                db.execute(
+                                    "UPDATE alerts SET state = 'resolved', resolved_at = ?2
+                                     WHERE fingerprint = ?1 AND state != 'resolved'",
+                                    params![t.fingerprint, to_millis(t.started_at)],
+                                )?;
                                 db.execute(
                                     "INSERT INTO alerts (fingerprint, rule, name, severity, state, summary, labels,
                                      annotations, started_at, fired_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -489,27 +532,45 @@ impl Engine {
         Ok(())
     }
 
-    /// Tell the event bus, and the channels of alerts that resolved.
-    fn announce(&mut self, change: Change, now: SystemTime) {
-        match change {
-            Change::Fired(t) => {
-                let t = self.lifecycle.get(&t.fingerprint).cloned().unwrap_or(t);
-                self.events.publish(Payload::AlertFired(self.alert_of(&t, None)));
-            }
-            Change::Resolved(t, at) => {
-                let t = Tracked { id: t.id.or_else(|| self.lifecycle.get(&t.fingerprint).and_then(|x| x.id)), ..t };
-                self.events.publish(Payload::AlertResolved(self.alert_of(&t, Some(at))));
-                if let Some(delivery) = self.deliveries.remove(&t.fingerprint) {
-                    let mut notice = notice(&t, &delivery.severity, Status::Resolved);
-                    notice.resolved_at = Some(at);
-                    for channel in &delivery.channels {
-                        if let Some(pacing) = self.alerting.pacing(channel) {
-                            self.dispatcher.push(channel, &pacing, notice.clone(), now);
-                        }
-                    }
+    /// Tell the event bus and the channels that an alert resolved. `previous` holds the rules of the evaluation
+    /// before, for alerts whose rule is gone.
+    fn announce(&mut self, change: Change, previous: &BTreeMap<String, RuleSpec>, now: SystemTime) {
+        let Change::Resolved(t, at) = change else { return };
+        let t = Tracked { id: t.id.or_else(|| self.lifecycle.get(&t.fingerprint).and_then(|x| x.id)), ..t };
+        self.events.publish(Payload::AlertResolved(self.alert_of(&t, Some(at))));
+        let Some(delivery) = self.deliveries.remove(&t.fingerprint) else { return };
+        let spec = self.specs.get(&t.rule).or_else(|| previous.get(&t.rule)).cloned();
+        let channels = match (&delivery.channels[..], spec) {
+            ([], Some(spec)) => self.channels_of(&spec, delivery.step),
+            (channels, _) => channels.to_vec(),
+        };
+        let notice = notice(&t, &delivery.severity, Status::Firing);
+        for channel in &channels {
+            if let Some(pacing) = self.alerting.pacing(channel) {
+                // Channels told before a restart that it fires hear that it resolved.
+                if delivery.restored && delivery.notifiable {
+                    self.dispatcher.restore(channel, &pacing, notice.clone(), now);
                 }
+                let resolved = Notice { status: Status::Resolved, resolved_at: Some(at), ..notice.clone() };
+                self.dispatcher.push(channel, &pacing, resolved, now);
             }
-            Change::Pending(_) | Change::Updated(_) | Change::Dropped(_) => {}
+        }
+    }
+
+    /// The channels of a rule's alert at an escalation step, by channel name.
+    fn channels_of(&self, spec: &RuleSpec, step: usize) -> Vec<String> {
+        let mut names = spec.channels.clone();
+        let policy = spec.escalation.as_ref().and_then(|name| self.alerting.escalations.get(name));
+        for taken in policy.map(|p| &p[..step.min(p.len())]).unwrap_or_default() {
+            names.extend(taken.channels.iter().cloned());
+        }
+        self.alerting.expand(&names).iter().map(|c| c.name.clone()).collect()
+    }
+
+    /// A message that could not be delivered goes out again with its group's next one.
+    pub fn requeue(&mut self, notification: &Notification, now: SystemTime) {
+        if let Some(pacing) = self.alerting.pacing(&notification.channel) {
+            self.dispatcher.requeue(notification, &pacing, now);
         }
     }
 
@@ -533,24 +594,40 @@ impl Engine {
                 step = step.max(policy.iter().filter(|s| elapsed >= s.after).count());
             }
             let mut severity = tracked.raised.severity.clone();
-            let mut channels = spec.channels.clone();
             for taken in policy.map(|p| &p[..step.min(p.len())]).unwrap_or_default() {
                 if let Some(raised) = &taken.severity {
                     severity = raised.clone();
                 }
-                channels.extend(taken.channels.iter().cloned());
             }
-            let channels: Vec<String> = self.alerting.expand(&channels).iter().map(|c| c.name.clone()).collect();
             let delivery = Delivery {
                 notifiable: silenced_by.is_none() && inhibited_by.is_none(),
                 silenced_by,
                 inhibited_by,
                 step,
                 severity,
-                channels,
+                channels: self.channels_of(spec, step),
+                restored: false,
             };
-            if previous.as_ref().is_some_and(|p| p.notifiable) && !delivery.notifiable {
-                self.dispatcher.withdraw(&tracked.fingerprint);
+            match &previous {
+                // Its channels heard that it fires before selfmon restarted.
+                Some(p) if p.restored && p.notifiable => {
+                    let notice = notice(&tracked, &p.severity, Status::Firing);
+                    for channel in &delivery.channels {
+                        if let Some(pacing) = self.alerting.pacing(channel) {
+                            self.dispatcher.restore(channel, &pacing, notice.clone(), now);
+                        }
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    let mut alert = self.alert_of(&tracked, None);
+                    (alert.silenced_by, alert.inhibited_by) = (delivery.silenced_by, delivery.inhibited_by.clone());
+                    (alert.severity, alert.escalation_step) = (delivery.severity.clone(), delivery.step as u32);
+                    self.events.publish(Payload::AlertFired(alert));
+                }
+            }
+            if !delivery.notifiable {
+                self.dispatcher.mute(&tracked.fingerprint);
             }
             // Pushing what a group already holds changes nothing but the text; what is new starts the group's clock.
             if delivery.notifiable {
@@ -705,13 +782,21 @@ fn notice(t: &Tracked, severity: &str, status: Status) -> Notice {
     }
 }
 
-/// The alerts active when selfmon stopped, with their escalation steps and severities.
-async fn active_alerts(storage: &Storage) -> Result<(Vec<Tracked>, HashMap<String, (usize, String)>), StorageError> {
+/// How a firing alert stood when selfmon stopped.
+struct Restored {
+    step: usize,
+    severity: String,
+    /// A message had said it fires.
+    notified: bool,
+}
+
+/// The alerts active when selfmon stopped, and how the firing ones stood.
+async fn active_alerts(storage: &Storage) -> Result<(Vec<Tracked>, HashMap<String, Restored>), StorageError> {
     storage
         .read(|db| {
             let mut statement = db.prepare(
                 "SELECT id, fingerprint, rule, name, severity, state, summary, labels, annotations, started_at,
-                        fired_at, escalation_step
+                        fired_at, escalation_step, notified
                  FROM alerts WHERE state != 'resolved'",
             )?;
             let mut tracked = Vec::new();
@@ -737,13 +822,17 @@ async fn active_alerts(storage: &Storage) -> Result<(Vec<Tracked>, HashMap<Strin
                         fired_at: row.get::<_, Option<i64>>(10)?.map(from_millis),
                     },
                     row.get::<_, i64>(11)?,
+                    row.get::<_, bool>(12)?,
                 ))
             })?;
             for row in rows {
-                let (t, step) = row?;
+                let (t, step, notified) = row?;
                 if t.state == State::Firing {
-                    steps
-                        .insert(t.fingerprint.clone(), (usize::try_from(step).unwrap_or(0), t.raised.severity.clone()));
+                    let step = usize::try_from(step).unwrap_or(0);
+                    steps.insert(
+                        t.fingerprint.clone(),
+                        Restored { step, severity: t.raised.severity.clone(), notified },
+                    );
                 }
                 tracked.push(t);
             }
@@ -752,10 +841,14 @@ async fn active_alerts(storage: &Storage) -> Result<(Vec<Tracked>, HashMap<Strin
         .await
 }
 
-/// Run the engine on the real clock until `stop`, delivering its notifications.
+/// Run the engine on the real clock until `stop`, delivering its notifications. Messages of one group go out one
+/// after the other, in order (a resend still retrying cannot land after the resolution that followed it); one that
+/// could not be delivered goes out again with its group's next message.
 pub fn spawn(mut engine: Engine, tasks: &TaskTracker, stop: CancellationToken) {
     let deliveries = tasks.clone();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_DELIVERIES));
+    let (undelivered, mut returned) = tokio::sync::mpsc::unbounded_channel::<Notification>();
+    let mut turns: HashMap<String, Arc<tokio::sync::Mutex<()>>> = HashMap::new();
     tasks.spawn(async move {
         let mut ticks = tokio::time::interval(STEP);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -764,19 +857,31 @@ pub fn spawn(mut engine: Engine, tasks: &TaskTracker, stop: CancellationToken) {
                 () = stop.cancelled() => return,
                 _ = ticks.tick() => {}
             }
+            let now = SystemTime::now();
+            while let Ok(notification) = returned.try_recv() {
+                engine.requeue(&notification, now);
+            }
+            turns.retain(|_, turn| Arc::strong_count(turn) > 1);
             let external_url = engine.alerting.external_url();
-            for (channel, notification) in engine.tick(SystemTime::now()).await {
+            for (channel, notification) in engine.tick(now).await {
                 let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    tracing::warn!(channel = %channel.name, group = %notification.group_key, "Too many notifications in progress; this one is dropped");
+                    tracing::warn!(channel = %channel.name, group = %notification.group_key, "Too many notifications in progress; this one waits for the group's next message");
+                    engine.requeue(&notification, now);
                     continue;
                 };
+                let turn = turns.entry(notification.group_key.clone()).or_default().clone();
                 let (storage, stop, external_url) = (engine.storage.clone(), stop.clone(), external_url.clone());
-                let telemetry = engine.telemetry.clone();
+                let (telemetry, undelivered) = (engine.telemetry.clone(), undelivered.clone());
                 deliveries.spawn(async move {
                     let _slot = slot;
+                    let _turn = turn.lock().await;
                     tokio::select! {
                         () = stop.cancelled() => {}
-                        () = channels::deliver(&storage, &telemetry, &channel, &notification, &external_url) => {}
+                        delivered = channels::deliver(&storage, &telemetry, &channel, &notification, &external_url) => {
+                            if !delivered {
+                                let _ = undelivered.send(notification);
+                            }
+                        }
                     }
                 });
             }

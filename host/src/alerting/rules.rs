@@ -74,6 +74,14 @@ pub fn defaults(alerting: &AlertingConfig) -> Vec<RuleConfig> {
             ..expression(name, String::new(), severity, 0, description)
         }
     };
+    let mut costs = expression(
+        "high_ai_costs",
+        format!("increase(ai_cost_dollars_total[1d]) > {}", alerting.ai_daily_budget),
+        "high",
+        0,
+        "AI spend over the last 24 hours, every model and provider together, is above `[alerting] ai_daily_budget`",
+    );
+    costs.config.insert("series".into(), "all".into());
     vec![
         expression(
             "high_error_rate",
@@ -118,13 +126,7 @@ pub fn defaults(alerting: &AlertingConfig) -> Vec<RuleConfig> {
             0,
             "Users rated their sessions below 3.0 of 5 on average over the last hour",
         ),
-        expression(
-            "high_ai_costs",
-            format!("increase(ai_cost_dollars_total[1d]) > {}", alerting.ai_daily_budget),
-            "high",
-            0,
-            "AI spend over the last 24 hours is above `[alerting] ai_daily_budget`",
-        ),
+        costs,
     ]
 }
 
@@ -264,8 +266,14 @@ async fn build_one(
     })
 }
 
-/// A rule created through the API: an expression rule. It was validated when it was created.
-pub fn from_api(rule: &alerts::Rule, expression: &Arc<Plugin>, memory_limit: usize) -> RuleSpec {
+/// A rule created through the API: an expression rule. It was validated when it was created; without channels of its
+/// own it has `[alerting] default_channels`.
+pub fn from_api(
+    rule: &alerts::Rule,
+    expression: &Arc<Plugin>,
+    alerting: &AlertingConfig,
+    memory_limit: usize,
+) -> RuleSpec {
     let mut config = vec![("condition".to_string(), serde_json::Value::from(rule.condition.clone()).to_string())];
     if let Some(threshold) = rule.threshold {
         config.push(("threshold".into(), serde_json::Value::from(threshold).to_string()));
@@ -276,7 +284,11 @@ pub fn from_api(rule: &alerts::Rule, expression: &Arc<Plugin>, memory_limit: usi
         config,
         severity: Some(rule.severity.clone()),
         hold: Duration::from_secs_f64(rule.hold_seconds),
-        channels: rule.notification_channels.clone(),
+        channels: if rule.notification_channels.is_empty() {
+            alerting.default_channels.clone()
+        } else {
+            rule.notification_channels.clone()
+        },
         escalation: None,
         description: rule.description.clone(),
         labels: BTreeMap::new(),

@@ -190,6 +190,9 @@ pub fn migrations() -> Migrations<'static> {
             ALTER TABLE alerts ADD COLUMN silenced_by     INTEGER;
             ALTER TABLE alerts ADD COLUMN inhibited_by    TEXT;
             ALTER TABLE alerts ADD COLUMN escalation_step INTEGER NOT NULL DEFAULT 0;
+            -- 1 once a message said it fires: after a restart, its channels are not told again, and hear when it
+            -- resolves.
+            ALTER TABLE alerts ADD COLUMN notified        INTEGER NOT NULL DEFAULT 0;
             -- One active alert per fingerprint.
             CREATE UNIQUE INDEX alerts_active ON alerts (fingerprint) WHERE state != 'resolved';
 

@@ -7,8 +7,9 @@
 //! ```
 //!
 //! A condition that reads one metric is evaluated per series, Prometheus-style: `avg(check_duration_seconds[5m]) > 5`
-//! raises one alert per check that is slow, labelled with the series' labels. A condition that reads several metrics
-//! aggregates each over all its matching series and raises at most one alert. A metric without a window
+//! raises one alert per check that is slow, labelled with the series' labels. With `series = "all"` (in the rule's
+//! `config`), and always for a condition that reads several metrics, each metric is aggregated over all its
+//! matching series and at most one alert is raised. A metric without a window
 //! (`user_error_rate > 5`, `last(x)`) is its newest sample of the last hour. A condition without a value (no
 //! samples yet, a division by zero) does not hold: a rule over a metric nobody reports stays quiet.
 
@@ -27,6 +28,17 @@ pub struct Expression;
 pub struct Config {
     pub condition: String,
     pub threshold: Option<f64>,
+    /// `each`: a condition over one metric is evaluated per series; `all`: over all its series together.
+    #[serde(default)]
+    pub series: Series,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Series {
+    #[default]
+    Each,
+    All,
 }
 
 impl Rule for Expression {
@@ -46,6 +58,13 @@ impl Rule for Expression {
             "threshold",
             "What the condition's value is compared with when it has no comparison of its own",
         ))
+        .config(
+            Setting::text(
+                "series",
+                "`each`: a condition over one metric raises an alert per series; `all`: its series taken together",
+            )
+            .default("each"),
+        )
     }
 
     fn validate(config: &Config) -> Result<(), Error> {
@@ -108,6 +127,7 @@ pub struct Parsed {
     condition: Condition,
     comparison: Comparison,
     threshold: f64,
+    series: Series,
 }
 
 impl Parsed {
@@ -126,10 +146,11 @@ impl Parsed {
         };
         let selectors = condition.selectors();
         let several = selectors.iter().any(|s| s.metric != selectors[0].metric || s.matchers != selectors[0].matchers);
-        if several && selectors.iter().any(|s| s.matchers.iter().any(|m| !m.equal)) {
-            return Err("`!=` works in conditions over one metric only".into());
+        let all = several || config.series == Series::All;
+        if all && selectors.iter().any(|s| s.matchers.iter().any(|m| !m.equal)) {
+            return Err("`!=` works only in conditions over one metric evaluated per series".into());
         }
-        Ok(Self { text: config.condition.trim().to_string(), condition, comparison, threshold })
+        Ok(Self { text: config.condition.trim().to_string(), condition, comparison, threshold, series: config.series })
     }
 
     /// One alert per series (or one in all) for which the condition holds.
@@ -137,7 +158,7 @@ impl Parsed {
         let selectors = self.condition.selectors();
         let one_series = selectors.windows(2).all(|w| w[0].metric == w[1].metric && w[0].matchers == w[1].matchers);
         match selectors.first() {
-            Some(first) if one_series => self.per_series(first, metrics),
+            Some(first) if one_series && self.series == Series::Each => self.per_series(first, metrics),
             _ => {
                 let value = self.condition.expr.evaluate(&mut |function, selector| {
                     let equal = equal_matchers(selector);
@@ -313,7 +334,7 @@ mod tests {
     }
 
     fn parsed(condition: &str, threshold: Option<f64>) -> Parsed {
-        Parsed::new(&Config { condition: condition.into(), threshold }).unwrap()
+        Parsed::new(&Config { condition: condition.into(), threshold, series: Series::Each }).unwrap()
     }
 
     #[test]
@@ -357,6 +378,25 @@ mod tests {
     }
 
     #[test]
+    fn series_all_takes_every_series_together() {
+        let table = Table(vec![
+            ("ai_cost_dollars_total", vec![("model", "gpt-4o")], Aggregation::Increase, 40.0),
+            ("ai_cost_dollars_total", vec![("model", "claude")], Aggregation::Increase, 40.0),
+        ]);
+        let each = parsed("increase(ai_cost_dollars_total[1d]) > 50", None);
+        assert!(each.evaluate(&table).is_empty(), "no model alone is over the budget");
+        let all = Parsed::new(&Config {
+            condition: "increase(ai_cost_dollars_total[1d]) > 50".into(),
+            threshold: None,
+            series: Series::All,
+        })
+        .unwrap();
+        let alerts = all.evaluate(&table);
+        assert_eq!(alerts.len(), 1, "together they are");
+        assert_eq!(alerts[0].summary(), "increase(ai_cost_dollars_total[1d]) is 80 (> 50)");
+    }
+
+    #[test]
     fn no_data_means_no_alert() {
         let empty = Table(Vec::new());
         assert!(parsed("avg(user_satisfaction_rating[1h]) < 3", None).evaluate(&empty).is_empty());
@@ -367,7 +407,7 @@ mod tests {
     #[test]
     fn a_config_that_cannot_work_is_refused_with_the_reason() {
         let refused = |condition: &str, threshold: Option<f64>| {
-            Parsed::new(&Config { condition: condition.into(), threshold }).err().unwrap()
+            Parsed::new(&Config { condition: condition.into(), threshold, series: Series::Each }).err().unwrap()
         };
         assert_eq!(refused("avg(x) > 1", None), "`condition` at column 5: `avg` needs a range, such as `x[5m]`");
         assert!(refused("x > 1", Some(2.0)).contains("compares with 1 but `threshold` is 2"));

@@ -1,5 +1,5 @@
-//! The health rule: an alert per configured check whose latest run is unhealthy (or, with `status = "degraded"`,
-//! degraded or worse).
+//! The health rule: an alert per configured check whose latest run is unhealthy or could not be carried out (the
+//! plugin failed, crashed or ran out of time), or with `status = "degraded"` also degraded.
 //!
 //! ```toml
 //! [[rule]]
@@ -66,9 +66,11 @@ pub fn alerts(config: &Config, checks: Vec<CheckState>) -> Vec<Alert> {
         .filter(|c| config.plugins.is_empty() || config.plugins.contains(&c.plugin))
         .filter(|c| config.checks.is_empty() || config.checks.contains(&c.name))
         .filter_map(|check| {
-            let word = match (check.status?, &config.status) {
-                (Status::Unhealthy, _) => "unhealthy",
-                (Status::Degraded, Worst::Degraded) => "degraded",
+            let word = match (check.status, &config.status) {
+                (Some(Status::Unhealthy), _) => "unhealthy",
+                (Some(Status::Degraded), Worst::Degraded) => "degraded",
+                // It ran, and no answer came: as good as down.
+                (None, _) if check.last_run_ms.is_some() => "not answering",
                 _ => return None,
             };
             let summary = format!("{} is {word}: {}", check.name, check.summary);
@@ -102,12 +104,14 @@ mod tests {
                 state("claude", "anthropic", Some(Status::Healthy), true),
                 state("old", "http", Some(Status::Unhealthy), false),
                 state("new", "http", None, true),
+                CheckState { last_run_ms: None, ..state("never-ran", "http", None, true) },
             ]
         };
         let all = Config { plugins: Vec::new(), checks: Vec::new(), status: Worst::Unhealthy };
         let raised = alerts(&all, checks());
-        assert_eq!(raised.len(), 1);
+        assert_eq!(raised.len(), 2);
         assert_eq!(raised[0].summary(), "openai is unhealthy: HTTP 503");
+        assert_eq!(raised[1].summary(), "new is not answering: HTTP 503", "a run that failed counts as down");
         assert_eq!(raised[0].labels(), [("check".into(), "openai".into()), ("plugin".into(), "openai".into())]);
 
         let database = Config { plugins: vec!["postgres".into()], checks: Vec::new(), status: Worst::Degraded };
