@@ -134,7 +134,7 @@ fn routes(state: AppState) -> Router {
         .routes(routes!(rule_states))
         .routes(routes!(notifications))
         .routes(routes!(silences, create_silence))
-        .routes(routes!(expire_silence))
+        .routes(routes!(silence, expire_silence))
         .routes(routes!(webhooks, create_webhook))
         .routes(routes!(delete_webhook))
         .routes(routes!(deliveries))
@@ -546,7 +546,7 @@ async fn rule(
 }
 
 /// `DELETE /v1/alerts/rules/{name}`: 204, or 404 when there is no such rule.
-#[utoipa::path(delete, path = "/v1/alerts/rules/{name}", tag = "alerts", params(("name" = String, Path)), responses((status = 204, description = "Deleted"), (status = 404, description = "Not found", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/alerts/rules/{name}", tag = "alerts", params(("name" = String, Path)), responses((status = 204, description = "Deleted"), (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "A rule of the config", body = ErrorBody)))]
 async fn delete_rule(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -594,6 +594,15 @@ async fn create_silence(
     let silence = state.create_silence(body(json)?, caller.name).await?;
     let location = format!("/v1/silences/{}", silence.id);
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(silence)).into_response())
+}
+
+/// `GET /v1/silences/{id}`.
+#[utoipa::path(get, path = "/v1/silences/{id}", tag = "alerts", params(("id" = i64, Path, description = "The silence")), responses((status = 200, description = "OK", body = Silence), (status = 400, description = "A bad parameter", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
+async fn silence(
+    State(state): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<Silence>, ApiError> {
+    Ok(Json(state.silence(path(id, "the silence id")?).await?))
 }
 
 /// `DELETE /v1/silences/{id}`: end a silence now; 200 with it, expired, or 404.

@@ -317,11 +317,19 @@ impl Queries {
     }
 
     pub async fn rule(&self, name: &str) -> Result<Rule, QueryError> {
-        self.storage
-            .rule(name.to_string())
-            .await
-            .map_err(storage)?
-            .ok_or_else(|| QueryError::NotFound { code: "unknown_rule", message: format!("no rule named `{name}`") })
+        self.storage.rule(name.to_string()).await.map_err(storage)?.ok_or_else(|| {
+            let message = if self.config_rule(name) {
+                format!("`{name}` is a rule of the config, not of the API: see /v1/alerts/rule-states")
+            } else {
+                format!("no rule named `{name}`")
+            };
+            QueryError::NotFound { code: "unknown_rule", message }
+        })
+    }
+
+    /// Whether a rule of that name comes from the config (or is one of the defaults).
+    fn config_rule(&self, name: &str) -> bool {
+        self.alerting.rules.iter().any(|r| r.name == name)
     }
 
     /// Validate and store a new rule; `caller` is the name of the key that asked.
@@ -329,7 +337,7 @@ impl Queries {
         let rule = request
             .validate(&self.alerting.channel_names(), caller, SystemTime::now())
             .map_err(QueryError::Rejected)?;
-        if self.alerting.rules.iter().any(|r| r.name == rule.name) {
+        if self.config_rule(&rule.name) {
             return Err(QueryError::Conflict(format!("the config has a rule named `{}`", rule.name)));
         }
         let expression = self.alerting.expression.as_ref().ok_or_else(|| {
@@ -347,6 +355,11 @@ impl Queries {
     }
 
     pub async fn delete_rule(&self, name: &str, caller: Option<&str>) -> Result<(), QueryError> {
+        if self.config_rule(name) {
+            return Err(QueryError::Conflict(format!(
+                "`{name}` is a rule of the config: change or disable it there (`enabled = false`)"
+            )));
+        }
         self.storage.delete_rule(name.to_string()).await.map_err(change)?;
         tracing::info!(target: "selfmon::security", rule = name, by = caller, "Alert rule deleted");
         Ok(())
@@ -393,6 +406,14 @@ impl Queries {
 
     pub async fn silences(&self, offset: u64, limit: u64) -> Result<Page<Silence>, QueryError> {
         self.storage.silences(offset, limit).await.map_err(storage)
+    }
+
+    pub async fn silence(&self, id: i64) -> Result<Silence, QueryError> {
+        self.storage
+            .silence(id)
+            .await
+            .map_err(storage)?
+            .ok_or_else(|| QueryError::NotFound { code: "unknown_silence", message: format!("no silence {id}") })
     }
 
     pub async fn expire_silence(&self, id: i64, caller: Option<&str>) -> Result<Silence, QueryError> {

@@ -540,9 +540,26 @@ keys = [
     assert_eq!(expired["state"], "expired");
     assert_eq!(expire().await.unwrap().status(), 404, "an expired silence cannot end again");
 
+    let (status, one) = selfmon.get(&format!("/v1/silences/{id}")).await;
+    assert_eq!((status.as_u16(), one["state"].as_str()), (200, Some("expired")));
+    let later = serde_json::json!({"matchers": {"check": "db"}, "starts_at": "2030-01-01T00:00:00Z", "duration": "1h", "comment": "planned"});
+    let later: serde_json::Value = post("/v1/silences", admin, later).await.unwrap().json().await.unwrap();
+    assert_eq!(later["state"], "pending");
+    let ended = client.delete(url(&format!("/v1/silences/{}", later["id"]))).bearer_auth(admin).send().await.unwrap();
+    assert_eq!(
+        ended.json::<serde_json::Value>().await.unwrap()["state"],
+        "expired",
+        "a planned silence can be called off"
+    );
+
     let taken = serde_json::json!({"name": "service_down", "condition": "x > 1", "severity": "low"});
     let taken = post("/v1/alerts/rules", admin, taken).await.unwrap();
     assert_eq!(taken.status(), 409, "a default rule has that name");
+    let delete = client.delete(url("/v1/alerts/rules/service_down")).bearer_auth(admin).send().await.unwrap();
+    assert_eq!(delete.status(), 409);
+    let (status, answer) = selfmon.get("/v1/alerts/rules/service_down").await;
+    assert_eq!(status, 404);
+    assert!(answer["error"]["message"].as_str().unwrap().contains("a rule of the config"), "{answer}");
 
     let via_graphql = selfmon
         .graphql(

@@ -47,7 +47,8 @@ async fn start_receivers() -> (Arc<Received>, String) {
             let value: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
             state.bodies.lock().unwrap().push((path.clone(), value));
             if path.contains("/hooks/") && state.webhook_calls.fetch_add(1, Ordering::SeqCst) < 2 {
-                return (StatusCode::INTERNAL_SERVER_ERROR, "receiver down").into_response();
+                // Error pages quote the request, tokens and all.
+                return (StatusCode::INTERNAL_SERVER_ERROR, format!("receiver down for {path}")).into_response();
             }
             if path.contains("/discord/") && state.discord_calls.fetch_add(1, Ordering::SeqCst) == 0 {
                 let body = json!({"message": "You are being rate limited.", "retry_after": 1.0, "global": false});
@@ -232,7 +233,7 @@ ca_file = "smtp-ca.pem"
     assert_eq!(of("mail"), expected(&[(1, "delivered", 250)]));
     let failed =
         attempts["items"].as_array().unwrap().iter().find(|a| a["channel"] == "receiver" && a["attempt"] == 1).unwrap();
-    assert_eq!(failed["error"], "answered HTTP 500: receiver down");
+    assert_eq!(failed["error"], "answered HTTP 500: receiver down for [redacted]");
 
     let metrics = reqwest::get(format!("{}/metrics", selfmon.url)).await.unwrap().text().await.unwrap();
     for line in [

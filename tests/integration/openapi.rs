@@ -140,6 +140,7 @@ async fn every_documented_answer_matches_its_schema() {
         ("/v1/alerts/{id}", "/v1/alerts/999", 404),
         ("/v1/alerts/notifications", "/v1/alerts/notifications", 200),
         ("/v1/silences", "/v1/silences", 200),
+        ("/v1/silences/{id}", "/v1/silences/1", 200),
         ("/v1/webhooks", "/v1/webhooks", 200),
         ("/v1/webhooks/{id}/deliveries", "/v1/webhooks/1/deliveries", 200),
         ("/v1/recovery", "/v1/recovery", 200),

@@ -153,6 +153,7 @@ fn build_one(channel: &ChannelConfig, config: &Config, env: &crate::checks::Env)
             return Err("`url` must not carry credentials: put them in `headers`".into());
         }
         secrets.push(url.expose().to_string());
+        secrets.extend(url_secrets(&uri));
         let mut headers = Vec::new();
         for (name, value) in &channel.headers {
             let value = value.resolve(env, base).map_err(|e| format!("header `{name}` {e}"))?;
@@ -162,6 +163,8 @@ fn build_one(channel: &ChannelConfig, config: &Config, env: &crate::checks::Env)
                 return Err(format!("header `{name}` is not a valid header"));
             }
             secrets.push(value.expose().to_string());
+            // `Bearer TOKEN`: a receiver may echo the token alone.
+            secrets.extend(value.expose().split_whitespace().filter(|w| w.len() >= SECRET_PART).map(str::to_string));
             headers.push((name.clone(), value));
         }
         Target::Http { url, headers, tls }
@@ -173,6 +176,28 @@ fn build_one(channel: &ChannelConfig, config: &Config, env: &crate::checks::Env)
         max_attempts: channel.max_attempts,
         redactor: Redactor::new(secrets),
     })
+}
+
+/// The shortest part of a URL or header value treated as a secret of its own.
+const SECRET_PART: usize = 6;
+
+/// What of a channel's URL is secret: the whole of it, its path and query, and each longer path segment and query
+/// value (a receiver's error page may quote any of them, and webhook tokens live there).
+fn url_secrets(uri: &http::Uri) -> Vec<String> {
+    let mut secrets = vec![uri.to_string()];
+    if let Some(path_and_query) = uri.path_and_query().filter(|p| p.as_str() != "/") {
+        secrets.push(path_and_query.as_str().to_string());
+        secrets.push(path_and_query.path().to_string());
+        let parts = path_and_query.path().split('/').chain(
+            path_and_query
+                .query()
+                .unwrap_or_default()
+                .split('&')
+                .filter_map(|pair| pair.split_once('=').map(|(_, v)| v)),
+        );
+        secrets.extend(parts.filter(|part| part.len() >= SECRET_PART).map(str::to_string));
+    }
+    secrets
 }
 
 fn smtp_transport(
@@ -736,6 +761,20 @@ mod tests {
         assert_eq!(payload["alerts"][0]["generatorURL"], "http://selfmon:8001/v1/alerts/1");
         let unlinked = alertmanager_webhook(&notification(), "ops", "");
         assert_eq!(unlinked["alerts"][0]["generatorURL"], "");
+    }
+
+    #[test]
+    fn every_part_of_a_url_a_receiver_may_quote_is_secret() {
+        let uri: http::Uri =
+            "https://hooks.example.com/services/T000/B000/XXslackTOKEN?sig=abcdef123&x=1".parse().unwrap();
+        let redactor = Redactor::new(url_secrets(&uri));
+        assert_eq!(
+            redactor.apply("bad request for /services/T000/B000/XXslackTOKEN, token XXslackTOKEN, sig abcdef123"),
+            "bad request for [redacted], token [redacted], sig [redacted]"
+        );
+        assert_eq!(url_secrets(&"http://127.0.0.1:9/".parse().unwrap()), ["http://127.0.0.1:9/"]);
+        let header = Redactor::new(["Bearer PARTIALSECRET".to_string(), "PARTIALSECRET".to_string()]);
+        assert_eq!(header.apply("bad token PARTIALSECRET"), "bad token [redacted]");
     }
 
     #[test]

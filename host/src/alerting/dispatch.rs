@@ -10,6 +10,9 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+/// The soonest a message that was given up is tried again, whatever the channel's pacing.
+const MIN_RETRY: Duration = Duration::from_secs(60);
+
 /// How a channel paces its groups.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pacing {
@@ -196,7 +199,7 @@ impl Dispatcher {
             }
         }
         if group.next.is_none() {
-            group.next = Some(now + pacing.group_interval);
+            group.next = Some(now + pacing.group_interval.max(MIN_RETRY));
         }
     }
 
@@ -404,6 +407,15 @@ mod tests {
         dispatcher.requeue(&failed[0], &pacing(), at(710));
         assert!(dispatcher.due(at(1009), |_| Some(pacing())).is_empty());
         assert_eq!(ids(&dispatcher.due(at(1010), |_| Some(pacing()))[0]), [(1, Status::Resolved)], "sent again");
+        let eager = Pacing { group_interval: Duration::ZERO, ..pacing() };
+        dispatcher.push("ops", &eager, notice(2, "down", Status::Firing), at(2000));
+        let failed = dispatcher.due(at(2030), |_| Some(eager.clone()));
+        dispatcher.requeue(&failed[0], &eager, at(2031));
+        assert!(
+            dispatcher.due(at(2090), |_| Some(eager.clone())).is_empty(),
+            "not every tick, however eager the channel"
+        );
+        assert_eq!(dispatcher.due(at(2091), |_| Some(eager.clone())).len(), 1);
     }
 
     #[test]

@@ -104,7 +104,13 @@ impl Alerting {
             errors.extend(more);
             Vec::new()
         });
-        let names = channel_names(&channels);
+        // A channel with a mistake of its own is reported once, not again by every rule that names it.
+        let mut names = channel_names(&channels);
+        for channel in &config.channels {
+            if !names.contains(&channel.get_ref().name) {
+                names.push(channel.get_ref().name.clone());
+            }
+        }
         for channel in &alerting.default_channels {
             if !names.contains(channel) {
                 errors.push(ConfigError::new(
@@ -135,6 +141,14 @@ impl Alerting {
                 problem("each step's `after` must be later than the one before".into());
             }
             for step in &policy.steps {
+                if step.after.is_zero() {
+                    problem(
+                        "a step's `after` must be longer than 0s (the rule's own channels are the first step)".into(),
+                    );
+                }
+                if step.channels.is_empty() && step.severity.is_none() {
+                    problem("a step needs `channels`, a `severity`, or both".into());
+                }
                 if let Some(severity) = &step.severity
                     && !SEVERITIES.contains(&severity.as_str())
                 {
@@ -223,6 +237,8 @@ pub struct RuleStatus {
     pub channels: Vec<String>,
     pub escalation: Option<String>,
     pub description: String,
+    /// An expression rule's condition.
+    pub condition: Option<String>,
     /// inactive, pending or firing: the most urgent of its alerts.
     pub state: String,
     /// RFC 3339.
@@ -537,6 +553,7 @@ impl Engine {
     fn announce(&mut self, change: Change, previous: &BTreeMap<String, RuleSpec>, now: SystemTime) {
         let Change::Resolved(t, at) = change else { return };
         let t = Tracked { id: t.id.or_else(|| self.lifecycle.get(&t.fingerprint).and_then(|x| x.id)), ..t };
+        tracing::info!(rule = %t.rule, alert = t.id, "Alert resolved: {}", t.raised.summary);
         self.events.publish(Payload::AlertResolved(self.alert_of(&t, Some(at))));
         let Some(delivery) = self.deliveries.remove(&t.fingerprint) else { return };
         let spec = self.specs.get(&t.rule).or_else(|| previous.get(&t.rule)).cloned();
@@ -584,7 +601,6 @@ impl Engine {
         for tracked in firing {
             let Some(spec) = self.specs.get(&tracked.rule) else { continue };
             let previous = self.deliveries.get(&tracked.fingerprint).cloned();
-            let silenced_by = silences.iter().find(|s| s.matches(&labels_with_name(&tracked))).map(|s| s.id);
             let inhibited_by = tracked.raised.labels.get("check").and_then(|check| self.board.cause_of(check));
             let acked = tracked.id.is_some_and(|id| acknowledged.contains(&id));
             let policy = spec.escalation.as_ref().and_then(|name| self.alerting.escalations.get(name));
@@ -598,6 +614,13 @@ impl Engine {
                 if let Some(raised) = &taken.severity {
                     severity = raised.clone();
                 }
+            }
+            // Silences see the labels a notification carries: `alertname`, `severity` (as notified) and `rule` too.
+            let mut labels = labels_with_name(&tracked);
+            labels.insert("severity".into(), severity.clone());
+            let silenced_by = silences.iter().find(|s| s.matches(&labels)).map(|s| s.id);
+            if previous.as_ref().is_some_and(|p| p.step < step) {
+                tracing::warn!(rule = %tracked.rule, alert = tracked.id, step, %severity, "Alert escalated: nobody acknowledged it");
             }
             let delivery = Delivery {
                 notifiable: silenced_by.is_none() && inhibited_by.is_none(),
@@ -620,6 +643,9 @@ impl Engine {
                 }
                 Some(_) => {}
                 None => {
+                    tracing::warn!(rule = %tracked.rule, alert = tracked.id, severity = %delivery.severity,
+                        silenced_by = delivery.silenced_by, inhibited_by = delivery.inhibited_by.as_deref(),
+                        "Alert firing: {}", tracked.raised.summary);
                     let mut alert = self.alert_of(&tracked, None);
                     (alert.silenced_by, alert.inhibited_by) = (delivery.silenced_by, delivery.inhibited_by.clone());
                     (alert.severity, alert.escalation_step) = (delivery.severity.clone(), delivery.step as u32);
@@ -708,6 +734,11 @@ fn rule_status(spec: &RuleSpec, now: SystemTime) -> RuleStatus {
         channels: spec.channels.clone(),
         escalation: spec.escalation.clone(),
         description: spec.description.clone(),
+        condition: spec
+            .config
+            .iter()
+            .find(|(key, _)| key == "condition")
+            .and_then(|(_, value)| serde_json::from_str::<String>(value).ok()),
         state: "inactive".into(),
         last_evaluation: spec.enabled.then(|| rfc3339(now)),
         evaluation_ms: None,

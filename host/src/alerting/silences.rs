@@ -185,7 +185,7 @@ impl Storage {
         let changed = self
             .apply(move |db| {
                 db.execute(
-                    "UPDATE silences SET ends_at = MAX(starts_at, ?2) WHERE id = ?1 AND ends_at > ?2",
+                    "UPDATE silences SET starts_at = MIN(starts_at, ?2), ends_at = ?2 WHERE id = ?1 AND ends_at > ?2",
                     params![id, now],
                 )
             })
