@@ -56,6 +56,25 @@ impl Bench {
         Self { engine, host, storage, board, events, _workdir: workdir }
     }
 
+    /// Checks `a`, `b` and `c`, all down since the start.
+    async fn three_down(config: &str) -> Self {
+        let checks: [(&str, &str, &[&str]); 3] = [("a", "http", &[]), ("b", "http", &[]), ("c", "http", &[])];
+        let bench = Self::new(config, &checks, &[]).await;
+        for (name, plugin, _) in checks {
+            bench.record(name, plugin, Health::Unhealthy, at(0));
+        }
+        bench
+    }
+
+    /// A silence of one check's alerts between two of the test's seconds.
+    async fn silence(&self, check: &str, (from, to): (u64, u64)) -> selfmon::alerting::silences::Silence {
+        let request = serde_json::from_value(serde_json::json!({
+            "matchers": {"check": check}, "ends_at": humantime::format_rfc3339(at(to)).to_string(), "comment": "planned"
+        }))
+        .unwrap();
+        self.storage.create_silence(request, (at(from), at(to)), Some("ops".into())).await.unwrap()
+    }
+
     /// A new engine on the same store, as after selfmon restarted.
     async fn restart(&mut self) {
         self.engine = engine(&self.host, &self.storage, &self.board, &self.events).await;
@@ -268,16 +287,8 @@ after = "5m"
 channels = ["pager"]
 severity = "critical"
 "#;
-    let checks: [(&str, &str, &[&str]); 3] = [("a", "http", &[]), ("b", "http", &[]), ("c", "http", &[])];
-    let mut bench = Bench::new(config, &checks, &[]).await;
-    for (name, plugin, _) in checks {
-        bench.record(name, plugin, Health::Unhealthy, at(0));
-    }
-    let request: selfmon::alerting::silences::SilenceRequest = serde_json::from_value(serde_json::json!({
-        "matchers": {"check": "b"}, "duration": "10m", "comment": "b is being migrated"
-    }))
-    .unwrap();
-    let silence = bench.storage.create_silence(request, (at(0), at(600)), Some("ops".into())).await.unwrap();
+    let mut bench = Bench::three_down(config).await;
+    let silence = bench.silence("b", (0, 600)).await;
 
     let sent = bench.run(0, 59).await;
     assert_eq!(sent.len(), 1);
@@ -315,18 +326,10 @@ name = "down"
 plugin = "health"
 channels = ["ops"]
 "#;
-    let checks: [(&str, &str, &[&str]); 3] = [("a", "http", &[]), ("b", "http", &[]), ("c", "http", &[])];
-    let mut bench = Bench::new(config, &checks, &[]).await;
-    for (name, plugin, _) in checks {
-        bench.record(name, plugin, Health::Unhealthy, at(0));
-    }
+    let mut bench = Bench::three_down(config).await;
     let sent = bench.run(0, 60).await;
     assert_eq!(checks_in(&sent[0].1).len(), 3);
-    let request: selfmon::alerting::silences::SilenceRequest = serde_json::from_value(serde_json::json!({
-        "matchers": {"check": "c"}, "duration": "1h", "comment": "c is known"
-    }))
-    .unwrap();
-    bench.storage.create_silence(request, (at(100), at(3700)), None).await.unwrap();
+    bench.silence("c", (100, 3700)).await;
     bench.run(100, 110).await;
 
     bench.restart().await;

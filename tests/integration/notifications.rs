@@ -2,7 +2,7 @@
 //! that checks Alertmanager's webhook payload, Slack's and Discord's incoming-webhook shapes, an SMTP server with
 //! STARTTLS, and a real Alertmanager; and the whole path from a check that goes down to its alert resolving.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::support::smtp::SmtpServer;
-use crate::support::{PATIENCE, Selfmon, Workdir, closed_port, free_port, get_json_with_key};
+use crate::support::{PATIENCE, Selfmon, Workdir, closed_port, free_port, get_json_with_key, switchable_service};
 
 const ADMIN: &str = "admin-key-0123456789";
 /// Parts of the receivers' URLs that are secrets, as the tokens in real webhook URLs are.
@@ -257,18 +257,7 @@ ca_file = "smtp-ca.pem"
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_check_that_goes_down_fires_the_default_service_down_rule_and_its_recovery_resolves_it() {
-    let up = Arc::new(AtomicBool::new(true));
-    let switch = up.clone();
-    let service = axum::Router::new().route(
-        "/",
-        axum::routing::get(move || {
-            let up = switch.load(Ordering::SeqCst);
-            async move { if up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE } }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let service_url = format!("http://{}/", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, service).await.unwrap() });
+    let (up, service_url) = switchable_service().await;
     let (received, base) = start_receivers().await;
     // Retries are the other test's subject: this receiver accepts from the start.
     received.webhook_calls.store(2, Ordering::SeqCst);

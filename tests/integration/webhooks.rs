@@ -2,7 +2,7 @@
 //! that fails twice and then accepts, every attempt signed (verified here with the subscription's secret) and in
 //! the delivery log.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,18 +44,7 @@ async fn start_receiver() -> (Arc<Receiver>, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_health_change_is_delivered_signed_and_retried_after_the_receiver_fails_twice() {
-    let up = Arc::new(AtomicBool::new(true));
-    let switch = up.clone();
-    let service = axum::Router::new().route(
-        "/",
-        axum::routing::get(move || {
-            let up = switch.load(Ordering::SeqCst);
-            async move { if up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE } }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let service_url = format!("http://{}/", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, service).await.unwrap() });
+    let (up, service_url) = crate::support::switchable_service().await;
     let (receiver, hook_url) = start_receiver().await;
 
     let config = format!(

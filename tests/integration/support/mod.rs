@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -19,6 +19,23 @@ use tokio::task::JoinHandle;
 /// How long a test waits for something that should happen within a few seconds before it gives up. Not a
 /// performance target: a generous bound so a loaded machine does not fail a test.
 pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A service on loopback whose `GET /` answers 200 while the flag is up and 503 once it is down; its URL.
+pub async fn switchable_service() -> (Arc<AtomicBool>, String) {
+    let up = Arc::new(AtomicBool::new(true));
+    let switch = up.clone();
+    let service = Router::new().route(
+        "/",
+        get(move || {
+            let up = switch.load(Ordering::SeqCst);
+            async move { if up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE } }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, service).await.unwrap() });
+    (up, url)
+}
 
 /// An HTTP server on loopback that answers the ways a monitored service can.
 pub struct Target {
