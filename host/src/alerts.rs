@@ -38,7 +38,7 @@ pub struct RuleRequest {
     #[serde(default)]
     pub severity: String,
     /// Channels by name, or a kind's name for all its channels: dashboard, webhook, slack, discord, alertmanager,
-    /// email.
+    /// email, telegram.
     #[serde(default)]
     #[graphql(default)]
     pub notification_channels: Vec<String>,

@@ -254,6 +254,11 @@ name = "webhook"
 kind = "slack"
 url = "https://hooks.slack.com/services/T/B/x"
 
+[[channel]]
+name = "bot"
+kind = "telegram"
+token = "123:abc"
+
 [[escalation]]
 name = "later"
 [[escalation.step]]
@@ -273,6 +278,7 @@ after = "5m"
     for expected in [
         format!("{file}, line {}: channel `ops`: `url` is required", line("[[channel]]", 0)),
         format!("{file}, line {}: channel `webhook`: the name is a channel kind's", line("[[channel]]", 1)),
+        format!("{file}, line {}: channel `bot`: `chat_id` is required", line("[[channel]]", 2)),
         format!("{file}: `[alerting] default_channels`: no channel `pager`"),
         format!("{file}, line {}: escalation `later`: no channel `nobody`", line("[[escalation]]", 0)),
         format!("{file}, line {}: escalation `later`: each step's `after` must be later", line("[[escalation]]", 0)),

@@ -18,6 +18,7 @@ const ADMIN: &str = "admin-key-0123456789";
 const WEBHOOK_TOKEN: &str = "whk-T0KEN-4f9a2c";
 const SLACK_TOKEN: &str = "XXslackTOKENXX1234";
 const DISCORD_TOKEN: &str = "dsc-token-8b7e6d";
+const TELEGRAM_TOKEN: &str = "123456:AAtelegramTOKEN9";
 
 /// What the receivers were sent, by path.
 #[derive(Default)]
@@ -25,6 +26,7 @@ struct Received {
     bodies: Mutex<Vec<(String, Value)>>,
     webhook_calls: AtomicUsize,
     discord_calls: AtomicUsize,
+    telegram_calls: AtomicUsize,
 }
 
 impl Received {
@@ -35,7 +37,8 @@ impl Received {
 
 /// One server for every chat and webhook receiver. The webhook receiver fails twice before it accepts; Discord
 /// answers its first message with a 429 and `Retry-After`, as its API does when rate limiting
-/// (<https://discord.com/developers/docs/topics/rate-limits>).
+/// (<https://discord.com/developers/docs/topics/rate-limits>); so does Telegram's Bot API, with the wait in its body
+/// (<https://core.telegram.org/bots/api#responseparameters>), and its answers are its documented `{"ok": ...}`.
 async fn start_receivers() -> (Arc<Received>, String) {
     let received = Arc::new(Received::default());
     let state = received.clone();
@@ -55,6 +58,16 @@ async fn start_receivers() -> (Arc<Received>, String) {
                 let mut response: Response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
                 response.headers_mut().insert("retry-after", "1".parse().unwrap());
                 return response;
+            }
+            if path.contains("/telegram/") {
+                if state.telegram_calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    let body = json!({"ok": false, "error_code": 429, "description": "Too Many Requests: retry after 1",
+                                      "parameters": {"retry_after": 1}});
+                    return (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+                }
+                let body = json!({"ok": true, "result": {"message_id": 7, "date": 1_800_000_000,
+                                  "chat": {"id": -1_001_234_567_890_i64, "type": "supergroup"}}});
+                return (StatusCode::OK, axum::Json(body)).into_response();
             }
             if path.contains("/slack/") {
                 // Slack answers a plain `ok`.
@@ -107,7 +120,7 @@ target = "http://{down}/"
 name = "web_down"
 plugin = "health"
 severity = "critical"
-channels = ["webhook", "slack", "discord", "email"]
+channels = ["webhook", "slack", "discord", "email", "telegram"]
 description = "The web front end is down"
 
 [[channel]]
@@ -124,6 +137,13 @@ url = "{base}/slack/services/T000/B000/{SLACK_TOKEN}"
 name = "gaming"
 kind = "discord"
 url = "{base}/discord/api/webhooks/123/{DISCORD_TOKEN}"
+
+[[channel]]
+name = "bot-chat"
+kind = "telegram"
+url = "{base}/telegram"
+token = "{TELEGRAM_TOKEN}"
+chat_id = "-1001234567890"
 
 [[channel]]
 name = "mail"
@@ -205,11 +225,25 @@ ca_file = "smtp-ca.pem"
     assert!(mail.data.contains("[FIRING] web_down (critical)\r\nweb is unhealthy"), "{}", mail.data);
     assert!(mail.data.contains("Details: http://selfmon.example:8001/v1/alerts/"), "{}", mail.data);
 
+    // Telegram: an HTML message to the chat, sent again after the wait its 429 asked for, at the token's address.
+    let telegram = eventually("two Telegram attempts", async || {
+        let all = received.bodies.lock().unwrap().clone();
+        let sent: Vec<_> = all.into_iter().filter(|(path, _)| path.contains("/telegram/")).collect();
+        (sent.len() >= 2).then_some(sent)
+    })
+    .await;
+    assert_eq!(telegram[1].0, format!("/telegram/bot{TELEGRAM_TOKEN}/sendMessage"));
+    let message = &telegram[1].1;
+    assert_eq!((message["chat_id"].as_str(), message["parse_mode"].as_str()), (Some("-1001234567890"), Some("HTML")));
+    let text = message["text"].as_str().unwrap();
+    assert!(text.starts_with("<b>[FIRING:1] web_down</b>\n[FIRING] web_down (critical): web is unhealthy"), "{text}");
+    assert!(text.ends_with("\">details</a>"), "{text}");
+
     // Every attempt is on record, and no token of any URL is shown anywhere.
     let attempts = eventually("the attempts on record", async || {
         let (_, page) = get_json_with_key(&format!("{}/v1/alerts/notifications?limit=100", selfmon.url), ADMIN).await;
         let items = page["items"].as_array().cloned().unwrap_or_default();
-        (items.len() >= 7).then_some(page)
+        (items.len() >= 9).then_some(page)
     })
     .await;
     let of = |channel: &str| -> Vec<(u64, String, Option<u64>)> {
@@ -231,6 +265,7 @@ ca_file = "smtp-ca.pem"
     assert_eq!(of("gaming"), expected(&[(1, "failed", 429), (2, "delivered", 204)]));
     assert_eq!(of("chat"), expected(&[(1, "delivered", 200)]));
     assert_eq!(of("mail"), expected(&[(1, "delivered", 250)]));
+    assert_eq!(of("bot-chat"), expected(&[(1, "failed", 429), (2, "delivered", 200)]));
     let failed =
         attempts["items"].as_array().unwrap().iter().find(|a| a["channel"] == "receiver" && a["attempt"] == 1).unwrap();
     assert_eq!(failed["error"], "answered HTTP 500: receiver down for [redacted]");
@@ -249,7 +284,7 @@ ca_file = "smtp-ca.pem"
     for path in ["/v1/alerts", "/v1/alerts/rule-states", "/v1/status", "/v1/alerts/notifications"] {
         shown.push_str(&get_json_with_key(&format!("{}{path}", selfmon.url), ADMIN).await.1.to_string());
     }
-    for secret in [WEBHOOK_TOKEN, SLACK_TOKEN, DISCORD_TOKEN, "smtp-pass-123"] {
+    for secret in [WEBHOOK_TOKEN, SLACK_TOKEN, DISCORD_TOKEN, TELEGRAM_TOKEN, "AAtelegramTOKEN9", "smtp-pass-123"] {
         assert!(!shown.contains(secret), "`{secret}` leaked");
     }
     selfmon.stop().await;

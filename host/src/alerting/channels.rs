@@ -11,6 +11,8 @@
 //! - `alertmanager`: the alerts POSTed to a real Alertmanager's `/api/v2/alerts`, which does its own grouping and
 //!   routing; firing alerts are sent again every minute with an `endsAt` a few minutes ahead, as Prometheus does.
 //! - `email`: a plain-text message over SMTP, STARTTLS by default.
+//! - `telegram`: an HTML message to a chat through the Bot API's `sendMessage`
+//!   (<https://core.telegram.org/bots/api#sendmessage>); a 429's `parameters.retry_after` is honoured.
 //!
 //! URLs, header values and passwords are secrets: they appear in no log, record or answer. A receiver's error text
 //! is stored with them removed.
@@ -49,6 +51,8 @@ pub struct Channel {
     pub max_attempts: u32,
     /// Its secrets, removed from whatever a receiver answers before it is stored or logged.
     redactor: Redactor,
+    /// Telegram: the chat posted to.
+    chat_id: Option<String>,
 }
 
 impl std::fmt::Debug for Channel {
@@ -111,6 +115,9 @@ fn build_one(channel: &ChannelConfig, config: &Config, env: &crate::checks::Env)
         None => TlsConfig::system(),
     };
     let mut secrets = Vec::new();
+    if channel.kind != ChannelKind::Telegram && (channel.token.is_some() || channel.chat_id.is_some()) {
+        return Err("`token` and `chat_id` are for `kind = \"telegram\"`".into());
+    }
     let target = if channel.kind == ChannelKind::Email {
         if channel.url.is_some() || !channel.headers.is_empty() {
             return Err("`url` and `headers` are for HTTP channels; email takes `smtp`, `from` and `to`".into());
@@ -143,8 +150,29 @@ fn build_one(channel: &ChannelConfig, config: &Config, env: &crate::checks::Env)
         if channel.smtp.is_some() || channel.from.is_some() || !channel.to.is_empty() || channel.password.is_some() {
             return Err("`smtp`, `from`, `to` and `password` are for `kind = \"email\"`".into());
         }
-        let url =
-            channel.url.as_ref().ok_or("`url` is required")?.resolve(env, base).map_err(|e| format!("`url` {e}"))?;
+        let url = match channel.kind {
+            // The Bot API's address, with the token in its path as Telegram has it.
+            ChannelKind::Telegram => {
+                if channel.chat_id.as_deref().is_none_or(str::is_empty) {
+                    return Err("`chat_id` is required: the chat's id or `@channelname`".into());
+                }
+                let token =
+                    channel.token.as_ref().ok_or("`token` is required: the bot's token, such as \"env:BOT_TOKEN\"")?;
+                let token = token.resolve(env, base).map_err(|e| format!("`token` {e}"))?;
+                if token.expose().is_empty() || !token.expose().chars().all(|c| c.is_ascii_graphic() && c != '/') {
+                    return Err("`token` is not a bot token (digits, `:` and letters)".into());
+                }
+                secrets.push(token.expose().to_string());
+                let api = match &channel.url {
+                    Some(url) => url.resolve(env, base).map_err(|e| format!("`url` {e}"))?.expose().to_string(),
+                    None => TELEGRAM_API.to_string(),
+                };
+                Secret::new(format!("{}/bot{}/sendMessage", api.trim_end_matches('/'), token.expose()))
+            }
+            _ => {
+                channel.url.as_ref().ok_or("`url` is required")?.resolve(env, base).map_err(|e| format!("`url` {e}"))?
+            }
+        };
         let uri: http::Uri = url.expose().parse().map_err(|_| "`url` is not a URL".to_string())?;
         if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
             return Err("`url` must be an http:// or https:// URL".into());
@@ -175,8 +203,12 @@ fn build_one(channel: &ChannelConfig, config: &Config, env: &crate::checks::Env)
         target,
         max_attempts: channel.max_attempts,
         redactor: Redactor::new(secrets),
+        chat_id: channel.chat_id.clone(),
     })
 }
+
+/// Where the Telegram Bot API is, unless a channel's `url` says otherwise.
+const TELEGRAM_API: &str = "https://api.telegram.org";
 
 /// The shortest part of a URL or header value treated as a secret of its own.
 const SECRET_PART: usize = 6;
@@ -473,6 +505,11 @@ async fn post(url: &str, headers: &[(String, Secret)], body: &Bytes, tls: &TlsCo
         .and_then(Result::ok)
         .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
         .unwrap_or_default();
+    // Telegram says how long to wait in the body: `{"parameters": {"retry_after": 5}}`.
+    let retry_after = retry_after.or_else(|| {
+        let body: Value = serde_json::from_str(&text).ok()?;
+        body["parameters"]["retry_after"].as_f64().filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64)
+    });
     let text = crate::runtime::truncate(text.trim(), 200);
     let message =
         if text.is_empty() { format!("answered HTTP {status}") } else { format!("answered HTTP {status}: {text}") };
@@ -486,6 +523,7 @@ fn message(channel: &Channel, notification: &Notification, external_url: &str, n
         ChannelKind::Slack => slack(notification, external_url),
         ChannelKind::Discord => discord(notification, external_url),
         ChannelKind::Alertmanager => alertmanager_v2(notification, external_url, now),
+        ChannelKind::Telegram => telegram(notification, channel.chat_id.as_deref().unwrap_or_default(), external_url),
         ChannelKind::Email => {
             let (subject, body) = email(notification, external_url);
             return Message::Email { subject, body };
@@ -678,6 +716,25 @@ fn alertmanager_v2(notification: &Notification, external_url: &str, now: SystemT
             })
             .collect(),
     )
+}
+
+/// A Telegram `sendMessage` body: the title in bold and a line per alert, as HTML (Telegram's `HTML` parse mode
+/// knows `<b>`, `<a>` and the `&lt;` `&gt;` `&amp;` entities), within its 4096 characters, without link previews.
+fn telegram(notification: &Notification, chat_id: &str, external_url: &str) -> Value {
+    let escape = |text: &str| text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let mut text = format!("<b>{}</b>", escape(&title(notification)));
+    for (line, notice) in lines(notification).iter().zip(&notification.alerts) {
+        let line = match link(external_url, notice) {
+            Some(link) => format!("\n{} <a href=\"{}\">details</a>", escape(line), escape(&link)),
+            None => format!("\n{}", escape(line)),
+        };
+        if text.chars().count() + line.chars().count() > 4000 {
+            text.push_str("\n…");
+            break;
+        }
+        text.push_str(&line);
+    }
+    json!({"chat_id": chat_id, "text": text, "parse_mode": "HTML", "link_preview_options": {"is_disabled": true}})
 }
 
 /// A subject like Alertmanager's and a plain-text body: one paragraph per alert.

@@ -112,6 +112,10 @@ pub struct ChannelConfig {
     /// Email: the recipients.
     #[serde(default)]
     pub to: Vec<String>,
+    /// Telegram: the bot's token from @BotFather, as a secret (`env:BOT_TOKEN`).
+    pub token: Option<SecretRef>,
+    /// Telegram: the chat to post to (a user's, a group's or a channel's id, or `@channelname`).
+    pub chat_id: Option<String>,
     /// PEM certificates of further authorities to trust (a private CA), besides the system's.
     pub ca_file: Option<PathBuf>,
     /// Attempts per notification before it is given up.
@@ -129,10 +133,13 @@ pub enum ChannelKind {
     /// A real Alertmanager, through its v2 API.
     Alertmanager,
     Email,
+    /// A Telegram chat, through the Bot API's `sendMessage`.
+    Telegram,
 }
 
 impl ChannelKind {
-    pub const ALL: [Self; 5] = [Self::Webhook, Self::Slack, Self::Discord, Self::Alertmanager, Self::Email];
+    pub const ALL: [Self; 6] =
+        [Self::Webhook, Self::Slack, Self::Discord, Self::Alertmanager, Self::Email, Self::Telegram];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -141,6 +148,7 @@ impl ChannelKind {
             Self::Discord => "discord",
             Self::Alertmanager => "alertmanager",
             Self::Email => "email",
+            Self::Telegram => "telegram",
         }
     }
 }
