@@ -16,8 +16,10 @@ use crate::storage::{Storage, StorageError, sql_count, to_millis};
 pub const SEVERITIES: [&str; 5] = ["info", "low", "medium", "high", "critical"];
 /// The longest rule name.
 const NAME_BYTES: usize = 64;
+/// What a rule name may be (rules of the API and of the config alike).
+pub const NAME_RULE: &str = "1 to 64 letters, digits, `_` or `-`";
 /// The longest a condition may have to hold before its alert fires.
-const MAX_HOLD: Duration = Duration::from_secs(7 * 86_400);
+pub const MAX_HOLD: Duration = Duration::from_secs(7 * 86_400);
 /// The longest description.
 const DESCRIPTION_BYTES: usize = 1024;
 
@@ -80,11 +82,8 @@ impl RuleRequest {
         now: SystemTime,
     ) -> Result<Rule, Vec<String>> {
         let mut problems = Vec::new();
-        if self.name.is_empty()
-            || self.name.len() > NAME_BYTES
-            || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            problems.push(format!("`name` must be 1 to {NAME_BYTES} letters, digits, `_` or `-`"));
+        if !valid_rule_name(&self.name) {
+            problems.push(format!("`name` must be {NAME_RULE}"));
         }
         match Condition::parse(&self.condition) {
             Err(_) if self.condition.trim().is_empty() => problems.push("`condition` is required".into()),
@@ -204,6 +203,17 @@ pub enum ChangeError {
     Storage(#[from] StorageError),
 }
 
+/// Whether a rule name is [`NAME_RULE`].
+pub fn valid_rule_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= NAME_BYTES
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// The columns [`alert_row`] reads, in its order.
+const ALERT_COLUMNS: &str = "id, fingerprint, rule, name, severity, state, summary, labels, annotations, started_at,
+    fired_at, resolved_at, acknowledged_at, acknowledged_by, ack_comment, silenced_by, inhibited_by, escalation_step";
+
 fn rfc3339(millis: Option<i64>) -> Option<String> {
     millis.map(crate::storage::rfc3339)
 }
@@ -279,10 +289,7 @@ impl Storage {
             let filter = if active { "state != 'resolved'" } else { "state = 'resolved'" };
             let total: i64 = db.query_row(&format!("SELECT COUNT(*) FROM alerts WHERE {filter}"), [], |r| r.get(0))?;
             let mut statement = db.prepare(&format!(
-                "SELECT id, fingerprint, rule, name, severity, state, summary, labels, annotations, started_at,
-                        fired_at, resolved_at, acknowledged_at, acknowledged_by, ack_comment, silenced_by, inhibited_by,
-                        escalation_step
-                 FROM alerts WHERE {filter} ORDER BY started_at DESC, id DESC LIMIT ?1 OFFSET ?2"
+                "SELECT {ALERT_COLUMNS} FROM alerts WHERE {filter} ORDER BY started_at DESC, id DESC LIMIT ?1 OFFSET ?2"
             ))?;
             let items = statement
                 .query_map(params![sql_count(limit), sql_count(offset)], alert_row)?
@@ -294,15 +301,7 @@ impl Storage {
 
     pub async fn alert(&self, id: i64) -> Result<Option<Alert>, StorageError> {
         self.read(move |db| {
-            db.query_row(
-                "SELECT id, fingerprint, rule, name, severity, state, summary, labels, annotations, started_at,
-                        fired_at, resolved_at, acknowledged_at, acknowledged_by, ack_comment, silenced_by, inhibited_by,
-                        escalation_step
-                 FROM alerts WHERE id = ?1",
-                [id],
-                alert_row,
-            )
-            .optional()
+            db.query_row(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?1"), [id], alert_row).optional()
         })
         .await
     }
@@ -320,15 +319,7 @@ impl Storage {
                 if changed == 0 {
                     return Ok(None);
                 }
-                db.query_row(
-                    "SELECT id, fingerprint, rule, name, severity, state, summary, labels, annotations, started_at,
-                            fired_at, resolved_at, acknowledged_at, acknowledged_by, ack_comment, silenced_by,
-                            inhibited_by, escalation_step
-                     FROM alerts WHERE id = ?1",
-                    [id],
-                    alert_row,
-                )
-                .map(Some)
+                db.query_row(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?1"), [id], alert_row).map(Some)
             })
             .await?;
         changed.ok_or_else(|| ChangeError::NotFound {

@@ -16,16 +16,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use hmac::{Hmac, KeyInit, Mac};
-use http_body_util::BodyExt;
 use rusqlite::params;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::alerting::channels::Failure;
 use crate::alerts::{ChangeError, Page};
+use crate::config::Secret;
 use crate::events::{Event, Events, NAMES};
-use crate::runtime::{Timeouts, TlsConfig, send};
+use crate::runtime::TlsConfig;
 use crate::storage::{Storage, StorageError, rfc3339, sql_count, to_millis};
 
 /// Attempts per delivery.
@@ -335,24 +336,21 @@ async fn deliver(storage: &Storage, webhook: i64, url: &str, secret: &[u8], even
     }
 }
 
-/// One POST; the status code, or why there is none.
+/// One POST, through the alert channels' sender; the status code, or why there is none.
 async fn post(url: &str, event: &Event, body: &Bytes, signature: &str, timestamp: u64) -> Result<u16, String> {
-    let full = http_body_util::Full::new(body.clone()).map_err(|never| match never {}).boxed_unsync();
-    let request = http::Request::post(url)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .header(http::header::USER_AGENT, concat!("selfmon/", env!("CARGO_PKG_VERSION")))
-        .header("x-selfmon-event", event.name())
-        .header("x-selfmon-delivery", &event.id)
-        .header("x-selfmon-timestamp", timestamp.to_string())
-        .header("x-selfmon-signature", signature)
-        .body(full)
-        .map_err(|e| format!("invalid request: {e}"))?;
-    let timeouts = Timeouts { connect: ATTEMPT_TIMEOUT, first_byte: ATTEMPT_TIMEOUT, between_bytes: ATTEMPT_TIMEOUT };
-    let (response, io) =
-        send(request, timeouts, &TlsConfig::system()).await.map_err(|e| format!("request failed: {e}"))?;
-    tokio::spawn(io);
-    // Only the status matters; the body is dropped unread, which ends the connection.
-    Ok(response.status().as_u16())
+    let headers: Vec<(String, Secret)> = [
+        ("x-selfmon-event", event.name().to_string()),
+        ("x-selfmon-delivery", event.id.clone()),
+        ("x-selfmon-timestamp", timestamp.to_string()),
+        ("x-selfmon-signature", signature.to_string()),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_string(), Secret::new(value)))
+    .collect();
+    match crate::alerting::channels::post(url, &headers, body, &TlsConfig::system()).await {
+        Ok(status) | Err(Failure { code: Some(status), .. }) => Ok(status),
+        Err(failure) => Err(failure.message),
+    }
 }
 
 #[cfg(test)]

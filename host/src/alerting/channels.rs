@@ -432,10 +432,12 @@ pub async fn deliver(
     false
 }
 
-struct Failure {
-    code: Option<u16>,
-    message: String,
-    retry_after: Option<Duration>,
+/// Why a POST did not get a 2xx: the status (none without an answer), what to say, and how long the receiver asked
+/// to wait.
+pub(crate) struct Failure {
+    pub code: Option<u16>,
+    pub message: String,
+    pub retry_after: Option<Duration>,
 }
 
 impl Failure {
@@ -475,7 +477,12 @@ async fn attempt_once(channel: &Channel, message: &Message) -> Result<Option<u16
 }
 
 /// One POST of JSON; the status code, or why there is none.
-async fn post(url: &str, headers: &[(String, Secret)], body: &Bytes, tls: &TlsConfig) -> Result<u16, Failure> {
+pub(crate) async fn post(
+    url: &str,
+    headers: &[(String, Secret)],
+    body: &Bytes,
+    tls: &TlsConfig,
+) -> Result<u16, Failure> {
     let full = http_body_util::Full::new(body.clone()).map_err(|never| match never {}).boxed_unsync();
     let mut request = http::Request::post(url)
         .header(http::header::CONTENT_TYPE, "application/json")

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::alerts::{self, SEVERITIES};
+use crate::alerts::{self, MAX_HOLD, NAME_RULE, SEVERITIES, valid_rule_name};
 use crate::checks::{Problem, settle_config};
 use crate::config::{AlertingConfig, Config, ConfigError, RuleConfig};
 use crate::plugins::Plugins;
@@ -13,8 +13,6 @@ use crate::runtime::{CallLabels, Grants, Kind, Plugin, Redactor, Runtime, Sandbo
 
 /// How long one evaluation of a rule may take.
 pub const RULE_TIMEOUT: Duration = Duration::from_secs(5);
-/// The longest a condition may have to hold before its alert fires.
-const MAX_HOLD: Duration = Duration::from_secs(7 * 86_400);
 
 /// Where a rule was defined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -185,8 +183,8 @@ async fn build_one(
     config: &Config,
 ) -> Result<RuleSpec, Vec<String>> {
     let mut problems = Vec::new();
-    if !valid_name(&rule.name) {
-        problems.push("the name must be 1 to 64 letters, digits, `_` or `-`".to_string());
+    if !valid_rule_name(&rule.name) {
+        problems.push(format!("the name must be {NAME_RULE}"));
     }
     if let Some(severity) = &rule.severity
         && !SEVERITIES.contains(&severity.as_str())
@@ -309,8 +307,4 @@ pub fn sandbox(plugin: &Plugin, rule: &str, memory_limit: usize) -> Sandbox {
         timeout: RULE_TIMEOUT,
         data: None,
     }
-}
-
-fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
