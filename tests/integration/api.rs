@@ -569,10 +569,39 @@ keys = [
         )
         .await;
     assert_eq!(via_graphql["data"]["createSilence"]["state"], "active", "{via_graphql}");
-    let states =
-        selfmon.graphql(Some(read), "{ ruleStates { name origin plugin state } }", serde_json::json!({})).await;
+    let query = "{ ruleStates { name origin plugin state condition } }";
+    let states = selfmon.graphql(Some(read), query, serde_json::json!({})).await;
     let states = states["data"]["ruleStates"].as_array().unwrap();
     assert_eq!(states.len(), 8);
     assert!(states.iter().any(|s| s["name"] == "service_down" && s["plugin"] == "health" && s["origin"] == "default"));
+    let memory = states.iter().find(|s| s["name"] == "memory_usage").unwrap();
+    assert_eq!(memory["condition"], "last(system_memory_used_ratio) > 0.9");
+
+    // Acknowledgement and history through GraphQL, as through REST.
+    workdir
+        .db()
+        .execute_batch(
+            r#"INSERT INTO alerts (fingerprint, rule, name, severity, state, summary, labels, started_at)
+               VALUES ('g1', 'service_down', 'service_down', 'critical', 'firing', 'db is unhealthy', '{"check":"db"}',
+                       1795730000000);"#,
+        )
+        .unwrap();
+    let (_, listed) = selfmon.get("/v1/alerts").await;
+    let id = listed["active"][0]["id"].as_i64().unwrap();
+    let ack = format!(
+        r#"mutation {{ acknowledgeAlert(id: {id}, comment: "restarting db") {{ acknowledgedBy ackComment state }} }}"#
+    );
+    let refused = selfmon.graphql(Some(read), &ack, serde_json::json!({})).await;
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "forbidden", "{refused}");
+    let acked = selfmon.graphql(Some(admin), &ack, serde_json::json!({})).await;
+    assert_eq!(
+        acked["data"]["acknowledgeAlert"],
+        serde_json::json!({"acknowledgedBy": "ops", "ackComment": "restarting db", "state": "firing"}),
+        "{acked}"
+    );
+    let query = "{ alerts(active: true) { items { rule labels acknowledgedBy } } }";
+    let active = selfmon.graphql(Some(read), query, serde_json::json!({})).await;
+    assert_eq!(active["data"]["alerts"]["items"][0]["acknowledgedBy"], "ops", "{active}");
+    assert_eq!(active["data"]["alerts"]["items"][0]["labels"]["check"], "db");
     selfmon.stop().await;
 }
