@@ -146,6 +146,9 @@ impl Caller {
     }
 }
 
+/// Where keys with the ingest role may send.
+const INGEST_PATHS: [&str; 3] = ["/v1/traces", "/v1/logs", "/v1/events"];
+
 /// The middleware in front of every route.
 pub async fn guard(State(access): State<Arc<Access>>, mut request: Request, next: Next) -> Response {
     let address = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
@@ -178,7 +181,17 @@ pub async fn guard(State(access): State<Arc<Access>>, mut request: Request, next
         };
         // GraphQL queries come as POSTs too: its mutations check the role themselves.
         let reading = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) || path == "/graphql";
-        if !reading && key.role != Role::Admin {
+        let sending = *request.method() == Method::POST && INGEST_PATHS.contains(&path);
+        if key.role == Role::Ingest && !sending {
+            return access.refuse(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "an ingest key may only send: POST /v1/traces, /v1/logs and /v1/events",
+                address,
+                &request,
+            );
+        }
+        if !reading && key.role == Role::Read {
             return access.refuse(
                 StatusCode::FORBIDDEN,
                 "forbidden",

@@ -71,8 +71,10 @@ pub fn app(state: AppState, access: Arc<Access>, limits: &ApiConfig) -> Router {
 /// one error shape, keeping their headers (`Allow`, `Retry-After`, ...).
 async fn json_errors(response: Response) -> Response {
     let status = response.status();
-    let json =
-        response.headers().get(header::CONTENT_TYPE).is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
+    // OTLP answers carry their own error bodies, in the request's encoding.
+    let json = response.headers().get(header::CONTENT_TYPE).is_some_and(|t| {
+        t.as_bytes().starts_with(b"application/json") || t.as_bytes().starts_with(b"application/x-protobuf")
+    });
     if json || !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
@@ -140,6 +142,11 @@ fn routes(state: AppState) -> Router {
         .routes(routes!(deliveries))
         .routes(routes!(recovery))
         .routes(routes!(search_logs, ingest_logs))
+        .routes(routes!(search_traces, otlp_traces))
+        .routes(routes!(trace))
+        .routes(routes!(post_events))
+        .routes(routes!(analytics))
+        .routes(routes!(erase_user))
         .routes(routes!(aggregate_logs))
         .routes(routes!(tail_logs))
         .routes(routes!(analyse_logs))
@@ -752,6 +759,202 @@ async fn deliveries(
 /// The most a gzip body may grow to when decompressed.
 const MAX_INFLATED: u64 = 64 << 20;
 
+/// The error code of a refused body.
+fn refusal_code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_encoding",
+        _ => "bad_body",
+    }
+}
+
+/// An OTLP log export, answered as OTLP answers.
+async fn otlp_logs(
+    state: &AppState,
+    turn: &tokio::sync::OwnedSemaphorePermit,
+    format: crate::otlp::Format,
+    body: &[u8],
+) -> Response {
+    let request = match crate::otlp::decode_logs(format, body) {
+        Ok(request) => request,
+        Err(refusal) => return refusal.answer(format),
+    };
+    let taken = crate::otlp::records(request, state.traces.max_attributes, SystemTime::now());
+    state.telemetry.observe_otlp("logs", taken.items.len(), taken.rejected);
+    let message = taken.message();
+    match state.ingest_records(turn, taken.items).await {
+        Ok(()) => crate::otlp::logs_answer(format, taken.rejected, message),
+        Err(error) => crate::otlp::Refusal::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string()).answer(format),
+    }
+}
+
+/// `POST /v1/traces`: an OTLP/HTTP trace export (protobuf or JSON, optionally gzip), as the OpenTelemetry SDKs'
+/// OTLP/HTTP exporters send it. 200 with a partial success naming what was refused; 400 for a body that cannot be
+/// read (do not retry); 503 with `Retry-After` when storage is behind.
+#[utoipa::path(post, path = "/v1/traces", tag = "traces", request_body(content = Object, description = "`ExportTraceServiceRequest`, as `application/x-protobuf` or `application/json`; `Content-Encoding: gzip` accepted", content_type = "application/x-protobuf"), responses((status = 200, description = "Stored; `partialSuccess` counts refused spans", content_type = "application/x-protobuf"), (status = 400, description = "Not a valid OTLP request (a `google.rpc.Status`)"), (status = 413, description = "Over `[traces] max_inflated` once decompressed"), (status = 415, description = "Not protobuf or JSON, or an unknown `Content-Encoding`"), (status = 503, description = "Storage is behind; retry after `Retry-After` seconds")))]
+async fn otlp_traces(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(format) = crate::otlp::Format::of(&headers) else {
+        return crate::otlp::Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send `Content-Type: application/x-protobuf` or `application/json`",
+        )
+        .answer(crate::otlp::Format::Json);
+    };
+    let turn = match state.ingest_turn().await {
+        Ok(turn) => turn,
+        Err(error) => {
+            return crate::otlp::Refusal::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string()).answer(format);
+        }
+    };
+    let result = crate::otlp::inflate(&headers, &body, state.traces.max_inflated.as_u64())
+        .and_then(|body| crate::otlp::decode_traces(format, &body));
+    let request = match result {
+        Ok(request) => request,
+        Err(refusal) => return refusal.answer(format),
+    };
+    let taken = crate::otlp::spans(request, state.traces.max_attributes);
+    state.telemetry.observe_otlp("traces", taken.items.len(), taken.rejected);
+    let message = taken.message();
+    match state.ingest_spans(&turn, taken.items).await {
+        Ok(()) => crate::otlp::traces_answer(format, taken.rejected, message),
+        Err(error) => crate::otlp::Refusal::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string()).answer(format),
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct TraceParams {
+    service: Option<String>,
+    /// The span name.
+    operation: Option<String>,
+    /// Spans at least (at most) this long, in milliseconds.
+    min_duration_ms: Option<f64>,
+    max_duration_ms: Option<f64>,
+    /// `true`: traces with an error span; `false`: traces without one.
+    error: Option<bool>,
+    /// The platform's user id (or its pseudonym).
+    user_id: Option<String>,
+    /// RFC 3339 or Unix seconds.
+    from: Option<String>,
+    to: Option<String>,
+    /// Traces to return (default 20, at most 200), newest first.
+    limit: Option<u64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct Traces {
+    traces: Vec<crate::traces::TraceSummary>,
+}
+
+/// `GET /v1/traces`: traces with a span matching every filter, newest first.
+#[utoipa::path(get, path = "/v1/traces", tag = "traces", params(TraceParams), responses((status = 200, description = "OK", body = Traces), (status = 400, description = "A bad parameter", body = ErrorBody)))]
+async fn search_traces(
+    State(state): State<AppState>,
+    query: Result<Query<TraceParams>, QueryRejection>,
+) -> Result<Json<Traces>, ApiError> {
+    let params = params(query)?;
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", message);
+    let millis = |what: &str, ms: Option<f64>| {
+        ms.map(|ms| Duration::try_from_secs_f64(ms / 1000.0).map_err(|_| bad(format!("`{what}` must be 0 or more"))))
+            .transpose()
+    };
+    let search = crate::traces::TraceSearch {
+        service: params.service,
+        operation: params.operation,
+        min_duration: millis("min_duration_ms", params.min_duration_ms)?,
+        max_duration: millis("max_duration_ms", params.max_duration_ms)?,
+        error: params.error,
+        user_id: params.user_id,
+        from: params.from.as_deref().map(|t| parse_time("from", t)).transpose().map_err(bad)?,
+        to: params.to.as_deref().map(|t| parse_time("to", t)).transpose().map_err(bad)?,
+        limit: params.limit.unwrap_or(20).clamp(1, 200),
+    };
+    Ok(Json(Traces { traces: state.search_traces(search).await? }))
+}
+
+/// `GET /v1/traces/{trace_id}`: the trace's spans as a tree, with self times, and the log records carrying its id.
+#[utoipa::path(get, path = "/v1/traces/{trace_id}", tag = "traces", params(("trace_id" = String, Path, description = "32 hex digits")), responses((status = 200, description = "OK", body = crate::traces::Trace), (status = 400, description = "Not a trace id", body = ErrorBody), (status = 404, description = "No span of it is stored", body = ErrorBody)))]
+async fn trace(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<crate::traces::Trace>, ApiError> {
+    Ok(Json(state.trace(&path(id, "the trace id")?).await?))
+}
+
+/// What `POST /v1/events` did.
+#[derive(Serialize, utoipa::ToSchema)]
+struct EventsTaken {
+    accepted: usize,
+    /// Events refused, each with why; the others are stored.
+    rejected: Vec<crate::usage::Rejected>,
+}
+
+/// `POST /v1/events`: a batch of events (`{"events": [...]}` or an array), each checked on its own; 202 with the
+/// ones refused and why, 400 when none could be taken.
+#[utoipa::path(post, path = "/v1/events", tag = "analytics", request_body(content = Vec<crate::usage::EventRequest>, description = "An array of events, or `{\"events\": [...]}`; `Content-Encoding: gzip` accepted"), responses((status = 202, description = "Stored (all but `rejected`)", body = EventsTaken), (status = 400, description = "Not a batch of events, or none valid", body = ErrorBody), (status = 503, description = "Storage is behind; retry after `Retry-After` seconds", body = ErrorBody)))]
+async fn post_events(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let turn = state.ingest_turn().await?;
+    let body = crate::otlp::inflate(&headers, &body, MAX_INFLATED)
+        .map_err(|refusal| ApiError::new(refusal.status, refusal_code(refusal.status), refusal.message))?;
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_body", message);
+    let batch = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Array(events)) => events,
+        Ok(serde_json::Value::Object(mut object)) => match object.remove("events") {
+            Some(serde_json::Value::Array(events)) if object.is_empty() => events,
+            _ => return Err(bad("send an array of events, or `{\"events\": [...]}`".into())),
+        },
+        Ok(_) => return Err(bad("send an array of events, or `{\"events\": [...]}`".into())),
+        Err(error) => return Err(bad(format!("the body is not JSON: {error}"))),
+    };
+    let count = batch.len();
+    let (accepted, rejected) = state.record_events(&turn, batch).await?;
+    if accepted == 0 && count > 0 {
+        let mut error = bad(format!("none of the {count} events is valid"));
+        error.details = rejected.iter().take(20).map(|r| format!("event {}: {}", r.index, r.error)).collect();
+        return Err(error);
+    }
+    Ok((StatusCode::ACCEPTED, Json(EventsTaken { accepted, rejected })).into_response())
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct AnalyticsParams {
+    /// Days back from now (default 30, at most 366).
+    days: Option<u64>,
+}
+
+/// `GET /v1/analytics[?days=30]`: active users, engagement and sessions, completion rates, satisfaction, weekly
+/// cohort retention, and AI cost per model, user and day against the budget.
+#[utoipa::path(get, path = "/v1/analytics", tag = "analytics", params(AnalyticsParams), responses((status = 200, description = "OK", body = crate::analytics::Analytics), (status = 400, description = "A bad parameter", body = ErrorBody)))]
+async fn analytics(
+    State(state): State<AppState>,
+    query: Result<Query<AnalyticsParams>, QueryRejection>,
+) -> Result<Json<crate::analytics::Analytics>, ApiError> {
+    Ok(Json(state.analytics(params(query)?.days.unwrap_or(30)).await?))
+}
+
+/// `DELETE /v1/users/{user_id}/data` (admin): erase every event, span and log record of the user (by the id the
+/// platform knows, or its pseudonym); the counts, and an audit record.
+#[utoipa::path(delete, path = "/v1/users/{user_id}/data", tag = "analytics", params(("user_id" = String, Path)), responses((status = 200, description = "Erased", body = crate::usage::Erased), (status = 403, description = "Not an admin key", body = ErrorBody)))]
+async fn erase_user(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    user: Result<Path<String>, PathRejection>,
+) -> Result<Json<crate::usage::Erased>, ApiError> {
+    admin_only(&state, &caller, "DELETE /v1/users/{user_id}/data")?;
+    Ok(Json(state.erase_user(&path(user, "the user id")?, caller.name.as_deref()).await?))
+}
+
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -778,7 +981,7 @@ struct Ingested {
 
 /// `POST /v1/logs[?parser=json&source=NAME&service=NAME]`: a JSON array of records (objects) or lines (strings), or
 /// NDJSON, optionally gzip-compressed; 202 once everything is committed.
-#[utoipa::path(post, path = "/v1/logs", tag = "logs", params(IngestParams), request_body(content = Vec<Object>, description = "A JSON array of objects or strings, or NDJSON (`application/x-ndjson`); `Content-Encoding: gzip` accepted"), responses((status = 202, description = "Stored", body = Ingested), (status = 400, description = "The body or a parameter is not valid", body = ErrorBody), (status = 503, description = "Storage is behind; retry after `Retry-After` seconds", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/logs", tag = "logs", params(IngestParams), request_body(content = Vec<Object>, description = "A JSON array of objects or strings, or NDJSON (`application/x-ndjson`); or an OTLP/HTTP log export (`application/x-protobuf`, or a JSON object of `resourceLogs`), answered as OTLP answers; `Content-Encoding: gzip` accepted"), responses((status = 202, description = "Stored", body = Ingested), (status = 400, description = "The body or a parameter is not valid", body = ErrorBody), (status = 503, description = "Storage is behind; retry after `Retry-After` seconds", body = ErrorBody)))]
 async fn ingest_logs(
     State(state): State<AppState>,
     query: Result<Query<IngestParams>, QueryRejection>,
@@ -786,36 +989,32 @@ async fn ingest_logs(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let params = params(query)?;
+    let otlp = crate::otlp::Format::of(&headers);
     // The turn comes before the body is inflated and split, which is what takes memory.
-    let turn = state.ingest_turn().await?;
-    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_body", message);
-    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
-    let body = match encoding.trim().to_ascii_lowercase().as_str() {
-        "identity" | "" => body.to_vec(),
-        "gzip" => {
-            use std::io::Read;
-            let mut inflated = Vec::new();
-            flate2::read::GzDecoder::new(&body[..])
-                .take(MAX_INFLATED + 1)
-                .read_to_end(&mut inflated)
-                .map_err(|e| bad(format!("the body is not valid gzip: {e}")))?;
-            if inflated.len() as u64 > MAX_INFLATED {
-                return Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    "the body inflates to over 64 MiB",
-                ));
-            }
-            inflated
+    let turn = match (state.ingest_turn().await, otlp) {
+        (Ok(turn), _) => turn,
+        (Err(error), Some(crate::otlp::Format::Protobuf)) => {
+            return Ok(crate::otlp::Refusal::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
+                .answer(crate::otlp::Format::Protobuf));
         }
-        other => {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_encoding",
-                format!("`Content-Encoding: {other}` is not supported: send gzip or nothing"),
-            ));
-        }
+        (Err(error), _) => return Err(error.into()),
     };
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_body", message);
+    let body = match crate::otlp::inflate(&headers, &body, MAX_INFLATED) {
+        Ok(body) => body,
+        Err(refusal) if otlp == Some(crate::otlp::Format::Protobuf) => {
+            return Ok(refusal.answer(crate::otlp::Format::Protobuf));
+        }
+        Err(refusal) => return Err(ApiError::new(refusal.status, refusal_code(refusal.status), refusal.message)),
+    };
+    // OTLP: protobuf, or a JSON object of `resourceLogs` (the records of this API are an array or NDJSON).
+    let otlp_json = otlp == Some(crate::otlp::Format::Json)
+        && body.trim_ascii_start().starts_with(b"{")
+        && serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|v| v.get("resourceLogs").is_some());
+    if otlp == Some(crate::otlp::Format::Protobuf) || otlp_json {
+        let format = otlp.unwrap_or(crate::otlp::Format::Json);
+        return Ok(otlp_logs(&state, &turn, format, &body).await);
+    }
     let text = String::from_utf8_lossy(&body);
     let (lines, rejected) = if text.trim_start().starts_with('[') {
         let items: Vec<serde_json::Value> = serde_json::from_str(&text)

@@ -450,6 +450,48 @@ impl QueryRoot {
     async fn status(&self, ctx: &Context<'_>) -> async_graphql::Result<Json<crate::query::Status>> {
         Ok(Json(queries(ctx).status().await.map_err(error)?))
     }
+
+    /// One trace as a tree of spans, with its log records.
+    async fn trace(&self, ctx: &Context<'_>, trace_id: String) -> async_graphql::Result<crate::traces::Trace> {
+        queries(ctx).trace(&trace_id).await.map_err(error)
+    }
+
+    /// Traces with a span matching every filter, newest first.
+    #[allow(clippy::too_many_arguments)]
+    async fn traces(
+        &self,
+        ctx: &Context<'_>,
+        service: Option<String>,
+        operation: Option<String>,
+        min_duration_ms: Option<f64>,
+        error_only: Option<bool>,
+        user_id: Option<String>,
+        #[graphql(default = 20)] limit: u32,
+    ) -> async_graphql::Result<Vec<crate::traces::TraceSummary>> {
+        let min_duration = min_duration_ms
+            .map(|ms| std::time::Duration::try_from_secs_f64(ms / 1000.0))
+            .transpose()
+            .map_err(|_| async_graphql::Error::new("`minDurationMs` must be 0 or more"))?;
+        let search = crate::traces::TraceSearch {
+            service,
+            operation,
+            min_duration,
+            error: error_only,
+            user_id,
+            limit: u64::from(limit.clamp(1, 200)),
+            ..crate::traces::TraceSearch::default()
+        };
+        queries(ctx).search_traces(search).await.map_err(error)
+    }
+
+    /// Users, engagement, satisfaction, retention and AI cost over the last `days`.
+    async fn analytics(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 30)] days: u32,
+    ) -> async_graphql::Result<crate::analytics::Analytics> {
+        queries(ctx).analytics(u64::from(days)).await.map_err(error)
+    }
 }
 
 pub struct MutationRoot;
@@ -493,6 +535,12 @@ impl MutationRoot {
     async fn expire_silence(&self, ctx: &Context<'_>, id: i64) -> async_graphql::Result<Silence> {
         let caller = admin(ctx, "expireSilence")?;
         queries(ctx).expire_silence(id, caller.as_deref()).await.map_err(error)
+    }
+
+    /// Erase every event, span and log record of a user (admin); what was removed.
+    async fn erase_user_data(&self, ctx: &Context<'_>, user_id: String) -> async_graphql::Result<crate::usage::Erased> {
+        let caller = admin(ctx, "eraseUserData")?;
+        queries(ctx).erase_user(&user_id, caller.as_deref()).await.map_err(error)
     }
 }
 

@@ -26,6 +26,7 @@ pub mod access;
 pub mod alerting;
 pub mod alerts;
 pub mod analysis;
+pub mod analytics;
 pub mod api;
 pub mod checks;
 pub mod cli;
@@ -34,8 +35,10 @@ pub mod events;
 pub mod graphql;
 pub mod health;
 pub mod logs;
+pub mod otlp;
 pub mod performance;
 pub mod plugins;
+pub mod privacy;
 pub mod query;
 pub mod recovery;
 pub mod retention;
@@ -46,6 +49,8 @@ pub mod syslog;
 pub mod system;
 pub mod tail;
 pub mod telemetry;
+pub mod traces;
+pub mod usage;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -89,6 +94,8 @@ pub struct Host {
     pub log_sources: Vec<(config::LogSourceConfig, logs::Parsing)>,
     /// Rules, channels and escalation policies.
     pub alerting: Arc<alerting::Alerting>,
+    /// Pseudonymization and redaction of what is stored.
+    pub privacy: Arc<privacy::Privacy>,
 }
 
 impl Host {
@@ -101,10 +108,15 @@ impl Host {
         let access = access::Access::from_config(&config.api, &config.source, &env);
         let sources = log_sources(&config, &plugins, &runtime).await;
         let alerting = alerting::Alerting::build(&config, &plugins, &runtime, &env).await;
-        let (checks, access, log_sources, alerting) = match (sane, built, access, sources, alerting) {
-            (Ok(()), Ok(checks), Ok(access), Ok(sources), Ok(alerting)) => (checks, access, sources, alerting),
-            (sane, built, access, sources, alerting) => {
+        let key_file = config.source.resolve(&config.storage.path).with_file_name("privacy.key");
+        let privacy = privacy::Privacy::build(&config.privacy, &config.source, &env, &key_file);
+        let (checks, access, log_sources, alerting, privacy) = match (sane, built, access, sources, alerting, privacy) {
+            (Ok(()), Ok(checks), Ok(access), Ok(sources), Ok(alerting), Ok(privacy)) => {
+                (checks, access, sources, alerting, privacy)
+            }
+            (sane, built, access, sources, alerting, privacy) => {
                 let mut errors = sane.err().unwrap_or_default();
+                errors.extend(privacy.err().unwrap_or_default());
                 errors.extend(built.err().unwrap_or_default());
                 errors.extend(access.err().unwrap_or_default());
                 errors.extend(sources.err().unwrap_or_default());
@@ -120,6 +132,7 @@ impl Host {
             access: Arc::new(access),
             log_sources,
             alerting: Arc::new(alerting),
+            privacy: Arc::new(privacy),
         })
     }
 }
@@ -236,6 +249,12 @@ fn config_sanity(config: &Config) -> Result<(), Vec<ConfigError>> {
     if !(0.0..=1.0).contains(&config.scheduler.jitter) {
         problem(format!("`[scheduler] jitter` must be between 0 and 1, not {}", config.scheduler.jitter));
     }
+    for message in usage::check_config(&config.ai) {
+        problem(message);
+    }
+    if config.traces.max_inflated.as_u64() < 1024 {
+        problem("`[traces] max_inflated` must be at least 1 KiB".into());
+    }
     for origin in &config.api.cors_origins {
         let valid = origin == "*"
             || ((origin.starts_with("http://") || origin.starts_with("https://"))
@@ -288,7 +307,8 @@ pub async fn serve(
     let started = Instant::now();
     let host = Host::build(config).await?;
     let access = host.access.clone();
-    let storage = Storage::open(&host.config.source.resolve(&host.config.storage.path))?;
+    let storage =
+        Storage::open(&host.config.source.resolve(&host.config.storage.path))?.with_privacy(host.privacy.clone());
     let board = Arc::new(Board::default());
     for check in &host.checks {
         board.register(&check.name, &check.plugin.info.name, check.enabled, check.interval, &check.depends_on);
@@ -404,7 +424,12 @@ pub async fn serve(
         .filter(|(s, _)| s.kind == config::LogSourceKind::Http)
         .map(|(s, parsing)| (s.name.clone(), (parsing.clone(), s.service.clone())))
         .collect();
+    let usage = Arc::new(usage::Usage::new(storage.clone(), &host.config.ai, telemetry.clone()).await?);
     let queries = Arc::new(query::Queries {
+        usage,
+        ai: host.config.ai.clone(),
+        traces: host.config.traces.clone(),
+        retention_events: host.config.retention.events,
         http_sources,
         runtime: host.runtime.clone(),
         plugins: Arc::new(host.plugins),

@@ -434,7 +434,25 @@ pub enum SearchError {
 impl Storage {
     /// Store records in one transaction, with how far their file has been read when they come from one; returns once
     /// they are committed.
-    pub async fn write_logs(&self, records: Vec<NewRecord>, read_to: Option<ReadTo>) -> Result<usize, StorageError> {
+    pub async fn write_logs(
+        &self,
+        mut records: Vec<NewRecord>,
+        read_to: Option<ReadTo>,
+    ) -> Result<usize, StorageError> {
+        let privacy = self.privacy.clone();
+        for record in &mut records {
+            privacy.redact_string(&mut record.message);
+            if let Some(user) = &mut record.user_id {
+                *user = privacy.user(user);
+            }
+            if let Some(fields) = &mut record.fields
+                && privacy.redact(fields) != fields.as_str()
+                && let Ok(mut value) = serde_json::from_str::<serde_json::Value>(fields)
+            {
+                privacy.redact_json(&mut value);
+                *fields = value.to_string();
+            }
+        }
         let (count, last) = self
             .apply(move |db| {
             if let Some(at) = &read_to {

@@ -1,5 +1,6 @@
-//! Answers over a window of stored check runs: latency percentiles, error rates and throughput per check, the
-//! slowest runs, and the errors grouped into patterns (with the log records' error templates beside them).
+//! Answers over a window of stored check runs (and, from [`crate::traces`], spans): latency percentiles, error
+//! rates and throughput per check, the slowest runs, and the errors grouped into patterns (with the log records'
+//! error templates beside them).
 //!
 //! A run counts as an error when it found its check down: unhealthy, or a run that could not be carried out.
 //! Percentiles are nearest-rank over every run in the window.
@@ -30,6 +31,10 @@ pub struct Performance {
     pub checks: Vec<CheckPerformance>,
     /// The slowest runs in the window, slowest first.
     pub slowest: Vec<SlowRun>,
+    /// Per operation (a service's spans of one name, received over OTLP) in the window.
+    pub operations: Vec<crate::traces::OperationPerformance>,
+    /// The operations with the highest p95, and the operations that their time is spent in.
+    pub slowest_operations: Vec<crate::traces::SlowOperation>,
 }
 
 #[derive(Debug, Clone, Serialize, async_graphql::SimpleObject, utoipa::ToSchema)]
@@ -192,7 +197,15 @@ fn performance(window: Duration, from: i64, to: i64, runs: &[Run]) -> Performanc
             summary: run.summary.clone(),
         })
         .collect();
-    Performance { time_window_seconds: window.as_secs_f64(), from: rfc3339(from), to: rfc3339(to), checks, slowest }
+    Performance {
+        time_window_seconds: window.as_secs_f64(),
+        from: rfc3339(from),
+        to: rfc3339(to),
+        checks,
+        slowest,
+        operations: Vec::new(),
+        slowest_operations: Vec::new(),
+    }
 }
 
 fn errors(window: Duration, from: i64, to: i64, runs: &[Run]) -> Errors {

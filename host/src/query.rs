@@ -26,6 +26,12 @@ use crate::webhooks::{Delivery, Webhook, WebhookRequest};
 
 /// What the queries can see.
 pub struct Queries {
+    /// Where events go.
+    pub usage: Arc<crate::usage::Usage>,
+    pub ai: crate::config::AiConfig,
+    pub traces: crate::config::TracesConfig,
+    /// How long events are kept: older ones are refused.
+    pub retention_events: Duration,
     /// `[[log_source]]` tables of kind `http`: their parser and default service, by name.
     pub http_sources: std::collections::BTreeMap<String, (Parsing, Option<String>)>,
     pub runtime: Arc<Runtime>,
@@ -425,7 +431,133 @@ impl Queries {
     /// Latency percentiles, error rates and throughput per check over the last `window`, and the slowest runs.
     pub async fn performance(&self, window: Duration) -> Result<Performance, QueryError> {
         check_window(window)?;
-        self.storage.performance(window).await.map_err(storage)
+        let mut performance = self.storage.performance(window).await.map_err(storage)?;
+        (performance.operations, performance.slowest_operations) =
+            self.storage.span_performance(window).await.map_err(storage)?;
+        Ok(performance)
+    }
+
+    /// Store what an OTLP trace export held, in a turn taken with [`Self::ingest_turn`]: its spans, and AI usage
+    /// events for its GenAI spans. Answers once they are committed.
+    pub async fn ingest_spans(
+        &self,
+        _turn: &tokio::sync::OwnedSemaphorePermit,
+        spans: Vec<crate::traces::NewSpan>,
+    ) -> Result<(), QueryError> {
+        let events = crate::otlp::ai_events(&spans);
+        if !events.is_empty() {
+            self.usage.record(events).await.map_err(storage)?;
+        }
+        self.storage.write_spans(spans).await.map_err(storage)?;
+        Ok(())
+    }
+
+    /// Store log records received over OTLP, in a turn taken with [`Self::ingest_turn`].
+    pub async fn ingest_records(
+        &self,
+        _turn: &tokio::sync::OwnedSemaphorePermit,
+        records: Vec<crate::logs::NewRecord>,
+    ) -> Result<(), QueryError> {
+        self.telemetry.observe_logs("otlp", &records, 0);
+        self.storage.write_logs(records, None).await.map_err(storage)?;
+        Ok(())
+    }
+
+    /// Check and store a batch of events: how many were stored, and the ones refused with why.
+    pub async fn record_events(
+        &self,
+        _turn: &tokio::sync::OwnedSemaphorePermit,
+        batch: Vec<serde_json::Value>,
+    ) -> Result<(usize, Vec<crate::usage::Rejected>), QueryError> {
+        if batch.len() > crate::usage::MAX_BATCH {
+            return Err(QueryError::Invalid(format!("a batch holds at most {} events", crate::usage::MAX_BATCH)));
+        }
+        let now = SystemTime::now();
+        let oldest = now.checked_sub(self.retention_events).unwrap_or(UNIX_EPOCH);
+        let mut events = Vec::with_capacity(batch.len());
+        let mut rejected = Vec::new();
+        for (index, value) in batch.into_iter().enumerate() {
+            match crate::usage::check_event(value, now, oldest) {
+                Ok(event) => events.push(event),
+                Err(error) => rejected.push(crate::usage::Rejected { index, error }),
+            }
+        }
+        let stored = self.usage.record(events).await.map_err(storage)?;
+        Ok((stored, rejected))
+    }
+
+    /// One trace as a tree, with its log records.
+    pub async fn trace(&self, trace_id: &str) -> Result<crate::traces::Trace, QueryError> {
+        let trace_id = trace_id.to_ascii_lowercase();
+        if trace_id.len() != 32 || !trace_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(QueryError::Invalid("a trace id is 32 hex digits".into()));
+        }
+        self.storage.trace(trace_id.clone()).await.map_err(storage)?.ok_or_else(|| QueryError::NotFound {
+            code: "no_trace",
+            message: format!("no span of trace {trace_id} is stored"),
+        })
+    }
+
+    /// Traces with a span that matches; `user_id` as the platform knows the user.
+    pub async fn search_traces(
+        &self,
+        mut search: crate::traces::TraceSearch,
+    ) -> Result<Vec<crate::traces::TraceSummary>, QueryError> {
+        search.user_id = search.user_id.map(|user| self.storage.privacy().lookup_id(&user));
+        self.storage.search_traces(search).await.map_err(storage)
+    }
+
+    /// Users, engagement, satisfaction, retention and AI cost over the last `days`.
+    pub async fn analytics(&self, days: u64) -> Result<crate::analytics::Analytics, QueryError> {
+        if !(1..=crate::analytics::MAX_DAYS).contains(&days) {
+            return Err(QueryError::Invalid(format!("`days` must be 1 to {}", crate::analytics::MAX_DAYS)));
+        }
+        self.storage
+            .analytics(days, SystemTime::now(), self.ai.clone(), self.usage.prices.clone())
+            .await
+            .map_err(storage)
+    }
+
+    /// Erase every event, span and log record of a user, and say so in the audit log.
+    pub async fn erase_user(&self, user_id: &str, caller: Option<&str>) -> Result<crate::usage::Erased, QueryError> {
+        if user_id.is_empty() || user_id.len() > 256 {
+            return Err(QueryError::Invalid("a user id is 1 to 256 bytes".into()));
+        }
+        let erased = self.storage.erase_user(self.storage.privacy().stored_ids(user_id)).await.map_err(storage)?;
+        self.telemetry.observe_erasure(&erased);
+        tracing::info!(
+            target: "selfmon::audit",
+            by = caller,
+            events = erased.events,
+            spans = erased.spans,
+            log_records = erased.log_records,
+            "Erased the data of a user"
+        );
+        let mut audit = crate::logs::NewRecord {
+            ts: SystemTime::now(),
+            level: "audit",
+            source: "selfmon".into(),
+            service: Some("selfmon".into()),
+            logger: Some("selfmon::audit".into()),
+            message: format!(
+                "Erased the data of a user on request of {}: {} events, {} spans, {} log records",
+                caller.unwrap_or("an open API"),
+                erased.events,
+                erased.spans,
+                erased.log_records
+            ),
+            trace_id: None,
+            span_id: None,
+            correlation_id: None,
+            user_id: None,
+            fields: None,
+            parsed: true,
+            error: None,
+            line: 0,
+        };
+        audit.fields = Some(serde_json::json!({"action": "erase_user_data", "by": caller}).to_string());
+        self.storage.write_logs(vec![audit], None).await.map_err(storage)?;
+        Ok(erased)
     }
 
     /// Error counts, rates and the most frequent error patterns over the last `window`.
@@ -496,10 +628,11 @@ impl Queries {
     /// Ends when the receiver is dropped or selfmon stops.
     pub async fn tail_logs(
         &self,
-        filter: Search,
+        mut filter: Search,
         resume: Option<i64>,
         backlog: u64,
     ) -> Result<tokio::sync::mpsc::Receiver<StoredRecord>, QueryError> {
+        filter.user_id = filter.user_id.map(|user| self.storage.privacy().lookup_id(&user));
         if backlog > MAX_BACKLOG {
             return Err(QueryError::Invalid(format!("`backlog` must be at most {MAX_BACKLOG}")));
         }
@@ -556,7 +689,8 @@ impl Queries {
         Ok(receiver)
     }
 
-    pub async fn search_logs(&self, search: Search) -> Result<Found, QueryError> {
+    pub async fn search_logs(&self, mut search: Search) -> Result<Found, QueryError> {
+        search.user_id = search.user_id.map(|user| self.storage.privacy().lookup_id(&user));
         for level in &search.levels {
             if !crate::logs::LEVELS.contains(&level.as_str()) {
                 return Err(QueryError::Invalid(format!(

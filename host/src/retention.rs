@@ -1,6 +1,6 @@
-//! The periodic cleanup: log records past their level's retention, check runs and metric samples past theirs,
-//! then, when the database is over `[retention] max_size`, the oldest log records until it is not. Freed pages are
-//! handed back to the file system (incremental vacuum), so the file shrinks.
+//! The periodic cleanup: log records past their level's retention, check runs, metric samples, alerts, events and
+//! spans past theirs, then, when the database is over `[retention] max_size`, the oldest log records until it is
+//! not. Freed pages are handed back to the file system (incremental vacuum), so the file shrinks.
 //!
 //! Every step is a small transaction of its own on the writer, so ingestion waits at most for one step, never for
 //! the whole cleanup.
@@ -43,6 +43,9 @@ pub struct Swept {
     pub samples: u64,
     /// Resolved alerts, notification attempts and silences over.
     pub alerts: u64,
+    /// Events and spans past their retention.
+    pub events: u64,
+    pub spans: u64,
     /// Pages handed back to the file system.
     pub pages_freed: u64,
 }
@@ -73,6 +76,8 @@ pub fn spawn(
                             check_runs = swept.check_runs,
                             samples = swept.samples,
                             alerts = swept.alerts,
+                            events = swept.events,
+                            spans = swept.spans,
                             pages_freed = swept.pages_freed,
                             "Cleaned up the store"
                         );
@@ -145,6 +150,18 @@ pub async fn sweep(
             .execute(params![cutoff, CHUNK])?;
         let silences = db.prepare_cached("DELETE FROM silences WHERE ends_at < ?1")?.execute(params![cutoff])?;
         Ok(notifications + alerts + silences)
+    })
+    .await?;
+    let cutoff = before(config.events);
+    swept.events += chunked(storage, stop, move |db| {
+        db.prepare_cached("DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts < ?1 LIMIT ?2)")?
+            .execute(params![cutoff, CHUNK])
+    })
+    .await?;
+    let cutoff = before(config.spans).saturating_mul(1_000_000);
+    swept.spans += chunked(storage, stop, move |db| {
+        db.prepare_cached("DELETE FROM spans WHERE id IN (SELECT id FROM spans WHERE start_ns < ?1 LIMIT ?2)")?
+            .execute(params![cutoff, CHUNK])
     })
     .await?;
     if swept.logs_expired > 0 {

@@ -14,7 +14,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::health::{CheckRun, CheckState, Health};
@@ -49,6 +50,13 @@ pub struct Telemetry {
     rule_evaluations: IntCounterVec,
     alerts: IntGaugeVec,
     notifications: IntCounterVec,
+    events: IntCounterVec,
+    ai_requests: IntCounterVec,
+    ai_tokens: IntCounterVec,
+    ai_cost: CounterVec,
+    satisfaction: Histogram,
+    otlp_items: IntCounterVec,
+    erasures: IntCounterVec,
     system: Mutex<Vec<Sample>>,
     started: SystemTime,
     failures: std::sync::atomic::AtomicU64,
@@ -130,7 +138,7 @@ impl Telemetry {
             Opts::new(
                 "selfmon_cleanup_deleted_total",
                 "Rows the periodic cleanup deleted: log records past retention (logs_expired) or over the size cap \
-                 (logs_over_size), check runs, metric samples, resolved alerts and their notifications.",
+                 (logs_over_size), check runs, metric samples, resolved alerts and their notifications, events and spans.",
             ),
             &["what"],
         )?;
@@ -154,6 +162,48 @@ impl Telemetry {
             ),
             &["channel", "outcome"],
         )?;
+        let events = IntCounterVec::new(
+            Opts::new("selfmon_events_total", "Events stored, by type (AI usage taken from GenAI spans included)."),
+            &["type"],
+        )?;
+        let ai_requests = IntCounterVec::new(
+            Opts::new(
+                "selfmon_ai_requests_total",
+                "AI calls reported, by provider, model (its price table entry, or other) and outcome (ok, failed).",
+            ),
+            &["provider", "model", "outcome"],
+        )?;
+        let ai_tokens = IntCounterVec::new(
+            Opts::new("selfmon_ai_tokens_total", "Tokens of AI calls reported, by provider, model and direction."),
+            &["provider", "model", "direction"],
+        )?;
+        let ai_cost = CounterVec::new(
+            Opts::new(
+                "selfmon_ai_cost_dollars_total",
+                "What AI calls reported since start-up cost, in US dollars, by provider and model.",
+            ),
+            &["provider", "model"],
+        )?;
+        let satisfaction = Histogram::with_opts(
+            HistogramOpts::new("selfmon_user_satisfaction_rating", "Satisfaction ratings received, 1 to 5.")
+                .buckets(vec![1.0, 2.0, 3.0, 4.0, 5.0]),
+        )?;
+        let otlp_items = IntCounterVec::new(
+            Opts::new(
+                "selfmon_otlp_items_total",
+                "Spans and log records received over OTLP, by signal (traces, logs) and outcome (accepted, rejected).",
+            ),
+            &["signal", "outcome"],
+        )?;
+        let erasures = IntCounterVec::new(
+            Opts::new("selfmon_user_data_erased_total", "Rows erased on request for a user, by kind."),
+            &["kind"],
+        )?;
+        for metric in [&events, &ai_requests, &ai_tokens, &otlp_items, &erasures] {
+            registry.register(Box::new(metric.clone()))?;
+        }
+        registry.register(Box::new(ai_cost.clone()))?;
+        registry.register(Box::new(satisfaction.clone()))?;
         registry.register(Box::new(rule_evaluations.clone()))?;
         registry.register(Box::new(alerts.clone()))?;
         registry.register(Box::new(notifications.clone()))?;
@@ -183,6 +233,13 @@ impl Telemetry {
             rule_evaluations,
             alerts,
             notifications,
+            events,
+            ai_requests,
+            ai_tokens,
+            ai_cost,
+            satisfaction,
+            otlp_items,
+            erasures,
             system: Mutex::default(),
             started: SystemTime::now(),
             failures: std::sync::atomic::AtomicU64::new(0),
@@ -237,6 +294,8 @@ impl Telemetry {
             ("check_runs", swept.check_runs),
             ("samples", swept.samples),
             ("alerts", swept.alerts),
+            ("events", swept.events),
+            ("spans", swept.spans),
         ] {
             self.cleanup_deleted.with_label_values(&[what]).inc_by(count);
         }
@@ -259,6 +318,40 @@ impl Telemetry {
     /// An attempt to deliver a notification ended so.
     pub fn observe_notification(&self, channel: &str, outcome: &str) {
         self.notifications.with_label_values(&[channel, outcome]).inc();
+    }
+
+    /// Events were received (before they are stored).
+    pub fn observe_events(&self, events: &[crate::usage::NewEvent], prices: &crate::usage::Prices) {
+        for event in events {
+            self.events.with_label_values(&[event.kind]).inc();
+            if event.kind == "ai_usage" {
+                let (provider, model) = crate::usage::labels(prices, event);
+                let outcome = if event.success.unwrap_or(true) { "ok" } else { "failed" };
+                self.ai_requests.with_label_values(&[provider.as_str(), &model, outcome]).inc();
+                for (direction, tokens) in [("input", event.input_tokens), ("output", event.output_tokens)] {
+                    self.ai_tokens
+                        .with_label_values(&[provider.as_str(), &model, direction])
+                        .inc_by(tokens.unwrap_or(0));
+                }
+                self.ai_cost.with_label_values(&[provider, model]).inc_by(event.cost.unwrap_or(0.0));
+            }
+            if let Some(rating) = event.rating.filter(|_| event.kind == "satisfaction") {
+                self.satisfaction.observe(rating);
+            }
+        }
+    }
+
+    /// Spans or log records (`signal`) received over OTLP.
+    pub fn observe_otlp(&self, signal: &str, accepted: usize, rejected: usize) {
+        self.otlp_items.with_label_values(&[signal, "accepted"]).inc_by(accepted as u64);
+        self.otlp_items.with_label_values(&[signal, "rejected"]).inc_by(rejected as u64);
+    }
+
+    /// A user's data was erased.
+    pub fn observe_erasure(&self, erased: &crate::usage::Erased) {
+        for (kind, count) in [("events", erased.events), ("spans", erased.spans), ("log_records", erased.log_records)] {
+            self.erasures.with_label_values(&[kind]).inc_by(count);
+        }
     }
 
     /// A run started this long after its slot.

@@ -77,7 +77,10 @@ async fn realistic_lines_are_stored_parsed_or_raw_and_found_again() {
     assert_eq!(record["timestamp"], "2026-11-26T07:00:00.123Z", "converted to UTC");
     assert_eq!(record["level"], "error");
     assert_eq!((record["service"].as_str(), record["logger"].as_str()), (Some("telegram-bot"), Some("bot.handlers")));
-    assert_eq!(record["user_id"], "u-1001");
+    let pseudonym = record["user_id"].as_str().unwrap();
+    assert!(pseudonym.starts_with("u_"), "the user is stored as a pseudonym: {pseudonym}");
+    let (_, by_user) = selfmon.get("/v1/logs?user_id=u-1001").await;
+    assert_eq!(by_user["records"][0]["id"], record["id"], "found by the id the service knows");
     assert_eq!(record["fields"]["line"], 42);
     assert!(record["message"].as_str().unwrap().contains("await client.send_message"), "{record}");
 
@@ -86,7 +89,7 @@ async fn realistic_lines_are_stored_parsed_or_raw_and_found_again() {
     let graphql = selfmon.graphql(None, query, Value::Null).await;
     assert_eq!(
         graphql["data"]["logs"],
-        json!([{"level": "error", "userId": "u-1001", "traceId": "4bf92f3577b34da6a3ce929d0e0e4736"}])
+        json!([{"level": "error", "userId": pseudonym, "traceId": "4bf92f3577b34da6a3ce929d0e0e4736"}])
     );
 
     // Filters, alone and together.
@@ -418,7 +421,8 @@ async fn a_traceback_written_in_pieces_joins_its_record() {
 /// with times spread across the last hours.
 #[tokio::test(flavor = "multi_thread")]
 async fn logs_are_aggregated_and_analysed() {
-    let workdir = Workdir::new("", &[]);
+    // User ids as sent, to name them in the answers.
+    let workdir = Workdir::new("[privacy]\npseudonymize_users = false\n", &[]);
     let selfmon = Selfmon::start(&workdir).await;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
     let mut lines = Vec::new();

@@ -5,6 +5,7 @@
 mod support;
 
 mod alerting;
+mod analytics;
 mod api;
 mod checks;
 mod cli;
@@ -20,4 +21,5 @@ mod recovery;
 mod saas;
 mod sandbox;
 mod storage;
+mod traces;
 mod webhooks;

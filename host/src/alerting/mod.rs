@@ -92,8 +92,8 @@ impl Alerting {
         if alerting.repeat_interval < Duration::from_secs(60) {
             problem("`[alerting] repeat_interval` must be at least 1m".into());
         }
-        if !alerting.ai_daily_budget.is_finite() || alerting.ai_daily_budget < 0.0 {
-            problem("`[alerting] ai_daily_budget` must be a number of dollars, 0 or more".into());
+        if !config.ai.daily_budget.is_finite() || config.ai.daily_budget < 0.0 {
+            problem("`[ai] daily_budget` must be a number of dollars, 0 or more".into());
         }
         if let Some(url) = &alerting.external_url
             && !(url.starts_with("http://") || url.starts_with("https://"))

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::alerts::{self, MAX_HOLD, NAME_RULE, SEVERITIES, valid_rule_name};
 use crate::checks::{Problem, settle_config};
-use crate::config::{AlertingConfig, Config, ConfigError, RuleConfig};
+use crate::config::{AiConfig, AlertingConfig, Config, ConfigError, RuleConfig};
 use crate::plugins::Plugins;
 use crate::runtime::{CallLabels, Grants, Kind, Plugin, Redactor, Runtime, Sandbox, TlsConfig};
 
@@ -46,7 +46,7 @@ pub struct RuleSpec {
 
 /// The eight rules of the original platform. Each is replaced by a `[[rule]]` of the same name (`enabled = false`
 /// turns one off).
-pub fn defaults(alerting: &AlertingConfig) -> Vec<RuleConfig> {
+pub fn defaults(ai: &AiConfig) -> Vec<RuleConfig> {
     let expression = |name: &str, condition: String, severity: &str, hold: u64, description: &str| RuleConfig {
         name: name.into(),
         plugin: "expression".into(),
@@ -74,10 +74,10 @@ pub fn defaults(alerting: &AlertingConfig) -> Vec<RuleConfig> {
     };
     let mut costs = expression(
         "high_ai_costs",
-        format!("increase(ai_cost_dollars_total[1d]) > {}", alerting.ai_daily_budget),
+        format!("increase(ai_cost_dollars_total[1d]) > {}", ai.daily_budget),
         "high",
         0,
-        "AI spend over the last 24 hours, every model and provider together, is above `[alerting] ai_daily_budget`",
+        "AI spend over the last 24 hours, every model and provider together, is above `[ai] daily_budget`",
     );
     costs.config.insert("series".into(), "all".into());
     vec![
@@ -157,7 +157,7 @@ pub async fn build(
         }
     }
     if config.alerting.default_rules {
-        for rule in defaults(&config.alerting).iter().filter(|r| !seen.contains(&r.name)) {
+        for rule in defaults(&config.ai).iter().filter(|r| !seen.contains(&r.name)) {
             match build_one(rule, Origin::Default, &config.alerting, plugins, runtime, channels, &escalations, config)
                 .await
             {

@@ -30,8 +30,6 @@ pub struct AlertingConfig {
     /// How long before a group that has not changed is notified again while it fires.
     #[serde(with = "humantime_serde")]
     pub repeat_interval: Duration,
-    /// The daily AI spend, in US dollars, above which the default `high_ai_costs` rule fires.
-    pub ai_daily_budget: f64,
     /// Where people reach selfmon, for the links in notifications (`https://selfmon.example.com`).
     pub external_url: Option<String>,
 }
@@ -46,7 +44,6 @@ impl Default for AlertingConfig {
             group_wait: Duration::from_secs(30),
             group_interval: Duration::from_secs(300),
             repeat_interval: Duration::from_secs(4 * 3600),
-            ai_daily_budget: 50.0,
             external_url: None,
         }
     }

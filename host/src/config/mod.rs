@@ -5,6 +5,7 @@
 //! checked when the running host is built from them, see [`crate::checks`].
 
 mod alerting;
+mod analytics;
 mod secret;
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ use toml::Spanned;
 pub use alerting::{
     AlertingConfig, ChannelConfig, ChannelKind, EscalationConfig, EscalationStep, RuleConfig, SmtpSecurity,
 };
+pub use analytics::{AiConfig, PatternConfig, Price, PrivacyConfig, TracesConfig};
 pub use secret::{Secret, SecretRef};
 
 /// The file read when `--config` is not given, if it exists in the working directory.
@@ -37,6 +39,9 @@ pub struct Config {
     pub system: SystemConfig,
     pub retention: RetentionConfig,
     pub alerting: AlertingConfig,
+    pub privacy: PrivacyConfig,
+    pub ai: AiConfig,
+    pub traces: TracesConfig,
     /// Alert rules, one `[[rule]]` table each (besides the default ones and those created through the API).
     #[serde(rename = "rule")]
     pub rules: Vec<Spanned<RuleConfig>>,
@@ -93,7 +98,8 @@ pub struct ApiKeyConfig {
     pub name: String,
     /// `env:NAME`, `file:/path`, or the key itself.
     pub key: SecretRef,
-    /// `read` (GET) or `admin` (everything).
+    /// `read` (GET), `ingest` (only sending: `POST /v1/traces`, `/v1/logs`, `/v1/events`) or `admin`
+    /// (everything).
     #[serde(default)]
     pub role: Role,
 }
@@ -104,6 +110,8 @@ pub struct ApiKeyConfig {
 pub enum Role {
     #[default]
     Read,
+    /// Sends telemetry, reads nothing: what a service's exporter needs.
+    Ingest,
     Admin,
 }
 
@@ -178,6 +186,12 @@ pub struct RetentionConfig {
     /// Resolved alerts, notification attempts and silences that are over.
     #[serde(with = "humantime_serde")]
     pub alerts: Duration,
+    /// Events (user activity, AI usage, ratings) posted to `/v1/events` or taken from AI spans.
+    #[serde(with = "humantime_serde")]
+    pub events: Duration,
+    /// Spans received over OTLP.
+    #[serde(with = "humantime_serde")]
+    pub spans: Duration,
     /// The most the database may hold; past it the oldest log records go first (trace, debug and info before
     /// warnings, and those before the rest). No cap when absent.
     pub max_size: Option<ByteSize>,
@@ -198,6 +212,8 @@ impl Default for RetentionConfig {
             check_runs: days(30),
             metrics: days(30),
             alerts: days(90),
+            events: days(365),
+            spans: days(7),
             max_size: None,
             interval: Duration::from_secs(600),
         }
@@ -502,6 +518,9 @@ impl Config {
             system: SystemConfig::default(),
             retention: RetentionConfig::default(),
             alerting: AlertingConfig::default(),
+            privacy: PrivacyConfig::default(),
+            ai: AiConfig::default(),
+            traces: TracesConfig::default(),
             rules: Vec::new(),
             channels: Vec::new(),
             escalations: Vec::new(),

@@ -107,6 +107,8 @@ pub struct Storage {
     commits: prometheus::Histogram,
     /// The id of the newest committed log record, for live tails to follow.
     log_head: Arc<tokio::sync::watch::Sender<i64>>,
+    /// What every record, span and event passes through before it is written.
+    pub(crate) privacy: Arc<crate::privacy::Privacy>,
 }
 
 impl Storage {
@@ -160,7 +162,19 @@ impl Storage {
             writer: Arc::new(Mutex::new(Some(writer))),
             commits,
             log_head: Arc::new(tokio::sync::watch::Sender::new(head)),
+            privacy: Arc::default(),
         })
+    }
+
+    /// The store, with user ids pseudonymized and personal data redacted by `privacy` before anything is written
+    /// (without it, nothing is).
+    pub fn with_privacy(mut self, privacy: Arc<crate::privacy::Privacy>) -> Self {
+        self.privacy = privacy;
+        self
+    }
+
+    pub fn privacy(&self) -> &crate::privacy::Privacy {
+        &self.privacy
     }
 
     pub fn path(&self) -> &Path {

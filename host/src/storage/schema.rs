@@ -224,6 +224,57 @@ pub fn migrations() -> Migrations<'static> {
             CREATE INDEX alert_notifications_by_time ON alert_notifications (at);
             ",
         ),
+        M::up(
+            "
+            -- Spans received over OTLP. Times are Unix nanoseconds, as OTLP gives them. `user_id` is stored as the
+            -- privacy settings make it (a pseudonym by default).
+            CREATE TABLE spans (
+                id             INTEGER PRIMARY KEY,
+                trace_id       TEXT    NOT NULL,  -- 32 hex digits
+                span_id        TEXT    NOT NULL,  -- 16 hex digits
+                parent_id      TEXT,
+                service        TEXT    NOT NULL,
+                name           TEXT    NOT NULL,
+                kind           TEXT    NOT NULL,
+                start_ns       INTEGER NOT NULL,
+                duration_ns    INTEGER NOT NULL,
+                status         TEXT    NOT NULL CHECK (status IN ('unset', 'ok', 'error')),
+                status_message TEXT,
+                user_id        TEXT,
+                attributes     TEXT    NOT NULL,  -- JSON object
+                events         TEXT,              -- JSON array of {time, name, attributes}
+                resource       TEXT    NOT NULL   -- JSON object of the resource's attributes
+            );
+            CREATE UNIQUE INDEX spans_by_id ON spans (trace_id, span_id);
+            CREATE INDEX spans_by_time ON spans (start_ns);
+            CREATE INDEX spans_by_operation ON spans (service, name, start_ns);
+            CREATE INDEX spans_by_user ON spans (user_id, start_ns) WHERE user_id IS NOT NULL;
+
+            -- What the platform's services report: user activity, AI usage with its cost, satisfaction ratings,
+            -- conversations and assessments. Times are Unix milliseconds.
+            CREATE TABLE events (
+                id            INTEGER PRIMARY KEY,
+                ts            INTEGER NOT NULL,
+                kind          TEXT    NOT NULL,
+                user_id       TEXT,
+                action        TEXT,
+                service       TEXT,
+                provider      TEXT,
+                model         TEXT,
+                input_tokens  INTEGER,
+                output_tokens INTEGER,
+                latency_ms    REAL,
+                success       INTEGER,
+                cost          REAL,     -- US dollars
+                rating        REAL,
+                trace_id      TEXT,
+                metadata      TEXT      -- JSON object
+            );
+            CREATE INDEX events_by_time ON events (ts);
+            CREATE INDEX events_by_kind ON events (kind, ts);
+            CREATE INDEX events_by_user ON events (user_id, ts) WHERE user_id IS NOT NULL;
+            ",
+        ),
     ])
 }
 
@@ -235,6 +286,6 @@ mod tests {
         let mut db = rusqlite::Connection::open_in_memory().unwrap();
         super::migrations().to_latest(&mut db).unwrap();
         let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-        assert_eq!(version, 8);
+        assert_eq!(version, 9);
     }
 }
