@@ -121,7 +121,21 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match crate::serve(config, listener, shutdown_signal()).await {
+    // The log files, until everything is shut down and written.
+    let journal = if config.logging.enabled {
+        match crate::journal::open(&config.logging, &config.source) {
+            Ok(journal) => Some(journal),
+            Err(error) => {
+                eprintln!("error: `[logging]`: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    let served = crate::serve(config, listener, shutdown_signal()).await;
+    drop(journal);
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");

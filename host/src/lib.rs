@@ -17,6 +17,10 @@
 //! - [`api`]: the HTTP API; [`graphql`]: its GraphQL face; [`access`]: its keys, roles and rate limits.
 //! - [`alerting`]: rules evaluated on a schedule, the alert lifecycle, silences, inhibition, escalation and
 //!   notification channels; [`alerts`]: the API's alert rules and stored alerts; [`events`]: the internal event bus; [`webhooks`]: its deliveries.
+//! - [`otlp`]: OTLP/HTTP spans and logs; [`traces`]: spans stored, trace trees, search and per-operation profiling.
+//! - [`usage`]: events, AI cost and the metrics the rules read; [`analytics`]: answers over the events.
+//! - [`privacy`]: pseudonymized user ids and redacted personal data, before anything is stored.
+//! - [`journal`]: selfmon's own log as JSON lines in rotating files.
 //! - [`cli`]: the `selfmon` command.
 //!
 //! [`Host::build`] turns a [`Config`] into something that can run checks; [`serve`] runs everything until told to
@@ -34,6 +38,7 @@ pub mod config;
 pub mod events;
 pub mod graphql;
 pub mod health;
+pub mod journal;
 pub mod logs;
 pub mod otlp;
 pub mod performance;
@@ -252,6 +257,9 @@ fn config_sanity(config: &Config) -> Result<(), Vec<ConfigError>> {
     for message in usage::check_config(&config.ai) {
         problem(message);
     }
+    if config.logging.keep == 0 || config.logging.max_file_size.as_u64() < 1024 {
+        problem("`[logging]`: `keep` must be at least 1 and `max_file_size` at least 1 KiB".into());
+    }
     if config.traces.max_inflated.as_u64() < 1024 {
         problem("`[traces] max_inflated` must be at least 1 KiB".into());
     }
@@ -377,6 +385,23 @@ pub async fn serve(
             telemetry: telemetry.clone(),
         }
         .spawn(&tasks, stop.clone());
+    }
+    if host.config.logging.enabled && host.config.logging.ingest {
+        // selfmon's own log, read back like any other file source.
+        let path = host.config.source.resolve(&host.config.logging.dir).join(journal::FILES[0].1);
+        match logs::Parsing::resolve("json", Vec::new(), &host.plugins) {
+            Ok(parsing) => tail::Tailer {
+                storage: storage.clone(),
+                runtime: host.runtime.clone(),
+                parsing,
+                origin: logs::Origin { source: "selfmon".into(), service: Some("selfmon".into()) },
+                patterns: vec![path.display().to_string()],
+                poll: std::time::Duration::from_secs(1),
+                telemetry: telemetry.clone(),
+            }
+            .spawn(&tasks, stop.clone()),
+            _ => tracing::warn!("The built-in `json` parser is missing: selfmon's own log is not stored"),
+        }
     }
     retention::spawn(storage.clone(), host.config.retention.clone(), telemetry.clone(), &tasks, stop.clone());
     if host.config.system.enabled {

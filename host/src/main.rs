@@ -4,7 +4,9 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 fn main() -> ExitCode {
     // Variables already set win over `.env`. The working directory's `.env` is read before the command line, so
@@ -14,10 +16,16 @@ fn main() -> ExitCode {
     if let Some(dir) = cli.config.as_deref().and_then(std::path::Path::parent) {
         let _ = dotenvy::from_path(dir.join(".env"));
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("SELFMON_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
+    // Human-readable lines on stderr, and JSON lines in the log files once `serve` opens them; both at SELFMON_LOG.
+    let level = || EnvFilter::try_from_env("SELFMON_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr)
+                .with_filter(level()),
+        )
+        .with(selfmon::journal::Journal.with_filter(level()))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

@@ -525,38 +525,20 @@ impl Queries {
         }
         let erased = self.storage.erase_user(self.storage.privacy().stored_ids(user_id)).await.map_err(storage)?;
         self.telemetry.observe_erasure(&erased);
+        // An AUDIT record of selfmon's own log, stored like its other records (never whose data it was).
         tracing::info!(
-            target: "selfmon::audit",
+            target: crate::journal::AUDIT,
+            action = "erase_user_data",
             by = caller,
             events = erased.events,
             spans = erased.spans,
             log_records = erased.log_records,
-            "Erased the data of a user"
+            "Erased the data of a user on request of {}: {} events, {} spans, {} log records",
+            caller.unwrap_or("an open API"),
+            erased.events,
+            erased.spans,
+            erased.log_records
         );
-        let mut audit = crate::logs::NewRecord {
-            ts: SystemTime::now(),
-            level: "audit",
-            source: "selfmon".into(),
-            service: Some("selfmon".into()),
-            logger: Some("selfmon::audit".into()),
-            message: format!(
-                "Erased the data of a user on request of {}: {} events, {} spans, {} log records",
-                caller.unwrap_or("an open API"),
-                erased.events,
-                erased.spans,
-                erased.log_records
-            ),
-            trace_id: None,
-            span_id: None,
-            correlation_id: None,
-            user_id: None,
-            fields: None,
-            parsed: true,
-            error: None,
-            line: 0,
-        };
-        audit.fields = Some(serde_json::json!({"action": "erase_user_data", "by": caller}).to_string());
-        self.storage.write_logs(vec![audit], None).await.map_err(storage)?;
         Ok(erased)
     }
 

@@ -56,12 +56,22 @@ impl Scheduler {
         let mut next = base;
         loop {
             tokio::time::sleep_until(next).await;
+            // Each run is a span of selfmon's own log, with a correlation id of its own.
+            let span = tracing::info_span!("check_run", check = %check.name, plugin = %check.plugin.info.name);
             let run = {
                 let Ok(_permit) = limit.acquire().await else { return };
                 self.telemetry.observe_lag(Instant::now().saturating_duration_since(next));
-                check.run(&self.runtime).await
+                tracing::Instrument::instrument(check.run(&self.runtime), span.clone()).await
             };
-            tracing::debug!(check = %run.check, status = run.health.as_str(), duration_ms = run.duration.as_millis() as u64, "Check ran");
+            span.in_scope(|| {
+                tracing::info!(
+                    target: crate::journal::PERFORMANCE,
+                    operation = "check_run",
+                    status = run.health.as_str(),
+                    duration_ms = run.duration.as_secs_f64() * 1000.0,
+                    "Check ran"
+                );
+            });
             if let Some(change) = self.board.record(&run) {
                 self.events.publish(Payload::HealthChanged(change));
             }

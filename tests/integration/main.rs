@@ -11,6 +11,7 @@ mod checks;
 mod cli;
 mod dependencies;
 mod graphql;
+mod journal;
 mod logs;
 mod notifications;
 mod openapi;

@@ -388,8 +388,18 @@ pub async fn deliver(
             (Some(_), false) => "failed",
         };
         telemetry.observe_notification(&channel.name, outcome);
-        if let Some(error) = &error {
-            tracing::warn!(channel = %channel.name, attempt, group = %notification.group_key, error, "Alert notification failed");
+        match (&error, outcome) {
+            (Some(error), "gave_up") => tracing::error!(
+                channel = %channel.name,
+                attempt,
+                group = %notification.group_key,
+                error,
+                "Alert notification given up: the channel did not take it"
+            ),
+            (Some(error), _) => {
+                tracing::warn!(channel = %channel.name, attempt, group = %notification.group_key, error, "Alert notification failed");
+            }
+            (None, _) => {}
         }
         let record = (
             channel.name.clone(),

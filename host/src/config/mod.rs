@@ -42,6 +42,7 @@ pub struct Config {
     pub privacy: PrivacyConfig,
     pub ai: AiConfig,
     pub traces: TracesConfig,
+    pub logging: LoggingConfig,
     /// Alert rules, one `[[rule]]` table each (besides the default ones and those created through the API).
     #[serde(rename = "rule")]
     pub rules: Vec<Spanned<RuleConfig>>,
@@ -217,6 +218,29 @@ impl Default for RetentionConfig {
             max_size: None,
             interval: Duration::from_secs(600),
         }
+    }
+}
+
+/// `[logging]`: selfmon's own log files (JSON lines, rotated by size), written by `selfmon serve`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// Write the files; stderr gets every record either way. The level of both is `SELFMON_LOG` (`info`).
+    pub enabled: bool,
+    /// The folder of `application/`, `errors/`, `performance/` and `security/`. Env: `SELFMON_LOG_DIR`.
+    pub dir: PathBuf,
+    /// A file past this size is renamed to `NAME.1` (older ones move up) and a new one started.
+    pub max_file_size: ByteSize,
+    /// Renamed files kept per kind.
+    pub keep: usize,
+    /// Store selfmon's own records like any other log source (`source = "selfmon"`), so they can be searched and
+    /// alerted on.
+    pub ingest: bool,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self { enabled: true, dir: PathBuf::from("logs"), max_file_size: ByteSize::mib(50), keep: 5, ingest: true }
     }
 }
 
@@ -521,6 +545,7 @@ impl Config {
             privacy: PrivacyConfig::default(),
             ai: AiConfig::default(),
             traces: TracesConfig::default(),
+            logging: LoggingConfig::default(),
             rules: Vec::new(),
             channels: Vec::new(),
             escalations: Vec::new(),
@@ -572,6 +597,9 @@ impl Config {
         }
         if let Some(value) = var("SELFMON_PLUGINS_DIR") {
             self.plugins.dir = value.into();
+        }
+        if let Some(value) = var("SELFMON_LOG_DIR") {
+            self.logging.dir = value.into();
         }
         Ok(())
     }
