@@ -409,14 +409,13 @@ impl Usage {
             });
         }
         self.telemetry.observe_events(&events, &self.prices);
-        // The counters change in the order their samples are queued.
+        // The counters change in the order they are committed, with the events that changed them.
         let mut costs = self.costs.lock().await;
-        let stored = self.storage.write_events(events.clone()).await?;
         let now = SystemTime::now();
         let mut changed = BTreeMap::new();
         for event in events.iter().filter(|e| e.kind == "ai_usage") {
             let key = labels(&self.prices, event);
-            if !costs.contains_key(&key) {
+            if !costs.contains_key(&key) && !changed.contains_key(&key) {
                 // A new counter starts at 0 just before its first value, so the rules' `increase` counts that too.
                 samples.push(Sample {
                     name: "ai_cost_dollars_total".into(),
@@ -425,28 +424,27 @@ impl Usage {
                     value: 0.0,
                 });
             }
-            let total = costs.entry(key.clone()).or_insert(0.0);
-            *total += event.cost.unwrap_or(0.0);
-            changed.insert(key, *total);
+            let total = changed.get(&key).or_else(|| costs.get(&key)).copied().unwrap_or(0.0);
+            changed.insert(key, total + event.cost.unwrap_or(0.0));
         }
-        for ((provider, model), total) in changed {
+        for ((provider, model), total) in &changed {
             samples.push(Sample {
                 name: "ai_cost_dollars_total".into(),
-                labels: vec![("model".into(), model), ("provider".into(), provider)],
+                labels: vec![("model".into(), model.clone()), ("provider".into(), provider.clone())],
                 time: now,
-                value: total,
+                value: *total,
             });
         }
-        if !samples.is_empty() {
-            self.storage.write_samples(samples).await?;
-        }
+        let stored = self.storage.write_events(events, samples).await?;
+        costs.extend(changed);
         Ok(stored)
     }
 }
 
 impl Storage {
-    /// Store events in one transaction (user ids pseudonymized, metadata redacted); returns once committed.
-    pub async fn write_events(&self, mut events: Vec<NewEvent>) -> Result<usize, StorageError> {
+    /// Store events, and the samples they make, in one transaction (user ids pseudonymized, metadata redacted);
+    /// returns once committed.
+    pub async fn write_events(&self, mut events: Vec<NewEvent>, samples: Vec<Sample>) -> Result<usize, StorageError> {
         let privacy = self.privacy.clone();
         for event in &mut events {
             if let Some(user) = &mut event.user_id {
@@ -480,6 +478,9 @@ impl Storage {
                     e.trace_id,
                     e.metadata.as_ref().map(|m| serde_json::Value::Object(m.clone()).to_string()),
                 ])?;
+            }
+            for sample in &samples {
+                crate::storage::insert_sample(db, sample)?;
             }
             Ok(events.len())
         })

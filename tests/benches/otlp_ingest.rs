@@ -116,7 +116,8 @@ async fn ingest(spans: usize) {
     let now =
         u64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()).unwrap();
     let exports = spans / BATCH;
-    let bodies: Vec<Vec<u8>> = (0..exports).map(|e| export((e * BATCH / 4) as u64, now)).collect();
+    // Trace ids from 1: an all-zero one is invalid.
+    let bodies: Vec<Vec<u8>> = (0..exports).map(|e| export(1 + (e * BATCH / 4) as u64, now)).collect();
     let started = Instant::now();
     let mut senders = Vec::new();
     for client_index in 0..CLIENTS {

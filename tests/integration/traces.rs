@@ -349,3 +349,44 @@ async fn back_pressure_answers_503_with_retry_after_and_keeps_what_it_accepted()
     assert_eq!(stored, accepted, "exactly the accepted exports are stored");
     selfmon.stop().await;
 }
+
+/// `[retention] spans` and `events` are enforced by the cleanup; an event already older than its retention is
+/// refused when it arrives.
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_and_events_past_their_retention_are_cleaned_up() {
+    let workdir = Workdir::new("[retention]\nspans = \"1h\"\nevents = \"1h\"\ninterval = \"1s\"\n", &[]);
+    let selfmon = Selfmon::start(&workdir).await;
+    let mut old = span(9, 1, 0, "GET /old", 5);
+    old.start_time_unix_nano -= 2 * 3_600_000_000_000;
+    old.end_time_unix_nano -= 2 * 3_600_000_000_000;
+    let body = export("api", vec![old, span(10, 1, 0, "GET /new", 5)]).encode_to_vec();
+    assert_eq!(post(&selfmon, "/v1/traces", body, &[PROTOBUF]).await.status, 200);
+    let recent = serde_json::json!({"events": [
+        {"type": "user_activity", "action": "message_sent", "user_id": "tg:1"},
+        {"type": "user_activity", "action": "message_sent", "user_id": "tg:1",
+         "timestamp": (now_nanos() / 1_000_000_000 - 7200) as f64}
+    ]});
+    let answer = post(&selfmon, "/v1/events", recent.to_string().into_bytes(), &[JSON]).await;
+    let answer: Value = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(answer["rejected"][0]["error"], "`timestamp` is older than `[retention] events`", "{answer}");
+
+    let db = workdir.db();
+    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+    loop {
+        let names: Vec<String> = db
+            .prepare("SELECT name FROM spans")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        if names == ["GET /new"] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{names:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let events: i64 = db.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).unwrap();
+    assert_eq!(events, 1, "the recent event stays");
+    selfmon.stop().await;
+}

@@ -405,6 +405,19 @@ impl Storage {
     }
 }
 
+/// Store one sample inside a transaction of one's own (the writer's batches use their own cache of series ids).
+pub(crate) fn insert_sample(db: &rusqlite::Transaction, sample: &Sample) -> rusqlite::Result<()> {
+    let labels = serde_json::to_string(&sample.labels).unwrap_or_default();
+    db.prepare_cached("INSERT OR IGNORE INTO series (name, labels) VALUES (?1, ?2)")?
+        .execute(rusqlite::params![sample.name, labels])?;
+    let id: i64 = db
+        .prepare_cached("SELECT id FROM series WHERE name = ?1 AND labels = ?2")?
+        .query_row(rusqlite::params![sample.name, labels], |row| row.get(0))?;
+    db.prepare_cached("INSERT OR REPLACE INTO samples (series_id, ts, value) VALUES (?1, ?2, ?3)")?
+        .execute(rusqlite::params![id, to_millis(sample.time), sample.value])?;
+    Ok(())
+}
+
 pub(crate) fn to_millis(time: SystemTime) -> i64 {
     time.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
