@@ -116,7 +116,8 @@ impl Access {
             target: "selfmon::security",
             remote = address.map(|a| a.ip().to_string()),
             method = %request.method(),
-            path = request.uri().path(),
+            // The route, not the path: a path may carry a user id.
+            route = request.extensions().get::<axum::extract::MatchedPath>().map_or("unmatched", |m| m.as_str()),
             reason = code,
             "API call refused"
         );

@@ -759,6 +759,18 @@ async fn deliveries(
 /// The most a gzip body may grow to when decompressed.
 const MAX_INFLATED: u64 = 64 << 20;
 
+/// A retryable OTLP answer for a query error; the details of a storage failure stay in the log.
+fn otlp_unavailable(error: QueryError) -> crate::otlp::Refusal {
+    let message = match error {
+        QueryError::Storage(detail) => {
+            tracing::error!(detail, "An OTLP export could not be stored");
+            "selfmon could not store the export; retry later".to_string()
+        }
+        other => other.to_string(),
+    };
+    crate::otlp::Refusal::new(StatusCode::SERVICE_UNAVAILABLE, message)
+}
+
 /// The error code of a refused body.
 fn refusal_code(status: StatusCode) -> &'static str {
     match status {
@@ -784,7 +796,7 @@ async fn otlp_logs(
     let message = taken.message();
     match state.ingest_records(turn, taken.items).await {
         Ok(()) => crate::otlp::logs_answer(format, taken.rejected, message),
-        Err(error) => crate::otlp::Refusal::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string()).answer(format),
+        Err(error) => otlp_unavailable(error).answer(format),
     }
 }
 
@@ -807,7 +819,7 @@ async fn otlp_traces(
     let turn = match state.ingest_turn().await {
         Ok(turn) => turn,
         Err(error) => {
-            return crate::otlp::Refusal::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string()).answer(format);
+            return otlp_unavailable(error).answer(format);
         }
     };
     let result = crate::otlp::inflate(&headers, &body, state.traces.max_inflated.as_u64())
@@ -821,7 +833,7 @@ async fn otlp_traces(
     let message = taken.message();
     match state.ingest_spans(&turn, taken.items).await {
         Ok(()) => crate::otlp::traces_answer(format, taken.rejected, message),
-        Err(error) => crate::otlp::Refusal::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string()).answer(format),
+        Err(error) => otlp_unavailable(error).answer(format),
     }
 }
 
@@ -994,8 +1006,7 @@ async fn ingest_logs(
     let turn = match (state.ingest_turn().await, otlp) {
         (Ok(turn), _) => turn,
         (Err(error), Some(crate::otlp::Format::Protobuf)) => {
-            return Ok(crate::otlp::Refusal::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
-                .answer(crate::otlp::Format::Protobuf));
+            return Ok(otlp_unavailable(error).answer(crate::otlp::Format::Protobuf));
         }
         (Err(error), _) => return Err(error.into()),
     };

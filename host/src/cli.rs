@@ -346,6 +346,23 @@ async fn logs(config: Config, command: LogsCommand) -> ExitCode {
         }
     };
     let _ = db.busy_timeout(std::time::Duration::from_secs(5));
+    // Users are stored as the privacy settings make them: look for the pseudonym of the id given.
+    let user_id = match user_id {
+        Some(user) if config.privacy.pseudonymize_users => {
+            let env = |name: &str| std::env::var(name).ok();
+            let key_file = path.with_file_name("privacy.key");
+            match crate::privacy::Privacy::build(&config.privacy, &config.source, &env, &key_file) {
+                Ok(privacy) => Some(privacy.lookup_id(&user)),
+                Err(errors) => {
+                    for error in errors {
+                        eprintln!("error: {error}");
+                    }
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        other => other,
+    };
     let filter = crate::logs::Search {
         text: query.filter(|q| !q.trim().is_empty()),
         levels,

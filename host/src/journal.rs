@@ -74,6 +74,9 @@ pub fn dropped() -> u64 {
 
 /// Start writing to the files of `[logging]`; records before this go to stderr only. Errors name the file.
 pub fn open(config: &LoggingConfig, source: &Source) -> Result<Writer, String> {
+    if config.keep == 0 || config.max_file_size.as_u64() < 1024 {
+        return Err("`keep` must be at least 1 and `max_file_size` at least 1 KiB".into());
+    }
     let dir = source.resolve(&config.dir);
     let mut files = Vec::new();
     for (kind, name) in FILES {

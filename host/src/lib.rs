@@ -449,7 +449,7 @@ pub async fn serve(
         .filter(|(s, _)| s.kind == config::LogSourceKind::Http)
         .map(|(s, parsing)| (s.name.clone(), (parsing.clone(), s.service.clone())))
         .collect();
-    let usage = Arc::new(usage::Usage::new(storage.clone(), &host.config.ai, telemetry.clone()).await?);
+    let usage = Arc::new(usage::Usage::new(storage.clone(), &host.config.ai, telemetry.clone()));
     let queries = Arc::new(query::Queries {
         usage,
         ai: host.config.ai.clone(),

@@ -446,7 +446,7 @@ impl Storage {
                 *user = privacy.user(user);
             }
             if let Some(fields) = &mut record.fields
-                && privacy.redact(fields) != fields.as_str()
+                && privacy.redacts()
                 && let Ok(mut value) = serde_json::from_str::<serde_json::Value>(fields)
             {
                 privacy.redact_json(&mut value);

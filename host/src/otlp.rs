@@ -250,11 +250,21 @@ fn text(value: Option<&serde_json::Value>) -> Option<String> {
     }
 }
 
-fn cut(mut text: String) -> String {
-    if text.len() > MAX_TEXT {
-        text.truncate(text.floor_char_boundary(MAX_TEXT));
+fn cut(text: String) -> String {
+    cut_to(text, MAX_TEXT)
+}
+
+fn cut_to(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        text.truncate(text.floor_char_boundary(max));
     }
     text
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// The user id among attributes (the span's or record's own before its resource's).
@@ -262,8 +272,15 @@ fn user(
     own: &serde_json::Map<String, serde_json::Value>,
     resource: &serde_json::Map<String, serde_json::Value>,
 ) -> Option<String> {
-    USER_ATTRIBUTES.iter().find_map(|key| text(own.get(*key)).or_else(|| text(resource.get(*key))))
+    let find =
+        |map: &serde_json::Map<String, serde_json::Value>| USER_ATTRIBUTES.iter().find_map(|key| text(map.get(*key)));
+    find(own).or_else(|| find(resource))
 }
+
+/// How far ahead of selfmon's clock a span may start (anything later would outlive its retention).
+const MAX_AHEAD_NANOS: u64 = 3_600_000_000_000;
+/// The longest span name kept.
+const MAX_NAME: usize = 1024;
 
 /// The spans of a request; a span without valid ids or times is refused.
 pub fn spans(request: ExportTraceServiceRequest, max_attributes: usize) -> Taken<NewSpan> {
@@ -292,6 +309,10 @@ pub fn spans(request: ExportTraceServiceRequest, max_attributes: usize) -> Taken
                     taken.refuse(format!("span {span_id}: it has no start time, or ends before it starts"));
                     continue;
                 }
+                if span.start_time_unix_nano > now_nanos().saturating_add(MAX_AHEAD_NANOS) {
+                    taken.refuse(format!("span {span_id}: it starts more than an hour ahead of selfmon's clock"));
+                    continue;
+                }
                 let (own, _) = attributes(&span.attributes, max_attributes);
                 let user_id = user(&own, &resource);
                 let status = match span.status.as_ref().map(|s| s.code) {
@@ -315,7 +336,7 @@ pub fn spans(request: ExportTraceServiceRequest, max_attributes: usize) -> Taken
                     span_id,
                     parent_id,
                     service: service.clone(),
-                    name: cut(span.name),
+                    name: cut_to(span.name, MAX_NAME),
                     kind: crate::traces::span_kind(span.kind),
                     start_ns: start,
                     duration_ns: end - start,
@@ -338,21 +359,36 @@ pub fn spans(request: ExportTraceServiceRequest, max_attributes: usize) -> Taken
 fn inherit_users(spans: &mut [NewSpan]) {
     let index: std::collections::HashMap<(&str, &str), usize> =
         spans.iter().enumerate().map(|(i, s)| ((s.trace_id.as_str(), s.span_id.as_str()), i)).collect();
-    let found: Vec<Option<String>> = (0..spans.len())
-        .map(|i| {
-            let mut at = i;
-            for _ in 0..spans.len() {
-                if let Some(user) = &spans[at].user_id {
-                    return Some(user.clone());
-                }
-                let parent = spans[at].parent_id.as_deref()?;
-                at = *index.get(&(spans[at].trace_id.as_str(), parent))?;
-            }
-            None
-        })
+    let parents: Vec<Option<usize>> = spans
+        .iter()
+        .map(|s| s.parent_id.as_deref().and_then(|p| index.get(&(s.trace_id.as_str(), p)).copied()))
         .collect();
-    for (span, user) in spans.iter_mut().zip(found) {
-        span.user_id = user;
+    // Each span is resolved once: a walk stops at the first span already resolved, so a long chain costs its
+    // length, not its square; a parent cycle ends its walk without a user.
+    let mut resolved: Vec<Option<Option<String>>> = spans.iter().map(|s| s.user_id.clone().map(Some)).collect();
+    let mut on_path = vec![false; spans.len()];
+    for start in 0..spans.len() {
+        let mut path = Vec::new();
+        let mut at = Some(start);
+        let found = loop {
+            match at {
+                None => break None,
+                Some(i) if resolved[i].is_some() => break resolved[i].clone().flatten(),
+                Some(i) if on_path[i] => break None,
+                Some(i) => {
+                    on_path[i] = true;
+                    path.push(i);
+                    at = parents[i];
+                }
+            }
+        };
+        for i in path {
+            on_path[i] = false;
+            resolved[i] = Some(found.clone());
+        }
+    }
+    for (span, user) in spans.iter_mut().zip(resolved) {
+        span.user_id = user.flatten();
     }
 }
 
@@ -393,7 +429,12 @@ pub fn records(request: ExportLogsServiceRequest, max_attributes: usize, now: Sy
                 }
                 let nanos =
                     if record.time_unix_nano != 0 { record.time_unix_nano } else { record.observed_time_unix_nano };
-                let ts = if nanos == 0 { now } else { SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(nanos) };
+                // A time ahead of the clock would outlive the record's retention: such a record is stored as received.
+                let ts = if nanos == 0 || nanos > now_nanos().saturating_add(MAX_AHEAD_NANOS) {
+                    now
+                } else {
+                    SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(nanos)
+                };
                 let (mut fields, _) = attributes(&record.attributes, max_attributes);
                 let user_id = user(&fields, &resource);
                 for key in USER_ATTRIBUTES {
@@ -458,6 +499,7 @@ pub fn ai_events(spans: &[NewSpan]) -> Vec<NewEvent> {
             event.latency_ms = Some(span.duration_ns as f64 / 1e6);
             event.success = Some(span.status != "error");
             event.trace_id = Some(span.trace_id.clone());
+            event.span_id = Some(span.span_id.clone());
             Some(event)
         })
         .collect()

@@ -37,6 +37,10 @@ const DEFAULT_PATTERNS: [(&str, &str); 8] = [
     ("phone", r"(?:\(\d{3}\)\s?|\b\d{3}[.-])\d{3}[.-]\d{4}\b"),
 ];
 
+/// Keys of JSON objects whose values are secrets: a whole segment of the key (between `.`, `_` or `-`) names one,
+/// so `access_token` and `http.request.header.authorization` are, `input_tokens` is not.
+const SECRET_KEYS: &str = r"(?i)(?:^|[._-])(?:password|passwd|pwd|secret|token|api[_-]?key|apikey|authorization|credentials?|private[_-]?key|cookie|set-cookie)(?:$|[._-])";
+
 /// How user ids and texts are made safe to store.
 pub struct Privacy {
     /// The pseudonymization key; none when user ids are stored as given.
@@ -44,6 +48,8 @@ pub struct Privacy {
     patterns: Vec<Pattern>,
     /// All patterns at once, to skip texts that have nothing to redact.
     any: RegexSet,
+    /// Keys whose values are secrets whatever they look like (with the default patterns).
+    secret_keys: Option<Regex>,
 }
 
 struct Pattern {
@@ -63,7 +69,7 @@ impl std::fmt::Debug for Privacy {
 impl Default for Privacy {
     /// Nothing pseudonymized or redacted.
     fn default() -> Self {
-        Self { key: None, patterns: Vec::new(), any: RegexSet::empty() }
+        Self { key: None, patterns: Vec::new(), any: RegexSet::empty(), secret_keys: None }
     }
 }
 
@@ -124,7 +130,13 @@ impl Privacy {
             return Err(errors);
         }
         let any = RegexSet::new(patterns.iter().map(|p| p.regex.as_str())).expect("each pattern compiled on its own");
-        Ok(Self { key, patterns, any })
+        let secret_keys = config.default_patterns.then(|| Regex::new(SECRET_KEYS).expect("the built-in key pattern"));
+        Ok(Self { key, patterns, any, secret_keys })
+    }
+
+    /// Whether anything is redacted.
+    pub fn redacts(&self) -> bool {
+        !self.patterns.is_empty() || self.secret_keys.is_some()
     }
 
     /// Whether user ids are pseudonymized.
@@ -195,8 +207,27 @@ impl Privacy {
         match value {
             serde_json::Value::String(text) => self.redact_string(text),
             serde_json::Value::Array(items) => items.iter_mut().for_each(|item| self.redact_json(item)),
-            serde_json::Value::Object(map) => map.values_mut().for_each(|item| self.redact_json(item)),
+            serde_json::Value::Object(map) => self.redact_map(map),
+            serde_json::Value::Number(number) => {
+                // A card number sent as a number.
+                let text = number.to_string();
+                if let Cow::Owned(redacted) = self.redact(&text) {
+                    *value = redacted.into();
+                }
+            }
             _ => {}
+        }
+    }
+
+    /// Redact every value of a JSON object; with the default patterns, the whole value of a key that names a
+    /// secret (`password`, `api_key`, `access_token`, `http.request.header.authorization`, ...).
+    pub fn redact_map(&self, map: &mut serde_json::Map<String, serde_json::Value>) {
+        for (key, value) in map.iter_mut() {
+            if self.secret_keys.as_ref().is_some_and(|keys| keys.is_match(key)) && !value.is_null() {
+                *value = "[redacted:secret]".into();
+            } else {
+                self.redact_json(value);
+            }
         }
     }
 }
@@ -298,6 +329,26 @@ mod tests {
         ] {
             assert_eq!(privacy.redact(kept), kept);
         }
+    }
+
+    #[test]
+    fn secrets_in_json_are_found_by_their_key_and_numbers_are_checked_too() {
+        let privacy = privacy(&PrivacyConfig::default());
+        let mut value = serde_json::json!({
+            "password": "hunter22", "api_key": 12345678, "http.request.header.authorization": "Basic dXNlcjpwYXNz",
+            "nested": {"access_token": "abc", "card": 4111111111111111u64},
+            "gen_ai.usage.input_tokens": 1500, "tokens": 3, "user": "anna"
+        });
+        privacy.redact_json(&mut value);
+        assert_eq!(
+            value,
+            serde_json::json!({
+                "password": "[redacted:secret]", "api_key": "[redacted:secret]",
+                "http.request.header.authorization": "[redacted:secret]",
+                "nested": {"access_token": "[redacted:secret]", "card": "[redacted:card]"},
+                "gen_ai.usage.input_tokens": 1500, "tokens": 3, "user": "anna"
+            })
+        );
     }
 
     #[test]

@@ -444,11 +444,13 @@ impl Queries {
         _turn: &tokio::sync::OwnedSemaphorePermit,
         spans: Vec<crate::traces::NewSpan>,
     ) -> Result<(), QueryError> {
+        // Spans first: the events take the user their trace's spans have. A span sent again replaces itself, and its
+        // AI usage is not counted twice.
         let events = crate::otlp::ai_events(&spans);
+        self.storage.write_spans(spans).await.map_err(storage)?;
         if !events.is_empty() {
             self.usage.record(events).await.map_err(storage)?;
         }
-        self.storage.write_spans(spans).await.map_err(storage)?;
         Ok(())
     }
 

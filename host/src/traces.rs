@@ -13,6 +13,8 @@ use serde::Serialize;
 use crate::logs::StoredRecord;
 use crate::storage::{Storage, StorageError, sql_count, to_millis};
 
+/// Spans nested deeper than this are shown as roots of their own (an answer nests at most this deep).
+const MAX_DEPTH: usize = 256;
 /// Spans a trace answer holds at most.
 pub const MAX_TRACE_SPANS: usize = 10_000;
 /// Spans the performance summary reads at most (the newest of the window).
@@ -194,6 +196,19 @@ pub fn span_kind(kind: i32) -> &'static str {
     kind_name(kind)
 }
 
+/// The user id attributes of a map, as pseudonyms.
+fn pseudonymize_users(privacy: &crate::privacy::Privacy, map: &mut serde_json::Map<String, serde_json::Value>) {
+    for key in crate::otlp::USER_ATTRIBUTES {
+        if let Some(value) = map.get_mut(key) {
+            let raw = match &*value {
+                serde_json::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            *value = serde_json::Value::String(privacy.user(&raw));
+        }
+    }
+}
+
 /// Unix nanoseconds as RFC 3339 with nanoseconds.
 fn rfc3339_nanos(nanos: i64) -> String {
     let time = SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(nanos).unwrap_or(0));
@@ -244,21 +259,26 @@ impl Storage {
             if let Some(message) = &mut span.status_message {
                 privacy.redact_string(message);
             }
-            for value in span.attributes.values_mut().chain(span.resource.values_mut()).chain(span.events.iter_mut()) {
-                privacy.redact_json(value);
-            }
-            // The user id attributes are kept as the column has them.
-            for key in crate::otlp::USER_ATTRIBUTES {
-                if let (Some(value), Some(user)) = (span.attributes.get_mut(key), &span.user_id) {
-                    *value = serde_json::Value::String(user.clone());
+            // User id attributes, wherever they are (the span's, its resource's, its events'), become pseudonyms.
+            pseudonymize_users(&privacy, &mut span.attributes);
+            pseudonymize_users(&privacy, &mut span.resource);
+            for event in &mut span.events {
+                if let Some(serde_json::Value::Object(attributes)) = event.get_mut("attributes") {
+                    pseudonymize_users(&privacy, attributes);
                 }
             }
+            privacy.redact_map(&mut span.attributes);
+            privacy.redact_map(&mut span.resource);
+            span.events.iter_mut().for_each(|event| privacy.redact_json(event));
         }
         self.apply(move |db| {
+            // A span without a user takes the user its trace's stored spans have.
             let mut insert = db.prepare_cached(
                 "INSERT OR REPLACE INTO spans (trace_id, span_id, parent_id, service, name, kind, start_ns, duration_ns,
                                               status, status_message, user_id, attributes, events, resource)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
+                         COALESCE(?11, (SELECT user_id FROM spans WHERE trace_id = ?1 AND user_id IS NOT NULL LIMIT 1)),
+                         ?12, ?13, ?14)",
             )?;
             for s in &spans {
                 let events = (!s.events.is_empty()).then(|| serde_json::Value::from(s.events.clone()).to_string());
@@ -278,6 +298,16 @@ impl Storage {
                     events,
                     serde_json::Value::Object(s.resource.clone()).to_string(),
                 ])?;
+            }
+            // Spans and AI usage of the same trace stored earlier without a user (exporters send a request's inner
+            // spans before the span that names the user) take it now.
+            let users: std::collections::BTreeSet<(&str, &str)> =
+                spans.iter().filter_map(|s| Some((s.trace_id.as_str(), s.user_id.as_deref()?))).collect();
+            for (trace, user) in users {
+                db.prepare_cached("UPDATE spans SET user_id = ?2 WHERE trace_id = ?1 AND user_id IS NULL")?
+                    .execute(rusqlite::params![trace, user])?;
+                db.prepare_cached("UPDATE events SET user_id = ?2 WHERE trace_id = ?1 AND user_id IS NULL")?
+                    .execute(rusqlite::params![trace, user])?;
             }
             Ok(spans.len())
         })
@@ -525,7 +555,7 @@ impl Storage {
                         // operation is counted within its ancestor's.
                         let mut ancestor = parents[top];
                         let mut nested = false;
-                        for _ in 0..rows.len() {
+                        for _ in 0..MAX_DEPTH {
                             let Some(i) = ancestor else { break };
                             if rows[i].operation == key {
                                 nested = true;
@@ -597,11 +627,12 @@ fn tree(trace_id: String, spans: Vec<Span>, logs: Vec<StoredRecord>) -> Trace {
             Some(span)
         })
         .collect();
+    let depths = depths(&parents);
     let mut order: Vec<usize> = (0..slots.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(depth(&parents, i)));
+    order.sort_by_key(|&i| std::cmp::Reverse(depths[i]));
     for i in order {
         if let Some(parent) = parents[i]
-            && depth(&parents, i) > 0
+            && (1..=MAX_DEPTH).contains(&depths[i])
             && let Some(child) = slots[i].take()
             && let Some(parent) = slots[parent].as_mut()
         {
@@ -622,18 +653,32 @@ fn tree(trace_id: String, spans: Vec<Span>, logs: Vec<StoredRecord>) -> Trace {
     }
 }
 
-/// How many ancestors a span has; 0 for a span in a parent cycle.
-fn depth(parents: &[Option<usize>], at: usize) -> usize {
-    let mut cursor = parents[at];
-    let mut steps = 0;
-    while let Some(i) = cursor {
-        steps += 1;
-        if steps > parents.len() {
-            return 0;
+/// How many ancestors each span has; 0 for a span in a parent cycle. Each span is walked once.
+fn depths(parents: &[Option<usize>]) -> Vec<usize> {
+    let mut known: Vec<Option<usize>> = vec![None; parents.len()];
+    let mut on_path = vec![false; parents.len()];
+    for start in 0..parents.len() {
+        let mut path = Vec::new();
+        let mut at = Some(start);
+        // The depth where the walk stopped: a root's parent (-1 as 0 ancestors above), a known span, or a cycle.
+        let (base, cycle) = loop {
+            match at {
+                None => break (0, false),
+                Some(i) if known[i].is_some() => break (known[i].unwrap_or(0) + 1, false),
+                Some(i) if on_path[i] => break (0, true),
+                Some(i) => {
+                    on_path[i] = true;
+                    path.push(i);
+                    at = parents[i];
+                }
+            }
+        };
+        for (steps, i) in path.iter().rev().enumerate() {
+            on_path[*i] = false;
+            known[*i] = Some(if cycle { 0 } else { base + steps });
         }
-        cursor = parents[i];
     }
-    steps
+    known.into_iter().map(Option::unwrap_or_default).collect()
 }
 
 fn sort_children(spans: &mut [Span]) {
@@ -646,6 +691,15 @@ fn sort_children(spans: &mut [Span]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn depths_are_counted_once_and_cycles_are_roots() {
+        // 0 <- 1 <- 2, 3 alone, 4 <-> 5 a cycle, 6 under the cycle.
+        let parents = [None, Some(0), Some(1), None, Some(5), Some(4), Some(5)];
+        assert_eq!(depths(&parents), vec![0, 1, 2, 0, 0, 0, 1]);
+        let chain: Vec<Option<usize>> = (0..100_000usize).map(|i| i.checked_sub(1)).collect();
+        assert_eq!(depths(&chain)[99_999], 99_999);
+    }
 
     #[test]
     fn self_time_leaves_out_what_children_cover_once() {

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AiConfig, Price};
@@ -184,6 +185,8 @@ pub struct NewEvent {
     pub cost: Option<f64>,
     pub rating: Option<f64>,
     pub trace_id: Option<String>,
+    /// The span an AI usage event was taken from.
+    pub span_id: Option<String>,
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
@@ -204,6 +207,7 @@ impl NewEvent {
             cost: None,
             rating: None,
             trace_id: None,
+            span_id: None,
             metadata: None,
         }
     }
@@ -243,8 +247,12 @@ pub fn check_event(value: serde_json::Value, now: SystemTime, oldest: SystemTime
     }
     let ts = match &request.timestamp {
         None => now,
-        Some(serde_json::Value::Number(seconds)) => match seconds.as_f64().filter(|s| s.is_finite() && *s >= 0.0) {
-            Some(seconds) => SystemTime::UNIX_EPOCH + Duration::from_secs_f64(seconds),
+        Some(serde_json::Value::Number(seconds)) => match seconds
+            .as_f64()
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .and_then(|since| SystemTime::UNIX_EPOCH.checked_add(since))
+        {
+            Some(at) => at,
             None => {
                 problems.push("`timestamp` must be Unix seconds or RFC 3339".into());
                 now
@@ -309,6 +317,7 @@ pub fn check_event(value: serde_json::Value, now: SystemTime, oldest: SystemTime
         cost: request.cost_usd,
         rating: request.rating,
         trace_id: request.trace_id.map(|t| t.to_ascii_lowercase()),
+        span_id: None,
         metadata: request.metadata,
     })
 }
@@ -345,55 +354,26 @@ pub fn labels(prices: &Prices, event: &NewEvent) -> (String, String) {
 pub struct Usage {
     storage: Storage,
     pub prices: Prices,
-    /// Dollars so far per (provider, model), as the stored counter has them.
-    costs: tokio::sync::Mutex<BTreeMap<(String, String), f64>>,
     telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 impl Usage {
-    /// Carries on the stored cost counters.
-    pub async fn new(
-        storage: Storage,
-        ai: &AiConfig,
-        telemetry: Arc<crate::telemetry::Telemetry>,
-    ) -> Result<Self, StorageError> {
-        let costs = storage
-            .read(|db| {
-                let mut statement = db.prepare(
-                    "SELECT s.labels, (SELECT value FROM samples WHERE series_id = s.id ORDER BY ts DESC LIMIT 1)
-                     FROM series AS s WHERE s.name = 'ai_cost_dollars_total'",
-                )?;
-                let rows = statement.query_map([], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, Option<f64>>(1)?.unwrap_or(0.0)))
-                })?;
-                let mut costs = BTreeMap::new();
-                for row in rows {
-                    let (labels, value) = row?;
-                    let labels: BTreeMap<String, String> = serde_json::from_str::<Vec<(String, String)>>(&labels)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .collect();
-                    let key = (
-                        labels.get("provider").cloned().unwrap_or_default(),
-                        labels.get("model").cloned().unwrap_or_default(),
-                    );
-                    costs.insert(key, value);
-                }
-                Ok(costs)
-            })
-            .await?;
-        Ok(Self { storage, prices: Prices::from_config(ai), costs: tokio::sync::Mutex::new(costs), telemetry })
+    pub fn new(storage: Storage, ai: &AiConfig, telemetry: Arc<crate::telemetry::Telemetry>) -> Self {
+        Self { storage, prices: Prices::from_config(ai), telemetry }
     }
 
-    /// Price, store and count events; returns once they are committed.
+    /// Price, store and count events; returns how many were stored (an AI usage event of a span stored before is
+    /// not stored again) once they are committed.
     pub async fn record(&self, mut events: Vec<NewEvent>) -> Result<usize, StorageError> {
+        let mut keys = Vec::with_capacity(events.len());
         for event in &mut events {
             if event.kind == "ai_usage" && event.cost.is_none() {
                 let model = event.model.as_deref().unwrap_or_default();
                 event.cost = self.prices.cost(model, event.input_tokens.unwrap_or(0), event.output_tokens.unwrap_or(0));
             }
+            keys.push((event.kind == "ai_usage").then(|| labels(&self.prices, event)));
         }
-        let mut samples = Vec::new();
+        let mut ratings = Vec::new();
         // Ratings sharing a millisecond are moved apart by one, so each stays a sample of its own.
         let mut rating_times = std::collections::BTreeSet::new();
         for event in events.iter().filter(|e| e.kind == "satisfaction") {
@@ -401,67 +381,56 @@ impl Usage {
             while !rating_times.insert(at) {
                 at += 1;
             }
-            samples.push(Sample {
+            ratings.push(Sample {
                 name: "user_satisfaction_rating".into(),
                 labels: Vec::new(),
                 time: crate::storage::from_millis(at),
                 value: event.rating.unwrap_or_default(),
             });
         }
-        self.telemetry.observe_events(&events, &self.prices);
-        // The counters change in the order they are committed, with the events that changed them.
-        let mut costs = self.costs.lock().await;
-        let now = SystemTime::now();
-        let mut changed = BTreeMap::new();
-        for event in events.iter().filter(|e| e.kind == "ai_usage") {
-            let key = labels(&self.prices, event);
-            if !costs.contains_key(&key) && !changed.contains_key(&key) {
-                // A new counter starts at 0 just before its first value, so the rules' `increase` counts that too.
-                samples.push(Sample {
-                    name: "ai_cost_dollars_total".into(),
-                    labels: vec![("model".into(), key.1.clone()), ("provider".into(), key.0.clone())],
-                    time: now.checked_sub(Duration::from_millis(1)).unwrap_or(now),
-                    value: 0.0,
-                });
-            }
-            let total = changed.get(&key).or_else(|| costs.get(&key)).copied().unwrap_or(0.0);
-            changed.insert(key, total + event.cost.unwrap_or(0.0));
-        }
-        for ((provider, model), total) in &changed {
-            samples.push(Sample {
-                name: "ai_cost_dollars_total".into(),
-                labels: vec![("model".into(), model.clone()), ("provider".into(), provider.clone())],
-                time: now,
-                value: *total,
-            });
-        }
-        let stored = self.storage.write_events(events, samples).await?;
-        costs.extend(changed);
-        Ok(stored)
+        let inserted = self.storage.write_events(events.clone(), keys, ratings).await?;
+        let stored: Vec<NewEvent> =
+            events.into_iter().zip(&inserted).filter(|(_, inserted)| **inserted).map(|(event, _)| event).collect();
+        self.telemetry.observe_events(&stored, &self.prices);
+        Ok(stored.len())
     }
 }
 
 impl Storage {
-    /// Store events, and the samples they make, in one transaction (user ids pseudonymized, metadata redacted);
-    /// returns once committed.
-    pub async fn write_events(&self, mut events: Vec<NewEvent>, samples: Vec<Sample>) -> Result<usize, StorageError> {
+    /// Store events in one transaction (user ids pseudonymized, metadata redacted), with the rating samples and the
+    /// AI cost counters they move; `keys` are the counter labels of AI usage events. Which events were stored.
+    ///
+    /// `ai_cost_dollars_total` is read and advanced inside the transaction, so it only ever grows, and each change
+    /// writes the total before it (1 ms earlier) beside the new one: an `increase` over any window sees every
+    /// change in it. An event without a user takes the user its trace's spans have.
+    pub async fn write_events(
+        &self,
+        mut events: Vec<NewEvent>,
+        keys: Vec<Option<(String, String)>>,
+        samples: Vec<Sample>,
+    ) -> Result<Vec<bool>, StorageError> {
         let privacy = self.privacy.clone();
         for event in &mut events {
             if let Some(user) = &mut event.user_id {
                 *user = privacy.user(user);
             }
             if let Some(metadata) = &mut event.metadata {
-                metadata.values_mut().for_each(|value| privacy.redact_json(value));
+                privacy.redact_map(metadata);
             }
         }
         self.apply(move |db| {
             let mut insert = db.prepare_cached(
-                "INSERT INTO events (ts, kind, user_id, action, service, provider, model, input_tokens, output_tokens,
-                                     latency_ms, success, cost, rating, trace_id, metadata)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                "INSERT OR IGNORE INTO events (ts, kind, user_id, action, service, provider, model, input_tokens,
+                                               output_tokens, latency_ms, success, cost, rating, trace_id, span_id,
+                                               metadata)
+                 VALUES (?1, ?2, COALESCE(?3, (SELECT user_id FROM spans WHERE trace_id = ?14 AND user_id IS NOT NULL
+                                               LIMIT 1)),
+                         ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             )?;
-            for e in &events {
-                insert.execute(rusqlite::params![
+            let mut inserted = Vec::with_capacity(events.len());
+            let mut increments: BTreeMap<(String, String), f64> = BTreeMap::new();
+            for (e, key) in events.iter().zip(&keys) {
+                let stored = insert.execute(rusqlite::params![
                     to_millis(e.ts),
                     e.kind,
                     e.user_id,
@@ -476,13 +445,38 @@ impl Storage {
                     e.cost,
                     e.rating,
                     e.trace_id,
+                    e.span_id,
                     e.metadata.as_ref().map(|m| serde_json::Value::Object(m.clone()).to_string()),
-                ])?;
+                ])? == 1;
+                if stored && let Some(key) = key {
+                    *increments.entry(key.clone()).or_default() += e.cost.unwrap_or(0.0);
+                }
+                inserted.push(stored);
             }
             for sample in &samples {
                 crate::storage::insert_sample(db, sample)?;
             }
-            Ok(events.len())
+            let now = SystemTime::now();
+            for ((provider, model), increment) in increments {
+                let labels = vec![("model".to_string(), model), ("provider".to_string(), provider)];
+                let before: f64 = db
+                    .prepare_cached(
+                        "SELECT s.value FROM series AS r JOIN samples AS s ON s.series_id = r.id
+                         WHERE r.name = 'ai_cost_dollars_total' AND r.labels = ?1 ORDER BY s.ts DESC LIMIT 1",
+                    )?
+                    .query_row([serde_json::to_string(&labels).unwrap_or_default()], |row| row.get(0))
+                    .optional()?
+                    .unwrap_or(0.0);
+                let sample = |time: SystemTime, value: f64| Sample {
+                    name: "ai_cost_dollars_total".into(),
+                    labels: labels.clone(),
+                    time,
+                    value,
+                };
+                crate::storage::insert_sample(db, &sample(now - Duration::from_millis(1), before))?;
+                crate::storage::insert_sample(db, &sample(now, before + increment))?;
+            }
+            Ok(inserted)
         })
         .await
     }
@@ -559,5 +553,9 @@ mod tests {
         let seconds = now.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs_f64() - 60.0;
         let event = check(serde_json::json!({"type": "assessment_completed", "timestamp": seconds})).unwrap();
         assert_eq!(to_millis(event.ts), (seconds * 1000.0) as i64, "Unix seconds");
+        for hostile in [serde_json::json!(1e20), serde_json::json!(-5), serde_json::json!(1.7e308)] {
+            let error = check(serde_json::json!({"type": "conversation_started", "timestamp": hostile})).unwrap_err();
+            assert!(error.contains("`timestamp`"), "{hostile}: {error}");
+        }
     }
 }

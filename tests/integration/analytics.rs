@@ -355,6 +355,9 @@ async fn personal_data_never_reaches_the_store_and_erasure_removes_a_user() {
         "sk-proj-AbCdEf0123456789xyzXYZ",
         "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw0",
         "4111 1111 1111 1111",
+        "tg:31337003",
+        "dXNlcjpwYXNz",
+        "hunter22",
     ];
     let events = [
         json!({"type": "user_activity", "user_id": "tg:31337001", "action": "message_sent",
@@ -372,12 +375,17 @@ async fn personal_data_never_reaches_the_store_and_erasure_removes_a_user() {
         client.post(format!("{url}/v1/logs")).bearer_auth("admin-key-123456").json(&logs).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 202);
     let trace = json!({"resourceSpans": [{"resource": {"attributes": [
-            {"key": "service.name", "value": {"stringValue": "bot"}}]},
+            {"key": "service.name", "value": {"stringValue": "bot"}},
+            {"key": "enduser.id", "value": {"stringValue": "tg:31337003"}}]},
         "scopeSpans": [{"spans": [{"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174",
             "name": "reply", "startTimeUnixNano": "1764237600000000000", "endTimeUnixNano": "1764237600500000000",
             "attributes": [{"key": "enduser.id", "value": {"stringValue": "tg:31337001"}},
                            {"key": "http.url", "value": {"stringValue": "https://api.telegram.org/bot123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw0/sendMessage"}},
-                           {"key": "email", "value": {"stringValue": "anna.k@example.com"}}]}]}]}]});
+                           {"key": "email", "value": {"stringValue": "anna.k@example.com"}},
+                           {"key": "http.request.header.authorization", "value": {"stringValue": "Basic dXNlcjpwYXNz"}}],
+            "events": [{"timeUnixNano": "1764237600100000000", "name": "login",
+                        "attributes": [{"key": "user_id", "value": {"stringValue": "tg:31337002"}},
+                                       {"key": "password", "value": {"stringValue": "hunter22"}}]}]}]}]}]});
     let response = client
         .post(format!("{url}/v1/traces"))
         .bearer_auth("admin-key-123456")

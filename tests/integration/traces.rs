@@ -390,3 +390,42 @@ async fn spans_and_events_past_their_retention_are_cleaned_up() {
     assert_eq!(events, 1, "the recent event stays");
     selfmon.stop().await;
 }
+
+/// Exporters send a request's inner spans before the span that names the user, in separate exports, and resend
+/// exports that timed out: a GenAI span's cost counts once, and belongs to the user its trace names.
+#[tokio::test(flavor = "multi_thread")]
+async fn ai_spans_count_once_and_take_their_trace_user_across_exports() {
+    let workdir = Workdir::new("", &[]);
+    let selfmon = Selfmon::start(&workdir).await;
+    let mut ai = span(20, 2, 1, "chat gpt-4o", 800);
+    ai.attributes = vec![
+        text("gen_ai.system", "openai"),
+        text("gen_ai.request.model", "gpt-4o"),
+        KeyValue {
+            key: "gen_ai.usage.input_tokens".into(),
+            value: Some(AnyValue { value: Some(any_value::Value::IntValue(1000)) }),
+            ..KeyValue::default()
+        },
+    ];
+    let first = export("bot", vec![ai]).encode_to_vec();
+    for _ in 0..2 {
+        assert_eq!(post(&selfmon, "/v1/traces", first.clone(), &[PROTOBUF]).await.status, 200, "sent, then resent");
+    }
+    let mut root = span(20, 1, 0, "handle_message", 900);
+    root.attributes = vec![text("enduser.id", "tg:4242")];
+    assert_eq!(post(&selfmon, "/v1/traces", export("bot", vec![root]).encode_to_vec(), &[PROTOBUF]).await.status, 200);
+
+    let (_, analytics) = selfmon.get("/v1/analytics?days=1").await;
+    let ai = &analytics["ai"];
+    assert_eq!(ai["requests"], 1, "counted once: {ai}");
+    assert!((ai["cost"].as_f64().unwrap() - 1000.0 * 2.5 / 1e6).abs() < 1e-12, "{ai}");
+    let (_, trace) = selfmon.get(&format!("/v1/traces/{}", "14".repeat(16))).await;
+    let user = trace["roots"][0]["user_id"].as_str().unwrap().to_string();
+    assert_eq!(trace["roots"][0]["children"][0]["user_id"], user.as_str(), "the earlier span took the user: {trace}");
+    assert_eq!(ai["top_users"][0]["user_id"], user.as_str(), "and so did its AI usage");
+    let (_, metrics) = selfmon.get("/v1/metrics?name=ai_cost_dollars_total").await;
+    let points = metrics["series"][0]["points"].as_array().unwrap();
+    let last = points.last().unwrap()[1].as_f64().unwrap();
+    assert!((last - 0.0025).abs() < 1e-12, "the counter counts the call once: {points:?}");
+    selfmon.stop().await;
+}

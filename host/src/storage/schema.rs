@@ -268,9 +268,13 @@ pub fn migrations() -> Migrations<'static> {
                 cost          REAL,     -- US dollars
                 rating        REAL,
                 trace_id      TEXT,
+                span_id       TEXT,     -- the GenAI span an ai_usage event was taken from
                 metadata      TEXT      -- JSON object
             );
             CREATE INDEX events_by_time ON events (ts);
+            -- A span received again (an exporter's retry) does not count its AI usage twice.
+            CREATE UNIQUE INDEX events_by_span ON events (trace_id, span_id) WHERE span_id IS NOT NULL;
+            CREATE INDEX events_by_trace ON events (trace_id) WHERE trace_id IS NOT NULL;
             CREATE INDEX events_by_kind ON events (kind, ts);
             CREATE INDEX events_by_user ON events (user_id, ts) WHERE user_id IS NOT NULL;
             ",
