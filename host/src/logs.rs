@@ -470,7 +470,9 @@ impl Storage {
             let mut insert = db.prepare_cached(
                 "INSERT INTO logs (ts, level, source, service, logger, message, trace_id, span_id, correlation_id,
                                    user_id, fields, parsed, error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,
+                         COALESCE(?10, (SELECT user_id FROM spans WHERE trace_id = ?7 AND user_id IS NOT NULL LIMIT 1)),
+                         ?11, ?12, ?13)",
             )?;
             for r in &records {
                 insert.execute(rusqlite::params![

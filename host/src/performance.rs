@@ -252,7 +252,7 @@ fn errors(window: Duration, from: i64, to: i64, runs: &[Run]) -> Errors {
 }
 
 /// The nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

@@ -308,6 +308,8 @@ impl Storage {
                     .execute(rusqlite::params![trace, user])?;
                 db.prepare_cached("UPDATE events SET user_id = ?2 WHERE trace_id = ?1 AND user_id IS NULL")?
                     .execute(rusqlite::params![trace, user])?;
+                db.prepare_cached("UPDATE logs SET user_id = ?2 WHERE trace_id = ?1 AND user_id IS NULL")?
+                    .execute(rusqlite::params![trace, user])?;
             }
             Ok(spans.len())
         })
@@ -525,7 +527,6 @@ impl Storage {
                 durations.sort_by(f64::total_cmp);
                 let count = durations.len();
                 let errors = spans.iter().filter(|&&i| rows[i].error).count();
-                let rank = |p: f64| durations[((p * count as f64).ceil() as usize).clamp(1, count) - 1];
                 operations.push(OperationPerformance {
                     service: operation.0.clone(),
                     operation: operation.1.clone(),
@@ -534,9 +535,9 @@ impl Storage {
                     error_rate: errors as f64 / count as f64,
                     throughput_per_minute: count as f64 / minutes,
                     mean_ms: durations.iter().sum::<f64>() / count as f64,
-                    p50_ms: rank(0.50),
-                    p95_ms: rank(0.95),
-                    p99_ms: rank(0.99),
+                    p50_ms: crate::performance::percentile(&durations, 0.50),
+                    p95_ms: crate::performance::percentile(&durations, 0.95),
+                    p99_ms: crate::performance::percentile(&durations, 0.99),
                     max_ms: durations[count - 1],
                     mean_self_ms: spans.iter().map(|&i| millis(own[i])).sum::<f64>() / count as f64,
                 });

@@ -223,7 +223,11 @@ pub struct Rejected {
 
 /// An event as received, checked: the event, or every problem with it.
 pub fn check_event(value: serde_json::Value, now: SystemTime, oldest: SystemTime) -> Result<NewEvent, String> {
-    let request: EventRequest = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    // The error names the field, as the caller wrote it.
+    let request: EventRequest = serde_path_to_error::deserialize(value).map_err(|e| match e.path().to_string() {
+        path if path == "." => e.inner().to_string(),
+        path => format!("`{path}`: {}", e.inner()),
+    })?;
     let mut problems = Vec::new();
     let kind = KINDS.iter().find(|k| **k == request.kind).copied();
     if kind.is_none() {
@@ -481,14 +485,26 @@ impl Storage {
         .await
     }
 
-    /// Remove every event, span and log record of a user (stored under any of `ids`).
+    /// Remove every event, span and log record of a user (stored under any of `ids`), and every log record and
+    /// event of the user's traces.
     pub async fn erase_user(&self, ids: Vec<String>) -> Result<Erased, StorageError> {
         self.apply(move |db| {
             let mut erased = Erased::default();
             for id in &ids {
-                erased.events += db.execute("DELETE FROM events WHERE user_id = ?1", [id])? as u64;
+                let traces = "SELECT DISTINCT trace_id FROM spans WHERE user_id = ?1";
+                erased.log_records += db.execute(
+                    &format!(
+                        "DELETE FROM logs WHERE user_id = ?1 OR (trace_id IS NOT NULL AND trace_id IN ({traces}))"
+                    ),
+                    [id],
+                )? as u64;
+                erased.events += db.execute(
+                    &format!(
+                        "DELETE FROM events WHERE user_id = ?1 OR (trace_id IS NOT NULL AND trace_id IN ({traces}))"
+                    ),
+                    [id],
+                )? as u64;
                 erased.spans += db.execute("DELETE FROM spans WHERE user_id = ?1", [id])? as u64;
-                erased.log_records += db.execute("DELETE FROM logs WHERE user_id = ?1", [id])? as u64;
             }
             Ok(erased)
         })
@@ -543,6 +559,8 @@ mod tests {
         assert_eq!(error, "`rating` must be between 1 and 5, not 7");
         let error = check(serde_json::json!({"type": "user_activity"})).unwrap_err();
         assert_eq!(error, "`action` is required");
+        let error = check(serde_json::json!({"type": "satisfaction", "rating": "4"})).unwrap_err();
+        assert!(error.starts_with("`rating`: invalid type: string \"4\""), "{error}");
         let error = check(serde_json::json!({"type": "login", "colour": 1})).unwrap_err();
         assert!(error.contains("unknown field `colour`"), "{error}");
         let error = check(serde_json::json!({"type": "conversation_started", "timestamp": "yesterday"})).unwrap_err();

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::support::{PATIENCE, Selfmon, Workdir, free_port, selfmon_command};
+use crate::support::{PATIENCE, Selfmon, Workdir, free_port, serve_binary};
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 86_400_000;
@@ -331,20 +331,8 @@ async fn personal_data_never_reaches_the_store_and_erasure_removes_a_user() {
         "[server]\napi_listen = \"127.0.0.1:{port}\"\n\n[[api.keys]]\nname = \"ops\"\nkey = \"admin-key-123456\"\nrole = \"admin\"\n"
     );
     let workdir = Workdir::new(&config, &[]);
-    let mut child = selfmon_command(&workdir)
-        .arg("serve")
-        .env("SELFMON_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
+    let (mut child, url) = serve_binary(&workdir, port, "debug", Stdio::piped()).await;
     let client = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while client.get(format!("{url}/health")).send().await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "selfmon did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let key = Some("admin-key-123456");
 
     let secrets = [
@@ -374,16 +362,18 @@ async fn personal_data_never_reaches_the_store_and_erasure_removes_a_user() {
     let response =
         client.post(format!("{url}/v1/logs")).bearer_auth("admin-key-123456").json(&logs).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 202);
+    // A minute ago: well inside `[retention] spans`, which the first cleanup applies.
+    let start = (now_ms() - 60_000) * 1_000_000;
     let trace = json!({"resourceSpans": [{"resource": {"attributes": [
             {"key": "service.name", "value": {"stringValue": "bot"}},
             {"key": "enduser.id", "value": {"stringValue": "tg:31337003"}}]},
         "scopeSpans": [{"spans": [{"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174",
-            "name": "reply", "startTimeUnixNano": "1764237600000000000", "endTimeUnixNano": "1764237600500000000",
+            "name": "reply", "startTimeUnixNano": start.to_string(), "endTimeUnixNano": (start + 500_000_000).to_string(),
             "attributes": [{"key": "enduser.id", "value": {"stringValue": "tg:31337001"}},
                            {"key": "http.url", "value": {"stringValue": "https://api.telegram.org/bot123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw0/sendMessage"}},
                            {"key": "email", "value": {"stringValue": "anna.k@example.com"}},
                            {"key": "http.request.header.authorization", "value": {"stringValue": "Basic dXNlcjpwYXNz"}}],
-            "events": [{"timeUnixNano": "1764237600100000000", "name": "login",
+            "events": [{"timeUnixNano": (start + 100_000_000).to_string(), "name": "login",
                         "attributes": [{"key": "user_id", "value": {"stringValue": "tg:31337002"}},
                                        {"key": "password", "value": {"stringValue": "hunter22"}}]}]}]}]}]});
     let response = client
@@ -391,6 +381,18 @@ async fn personal_data_never_reaches_the_store_and_erasure_removes_a_user() {
         .bearer_auth("admin-key-123456")
         .header("content-type", "application/json")
         .body(trace.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    // A log line of that request, with its trace id but no user: it is the user's too.
+    let log = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [{"body": {"stringValue": "reply sent"},
+        "traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174"}]}]}]});
+    let response = client
+        .post(format!("{url}/v1/logs"))
+        .bearer_auth("admin-key-123456")
+        .header("content-type", "application/json")
+        .body(log.to_string())
         .send()
         .await
         .unwrap();
@@ -412,13 +414,19 @@ async fn personal_data_never_reaches_the_store_and_erasure_removes_a_user() {
     }
     let (_, found) =
         crate::support::get_json_with_key(&format!("{url}/v1/logs?user_id=tg:31337001"), "admin-key-123456").await;
-    assert_eq!(found["records"][0]["message"], "card [redacted:card] declined", "found by the raw id: {found}");
+    let messages: Vec<&str> =
+        found["records"].as_array().unwrap().iter().map(|r| r["message"].as_str().unwrap()).collect();
+    assert_eq!(
+        messages,
+        ["reply sent", "card [redacted:card] declined"],
+        "found by the raw id, the log line of their trace included: {found}"
+    );
 
     let erase =
         client.delete(format!("{url}/v1/users/tg:31337001/data")).bearer_auth("admin-key-123456").send().await.unwrap();
     assert_eq!(erase.status().as_u16(), 200);
     let erased: Value = erase.json().await.unwrap();
-    assert_eq!(erased, json!({"events": 2, "spans": 1, "log_records": 1}));
+    assert_eq!(erased, json!({"events": 2, "spans": 1, "log_records": 2}));
     let again =
         client.delete(format!("{url}/v1/users/tg:31337001/data")).bearer_auth("admin-key-123456").send().await.unwrap();
     assert_eq!(again.json::<Value>().await.unwrap(), json!({"events": 0, "spans": 0, "log_records": 0}));
@@ -434,7 +442,7 @@ async fn personal_data_never_reaches_the_store_and_erasure_removes_a_user() {
                 messages,
                 [
                     "Erased the data of a user on request of ops: 0 events, 0 spans, 0 log records",
-                    "Erased the data of a user on request of ops: 2 events, 1 spans, 1 log records",
+                    "Erased the data of a user on request of ops: 2 events, 1 spans, 2 log records",
                 ],
                 "newest first"
             );

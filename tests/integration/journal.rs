@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{PATIENCE, Workdir, closed_port, free_port, get_json_with_key, selfmon_command, signal};
+use crate::support::{PATIENCE, Workdir, closed_port, free_port, get_json_with_key, serve_binary, signal};
 
 fn lines(path: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(path)
@@ -57,20 +57,8 @@ interval = "1s"
 "#
     );
     let workdir = Workdir::new(&config, &[]);
-    let mut child = selfmon_command(&workdir)
-        .arg("serve")
-        .env("SELFMON_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
+    let (mut child, url) = serve_binary(&workdir, port, "info", Stdio::null()).await;
     let client = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while client.get(format!("{url}/health")).send().await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "selfmon did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 
     // A refused call, with the caller's trace and correlation ids.
     let refused = client

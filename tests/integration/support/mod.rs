@@ -144,6 +144,30 @@ pub fn selfmon_command(workdir: &Workdir) -> std::process::Command {
     command
 }
 
+/// `selfmon serve` as a process of its own (its config listening on `port`), at log level `log`, once it answers
+/// `/health`; the process and the API's URL.
+pub async fn serve_binary(
+    workdir: &Workdir,
+    port: u16,
+    log: &str,
+    stderr: std::process::Stdio,
+) -> (std::process::Child, String) {
+    let child = selfmon_command(workdir)
+        .arg("serve")
+        .env("SELFMON_LOG", log)
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while reqwest::get(format!("{url}/health")).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "selfmon did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (child, url)
+}
+
 /// Send a signal to a child process, as an operator's `kill` or a service manager would.
 pub fn signal(child: &std::process::Child, signal: nix::sys::signal::Signal) {
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
