@@ -1021,7 +1021,7 @@ async fn ingest_logs(
     // OTLP: protobuf, or a JSON object of `resourceLogs` (the records of this API are an array or NDJSON).
     let otlp_json = otlp == Some(crate::otlp::Format::Json)
         && body.trim_ascii_start().starts_with(b"{")
-        && serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|v| v.get("resourceLogs").is_some());
+        && crate::otlp::is_json_logs_export(&body);
     if otlp == Some(crate::otlp::Format::Protobuf) || otlp_json {
         let format = otlp.unwrap_or(crate::otlp::Format::Json);
         return Ok(otlp_logs(&state, &turn, format, &body).await);

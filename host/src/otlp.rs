@@ -147,6 +147,16 @@ pub fn decode_logs(format: Format, body: &[u8]) -> Result<ExportLogsServiceReque
     decode(format, body)
 }
 
+/// Whether a JSON body is one object with `resourceLogs` (an OTLP log export), read without building its values.
+pub fn is_json_logs_export(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(rename = "resourceLogs")]
+        resource_logs: Option<serde::de::IgnoredAny>,
+    }
+    serde_json::from_slice::<Probe>(body).is_ok_and(|probe| probe.resource_logs.is_some())
+}
+
 /// `200` with the partial success OTLP defines when something was refused.
 pub fn traces_answer(format: Format, rejected: usize, message: String) -> Response {
     let rejected = i64::try_from(rejected).unwrap_or(i64::MAX);
@@ -350,46 +360,7 @@ pub fn spans(request: ExportTraceServiceRequest, max_attributes: usize) -> Taken
             }
         }
     }
-    inherit_users(&mut taken.items);
     taken
-}
-
-/// A span without a user id takes its nearest ancestor's in the same export: services usually set the user on the
-/// request's span only, and its AI calls are the user's too.
-fn inherit_users(spans: &mut [NewSpan]) {
-    let index: std::collections::HashMap<(&str, &str), usize> =
-        spans.iter().enumerate().map(|(i, s)| ((s.trace_id.as_str(), s.span_id.as_str()), i)).collect();
-    let parents: Vec<Option<usize>> = spans
-        .iter()
-        .map(|s| s.parent_id.as_deref().and_then(|p| index.get(&(s.trace_id.as_str(), p)).copied()))
-        .collect();
-    // Each span is resolved once: a walk stops at the first span already resolved, so a long chain costs its
-    // length, not its square; a parent cycle ends its walk without a user.
-    let mut resolved: Vec<Option<Option<String>>> = spans.iter().map(|s| s.user_id.clone().map(Some)).collect();
-    let mut on_path = vec![false; spans.len()];
-    for start in 0..spans.len() {
-        let mut path = Vec::new();
-        let mut at = Some(start);
-        let found = loop {
-            match at {
-                None => break None,
-                Some(i) if resolved[i].is_some() => break resolved[i].clone().flatten(),
-                Some(i) if on_path[i] => break None,
-                Some(i) => {
-                    on_path[i] = true;
-                    path.push(i);
-                    at = parents[i];
-                }
-            }
-        };
-        for i in path {
-            on_path[i] = false;
-            resolved[i] = Some(found.clone());
-        }
-    }
-    for (span, user) in spans.iter_mut().zip(resolved) {
-        span.user_id = user.flatten();
-    }
 }
 
 /// Severity as OTLP numbers it (https://opentelemetry.io/docs/specs/otel/logs/data-model/#field-severitynumber),

@@ -139,11 +139,6 @@ impl Privacy {
         !self.patterns.is_empty() || self.secret_keys.is_some()
     }
 
-    /// Whether user ids are pseudonymized.
-    pub fn pseudonymizes(&self) -> bool {
-        self.key.is_some()
-    }
-
     /// The id to store for a user: its pseudonym (`u_` and 32 hex digits of the keyed hash), or the id itself when
     /// pseudonymization is off.
     pub fn user(&self, raw: &str) -> String {

@@ -180,7 +180,8 @@ pub struct SelfTime {
     pub share: f64,
 }
 
-fn kind_name(kind: i32) -> &'static str {
+/// The OTLP span kind's name.
+pub fn span_kind(kind: i32) -> &'static str {
     match kind {
         1 => "internal",
         2 => "server",
@@ -189,11 +190,6 @@ fn kind_name(kind: i32) -> &'static str {
         5 => "consumer",
         _ => "unspecified",
     }
-}
-
-/// The OTLP span kind's name.
-pub fn span_kind(kind: i32) -> &'static str {
-    kind_name(kind)
 }
 
 /// The user id attributes of a map, as pseudonyms.

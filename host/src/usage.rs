@@ -104,11 +104,6 @@ impl Prices {
         self.lookup(model)
             .map(|(_, price)| (input_tokens as f64 * price.input + output_tokens as f64 * price.output) / 1e6)
     }
-
-    /// Every entry, by name.
-    pub fn entries(&self) -> BTreeMap<String, Price> {
-        self.table.iter().cloned().collect()
-    }
 }
 
 /// Checks `[ai]`; every problem is named.

@@ -429,3 +429,43 @@ async fn ai_spans_count_once_and_take_their_trace_user_across_exports() {
     assert!((last - 0.0025).abs() < 1e-12, "the counter counts the call once: {points:?}");
     selfmon.stop().await;
 }
+
+/// The slowest operation and the spans that dominate it by self time, over REST and its GraphQL twin.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_slowest_operations_name_where_their_time_goes() {
+    let workdir = Workdir::new("", &[]);
+    let selfmon = Selfmon::start(&workdir).await;
+    // GET /checkout takes 100 ms: 60 in the database, 30 in the payment call, 10 of its own.
+    let root = span(30, 1, 0, "GET /checkout", 100);
+    let mut database = span(30, 2, 1, "SELECT cart", 60);
+    let mut payment = span(30, 3, 1, "call payment", 30);
+    database.start_time_unix_nano = root.start_time_unix_nano + 5_000_000;
+    database.end_time_unix_nano = database.start_time_unix_nano + 60_000_000;
+    payment.start_time_unix_nano = root.start_time_unix_nano + 65_000_000;
+    payment.end_time_unix_nano = payment.start_time_unix_nano + 30_000_000;
+    let body = export("shop", vec![root, database, payment]).encode_to_vec();
+    assert_eq!(post(&selfmon, "/v1/traces", body, &[PROTOBUF]).await.status, 200);
+
+    let (_, performance) = selfmon.get("/v1/performance?time_window=3600").await;
+    let slowest = &performance["slowest_operations"][0];
+    assert_eq!((slowest["operation"].as_str(), slowest["p95_ms"].as_f64()), (Some("GET /checkout"), Some(100.0)));
+    let dominated: Vec<(&str, f64, f64)> = slowest["dominated_by"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["operation"].as_str().unwrap(), d["self_ms"].as_f64().unwrap(), d["share"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(dominated, [("SELECT cart", 60.0, 0.6), ("call payment", 30.0, 0.3), ("GET /checkout", 10.0, 0.1)]);
+    let checkout = performance["operations"].as_array().unwrap().iter().find(|o| o["operation"] == "GET /checkout");
+    assert_eq!(checkout.unwrap()["mean_self_ms"], 10.0);
+
+    let query =
+        "{ performance(timeWindow: 3600) { slowestOperations { operation dominatedBy { operation selfMs } } } }";
+    let answer = selfmon.graphql(None, query, Value::Null).await;
+    assert_eq!(
+        answer["data"]["performance"]["slowestOperations"][0]["dominatedBy"][0],
+        json!({"operation": "SELECT cart", "selfMs": 60.0}),
+        "{answer}"
+    );
+    selfmon.stop().await;
+}
