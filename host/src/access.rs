@@ -91,6 +91,27 @@ impl Access {
         self.refused.load(Ordering::Relaxed)
     }
 
+    /// The name and role of the key presented, if it is one.
+    pub fn authenticate(&self, presented: &str) -> Option<(String, Role)> {
+        self.key(presented).map(|key| (key.name.clone(), key.role))
+    }
+
+    /// The digest and role of the key named `name`: what a dashboard session is bound to.
+    pub fn named(&self, name: &str) -> Option<([u8; 32], Role)> {
+        self.keys.iter().find(|key| key.name == name).map(|key| (key.digest, key.role))
+    }
+
+    /// Count and log a refused dashboard sign-in (never the key presented).
+    pub fn refused_sign_in(&self, address: Option<SocketAddr>, reason: &str) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            target: "selfmon::security",
+            remote = address.map(|a| a.ip().to_string()),
+            reason,
+            "Dashboard sign-in refused"
+        );
+    }
+
     fn key(&self, presented: &str) -> Option<&Key> {
         let presented = digest(presented);
         // Every key is compared, whichever matches, so the time taken does not tell which one did.
@@ -147,6 +168,14 @@ impl Caller {
     }
 }
 
+/// A caller the dashboard has identified by its session cookie, put in the request's extensions in front of the
+/// API (never taken from the wire).
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub name: String,
+    pub role: Role,
+}
+
 /// Where keys with the ingest role may send.
 const INGEST_PATHS: [&str; 3] = ["/v1/traces", "/v1/logs", "/v1/events"];
 
@@ -156,6 +185,7 @@ pub async fn guard(State(access): State<Arc<Access>>, mut request: Request, next
     let by_address = format!("address {}", address.map_or_else(|| "unknown".into(), |a| a.ip().to_string()));
     let path = request.uri().path();
     let public = path == "/health" || (path == "/metrics" && access.metrics_public);
+    let session = request.extensions().get::<Session>().cloned();
     let caller = if access.is_open() || public {
         None
     } else {
@@ -165,10 +195,13 @@ pub async fn guard(State(access): State<Arc<Access>>, mut request: Request, next
             let (scheme, key) = v.trim().split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| key.trim()).filter(|k| !k.is_empty())
         });
-        let refusal = match (header, presented) {
-            (None, _) => Err(("missing_key", "send an API key: Authorization: Bearer <key>")),
-            (Some(_), None) => Err(("missing_key", "the Authorization header is not `Bearer <key>`")),
-            (Some(_), Some(presented)) => access.key(presented).ok_or(("invalid_key", "the API key is not valid")),
+        let refusal = match (session, header, presented) {
+            (Some(session), _, _) => Ok((session.name, session.role)),
+            (None, None, _) => Err(("missing_key", "send an API key: Authorization: Bearer <key>")),
+            (None, Some(_), None) => Err(("missing_key", "the Authorization header is not `Bearer <key>`")),
+            (None, Some(_), Some(presented)) => {
+                access.authenticate(presented).ok_or(("invalid_key", "the API key is not valid"))
+            }
         };
         let key = match refusal {
             Ok(key) => key,
@@ -183,7 +216,8 @@ pub async fn guard(State(access): State<Arc<Access>>, mut request: Request, next
         // GraphQL queries come as POSTs too: its mutations check the role themselves.
         let reading = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) || path == "/graphql";
         let sending = *request.method() == Method::POST && INGEST_PATHS.contains(&path);
-        if key.role == Role::Ingest && !sending {
+        let (name, role) = key;
+        if role == Role::Ingest && !sending {
             return access.refuse(
                 StatusCode::FORBIDDEN,
                 "forbidden",
@@ -192,7 +226,7 @@ pub async fn guard(State(access): State<Arc<Access>>, mut request: Request, next
                 &request,
             );
         }
-        if !reading && key.role == Role::Read {
+        if !reading && role == Role::Read {
             return access.refuse(
                 StatusCode::FORBIDDEN,
                 "forbidden",
@@ -201,7 +235,7 @@ pub async fn guard(State(access): State<Arc<Access>>, mut request: Request, next
                 &request,
             );
         }
-        Some((key.name.clone(), key.role))
+        Some((name, role))
     };
     let who = caller.as_ref().map_or(by_address, |(name, _)| format!("key {name}"));
     if let Some(limited) = access.over_limit(&who) {
@@ -218,7 +252,7 @@ pub async fn guard(State(access): State<Arc<Access>>, mut request: Request, next
 
 impl Access {
     /// A 429 with `Retry-After` when `who` has used up its rate.
-    fn over_limit(&self, who: &str) -> Option<Response> {
+    pub(crate) fn over_limit(&self, who: &str) -> Option<Response> {
         let limiter = self.limiter.as_ref()?;
         if limiter.len() > REMEMBERED_CALLERS {
             limiter.retain_recent();

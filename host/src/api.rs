@@ -30,8 +30,8 @@ use crate::alerting::silences::{Silence, SilenceRequest};
 use crate::alerts::{Alert, Page, Rule, RuleRequest};
 use crate::analysis::{Aggregation, Analysis, Period, Security};
 use crate::config::ApiConfig;
-use crate::performance::{Errors, Performance};
-use crate::query::{HealthReport, MetricsAnswer, MetricsRequest, Queries, QueryError, Status};
+use crate::performance::{Errors, LatencySeries, Performance, Subject};
+use crate::query::{HealthReport, MetricsAnswer, MetricsRequest, PluginsReport, Queries, QueryError, Status};
 use crate::storage::{StoredAttempt, StoredRun};
 use crate::webhooks::{Delivery, Webhook, WebhookRequest};
 
@@ -127,6 +127,8 @@ fn routes(state: AppState) -> Router {
         .routes(routes!(status))
         .routes(routes!(metrics))
         .routes(routes!(performance))
+        .routes(routes!(performance_series))
+        .routes(routes!(plugins))
         .routes(routes!(errors))
         .routes(routes!(alerts))
         .routes(routes!(alert))
@@ -645,6 +647,51 @@ async fn performance(
     query: Result<Query<WindowParams>, QueryRejection>,
 ) -> Result<Json<Performance>, ApiError> {
     Ok(Json(state.performance(params(query)?.window()).await?))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct SeriesParams {
+    /// A check's name; or `service` and `operation` for spans received over OTLP.
+    check: Option<String>,
+    service: Option<String>,
+    operation: Option<String>,
+    /// How far back: `1h` (default), `24h`, `7d` (at most 7 days). The step follows from it: 30 s for an hour,
+    /// 15 min for a day, 2 h for a week.
+    #[param(value_type = Option<String>)]
+    #[serde(default, with = "humantime_serde")]
+    range: Option<Duration>,
+}
+
+/// `GET /v1/performance/series?check=NAME[&range=24h]` or `?service=S&operation=O`: p50/p95/p99 latency, count and
+/// errors per step, for charts.
+#[utoipa::path(get, path = "/v1/performance/series", tag = "metrics", params(SeriesParams), responses((status = 200, description = "OK", body = LatencySeries), (status = 400, description = "A bad parameter", body = ErrorBody), (status = 404, description = "No such check", body = ErrorBody)))]
+async fn performance_series(
+    State(state): State<AppState>,
+    query: Result<Query<SeriesParams>, QueryRejection>,
+) -> Result<Json<LatencySeries>, ApiError> {
+    let params = params(query)?;
+    let subject = match (params.check, params.service, params.operation) {
+        (Some(check), None, None) => Subject::Check(check),
+        (None, Some(service), Some(operation)) => Subject::Operation { service, operation },
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_query",
+                "give `check`, or `service` and `operation`",
+            ));
+        }
+    };
+    let range = params.range.unwrap_or(Duration::from_secs(3600));
+    Ok(Json(state.latency_series(subject, range).await?))
+}
+
+/// `GET /v1/plugins`: the loaded plugins, what uses each with its grants, failed calls by kind (deadline kills
+/// among them) and the latest failed runs; refused plugin files and why.
+#[utoipa::path(get, path = "/v1/plugins", tag = "selfmon", responses((status = 200, description = "OK", body = PluginsReport)))]
+async fn plugins(State(state): State<AppState>) -> Result<Json<PluginsReport>, ApiError> {
+    Ok(Json(state.plugins().await?))
 }
 
 /// `GET /v1/errors[?time_window=SECONDS]`: error counts and rate, per check, and the top error patterns.

@@ -1,5 +1,8 @@
-//! The host's internal event bus: what changed, for whoever listens (GraphQL subscriptions, webhooks, and the
-//! dashboard to come). Publishing never waits; a listener that falls behind misses events and is told how many.
+//! The host's internal event bus: what changed, for whoever listens (GraphQL subscriptions, webhooks, the
+//! dashboard's WebSocket). Publishing never waits; a listener that falls behind misses events and is told how many.
+//!
+//! Webhooks and subscriptions take the events in [`NAMES`]; every run and every system sample is on the bus too,
+//! for the dashboard only.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,7 +12,8 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::alerts::Alert;
-use crate::health::Health;
+use crate::health::{CheckState, Health};
+use crate::storage::Sample;
 
 /// Events kept for listeners that are behind.
 const BACKLOG: usize = 1024;
@@ -26,11 +30,41 @@ pub struct HealthChange {
     pub cause: Option<String>,
 }
 
+/// A run of a check, as the board shows the check after it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckRan {
+    pub check: String,
+    pub plugin: String,
+    /// The board's status: `degraded` when a dependency is the cause of a failure.
+    pub status: Health,
+    pub summary: String,
+    pub duration_ms: f64,
+    /// RFC 3339.
+    pub started_at: String,
+    pub cause: Option<String>,
+}
+
+impl CheckRan {
+    pub fn new(state: CheckState, duration_ms: f64, started_at: SystemTime) -> Self {
+        Self {
+            check: state.name,
+            plugin: state.plugin,
+            status: state.status,
+            summary: state.summary,
+            duration_ms,
+            started_at: humantime::format_rfc3339_millis(started_at).to_string(),
+            cause: state.cause,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum Payload {
     HealthChanged(HealthChange),
     AlertFired(Alert),
     AlertResolved(Alert),
+    CheckRan(CheckRan),
+    SystemSampled(Arc<[Sample]>),
 }
 
 /// One event, with an id unique to this host (for receivers that deduplicate) and its time.
@@ -50,22 +84,43 @@ impl Event {
             Payload::HealthChanged(_) => NAMES[0],
             Payload::AlertFired(_) => NAMES[1],
             Payload::AlertResolved(_) => NAMES[2],
+            Payload::CheckRan(_) => "check.ran",
+            Payload::SystemSampled(_) => "system.sampled",
         }
     }
 
     /// `{"id", "event", "at", "data"}`: what webhooks receive.
     pub fn to_json(&self) -> serde_json::Value {
-        let data = match &self.payload {
-            Payload::HealthChanged(change) => serde_json::to_value(change),
-            Payload::AlertFired(alert) | Payload::AlertResolved(alert) => serde_json::to_value(alert),
-        }
-        .unwrap_or_default();
         serde_json::json!({
             "id": self.id,
             "event": self.name(),
             "at": humantime::format_rfc3339_millis(self.at).to_string(),
-            "data": data,
+            "data": self.data(),
         })
+    }
+
+    /// What happened, as JSON.
+    pub fn data(&self) -> serde_json::Value {
+        match &self.payload {
+            Payload::HealthChanged(change) => serde_json::to_value(change),
+            Payload::AlertFired(alert) | Payload::AlertResolved(alert) => serde_json::to_value(alert),
+            Payload::CheckRan(run) => serde_json::to_value(run),
+            Payload::SystemSampled(samples) => Ok(serde_json::json!({
+                "samples": samples
+                    .iter()
+                    .map(|s| serde_json::json!({
+                        "name": s.name,
+                        "labels": s
+                            .labels
+                            .iter()
+                            .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+                            .collect::<serde_json::Map<_, _>>(),
+                        "value": s.value,
+                    }))
+                    .collect::<Vec<_>>(),
+            })),
+        }
+        .unwrap_or_default()
     }
 }
 

@@ -576,7 +576,7 @@ impl SubscriptionRoot {
                 Payload::AlertFired(alert) | Payload::AlertResolved(alert) => {
                     Some(AlertEvent { event: event.name().to_string(), alert: alert.clone() })
                 }
-                Payload::HealthChanged(_) => None,
+                _ => None,
             });
             async move { alert }
         })

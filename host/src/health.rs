@@ -224,6 +224,12 @@ impl Board {
         self.cause_of(check)
     }
 
+    /// One check's state, with its dependency cause applied.
+    pub fn state_of(&self, check: &str) -> Option<CheckState> {
+        let checks = self.checks.read().expect("board lock");
+        checks.get(check).map(|entry| state(&checks, check, entry))
+    }
+
     /// Every check's state, by name, with dependency causes applied.
     pub fn snapshot(&self) -> Vec<CheckState> {
         let checks = self.checks.read().expect("board lock");

@@ -14,6 +14,7 @@
 //! - [`telemetry`]: selfmon's own metrics for Prometheus.
 //! - [`storage`]: SQLite, one batching writer, readers of their own.
 //! - [`query`]: the one query layer the API answers from; [`performance`]: latency and error answers over runs.
+//! - [`dashboard`]: the live dashboard in the browser, on a port of its own.
 //! - [`api`]: the HTTP API; [`graphql`]: its GraphQL face; [`access`]: its keys, roles and rate limits.
 //! - [`alerting`]: rules evaluated on a schedule, the alert lifecycle, silences, inhibition, escalation and
 //!   notification channels; [`alerts`]: the API's alert rules and stored alerts; [`events`]: the internal event bus; [`webhooks`]: its deliveries.
@@ -35,6 +36,7 @@ pub mod api;
 pub mod checks;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod events;
 pub mod graphql;
 pub mod health;
@@ -84,6 +86,8 @@ pub enum StartError {
     Storage(#[from] StorageError),
     #[error("the API server failed: {0}")]
     Serve(std::io::Error),
+    #[error("the dashboard cannot listen on {0} (`[dashboard] listen`): {1}")]
+    Dashboard(std::net::SocketAddr, std::io::Error),
     #[error(transparent)]
     Listen(#[from] syslog::BindError),
 }
@@ -274,6 +278,12 @@ fn config_sanity(config: &Config) -> Result<(), Vec<ConfigError>> {
             ));
         }
     }
+    if config.dashboard.enabled && config.dashboard.listen == config.server.api_listen {
+        problem(format!("`[dashboard] listen` and `[server] api_listen` are both {}", config.server.api_listen));
+    }
+    if config.dashboard.session_lifetime < std::time::Duration::from_secs(60) {
+        problem("`[dashboard] session_lifetime` must be at least 1m".into());
+    }
     if config.system.interval < system::MIN_INTERVAL {
         problem("`[system] interval` must be at least 1s".into());
     }
@@ -405,7 +415,14 @@ pub async fn serve(
     }
     retention::spawn(storage.clone(), host.config.retention.clone(), telemetry.clone(), &tasks, stop.clone());
     if host.config.system.enabled {
-        spawn_system_collector(host.config.system.interval, storage.clone(), telemetry.clone(), &tasks, stop.clone());
+        spawn_system_collector(
+            host.config.system.interval,
+            storage.clone(),
+            telemetry.clone(),
+            events.clone(),
+            &tasks,
+            stop.clone(),
+        );
     }
     tracing::info!(
         api = %listener.local_addr().map_err(StartError::Serve)?,
@@ -419,6 +436,7 @@ pub async fn serve(
     let about = query::About {
         version: env!("CARGO_PKG_VERSION"),
         contract: runtime::CONTRACT_VERSION,
+        uses: plugin_uses(&host),
         plugins: host
             .plugins
             .iter()
@@ -426,6 +444,7 @@ pub async fn serve(
                 name: p.info.name.clone(),
                 kind: p.kind().as_str(),
                 version: p.info.version.clone(),
+                description: p.info.description.clone(),
                 source: p.source.to_string(),
                 size_bytes: p.size,
                 sha256: p.sha256.clone(),
@@ -471,6 +490,9 @@ pub async fn serve(
         alerting: host.alerting.clone(),
         rule_status,
     });
+    if host.config.dashboard.enabled {
+        serve_dashboard(&host.config, queries.clone(), access.clone(), &tasks, stop.clone()).await?;
+    }
     let app = api::app(queries, access, &host.config.api).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let stopping = stop.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move { stopping.cancelled().await });
@@ -492,10 +514,90 @@ pub async fn serve(
     served.map_err(StartError::Serve)
 }
 
+/// What calls each plugin: (plugin name, use).
+fn plugin_uses(host: &Host) -> Vec<(String, query::PluginUse)> {
+    let checks = host.checks.iter().map(|check| {
+        let network = check.sandbox.grants.to_string();
+        (
+            check.plugin.info.name.clone(),
+            query::PluginUse {
+                kind: "check",
+                name: check.name.clone(),
+                network: network.split(", ").filter(|g| *g != "no network").map(String::from).collect(),
+                secrets: check.secret_names(),
+            },
+        )
+    });
+    let sources = host.log_sources.iter().flat_map(|(source, parsing)| {
+        parsing.plugin_names().into_iter().map(|plugin| {
+            (
+                plugin,
+                query::PluginUse {
+                    kind: "log_source",
+                    name: source.name.clone(),
+                    network: Vec::new(),
+                    secrets: Vec::new(),
+                },
+            )
+        })
+    });
+    let rules = host.alerting.rules.iter().map(|rule| {
+        (
+            rule.plugin.info.name.clone(),
+            query::PluginUse { kind: "rule", name: rule.name.clone(), network: Vec::new(), secrets: Vec::new() },
+        )
+    });
+    checks.chain(sources).chain(rules).collect()
+}
+
+/// Listen on `[dashboard] listen` and serve the dashboard until `stop`.
+async fn serve_dashboard(
+    config: &Config,
+    queries: Arc<query::Queries>,
+    access: Arc<access::Access>,
+    tasks: &TaskTracker,
+    stop: CancellationToken,
+) -> Result<(), StartError> {
+    let address = config.dashboard.listen;
+    let signer = if access.is_open() {
+        None
+    } else {
+        let file = config.source.resolve(&config.storage.path).with_file_name("dashboard.key");
+        let key = privacy::kept_key(&file, "signs dashboard sessions").map_err(|reason| {
+            StartError::Config(vec![ConfigError::new(config.source.name(), None, format!("`[dashboard]`: {reason}"))])
+        })?;
+        Some(key)
+    };
+    let listener = TcpListener::bind(address).await.map_err(|e| StartError::Dashboard(address, e))?;
+    if access.is_open() && !address.ip().is_loopback() {
+        tracing::warn!(%address, "The dashboard has no sign-in and listens beyond this machine: set [api] keys or MONITORING_API_KEY");
+    }
+    tracing::info!(dashboard = %format!("http://{}", listener.local_addr().map_err(|e| StartError::Dashboard(address, e))?), "Dashboard is serving");
+    let api = api::app(queries.clone(), access.clone(), &config.api);
+    let app = dashboard::app(queries, access, api, &config.dashboard, signer)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tasks.spawn(async move {
+        let stopping = stop.clone();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move { stopping.cancelled().await });
+        let gave_up = async {
+            stop.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        tokio::select! {
+            served = server => if let Err(error) = served {
+                tracing::error!(%error, "The dashboard server failed");
+            },
+            () = gave_up => {}
+        }
+    });
+    Ok(())
+}
+
 fn spawn_system_collector(
     interval: std::time::Duration,
     storage: Storage,
     telemetry: Arc<telemetry::Telemetry>,
+    events: events::Events,
     tasks: &TaskTracker,
     stop: CancellationToken,
 ) {
@@ -524,6 +626,7 @@ fn spawn_system_collector(
             };
             collector = back;
             telemetry.set_system(&samples);
+            events.publish(events::Payload::SystemSampled(samples.clone().into()));
             if storage.write_samples(samples).await.is_err() {
                 return;
             }

@@ -118,6 +118,11 @@ pub struct Parsing {
 }
 
 impl Parsing {
+    /// The plugins it may call.
+    pub fn plugin_names(&self) -> Vec<String> {
+        self.parsers.iter().map(|p| p.info.name.clone()).collect()
+    }
+
     /// The parser named `name` (or `auto`) among `plugins`, with a config; the error names the parsers there are.
     pub fn resolve(name: &str, config: Vec<(String, String)>, plugins: &Plugins) -> Result<Self, String> {
         let parser = |name: &str| plugins.get(name).filter(|p| p.kind() == Kind::Parser).cloned();

@@ -101,6 +101,47 @@ pub struct ErrorPattern {
     pub example: String,
 }
 
+/// What a latency series is about: a check's runs, or the spans of one service's operation.
+#[derive(Debug, Clone)]
+pub enum Subject {
+    Check(String),
+    Operation { service: String, operation: String },
+}
+
+/// `GET /v1/performance/series`: latency percentiles and counts over time, in steps.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct LatencySeries {
+    /// RFC 3339.
+    pub from: String,
+    pub to: String,
+    pub step_seconds: f64,
+    /// Every step of the range, oldest first; steps without runs have a count of 0 and no percentiles.
+    pub points: Vec<LatencyPoint>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct LatencyPoint {
+    /// The step's start, Unix milliseconds.
+    pub t: i64,
+    pub count: u64,
+    pub errors: u64,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+/// The steps a series is cut into: the first that gives at most [`MAX_STEPS`] over the range.
+const STEPS: [u64; 14] = [10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10_800, 21_600, 43_200, 86_400];
+const MAX_STEPS: u64 = 120;
+/// The most runs or spans one series reads.
+const MAX_SERIES_ITEMS: i64 = 500_000;
+
+/// The step for a range.
+pub fn step_for(range: Duration) -> Duration {
+    let wanted = range.as_secs().div_ceil(MAX_STEPS);
+    Duration::from_secs(STEPS.iter().copied().find(|s| *s >= wanted).unwrap_or(STEPS[STEPS.len() - 1]))
+}
+
 /// One run, as the window reads it.
 struct Run {
     check: String,
@@ -150,6 +191,91 @@ impl Storage {
 
     pub async fn performance(&self, window: Duration) -> Result<Performance, StorageError> {
         self.over_runs(window, move |from, to, runs| performance(window, from, to, &runs)).await
+    }
+
+    /// Latency percentiles and counts of `subject` over the last `range`, in steps of [`step_for`] it.
+    pub async fn latency_series(&self, subject: Subject, range: Duration) -> Result<LatencySeries, StorageError> {
+        let step = i64::try_from(step_for(range).as_millis()).unwrap_or(i64::MAX);
+        let to = to_millis(SystemTime::now());
+        let from = to - i64::try_from(range.as_millis()).unwrap_or(i64::MAX);
+        let first = from.div_euclid(step) * step;
+        self.read(move |db| {
+            // (start in ms, duration in ms, whether it is an error)
+            let items: Vec<(i64, f64, bool)> = match &subject {
+                Subject::Check(check) => db
+                    .prepare_cached(
+                        "SELECT started_at, duration_ms, status = 'unhealthy' OR (status = 'unknown' AND error IS NOT NULL)
+                         FROM check_runs WHERE check_name = ?1 AND started_at >= ?2 AND started_at <= ?3
+                         ORDER BY started_at LIMIT ?4",
+                    )?
+                    .query_map(params![check, first, to, MAX_SERIES_ITEMS], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<rusqlite::Result<_>>()?,
+                Subject::Operation { service, operation } => db
+                    .prepare_cached(
+                        "SELECT start_ns / 1000000, duration_ns / 1e6, status = 'error' FROM spans
+                         WHERE service = ?1 AND name = ?2 AND start_ns >= ?3 AND start_ns <= ?4
+                         ORDER BY start_ns LIMIT ?5",
+                    )?
+                    .query_map(
+                        params![service, operation, first.saturating_mul(1_000_000), to.saturating_mul(1_000_000), MAX_SERIES_ITEMS],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )?
+                    .collect::<rusqlite::Result<_>>()?,
+            };
+            let mut buckets: BTreeMap<i64, (Vec<f64>, u64)> = BTreeMap::new();
+            let mut t = first;
+            while t <= to {
+                buckets.insert(t, (Vec::new(), 0));
+                t += step;
+            }
+            for (at, duration, error) in items {
+                if let Some((durations, errors)) = buckets.get_mut(&(at.div_euclid(step) * step)) {
+                    durations.push(duration);
+                    *errors += u64::from(error);
+                }
+            }
+            let points = buckets
+                .into_iter()
+                .map(|(t, (mut durations, errors))| {
+                    durations.sort_by(f64::total_cmp);
+                    let at = |q| (!durations.is_empty()).then(|| percentile(&durations, q));
+                    LatencyPoint {
+                        t,
+                        count: durations.len() as u64,
+                        errors,
+                        p50_ms: at(0.50),
+                        p95_ms: at(0.95),
+                        p99_ms: at(0.99),
+                    }
+                })
+                .collect();
+            Ok(LatencySeries { from: rfc3339(from), to: rfc3339(to), step_seconds: step as f64 / 1000.0, points })
+        })
+        .await
+    }
+
+    /// The latest runs that could not be carried out, per plugin (at most `limit` in all), newest first: (start in
+    /// Unix ms, check, why).
+    pub async fn recent_failures(
+        &self,
+        limit: usize,
+    ) -> Result<BTreeMap<String, Vec<(i64, String, String)>>, StorageError> {
+        self.read(move |db| {
+            let mut statement = db.prepare_cached(
+                "SELECT plugin, started_at, check_name, error FROM check_runs WHERE error IS NOT NULL
+                 ORDER BY started_at DESC LIMIT ?1",
+            )?;
+            let mut by_plugin: BTreeMap<String, Vec<(i64, String, String)>> = BTreeMap::new();
+            let rows = statement.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+                Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?, r.get(3)?)))
+            })?;
+            for row in rows {
+                let (plugin, failure) = row?;
+                by_plugin.entry(plugin).or_default().push(failure);
+            }
+            Ok(by_plugin)
+        })
+        .await
     }
 
     pub async fn errors(&self, window: Duration) -> Result<Errors, StorageError> {

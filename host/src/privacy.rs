@@ -118,7 +118,7 @@ impl Privacy {
                 }
             }
         } else {
-            match kept_key(key_file) {
+            match kept_key(key_file, "pseudonymizes user ids; back it up with the database") {
                 Ok(key) => Some(key),
                 Err(reason) => {
                     problem(format!("`[privacy]`: {reason}; or set `key`"));
@@ -255,8 +255,9 @@ fn luhn(text: &str) -> bool {
     digits.len() >= 13 && sum.is_multiple_of(10)
 }
 
-/// The key kept in `path`, made (32 random bytes, hex, readable by the owner only) when the file does not exist.
-fn kept_key(path: &Path) -> Result<Secret, String> {
+/// The key kept in `path`, made (32 random bytes, hex, readable by the owner only) when the file does not exist;
+/// `purpose` says what for, in the log line that announces a new one.
+pub(crate) fn kept_key(path: &Path, purpose: &str) -> Result<Secret, String> {
     match std::fs::read_to_string(path) {
         Ok(text) if text.trim().len() >= 32 => return Ok(Secret::new(text.trim().to_string())),
         Ok(_) => return Err(format!("the key file {} is too short (at least 32 characters)", path.display())),
@@ -278,11 +279,11 @@ fn kept_key(path: &Path) -> Result<Secret, String> {
     let written = options.open(path).and_then(|mut file| std::io::Write::write_all(&mut file, key.as_bytes()));
     match written {
         Ok(()) => {
-            tracing::info!(path = %path.display(), "Made the key that pseudonymizes user ids; back it up with the database");
+            tracing::info!(path = %path.display(), "Made the key that {purpose}");
             Ok(Secret::new(key))
         }
         // Another process made it first.
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => kept_key(path),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => kept_key(path, purpose),
         Err(error) => Err(format!("cannot write the key file {}: {error}", path.display())),
     }
 }

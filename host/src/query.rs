@@ -15,7 +15,7 @@ use crate::analysis::{Aggregation, Analysis, MAX_BUCKETS, MAX_HOURS, Period, Sec
 use crate::events::Events;
 use crate::health::{Board, CheckState, Health};
 use crate::logs::{Found, Origin, Parsed, Parsing, Search, SearchError, StoredRecord};
-use crate::performance::{Errors, MAX_WINDOW, Performance};
+use crate::performance::{Errors, LatencySeries, MAX_WINDOW, Performance, Subject};
 use crate::plugins::Plugins;
 use crate::runtime::Runtime;
 use crate::storage::{
@@ -63,6 +63,9 @@ const INGEST_WAIT: Duration = Duration::from_secs(2);
 
 /// Live tails open at once, across all callers.
 pub const MAX_TAILS: usize = 64;
+
+/// The latest failed runs listed over all plugins by `/v1/plugins`.
+const RECENT_FAILURES: usize = 50;
 /// Records a live tail sends from before it started, at most.
 pub const MAX_BACKLOG: u64 = 1000;
 
@@ -72,6 +75,8 @@ pub struct About {
     pub version: &'static str,
     pub contract: &'static str,
     pub plugins: Vec<PluginSummary>,
+    /// The configured checks, log sources and rules, each with its plugin.
+    pub uses: Vec<(String, PluginUse)>,
     pub refused_plugins: Vec<RefusedPlugin>,
     pub max_concurrent_checks: usize,
 }
@@ -79,13 +84,54 @@ pub struct About {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PluginSummary {
     pub name: String,
-    /// `checker` or `parser`.
+    /// `checker`, `parser` or `rule`.
     pub kind: &'static str,
     pub version: String,
+    pub description: String,
     /// `built-in`, or the file it was loaded from.
     pub source: String,
     pub size_bytes: usize,
     pub sha256: String,
+}
+
+/// Something configured that calls a plugin, and what it was granted.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PluginUse {
+    /// `check`, `log_source` or `rule`.
+    pub kind: &'static str,
+    pub name: String,
+    /// Where it may connect (checks; parsers and rules have no network).
+    pub network: Vec<String>,
+    /// The names of the secrets it is given; never their values.
+    pub secrets: Vec<String>,
+}
+
+/// `GET /v1/plugins`: the loaded plugins, what uses them, and how their calls fail.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PluginsReport {
+    pub contract: &'static str,
+    pub plugins: Vec<PluginReport>,
+    pub refused: Vec<RefusedPlugin>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PluginReport {
+    #[serde(flatten)]
+    pub plugin: PluginSummary,
+    pub used_by: Vec<PluginUse>,
+    /// Failed check calls since start-up by kind: `plugin_error` (reported by the plugin), `deadline` (stopped at
+    /// its deadline), `memory` (over its memory limit), `trap`, `instantiate`.
+    pub failures: std::collections::BTreeMap<&'static str, u64>,
+    /// The latest stored runs of its checks that could not be carried out, newest first.
+    pub recent_failures: Vec<PluginFailure>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PluginFailure {
+    /// RFC 3339.
+    pub at: String,
+    pub check: String,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -226,6 +272,48 @@ impl Queries {
         let total = checks.len();
         let checks = checks.into_iter().skip(offset).take(limit).collect();
         Ok(HealthReport { status, checks, total })
+    }
+
+    /// Latency percentiles and counts of a check or an operation over time.
+    pub async fn latency_series(&self, subject: Subject, range: Duration) -> Result<LatencySeries, QueryError> {
+        if range.is_zero() || range > MAX_WINDOW {
+            return Err(QueryError::Invalid(format!(
+                "`range` must be longer than 0s and at most {}",
+                humantime::format_duration(MAX_WINDOW)
+            )));
+        }
+        if let Subject::Check(check) = &subject
+            && !self.board.snapshot().iter().any(|c| c.name == *check)
+        {
+            return Err(QueryError::NotFound {
+                code: "unknown_check",
+                message: format!("no check is named `{check}`"),
+            });
+        }
+        self.storage.latency_series(subject, range).await.map_err(|e| QueryError::Storage(e.to_string()))
+    }
+
+    /// The plugins, with their users' grants, failure counts and latest failures.
+    pub async fn plugins(&self) -> Result<PluginsReport, QueryError> {
+        let mut recent =
+            self.storage.recent_failures(RECENT_FAILURES).await.map_err(|e| QueryError::Storage(e.to_string()))?;
+        let plugins = self
+            .about
+            .plugins
+            .iter()
+            .map(|plugin| PluginReport {
+                plugin: plugin.clone(),
+                used_by: self.about.uses.iter().filter(|(p, _)| *p == plugin.name).map(|(_, u)| u.clone()).collect(),
+                failures: self.telemetry.plugin_failures(&plugin.name),
+                recent_failures: recent
+                    .remove(&plugin.name)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(at, check, message)| PluginFailure { at: crate::storage::rfc3339(at), check, message })
+                    .collect(),
+            })
+            .collect();
+        Ok(PluginsReport { contract: self.about.contract, plugins, refused: self.about.refused_plugins.clone() })
     }
 
     pub async fn status(&self) -> Result<Status, QueryError> {

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::checks::Check;
-use crate::events::{Events, Payload};
+use crate::events::{CheckRan, Events, Payload};
 use crate::health::Board;
 use crate::recovery::Recoverer;
 use crate::runtime::Runtime;
@@ -74,6 +74,10 @@ impl Scheduler {
             });
             if let Some(change) = self.board.record(&run) {
                 self.events.publish(Payload::HealthChanged(change));
+            }
+            if let Some(state) = self.board.state_of(&run.check) {
+                let ran = CheckRan::new(state, run.duration.as_secs_f64() * 1000.0, run.started_at);
+                self.events.publish(Payload::CheckRan(ran));
             }
             self.telemetry.observe_run(&run);
             if let Some(policy) = &check.recovery {

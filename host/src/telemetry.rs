@@ -267,6 +267,14 @@ impl Telemetry {
         }
     }
 
+    /// A plugin's failed calls since start-up, by kind (`deadline` is a call stopped at its deadline).
+    pub fn plugin_failures(&self, plugin: &str) -> std::collections::BTreeMap<&'static str, u64> {
+        FAILURE_KINDS
+            .iter()
+            .map(|kind| (*kind, self.plugin_failures.with_label_values(&[plugin, kind]).get()))
+            .collect()
+    }
+
     /// Start every failure count of a plugin at zero, so the series exist before the first failure.
     pub fn register_plugin(&self, plugin: &str) {
         for reason in FAILURE_KINDS {

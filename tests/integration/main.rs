@@ -9,6 +9,7 @@ mod analytics;
 mod api;
 mod checks;
 mod cli;
+mod dashboard;
 mod dependencies;
 mod graphql;
 mod journal;

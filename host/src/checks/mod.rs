@@ -62,6 +62,11 @@ impl Check {
         }
     }
 
+    /// The names of the secrets it is given.
+    pub fn secret_names(&self) -> Vec<String> {
+        self.secrets.iter().map(|(name, _)| name.clone()).collect()
+    }
+
     /// Run the check once. Never fails: a run that cannot be carried out is an unknown result saying why.
     pub async fn run(&self, runtime: &Runtime) -> CheckRun {
         let started_at = SystemTime::now();

@@ -33,6 +33,7 @@ pub const DEFAULT_FILE: &str = "selfmon.toml";
 pub struct Config {
     pub server: ServerConfig,
     pub api: ApiConfig,
+    pub dashboard: DashboardConfig,
     pub storage: StorageConfig,
     pub plugins: PluginsConfig,
     pub scheduler: SchedulerConfig,
@@ -69,6 +70,42 @@ pub struct Config {
 pub struct ServerConfig {
     /// The API: `/health`, `/v1/*`. Env: `SELFMON_API_LISTEN`.
     pub api_listen: SocketAddr,
+}
+
+/// `[dashboard]`: the live dashboard in the browser, on a port of its own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardConfig {
+    pub enabled: bool,
+    /// Env: `SELFMON_DASHBOARD_LISTEN`.
+    pub listen: SocketAddr,
+    /// How long a sign-in lasts (with `[api] keys`; without keys the dashboard is open like the API).
+    #[serde(with = "humantime_serde")]
+    pub session_lifetime: Duration,
+    /// Whether the session cookie is marked `Secure` (sent over HTTPS only): `auto` marks it when the page was
+    /// reached over HTTPS (`X-Forwarded-Proto: https` from a proxy) or at a loopback address, where browsers accept
+    /// it over plain HTTP.
+    pub secure_cookie: SecureCookie,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecureCookie {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            session_lifetime: Duration::from_secs(7 * 24 * 3600),
+            secure_cookie: SecureCookie::Auto,
+        }
+    }
 }
 
 /// `[api]`: who may call the API, and how much.
@@ -540,6 +577,7 @@ impl Config {
             plugins: PluginsConfig::default(),
             scheduler: SchedulerConfig::default(),
             system: SystemConfig::default(),
+            dashboard: DashboardConfig::default(),
             retention: RetentionConfig::default(),
             alerting: AlertingConfig::default(),
             privacy: PrivacyConfig::default(),
@@ -591,6 +629,11 @@ impl Config {
             self.server.api_listen = value
                 .parse()
                 .map_err(|_| invalid("SELFMON_API_LISTEN", &value, "an address such as 127.0.0.1:8001"))?;
+        }
+        if let Some(value) = var("SELFMON_DASHBOARD_LISTEN") {
+            self.dashboard.listen = value
+                .parse()
+                .map_err(|_| invalid("SELFMON_DASHBOARD_LISTEN", &value, "an address such as 127.0.0.1:8000"))?;
         }
         if let Some(value) = var("SELFMON_STORAGE_PATH") {
             self.storage.path = value.into();

@@ -180,8 +180,8 @@ pub struct Workdir {
 }
 
 impl Workdir {
-    /// `config` is the `[[check]]` part (and any other sections); storage, the plugin cache and the system collector
-    /// are set up here unless `config` has its own `[plugins]` or `[system]`. `{workdir}` in it stands for the
+    /// `config` is the `[[check]]` part (and any other sections); storage, the plugin cache, the system collector and
+    /// the dashboard (off) are set up here unless `config` has its own `[plugins]`, `[system]` or `[dashboard]`. `{workdir}` in it stands for the
     /// directory's path.
     pub fn new(config: &str, guests: &[(&str, &[u8])]) -> Self {
         let dir = tempfile::tempdir().unwrap();
@@ -196,6 +196,9 @@ impl Workdir {
         }
         if !config.contains("[system]") {
             text.push_str("[system]\nenabled = false\n\n");
+        }
+        if !config.contains("[dashboard]") {
+            text.push_str("[dashboard]\nenabled = false\n\n");
         }
         text.push_str(&config);
         std::fs::write(dir.path().join("selfmon.toml"), text).unwrap();
@@ -330,6 +333,7 @@ pub async fn get_json_with_key(url: &str, key: &str) -> (StatusCode, Value) {
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+pub mod browser;
 pub mod fakes;
 pub mod postgres;
 pub mod smtp;
