@@ -176,6 +176,10 @@ pub struct Session {
     pub role: Role,
 }
 
+/// The request came through the dashboard's `/api`: no path is public there.
+#[derive(Debug, Clone, Copy)]
+pub struct ViaDashboard;
+
 /// Where keys with the ingest role may send.
 const INGEST_PATHS: [&str; 3] = ["/v1/traces", "/v1/logs", "/v1/events"];
 
@@ -184,8 +188,10 @@ pub async fn guard(State(access): State<Arc<Access>>, mut request: Request, next
     let address = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let by_address = format!("address {}", address.map_or_else(|| "unknown".into(), |a| a.ip().to_string()));
     let path = request.uri().path();
-    let public = path == "/health" || (path == "/metrics" && access.metrics_public);
+    let via_dashboard = request.extensions().get::<ViaDashboard>().is_some();
+    let public = !via_dashboard && (path == "/health" || (path == "/metrics" && access.metrics_public));
     let session = request.extensions().get::<Session>().cloned();
+    let by_session = session.is_some();
     let caller = if access.is_open() || public {
         None
     } else {
@@ -237,7 +243,12 @@ pub async fn guard(State(access): State<Arc<Access>>, mut request: Request, next
         }
         Some((name, role))
     };
-    let who = caller.as_ref().map_or(by_address, |(name, _)| format!("key {name}"));
+    // A dashboard session has a rate of its own, beside its key's automation.
+    let who = match &caller {
+        Some((name, _)) if by_session => format!("session {name}"),
+        Some((name, _)) => format!("key {name}"),
+        None => by_address,
+    };
     if let Some(limited) = access.over_limit(&who) {
         return limited;
     }

@@ -1,8 +1,9 @@
 //! The host's internal event bus: what changed, for whoever listens (GraphQL subscriptions, webhooks, the
 //! dashboard's WebSocket). Publishing never waits; a listener that falls behind misses events and is told how many.
 //!
-//! Webhooks and subscriptions take the events in [`NAMES`]; every run and every system sample is on the bus too,
-//! for the dashboard only.
+//! Webhooks and subscriptions take the events in [`NAMES`]. Every run and every system sample goes out on a
+//! channel of its own ([`Events::subscribe_live`], for the dashboard), so their volume never pushes a status change
+//! or an alert out of a slow listener's backlog.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -128,6 +129,8 @@ impl Event {
 #[derive(Clone)]
 pub struct Events {
     sender: broadcast::Sender<Arc<Event>>,
+    /// Check runs and system samples.
+    live: broadcast::Sender<Arc<Event>>,
     next: Arc<AtomicU64>,
     prefix: Arc<str>,
 }
@@ -137,6 +140,7 @@ impl Default for Events {
         let started = crate::storage::to_millis(SystemTime::now());
         Self {
             sender: broadcast::channel(BACKLOG).0,
+            live: broadcast::channel(BACKLOG).0,
             next: Arc::new(AtomicU64::new(1)),
             prefix: format!("{started:x}").into(),
         }
@@ -146,11 +150,21 @@ impl Default for Events {
 impl Events {
     pub fn publish(&self, payload: Payload) {
         let id = format!("{}-{}", self.prefix, self.next.fetch_add(1, Ordering::Relaxed));
+        let sender = match payload {
+            Payload::CheckRan(_) | Payload::SystemSampled(_) => &self.live,
+            _ => &self.sender,
+        };
         // No listener is not an error.
-        let _ = self.sender.send(Arc::new(Event { id, at: SystemTime::now(), payload }));
+        let _ = sender.send(Arc::new(Event { id, at: SystemTime::now(), payload }));
     }
 
+    /// Status changes and alerts: the events in [`NAMES`].
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.sender.subscribe()
+    }
+
+    /// Check runs and system samples.
+    pub fn subscribe_live(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.live.subscribe()
     }
 }

@@ -281,8 +281,15 @@ fn config_sanity(config: &Config) -> Result<(), Vec<ConfigError>> {
     if config.dashboard.enabled && config.dashboard.listen == config.server.api_listen {
         problem(format!("`[dashboard] listen` and `[server] api_listen` are both {}", config.server.api_listen));
     }
-    if config.dashboard.session_lifetime < std::time::Duration::from_secs(60) {
-        problem("`[dashboard] session_lifetime` must be at least 1m".into());
+    if !(60..=366 * 86_400).contains(&config.dashboard.session_lifetime.as_secs()) {
+        problem("`[dashboard] session_lifetime` must be between 1m and 366d".into());
+    }
+    if let Some(url) = &config.dashboard.public_url
+        && dashboard::public_origin(url).is_none()
+    {
+        problem(format!(
+            "`[dashboard] public_url`: `{url}` is not an address such as \"https://monitor.example.com\" (no path)"
+        ));
     }
     if config.system.interval < system::MIN_INTERVAL {
         problem("`[system] interval` must be at least 1s".into());
@@ -325,6 +332,7 @@ pub async fn serve(
     let started = Instant::now();
     let host = Host::build(config).await?;
     let access = host.access.clone();
+    let dashboard_listener = prepare_dashboard(&host.config, &access).await?;
     let storage =
         Storage::open(&host.config.source.resolve(&host.config.storage.path))?.with_privacy(host.privacy.clone());
     let board = Arc::new(Board::default());
@@ -490,8 +498,8 @@ pub async fn serve(
         alerting: host.alerting.clone(),
         rule_status,
     });
-    if host.config.dashboard.enabled {
-        serve_dashboard(&host.config, queries.clone(), access.clone(), &tasks, stop.clone()).await?;
+    if let Some(prepared) = dashboard_listener {
+        spawn_dashboard(&host.config, prepared, queries.clone(), access.clone(), &tasks, stop.clone());
     }
     let app = api::app(queries, access, &host.config.api).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let stopping = stop.clone();
@@ -550,31 +558,47 @@ fn plugin_uses(host: &Host) -> Vec<(String, query::PluginUse)> {
     checks.chain(sources).chain(rules).collect()
 }
 
-/// Listen on `[dashboard] listen` and serve the dashboard until `stop`.
-async fn serve_dashboard(
+/// The dashboard's listener and session signing, made before anything starts, so that a taken port or an
+/// unreadable key stops selfmon before it has begun.
+async fn prepare_dashboard(
     config: &Config,
-    queries: Arc<query::Queries>,
-    access: Arc<access::Access>,
-    tasks: &TaskTracker,
-    stop: CancellationToken,
-) -> Result<(), StartError> {
+    access: &access::Access,
+) -> Result<Option<(TcpListener, Option<dashboard::Sessions>)>, StartError> {
+    if !config.dashboard.enabled {
+        return Ok(None);
+    }
     let address = config.dashboard.listen;
-    let signer = if access.is_open() {
+    let sessions = if access.is_open() {
         None
     } else {
-        let file = config.source.resolve(&config.storage.path).with_file_name("dashboard.key");
-        let key = privacy::kept_key(&file, "signs dashboard sessions").map_err(|reason| {
+        let dir =
+            config.source.resolve(&config.storage.path).parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+        let sessions = dashboard::Sessions::open(&dir).map_err(|reason| {
             StartError::Config(vec![ConfigError::new(config.source.name(), None, format!("`[dashboard]`: {reason}"))])
         })?;
-        Some(key)
+        Some(sessions)
     };
     let listener = TcpListener::bind(address).await.map_err(|e| StartError::Dashboard(address, e))?;
     if access.is_open() && !address.ip().is_loopback() {
         tracing::warn!(%address, "The dashboard has no sign-in and listens beyond this machine: set [api] keys or MONITORING_API_KEY");
     }
-    tracing::info!(dashboard = %format!("http://{}", listener.local_addr().map_err(|e| StartError::Dashboard(address, e))?), "Dashboard is serving");
+    Ok(Some((listener, sessions)))
+}
+
+/// Serve the dashboard on its listener until `stop`.
+fn spawn_dashboard(
+    config: &Config,
+    (listener, sessions): (TcpListener, Option<dashboard::Sessions>),
+    queries: Arc<query::Queries>,
+    access: Arc<access::Access>,
+    tasks: &TaskTracker,
+    stop: CancellationToken,
+) {
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!(dashboard = %format!("http://{address}"), "Dashboard is serving");
+    }
     let api = api::app(queries.clone(), access.clone(), &config.api);
-    let app = dashboard::app(queries, access, api, &config.dashboard, signer)
+    let app = dashboard::app(queries, access, api, &config.dashboard, sessions)
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
     tasks.spawn(async move {
         let stopping = stop.clone();
@@ -590,7 +614,6 @@ async fn serve_dashboard(
             () = gave_up => {}
         }
     });
-    Ok(())
 }
 
 fn spawn_system_collector(

@@ -117,6 +117,9 @@ pub struct LatencySeries {
     pub step_seconds: f64,
     /// Every step of the range, oldest first; steps without runs have a count of 0 and no percentiles.
     pub points: Vec<LatencyPoint>,
+    /// More than 500 000 runs or spans fell in the range: only the newest were counted, and the oldest steps are
+    /// short of theirs.
+    pub truncated: bool,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -206,7 +209,7 @@ impl Storage {
                     .prepare_cached(
                         "SELECT started_at, duration_ms, status = 'unhealthy' OR (status = 'unknown' AND error IS NOT NULL)
                          FROM check_runs WHERE check_name = ?1 AND started_at >= ?2 AND started_at <= ?3
-                         ORDER BY started_at LIMIT ?4",
+                         ORDER BY started_at DESC LIMIT ?4",
                     )?
                     .query_map(params![check, first, to, MAX_SERIES_ITEMS], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                     .collect::<rusqlite::Result<_>>()?,
@@ -214,7 +217,7 @@ impl Storage {
                     .prepare_cached(
                         "SELECT start_ns / 1000000, duration_ns / 1e6, status = 'error' FROM spans
                          WHERE service = ?1 AND name = ?2 AND start_ns >= ?3 AND start_ns <= ?4
-                         ORDER BY start_ns LIMIT ?5",
+                         ORDER BY start_ns DESC LIMIT ?5",
                     )?
                     .query_map(
                         params![service, operation, first.saturating_mul(1_000_000), to.saturating_mul(1_000_000), MAX_SERIES_ITEMS],
@@ -222,6 +225,7 @@ impl Storage {
                     )?
                     .collect::<rusqlite::Result<_>>()?,
             };
+            let truncated = items.len() >= usize::try_from(MAX_SERIES_ITEMS).unwrap_or(usize::MAX);
             let mut buckets: BTreeMap<i64, (Vec<f64>, u64)> = BTreeMap::new();
             let mut t = first;
             while t <= to {
@@ -249,7 +253,7 @@ impl Storage {
                     }
                 })
                 .collect();
-            Ok(LatencySeries { from: rfc3339(from), to: rfc3339(to), step_seconds: step as f64 / 1000.0, points })
+            Ok(LatencySeries { from: rfc3339(first), to: rfc3339(to), step_seconds: step as f64 / 1000.0, points, truncated })
         })
         .await
     }
@@ -262,8 +266,8 @@ impl Storage {
     ) -> Result<BTreeMap<String, Vec<(i64, String, String)>>, StorageError> {
         self.read(move |db| {
             let mut statement = db.prepare_cached(
-                "SELECT plugin, started_at, check_name, error FROM check_runs WHERE error IS NOT NULL
-                 ORDER BY started_at DESC LIMIT ?1",
+                "SELECT plugin, started_at, check_name, error FROM check_runs INDEXED BY check_runs_failed
+                 WHERE error IS NOT NULL ORDER BY started_at DESC LIMIT ?1",
             )?;
             let mut by_plugin: BTreeMap<String, Vec<(i64, String, String)>> = BTreeMap::new();
             let rows = statement.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {

@@ -700,18 +700,29 @@ impl Queries {
     /// Ends when the receiver is dropped or selfmon stops.
     pub async fn tail_logs(
         &self,
+        filter: Search,
+        resume: Option<i64>,
+        backlog: u64,
+    ) -> Result<tokio::sync::mpsc::Receiver<StoredRecord>, QueryError> {
+        let permit =
+            self.tails.clone().try_acquire_owned().map_err(|_| {
+                QueryError::Unavailable(format!("{MAX_TAILS} live tails are open already; retry later"))
+            })?;
+        self.tail_logs_holding(filter, resume, backlog, permit).await
+    }
+
+    /// A live tail that holds `permit` (from a pool of its caller's) while it runs.
+    pub async fn tail_logs_holding(
+        &self,
         mut filter: Search,
         resume: Option<i64>,
         backlog: u64,
+        permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<tokio::sync::mpsc::Receiver<StoredRecord>, QueryError> {
         filter.user_id = filter.user_id.map(|user| self.storage.privacy().lookup_id(&user));
         if backlog > MAX_BACKLOG {
             return Err(QueryError::Invalid(format!("`backlog` must be at most {MAX_BACKLOG}")));
         }
-        let permit =
-            self.tails.clone().try_acquire_owned().map_err(|_| {
-                QueryError::Unavailable(format!("{MAX_TAILS} live tails are open already; retry later"))
-            })?;
         let mut head = self.storage.log_head();
         let now = *head.borrow_and_update();
         // The first search checks the filter (a bad query is a 400 here, not a silent stream) and finds the backlog.

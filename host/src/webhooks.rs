@@ -250,9 +250,6 @@ pub fn spawn(storage: Storage, events: &Events, tasks: &TaskTracker, stop: Cance
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
             };
-            if !NAMES.contains(&event.name()) {
-                continue;
-            }
             let subscribers = match storage.subscribers(event.name()).await {
                 Ok(subscribers) => subscribers,
                 Err(error) => {

@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+use selfmon_plugin_artifacts::guests;
+
 use crate::support::browser::{Browser, screenshots};
 use crate::support::{PATIENCE, Selfmon, Workdir, free_port, get_json, serve_binary, signal, switchable_service};
 
@@ -86,6 +88,7 @@ async fn the_dashboard_follows_health_alerts_and_logs_live_without_reloading() {
     let took =
         browser.wait_for("document.querySelector('.tile[data-check=\"web\"]').dataset.status === 'unhealthy'").await;
     assert!(took < Duration::from_secs(3), "the tile changed {took:?} after the API did");
+    eprintln!("the tile changed {took:?} after the API reported the change");
     assert_eq!(browser.eval("window.notReloaded === true").await, json!(true));
     browser.screenshot("overview-unhealthy").await;
 
@@ -191,6 +194,11 @@ keys = [{ name = "ops", key = "admin-key-0123456789", role = "admin" }, { name =
     let html = client.get(format!("{page}/")).send().await.unwrap();
     let policy = html.headers()["content-security-policy"].to_str().unwrap().to_string();
     assert!(policy.contains("script-src 'self'"), "{policy}");
+    let script = client.get(format!("{page}/assets/app.js")).header("accept-encoding", "gzip").send().await.unwrap();
+    assert_eq!(script.headers()["content-encoding"], "gzip");
+    let etag = script.headers()["etag"].clone();
+    let again = client.get(format!("{page}/assets/app.js")).header("if-none-match", etag).send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
 
     // Wrong keys and ingest keys do not sign in.
     let sign_in = |key: &str| client.post(format!("{page}/session")).json(&json!({"key": key})).send();
@@ -223,20 +231,41 @@ keys = [{ name = "ops", key = "admin-key-0123456789", role = "admin" }, { name =
         .await
         .unwrap();
     assert_eq!(change.status(), StatusCode::FORBIDDEN);
-    // Another site's page cannot make changes with the cookie, nor open the socket.
-    let forged = client
-        .post(format!("{page}/api/v1/alerts/1/acknowledge"))
-        .header("cookie", &cookie)
-        .header("origin", "http://evil.example")
-        .json(&json!({"comment": "x"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
-    let mut request = format!("{}/ws", page.replace("http://", "ws://")).into_client_request().unwrap();
-    request.headers_mut().insert("cookie", cookie.parse().unwrap());
-    request.headers_mut().insert("origin", "http://evil.example".parse().unwrap());
-    assert!(tokio_tungstenite::connect_async(request).await.is_err(), "a socket opened from another origin");
+    // Another site's page cannot use an admin's cookie: no changes, no reading, no socket, no GraphQL socket.
+    let admin = sign_in("admin-key-0123456789").await.unwrap();
+    let admin = admin.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    for (method, path) in
+        [(reqwest::Method::POST, "/api/v1/alerts/1/acknowledge"), (reqwest::Method::GET, "/api/v1/status")]
+    {
+        let forged = client
+            .request(method, format!("{page}{path}"))
+            .header("cookie", &admin)
+            .header("origin", "http://evil.example")
+            .json(&json!({"comment": "x"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(forged.status(), StatusCode::FORBIDDEN, "{path}");
+        assert_eq!(forged.json::<Value>().await.unwrap()["error"]["code"], "cross_origin");
+    }
+    for path in ["/ws", "/api/graphql"] {
+        let mut request = format!("{}{path}", page.replace("http://", "ws://")).into_client_request().unwrap();
+        request.headers_mut().insert("cookie", admin.parse().unwrap());
+        request.headers_mut().insert("origin", "http://evil.example".parse().unwrap());
+        match tokio_tungstenite::connect_async(request).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(answer)) => assert_eq!(answer.status(), 403, "{path}"),
+            other => panic!("a socket on {path} opened from another origin: {:?}", other.map(|_| ())),
+        }
+    }
+    // Nor is the API's GraphQL socket served to the page itself: the page's socket is /ws.
+    let mut request = format!("{}/api/graphql", page.replace("http://", "ws://")).into_client_request().unwrap();
+    request.headers_mut().insert("cookie", admin.parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(answer)) => assert_eq!(answer.status(), 403),
+        other => panic!("the GraphQL socket opened on the dashboard: {:?}", other.map(|_| ())),
+    }
+    // /metrics, public on the API port, is not public through the dashboard.
+    assert_eq!(client.get(format!("{page}/api/metrics")).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
 
     // The socket: without a session it closes with 4401; with one it says hello and carries the check's runs.
     let mut anonymous = socket(&page, &[]).await;
@@ -255,10 +284,22 @@ keys = [{ name = "ops", key = "admin-key-0123456789", role = "admin" }, { name =
     }
     assert_eq!(seen[0]["event"], "hello");
 
-    // Signing out ends the session, even for a copy of the cookie kept elsewhere.
+    // Signing out ends the session, even for a copy of the cookie kept elsewhere, and closes its open socket.
     let out = client.delete(format!("{page}/session")).header("cookie", &cookie).send().await.unwrap();
     assert!(out.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
     assert_eq!(with_cookie("/api/v1/status").await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let closed = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match live.next().await {
+                Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
+                Some(Ok(_)) => continue,
+                other => panic!("the socket ended without a close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the signed-out socket closes");
+    assert_eq!(closed, 4401);
 
     // In the browser: the page asks for a key, signs in, and never shows it.
     let browser = Browser::start().await;
@@ -304,6 +345,13 @@ async fn the_page_reconnects_and_catches_up_after_selfmon_restarts() {
     post_log(&api, key, "before the restart").await;
     browser.wait_for("[...document.querySelectorAll('#tail .tail-line')].some(e => e.textContent.includes('before the restart'))").await;
 
+    // A session signed out before the restart stays signed out after it.
+    let client = reqwest::Client::new();
+    let signed =
+        client.post(format!("{page}/session")).json(&json!({"key": "admin-key-0123456789"})).send().await.unwrap();
+    let cookie = signed.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    client.delete(format!("{page}/session")).header("cookie", &cookie).send().await.unwrap();
+
     // selfmon stops: the page says it is reconnecting and stays usable.
     signal(&child, nix::sys::signal::Signal::SIGTERM);
     child.wait().unwrap();
@@ -334,6 +382,8 @@ async fn the_page_reconnects_and_catches_up_after_selfmon_restarts() {
         json!(true),
         "signed out by the restart"
     );
+    let old = client.get(format!("{page}/api/v1/status")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(old.status(), StatusCode::UNAUTHORIZED, "a signed-out session came back with the restart");
     // Only the refused connections while selfmon was down may be reported.
     let problems: Vec<String> = browser
         .problems()
@@ -343,4 +393,74 @@ async fn the_page_reconnects_and_catches_up_after_selfmon_restarts() {
     assert_eq!(problems, Vec::<String>::new());
     signal(&child, nix::sys::signal::Signal::SIGTERM);
     child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn latency_series_and_the_plugins_report_answer_from_stored_runs() {
+    let (_up, service) = switchable_service().await;
+    let config = format!(
+        r#"
+[[check]]
+name = "web"
+plugin = "http"
+target = "{service}"
+interval = "1s"
+
+[[check]]
+name = "crashing"
+plugin = "trap"
+interval = "1s"
+"#
+    );
+    let workdir = Workdir::new(&config, &[("trap", guests::TRAP)]);
+    let selfmon = Selfmon::start(&workdir).await;
+    while workdir.stored_start_times("web").len() < 3 || workdir.stored_start_times("crashing").len() < 2 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let (status, series) = selfmon.get("/v1/performance/series?check=web&range=1h").await;
+    assert_eq!(status, StatusCode::OK, "{series}");
+    assert_eq!(series["step_seconds"], 30.0);
+    let points = series["points"].as_array().unwrap();
+    // Every 30-second step of the hour, oldest first, aligned to the step.
+    assert!((120..=122).contains(&points.len()), "{} points", points.len());
+    assert!(points.windows(2).all(|w| w[1]["t"].as_i64().unwrap() - w[0]["t"].as_i64().unwrap() == 30_000));
+    assert!(points.iter().all(|p| p["t"].as_i64().unwrap() % 30_000 == 0));
+    let counted: u64 = points.iter().map(|p| p["count"].as_u64().unwrap()).sum();
+    let stored = workdir.stored_start_times("web").len() as u64;
+    assert!(counted >= 3 && counted <= stored, "{counted} counted, {stored} stored");
+    for point in points.iter().filter(|p| p["count"].as_u64() > Some(0)) {
+        let (p50, p99) = (point["p50_ms"].as_f64().unwrap(), point["p99_ms"].as_f64().unwrap());
+        assert!(0.0 < p50 && p50 <= p99, "{point}");
+    }
+    assert!(points.iter().filter(|p| p["count"] == 0).all(|p| p["p50_ms"].is_null()));
+    assert_eq!(series["truncated"], false);
+    let (_, week) = selfmon.get("/v1/performance/series?check=web&range=7d").await;
+    assert_eq!(week["step_seconds"], 7200.0);
+    for (query, status) in [
+        ("check=web&range=8d", StatusCode::BAD_REQUEST),
+        ("check=web&range=soon", StatusCode::BAD_REQUEST),
+        ("check=web&service=bot&operation=x", StatusCode::BAD_REQUEST),
+        ("range=1h", StatusCode::BAD_REQUEST),
+        ("check=nope", StatusCode::NOT_FOUND),
+    ] {
+        assert_eq!(selfmon.get(&format!("/v1/performance/series?{query}")).await.0, status, "{query}");
+    }
+
+    let (_, report) = selfmon.get("/v1/plugins").await;
+    let plugin = |name: &str| report["plugins"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap().clone();
+    let http = plugin("http");
+    let port = service.trim_end_matches('/').rsplit(':').next().unwrap();
+    assert_eq!(
+        http["used_by"],
+        json!([{"kind": "check", "name": "web", "network": [format!("127.0.0.1:{port}")], "secrets": []}])
+    );
+    assert_eq!(http["failures"]["deadline"], 0);
+    let trap = plugin("trap");
+    assert!(trap["source"].as_str().unwrap().ends_with("trap.wasm"), "{trap}");
+    assert!(trap["failures"]["trap"].as_u64().unwrap() >= 1, "{trap}");
+    let recent = &trap["recent_failures"][0];
+    assert_eq!(recent["check"], "crashing");
+    assert!(recent["message"].as_str().unwrap().contains("deliberate panic"), "{recent}");
+    selfmon.stop().await;
 }

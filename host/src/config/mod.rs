@@ -82,6 +82,9 @@ pub struct DashboardConfig {
     /// How long a sign-in lasts (with `[api] keys`; without keys the dashboard is open like the API).
     #[serde(with = "humantime_serde")]
     pub session_lifetime: Duration,
+    /// The address people open the dashboard at when a proxy stands in front of it (`https://monitor.example.com`):
+    /// its pages may make changes and open the socket whatever `Host` the proxy passes on.
+    pub public_url: Option<String>,
     /// Whether the session cookie is marked `Secure` (sent over HTTPS only): `auto` marks it when the page was
     /// reached over HTTPS (`X-Forwarded-Proto: https` from a proxy) or at a loopback address, where browsers accept
     /// it over plain HTTP.
@@ -103,6 +106,7 @@ impl Default for DashboardConfig {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
             session_lifetime: Duration::from_secs(7 * 24 * 3600),
+            public_url: None,
             secure_cookie: SecureCookie::Auto,
         }
     }

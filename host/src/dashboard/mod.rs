@@ -4,17 +4,23 @@
 //! With `[api] keys`, the page asks for a key once and keeps a session in a cookie: `HttpOnly` (scripts cannot read
 //! it), `SameSite=Strict` (other sites cannot send it) and `Secure` (see [`SecureCookie`]). The cookie names the key
 //! and carries an expiry, signed with HMAC-SHA256 under a key kept beside the database (`dashboard.key`) and bound
-//! to the API key's digest: sessions outlive a restart, and end when the key is changed or removed. The key itself
-//! is never stored, sent back or rendered.
+//! to the API key's digest, with a random id of its own: sessions outlive a restart, and end when they expire, on
+//! signing out (kept in `dashboard.revoked` until they would have expired) or when the key is changed or removed.
+//! The key itself is never stored, sent back or rendered.
+//!
+//! A request that carries an `Origin` must come from the dashboard's own page (its `Host`, or `[dashboard]
+//! public_url`); without keys, `Host` must be an address, `localhost` or the public URL's host, so that a page of
+//! another site whose name is pointed at this machine is refused.
 
 mod socket;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -24,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::access::{Access, Session};
+use crate::access::{Access, Session, ViaDashboard};
 use crate::api::ApiError;
 use crate::config::{DashboardConfig, Role, Secret, SecureCookie};
 use crate::query::Queries;
@@ -59,15 +65,34 @@ static ETAGS: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
         .collect()
 });
 
+/// Signed-out sessions remembered at most; the oldest are forgotten first.
+const MAX_REVOKED: usize = 10_000;
+
+/// What signs the dashboard's sessions, made before anything starts (only with `[api] keys`).
+pub struct Sessions {
+    signer: Secret,
+    /// Where signed-out sessions are kept.
+    revoked_file: PathBuf,
+}
+
+impl Sessions {
+    /// The signing key kept in `dir` (made on first use) and the signed-out sessions kept beside it.
+    pub fn open(dir: &std::path::Path) -> Result<Self, String> {
+        let signer = crate::privacy::kept_key(&dir.join("dashboard.key"), "signs dashboard sessions")?;
+        Ok(Self { signer, revoked_file: dir.join("dashboard.revoked") })
+    }
+}
+
 /// What the dashboard's handlers share.
 pub struct Dashboard {
     queries: Arc<Queries>,
     access: Arc<Access>,
-    /// Signs session cookies; `None` when the API has no keys.
-    signer: Option<Secret>,
+    sessions: Option<Sessions>,
     lifetime: Duration,
     secure: SecureCookie,
-    /// Sessions signed out before they expire: (signature, expiry in seconds since the epoch).
+    /// `[dashboard] public_url`: its origin (`https://monitor.example.com`) and host.
+    public: Option<(String, String)>,
+    /// Sessions signed out before they expire: (signature, expiry in seconds since the epoch), oldest first.
     revoked: Mutex<Vec<(String, u64)>>,
     sockets: Arc<tokio::sync::Semaphore>,
 }
@@ -78,26 +103,33 @@ pub fn app(
     access: Arc<Access>,
     api: Router,
     config: &DashboardConfig,
-    signer: Option<Secret>,
+    sessions: Option<Sessions>,
 ) -> Router {
+    let revoked = sessions.as_ref().map(|s| read_revoked(&s.revoked_file)).unwrap_or_default();
     let state = Arc::new(Dashboard {
         queries,
         access,
-        signer,
+        sessions,
         lifetime: config.session_lifetime,
         secure: config.secure_cookie,
-        revoked: Mutex::new(Vec::new()),
+        public: config.public_url.as_deref().and_then(public_origin),
+        revoked: Mutex::new(revoked),
         sockets: Arc::new(tokio::sync::Semaphore::new(socket::MAX_SOCKETS)),
     });
     let api = api.layer(middleware::from_fn_with_state(state.clone(), with_session));
-    Router::new()
+    // The page and its scripts travel gzipped to browsers that take it (about a third of their size).
+    let page = Router::new()
         .route("/", get(index))
         .route("/assets/{file}", get(asset))
+        .layer(tower_http::compression::CompressionLayer::new());
+    Router::new()
+        .merge(page)
         .route("/health", get(liveness))
         .route("/session", get(session).post(sign_in).delete(sign_out))
         .route("/ws", get(socket::upgrade))
         .nest_service("/api", api)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such page") })
+        .layer(middleware::from_fn_with_state(state.clone(), same_site_only))
         .with_state(state)
         .layer(middleware::map_response(|mut response: Response| async move {
             let headers = response.headers_mut();
@@ -180,21 +212,15 @@ async fn sign_in(
     headers: HeaderMap,
     body: Result<Json<SignIn>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if let Some(limited) = dashboard.access.over_limit(&format!("address {}", address.ip())) {
+    // Sign-ins have a rate of their own: guessing keys here does not use up anyone's API calls.
+    if let Some(limited) = dashboard.access.over_limit(&format!("sign-in {}", address.ip())) {
         return limited;
     }
-    let Json(SignIn { key }) = match body {
-        Ok(body) => body,
-        Err(rejection) => {
-            return ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("expected {{\"key\": \"…\"}}: {}", rejection.body_text()),
-            )
-            .into_response();
-        }
+    // The rejection's own text could quote the body, which is a key.
+    let Ok(Json(SignIn { key })) = body else {
+        return ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "send {\"key\": \"…\"} as JSON").into_response();
     };
-    let Some(signer) = &dashboard.signer else {
+    let Some(sessions) = &dashboard.sessions else {
         // Without keys there is nothing to sign in to.
         return StatusCode::NO_CONTENT.into_response();
     };
@@ -214,32 +240,53 @@ async fn sign_in(
     let Some((digest, _)) = dashboard.access.named(&name) else {
         return ApiError::new(StatusCode::UNAUTHORIZED, "invalid_key", "the API key is not valid").into_response();
     };
-    let expires = now_seconds() + dashboard.lifetime.as_secs();
-    let token = format!("{}.{expires}.{}", hex(name.as_bytes()), signature(signer, &name, expires, &digest));
-    tracing::info!(target: "selfmon::security", key = %name, remote = %address.ip(), "Dashboard sign-in");
-    let cookie = cookie::Cookie::build((COOKIE, token))
+    let mut nonce = [0u8; 16];
+    if getrandom::fill(&mut nonce).is_err() {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "no randomness for a session id")
+            .into_response();
+    }
+    let token = Token { name, expires: now_seconds().saturating_add(dashboard.lifetime.as_secs()), nonce: hex(&nonce) };
+    let value = format!(
+        "{}.{}.{}.{}",
+        hex(token.name.as_bytes()),
+        token.expires,
+        token.nonce,
+        token.signature(&sessions.signer, &digest)
+    );
+    tracing::info!(target: "selfmon::security", key = %token.name, remote = %address.ip(), "Dashboard sign-in");
+    let cookie = cookie::Cookie::build((COOKIE, value))
         .path("/")
         .http_only(true)
         .same_site(cookie::SameSite::Strict)
         .secure(dashboard.secure_cookie(&headers))
         .max_age(cookie::time::Duration::seconds(i64::try_from(dashboard.lifetime.as_secs()).unwrap_or(i64::MAX)))
         .build();
-    let mut response = Json(serde_json::json!({"name": name, "role": role})).into_response();
+    let mut response = Json(serde_json::json!({"name": token.name, "role": role})).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
     response
 }
 
-/// `DELETE /session`: sign out; the cookie is cleared and its signature refused until it would have expired.
+/// `DELETE /session`: sign out; the cookie is cleared and its session refused until it would have expired.
 async fn sign_out(State(dashboard): State<Arc<Dashboard>>, headers: HeaderMap) -> Response {
-    if let Some(token) = cookie_value(&headers)
-        && let Some((_, expires, signature)) = parse_token(&token)
+    if let Some(value) = cookie_value(&headers)
+        && dashboard.session_of(&value).is_some()
+        && let Some((token, signature)) = Token::parse(&value)
+        && let Some(sessions) = &dashboard.sessions
     {
         let now = now_seconds();
-        let mut revoked = dashboard.revoked.lock().expect("revoked lock");
-        revoked.retain(|(_, until)| *until > now);
-        revoked.push((signature.to_string(), expires));
+        let kept = {
+            let mut revoked = dashboard.revoked.lock().expect("revoked lock");
+            revoked.retain(|(_, until)| *until > now);
+            revoked.push((signature.to_string(), token.expires));
+            let over = revoked.len().saturating_sub(MAX_REVOKED);
+            revoked.drain(..over);
+            revoked.clone()
+        };
+        if let Err(error) = write_revoked(&sessions.revoked_file, &kept) {
+            tracing::warn!(%error, "Cannot keep the signed-out session on disk: it is refused until selfmon restarts");
+        }
     }
     let cookie = cookie::Cookie::build((COOKIE, ""))
         .path("/")
@@ -255,52 +302,120 @@ async fn sign_out(State(dashboard): State<Arc<Dashboard>>, headers: HeaderMap) -
     response
 }
 
-/// In front of the API: a valid session cookie identifies the caller, as its key would. A change must come from
-/// the dashboard's own page (its `Origin`), on top of the cookie's `SameSite`.
+/// In front of the API: a valid session cookie identifies the caller, as its key would. The API's public paths
+/// (`/health`, `/metrics`) are not public here, and its GraphQL socket is not served: the page's socket is `/ws`.
 async fn with_session(State(dashboard): State<Arc<Dashboard>>, mut request: Request, next: Next) -> Response {
-    let changes = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if changes && !same_origin(request.headers()) {
-        return ApiError::new(StatusCode::FORBIDDEN, "cross_origin", "changes must come from the dashboard's own page")
-            .into_response();
+    if request.headers().contains_key(header::UPGRADE) {
+        return ApiError::new(StatusCode::FORBIDDEN, "forbidden", "the dashboard's socket is /ws").into_response();
     }
+    request.extensions_mut().insert(ViaDashboard);
     if let Some(session) = dashboard.session(request.headers()) {
         request.extensions_mut().insert(session);
     }
     next.run(request).await
 }
 
-/// Whether a request's `Origin`, when it has one, is the dashboard's own (its `Host`).
-fn same_origin(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN) else { return true };
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let origin_host = origin.to_str().ok().and_then(|o| o.split_once("://")).map(|(_, rest)| rest);
-    host.is_some() && origin_host == host
+/// In front of everything but `/health`: a request with an `Origin` must come from the dashboard's own page, and
+/// without keys `Host` must name this dashboard.
+async fn same_site_only(State(dashboard): State<Arc<Dashboard>>, request: Request, next: Next) -> Response {
+    if request.uri().path() != "/health" {
+        if !dashboard.host_allowed(request.headers()) {
+            return ApiError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "unknown_host",
+                "this dashboard answers at its address or localhost; set `[dashboard] public_url` to reach it by name",
+            )
+            .into_response();
+        }
+        if !dashboard.origin_allowed(request.headers()) {
+            return ApiError::new(StatusCode::FORBIDDEN, "cross_origin", "only the dashboard's own page may call it")
+                .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// `https://monitor.example.com[:port]` into its origin and host; `None` when it is not such a URL.
+pub fn public_origin(url: &str) -> Option<(String, String)> {
+    let url = url.trim_end_matches('/');
+    let (scheme, host) = url.split_once("://")?;
+    let valid = matches!(scheme, "http" | "https")
+        && !host.is_empty()
+        && !host.contains(['/', '?', '#', '@', ' '])
+        && HeaderValue::from_str(url).is_ok();
+    valid.then(|| (url.to_string(), host.to_string()))
+}
+
+/// A `Host` header's name, without its port or brackets.
+fn host_name(host: &str) -> &str {
+    let name = host.rsplit_once(':').filter(|(_, port)| port.parse::<u16>().is_ok()).map_or(host, |(n, _)| n);
+    name.trim_matches(|c| c == '[' || c == ']')
+}
+
+/// The signed-out sessions kept on disk that have not expired; a missing or unreadable file holds none.
+fn read_revoked(file: &std::path::Path) -> Vec<(String, u64)> {
+    let now = now_seconds();
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let (signature, expires) = line.split_once(' ')?;
+            Some((signature.to_string(), expires.parse().ok()?))
+        })
+        .filter(|(_, expires)| *expires > now)
+        .collect()
+}
+
+fn write_revoked(file: &std::path::Path, revoked: &[(String, u64)]) -> std::io::Result<()> {
+    let text: String = revoked.iter().map(|(signature, expires)| format!("{signature} {expires}\n")).collect();
+    let partial = file.with_extension("revoked.partial");
+    std::fs::write(&partial, text)?;
+    std::fs::rename(partial, file)
 }
 
 impl Dashboard {
     /// The session the request's cookie carries, if it is valid now.
     fn session(&self, headers: &HeaderMap) -> Option<Session> {
-        let signer = self.signer.as_ref()?;
-        let token = cookie_value(headers)?;
-        let (name, expires, presented) = parse_token(&token)?;
-        if expires <= now_seconds() {
+        self.session_of(&cookie_value(headers)?)
+    }
+
+    /// The session a cookie's value carries, if it is valid now.
+    fn session_of(&self, value: &str) -> Option<Session> {
+        let sessions = self.sessions.as_ref()?;
+        let (token, presented) = Token::parse(value)?;
+        if token.expires <= now_seconds() {
             return None;
         }
-        let (digest, role) = self.access.named(&name)?;
-        let expected = signature(signer, &name, expires, &digest);
+        let (digest, role) = self.access.named(&token.name)?;
+        let expected = token.signature(&sessions.signer, &digest);
         if !bool::from(expected.as_bytes().ct_eq(presented.as_bytes())) {
             return None;
         }
         if self.revoked.lock().expect("revoked lock").iter().any(|(revoked, _)| revoked == presented) {
             return None;
         }
-        (role != Role::Ingest).then_some(Session { name, role })
+        (role != Role::Ingest).then_some(Session { name: token.name, role })
     }
 
-    /// When the request's session ends (seconds since the epoch), for sockets that outlive a page load.
-    fn session_expiry(&self, headers: &HeaderMap) -> Option<u64> {
-        self.session(headers)?;
-        parse_token(&cookie_value(headers)?).map(|(_, expires, _)| expires)
+    fn origin_allowed(&self, headers: &HeaderMap) -> bool {
+        let Some(origin) = headers.get(header::ORIGIN) else { return true };
+        let Ok(origin) = origin.to_str() else { return false };
+        if self.public.as_ref().is_some_and(|(public, _)| public.eq_ignore_ascii_case(origin)) {
+            return true;
+        }
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        host.is_some() && origin.split_once("://").map(|(_, rest)| rest) == host
+    }
+
+    fn host_allowed(&self, headers: &HeaderMap) -> bool {
+        if !self.access.is_open() {
+            return true;
+        }
+        let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else { return true };
+        let name = host_name(host);
+        name.eq_ignore_ascii_case("localhost")
+            || name.parse::<std::net::IpAddr>().is_ok()
+            || self.public.as_ref().is_some_and(|(_, public)| host_name(public).eq_ignore_ascii_case(name))
     }
 
     fn secure_cookie(&self, headers: &HeaderMap) -> bool {
@@ -313,13 +428,9 @@ impl Dashboard {
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|v| v.eq_ignore_ascii_case("https"));
                 let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
-                let name =
-                    host.rsplit_once(':').filter(|(_, port)| port.parse::<u16>().is_ok()).map_or(host, |(n, _)| n);
+                let name = host_name(host);
                 let loopback = name.eq_ignore_ascii_case("localhost")
-                    || name
-                        .trim_matches(|c| c == '[' || c == ']')
-                        .parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback());
+                    || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
                 https || loopback
             }
         }
@@ -337,28 +448,45 @@ fn cookie_value(headers: &HeaderMap) -> Option<String> {
         .map(|c| c.value().to_string())
 }
 
-/// `NAME-HEX.EXPIRES.SIGNATURE` into its parts.
-fn parse_token(token: &str) -> Option<(String, u64, &str)> {
-    let mut parts = token.splitn(3, '.');
-    let name = parts.next()?;
-    let expires = parts.next()?.parse().ok()?;
-    let signature = parts.next()?;
-    let bytes = (0..name.len())
-        .step_by(2)
-        .map(|i| name.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
-        .collect::<Option<Vec<u8>>>()?;
-    Some((String::from_utf8(bytes).ok()?, expires, signature))
+/// What a session cookie says: the key's name, when it expires, and a random id of its own.
+struct Token {
+    name: String,
+    expires: u64,
+    nonce: String,
 }
 
-fn signature(signer: &Secret, name: &str, expires: u64, digest: &[u8; 32]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(signer.expose().as_bytes()).expect("HMAC takes any key");
-    mac.update(b"selfmon dashboard session\0");
-    mac.update(name.as_bytes());
-    mac.update(b"\0");
-    mac.update(expires.to_string().as_bytes());
-    mac.update(b"\0");
-    mac.update(digest);
-    hex(&mac.finalize().into_bytes())
+impl Token {
+    /// `NAME-HEX.EXPIRES.NONCE.SIGNATURE` into the token and its signature.
+    fn parse(value: &str) -> Option<(Self, &str)> {
+        let mut parts = value.splitn(4, '.');
+        let name = parts.next()?;
+        let expires = parts.next()?.parse().ok()?;
+        let nonce = parts.next()?;
+        let signature = parts.next()?;
+        let hex_of = |text: &str, len: usize| text.len() == len && text.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hex_of(nonce, 32) || !hex_of(signature, 64) || name.len() > 512 {
+            return None;
+        }
+        let bytes = (0..name.len())
+            .step_by(2)
+            .map(|i| name.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+            .collect::<Option<Vec<u8>>>()?;
+        Some((Self { name: String::from_utf8(bytes).ok()?, expires, nonce: nonce.to_string() }, signature))
+    }
+
+    /// HMAC-SHA256 of the token and the API key's digest, hex.
+    fn signature(&self, signer: &Secret, digest: &[u8; 32]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(signer.expose().as_bytes()).expect("HMAC takes any key");
+        mac.update(b"selfmon dashboard session\0");
+        mac.update(self.name.as_bytes());
+        mac.update(b"\0");
+        mac.update(self.expires.to_string().as_bytes());
+        mac.update(b"\0");
+        mac.update(self.nonce.as_bytes());
+        mac.update(b"\0");
+        mac.update(digest);
+        hex(&mac.finalize().into_bytes())
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -377,25 +505,34 @@ mod tests {
     fn tokens_round_trip_and_refuse_tampering() {
         let signer = Secret::new("k".repeat(64));
         let digest = [7u8; 32];
-        let signed = signature(&signer, "ops team", 1_900_000_000, &digest);
-        let token = format!("{}.1900000000.{signed}", hex("ops team".as_bytes()));
-        let (name, expires, presented) = parse_token(&token).unwrap();
-        assert_eq!((name.as_str(), expires, presented), ("ops team", 1_900_000_000, signed.as_str()));
-        // Another expiry, another key digest or another signer gives another signature.
-        assert_ne!(signature(&signer, "ops team", 1_900_000_001, &digest), signed);
-        assert_ne!(signature(&signer, "ops team", 1_900_000_000, &[8u8; 32]), signed);
-        assert_ne!(signature(&Secret::new("j".repeat(64)), "ops team", 1_900_000_000, &digest), signed);
-        assert!(parse_token("zz.1.sig").is_none() && parse_token("6f70").is_none());
+        let token = Token { name: "ops team".into(), expires: 1_900_000_000, nonce: "ab".repeat(16) };
+        let signed = token.signature(&signer, &digest);
+        let value = format!("{}.1900000000.{}.{signed}", hex("ops team".as_bytes()), "ab".repeat(16));
+        let (parsed, presented) = Token::parse(&value).unwrap();
+        assert_eq!((parsed.name.as_str(), parsed.expires, presented), ("ops team", 1_900_000_000, signed.as_str()));
+        // Another expiry, id, key digest or signer gives another signature.
+        let other = |expires, nonce: &str| Token { name: "ops team".into(), expires, nonce: nonce.into() };
+        assert_ne!(other(1_900_000_001, &"ab".repeat(16)).signature(&signer, &digest), signed);
+        assert_ne!(other(1_900_000_000, &"cd".repeat(16)).signature(&signer, &digest), signed);
+        assert_ne!(token.signature(&signer, &[8u8; 32]), signed);
+        assert_ne!(token.signature(&Secret::new("j".repeat(64)), &digest), signed);
+        // Malformed values, and signatures of the wrong length, are not tokens.
+        let long = format!("6f70.1.{}.{}", "ab".repeat(16), "0".repeat(100_000));
+        for bad in ["zz.1.x.y", "6f70", long.as_str()] {
+            assert!(Token::parse(bad).is_none(), "{bad:.40}");
+        }
     }
 
     #[test]
-    fn origins_must_match_the_host() {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8000"));
-        assert!(same_origin(&headers));
-        headers.insert(header::ORIGIN, HeaderValue::from_static("http://127.0.0.1:8000"));
-        assert!(same_origin(&headers));
-        headers.insert(header::ORIGIN, HeaderValue::from_static("http://evil.example:8000"));
-        assert!(!same_origin(&headers));
+    fn public_urls_are_origins() {
+        assert_eq!(
+            public_origin("https://monitor.example.com/"),
+            Some(("https://monitor.example.com".into(), "monitor.example.com".into()))
+        );
+        assert_eq!(host_name("monitor.example.com:8443"), "monitor.example.com");
+        assert_eq!(host_name("[::1]:8000"), "::1");
+        for bad in ["monitor.example.com", "ftp://x", "https://x/dashboard", "https://"] {
+            assert!(public_origin(bad).is_none(), "{bad}");
+        }
     }
 }

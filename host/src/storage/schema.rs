@@ -279,6 +279,8 @@ pub fn migrations() -> Migrations<'static> {
             CREATE INDEX events_by_user ON events (user_id, ts) WHERE user_id IS NOT NULL;
             ",
         ),
+        // The runs that could not be carried out, newest first, for the plugins' recent failures.
+        M::up("CREATE INDEX check_runs_failed ON check_runs (started_at) WHERE error IS NOT NULL;"),
     ])
 }
 
@@ -290,6 +292,6 @@ mod tests {
         let mut db = rusqlite::Connection::open_in_memory().unwrap();
         super::migrations().to_latest(&mut db).unwrap();
         let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-        assert_eq!(version, 9);
+        assert_eq!(version, 10);
     }
 }

@@ -64,7 +64,9 @@
       body.append(el("tr", null, el("td", { colspan: headers.length, class: "empty" }, empty)));
     }
     for (const row of rows) {
-      body.append(el("tr", row.attrs || null, row.cells.map((cell, i) => el("td", { class: headers[i].num ? "num" : null }, cell))));
+      // data-label: on a phone each row is shown as a card, every cell under its column's name (app.css).
+      body.append(el("tr", row.attrs || null, row.cells.map((cell, i) =>
+        el("td", { class: headers[i].num ? "num" : null, "data-label": headers[i].label || headers[i] || null }, cell))));
     }
     fill(table, head, body);
   }
@@ -78,6 +80,14 @@
   const fmtNum = (v) => (isNum(v) ? numberFormat.format(v) : "—");
   const fmtUsd = (v) => (isNum(v) ? usdFormat.format(v) : "—");
   const fmtPct = (ratio, digits = 0) => (isNum(ratio) ? `${(ratio * 100).toFixed(digits)} %` : "—");
+
+  /** A rate given per minute, in the unit that keeps it readable: "12/min", "3.5/h", "2/day" (not "0/min"). */
+  function fmtRate(perMinute) {
+    if (!isNum(perMinute)) return "—";
+    if (perMinute === 0 || perMinute >= 1) return `${fmtNum(perMinute)}/min`;
+    if (perMinute * 60 >= 1) return `${fmtNum(perMinute * 60)}/h`;
+    return `${fmtNum(perMinute * 1440)}/day`;
+  }
 
   function fmtMs(ms) {
     if (!isNum(ms)) return "—";
@@ -336,7 +346,10 @@
   // 4. Charts
   // ---------------------------------------------------------------------------------------------------------------
 
-  const THEME = { axis: "#9aa7b4", grid: "rgba(200, 215, 230, 0.09)", font: "13px system-ui, sans-serif", labelFont: "600 13px system-ui, sans-serif" };
+  const THEME = { axis: "#9aa7b4", grid: "rgba(200, 215, 230, 0.09)" };
+  /** Axis text in px: 0.8 of the page's font size, which grows on a wall screen (12 px on a phone, 16 px at most). */
+  const axisPx = () => Math.round((parseFloat(getComputedStyle(document.documentElement).fontSize) || 16) * 0.8);
+  const axisFont = (weight = "") => `${weight}${axisPx()}px system-ui, sans-serif`;
   /** Series styles: colour, dash and marker shape, so no series relies on colour alone. */
   const STYLES = [
     { color: "#4cc9f0", dash: [], shape: "circle", glyph: "●" },
@@ -358,18 +371,22 @@
     }
   });
 
-  function timeAxis() {
-    return { stroke: THEME.axis, font: THEME.font, grid: { stroke: THEME.grid, width: 1 }, ticks: { stroke: THEME.grid, width: 1 } };
+  function timeAxis(extra) {
+    const px = axisPx();
+    // `space`: the least room between ticks, so that labels such as "12:45pm" do not run into each other.
+    return { stroke: THEME.axis, font: axisFont(), size: Math.round(px * 3.6), space: px * 6, grid: { stroke: THEME.grid, width: 1 }, ticks: { stroke: THEME.grid, width: 1 }, ...extra };
   }
 
   /** Tick steps for axes of whole counts, so a small range does not show "0, 0, 1, 1". */
   const WHOLE_STEPS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 1e6, 1e7];
+  /** Tick steps for dollars, in whole cents, so that no tick is rounded to its neighbour's label. */
+  const MONEY_STEPS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 1e5, 1e6];
 
   /** A y axis with its unit as label and in every tick value. */
   function valueAxis(label, format, extra) {
     return {
       ...extra,
-      label, stroke: THEME.axis, font: THEME.font, labelFont: THEME.labelFont, size: 72, labelSize: 22,
+      label, stroke: THEME.axis, font: axisFont(), labelFont: axisFont("600 "), size: axisPx() * 6, labelSize: axisPx() + 9,
       grid: { stroke: THEME.grid, width: 1 }, ticks: { stroke: THEME.grid, width: 1 },
       values: (u, splits) => splits.map((v) => (v == null ? "" : format(v))),
     };
@@ -380,14 +397,43 @@
     const style = STYLES[n % STYLES.length];
     return {
       label: `${style.glyph} ${label}`, stroke: style.color, width: 2, dash: style.dash,
-      points: { show: false }, spanGaps: false, _shape: style.shape,
-      value: (u, v) => (v == null ? "—" : format(v)),
+      // A value with gaps on both sides has no line to be part of: it is drawn as a dot, or it would not show.
+      points: { show: false, filter: isolatedPoints, size: 7, fill: style.color, stroke: style.color },
+      spanGaps: false, _shape: style.shape,
+      value: legendValue(format),
       ...extra,
     };
   }
 
   function timeSeries() {
-    return { label: "Time", value: (u, v) => (v == null ? "—" : fmtTime(new Date(v * 1000))) };
+    return { label: "Time", value: legendValue((v) => fmtTime(new Date(v * 1000))) };
+  }
+
+  function isolatedPoints(u, seriesIdx) {
+    const ys = u.data[seriesIdx];
+    const idxs = [];
+    for (let j = 0; j < ys.length; j++) if (ys[j] != null && ys[j - 1] == null && ys[j + 1] == null) idxs.push(j);
+    return idxs.length ? idxs : null;
+  }
+
+  /**
+   * A legend value: the one under the cursor, or, while no cursor is on the chart (a wall screen), the latest
+   * time that has any value, so the legend is never a row of dashes.
+   */
+  function legendValue(format) {
+    return (u, v, seriesIdx, idx) => {
+      if (idx == null) {
+        const latest = latestIndex(u);
+        v = latest == null ? null : u.data[seriesIdx][latest];
+      }
+      return v == null ? "—" : format(v);
+    };
+  }
+
+  function latestIndex(u) {
+    const xs = u.data[0] || [];
+    for (let j = xs.length - 1; j >= 0; j--) if (u.data.some((ys, i) => i > 0 && ys[j] != null)) return j;
+    return null;
   }
 
   /** Draws each series' marker shape along its line, spaced out, after uPlot has drawn the lines. */
@@ -438,7 +484,7 @@
    */
   function renderChart(container, opts, data, emptyText = "No data in this range") {
     const key = JSON.stringify(opts.series.map((s) => s.label)) + JSON.stringify(opts.axes.map((a) => a.label || ""));
-    const height = opts.height || 260;
+    const height = opts.height || Math.max(260, axisPx() * 20); // taller on a wall screen, as its text is
     let chart = charts.get(container);
     if (chart && chart.key === key) {
       chart.plot.setData(data);
@@ -449,6 +495,8 @@
       const width = Math.max(container.clientWidth, 280);
       const plot = new uPlot({
         width, height,
+        // Room on the right for the last time label, which is centred on the chart's edge.
+        padding: [12, Math.round(axisPx() * 2.5), 0, 0],
         legend: { live: true },
         plugins: [markersPlugin()],
         ...opts,
@@ -757,26 +805,34 @@
     if (!isCurrent("perf-series", t)) return;
     const points = series.points || [];
     renderLatency(latency, points);
-    renderThroughput(throughput, points, series.step_seconds || 60);
+    renderThroughput(throughput, points, series.step_seconds || 60, Date.parse(series.to) || Date.now());
   }
 
   function renderLatency(container, points) {
     const xs = points.map((p) => p.t / 1000);
     renderChart(container, {
       series: [timeSeries(), lineSeries(0, "p50", fmtMs), lineSeries(1, "p95", fmtMs), lineSeries(2, "p99", fmtMs)],
-      axes: [timeAxis(), valueAxis("latency (ms)", fmtMs)],
+      axes: [timeAxis(), valueAxis("latency", fmtMs)],
       scales: { x: { time: true }, y: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] } },
     }, [xs, points.map((p) => p.p50_ms ?? null), points.map((p) => p.p95_ms ?? null), points.map((p) => p.p99_ms ?? null)]);
   }
 
-  function renderThroughput(container, points, step) {
-    const perMinute = (n) => (isNum(n) ? (n / step) * 60 : null);
-    const fmt = (v) => `${fmtNum(v)}/min`;
+  function renderThroughput(container, points, step, end = Date.now()) {
+    // Per minute, or per hour when every bucket is below one a minute (a check every 10 minutes: 6/h, not 0.1/min).
+    const most = Math.max(0, ...points.map((p) => (isNum(p.count) ? p.count : 0))) / step * 60;
+    const [unit, per] = most > 0 && most < 1 ? ["h", 3600] : ["min", 60];
+    // The last bucket is still under way: its rate is over the time it has had (not a false drop at the right
+    // edge), and left out while that is under half a step.
+    const rate = (n, p) => {
+      const seconds = Math.min(step, (end - p.t) / 1000);
+      return isNum(n) && seconds >= step / 2 ? (n / seconds) * per : null;
+    };
+    const fmt = (v) => `${fmtNum(v)}/${unit}`;
     renderChart(container, {
       series: [timeSeries(), lineSeries(0, "runs", fmt, { fill: "rgba(76, 201, 240, 0.12)" }), lineSeries(2, "errors", fmt)],
-      axes: [timeAxis(), valueAxis("per minute", fmtNum)],
+      axes: [timeAxis(), valueAxis(unit === "h" ? "per hour" : "per minute", fmtNum)],
       scales: { x: { time: true }, y: { range: (u, min, max) => [0, max > 0 ? max * 1.15 : 1] } },
-    }, [points.map((p) => p.t / 1000), points.map((p) => perMinute(p.count)), points.map((p) => perMinute(p.errors))]);
+    }, [points.map((p) => p.t / 1000), points.map((p) => rate(p.count, p)), points.map((p) => rate(p.errors, p))]);
   }
 
   const PERF_COLUMNS = [{ label: "Runs", num: true }, { label: "p50", num: true }, { label: "p95", num: true },
@@ -785,7 +841,7 @@
   function perfCells(row) {
     return [fmtInt(row.count), fmtMs(row.p50_ms), fmtMs(row.p95_ms), fmtMs(row.p99_ms),
       el("span", { class: row.error_rate > 0 ? "bad-text" : null }, fmtPct(row.error_rate, 1)),
-      `${fmtNum(row.throughput_per_minute)}/min`];
+      fmtRate(row.throughput_per_minute)];
   }
 
   /** A name that picks the charts' target when clicked. */
@@ -858,7 +914,7 @@
       ["Pattern", { label: "Count", num: true }, "Services", "First seen", "Last seen"],
       templates.map((p) => ({
         cells: [
-          el("span", null, p.spike ? el("span", { class: "badge", "data-tone": "bad" }, "▲ spike") : null, el("code", { class: "pattern" }, p.template)),
+          el("span", null, p.spike ? [el("span", { class: "badge", "data-tone": "bad" }, "▲ spike"), " "] : null, el("code", { class: "pattern" }, p.template)),
           fmtInt(p.count), (p.services || []).join(", ") || "—", timeEl(p.first_seen, "stamp"), timeEl(p.last_seen, "stamp"),
         ],
       })),
@@ -1267,18 +1323,34 @@
       ys.push(cost.get(day.toISOString().slice(0, 10)) || 0);
     }
     const limit = isNum(budget.daily_budget) ? budget.daily_budget : null;
-    const dayValue = (u, v) => (v == null ? "—" : new Date(v * 1000).toISOString().slice(0, 10));
-    const series = [{ label: "Day", value: dayValue },
+    // A budget far above the spending would flatten every bar to nothing: then the axis follows the cost, and the
+    // budget is named in the legend instead of drawn.
+    const fits = limit != null && limit <= Math.max(0, ...ys) * 4;
+    const dayValue = (v) => new Date(v * 1000).toLocaleDateString(undefined, { day: "numeric", month: "short", timeZone: "UTC" });
+    const series = [{ label: "Day", value: legendValue(dayValue) },
       lineSeries(0, "cost", fmtUsd, { label: "▮ cost", paths: uPlot.paths.bars({ size: [0.7, 40] }), fill: "rgba(76, 201, 240, 0.45)", dash: [], _shape: null })];
     const data = [xs, ys];
     if (limit != null) {
-      series.push(lineSeries(2, "daily budget", fmtUsd, { _shape: null, dash: [10, 6], label: "┅ daily budget" }));
+      const label = fits ? "┅ daily budget" : "┅ daily budget, above this scale";
+      series.push(lineSeries(2, "daily budget", fmtUsd, { _shape: null, dash: [10, 6], label }));
       data.push(xs.map(() => limit));
     }
+    // Ticks on the bars' days (noon UTC), not on local midnights between them; as many as fit.
+    const daySplits = (u) => {
+      const all = u.data[0];
+      const every = Math.max(1, Math.ceil((all.length * axisPx() * 5.5) / (u.bbox.width / uPlot.pxRatio)));
+      return all.filter((x, i) => (all.length - 1 - i) % every === 0);
+    };
     renderChart($("#ai-cost-chart"), {
       series,
-      axes: [timeAxis(), valueAxis("US dollars / day", (v) => `$${fmtNum(v)}`)],
-      scales: { x: { time: true }, y: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] } },
+      axes: [timeAxis({ splits: daySplits, values: (u, splits) => splits.map(dayValue) }), valueAxis("US dollars / day", (v) => (v >= 100 ? `$${fmtInt(v)}` : fmtUsd(v)), { incrs: MONEY_STEPS })],
+      scales: {
+        x: { time: true, range: (u, min, max) => [min - 43200, max + 43200] },
+        y: { range: (u) => {
+          const top = Math.max(0, ...u.data[1], ...(fits && u.data[2] ? u.data[2] : []));
+          return [0, top > 0 ? top * 1.1 : 1];
+        } },
+      },
     }, data, "No AI cost in these days");
   }
 
