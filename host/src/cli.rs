@@ -34,6 +34,11 @@ pub enum Command {
     },
     /// List the built-in and dropped-in plugins with what they accept, and the plugin files that were refused.
     Plugins,
+    /// Write, check and try a plugin.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
     /// Work with the config file.
     Config {
         #[command(subcommand)]
@@ -46,6 +51,55 @@ pub enum Command {
     },
     /// Print the GraphQL schema (SDL) that `/graphql` serves.
     GraphqlSchema,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Make a crate for a new plugin, with a test, ready to build against the SDK.
+    New {
+        /// The plugin's name: lowercase letters, digits and `-`.
+        name: String,
+        #[arg(long, value_enum)]
+        kind: PluginKind,
+        /// Where to make it [default: the current directory].
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The `sdk/` folder of a selfmon checkout [default: the one selfmon was built from, if it is there].
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Print what a component is (name, version, world), what it imports (and so asks of selfmon), and any
+    /// problem that would keep selfmon from loading it. Exit code 1 on a problem.
+    Validate { file: PathBuf },
+    /// Call a plugin once in the server's sandbox: a checker runs one check (exit code as `check`); a parser parses
+    /// the lines of stdin into JSON records; a rule evaluates against the configured store and prints its alerts.
+    Run {
+        file: PathBuf,
+        /// A checker's target (a URL or host:port); network access to it is granted.
+        #[arg(long)]
+        target: Option<String>,
+        /// Further network grants (host:port, host:*, *.example.com:443), as a check's `allow`.
+        #[arg(long)]
+        allow: Vec<String>,
+        /// A setting of the plugin's config as key=value; values are TOML (200, true, ["a"]) or else text. Repeat
+        /// for more. (`--config` names selfmon's config file, as everywhere.)
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// A secret as key=value, where value is env:NAME, file:/path or the secret itself.
+        #[arg(long = "secret", value_name = "KEY=VALUE")]
+        secrets: Vec<String>,
+        /// The call's deadline, such as 10s [default: the check default].
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<std::time::Duration>,
+    },
+}
+
+/// What a new plugin does.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum PluginKind {
+    Checker,
+    Parser,
+    Rule,
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,6 +149,15 @@ pub async fn run(cli: Cli) -> ExitCode {
         print!("{}", crate::graphql::sdl());
         return ExitCode::SUCCESS;
     }
+    // A new plugin needs no config.
+    if let Command::Plugin { command: PluginCommand::New { name, kind, dir, sdk } } = &cli.command {
+        let kind = match kind {
+            PluginKind::Checker => crate::runtime::Kind::Checker,
+            PluginKind::Parser => crate::runtime::Kind::Parser,
+            PluginKind::Rule => crate::runtime::Kind::Rule,
+        };
+        return crate::authoring::scaffold(name, kind, dir, sdk.clone());
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {
@@ -106,6 +169,14 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Serve => serve(config).await,
         Command::Check { names } => check(config, &names).await,
         Command::Plugins => plugins(config).await,
+        Command::Plugin { command: PluginCommand::Validate { file } } => {
+            crate::authoring::validate(&config, &file).await
+        }
+        Command::Plugin { command: PluginCommand::Run { file, target, allow, set, secrets, timeout } } => {
+            let options = crate::authoring::RunOptions { target, allow, config: set, secrets, timeout };
+            crate::authoring::run(config, &file, options).await
+        }
+        Command::Plugin { command: PluginCommand::New { .. } } => unreachable!("made before the config is loaded"),
         Command::Config { command: ConfigCommand::Check } => config_check(config).await,
         Command::Logs { command } => logs(config, command).await,
         Command::GraphqlSchema => unreachable!("printed before the config is loaded"),
@@ -284,20 +355,7 @@ fn describe_plugins(plugins: &crate::plugins::Plugins, dir: &Path) -> String {
             &plugin.sha256[..12],
             info.description
         ));
-        if let Some(target) = &info.default_target {
-            out.push_str(&format!("  default target: {target}\n"));
-        }
-        for (title, settings) in [("config", &info.config), ("secrets", &info.secrets)] {
-            if !settings.is_empty() {
-                out.push_str(&format!("  {title}:\n"));
-                let rows: Vec<[String; 4]> = settings.iter().map(describe_setting).collect();
-                let width = |i: usize| rows.iter().map(|r| r[i].len()).max().unwrap_or(0);
-                let (name, kind, presence) = (width(0), width(1), width(2));
-                for [a, b, c, d] in &rows {
-                    out.push_str(&format!("    {a:<name$}  {b:<kind$}  {c:<presence$}  {d}\n"));
-                }
-            }
-        }
+        out.push_str(&describe_settings(info));
         out.push('\n');
     }
     out.push_str(&format!("Drop-in folder: {}\n", dir.display()));
@@ -305,6 +363,26 @@ fn describe_plugins(plugins: &crate::plugins::Plugins, dir: &Path) -> String {
         out.push_str("Refused:\n");
         for refused in plugins.refused() {
             out.push_str(&format!("  {}: {}\n", refused.file.display(), refused.reason));
+        }
+    }
+    out
+}
+
+/// A plugin's default target and the config keys and secrets it accepts, indented under its name.
+pub fn describe_settings(info: &crate::runtime::PluginInfo) -> String {
+    let mut out = String::new();
+    if let Some(target) = &info.default_target {
+        out.push_str(&format!("  default target: {target}\n"));
+    }
+    for (title, settings) in [("config", &info.config), ("secrets", &info.secrets)] {
+        if !settings.is_empty() {
+            out.push_str(&format!("  {title}:\n"));
+            let rows: Vec<[String; 4]> = settings.iter().map(describe_setting).collect();
+            let width = |i: usize| rows.iter().map(|r| r[i].len()).max().unwrap_or(0);
+            let (name, kind, presence) = (width(0), width(1), width(2));
+            for [a, b, c, d] in &rows {
+                out.push_str(&format!("    {a:<name$}  {b:<kind$}  {c:<presence$}  {d}\n"));
+            }
         }
     }
     out

@@ -22,7 +22,7 @@
 //! - [`usage`]: events, AI cost and the metrics the rules read; [`analytics`]: answers over the events.
 //! - [`privacy`]: pseudonymized user ids and redacted personal data, before anything is stored.
 //! - [`journal`]: selfmon's own log as JSON lines in rotating files.
-//! - [`cli`]: the `selfmon` command.
+//! - [`cli`]: the `selfmon` command; [`authoring`]: its commands for plugin authors.
 //!
 //! [`Host::build`] turns a [`Config`] into something that can run checks; [`serve`] runs everything until told to
 //! stop, and is what tests call in-process.
@@ -33,6 +33,7 @@ pub mod alerts;
 pub mod analysis;
 pub mod analytics;
 pub mod api;
+pub mod authoring;
 pub mod checks;
 pub mod cli;
 pub mod config;
@@ -228,15 +229,20 @@ async fn log_sources(
     if errors.is_empty() { Ok(sources) } else { Err(errors) }
 }
 
-/// The plugin runtime sized for a config, and every plugin it can load (built-in and from the plugins folder).
-pub async fn load_plugins(config: &Config) -> Result<(Runtime, Plugins), StartError> {
+/// The plugin runtime sized for a config: its compiled-plugin cache, instance pool and memory cap.
+pub fn runtime_for(config: &Config) -> Result<Runtime, StartError> {
     let cache_dir = config.source.resolve(&config.plugins.cache_dir);
     // Room for every check running at once, plus validation and the command line's own calls.
     let concurrent = config.scheduler.max_concurrent.clamp(1, MAX_CONCURRENT);
     let instances = u32::try_from(concurrent).unwrap_or(u32::MAX).saturating_mul(2).max(32);
     let max_memory = usize::try_from(config.plugins.max_memory_limit.as_u64()).unwrap_or(usize::MAX);
-    let runtime = Runtime::new(CompiledCache::new(Some(cache_dir)), instances, max_memory)
-        .map_err(|e| StartError::Runtime(format!("{e:#}")))?;
+    Runtime::new(CompiledCache::new(Some(cache_dir)), instances, max_memory)
+        .map_err(|e| StartError::Runtime(format!("{e:#}")))
+}
+
+/// The plugin runtime sized for a config, and every plugin it can load (built-in and from the plugins folder).
+pub async fn load_plugins(config: &Config) -> Result<(Runtime, Plugins), StartError> {
+    let runtime = runtime_for(config)?;
     let plugins_dir = config.source.resolve(&config.plugins.dir);
     let plugins = Plugins::load(&runtime, &plugins_dir, config.plugins.max_file_size.as_u64()).await;
     Ok((runtime, plugins))

@@ -55,6 +55,11 @@ impl Plugins {
         self.loaded.insert(plugin.info.name.clone(), Arc::new(plugin));
     }
 
+    /// Put `plugin` in, in place of any loaded plugin of the same name: what `selfmon plugin run` tries.
+    pub fn replace(&mut self, plugin: Plugin) {
+        self.add(plugin);
+    }
+
     fn refuse(&mut self, file: PathBuf, reason: String) {
         tracing::warn!(file = %file.display(), %reason, "Refused plugin file");
         self.refused.push(Refused { file, reason });
@@ -91,7 +96,8 @@ fn wasm_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-async fn load_file(runtime: &Runtime, file: &Path, max_file_size: u64) -> Result<Plugin, String> {
+/// Load one plugin file, refusing one over `max_file_size` bytes.
+pub async fn load_file(runtime: &Runtime, file: &Path, max_file_size: u64) -> Result<Plugin, String> {
     let size = std::fs::metadata(file).map_err(|e| format!("cannot read: {e}"))?.len();
     if size > max_file_size {
         return Err(format!("{size} bytes is over the limit of {max_file_size} (`[plugins] max_file_size`)"));

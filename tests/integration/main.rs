@@ -7,6 +7,7 @@ mod support;
 mod alerting;
 mod analytics;
 mod api;
+mod authoring;
 mod checks;
 mod cli;
 mod dashboard;

@@ -28,7 +28,7 @@ pub use bindings::{
 };
 pub use cache::CompiledCache;
 pub use grants::Grants;
-pub use plugin::{Kind, Plugin, PluginSource};
+pub use plugin::{Kind, Plugin, PluginSource, accepted_versions, capability};
 pub use redact::Redactor;
 pub use send::{Timeouts, TlsConfig, send};
 pub use state::CallLabels;
@@ -154,10 +154,12 @@ impl Runtime {
     /// An engine able to run `max_instances` plugin calls at once, each with up to `max_memory` bytes.
     pub fn new(cache: CompiledCache, max_instances: u32, max_memory: usize) -> wasmtime::Result<Self> {
         let mut pool = PoolingAllocationConfig::new();
+        // A component made from an interpreter (CPython through componentize-py) instantiates about 15 core modules
+        // a call; room for 16 per call keeps every call slot usable by such a plugin.
         pool.total_component_instances(max_instances)
-            .total_core_instances(max_instances * 8)
+            .total_core_instances(max_instances * 16)
             .total_memories(max_instances * 2)
-            .total_tables(max_instances * 8)
+            .total_tables(max_instances * 16)
             .total_stacks(max_instances)
             .max_memory_size(max_memory)
             // Returning memory to the kernel after every call (madvise) and faulting it back in on the next one

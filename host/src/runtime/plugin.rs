@@ -56,6 +56,8 @@ pub struct Plugin {
     pub sha256: String,
     /// Size of the component in bytes.
     pub size: usize,
+    /// What the component imports (`selfmon:plugin/host@0.1.0`, `wasi:http/outgoing-handler@0.2.6`, ...).
+    pub imports: Vec<String>,
     exports: Exports,
 }
 
@@ -101,6 +103,7 @@ impl Runtime {
             .map_err(|e| format!("compiling failed: {e}"))?
             .map_err(|e| format!("not a WebAssembly component: {}", root_cause(&e)))?;
         let kind = self.check_contract(&component)?;
+        let imports = component.component_type().imports(&self.engine).map(|(name, _)| name.to_string()).collect();
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
@@ -146,7 +149,7 @@ impl Runtime {
         };
         let info = info.map_err(|e| format!("`info` failed: {e}"))?;
         check_info(&info)?;
-        Ok(Plugin { info, source, sha256, size: bytes.len(), exports })
+        Ok(Plugin { info, source, sha256, size: bytes.len(), imports, exports })
     }
 
     /// Ask a plugin whether a configured check's request is acceptable. The outer error is a call that failed; the
@@ -250,6 +253,21 @@ impl Runtime {
         .await
     }
 
+    /// A component's imports and exports, when the bytes are a component at all: what `selfmon plugin validate`
+    /// shows even of a plugin that does not load.
+    pub async fn describe(&self, bytes: &[u8]) -> Result<(Vec<String>, Vec<String>), String> {
+        let (cache, engine, owned) = (self.cache.clone(), self.engine.clone(), bytes.to_vec());
+        let (component, _) = tokio::task::spawn_blocking(move || cache.component(&engine, &owned))
+            .await
+            .map_err(|e| format!("compiling failed: {e}"))?
+            .map_err(|e| format!("not a WebAssembly component: {}", root_cause(&e)))?;
+        let ty = component.component_type();
+        Ok((
+            ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect(),
+            ty.exports(&self.engine).map(|(name, _)| name.to_string()).collect(),
+        ))
+    }
+
     /// Whether a component was built for this host's contract and world, said in the plugin author's terms before
     /// wasmtime's own type checking (whose messages name missing imports, not versions).
     fn check_contract(&self, component: &Component) -> Result<Kind, String> {
@@ -321,7 +339,34 @@ fn compatible(version: &str) -> bool {
     major_minor(version) == major_minor(CONTRACT_VERSION)
 }
 
-fn accepted_versions() -> String {
+/// What an import lets a plugin do, in an operator's words.
+pub fn capability(import: &str) -> &'static str {
+    let interface = import.split('@').next().unwrap_or(import);
+    match interface {
+        "selfmon:plugin/types" => "the contract's types (no capability)",
+        "selfmon:plugin/host" => "write records to selfmon's log",
+        "selfmon:plugin/query" => "read stored metrics, log counts and check states (read-only)",
+        "wasi:http/outgoing-handler" => "HTTP(S) requests, only to the targets its check is granted",
+        "wasi:sockets/tcp" | "wasi:sockets/tcp-create-socket" => "TCP connections, only to granted targets",
+        "wasi:sockets/ip-name-lookup" => "name lookups, only of granted hosts",
+        "wasi:sockets/udp" | "wasi:sockets/udp-create-socket" => "UDP sockets (every address is refused)",
+        "wasi:sockets/network" | "wasi:sockets/instance-network" => "the network handle the socket calls need",
+        "wasi:clocks/wall-clock" | "wasi:clocks/monotonic-clock" => "clocks",
+        "wasi:random/random" | "wasi:random/insecure" | "wasi:random/insecure-seed" => "random numbers",
+        "wasi:filesystem/types" | "wasi:filesystem/preopens" => "files (none are given: no folder is opened to it)",
+        "wasi:cli/environment" => "environment variables and arguments (none are given)",
+        "wasi:cli/exit" => "exiting (ends the call as a failure)",
+        "wasi:cli/stdin" => "standard input (always empty)",
+        "wasi:cli/stdout" | "wasi:cli/stderr" => "standard output and error (into selfmon's log, capped)",
+        _ if interface.starts_with("wasi:cli/terminal-") => "terminal queries (there is no terminal)",
+        _ if interface.starts_with("wasi:io/") => "streams and polling, for the interfaces above",
+        _ if interface.starts_with("wasi:") => "standard WASI",
+        _ => "an interface selfmon does not provide",
+    }
+}
+
+/// The contract versions this host accepts, as people write them: `0.1.x`.
+pub fn accepted_versions() -> String {
     let mut parts = CONTRACT_VERSION.split('.');
     format!("{}.{}.x", parts.next().unwrap_or("0"), parts.next().unwrap_or("0"))
 }

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Builds the `bracketed` parser into a WebAssembly component against selfmon's WIT contract.
+#
+#   python3 -m venv venv && venv/bin/pip install -r requirements.txt
+#   ./build.sh [OUTPUT.wasm]        (componentize-py from ./venv, or COMPONENTIZE_PY=/path/to/componentize-py)
+set -euo pipefail
+cd "$(dirname "$0")"
+componentize=${COMPONENTIZE_PY:-venv/bin/componentize-py}
+"$componentize" --wit-path ../../wit --world parser componentize app --output "${1:-bracketed.wasm}"
