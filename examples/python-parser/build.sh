@@ -4,6 +4,7 @@
 #   python3 -m venv venv && venv/bin/pip install -r requirements.txt
 #   ./build.sh [OUTPUT.wasm]        (componentize-py from ./venv, or COMPONENTIZE_PY=/path/to/componentize-py)
 set -euo pipefail
+output=$(realpath -m "${1:-$(dirname "$0")/bracketed.wasm}")
 cd "$(dirname "$0")"
 componentize=${COMPONENTIZE_PY:-venv/bin/componentize-py}
-"$componentize" --wit-path ../../wit --world parser componentize app --output "${1:-bracketed.wasm}"
+"$componentize" --wit-path ../../wit --world parser componentize app --output "$output"

@@ -173,7 +173,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             crate::authoring::validate(&config, &file).await
         }
         Command::Plugin { command: PluginCommand::Run { file, target, allow, set, secrets, timeout } } => {
-            let options = crate::authoring::RunOptions { target, allow, config: set, secrets, timeout };
+            let options = crate::authoring::RunOptions { target, allow, set, secrets, timeout };
             crate::authoring::run(config, &file, options).await
         }
         Command::Plugin { command: PluginCommand::New { .. } } => unreachable!("made before the config is loaded"),

@@ -51,13 +51,9 @@ impl Plugins {
         plugins
     }
 
-    fn add(&mut self, plugin: Plugin) {
+    /// Put `plugin` in, in place of any loaded plugin of the same name (what `selfmon plugin run` tries).
+    pub fn add(&mut self, plugin: Plugin) {
         self.loaded.insert(plugin.info.name.clone(), Arc::new(plugin));
-    }
-
-    /// Put `plugin` in, in place of any loaded plugin of the same name: what `selfmon plugin run` tries.
-    pub fn replace(&mut self, plugin: Plugin) {
-        self.add(plugin);
     }
 
     fn refuse(&mut self, file: PathBuf, reason: String) {

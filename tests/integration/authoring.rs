@@ -27,7 +27,8 @@ fn validate_says_what_a_component_is_asks_for_and_what_is_wrong() {
     let http = component(&workdir, "http.wasm", selfmon_plugin_artifacts::HTTP);
     let output = selfmon_command(&workdir).args(["plugin", "validate"]).arg(&http).output().unwrap();
     let (stdout, stderr) = text(&output);
-    assert!(output.status.success(), "{stdout}{stderr}");
+    // The built-in http plugin's component, dropped in, would be refused for its name: everything else is fine.
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
     for expected in [
         "plugin: http ",
         "(checker)",
@@ -36,11 +37,15 @@ fn validate_says_what_a_component_is_asks_for_and_what_is_wrong() {
         "only to the targets its check is granted",
         "selfmon:plugin/types@0.1.0",
         "expect_status",
-        "ok: selfmon loads it as a checker",
+        "problem: the name `http` is a built-in plugin's",
     ] {
         assert!(stdout.contains(expected), "`{expected}` missing from:\n{stdout}");
     }
-    // A rule asks to read the store; a parser asks for no network at all.
+    let noop = component(&workdir, "noop.wasm", guests::NOOP);
+    let output = selfmon_command(&workdir).args(["plugin", "validate"]).arg(&noop).output().unwrap();
+    assert!(output.status.success(), "{}", text(&output).0);
+    assert!(text(&output).0.contains("ok: selfmon loads it as a checker"), "{}", text(&output).0);
+    // A rule asks to read the store; a parser is a parser.
     let health = component(&workdir, "health.wasm", selfmon_plugin_artifacts::HEALTH);
     let (stdout, _) = text(&selfmon_command(&workdir).args(["plugin", "validate"]).arg(&health).output().unwrap());
     assert!(stdout.contains("selfmon:plugin/query@0.1.0") && stdout.contains("read-only"), "{stdout}");
@@ -60,7 +65,8 @@ fn validate_says_what_a_component_is_asks_for_and_what_is_wrong() {
     assert_eq!(output.status.code(), Some(1));
     assert!(stdout.contains("problem: built against contract version") && stdout.contains("accepts 0.1.x"), "{stdout}");
     let missing = selfmon_command(&workdir).args(["plugin", "validate", "nowhere.wasm"]).output().unwrap();
-    assert!(text(&missing).1.contains("nowhere.wasm: cannot read"), "{}", text(&missing).1);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing).1.contains("error: nowhere.wasm: cannot read"), "{}", text(&missing).1);
 }
 
 // Multi-threaded: the test's own services answer while it waits for the command.
@@ -95,16 +101,28 @@ async fn run_calls_a_checker_and_a_parser_once_in_the_sandbox() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"level=error msg=\"payment failed\" order=77\njust some text\n").unwrap();
+    // A line that is not UTF-8 is read as the tailer reads it, not dropped with the rest.
+    let input = b"level=error msg=\"payment failed\" order=77\nlevel=info msg=caf\xe9\njust some text\n";
+    child.stdin.take().unwrap().write_all(input).unwrap();
     let output = child.wait_with_output().unwrap();
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stderr}");
     let records: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(records.len(), 2, "{stdout}");
+    assert_eq!(records.len(), 3, "{stdout}");
     assert_eq!((records[0]["level"].as_str(), records[0]["message"].as_str()), (Some("error"), Some("payment failed")));
     assert_eq!(records[0]["fields"]["order"], "77");
-    assert_eq!(records[1]["parsed"], false);
-    assert!(stderr.contains("2 records, 1 kept raw"), "{stderr}");
+    assert_eq!(records[1]["message"], "caf\u{fffd}");
+    assert_eq!(records[2]["parsed"], false);
+    assert!(stderr.contains("3 records, 1 kept raw"), "{stderr}");
+
+    // Options only a checker takes are refused for a parser, and a secret is never echoed.
+    let output =
+        selfmon_command(&workdir).args(["plugin", "run"]).arg(&logfmt).args(["--target", &service]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output).1.contains("`--target` is for checkers; `logfmt` is a parser"), "{}", text(&output).1);
+    let output = run(&["--target", &service, "--secret", "hunter2-password"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(!text(&output).1.contains("hunter2") && text(&output).1.contains("KEY=VALUE"), "{}", text(&output).1);
 }
 
 #[tokio::test]
@@ -112,16 +130,21 @@ async fn run_evaluates_a_rule_against_the_configured_store() {
     let (up, service) = switchable_service().await;
     let config = format!("[[check]]\nname = \"web\"\nplugin = \"http\"\ntarget = \"{service}\"\ninterval = \"1s\"\n");
     let workdir = Workdir::new(&config, &[]);
+    // Before selfmon has stored anything there is nothing to evaluate against, and no store is made.
+    let health = component(&workdir, "health.wasm", selfmon_plugin_artifacts::HEALTH);
+    let output = selfmon_command(&workdir).args(["plugin", "run"]).arg(&health).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output).1.contains("`[storage] path`"), "{}", text(&output).1);
+    assert!(!workdir.path().join("selfmon.db").exists());
     up.store(false, Ordering::SeqCst);
     let selfmon = Selfmon::start(&workdir).await;
     selfmon.wait_for("web", "unhealthy", |c| c["status"] == "unhealthy").await;
     selfmon.stop().await;
 
-    let health = component(&workdir, "health.wasm", selfmon_plugin_artifacts::HEALTH);
     let output = selfmon_command(&workdir).args(["plugin", "run"]).arg(&health).output().unwrap();
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stdout}{stderr}");
-    assert!(stdout.contains("web is unhealthy") && stdout.contains("check=web"), "{stdout}");
+    assert!(stdout.contains("critical health: web is unhealthy") && stdout.contains("check=web"), "{stdout}");
 }
 
 /// Run `program` with `args` in `dir` for a scaffolded crate, building into `target`; its output, checked.
@@ -141,6 +164,7 @@ fn cargo(dir: &Path, target: &Path, args: &[&str]) -> Output {
 #[tokio::test(flavor = "multi_thread")]
 async fn new_makes_crates_that_test_build_validate_and_run() {
     let (_up, service) = switchable_service().await;
+    let closed = crate::support::closed_port().await;
     let workdir = Workdir::new("", &[]);
     // Shared between runs: the SDK's dependencies are compiled once.
     let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("scaffolded");
@@ -153,6 +177,8 @@ async fn new_makes_crates_that_test_build_validate_and_run() {
         let (stdout, stderr) = text(&output);
         assert!(output.status.success(), "{stdout}{stderr}");
         let root = workdir.path().join(name);
+        // The versions selfmon itself is built and tested with.
+        std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock"), root.join("Cargo.lock")).unwrap();
         // Its own test passes natively; it builds into a component selfmon accepts.
         let tested = cargo(&root, &target, &["test", "--quiet"]);
         assert!(text(&tested).0.contains("test result: ok. 1 passed"), "{}", text(&tested).0);
@@ -172,16 +198,36 @@ async fn new_makes_crates_that_test_build_validate_and_run() {
             let (stdout, stderr) = text(&output);
             assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
             assert!(stdout.starts_with(&format!("{name}: healthy - HTTP 200")), "{stdout}");
+            // A service that does not answer is unhealthy, not a check that could not run.
+            let output = selfmon_command(&workdir)
+                .args(["plugin", "run"])
+                .arg(&wasm)
+                .args(["--target", &format!("http://{closed}/")])
+                .output()
+                .unwrap();
+            let (stdout, stderr) = text(&output);
+            assert_eq!(output.status.code(), Some(2), "{stdout}{stderr}");
+            assert!(stdout.starts_with(&format!("{name}: unhealthy - ")), "{stdout}");
         }
     }
-    // A name that cannot be a plugin's, and a crate that exists already, are refused.
-    let output = selfmon_command(&workdir).args(["plugin", "new", "Bad Name", "--kind", "checker"]).output().unwrap();
-    assert!(text(&output).1.contains("is not a plugin name"));
+    // A name that cannot be a plugin's, a built-in's name, and a crate that exists already, are refused.
+    for (bad, reason) in
+        [("Bad Name", "cannot be a plugin's name"), ("self", "cannot be a plugin's name"), ("http", "built-in")]
+    {
+        let output = selfmon_command(&workdir)
+            .args(["plugin", "new", bad, "--kind", "checker", "--dir"])
+            .arg(workdir.path())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{bad}");
+        assert!(text(&output).1.contains(reason), "{bad}: {}", text(&output).1);
+    }
     let output = selfmon_command(&workdir)
         .args(["plugin", "new", "uptime-probe", "--kind", "checker", "--dir"])
         .arg(workdir.path())
         .output()
         .unwrap();
+    assert_eq!(output.status.code(), Some(1));
     assert!(text(&output).1.contains("exists already"));
 }
 

@@ -777,7 +777,7 @@ fn raise(spec: &RuleSpec, alert: crate::runtime::Alert) -> Raised {
     }
 }
 
-fn severity_name(severity: Severity) -> &'static str {
+pub(crate) fn severity_name(severity: Severity) -> &'static str {
     match severity {
         Severity::Info => "info",
         Severity::Low => "low",

@@ -2,21 +2,14 @@
 //! (what a component is, what it asks for, and what is wrong with it) and `selfmon plugin run` (one call in the same
 //! sandbox the server uses).
 
-use std::collections::BTreeMap;
-use std::io::BufRead;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use crate::config::{CheckConfig, Config, LogSourceConfig, RuleConfig};
-
-/// A config table from TOML values: what the command line's options say, checked like the config file.
-fn table_into<T: serde::de::DeserializeOwned>(pairs: Vec<(&str, toml::Value)>) -> Result<T, String> {
-    toml::Value::Table(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
-        .try_into()
-        .map_err(|e| e.to_string())
-}
-use crate::runtime::{Kind, PluginSource, Runtime};
+use crate::runtime::{Kind, PluginInfo, PluginSource, Runtime, ValueKind};
 
 /// `selfmon plugin run`'s options beside the file.
 #[derive(Debug, Default)]
@@ -25,38 +18,33 @@ pub struct RunOptions {
     pub target: Option<String>,
     /// Further network grants, as a check's `allow`.
     pub allow: Vec<String>,
-    /// `key=value` settings; values are TOML (`200`, `true`, `["a"]`) or else text.
-    pub config: Vec<String>,
+    /// `key=value` settings of the plugin's config.
+    pub set: Vec<String>,
     /// `key=value` secrets: `env:NAME`, `file:/path` or the value itself.
     pub secrets: Vec<String>,
     /// The call's deadline.
-    pub timeout: Option<std::time::Duration>,
+    pub timeout: Option<Duration>,
+}
+
+/// What a command says when it cannot go on; printed as `error: ...`.
+type Failure = String;
+
+fn exit(result: Result<ExitCode, Failure>) -> ExitCode {
+    result.unwrap_or_else(|message| {
+        eprintln!("error: {message}");
+        ExitCode::FAILURE
+    })
 }
 
 /// `selfmon plugin validate FILE`: the plugin's metadata, its world, its imports and the capabilities they mean,
 /// and any problem. Failure when it would not load.
 pub async fn validate(config: &Config, file: &Path) -> ExitCode {
-    let runtime = match crate::runtime_for(config) {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let max = config.plugins.max_file_size.as_u64();
-    let bytes = match std::fs::metadata(file)
-        .and_then(|m| if m.len() > max { Ok(None) } else { std::fs::read(file).map(Some) })
-    {
-        Ok(Some(bytes)) => bytes,
-        Ok(None) => {
-            eprintln!("{}: over the limit of {max} bytes (`[plugins] max_file_size`)", file.display());
-            return ExitCode::FAILURE;
-        }
-        Err(error) => {
-            eprintln!("{}: cannot read: {error}", file.display());
-            return ExitCode::FAILURE;
-        }
-    };
+    exit(validate_file(config, file).await)
+}
+
+async fn validate_file(config: &Config, file: &Path) -> Result<ExitCode, Failure> {
+    let runtime = crate::runtime_for(config).map_err(|e| e.to_string())?;
+    let bytes = read_component(config, file)?;
     println!("file: {} ({} KiB)", file.display(), bytes.len().div_ceil(1024));
     println!(
         "contract: this selfmon implements selfmon:plugin@{} and accepts {}",
@@ -65,140 +53,166 @@ pub async fn validate(config: &Config, file: &Path) -> ExitCode {
     );
     let (imports, exports) = match runtime.describe(&bytes).await {
         Ok(described) => described,
-        Err(reason) => {
-            println!("problem: {reason}");
-            return ExitCode::FAILURE;
-        }
+        Err(reason) => return Ok(problem(&reason)),
     };
     println!("exports:");
     for export in &exports {
-        println!("  {export}");
+        println!("  {}", printable(export));
     }
     println!("imports (what it may ask of selfmon):");
     let width = imports.iter().map(String::len).max().unwrap_or(0);
     for import in &imports {
-        println!("  {import:<width$}  {}", crate::runtime::capability(import));
+        println!("  {:<width$}  {}", printable(import), crate::runtime::capability(import));
     }
-    match runtime.load(&bytes, PluginSource::File(file.to_path_buf())).await {
-        Ok(plugin) => {
-            let info = &plugin.info;
-            println!("plugin: {} {} ({}), sha256 {}", info.name, info.version, plugin.kind().as_str(), plugin.sha256);
-            println!("  {}", info.description);
-            print!("{}", crate::cli::describe_settings(info));
-            println!("ok: selfmon loads it as a {}", plugin.kind().as_str());
-            ExitCode::SUCCESS
-        }
-        Err(reason) => {
-            println!("problem: {reason}");
-            ExitCode::FAILURE
-        }
+    let plugin = match runtime.load(&bytes, PluginSource::File(file.to_path_buf())).await {
+        Ok(plugin) => plugin,
+        Err(reason) => return Ok(problem(&reason)),
+    };
+    let info = &plugin.info;
+    println!(
+        "plugin: {} {} ({}), sha256 {}",
+        printable(&info.name),
+        printable(&info.version),
+        plugin.kind().as_str(),
+        plugin.sha256
+    );
+    println!("  {}", printable(&info.description));
+    print!("{}", printable(&crate::cli::describe_settings(info)));
+    if let Some(builtin) = builtin_names().into_iter().find(|name| *name == info.name) {
+        return Ok(problem(&format!(
+            "the name `{builtin}` is a built-in plugin's: selfmon refuses a dropped-in file of that name"
+        )));
     }
+    println!("ok: selfmon loads it as a {}", plugin.kind().as_str());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn problem(reason: &str) -> ExitCode {
+    println!("problem: {}", printable(reason));
+    ExitCode::FAILURE
+}
+
+/// Text from a plugin with its control characters escaped, so a component cannot drive the terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() && c != '\n' { c.escape_default().to_string() } else { c.to_string() })
+        .collect()
+}
+
+/// The names of the built-in plugins (`checker-http` is `http`).
+fn builtin_names() -> Vec<&'static str> {
+    selfmon_plugin_artifacts::BUILTIN
+        .iter()
+        .map(|(crate_name, _)| crate_name.split_once('-').map_or(*crate_name, |(_, name)| name))
+        .collect()
+}
+
+/// The bytes of a plugin file within `[plugins] max_file_size`.
+fn read_component(config: &Config, file: &Path) -> Result<Vec<u8>, Failure> {
+    let max = config.plugins.max_file_size.as_u64();
+    let metadata = std::fs::metadata(file).map_err(|e| format!("{}: cannot read: {e}", file.display()))?;
+    if !metadata.is_file() {
+        return Err(format!("{}: not a file", file.display()));
+    }
+    if metadata.len() > max {
+        return Err(format!("{}: {} bytes is over `[plugins] max_file_size` ({max})", file.display(), metadata.len()));
+    }
+    std::fs::read(file).map_err(|e| format!("{}: cannot read: {e}", file.display()))
 }
 
 /// `selfmon plugin run FILE`: a checker runs one check and prints the result (exit code as `selfmon check`); a
 /// parser parses the lines of stdin and prints one JSON record per line; a rule evaluates once against the
 /// configured store and prints its alerts.
-pub async fn run(mut config: Config, file: &Path, options: RunOptions) -> ExitCode {
-    let (runtime, mut plugins) = match crate::load_plugins(&config).await {
-        Ok(loaded) => loaded,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let plugin = match crate::plugins::load_file(&runtime, file, config.plugins.max_file_size.as_u64()).await {
-        Ok(plugin) => plugin,
-        Err(reason) => {
-            eprintln!("error: {}: {reason}", file.display());
-            return ExitCode::FAILURE;
-        }
-    };
+pub async fn run(config: Config, file: &Path, options: RunOptions) -> ExitCode {
+    exit(run_file(config, file, options).await)
+}
+
+async fn run_file(mut config: Config, file: &Path, options: RunOptions) -> Result<ExitCode, Failure> {
+    let (runtime, mut plugins) = crate::load_plugins(&config).await.map_err(|e| e.to_string())?;
+    let plugin = crate::plugins::load_file(&runtime, file, config.plugins.max_file_size.as_u64())
+        .await
+        .map_err(|reason| format!("{}: {reason}", file.display()))?;
     let (name, kind) = (plugin.info.name.clone(), plugin.kind());
-    plugins.replace(plugin);
-    let table = match settings(&options.config) {
-        Ok(table) => table,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let table = settings(&plugin.info, &options.set)?;
+    plugins.add(plugin);
+    let for_checkers = [
+        ("--target", options.target.is_some()),
+        ("--allow", !options.allow.is_empty()),
+        ("--secret", !options.secrets.is_empty()),
+        ("--timeout", options.timeout.is_some()),
+    ];
+    if kind != Kind::Checker
+        && let Some((option, _)) = for_checkers.iter().find(|(_, given)| *given)
+    {
+        return Err(format!("`{option}` is for checkers; `{name}` is a {}", kind.as_str()));
+    }
     config.log_sources.clear();
     config.rules.clear();
     config.alerting.default_rules = false;
     let env = |variable: &str| std::env::var(variable).ok();
     match kind {
         Kind::Checker => {
-            let mut secrets = BTreeMap::new();
+            let mut secrets = toml::Table::new();
             for pair in &options.secrets {
-                let Some((key, value)) = pair.split_once('=') else {
-                    eprintln!("error: `--secret {pair}` is not key=value");
-                    return ExitCode::FAILURE;
-                };
-                secrets.insert(key.to_string(), toml::Value::String(value.to_string()));
+                let (key, value) = pair.split_once('=').ok_or("`--secret` takes KEY=VALUE")?;
+                secrets.insert(key.to_string(), value.into());
             }
             let mut check = vec![
                 ("name", name.clone().into()),
-                ("plugin", name.clone().into()),
-                ("allow", options.allow.clone().into()),
+                ("plugin", name.into()),
+                ("allow", options.allow.into()),
                 ("config", table.into()),
-                ("secrets", toml::Value::Table(secrets.into_iter().collect())),
+                ("secrets", secrets.into()),
             ];
-            if let Some(target) = &options.target {
-                check.push(("target", target.clone().into()));
+            if let Some(target) = options.target {
+                check.push(("target", target.into()));
             }
             if let Some(timeout) = options.timeout {
+                // A timeout may not be longer than the interval, which a single run does not have.
+                let interval = timeout.max(Duration::from_secs(30));
                 check.push(("timeout", humantime::format_duration(timeout).to_string().into()));
+                check.push(("interval", humantime::format_duration(interval).to_string().into()));
             }
             config.checks.clear();
-            match table_into::<CheckConfig>(check) {
-                Ok(parsed) => config.checks.push(toml::Spanned::new(0..0, parsed)),
-                Err(error) => {
-                    eprintln!("error: {error}");
-                    return ExitCode::FAILURE;
-                }
-            }
+            config.checks.push(toml::Spanned::new(0..0, table_into::<CheckConfig>(check)?));
             run_check(&config, &plugins, &runtime, &env).await
         }
         Kind::Parser => {
             let source = vec![
                 ("name", name.clone().into()),
                 ("kind", "http".into()),
-                ("parser", name.clone().into()),
+                ("parser", name.into()),
                 ("parser_config", table.into()),
             ];
-            match table_into::<LogSourceConfig>(source) {
-                Ok(source) => run_parser(source, &plugins, &runtime).await,
-                Err(error) => {
-                    eprintln!("error: {error}");
-                    ExitCode::FAILURE
-                }
-            }
+            run_parser(&table_into::<LogSourceConfig>(source)?, &plugins, &runtime).await
         }
         Kind::Rule => {
-            let rule = vec![("name", name.clone().into()), ("plugin", name.clone().into()), ("config", table.into())];
-            match table_into::<RuleConfig>(rule) {
-                Ok(rule) => config.rules.push(toml::Spanned::new(0..0, rule)),
-                Err(error) => {
-                    eprintln!("error: {error}");
-                    return ExitCode::FAILURE;
-                }
-            }
+            let rule = vec![("name", name.clone().into()), ("plugin", name.into()), ("config", table.into())];
+            config.rules.push(toml::Spanned::new(0..0, table_into::<RuleConfig>(rule)?));
             run_rule(&config, &plugins, &runtime, &env).await
         }
     }
 }
 
-/// `key=value` pairs into a config table: values in TOML where they parse (`200`, `true`, `["a", "b"]`), text
-/// otherwise.
-fn settings(pairs: &[String]) -> Result<toml::Table, String> {
+/// A config table from TOML values: what the command line's options say, checked like the config file.
+fn table_into<T: serde::de::DeserializeOwned>(pairs: Vec<(&str, toml::Value)>) -> Result<T, Failure> {
+    toml::Value::Table(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+        .try_into()
+        .map_err(|e: toml::de::Error| e.to_string())
+}
+
+/// `key=value` pairs into a config table: a setting the plugin declares as text takes the value as written;
+/// others are TOML (`200`, `true`, `["a", "b"]`), or text when they do not parse.
+fn settings(info: &PluginInfo, pairs: &[String]) -> Result<toml::Table, Failure> {
     let mut table = toml::Table::new();
     for pair in pairs {
-        let (key, value) = pair.split_once('=').ok_or_else(|| format!("`--set {pair}` is not key=value"))?;
-        let value = toml::from_str::<toml::Table>(&format!("v = {value}"))
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or_else(|| toml::Value::String(value.to_string()));
-        table.insert(key.trim().to_string(), value);
+        let (key, value) = pair.split_once('=').ok_or_else(|| format!("`--set {pair}` is not KEY=VALUE"))?;
+        let key = key.trim();
+        let text = info.config.iter().any(|s| s.name == key && matches!(s.kind, ValueKind::Text));
+        let parsed = (!text)
+            .then(|| toml::from_str::<toml::Table>(&format!("v = {value}")).ok().and_then(|mut t| t.remove("v")))
+            .flatten();
+        table.insert(key.to_string(), parsed.unwrap_or_else(|| toml::Value::String(value.to_string())));
     }
     Ok(table)
 }
@@ -208,53 +222,49 @@ async fn run_check(
     plugins: &crate::plugins::Plugins,
     runtime: &Runtime,
     env: &crate::checks::Env,
-) -> ExitCode {
-    let checks = match crate::checks::build(config, plugins, runtime, env).await {
-        Ok(checks) => checks,
-        Err(errors) => {
-            for error in errors {
-                eprintln!("error: {}", error.message);
-            }
-            return ExitCode::FAILURE;
-        }
-    };
-    let Some(check) = checks.first() else { return ExitCode::FAILURE };
+) -> Result<ExitCode, Failure> {
+    let checks = crate::checks::build(config, plugins, runtime, env)
+        .await
+        .map_err(|errors| errors.iter().map(|e| e.message.clone()).collect::<Vec<_>>().join("\n"))?;
+    let check = checks.first().ok_or("no check was built")?;
     let run = check.run(runtime).await;
     println!(
         "{}: {} - {} ({:.1} ms)",
         run.check,
         run.health.as_str(),
-        run.summary,
+        printable(&run.summary),
         run.duration.as_secs_f64() * 1000.0
     );
     for (key, value) in &run.details {
-        println!("  {key}: {value}");
+        println!("  {}: {}", printable(key), printable(value));
     }
     for metric in &run.metrics {
         let labels: Vec<String> = metric.labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-        println!("  metric {}{{{}}} {}", metric.name, labels.join(","), metric.value);
+        println!("  metric {}{{{}}} {}", printable(&metric.name), printable(&labels.join(",")), metric.value);
     }
     if let Some(error) = &run.error {
-        println!("  error: {error}");
+        println!("  error: {}", printable(error));
     }
-    ExitCode::from(u8::try_from(run.health.nagios_code()).unwrap_or(3))
+    Ok(ExitCode::from(u8::try_from(run.health.nagios_code()).unwrap_or(3)))
 }
 
-async fn run_parser(source: LogSourceConfig, plugins: &crate::plugins::Plugins, runtime: &Runtime) -> ExitCode {
+async fn run_parser(
+    source: &LogSourceConfig,
+    plugins: &crate::plugins::Plugins,
+    runtime: &Runtime,
+) -> Result<ExitCode, Failure> {
     let parser_config =
         source.parser_config.iter().map(|(k, v)| (k.clone(), crate::checks::toml_to_json(v).to_string())).collect();
-    let parsing = match crate::logs::Parsing::resolve(source.parser(), parser_config, plugins) {
-        Ok(parsing) => parsing,
-        Err(reason) => {
-            eprintln!("error: {reason}");
-            return ExitCode::FAILURE;
-        }
+    let parsing = crate::logs::Parsing::resolve(source.parser(), parser_config, plugins)?;
+    parsing.validate(runtime).await.map_err(|reason| format!("`--set`: {reason}"))?;
+    // Every line, bytes that are not UTF-8 replaced, as the file tailer reads them.
+    let mut input = Vec::new();
+    std::io::stdin().lock().read_to_end(&mut input).map_err(|e| format!("cannot read stdin: {e}"))?;
+    let lines: Vec<String> = input.split(|b| *b == b'\n').map(|l| String::from_utf8_lossy(l).into_owned()).collect();
+    let lines = match lines.split_last() {
+        Some((last, rest)) if last.is_empty() => rest.to_vec(),
+        _ => lines,
     };
-    if let Err(reason) = parsing.validate(runtime).await {
-        eprintln!("error: `--set`: {reason}");
-        return ExitCode::FAILURE;
-    }
-    let lines: Vec<String> = std::io::stdin().lock().lines().map_while(Result::ok).collect();
     let origin = crate::logs::Origin { source: source.name.clone(), service: None };
     let (records, counts) = crate::logs::parse(runtime, &parsing, &origin, lines, SystemTime::now()).await;
     for record in &records {
@@ -267,6 +277,7 @@ async fn run_parser(source: LogSourceConfig, plugins: &crate::plugins::Plugins, 
             "message": record.message,
             "trace_id": record.trace_id,
             "span_id": record.span_id,
+            "correlation_id": record.correlation_id,
             "user_id": record.user_id,
             "fields": fields,
             "parsed": record.parsed,
@@ -275,7 +286,7 @@ async fn run_parser(source: LogSourceConfig, plugins: &crate::plugins::Plugins, 
         println!("{line}");
     }
     eprintln!("{} records, {} kept raw", records.len(), records.iter().filter(|r| !r.parsed).count());
-    if counts.parser_failures > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    Ok(if counts.parser_failures > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 async fn run_rule(
@@ -283,25 +294,20 @@ async fn run_rule(
     plugins: &crate::plugins::Plugins,
     runtime: &Runtime,
     env: &crate::checks::Env,
-) -> ExitCode {
-    let alerting = match crate::alerting::Alerting::build(config, plugins, runtime, env).await {
-        Ok(alerting) => alerting,
-        Err(errors) => {
-            for error in errors {
-                eprintln!("error: {}", error.message);
-            }
-            return ExitCode::FAILURE;
-        }
-    };
-    let Some(spec) = alerting.rules.first() else { return ExitCode::FAILURE };
-    let storage = match crate::storage::Storage::open(&config.source.resolve(&config.storage.path)) {
-        Ok(storage) => storage,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let board = std::sync::Arc::new(crate::health::Board::default());
+) -> Result<ExitCode, Failure> {
+    let alerting = crate::alerting::Alerting::build(config, plugins, runtime, env)
+        .await
+        .map_err(|errors| errors.iter().map(|e| e.message.clone()).collect::<Vec<_>>().join("\n"))?;
+    let spec = alerting.rules.first().ok_or("no rule was built")?;
+    let path = config.source.resolve(&config.storage.path);
+    if !path.is_file() {
+        return Err(format!(
+            "there is no store at {} (`[storage] path`): a rule reads what a running selfmon stored",
+            path.display()
+        ));
+    }
+    let storage = crate::storage::Storage::open(&path).map_err(|e| e.to_string())?;
+    let board = Arc::new(crate::health::Board::default());
     for check in &config.checks {
         let check = check.get_ref();
         board.register(
@@ -312,73 +318,75 @@ async fn run_rule(
             &check.depends_on,
         );
     }
-    if let Ok(runs) = storage.latest_runs().await {
-        for run in runs {
-            board.record(&run);
-        }
+    for run in storage.latest_runs().await.map_err(|e| e.to_string())? {
+        board.record(&run);
     }
     let now = SystemTime::now();
-    let data = std::sync::Arc::new(crate::alerting::data::Stored { storage: storage.clone(), board, now });
+    let data = Arc::new(crate::alerting::data::Stored { storage: storage.clone(), board, now });
     let sandbox = crate::runtime::Sandbox { data: Some(data), ..spec.sandbox.clone() };
     let request = crate::runtime::RuleRequest {
         name: spec.name.clone(),
         config: spec.config.clone(),
         now_ms: crate::storage::to_millis(now),
     };
-    let code = match runtime.evaluate(&spec.plugin, &sandbox, &request).await {
-        Ok(Ok(alerts)) if alerts.is_empty() => {
-            println!("{}: no alert holds now", spec.name);
-            ExitCode::SUCCESS
-        }
-        Ok(Ok(alerts)) => {
-            for alert in alerts {
-                let labels: Vec<String> = alert.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                println!("{:?} {}: {} [{}]", alert.severity, alert.name, alert.summary, labels.join(", "));
-            }
-            ExitCode::SUCCESS
-        }
-        Ok(Err(reason)) => {
-            eprintln!("error: the rule could not evaluate: {reason}");
-            ExitCode::FAILURE
-        }
-        Err(failure) => {
-            eprintln!("error: {failure}");
-            ExitCode::FAILURE
-        }
-    };
+    let evaluated = runtime.evaluate(&spec.plugin, &sandbox, &request).await;
     let _ = storage.close().await;
-    code
+    let alerts =
+        evaluated.map_err(|e| e.to_string())?.map_err(|reason| format!("the rule could not evaluate: {reason}"))?;
+    if alerts.is_empty() {
+        println!("{}: no alert holds now", spec.name);
+    }
+    for alert in alerts {
+        let labels: Vec<String> = alert.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "{} {}: {} [{}]",
+            crate::alerting::severity_name(alert.severity),
+            printable(&alert.name),
+            printable(&alert.summary),
+            printable(&labels.join(", "))
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
+
+/// Names a scaffolded crate may not have: cargo's reserved ones and Rust's keywords.
+const RESERVED: [&str; 12] =
+    ["test", "std", "core", "alloc", "proc-macro", "self", "super", "crate", "type", "fn", "mod", "use"];
 
 /// `selfmon plugin new NAME --kind KIND`: a crate in `dir/NAME` with the plugin, a test, and the toolchain selfmon
 /// is built with; `sdk` is the `sdk/` folder of a selfmon checkout.
 pub fn scaffold(name: &str, kind: Kind, dir: &Path, sdk: Option<PathBuf>) -> ExitCode {
-    let valid = !name.is_empty()
-        && name.len() <= 48
+    exit(make_crate(name, kind, dir, sdk))
+}
+
+fn make_crate(name: &str, kind: Kind, dir: &Path, sdk: Option<PathBuf>) -> Result<ExitCode, Failure> {
+    let valid = (1..=64).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if !valid {
-        eprintln!("error: `{name}` is not a plugin name: lowercase letters, digits and `-`, starting with a letter");
-        return ExitCode::FAILURE;
+    if !valid || RESERVED.contains(&name) {
+        return Err(format!(
+            "`{name}` cannot be a plugin's name: up to 64 lowercase letters, digits and `-`, starting with a letter, \
+             and not one of {}",
+            RESERVED.join(", ")
+        ));
     }
-    let Some(sdk) = sdk.or_else(|| {
-        let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk");
-        bundled.join("Cargo.toml").is_file().then_some(bundled)
-    }) else {
-        eprintln!("error: pass `--sdk PATH` to the `sdk/` folder of a selfmon checkout");
-        return ExitCode::FAILURE;
-    };
-    let sdk = match sdk.canonicalize() {
-        Ok(sdk) if sdk.join("Cargo.toml").is_file() => sdk,
-        _ => {
-            eprintln!("error: {} is not selfmon's sdk/ folder (no Cargo.toml)", sdk.display());
-            return ExitCode::FAILURE;
-        }
-    };
+    if builtin_names().contains(&name) {
+        return Err(format!("`{name}` is a built-in plugin's name: selfmon would refuse the file"));
+    }
+    let sdk = sdk
+        .or_else(|| {
+            let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk");
+            bundled.join("Cargo.toml").is_file().then_some(bundled)
+        })
+        .ok_or("pass `--sdk PATH` to the `sdk/` folder of a selfmon checkout")?;
+    let manifest = std::fs::read_to_string(sdk.join("Cargo.toml")).unwrap_or_default();
+    if !manifest.lines().any(|line| line.trim() == "name = \"selfmon-sdk\"") {
+        return Err(format!("{} is not selfmon's sdk/ folder (its Cargo.toml is not `selfmon-sdk`)", sdk.display()));
+    }
+    let sdk = sdk.canonicalize().map_err(|e| format!("{}: {e}", sdk.display()))?;
     let root = dir.join(name);
     if root.exists() {
-        eprintln!("error: {} exists already", root.display());
-        return ExitCode::FAILURE;
+        return Err(format!("{} exists already", root.display()));
     }
     let type_name: String = name
         .split('-')
@@ -386,14 +394,15 @@ pub fn scaffold(name: &str, kind: Kind, dir: &Path, sdk: Option<PathBuf>) -> Exi
             let mut chars = part.chars();
             chars.next().map(|c| c.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
         })
+        .chain(std::iter::once("Plugin".to_string()))
         .collect();
+    let file = name.replace('-', "_");
     let fill = |template: &str| {
         template
             .replace("{{name}}", name)
-            .replace("{{crate}}", name)
-            .replace("{{file}}", &name.replace('-', "_"))
+            .replace("{{file}}", &file)
             .replace("{{type}}", &type_name)
-            .replace("{{sdk}}", &sdk.display().to_string().replace('\\', "/"))
+            .replace("{{sdk}}", &sdk.display().to_string())
     };
     let source = match kind {
         Kind::Checker => include_str!("templates/checker.rs.in"),
@@ -407,14 +416,13 @@ pub fn scaffold(name: &str, kind: Kind, dir: &Path, sdk: Option<PathBuf>) -> Exi
     ];
     for (path, text) in &files {
         let path = root.join(path);
-        let written = path.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| std::fs::write(&path, text));
-        if let Err(error) = written {
-            eprintln!("error: cannot write {}: {error}", path.display());
-            return ExitCode::FAILURE;
-        }
+        path.parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&path, text))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     println!("Made {} ({} `{name}`, against {})", root.display(), kind.as_str(), sdk.display());
     println!("  cd {} && cargo test && cargo build --release --target wasm32-wasip2", root.display());
-    println!("  selfmon plugin validate target/wasm32-wasip2/release/{}.wasm", name.replace('-', "_"));
-    ExitCode::SUCCESS
+    println!("  selfmon plugin validate target/wasm32-wasip2/release/{file}.wasm");
+    Ok(ExitCode::SUCCESS)
 }

@@ -56,8 +56,6 @@ pub struct Plugin {
     pub sha256: String,
     /// Size of the component in bytes.
     pub size: usize,
-    /// What the component imports (`selfmon:plugin/host@0.1.0`, `wasi:http/outgoing-handler@0.2.6`, ...).
-    pub imports: Vec<String>,
     exports: Exports,
 }
 
@@ -103,7 +101,6 @@ impl Runtime {
             .map_err(|e| format!("compiling failed: {e}"))?
             .map_err(|e| format!("not a WebAssembly component: {}", root_cause(&e)))?;
         let kind = self.check_contract(&component)?;
-        let imports = component.component_type().imports(&self.engine).map(|(name, _)| name.to_string()).collect();
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
@@ -149,7 +146,7 @@ impl Runtime {
         };
         let info = info.map_err(|e| format!("`info` failed: {e}"))?;
         check_info(&info)?;
-        Ok(Plugin { info, source, sha256, size: bytes.len(), imports, exports })
+        Ok(Plugin { info, source, sha256, size: bytes.len(), exports })
     }
 
     /// Ask a plugin whether a configured check's request is acceptable. The outer error is a call that failed; the
@@ -359,9 +356,9 @@ pub fn capability(import: &str) -> &'static str {
         "wasi:cli/stdin" => "standard input (always empty)",
         "wasi:cli/stdout" | "wasi:cli/stderr" => "standard output and error (into selfmon's log, capped)",
         _ if interface.starts_with("wasi:cli/terminal-") => "terminal queries (there is no terminal)",
-        _ if interface.starts_with("wasi:io/") => "streams and polling, for the interfaces above",
-        _ if interface.starts_with("wasi:") => "standard WASI",
-        _ => "an interface selfmon does not provide",
+        _ if interface.starts_with("wasi:io/") => "streams and polling, for the interfaces listed here",
+        _ if interface.starts_with("wasi:http/") => "HTTP types, for its requests",
+        _ => "not provided by selfmon: the plugin cannot load",
     }
 }
 
