@@ -294,3 +294,35 @@ fn the_python_example_builds_against_the_contract_and_parses() {
     assert_eq!(status, Some(1));
     assert!(stderr.contains("utc_offset"), "{stderr}");
 }
+
+#[test]
+fn an_uncaught_python_exception_is_named_in_the_failure() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let componentize = repo.join("target/componentize-venv/bin/componentize-py");
+    let workdir = Workdir::new("", &[]);
+    // The example parser, made to raise on a marker line.
+    let example = std::fs::read_to_string(repo.join("examples/python-parser/app.py")).unwrap();
+    let raising = example.replace(
+        "        return [parse_line(line, offset) for line in request.lines]",
+        "        if \"BOOM\" in request.lines:\n            raise RuntimeError(\"deliberate failure on BOOM\")\n        return [parse_line(line, offset) for line in request.lines]",
+    );
+    assert_ne!(raising, example, "the example's parse() changed: update this test");
+    std::fs::write(workdir.path().join("app.py"), raising).unwrap();
+    let wasm = workdir.path().join("raising.wasm");
+    let built = Command::new(&componentize)
+        .arg("--wit-path")
+        .arg(repo.join("wit"))
+        .args(["--world", "parser", "componentize", "app", "--output"])
+        .arg(&wasm)
+        .current_dir(workdir.path())
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}{}", text(&built).0, text(&built).1);
+
+    let (status, records, stderr) = parse_with(&workdir, &wasm, &[], "2026-11-27 10:00:01 [INFO] bot: fine\nBOOM\n");
+    assert_eq!(status, Some(1), "{stderr}");
+    // The batch is kept raw, each line with the reason: the exception, not the interpreter's internals.
+    assert_eq!(records.len(), 2, "{records:?}");
+    let error = records[0]["error"].as_str().unwrap();
+    assert!(error.contains("uncaught exception: RuntimeError: deliberate failure on BOOM"), "{error}");
+}

@@ -302,10 +302,19 @@ fn classify(error: wasmtime::Error, sandbox: &Sandbox, output: &Output, instanti
         let message = lines.find(|l| !l.trim().is_empty()).unwrap_or_default();
         format!("{} {}", location.trim(), message.trim()).trim().to_string()
     });
+    // An interpreter's uncaught exception (CPython built with componentize-py) prints a traceback before its
+    // runtime panics; the traceback's last line says what was raised, which is what that plugin's author needs.
+    // With chained exceptions the last traceback is the one that escaped.
+    let lines: Vec<&str> = stderr.lines().collect();
+    let exception =
+        lines.iter().rposition(|line| line.starts_with("Traceback (most recent call last):")).and_then(|at| {
+            lines[at + 1..].iter().find(|line| !line.trim().is_empty() && !line.starts_with(char::is_whitespace))
+        });
     let trap = error.downcast_ref::<wasmtime::Trap>().map_or_else(|| format!("{error:#}"), |t| t.to_string());
-    let message = match panic {
-        Some(panic) => format!("{panic} ({trap})"),
-        None => trap,
+    let message = match (exception, panic) {
+        (Some(exception), _) => format!("uncaught exception: {} ({trap})", exception.trim()),
+        (None, Some(panic)) => format!("{panic} ({trap})"),
+        (None, None) => trap,
     };
     CallError::Trap(sandbox.redactor.apply(&message).into_owned())
 }
