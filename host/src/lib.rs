@@ -531,13 +531,12 @@ pub async fn serve(
 /// What calls each plugin: (plugin name, use).
 fn plugin_uses(host: &Host) -> Vec<(String, query::PluginUse)> {
     let checks = host.checks.iter().map(|check| {
-        let network = check.sandbox.grants.to_string();
         (
             check.plugin.info.name.clone(),
             query::PluginUse {
                 kind: "check",
                 name: check.name.clone(),
-                network: network.split(", ").filter(|g| *g != "no network").map(String::from).collect(),
+                network: check.sandbox.grants.entries(),
                 secrets: check.secret_names(),
             },
         )

@@ -254,17 +254,8 @@ async fn sign_in(
         token.signature(&sessions.signer, &digest)
     );
     tracing::info!(target: "selfmon::security", key = %token.name, remote = %address.ip(), "Dashboard sign-in");
-    let cookie = cookie::Cookie::build((COOKIE, value))
-        .path("/")
-        .http_only(true)
-        .same_site(cookie::SameSite::Strict)
-        .secure(dashboard.secure_cookie(&headers))
-        .max_age(cookie::time::Duration::seconds(i64::try_from(dashboard.lifetime.as_secs()).unwrap_or(i64::MAX)))
-        .build();
     let mut response = Json(serde_json::json!({"name": token.name, "role": role})).into_response();
-    if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
-    }
+    dashboard.set_cookie(&mut response, &headers, value, dashboard.lifetime);
     response
 }
 
@@ -288,17 +279,8 @@ async fn sign_out(State(dashboard): State<Arc<Dashboard>>, headers: HeaderMap) -
             tracing::warn!(%error, "Cannot keep the signed-out session on disk: it is refused until selfmon restarts");
         }
     }
-    let cookie = cookie::Cookie::build((COOKIE, ""))
-        .path("/")
-        .http_only(true)
-        .same_site(cookie::SameSite::Strict)
-        .secure(dashboard.secure_cookie(&headers))
-        .max_age(cookie::time::Duration::ZERO)
-        .build();
     let mut response = StatusCode::NO_CONTENT.into_response();
-    if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
-    }
+    dashboard.set_cookie(&mut response, &headers, String::new(), Duration::ZERO);
     response
 }
 
@@ -416,6 +398,20 @@ impl Dashboard {
         name.eq_ignore_ascii_case("localhost")
             || name.parse::<std::net::IpAddr>().is_ok()
             || self.public.as_ref().is_some_and(|(_, public)| host_name(public).eq_ignore_ascii_case(name))
+    }
+
+    /// The session cookie with `value` for `max_age` (zero clears it), on `response`.
+    fn set_cookie(&self, response: &mut Response, headers: &HeaderMap, value: String, max_age: Duration) {
+        let cookie = cookie::Cookie::build((COOKIE, value))
+            .path("/")
+            .http_only(true)
+            .same_site(cookie::SameSite::Strict)
+            .secure(self.secure_cookie(headers))
+            .max_age(cookie::time::Duration::seconds(i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX)))
+            .build();
+        if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
+            response.headers_mut().insert(header::SET_COOKIE, value);
+        }
     }
 
     fn secure_cookie(&self, headers: &HeaderMap) -> bool {

@@ -157,27 +157,33 @@ fn default_port(scheme: &str) -> Option<u16> {
     }
 }
 
+impl Grants {
+    /// Each grant as an operator writes it: `db.internal:5432`, `*.example.com:443`, `[::1]:*`.
+    pub fn entries(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .map(|grant| {
+                let host = match &grant.host {
+                    HostPattern::Name(name) => name.clone(),
+                    HostPattern::Subdomains(suffix) => format!("*{suffix}"),
+                    HostPattern::Ip(IpAddr::V6(ip)) => format!("[{ip}]"),
+                    HostPattern::Ip(ip) => ip.to_string(),
+                };
+                match grant.port {
+                    Some(port) => format!("{host}:{port}"),
+                    None => format!("{host}:*"),
+                }
+            })
+            .collect()
+    }
+}
+
 impl fmt::Display for Grants {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.entries.is_empty() {
             return f.write_str("no network");
         }
-        for (i, grant) in self.entries.iter().enumerate() {
-            if i > 0 {
-                f.write_str(", ")?;
-            }
-            match &grant.host {
-                HostPattern::Name(name) => f.write_str(name)?,
-                HostPattern::Subdomains(suffix) => write!(f, "*{suffix}")?,
-                HostPattern::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]")?,
-                HostPattern::Ip(ip) => write!(f, "{ip}")?,
-            }
-            match grant.port {
-                Some(port) => write!(f, ":{port}")?,
-                None => f.write_str(":*")?,
-            }
-        }
-        Ok(())
+        f.write_str(&self.entries().join(", "))
     }
 }
 
