@@ -149,6 +149,7 @@ fn routes(state: AppState) -> Router {
         .routes(routes!(post_events))
         .routes(routes!(analytics))
         .routes(routes!(erase_user))
+        .routes(routes!(reload))
         .routes(routes!(aggregate_logs))
         .routes(routes!(tail_logs))
         .routes(routes!(analyse_logs))
@@ -1014,6 +1015,23 @@ async fn erase_user(
     Ok(Json(state.erase_user(&path(user, "the user id")?, caller.name.as_deref()).await?))
 }
 
+/// `POST /v1/reload` (admin): read the config file and the plugins folder again and, when all of it is valid, put
+/// it in place (as `SIGHUP` does). 200 with what changed; 422 with every problem when nothing was changed.
+#[utoipa::path(post, path = "/v1/reload", tag = "selfmon", responses((status = 200, description = "Reloaded", body = crate::reload::Outcome), (status = 422, description = "Refused: everything runs as before", body = crate::reload::Outcome), (status = 403, description = "Not an admin key", body = ErrorBody)))]
+async fn reload(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<(StatusCode, Json<crate::reload::Outcome>), ApiError> {
+    admin_only(&state, &caller, "POST /v1/reload")?;
+    let outcome = state
+        .reloads
+        .reload(crate::reload::Trigger::Api)
+        .await
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", "selfmon is stopping"))?;
+    let status = if outcome.applied { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+    Ok((status, Json(outcome)))
+}
+
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -1092,7 +1110,8 @@ async fn ingest_logs(
     };
     // A configured `kind = "http"` source gives its parser and service to calls naming it.
     let source = params.source.unwrap_or_else(|| "http".into());
-    let configured = state.http_sources.get(&source);
+    let live = state.live();
+    let configured = live.http_sources.get(&source);
     let parsing = match (params.parser, configured) {
         (Some(parser), _) => state.parsing(&parser)?,
         (None, Some((parsing, _))) => parsing.clone(),

@@ -151,19 +151,23 @@ pub struct CheckState {
 }
 
 impl Board {
-    /// Add a configured check, with no result yet.
+    /// Add a configured check, with no result yet; a check already there keeps its latest result.
     pub fn register(&self, name: &str, plugin: &str, enabled: bool, interval: Duration, depends_on: &[String]) {
-        self.checks.write().expect("board lock").insert(
-            name.to_string(),
-            Entry {
-                plugin: plugin.to_string(),
-                enabled,
-                interval,
-                depends_on: depends_on.to_vec(),
-                run: None,
-                recovery: None,
-            },
-        );
+        let mut checks = self.checks.write().expect("board lock");
+        let (run, recovery) = checks.remove(name).map(|entry| (entry.run, entry.recovery)).unwrap_or_default();
+        let entry =
+            Entry { plugin: plugin.to_string(), enabled, interval, depends_on: depends_on.to_vec(), run, recovery };
+        checks.insert(name.to_string(), entry);
+    }
+
+    /// Take away a check that is no longer configured.
+    pub fn unregister(&self, name: &str) {
+        self.checks.write().expect("board lock").remove(name);
+    }
+
+    /// The names of the checks on the board.
+    pub fn names(&self) -> Vec<String> {
+        self.checks.read().expect("board lock").keys().cloned().collect()
     }
 
     /// Record a run of a registered check; runs of checks no longer configured are ignored. When the check's own

@@ -9,7 +9,7 @@
 //! - [`health`]: statuses, run outcomes and the board of latest states, with dependency causes.
 //! - [`logs`]: log lines parsed by parser plugins, stored with a full-text index, searched; [`tail`]: log files.
 //! - [`recovery`]: the operator's recovery actions for checks that keep failing.
-//! - [`scheduler`]: runs checks on their intervals.
+//! - [`scheduler`]: runs checks on their intervals; [`reload`]: the plugins folder watched, the config read again.
 //! - [`system`]: the host's CPU, memory, disk and network figures.
 //! - [`telemetry`]: selfmon's own metrics for Prometheus.
 //! - [`storage`]: SQLite, one batching writer, readers of their own.
@@ -49,6 +49,7 @@ pub mod plugins;
 pub mod privacy;
 pub mod query;
 pub mod recovery;
+pub mod reload;
 pub mod retention;
 pub mod runtime;
 pub mod scheduler;
@@ -97,7 +98,7 @@ pub enum StartError {
 pub struct Host {
     pub config: Config,
     pub runtime: Arc<Runtime>,
-    pub plugins: Plugins,
+    pub plugins: Arc<Plugins>,
     pub checks: Vec<Arc<Check>>,
     pub access: Arc<access::Access>,
     /// The `[[log_source]]` tables, with their parsers.
@@ -109,10 +110,17 @@ pub struct Host {
 }
 
 impl Host {
-    /// Load the plugins and build the checks. All of the config is checked, and every problem reported.
+    /// Load the plugins and build the checks, with the tables of the plugins folder's sidecars. All of the config
+    /// is checked, and every problem reported.
     pub async fn build(config: Config) -> Result<Self, StartError> {
-        let sane = config_sanity(&config);
+        let config = config.with_sidecars().map_err(StartError::Config)?;
         let (runtime, plugins) = load_plugins(&config).await?;
+        Self::assemble(config, Arc::new(runtime), plugins).await.map_err(StartError::Config)
+    }
+
+    /// Build the checks, log sources and rules of `config` (sidecars included) on plugins already loaded.
+    pub async fn assemble(config: Config, runtime: Arc<Runtime>, plugins: Plugins) -> Result<Self, Vec<ConfigError>> {
+        let sane = config_sanity(&config);
         let env = |name: &str| std::env::var(name).ok();
         let built = checks::build(&config, &plugins, &runtime, &env).await;
         let access = access::Access::from_config(&config.api, &config.source, &env);
@@ -131,13 +139,13 @@ impl Host {
                 errors.extend(access.err().unwrap_or_default());
                 errors.extend(sources.err().unwrap_or_default());
                 errors.extend(alerting.err().unwrap_or_default());
-                return Err(StartError::Config(errors));
+                return Err(errors);
             }
         };
         Ok(Self {
             config,
-            runtime: Arc::new(runtime),
-            plugins,
+            runtime,
+            plugins: Arc::new(plugins),
             checks: checks.into_iter().map(Arc::new).collect(),
             access: Arc::new(access),
             log_sources,
@@ -159,10 +167,10 @@ async fn log_sources(
     let mut names = std::collections::BTreeSet::new();
     for spanned in &config.log_sources {
         let source = spanned.get_ref();
-        let line = config.source.file.as_ref().map(|_| config.source.line_of(spanned.span().start));
+        let line = config.source.line_at(spanned.span().start);
         let mut problem = |message: String| {
             errors.push(ConfigError::new(
-                config.source.name(),
+                config.source.name_at(spanned.span().start),
                 line,
                 format!("log source `{}`: {message}", source.name),
             ))
@@ -336,6 +344,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let started = Instant::now();
+    let main = config.clone();
     let host = Host::build(config).await?;
     let access = host.access.clone();
     let dashboard_listener = prepare_dashboard(&host.config, &access).await?;
@@ -360,32 +369,17 @@ pub async fn serve(
 
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
-    for (source, parsing) in host.log_sources.iter().filter(|(s, _)| s.kind == config::LogSourceKind::Syslog) {
-        // The addresses were checked with the config.
-        let addresses: Vec<syslog::Listen> =
-            source.listen.iter().filter_map(|a| syslog::Listen::parse(a).ok()).collect();
-        syslog::Listener {
-            storage: storage.clone(),
-            runtime: host.runtime.clone(),
-            parsing: parsing.clone(),
-            origin: logs::Origin { source: source.name.clone(), service: source.service.clone() },
-            telemetry: telemetry.clone(),
-        }
-        .spawn(&addresses, &tasks, stop.clone())
-        .await
-        .inspect_err(|_| stop.cancel())?;
-    }
-    scheduler::Scheduler {
+    let scheduler = Arc::new(scheduler::Scheduler {
         runtime: host.runtime.clone(),
         storage: storage.clone(),
         board: board.clone(),
         recoverer: recovery::Recoverer::new(storage.clone(), board.clone(), tasks.clone(), stop.clone()),
         telemetry: telemetry.clone(),
         events: events.clone(),
-        max_concurrent: host.config.scheduler.max_concurrent,
+        limit: Arc::new(tokio::sync::Semaphore::new(host.config.scheduler.max_concurrent.max(1))),
         jitter: host.config.scheduler.jitter,
-    }
-    .spawn(host.checks.clone(), &tasks, stop.clone());
+        schedule: std::sync::Mutex::default(),
+    });
     webhooks::spawn(storage.clone(), &events, &tasks, stop.clone());
     let engine = alerting::Engine::new(
         host.alerting.clone(),
@@ -397,19 +391,8 @@ pub async fn serve(
     )
     .await?;
     let rule_status = engine.status();
-    alerting::spawn(engine, &tasks, stop.clone());
-    for (source, parsing) in host.log_sources.iter().filter(|(s, _)| s.kind == config::LogSourceKind::File) {
-        tail::Tailer {
-            storage: storage.clone(),
-            runtime: host.runtime.clone(),
-            parsing: parsing.clone(),
-            origin: logs::Origin { source: source.name.clone(), service: source.service.clone() },
-            patterns: source.paths.clone(),
-            poll: source.poll,
-            telemetry: telemetry.clone(),
-        }
-        .spawn(&tasks, stop.clone());
-    }
+    let (alerting_configs, configs) = tokio::sync::watch::channel(host.alerting.clone());
+    alerting::spawn(engine, configs, &tasks, stop.clone());
     if host.config.logging.enabled && host.config.logging.ingest {
         // selfmon's own log, read back like any other file source.
         let path = host.config.source.resolve(&host.config.logging.dir).join(journal::FILES[0].1);
@@ -438,72 +421,51 @@ pub async fn serve(
             stop.clone(),
         );
     }
-    tracing::info!(
-        api = %listener.local_addr().map_err(StartError::Serve)?,
-        checks = host.checks.len(),
-        rules = host.alerting.rules.iter().filter(|r| r.enabled).count(),
-        plugins = host.plugins.iter().count(),
-        storage = %storage.path().display(),
-        "selfmon is running"
-    );
-
-    let about = query::About {
-        version: env!("CARGO_PKG_VERSION"),
-        contract: runtime::CONTRACT_VERSION,
-        uses: plugin_uses(&host),
-        plugins: host
-            .plugins
-            .iter()
-            .map(|p| query::PluginSummary {
-                name: p.info.name.clone(),
-                kind: p.kind().as_str(),
-                version: p.info.version.clone(),
-                description: p.info.description.clone(),
-                source: p.source.to_string(),
-                size_bytes: p.size,
-                sha256: p.sha256.clone(),
-            })
-            .collect(),
-        refused_plugins: host
-            .plugins
-            .refused()
-            .iter()
-            .map(|r| query::RefusedPlugin { file: r.file.display().to_string(), reason: r.reason.clone() })
-            .collect(),
-        max_concurrent_checks: host.config.scheduler.max_concurrent,
-    };
     let address = listener.local_addr().map_err(StartError::Serve)?;
     if access.is_open() && !address.ip().is_loopback() {
         tracing::warn!(%address, "The API has no keys and listens beyond this machine: set [api] keys or MONITORING_API_KEY");
     }
-    let http_sources = host
-        .log_sources
-        .iter()
-        .filter(|(s, _)| s.kind == config::LogSourceKind::Http)
-        .map(|(s, parsing)| (s.name.clone(), (parsing.clone(), s.service.clone())))
-        .collect();
     let usage = Arc::new(usage::Usage::new(storage.clone(), &host.config.ai, telemetry.clone()));
+    let (reloads, reload_requests) = reload::Handle::new();
     let queries = Arc::new(query::Queries {
         usage,
         ai: host.config.ai.clone(),
         traces: host.config.traces.clone(),
         retention_events: host.config.retention.events,
-        http_sources,
         runtime: host.runtime.clone(),
-        plugins: Arc::new(host.plugins),
+        live: std::sync::RwLock::new(Arc::new(query::Live {
+            http_sources: http_sources(&host),
+            about: about(&host),
+            plugins: host.plugins.clone(),
+            alerting: host.alerting.clone(),
+        })),
+        reloads: reloads.clone(),
         board,
         storage: storage.clone(),
         access: access.clone(),
         telemetry,
         events,
         started,
-        about,
         tails: Arc::new(tokio::sync::Semaphore::new(query::MAX_TAILS)),
         ingesting: Arc::new(tokio::sync::Semaphore::new(query::MAX_INGESTING)),
         stopping: stop.clone(),
-        alerting: host.alerting.clone(),
         rule_status,
     });
+    let reloader =
+        reload::Reloader::start(&host, main, scheduler, queries.clone(), alerting_configs, tasks.clone(), stop.clone())
+            .await
+            .inspect_err(|_| stop.cancel())?;
+    reloader.spawn(reloads.clone(), reload_requests);
+    reload::watch(&host.config.source.resolve(&host.config.plugins.dir), reloads.clone(), &tasks, stop.clone());
+    spawn_hangup(reloads, &tasks, stop.clone());
+    tracing::info!(
+        api = %address,
+        checks = host.checks.len(),
+        rules = host.alerting.rules.iter().filter(|r| r.enabled).count(),
+        plugins = host.plugins.iter().count(),
+        storage = %storage.path().display(),
+        "selfmon is running"
+    );
     if let Some(prepared) = dashboard_listener {
         spawn_dashboard(&host.config, prepared, queries.clone(), access.clone(), &tasks, stop.clone());
     }
@@ -526,6 +488,65 @@ pub async fn serve(
     tasks.wait().await;
     storage.close().await?;
     served.map_err(StartError::Serve)
+}
+
+/// What the API says about the plugins and what uses them.
+fn about(host: &Host) -> query::About {
+    query::About {
+        version: env!("CARGO_PKG_VERSION"),
+        contract: runtime::CONTRACT_VERSION,
+        uses: plugin_uses(host),
+        plugins: host
+            .plugins
+            .iter()
+            .map(|p| query::PluginSummary {
+                name: p.info.name.clone(),
+                kind: p.kind().as_str(),
+                version: p.info.version.clone(),
+                description: p.info.description.clone(),
+                source: p.source.to_string(),
+                size_bytes: p.size,
+                sha256: p.sha256.clone(),
+            })
+            .collect(),
+        refused_plugins: host
+            .plugins
+            .refused()
+            .iter()
+            .map(|r| query::RefusedPlugin { file: r.file.display().to_string(), reason: r.reason.clone() })
+            .collect(),
+        max_concurrent_checks: host.config.scheduler.max_concurrent,
+    }
+}
+
+/// The `kind = "http"` log sources: their parser and default service, by name.
+fn http_sources(host: &Host) -> std::collections::BTreeMap<String, (logs::Parsing, Option<String>)> {
+    host.log_sources
+        .iter()
+        .filter(|(s, _)| s.kind == config::LogSourceKind::Http)
+        .map(|(s, parsing)| (s.name.clone(), (parsing.clone(), s.service.clone())))
+        .collect()
+}
+
+/// Reload on `SIGHUP`.
+fn spawn_hangup(reloads: reload::Handle, tasks: &TaskTracker, stop: CancellationToken) {
+    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(error) => {
+            tracing::warn!(%error, "Cannot listen for SIGHUP: reload with POST /v1/reload");
+            return;
+        }
+    };
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                hangup = hangups.recv() => if hangup.is_none() { return },
+            }
+            tracing::info!("SIGHUP: reloading the config");
+            reloads.nudge(reload::Trigger::Signal);
+        }
+    });
 }
 
 /// What calls each plugin: (plugin name, use).

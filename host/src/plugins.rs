@@ -15,10 +15,45 @@ pub struct Refused {
 }
 
 /// Every loaded plugin by name, and every refused file.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Plugins {
     loaded: BTreeMap<String, Arc<Plugin>>,
+    /// Built-in plugins that failed to load.
+    builtin_refused: Vec<Refused>,
+    /// Every file of the plugins folder seen at the last scan.
+    files: BTreeMap<PathBuf, FileState>,
     refused: Vec<Refused>,
+}
+
+/// What the last scan made of one file.
+#[derive(Debug, Clone)]
+struct FileState {
+    stamp: Stamp,
+    /// The plugin loaded from the file (an earlier version of it, when the file now is refused).
+    loaded: Option<String>,
+    refused: Option<String>,
+}
+
+/// Size, modification time and inode: a file with all three unchanged is not read again.
+type Stamp = (u64, Option<std::time::SystemTime>, u64);
+
+/// What a scan of the plugins folder changed.
+#[derive(Debug, Default, Clone)]
+pub struct Changes {
+    /// Plugins loaded from new files, by name.
+    pub added: Vec<String>,
+    /// Plugins whose file was replaced by a valid new version.
+    pub replaced: Vec<String>,
+    /// Plugins unloaded, with the file that was removed.
+    pub removed: Vec<(String, PathBuf)>,
+    /// Files refused by this scan.
+    pub refused: Vec<Refused>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.replaced.is_empty() && self.removed.is_empty() && self.refused.is_empty()
+    }
 }
 
 impl Plugins {
@@ -30,25 +65,73 @@ impl Plugins {
                 Ok(plugin) => plugins.add(plugin),
                 Err(reason) => {
                     tracing::error!(plugin = crate_name, %reason, "Built-in plugin failed to load");
-                    plugins.refused.push(Refused { file: PathBuf::from(format!("built-in {crate_name}")), reason });
+                    plugins
+                        .builtin_refused
+                        .push(Refused { file: PathBuf::from(format!("built-in {crate_name}")), reason });
                 }
             }
         }
-        for file in wasm_files(dir) {
+        plugins.rescan(runtime, dir, max_file_size).await;
+        plugins
+    }
+
+    /// Bring the plugins in line with the folder: load new and changed files, unload the plugins of removed ones.
+    /// A changed file that is refused leaves the version loaded from it before in place.
+    pub async fn rescan(&mut self, runtime: &Runtime, dir: &Path, max_file_size: u64) -> Changes {
+        let mut changes = Changes::default();
+        let files = wasm_files(dir);
+        let gone: Vec<PathBuf> = self.files.keys().filter(|file| !files.contains(file)).cloned().collect();
+        for file in gone {
+            if let Some(name) = self.files.remove(&file).and_then(|state| state.loaded) {
+                self.loaded.remove(&name);
+                tracing::warn!(plugin = %name, file = %file.display(), "Plugin file removed: the plugin is unloaded");
+                changes.removed.push((name, file));
+            }
+        }
+        for file in files {
+            let Ok(metadata) = std::fs::metadata(&file) else { continue };
+            let stamp = (metadata.len(), metadata.modified().ok(), std::os::unix::fs::MetadataExt::ino(&metadata));
+            let previous = match self.files.get(&file) {
+                Some(state) if state.stamp == stamp => continue,
+                Some(state) => state.loaded.clone(),
+                None => None,
+            };
+            let mut state = FileState { stamp, loaded: previous.clone(), refused: None };
             match load_file(runtime, &file, max_file_size).await {
                 Ok(plugin) => {
-                    if let Some(existing) = plugins.loaded.get(&plugin.info.name) {
-                        let reason = format!("the name `{}` is already taken by {}", plugin.info.name, existing.source);
-                        plugins.refuse(file, reason);
-                    } else {
-                        tracing::info!(plugin = %plugin.info.name, version = %plugin.info.version, file = %file.display(), "Loaded plugin");
-                        plugins.add(plugin);
+                    let name = plugin.info.name.clone();
+                    match self.loaded.get(&name) {
+                        Some(existing) if previous.as_ref() != Some(&name) => {
+                            let reason = format!("the name `{name}` is already taken by {}", existing.source);
+                            state.refused = Some(self.refusal(&file, reason, previous.as_deref(), &mut changes));
+                        }
+                        _ => {
+                            if let Some(before) = previous.filter(|before| *before != name) {
+                                self.loaded.remove(&before);
+                                changes.removed.push((before, file.clone()));
+                            }
+                            tracing::info!(plugin = %name, version = %plugin.info.version, file = %file.display(), "Loaded plugin");
+                            if state.loaded.as_ref() == Some(&name) {
+                                changes.replaced.push(name.clone());
+                            } else {
+                                changes.added.push(name.clone());
+                            }
+                            self.add(plugin);
+                            state.loaded = Some(name);
+                        }
                     }
                 }
-                Err(reason) => plugins.refuse(file, reason),
+                Err(reason) => state.refused = Some(self.refusal(&file, reason, previous.as_deref(), &mut changes)),
             }
+            self.files.insert(file, state);
         }
-        plugins
+        self.refused = self.builtin_refused.clone();
+        self.refused.extend(
+            self.files
+                .iter()
+                .filter_map(|(file, state)| state.refused.clone().map(|reason| Refused { file: file.clone(), reason })),
+        );
+        changes
     }
 
     /// Put `plugin` in, in place of any loaded plugin of the same name (what `selfmon plugin run` tries).
@@ -56,9 +139,15 @@ impl Plugins {
         self.loaded.insert(plugin.info.name.clone(), Arc::new(plugin));
     }
 
-    fn refuse(&mut self, file: PathBuf, reason: String) {
+    /// Refuse `file`, saying which version keeps running in its place.
+    fn refusal(&self, file: &Path, reason: String, previous: Option<&str>, changes: &mut Changes) -> String {
+        let reason = match previous.and_then(|name| self.loaded.get(name)) {
+            Some(plugin) => format!("{reason}; version {} loaded from it before keeps running", plugin.info.version),
+            None => reason,
+        };
         tracing::warn!(file = %file.display(), %reason, "Refused plugin file");
-        self.refused.push(Refused { file, reason });
+        changes.refused.push(Refused { file: file.to_path_buf(), reason: reason.clone() });
+        reason
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Plugin>> {
@@ -86,7 +175,11 @@ fn wasm_files(dir: &Path) -> Vec<PathBuf> {
     };
     let mut files: Vec<PathBuf> = entries
         .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| path.is_file() && path.extension().is_some_and(|ext| ext == "wasm"))
+        .filter(|path| {
+            path.is_file()
+                && path.extension().is_some_and(|ext| ext == "wasm")
+                && !path.file_name().is_some_and(|name| name.to_string_lossy().starts_with('.'))
+        })
         .collect();
     files.sort();
     files

@@ -32,27 +32,48 @@ pub struct Queries {
     pub traces: crate::config::TracesConfig,
     /// How long events are kept: older ones are refused.
     pub retention_events: Duration,
-    /// `[[log_source]]` tables of kind `http`: their parser and default service, by name.
-    pub http_sources: std::collections::BTreeMap<String, (Parsing, Option<String>)>,
     pub runtime: Arc<Runtime>,
-    pub plugins: Arc<Plugins>,
+    /// What a reload replaces, as of the last one.
+    pub live: std::sync::RwLock<Arc<Live>>,
+    /// Where reloads are asked for, and how the last one went.
+    pub reloads: crate::reload::Handle,
     pub board: Arc<Board>,
     pub storage: Storage,
     pub access: Arc<Access>,
     pub telemetry: Arc<Telemetry>,
     pub events: Events,
     pub started: Instant,
-    pub about: About,
     /// Live tails that may be open at once.
     pub tails: Arc<tokio::sync::Semaphore>,
     /// Log ingestions that may wait for storage at once.
     pub ingesting: Arc<tokio::sync::Semaphore>,
     /// Cancelled when selfmon stops, ending live tails.
     pub stopping: tokio_util::sync::CancellationToken,
-    /// Rules, channels and escalation policies from the config.
-    pub alerting: Arc<Alerting>,
     /// How every rule fared at its last evaluation.
     pub rule_status: Arc<std::sync::Mutex<std::collections::BTreeMap<String, RuleStatus>>>,
+}
+
+/// The parts of the API's answers that come from the config and the plugins folder, replaced whole by a reload.
+pub struct Live {
+    /// `[[log_source]]` tables of kind `http`: their parser and default service, by name.
+    pub http_sources: std::collections::BTreeMap<String, (Parsing, Option<String>)>,
+    pub plugins: Arc<Plugins>,
+    pub about: About,
+    /// Rules, channels and escalation policies from the config.
+    pub alerting: Arc<Alerting>,
+}
+
+impl Queries {
+    /// What the config and the plugins folder say now. A request holds on to what it read first, so a reload in the
+    /// middle of it does not mix old and new.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.read().expect("live lock").clone()
+    }
+
+    /// Put in what a reload built.
+    pub fn replace_live(&self, live: Live) {
+        *self.live.write().expect("live lock") = Arc::new(live);
+    }
 }
 
 /// Log ingestions (inflated, parsed and waiting for their commit) at once; a further one waits [`INGEST_WAIT`] for
@@ -69,7 +90,7 @@ const RECENT_FAILURES: usize = 50;
 /// Records a live tail sends from before it started, at most.
 pub const MAX_BACKLOG: u64 = 1000;
 
-/// What does not change while selfmon runs.
+/// What selfmon runs: its version, contract, plugins and their users (as of the last reload).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct About {
     pub version: &'static str,
@@ -181,6 +202,8 @@ pub struct Status {
     pub uptime_seconds: f64,
     pub plugins: Vec<PluginSummary>,
     pub refused_plugins: Vec<RefusedPlugin>,
+    /// How the last reload (of the config or the plugins folder) went; none since start-up.
+    pub last_reload: Option<crate::reload::Outcome>,
     pub checks: CheckCounts,
     pub scheduler: SchedulerFigures,
     pub storage: Figures,
@@ -297,13 +320,14 @@ impl Queries {
     pub async fn plugins(&self) -> Result<PluginsReport, QueryError> {
         let mut recent =
             self.storage.recent_failures(RECENT_FAILURES).await.map_err(|e| QueryError::Storage(e.to_string()))?;
-        let plugins = self
+        let live = self.live();
+        let plugins = live
             .about
             .plugins
             .iter()
             .map(|plugin| PluginReport {
                 plugin: plugin.clone(),
-                used_by: self.about.uses.iter().filter(|(p, _)| *p == plugin.name).map(|(_, u)| u.clone()).collect(),
+                used_by: live.about.uses.iter().filter(|(p, _)| *p == plugin.name).map(|(_, u)| u.clone()).collect(),
                 failures: self.telemetry.plugin_failures(&plugin.name),
                 recent_failures: recent
                     .remove(&plugin.name)
@@ -313,21 +337,23 @@ impl Queries {
                     .collect(),
             })
             .collect();
-        Ok(PluginsReport { contract: self.about.contract, plugins, refused: self.about.refused_plugins.clone() })
+        Ok(PluginsReport { contract: live.about.contract, plugins, refused: live.about.refused_plugins.clone() })
     }
 
     pub async fn status(&self) -> Result<Status, QueryError> {
+        let live = self.live();
         let checks = self.board.snapshot();
         let mut by_status = std::collections::BTreeMap::new();
         for check in checks.iter().filter(|c| c.enabled) {
             *by_status.entry(check.status.as_str()).or_insert(0) += 1;
         }
         Ok(Status {
-            version: self.about.version,
-            contract: self.about.contract,
+            version: live.about.version,
+            contract: live.about.contract,
             uptime_seconds: self.started.elapsed().as_secs_f64(),
-            plugins: self.about.plugins.clone(),
-            refused_plugins: self.about.refused_plugins.clone(),
+            plugins: live.about.plugins.clone(),
+            refused_plugins: live.about.refused_plugins.clone(),
+            last_reload: self.reloads.last(),
             checks: CheckCounts {
                 configured: checks.len(),
                 enabled: checks.iter().filter(|c| c.enabled).count(),
@@ -336,7 +362,7 @@ impl Queries {
             scheduler: {
                 let totals = self.telemetry.scheduler_totals();
                 SchedulerFigures {
-                    max_concurrent: self.about.max_concurrent_checks,
+                    max_concurrent: live.about.max_concurrent_checks,
                     runs: totals.runs,
                     plugin_failures: totals.plugin_failures,
                     mean_lag_ms: totals.mean_lag.as_secs_f64() * 1000.0,
@@ -389,12 +415,13 @@ impl Queries {
 
     /// `/metrics`: selfmon's own metrics in the Prometheus text format.
     pub fn prometheus(&self) -> String {
+        let live = self.live();
         self.telemetry.render(&Scrape {
             checks: &self.board.snapshot(),
             storage: &self.storage,
             refused_calls: self.access.refused(),
-            version: self.about.version,
-            contract: self.about.contract,
+            version: live.about.version,
+            contract: live.about.contract,
         })
     }
 
@@ -423,21 +450,22 @@ impl Queries {
 
     /// Whether a rule of that name comes from the config (or is one of the defaults).
     fn config_rule(&self, name: &str) -> bool {
-        self.alerting.rules.iter().any(|r| r.name == name)
+        self.live().alerting.rules.iter().any(|r| r.name == name)
     }
 
     /// Validate and store a new rule; `caller` is the name of the key that asked.
     pub async fn create_rule(&self, request: RuleRequest, caller: Option<String>) -> Result<Rule, QueryError> {
+        let live = self.live();
         let rule = request
-            .validate(&self.alerting.channel_names(), caller, SystemTime::now())
+            .validate(&live.alerting.channel_names(), caller, SystemTime::now())
             .map_err(QueryError::Rejected)?;
         if self.config_rule(&rule.name) {
             return Err(QueryError::Conflict(format!("the config has a rule named `{}`", rule.name)));
         }
-        let expression = self.alerting.expression.as_ref().ok_or_else(|| {
+        let expression = live.alerting.expression.as_ref().ok_or_else(|| {
             QueryError::Unavailable("the `expression` rule plugin is not loaded, so rules cannot be created".into())
         })?;
-        let spec = rules::from_api(&rule, expression, &self.alerting.config, self.alerting.memory_limit);
+        let spec = rules::from_api(&rule, expression, &live.alerting.config, live.alerting.memory_limit);
         match self.runtime.validate_rule(expression, &spec.sandbox, &spec.config).await {
             Ok(Ok(())) => {}
             Ok(Err(reason)) => return Err(QueryError::Rejected(vec![reason])),
@@ -666,7 +694,7 @@ impl Queries {
 
     /// How lines posted with `?parser=NAME` are parsed (a parser plugin or `auto`, without config).
     pub fn parsing(&self, parser: &str) -> Result<Parsing, QueryError> {
-        Parsing::resolve(parser, Vec::new(), &self.plugins).map_err(QueryError::Invalid)
+        Parsing::resolve(parser, Vec::new(), &self.live().plugins).map_err(QueryError::Invalid)
     }
 
     /// A turn to ingest logs, taken before a request's body is inflated and parsed: at most [`MAX_INGESTING`] hold

@@ -1,7 +1,8 @@
 //! Runs every enabled check on its interval, with jitter, under a global limit on checks running at once, and
 //! hands each result to the health board, recovery and storage.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -27,39 +28,59 @@ pub struct Scheduler {
     pub recoverer: Recoverer,
     pub telemetry: Arc<Telemetry>,
     pub events: Events,
-    pub max_concurrent: usize,
+    /// Permits for checks running at once.
+    pub limit: Arc<Semaphore>,
     pub jitter: f64,
+    /// When each check's next run is due, kept across reloads so a reload does not reset schedules.
+    pub schedule: Mutex<HashMap<String, Instant>>,
 }
 
 impl Scheduler {
-    /// Start one task per enabled check; they stop when `stop` is cancelled (a run in progress is abandoned).
-    pub fn spawn(self, checks: Vec<Arc<Check>>, tracker: &TaskTracker, stop: CancellationToken) {
-        let limit = Arc::new(Semaphore::new(self.max_concurrent.max(1)));
-        let shared = Arc::new(self);
-        for check in checks.into_iter().filter(|c| c.enabled) {
-            let scheduler = shared.clone();
-            let limit = limit.clone();
-            let stop = stop.clone();
+    /// Start one task per enabled check. A task stops at its next wait once `retire` is cancelled (a run in
+    /// progress finishes and is recorded), and at once when `stop` is (a run in progress is abandoned).
+    pub fn spawn(
+        self: &Arc<Self>,
+        checks: &[Arc<Check>],
+        tracker: &TaskTracker,
+        retire: &CancellationToken,
+        stop: &CancellationToken,
+    ) {
+        for check in checks.iter().filter(|c| c.enabled) {
+            let scheduler = self.clone();
+            let (check, retire, stop) = (check.clone(), retire.clone(), stop.clone());
             tracker.spawn(async move {
                 tokio::select! {
                     () = stop.cancelled() => {}
-                    () = scheduler.run_forever(&check, &limit) => {}
+                    () = scheduler.run_forever(&check, &retire) => {}
                 }
             });
         }
     }
 
-    async fn run_forever(&self, check: &Check, limit: &Semaphore) {
+    async fn run_forever(&self, check: &Check, retire: &CancellationToken) {
         let spread = FIRST_RUN_SPREAD.min(check.interval);
-        // `base` keeps the schedule; each run starts at `base` plus its own jitter, so jitter never accumulates.
-        let mut base = Instant::now() + spread.mul_f64(fastrand::f64());
+        let now = Instant::now();
+        // `base` keeps the schedule; each run starts at `base` plus its own jitter, so jitter never accumulates. A
+        // check that ran before a reload keeps its schedule, unless its new interval is shorter than the wait.
+        let resumed = self.schedule.lock().expect("schedule lock").get(&check.name).copied();
+        let mut base =
+            resumed.filter(|due| *due <= now + check.interval).unwrap_or_else(|| now + spread.mul_f64(fastrand::f64()));
         let mut next = base;
         loop {
-            tokio::time::sleep_until(next).await;
+            tokio::select! {
+                () = retire.cancelled() => return,
+                () = tokio::time::sleep_until(next) => {}
+            }
+            // Due again one interval on; known before the run, so a reload during the run does not repeat it.
+            self.schedule.lock().expect("schedule lock").insert(check.name.clone(), base + check.interval);
             // Each run is a span of selfmon's own log, with a correlation id of its own.
             let span = tracing::info_span!("check_run", check = %check.name, plugin = %check.plugin.info.name);
             let run = {
-                let Ok(_permit) = limit.acquire().await else { return };
+                let permit = tokio::select! {
+                    () = retire.cancelled() => return,
+                    permit = self.limit.acquire() => permit,
+                };
+                let Ok(_permit) = permit else { return };
                 self.telemetry.observe_lag(Instant::now().saturating_duration_since(next));
                 tracing::Instrument::instrument(check.run(&self.runtime), span.clone()).await
             };
@@ -93,6 +114,7 @@ impl Scheduler {
             while base <= now {
                 base += check.interval;
             }
+            self.schedule.lock().expect("schedule lock").insert(check.name.clone(), base);
             next = base + check.interval.mul_f64(self.jitter * fastrand::f64());
         }
     }

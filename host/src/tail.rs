@@ -93,9 +93,14 @@ impl Tailer {
                     }
                 }
                 tokio::select! {
-                    () = stop.cancelled() => return,
+                    () = stop.cancelled() => break,
                     () = tokio::time::sleep(self.poll) => {}
                 }
+            }
+            // Writes in flight end before the task does, so a tailer started after it (by a reload) reads on from
+            // where this one's last commit ended.
+            for followed in files.values_mut() {
+                let _ = followed.settle().await;
             }
         });
     }

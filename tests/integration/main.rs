@@ -21,6 +21,7 @@ mod plugins;
 mod postgres;
 mod prometheus;
 mod recovery;
+mod reload;
 mod saas;
 mod sandbox;
 mod storage;

@@ -331,6 +331,13 @@ impl Engine {
         })
     }
 
+    /// Carry on with `alerting`'s rules, channels and policies: alerts, silences and escalations in progress
+    /// continue; the rules are evaluated at the next step, and alerts of a rule that is gone resolve then.
+    pub fn reconfigure(&mut self, alerting: Arc<Alerting>) {
+        self.alerting = alerting;
+        self.next_evaluation = None;
+    }
+
     /// The rules' states, shared with the API.
     pub fn status(&self) -> Arc<Mutex<BTreeMap<String, RuleStatus>>> {
         self.status.clone()
@@ -872,10 +879,16 @@ async fn active_alerts(storage: &Storage) -> Result<(Vec<Tracked>, HashMap<Strin
         .await
 }
 
-/// Run the engine on the real clock until `stop`, delivering its notifications. Messages of one group go out one
-/// after the other, in order (a resend still retrying cannot land after the resolution that followed it); one that
-/// could not be delivered goes out again with its group's next message.
-pub fn spawn(mut engine: Engine, tasks: &TaskTracker, stop: CancellationToken) {
+/// Run the engine on the real clock until `stop`, delivering its notifications, and taking up each new
+/// configuration sent on `configs`. Messages of one group go out one after the other, in order (a resend still
+/// retrying cannot land after the resolution that followed it); one that could not be delivered goes out again with
+/// its group's next message.
+pub fn spawn(
+    mut engine: Engine,
+    mut configs: tokio::sync::watch::Receiver<Arc<Alerting>>,
+    tasks: &TaskTracker,
+    stop: CancellationToken,
+) {
     let deliveries = tasks.clone();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_DELIVERIES));
     let (undelivered, mut returned) = tokio::sync::mpsc::unbounded_channel::<Notification>();
@@ -887,6 +900,9 @@ pub fn spawn(mut engine: Engine, tasks: &TaskTracker, stop: CancellationToken) {
             tokio::select! {
                 () = stop.cancelled() => return,
                 _ = ticks.tick() => {}
+            }
+            if configs.has_changed().unwrap_or(false) {
+                engine.reconfigure(configs.borrow_and_update().clone());
             }
             let now = SystemTime::now();
             while let Ok(notification) = returned.try_recv() {

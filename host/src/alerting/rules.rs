@@ -142,9 +142,13 @@ pub async fn build(
     let escalations: Vec<&str> = config.escalations.iter().map(|e| e.get_ref().name.as_str()).collect();
     for spanned in &config.rules {
         let rule = spanned.get_ref();
-        let line = config.source.file.as_ref().map(|_| config.source.line_of(spanned.span().start));
+        let line = config.source.line_at(spanned.span().start);
         let error = |message: String| {
-            ConfigError::new(config.source.name(), line, format!("invalid rule `{}`: {message}", rule.name))
+            ConfigError::new(
+                config.source.name_at(spanned.span().start),
+                line,
+                format!("invalid rule `{}`: {message}", rule.name),
+            )
         };
         if !seen.insert(rule.name.clone()) {
             errors.push(error("the name is used by another rule".into()));

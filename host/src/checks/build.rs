@@ -57,7 +57,11 @@ pub async fn build(
         let span = spanned.span();
         let error = |problem: Problem| {
             let line = line_of(config, &span, problem.key.as_deref());
-            ConfigError::new(config.source.name(), line, format!("invalid check `{}`: {}", check.name, problem.message))
+            ConfigError::new(
+                config.source.name_at(span.start),
+                line,
+                format!("invalid check `{}`: {}", check.name, problem.message),
+            )
         };
         if !seen.insert(check.name.as_str()) {
             errors.push(error(Problem::at("name", "the name is used by another check")));
@@ -92,7 +96,7 @@ fn checkers(plugins: &Plugins) -> Vec<&str> {
 
 /// The line of `key` inside a check's table, else the table's own line; none without a file.
 fn line_of(config: &Config, span: &Range<usize>, key: Option<&str>) -> Option<usize> {
-    config.source.file.as_ref()?;
+    config.source.line_at(span.start)?;
     let in_table = key.and_then(|key| config.source.line_of_key(span.clone(), key));
     Some(in_table.unwrap_or_else(|| config.source.line_of(span.start)))
 }

@@ -7,6 +7,7 @@
 mod alerting;
 mod analytics;
 mod secret;
+mod sidecar;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,6 +24,7 @@ pub use alerting::{
 };
 pub use analytics::{AiConfig, PatternConfig, Price, PrivacyConfig, TracesConfig};
 pub use secret::{Secret, SecretRef};
+pub use sidecar::files as sidecar_files;
 
 /// The file read when `--config` is not given, if it exists in the working directory.
 pub const DEFAULT_FILE: &str = "selfmon.toml";
@@ -453,6 +455,8 @@ pub struct Source {
     pub text: String,
     /// Relative paths in the config are relative to this directory.
     pub base_dir: PathBuf,
+    /// Sidecar files from the plugins folder whose tables were added (see [`Config::with_sidecars`]).
+    pub sidecars: Vec<sidecar::Text>,
 }
 
 impl Source {
@@ -461,18 +465,47 @@ impl Source {
         self.file.as_ref().map_or_else(|| "the built-in default config".into(), |f| f.display().to_string())
     }
 
-    /// The 1-based line of a byte offset in the file.
+    /// The file that holds the table at `offset`, as shown in messages.
+    pub fn name_at(&self, offset: usize) -> String {
+        match self.sidecar_at(offset) {
+            Some(sidecar) => sidecar.file.display().to_string(),
+            None => self.name(),
+        }
+    }
+
+    /// The 1-based line of `offset` in the file that holds it; none for the built-in default.
+    pub fn line_at(&self, offset: usize) -> Option<usize> {
+        (self.file.is_some() || self.sidecar_at(offset).is_some()).then(|| self.line_of(offset))
+    }
+
+    /// The 1-based line of a byte offset in the file (or sidecar) that holds it.
     pub fn line_of(&self, offset: usize) -> usize {
-        self.text.as_bytes()[..offset.min(self.text.len())].iter().filter(|b| **b == b'\n').count() + 1
+        let (text, offset) = self.text_at(offset);
+        text.as_bytes()[..offset.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1
+    }
+
+    fn sidecar_at(&self, offset: usize) -> Option<&sidecar::Text> {
+        self.sidecars.iter().rev().find(|sidecar| offset >= sidecar.offset)
+    }
+
+    /// The text that holds `offset`, and the offset within it.
+    fn text_at(&self, offset: usize) -> (&str, usize) {
+        match self.sidecar_at(offset) {
+            Some(sidecar) => (&sidecar.text, offset - sidecar.offset),
+            None => (&self.text, offset),
+        }
     }
 
     /// The line where `key = ...` is written in the `[[check]]` table whose header is at `header`, its
     /// `[check.*]` sub-tables included, if it is.
     pub fn line_of_key(&self, header: std::ops::Range<usize>, key: &str) -> Option<usize> {
+        let (text, start) = self.text_at(header.start);
+        let shift = header.start - start;
+        let header = start..header.end - shift;
         // The parser's span covers only the `[[check]]` header: the table runs to the next header that is neither
         // one of its sub-tables nor a line inside them.
-        let rest = self.text.get(header.end..)?;
-        let mut end = self.text.len();
+        let rest = text.get(header.end..)?;
+        let mut end = text.len();
         let mut offset = header.end;
         for line in rest.split_inclusive('\n') {
             let trimmed = line.trim_start();
@@ -482,13 +515,13 @@ impl Source {
             }
             offset += line.len();
         }
-        let text = self.text.get(header.start..end)?;
+        let table = text.get(header.start..end)?;
         let mut offset = header.start;
-        for line in text.split_inclusive('\n') {
+        for line in table.split_inclusive('\n') {
             let trimmed = line.trim_start();
             let unquoted = trimmed.strip_prefix(key).or_else(|| trimmed.strip_prefix(&format!("\"{key}\"")));
             if unquoted.is_some_and(|rest| rest.trim_start().starts_with('=')) {
-                return Some(self.line_of(offset));
+                return Some(self.line_of(offset + shift));
             }
             offset += line.len();
         }
@@ -562,7 +595,8 @@ impl Config {
     pub fn parse(text: &str, file: Option<&Path>) -> Result<Self, ConfigError> {
         let origin = file.map_or_else(|| "config".into(), |f| f.display().to_string());
         let base_dir = file.and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
-        let source = Source { file: file.map(Path::to_path_buf), text: text.to_string(), base_dir };
+        let source =
+            Source { file: file.map(Path::to_path_buf), text: text.to_string(), base_dir, sidecars: Vec::new() };
         let mut config: Config = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|span| source.line_of(span.start));
             ConfigError::new(origin, line, e.message().trim_end().to_string())

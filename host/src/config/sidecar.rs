@@ -1,0 +1,141 @@
+//! Sidecar files: `*.toml` files in the plugins folder (by convention `NAME.toml` beside `NAME.wasm`) holding
+//! `[[check]]`, `[[log_source]]` and `[[rule]]` tables, added to the config's own. Dropping a plugin in with its
+//! sidecar is all it takes to put it to work; errors in a sidecar name the sidecar and its line.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{CheckConfig, Config, ConfigError, LogSourceConfig, RuleConfig};
+
+/// A sidecar's text, and where its tables' spans start in the config's offsets (past the main file's text and every
+/// earlier sidecar's).
+#[derive(Clone)]
+pub struct Text {
+    pub offset: usize,
+    pub file: PathBuf,
+    pub text: String,
+}
+
+/// The text is left out: it may hold literal secrets.
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Text").field("offset", &self.offset).field("file", &self.file).finish_non_exhaustive()
+    }
+}
+
+/// What a sidecar may hold.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Tables {
+    #[serde(default, rename = "check")]
+    checks: Vec<Spanned<CheckConfig>>,
+    #[serde(default, rename = "log_source")]
+    log_sources: Vec<Spanned<LogSourceConfig>>,
+    #[serde(default, rename = "rule")]
+    rules: Vec<Spanned<RuleConfig>>,
+}
+
+/// The sidecar files in `dir`, in name order (hidden files are skipped: editors and copies in progress write them).
+pub fn files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            path.is_file()
+                && path.extension().is_some_and(|ext| ext == "toml")
+                && !path.file_name().is_some_and(|name| name.to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+impl Config {
+    /// Add the tables of every sidecar in the plugins folder. Every sidecar that cannot be read or parsed is
+    /// reported; then nothing is added.
+    pub fn with_sidecars(mut self) -> Result<Self, Vec<ConfigError>> {
+        let dir = self.source.resolve(&self.plugins.dir);
+        let mut errors = Vec::new();
+        let mut offset = self.source.text.len() + 1;
+        for file in files(&dir) {
+            let origin = file.display().to_string();
+            let text = match std::fs::read_to_string(&file) {
+                Ok(text) => text,
+                Err(error) => {
+                    errors.push(ConfigError::new(origin, None, format!("cannot read: {error}")));
+                    continue;
+                }
+            };
+            let sidecar = Text { offset, file, text };
+            match toml::from_str::<Tables>(&sidecar.text) {
+                Ok(tables) => {
+                    let shift = |span: std::ops::Range<usize>| span.start + offset..span.end + offset;
+                    for table in tables.checks {
+                        self.checks.push(Spanned::new(shift(table.span()), table.into_inner()));
+                    }
+                    for table in tables.log_sources {
+                        self.log_sources.push(Spanned::new(shift(table.span()), table.into_inner()));
+                    }
+                    for table in tables.rules {
+                        self.rules.push(Spanned::new(shift(table.span()), table.into_inner()));
+                    }
+                }
+                Err(error) => {
+                    let line = error.span().map(|span| {
+                        sidecar.text.as_bytes()[..span.start.min(sidecar.text.len())]
+                            .iter()
+                            .filter(|b| **b == b'\n')
+                            .count()
+                            + 1
+                    });
+                    let message = format!(
+                        "{} (a sidecar holds only [[check]], [[log_source]] and [[rule]] tables)",
+                        error.message().trim_end()
+                    );
+                    errors.push(ConfigError::new(origin, line, message));
+                }
+            }
+            offset += sidecar.text.len() + 1;
+            self.source.sidecars.push(sidecar);
+        }
+        if errors.is_empty() { Ok(self) } else { Err(errors) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sidecar_tables_are_added_and_errors_name_the_sidecar_and_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("selfmon.toml");
+        let text = "[plugins]\ndir = \"plugins\"\n\n[[check]]\nname = \"a\"\nplugin = \"http\"\n";
+        std::fs::create_dir(dir.path().join("plugins")).unwrap();
+        std::fs::write(
+            dir.path().join("plugins/extra.toml"),
+            "# checks for extra\n\n[[check]]\nname = \"b\"\nplugin = \"extra\"\ntarget = \"http://127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        let config = Config::parse(text, Some(&main)).unwrap().with_sidecars().unwrap();
+        let names: Vec<&str> = config.checks.iter().map(|c| c.get_ref().name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        let b = config.checks[1].span();
+        assert!(config.source.name_at(b.start).ends_with("plugins/extra.toml"));
+        assert_eq!(config.source.line_at(b.start), Some(3));
+        assert_eq!(config.source.line_of_key(b, "target"), Some(6));
+        let a = config.checks[0].span();
+        assert!(config.source.name_at(a.start).ends_with("selfmon.toml"));
+        assert_eq!(config.source.line_at(a.start), Some(4));
+
+        std::fs::write(dir.path().join("plugins/broken.toml"), "# not a sidecar\n\n[server]\n").unwrap();
+        let errors = Config::parse(text, Some(&main)).unwrap().with_sidecars().unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].origin.ends_with("plugins/broken.toml"), "{errors:?}");
+        assert_eq!(errors[0].line, Some(3), "{errors:?}");
+        assert!(errors[0].message.contains("only [[check]]"), "{errors:?}");
+    }
+}

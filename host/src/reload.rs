@@ -1,0 +1,566 @@
+//! Reloading while running. The plugins folder is watched: a new, replaced or removed component or sidecar takes
+//! effect within a second or so. `SIGHUP` and `POST /v1/reload` read the config file again as well. Either way the
+//! whole new set of checks, log sources and rules is built and checked before anything changes: when anything is
+//! wrong nothing changes, and every problem is reported.
+//!
+//! What a reload replaces: checks (a run in progress finishes on the plugin it started with, and schedules carry
+//! on), log sources whose table or parser changed (a tailer resumes at its stored offset), rules, channels and
+//! escalation policies (alerts in progress carry on), and what the API says about plugins. Settings outside those
+//! tables take effect at the next start, and a reload says which ones changed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::alerting::Alerting;
+use crate::checks::Check;
+use crate::config::{Config, LogSourceKind};
+use crate::events::{Events, Payload};
+use crate::health::{Board, CheckRun};
+use crate::plugins::{Changes, Plugins};
+use crate::query::{Live, Queries};
+use crate::runtime::Runtime;
+use crate::scheduler::Scheduler;
+use crate::storage::Storage;
+use crate::telemetry::Telemetry;
+use crate::{Host, logs, syslog, tail};
+
+/// Events in the plugins folder closer together than this are one change (a copy in progress sends many).
+const SETTLE: Duration = Duration::from_millis(250);
+
+/// How long a reload waits for the log sources it replaces to commit what they read and let go of their ports.
+const SOURCES_STOP: Duration = Duration::from_secs(5);
+
+/// The config tables a reload puts in place; a change anywhere else takes effect at the next start.
+const RELOADED: &[&str] = &["check", "log_source", "rule", "channel", "escalation", "alerting"];
+
+/// What asked for a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// A change in the plugins folder: the config file is not read again.
+    Folder,
+    Signal,
+    Api,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Folder => "plugins folder",
+            Self::Signal => "SIGHUP",
+            Self::Api => "POST /v1/reload",
+        }
+    }
+}
+
+/// How a reload went.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Outcome {
+    /// `plugins folder`, `SIGHUP` or `POST /v1/reload`.
+    pub trigger: &'static str,
+    /// RFC 3339, UTC.
+    pub at: String,
+    /// Whether the new config and plugins are in place. When not, everything runs as before.
+    pub applied: bool,
+    /// Every problem that kept the reload from being applied, each naming its file (and line).
+    pub errors: Vec<String>,
+    /// What changed (or would have): plugins loaded, replaced, removed or refused; checks, log sources and rules
+    /// added or removed.
+    pub changes: Vec<String>,
+    /// Config sections that changed but take effect at the next start.
+    pub restart_needed: Vec<String>,
+}
+
+type Request = (Trigger, Option<oneshot::Sender<Outcome>>);
+
+/// Where reloads are asked for, and how the last one went. Cheap to clone.
+#[derive(Clone)]
+pub struct Handle {
+    requests: mpsc::Sender<Request>,
+    last: Arc<Mutex<Option<Outcome>>>,
+}
+
+impl Handle {
+    /// A handle, and the requests it sends (for [`Reloader::spawn`]).
+    pub fn new() -> (Self, mpsc::Receiver<Request>) {
+        let (requests, received) = mpsc::channel(16);
+        (Self { requests, last: Arc::default() }, received)
+    }
+
+    /// Reload and wait for the outcome; none when selfmon is stopping.
+    pub async fn reload(&self, trigger: Trigger) -> Option<Outcome> {
+        let (reply, outcome) = oneshot::channel();
+        self.requests.send((trigger, Some(reply))).await.ok()?;
+        outcome.await.ok()
+    }
+
+    /// Ask for a reload without waiting (dropped when many are waiting already: the next one covers it).
+    pub fn nudge(&self, trigger: Trigger) {
+        let _ = self.requests.try_send((trigger, None));
+    }
+
+    /// How the last reload went; none since start-up.
+    pub fn last(&self) -> Option<Outcome> {
+        self.last.lock().expect("reload outcome lock").clone()
+    }
+}
+
+/// A log source at work, and what it was started from.
+struct RunningSource {
+    /// Its table and its parsers' digests: a source whose fingerprint is unchanged is left alone.
+    fingerprint: String,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// Everything a reload replaces, and what it needs to start the replacements.
+pub struct Reloader {
+    /// The config file's own tables (without sidecars), as last applied.
+    pub main: Config,
+    pub plugins: Arc<Plugins>,
+    pub checks: Vec<Arc<Check>>,
+    /// Checks kept on the board without running because their plugin's file was removed.
+    pub orphans: BTreeSet<String>,
+    pub rules: Vec<String>,
+    /// The sidecars' texts as last read, to tell a change in the folder from a file merely touched.
+    sidecars: Vec<(PathBuf, String)>,
+    pub runtime: Arc<Runtime>,
+    pub scheduler: Arc<Scheduler>,
+    pub storage: Storage,
+    pub board: Arc<Board>,
+    pub telemetry: Arc<Telemetry>,
+    pub events: Events,
+    pub queries: Arc<Queries>,
+    pub alerting: watch::Sender<Arc<Alerting>>,
+    pub tasks: TaskTracker,
+    pub stop: CancellationToken,
+    /// Cancelled to retire the checks now scheduled.
+    pub retire: CancellationToken,
+    sources: BTreeMap<String, RunningSource>,
+}
+
+impl Reloader {
+    /// Start the checks and log sources of `host` (a syslog address that cannot be bound stops start-up).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start(
+        host: &Host,
+        main: Config,
+        scheduler: Arc<Scheduler>,
+        queries: Arc<Queries>,
+        alerting: watch::Sender<Arc<Alerting>>,
+        tasks: TaskTracker,
+        stop: CancellationToken,
+    ) -> Result<Self, syslog::BindError> {
+        let retire = stop.child_token();
+        scheduler.spawn(&host.checks, &tasks, &retire, &stop);
+        let mut reloader = Self {
+            main,
+            plugins: host.plugins.clone(),
+            checks: host.checks.clone(),
+            orphans: BTreeSet::new(),
+            rules: host.alerting.rules.iter().map(|r| r.name.clone()).collect(),
+            sidecars: host.config.source.sidecars.iter().map(|s| (s.file.clone(), s.text.clone())).collect(),
+            runtime: host.runtime.clone(),
+            storage: scheduler.storage.clone(),
+            board: scheduler.board.clone(),
+            telemetry: scheduler.telemetry.clone(),
+            events: scheduler.events.clone(),
+            scheduler,
+            queries,
+            alerting,
+            tasks,
+            stop,
+            retire,
+            sources: BTreeMap::new(),
+        };
+        for (source, parsing) in &host.log_sources {
+            if source.kind != LogSourceKind::Http {
+                reloader.start_source(source, parsing, &host.plugins).await?;
+            }
+        }
+        Ok(reloader)
+    }
+
+    /// Serve reload requests one after the other until `stop`.
+    pub fn spawn(mut self, handle: Handle, mut requests: mpsc::Receiver<Request>) {
+        let (tasks, stop) = (self.tasks.clone(), self.stop.clone());
+        tasks.spawn(async move {
+            loop {
+                let (trigger, reply) = tokio::select! {
+                    () = stop.cancelled() => return,
+                    request = requests.recv() => match request {
+                        Some(request) => request,
+                        None => return,
+                    },
+                };
+                // A change in the folder that changed nothing (a file touched, or events of a change already
+                // taken up) leaves the last outcome as it was.
+                let Some(outcome) = self.reload(trigger).await else { continue };
+                *handle.last.lock().expect("reload outcome lock") = Some(outcome.clone());
+                if let Some(reply) = reply {
+                    let _ = reply.send(outcome);
+                }
+            }
+        });
+    }
+
+    /// Build everything again and, when all of it is valid, put it in place. None for a change in the plugins
+    /// folder that changed no component or sidecar.
+    pub async fn reload(&mut self, trigger: Trigger) -> Option<Outcome> {
+        let mut outcome = Outcome {
+            trigger: trigger.as_str(),
+            at: crate::storage::rfc3339(crate::storage::to_millis(SystemTime::now())),
+            applied: false,
+            errors: Vec::new(),
+            changes: Vec::new(),
+            restart_needed: Vec::new(),
+        };
+        let main = match (trigger, &self.main.source.file) {
+            (Trigger::Signal | Trigger::Api, Some(file)) => match Config::load(Some(file)) {
+                Ok(config) => config,
+                Err(error) => {
+                    outcome.errors.push(error.to_string());
+                    return Some(self.report(outcome));
+                }
+            },
+            _ => self.main.clone(),
+        };
+        let dir = self.main.source.resolve(&self.main.plugins.dir);
+        let mut plugins = Plugins::clone(&self.plugins);
+        let changes = plugins.rescan(&self.runtime, &dir, self.main.plugins.max_file_size.as_u64()).await;
+        let sidecars = sidecar_texts(&dir);
+        if trigger == Trigger::Folder && changes.is_empty() && sidecars == self.sidecars {
+            return None;
+        }
+        self.sidecars = sidecars;
+        outcome.changes.extend(describe(&changes, &self.plugins, &plugins));
+        let mut config = match main.clone().with_sidecars() {
+            Ok(config) => config,
+            Err(errors) => {
+                outcome.errors.extend(errors.iter().map(ToString::to_string));
+                return Some(self.report(outcome));
+            }
+        };
+        // A removed plugin takes the checks, sources and rules that ran on it out of service rather than holding
+        // back every other change in the folder; a new table must name a plugin that is there.
+        let mut orphans = BTreeSet::new();
+        if trigger == Trigger::Folder {
+            let live = self.queries.live();
+            config.checks.retain(|check| {
+                let check = check.get_ref();
+                let ran = self.orphans.contains(&check.name) || self.checks.iter().any(|c| c.name == check.name);
+                plugins.get(&check.plugin).is_some() || !ran || !orphans.insert(check.name.clone())
+            });
+            config.log_sources.retain(|source| {
+                let source = source.get_ref();
+                let ran = self.sources.contains_key(&source.name) || live.http_sources.contains_key(&source.name);
+                plugins.get(source.parser()).is_some() || !ran
+            });
+            config.rules.retain(|rule| {
+                let rule = rule.get_ref();
+                plugins.get(&rule.plugin).is_some() || !self.rules.contains(&rule.name)
+            });
+        }
+        let host = match Host::assemble(config, self.runtime.clone(), plugins).await {
+            Ok(host) => host,
+            Err(errors) => {
+                outcome.errors.extend(errors.iter().map(ToString::to_string));
+                return Some(self.report(outcome));
+            }
+        };
+        if trigger != Trigger::Folder {
+            outcome.restart_needed = restart_needed(&self.main.source.text, &main.source.text);
+        }
+        outcome.changes.extend(self.apply(host, orphans, &changes).await);
+        self.main = main;
+        outcome.applied = true;
+        Some(self.report(outcome))
+    }
+
+    fn report(&self, outcome: Outcome) -> Outcome {
+        if outcome.applied {
+            tracing::info!(trigger = outcome.trigger, changes = %outcome.changes.join("; "), "Reloaded");
+            if !outcome.restart_needed.is_empty() {
+                tracing::warn!(sections = %outcome.restart_needed.join(", "), "These config changes take effect at the next start");
+            }
+        } else {
+            tracing::error!(trigger = outcome.trigger, errors = %outcome.errors.join("\n"), "Reload refused; everything runs as before");
+        }
+        outcome
+    }
+
+    /// Put `host` in place of what runs now; what changed.
+    async fn apply(&mut self, host: Host, orphans: BTreeSet<String>, changes: &Changes) -> Vec<String> {
+        let mut said = Vec::new();
+        let before: BTreeSet<&str> = self.checks.iter().map(|c| c.name.as_str()).collect();
+        let after: BTreeSet<&str> = host.checks.iter().map(|c| c.name.as_str()).collect();
+        said.extend(after.difference(&before).map(|name| format!("check `{name}` added")));
+        for name in self.board.names() {
+            if !after.contains(name.as_str()) && !orphans.contains(&name) {
+                self.board.unregister(&name);
+                said.push(format!("check `{name}` removed"));
+            }
+        }
+        for check in &host.checks {
+            self.board.register(&check.name, &check.plugin.info.name, check.enabled, check.interval, &check.depends_on);
+        }
+        self.retire.cancel();
+        self.retire = self.stop.child_token();
+        self.scheduler.spawn(&host.checks, &self.tasks, &self.retire, &self.stop);
+        for name in orphans.iter().filter(|name| !self.orphans.contains(*name)) {
+            self.orphan(name, changes).await;
+            said.push(format!("check `{name}` stopped: its plugin was removed"));
+        }
+
+        let keep: BTreeSet<&str> = host
+            .log_sources
+            .iter()
+            .filter(|(source, _)| source.kind != LogSourceKind::Http)
+            .map(|(source, parsing)| (source.name.as_str(), fingerprint(source, parsing, &host.plugins)))
+            .filter(|(name, fingerprint)| self.sources.get(*name).is_some_and(|s| s.fingerprint == *fingerprint))
+            .map(|(name, _)| name)
+            .collect();
+        let stale: Vec<String> = self.sources.keys().filter(|name| !keep.contains(name.as_str())).cloned().collect();
+        for name in stale {
+            if !host.log_sources.iter().any(|(source, _)| source.name == name) {
+                said.push(format!("log source `{name}` stopped"));
+            }
+            let source = self.sources.remove(&name).expect("listed above");
+            source.stop.cancel();
+            source.tasks.close();
+            if tokio::time::timeout(SOURCES_STOP, source.tasks.wait()).await.is_err() {
+                tracing::warn!(source = %name, "A log source did not stop in time; its replacement starts anyway");
+            }
+        }
+        for (source, parsing) in host.log_sources.iter().filter(|(s, _)| s.kind != LogSourceKind::Http) {
+            if keep.contains(source.name.as_str()) {
+                continue;
+            }
+            match self.start_source(source, parsing, &host.plugins).await {
+                Ok(()) => said.push(format!("log source `{}` (re)started", source.name)),
+                Err(error) => {
+                    tracing::error!(%error, "A log source could not start");
+                    said.push(format!("{error}"));
+                }
+            }
+        }
+
+        let rules: Vec<String> = host.alerting.rules.iter().map(|r| r.name.clone()).collect();
+        said.extend(rules.iter().filter(|r| !self.rules.contains(r)).map(|r| format!("rule `{r}` added")));
+        said.extend(self.rules.iter().filter(|r| !rules.contains(r)).map(|r| format!("rule `{r}` removed")));
+        self.alerting.send_replace(host.alerting.clone());
+
+        for plugin in host.plugins.iter() {
+            self.telemetry.register_plugin(&plugin.info.name);
+        }
+        self.queries.replace_live(Live {
+            http_sources: crate::http_sources(&host),
+            about: crate::about(&host),
+            plugins: host.plugins.clone(),
+            alerting: host.alerting.clone(),
+        });
+        self.plugins = host.plugins.clone();
+        self.checks = host.checks;
+        self.orphans = orphans;
+        self.rules = rules;
+        said
+    }
+
+    /// Record that a check stopped running because its plugin was removed, as its latest (unknown) result.
+    async fn orphan(&self, name: &str, changes: &Changes) {
+        let Some(check) = self.checks.iter().find(|c| c.name == name) else { return };
+        let plugin = &check.plugin.info.name;
+        let file = changes.removed.iter().find(|(removed, _)| removed == plugin).map(|(_, file)| file.as_path());
+        let mut run = CheckRun::new(name, plugin.clone(), SystemTime::now(), Duration::ZERO);
+        run.summary = format!("not running: its plugin `{plugin}` was unloaded");
+        run.error = Some(match file {
+            Some(file) => format!(
+                "the plugin `{plugin}` was unloaded because {} was removed; put it back, or take the check out of the config",
+                file.display()
+            ),
+            None => format!("the plugin `{plugin}` is no longer loaded"),
+        });
+        if let Some(change) = self.board.record(&run) {
+            self.events.publish(Payload::HealthChanged(change));
+        }
+        tracing::warn!(check = %name, plugin = %plugin, "Check stopped: its plugin was removed");
+        let _ = self.storage.write_run(run).await;
+    }
+
+    async fn start_source(
+        &mut self,
+        source: &crate::config::LogSourceConfig,
+        parsing: &logs::Parsing,
+        plugins: &Plugins,
+    ) -> Result<(), syslog::BindError> {
+        let stop = self.stop.child_token();
+        let tasks = TaskTracker::new();
+        let origin = logs::Origin { source: source.name.clone(), service: source.service.clone() };
+        match source.kind {
+            LogSourceKind::File => tail::Tailer {
+                storage: self.storage.clone(),
+                runtime: self.runtime.clone(),
+                parsing: parsing.clone(),
+                origin,
+                patterns: source.paths.clone(),
+                poll: source.poll,
+                telemetry: self.telemetry.clone(),
+            }
+            .spawn(&tasks, stop.clone()),
+            LogSourceKind::Syslog => {
+                // The addresses were checked with the config.
+                let addresses: Vec<syslog::Listen> =
+                    source.listen.iter().filter_map(|a| syslog::Listen::parse(a).ok()).collect();
+                syslog::Listener {
+                    storage: self.storage.clone(),
+                    runtime: self.runtime.clone(),
+                    parsing: parsing.clone(),
+                    origin,
+                    telemetry: self.telemetry.clone(),
+                }
+                .spawn(&addresses, &tasks, stop.clone())
+                .await?;
+            }
+            LogSourceKind::Http => return Ok(()),
+        }
+        let fingerprint = fingerprint(source, parsing, plugins);
+        self.sources.insert(source.name.clone(), RunningSource { fingerprint, stop, tasks });
+        Ok(())
+    }
+}
+
+/// The sidecars in the plugins folder `dir` and their texts.
+fn sidecar_texts(dir: &Path) -> Vec<(PathBuf, String)> {
+    crate::config::sidecar_files(dir)
+        .into_iter()
+        .map(|file| {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            (file, text)
+        })
+        .collect()
+}
+
+/// A log source's table and the digests of its parsers.
+fn fingerprint(source: &crate::config::LogSourceConfig, parsing: &logs::Parsing, plugins: &Plugins) -> String {
+    let digests: Vec<String> = parsing
+        .plugin_names()
+        .iter()
+        .map(|name| plugins.get(name).map(|p| p.sha256.clone()).unwrap_or_default())
+        .collect();
+    format!("{source:?} {}", digests.join(","))
+}
+
+/// Plugin changes in words.
+fn describe(changes: &Changes, before: &Plugins, after: &Plugins) -> Vec<String> {
+    let version = |plugins: &Plugins, name: &str| plugins.get(name).map(|p| p.info.version.clone()).unwrap_or_default();
+    let mut said = Vec::new();
+    for name in &changes.added {
+        said.push(format!("plugin `{name}` {} loaded", version(after, name)));
+    }
+    for name in &changes.replaced {
+        said.push(format!("plugin `{name}` {} replaced by {}", version(before, name), version(after, name)));
+    }
+    for (name, file) in &changes.removed {
+        said.push(format!("plugin `{name}` unloaded ({} removed)", file.display()));
+    }
+    for refused in &changes.refused {
+        said.push(format!("{} refused: {}", refused.file.display(), refused.reason));
+    }
+    said
+}
+
+/// The top-level sections, other than those a reload puts in place, that differ between two config texts.
+fn restart_needed(before: &str, after: &str) -> Vec<String> {
+    let table = |text: &str| text.parse::<toml::Table>().unwrap_or_default();
+    let (before, after) = (table(before), table(after));
+    let keys: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    keys.into_iter()
+        .filter(|key| !RELOADED.contains(&key.as_str()) && before.get(*key) != after.get(*key))
+        .map(|key| format!("[{key}]"))
+        .collect()
+}
+
+/// Watch the plugins folder `dir` (made when missing), asking `handle` for a reload once changes to components or
+/// sidecars settle.
+pub fn watch(dir: &Path, handle: Handle, tasks: &TaskTracker, stop: CancellationToken) {
+    use notify::Watcher as _;
+    if let Err(error) = std::fs::create_dir_all(dir) {
+        tracing::warn!(dir = %dir.display(), %error, "Cannot make the plugins folder: it is not watched");
+        return;
+    }
+    let (changed, mut changes) = mpsc::unbounded_channel::<()>();
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && !event.kind.is_access()
+            && event.paths.iter().any(|path| relevant(path))
+        {
+            let _ = changed.send(());
+        }
+    });
+    let mut watcher = match watcher {
+        Ok(watcher) => watcher,
+        Err(error) => {
+            tracing::warn!(dir = %dir.display(), %error, "Cannot watch the plugins folder");
+            return;
+        }
+    };
+    if let Err(error) = watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
+        tracing::warn!(dir = %dir.display(), %error, "Cannot watch the plugins folder");
+        return;
+    }
+    tracing::info!(dir = %dir.display(), "Watching the plugins folder");
+    let dir: PathBuf = dir.to_path_buf();
+    tasks.spawn(async move {
+        let _watcher = watcher;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                change = changes.recv() => if change.is_none() { return },
+            }
+            // Wait for the folder to be quiet.
+            loop {
+                match tokio::time::timeout(SETTLE, changes.recv()).await {
+                    Ok(Some(())) => {}
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            tracing::debug!(dir = %dir.display(), "The plugins folder changed");
+            handle.nudge(Trigger::Folder);
+        }
+    });
+}
+
+/// Whether a change to `path` matters: a component or a sidecar, not a hidden file (copies in progress, editors).
+fn relevant(path: &Path) -> bool {
+    let hidden = path.file_name().is_some_and(|name| name.to_string_lossy().starts_with('.'));
+    !hidden && path.extension().is_some_and(|ext| ext == "wasm" || ext == "toml")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_sections_a_reload_does_not_replace_need_a_restart() {
+        let before = "[server]\napi_listen = \"127.0.0.1:1\"\n\n[[check]]\nname = \"a\"\nplugin = \"http\"\n";
+        let after = "[server]\napi_listen = \"127.0.0.1:2\"\n\n[[check]]\nname = \"b\"\nplugin = \"http\"\n\n[retention]\nlogs = \"1d\"\n";
+        assert_eq!(restart_needed(before, after), ["[retention]", "[server]"]);
+        assert!(restart_needed(before, before).is_empty());
+    }
+
+    #[test]
+    fn hidden_files_and_other_extensions_do_not_trigger_a_reload() {
+        assert!(relevant(Path::new("/p/extra.wasm")));
+        assert!(relevant(Path::new("/p/extra.toml")));
+        assert!(!relevant(Path::new("/p/.extra.wasm.part")));
+        assert!(!relevant(Path::new("/p/.extra.wasm")));
+        assert!(!relevant(Path::new("/p/README.md")));
+    }
+}
