@@ -1016,20 +1016,27 @@ async fn erase_user(
 }
 
 /// `POST /v1/reload` (admin): read the config file and the plugins folder again and, when all of it is valid, put
-/// it in place (as `SIGHUP` does). 200 with what changed; 422 with every problem when nothing was changed.
-#[utoipa::path(post, path = "/v1/reload", tag = "selfmon", responses((status = 200, description = "Reloaded", body = crate::reload::Outcome), (status = 422, description = "Refused: everything runs as before", body = crate::reload::Outcome), (status = 403, description = "Not an admin key", body = ErrorBody)))]
+/// it in place (as `SIGHUP` does). 200 with what changed; 422 `reload_refused` with every problem (in `details`) when
+/// nothing was changed.
+#[utoipa::path(post, path = "/v1/reload", tag = "selfmon", responses((status = 200, description = "Reloaded", body = crate::reload::Outcome), (status = 422, description = "Refused: everything runs as before", body = ErrorBody), (status = 403, description = "Not an admin key", body = ErrorBody)))]
 async fn reload(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-) -> Result<(StatusCode, Json<crate::reload::Outcome>), ApiError> {
+) -> Result<Json<crate::reload::Outcome>, ApiError> {
     admin_only(&state, &caller, "POST /v1/reload")?;
     let outcome = state
         .reloads
         .reload(crate::reload::Trigger::Api)
         .await
         .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", "selfmon is stopping"))?;
-    let status = if outcome.applied { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
-    Ok((status, Json(outcome)))
+    if outcome.applied {
+        return Ok(Json(outcome));
+    }
+    let message = format!("the reload was refused, everything runs as before: {}", outcome.errors.join("; "));
+    Err(ApiError {
+        details: outcome.errors,
+        ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "reload_refused", message)
+    })
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -451,10 +451,25 @@ pub async fn serve(
         stopping: stop.clone(),
         rule_status,
     });
-    let reloader =
-        reload::Reloader::start(&host, main, scheduler, queries.clone(), alerting_configs, tasks.clone(), stop.clone())
-            .await
-            .inspect_err(|_| stop.cancel())?;
+    let started_sources = reload::Reloader::start(
+        &host,
+        main,
+        scheduler,
+        queries.clone(),
+        alerting_configs,
+        (tasks.clone(), stop.clone()),
+    )
+    .await;
+    let reloader = match started_sources {
+        Ok(reloader) => reloader,
+        Err(error) => {
+            stop.cancel();
+            tasks.close();
+            tasks.wait().await;
+            storage.close().await?;
+            return Err(error.into());
+        }
+    };
     reloader.spawn(reloads.clone(), reload_requests);
     reload::watch(&host.config.source.resolve(&host.config.plugins.dir), reloads.clone(), &tasks, stop.clone());
     spawn_hangup(reloads, &tasks, stop.clone());

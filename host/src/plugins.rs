@@ -44,8 +44,8 @@ pub struct Changes {
     pub added: Vec<String>,
     /// Plugins whose file was replaced by a valid new version.
     pub replaced: Vec<String>,
-    /// Plugins unloaded, with the file that was removed.
-    pub removed: Vec<(String, PathBuf)>,
+    /// Plugins unloaded, with why: "plugins/x.wasm was removed", or what the file holds now.
+    pub removed: Vec<(String, String)>,
     /// Files refused by this scan.
     pub refused: Vec<Refused>,
 }
@@ -72,27 +72,31 @@ impl Plugins {
             }
         }
         plugins.rescan(runtime, dir, max_file_size).await;
+        for plugin in plugins.files.values().filter_map(|state| state.loaded.as_ref()).filter_map(|n| plugins.get(n)) {
+            tracing::info!(plugin = %plugin.info.name, version = %plugin.info.version, file = %plugin.source, "Loaded plugin");
+        }
         plugins
     }
 
     /// Bring the plugins in line with the folder: load new and changed files, unload the plugins of removed ones.
-    /// A changed file that is refused leaves the version loaded from it before in place.
+    /// A changed file that is refused leaves the version loaded from it before in place; a file refused for a name
+    /// that a removed file held is tried again.
     pub async fn rescan(&mut self, runtime: &Runtime, dir: &Path, max_file_size: u64) -> Changes {
         let mut changes = Changes::default();
-        let files = wasm_files(dir);
+        let files = crate::config::folder_files(dir, "wasm");
         let gone: Vec<PathBuf> = self.files.keys().filter(|file| !files.contains(file)).cloned().collect();
         for file in gone {
             if let Some(name) = self.files.remove(&file).and_then(|state| state.loaded) {
                 self.loaded.remove(&name);
-                tracing::warn!(plugin = %name, file = %file.display(), "Plugin file removed: the plugin is unloaded");
-                changes.removed.push((name, file));
+                changes.removed.push((name, format!("{} was removed", file.display())));
             }
         }
+        let retry_refused = !changes.removed.is_empty();
         for file in files {
             let Ok(metadata) = std::fs::metadata(&file) else { continue };
             let stamp = (metadata.len(), metadata.modified().ok(), std::os::unix::fs::MetadataExt::ino(&metadata));
             let previous = match self.files.get(&file) {
-                Some(state) if state.stamp == stamp => continue,
+                Some(state) if state.stamp == stamp && !(retry_refused && state.refused.is_some()) => continue,
                 Some(state) => state.loaded.clone(),
                 None => None,
             };
@@ -105,12 +109,14 @@ impl Plugins {
                             let reason = format!("the name `{name}` is already taken by {}", existing.source);
                             state.refused = Some(self.refusal(&file, reason, previous.as_deref(), &mut changes));
                         }
+                        Some(existing) if existing.sha256 == plugin.sha256 => {}
                         _ => {
                             if let Some(before) = previous.filter(|before| *before != name) {
                                 self.loaded.remove(&before);
-                                changes.removed.push((before, file.clone()));
+                                let why = format!("{} now holds the plugin `{name}`", file.display());
+                                changes.removed.push((before, why));
                             }
-                            tracing::info!(plugin = %name, version = %plugin.info.version, file = %file.display(), "Loaded plugin");
+                            tracing::debug!(plugin = %name, version = %plugin.info.version, file = %file.display(), "Plugin file is valid");
                             if state.loaded.as_ref() == Some(&name) {
                                 changes.replaced.push(name.clone());
                             } else {
@@ -166,23 +172,6 @@ impl Plugins {
     pub fn refused(&self) -> &[Refused] {
         &self.refused
     }
-}
-
-fn wasm_files(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        tracing::debug!(dir = %dir.display(), "No plugins folder");
-        return Vec::new();
-    };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| {
-            path.is_file()
-                && path.extension().is_some_and(|ext| ext == "wasm")
-                && !path.file_name().is_some_and(|name| name.to_string_lossy().starts_with('.'))
-        })
-        .collect();
-    files.sort();
-    files
 }
 
 /// Load one plugin file, refusing one over `max_file_size` bytes.

@@ -21,21 +21,16 @@ use tokio_util::task::TaskTracker;
 use crate::alerting::Alerting;
 use crate::checks::Check;
 use crate::config::{Config, LogSourceKind};
-use crate::events::{Events, Payload};
-use crate::health::{Board, CheckRun};
+use crate::events::Payload;
+use crate::health::CheckRun;
 use crate::plugins::{Changes, Plugins};
 use crate::query::{Live, Queries};
 use crate::runtime::Runtime;
 use crate::scheduler::Scheduler;
-use crate::storage::Storage;
-use crate::telemetry::Telemetry;
 use crate::{Host, logs, syslog, tail};
 
 /// Events in the plugins folder closer together than this are one change (a copy in progress sends many).
 const SETTLE: Duration = Duration::from_millis(250);
-
-/// How long a reload waits for the log sources it replaces to commit what they read and let go of their ports.
-const SOURCES_STOP: Duration = Duration::from_secs(5);
 
 /// The config tables a reload puts in place; a change anywhere else takes effect at the next start.
 const RELOADED: &[&str] = &["check", "log_source", "rule", "channel", "escalation", "alerting"];
@@ -119,72 +114,84 @@ struct RunningSource {
     tasks: TaskTracker,
 }
 
-/// Everything a reload replaces, and what it needs to start the replacements.
+/// What runs on the plugins of the plugins folder and the tables of the config, and what a reload needs to replace
+/// it.
 pub struct Reloader {
-    /// The config file's own tables (without sidecars), as last applied.
-    pub main: Config,
-    pub plugins: Arc<Plugins>,
-    pub checks: Vec<Arc<Check>>,
-    /// Checks kept on the board without running because their plugin's file was removed.
-    pub orphans: BTreeSet<String>,
-    pub rules: Vec<String>,
-    /// The sidecars' texts as last read, to tell a change in the folder from a file merely touched.
+    /// The config as last applied: the file's own tables (without sidecars), and the settings in force since start-up.
+    main: Config,
+    /// The config file's text at start-up, which sections outside the reloaded tables are compared with.
+    started_text: String,
+    plugins: Arc<Plugins>,
+    checks: Vec<Arc<Check>>,
+    /// Checks, log sources and rules out of service because their plugin's file was removed; checks stay on the
+    /// board with a result that says so.
+    orphans: Orphans,
+    rules: Vec<String>,
+    /// The sidecars' texts as last applied, to tell a change in the folder from a file merely touched.
     sidecars: Vec<(PathBuf, String)>,
-    pub runtime: Arc<Runtime>,
-    pub scheduler: Arc<Scheduler>,
-    pub storage: Storage,
-    pub board: Arc<Board>,
-    pub telemetry: Arc<Telemetry>,
-    pub events: Events,
-    pub queries: Arc<Queries>,
-    pub alerting: watch::Sender<Arc<Alerting>>,
-    pub tasks: TaskTracker,
-    pub stop: CancellationToken,
-    /// Cancelled to retire the checks now scheduled.
-    pub retire: CancellationToken,
+    runtime: Arc<Runtime>,
+    scheduler: Arc<Scheduler>,
+    queries: Arc<Queries>,
+    alerting: watch::Sender<Arc<Alerting>>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+    /// The checks now scheduled: cancelled to retire them, and the tasks that run them.
+    retire: CancellationToken,
+    scheduled: TaskTracker,
     sources: BTreeMap<String, RunningSource>,
 }
 
+#[derive(Default, Clone)]
+struct Orphans {
+    checks: BTreeSet<String>,
+    sources: BTreeSet<String>,
+    rules: BTreeSet<String>,
+}
+
 impl Reloader {
-    /// Start the checks and log sources of `host` (a syslog address that cannot be bound stops start-up).
-    #[allow(clippy::too_many_arguments)]
+    /// Start the log sources and checks of `host` (a syslog address that cannot be bound stops start-up before any
+    /// check runs). `main` is the config `host` was built from, before its sidecars were added.
     pub async fn start(
         host: &Host,
         main: Config,
         scheduler: Arc<Scheduler>,
         queries: Arc<Queries>,
         alerting: watch::Sender<Arc<Alerting>>,
-        tasks: TaskTracker,
-        stop: CancellationToken,
+        (tasks, stop): (TaskTracker, CancellationToken),
     ) -> Result<Self, syslog::BindError> {
-        let retire = stop.child_token();
-        scheduler.spawn(&host.checks, &tasks, &retire, &stop);
         let mut reloader = Self {
+            started_text: main.source.text.clone(),
             main,
             plugins: host.plugins.clone(),
             checks: host.checks.clone(),
-            orphans: BTreeSet::new(),
+            orphans: Orphans::default(),
             rules: host.alerting.rules.iter().map(|r| r.name.clone()).collect(),
             sidecars: host.config.source.sidecars.iter().map(|s| (s.file.clone(), s.text.clone())).collect(),
             runtime: host.runtime.clone(),
-            storage: scheduler.storage.clone(),
-            board: scheduler.board.clone(),
-            telemetry: scheduler.telemetry.clone(),
-            events: scheduler.events.clone(),
             scheduler,
             queries,
             alerting,
+            retire: stop.child_token(),
+            scheduled: TaskTracker::new(),
             tasks,
             stop,
-            retire,
             sources: BTreeMap::new(),
         };
         for (source, parsing) in &host.log_sources {
-            if source.kind != LogSourceKind::Http {
-                reloader.start_source(source, parsing, &host.plugins).await?;
-            }
+            reloader.start_source(source, parsing, &host.plugins).await?;
         }
+        reloader.schedule(&host.checks);
         Ok(reloader)
+    }
+
+    /// Run `checks` as a generation of their own, retired by the next reload.
+    fn schedule(&mut self, checks: &[Arc<Check>]) {
+        self.retire = self.stop.child_token();
+        self.scheduled = TaskTracker::new();
+        self.scheduler.spawn(checks, &self.scheduled, &self.retire, &self.stop);
+        self.scheduled.close();
+        let scheduled = self.scheduled.clone();
+        self.tasks.spawn(async move { scheduled.wait().await });
     }
 
     /// Serve reload requests one after the other until `stop`.
@@ -238,54 +245,108 @@ impl Reloader {
         if trigger == Trigger::Folder && changes.is_empty() && sidecars == self.sidecars {
             return None;
         }
-        self.sidecars = sidecars;
         outcome.changes.extend(describe(&changes, &self.plugins, &plugins));
-        let mut config = match main.clone().with_sidecars() {
+        if trigger != Trigger::Folder {
+            outcome.restart_needed = restart_needed(&self.started_text, &main.source.text);
+        }
+        // Only the reloaded tables come from the file read now; every other setting stays as it was at start-up.
+        let mut config = self.main.clone();
+        config.rules = main.rules.clone();
+        config.channels = main.channels.clone();
+        config.escalations = main.escalations.clone();
+        config.checks = main.checks.clone();
+        config.log_sources = main.log_sources.clone();
+        config.alerting = main.alerting.clone();
+        config.source = main.source.clone();
+        let mut config = match config.with_sidecars() {
             Ok(config) => config,
             Err(errors) => {
                 outcome.errors.extend(errors.iter().map(ToString::to_string));
+                self.show_refusals(&changes.refused);
                 return Some(self.report(outcome));
             }
         };
-        // A removed plugin takes the checks, sources and rules that ran on it out of service rather than holding
-        // back every other change in the folder; a new table must name a plugin that is there.
-        let mut orphans = BTreeSet::new();
-        if trigger == Trigger::Folder {
-            let live = self.queries.live();
-            config.checks.retain(|check| {
-                let check = check.get_ref();
-                let ran = self.orphans.contains(&check.name) || self.checks.iter().any(|c| c.name == check.name);
-                plugins.get(&check.plugin).is_some() || !ran || !orphans.insert(check.name.clone())
-            });
-            config.log_sources.retain(|source| {
-                let source = source.get_ref();
-                let ran = self.sources.contains_key(&source.name) || live.http_sources.contains_key(&source.name);
-                plugins.get(source.parser()).is_some() || !ran
-            });
-            config.rules.retain(|rule| {
-                let rule = rule.get_ref();
-                plugins.get(&rule.plugin).is_some() || !self.rules.contains(&rule.name)
-            });
-        }
+        let orphans = if trigger == Trigger::Folder {
+            self.take_out_of_service(&mut config, &plugins)
+        } else {
+            Orphans::default()
+        };
         let host = match Host::assemble(config, self.runtime.clone(), plugins).await {
             Ok(host) => host,
             Err(errors) => {
                 outcome.errors.extend(errors.iter().map(ToString::to_string));
+                self.show_refusals(&changes.refused);
                 return Some(self.report(outcome));
             }
         };
-        if trigger != Trigger::Folder {
-            outcome.restart_needed = restart_needed(&self.main.source.text, &main.source.text);
-        }
-        outcome.changes.extend(self.apply(host, orphans, &changes).await);
+        let (said, failed) = self.apply(host, orphans, &changes).await;
+        outcome.changes.extend(said);
+        outcome.errors.extend(failed);
         self.main = main;
+        self.sidecars = sidecars;
         outcome.applied = true;
         Some(self.report(outcome))
     }
 
+    /// Take the checks, log sources and rules that ran on a plugin no longer loaded out of `config` (a dependency
+    /// on such a check is set aside while it is out of service); a new table must still name a plugin that is
+    /// there.
+    fn take_out_of_service(&self, config: &mut Config, plugins: &Plugins) -> Orphans {
+        let live = self.queries.live();
+        let mut orphans = Orphans::default();
+        config.checks.retain(|check| {
+            let check = check.get_ref();
+            let ran = self.orphans.checks.contains(&check.name) || self.checks.iter().any(|c| c.name == check.name);
+            plugins.get(&check.plugin).is_some() || !ran || !orphans.checks.insert(check.name.clone())
+        });
+        for check in &mut config.checks {
+            let depends_on = &mut check.get_mut().depends_on;
+            depends_on.retain(|name| !orphans.checks.contains(name));
+        }
+        config.log_sources.retain(|source| {
+            let source = source.get_ref();
+            let ran = self.orphans.sources.contains(&source.name)
+                || self.sources.contains_key(&source.name)
+                || live.http_sources.contains_key(&source.name);
+            logs::Parsing::resolve(source.parser(), Vec::new(), plugins).is_ok()
+                || !ran
+                || !orphans.sources.insert(source.name.clone())
+        });
+        config.rules.retain(|rule| {
+            let rule = rule.get_ref();
+            let ran = self.orphans.rules.contains(&rule.name) || self.rules.contains(&rule.name);
+            plugins.get(&rule.plugin).is_some() || !ran || !orphans.rules.insert(rule.name.clone())
+        });
+        orphans
+    }
+
+    /// Show files refused by a reload that was not applied in `/v1/status` and `/v1/plugins` too.
+    fn show_refusals(&self, refused: &[crate::plugins::Refused]) {
+        if refused.is_empty() {
+            return;
+        }
+        let live = self.queries.live();
+        let mut about = live.about.clone();
+        for refusal in refused {
+            let file = refusal.file.display().to_string();
+            about.refused_plugins.retain(|r| r.file != file);
+            about.refused_plugins.push(crate::query::RefusedPlugin { file, reason: refusal.reason.clone() });
+        }
+        self.queries.replace_live(Live {
+            http_sources: live.http_sources.clone(),
+            plugins: live.plugins.clone(),
+            about,
+            alerting: live.alerting.clone(),
+        });
+    }
+
     fn report(&self, outcome: Outcome) -> Outcome {
         if outcome.applied {
-            tracing::info!(trigger = outcome.trigger, changes = %outcome.changes.join("; "), "Reloaded");
+            let changes = if outcome.changes.is_empty() { "none".into() } else { outcome.changes.join("; ") };
+            tracing::info!(trigger = outcome.trigger, %changes, "Reloaded");
+            if !outcome.errors.is_empty() {
+                tracing::error!(errors = %outcome.errors.join("\n"), "Reloaded, but not everything could start");
+            }
             if !outcome.restart_needed.is_empty() {
                 tracing::warn!(sections = %outcome.restart_needed.join(", "), "These config changes take effect at the next start");
             }
@@ -295,33 +356,38 @@ impl Reloader {
         outcome
     }
 
-    /// Put `host` in place of what runs now; what changed.
-    async fn apply(&mut self, host: Host, orphans: BTreeSet<String>, changes: &Changes) -> Vec<String> {
-        let mut said = Vec::new();
+    /// Put `host` in place of what runs now: what changed, and what could not start.
+    async fn apply(&mut self, host: Host, orphans: Orphans, changes: &Changes) -> (Vec<String>, Vec<String>) {
+        let (mut said, mut failed) = (Vec::new(), Vec::new());
+        let board = &self.scheduler.board;
         let before: BTreeSet<&str> = self.checks.iter().map(|c| c.name.as_str()).collect();
         let after: BTreeSet<&str> = host.checks.iter().map(|c| c.name.as_str()).collect();
         said.extend(after.difference(&before).map(|name| format!("check `{name}` added")));
-        for name in self.board.names() {
-            if !after.contains(name.as_str()) && !orphans.contains(&name) {
-                self.board.unregister(&name);
+        for name in board.names() {
+            if !after.contains(name.as_str()) && !orphans.checks.contains(&name) {
+                board.unregister(&name);
+                self.scheduler.schedule.lock().expect("schedule lock").remove(&name);
                 said.push(format!("check `{name}` removed"));
             }
         }
         for check in &host.checks {
-            self.board.register(&check.name, &check.plugin.info.name, check.enabled, check.interval, &check.depends_on);
+            board.register(&check.name, &check.plugin.info.name, check.enabled, check.interval, &check.depends_on);
         }
         self.retire.cancel();
-        self.retire = self.stop.child_token();
-        self.scheduler.spawn(&host.checks, &self.tasks, &self.retire, &self.stop);
-        for name in orphans.iter().filter(|name| !self.orphans.contains(*name)) {
-            self.orphan(name, changes).await;
-            said.push(format!("check `{name}` stopped: its plugin was removed"));
-        }
+        let retired = self.scheduled.clone();
+        self.schedule(&host.checks);
+        let stopped: Vec<Arc<Check>> = self
+            .checks
+            .iter()
+            .filter(|check| orphans.checks.contains(&check.name) && !self.orphans.checks.contains(&check.name))
+            .cloned()
+            .collect();
+        said.extend(stopped.iter().map(|check| format!("check `{}` stopped: its plugin was removed", check.name)));
+        self.record_stopped(stopped, retired, changes);
 
         let keep: BTreeSet<&str> = host
             .log_sources
             .iter()
-            .filter(|(source, _)| source.kind != LogSourceKind::Http)
             .map(|(source, parsing)| (source.name.as_str(), fingerprint(source, parsing, &host.plugins)))
             .filter(|(name, fingerprint)| self.sources.get(*name).is_some_and(|s| s.fingerprint == *fingerprint))
             .map(|(name, _)| name)
@@ -333,21 +399,20 @@ impl Reloader {
             }
             let source = self.sources.remove(&name).expect("listed above");
             source.stop.cancel();
-            source.tasks.close();
-            if tokio::time::timeout(SOURCES_STOP, source.tasks.wait()).await.is_err() {
-                tracing::warn!(source = %name, "A log source did not stop in time; its replacement starts anyway");
+            // Its replacement starts where its last commit ended, so it must not start before that commit.
+            tokio::select! {
+                () = source.tasks.wait() => {}
+                () = self.stop.cancelled() => return (said, failed),
             }
         }
-        for (source, parsing) in host.log_sources.iter().filter(|(s, _)| s.kind != LogSourceKind::Http) {
+        for (source, parsing) in &host.log_sources {
             if keep.contains(source.name.as_str()) {
                 continue;
             }
             match self.start_source(source, parsing, &host.plugins).await {
-                Ok(()) => said.push(format!("log source `{}` (re)started", source.name)),
-                Err(error) => {
-                    tracing::error!(%error, "A log source could not start");
-                    said.push(format!("{error}"));
-                }
+                Ok(true) => said.push(format!("log source `{}` (re)started", source.name)),
+                Ok(false) => {}
+                Err(error) => failed.push(error.to_string()),
             }
         }
 
@@ -357,7 +422,7 @@ impl Reloader {
         self.alerting.send_replace(host.alerting.clone());
 
         for plugin in host.plugins.iter() {
-            self.telemetry.register_plugin(&plugin.info.name);
+            self.scheduler.telemetry.register_plugin(&plugin.info.name);
         }
         self.queries.replace_live(Live {
             http_sources: crate::http_sources(&host),
@@ -369,48 +434,61 @@ impl Reloader {
         self.checks = host.checks;
         self.orphans = orphans;
         self.rules = rules;
-        said
+        (said, failed)
     }
 
-    /// Record that a check stopped running because its plugin was removed, as its latest (unknown) result.
-    async fn orphan(&self, name: &str, changes: &Changes) {
-        let Some(check) = self.checks.iter().find(|c| c.name == name) else { return };
-        let plugin = &check.plugin.info.name;
-        let file = changes.removed.iter().find(|(removed, _)| removed == plugin).map(|(_, file)| file.as_path());
-        let mut run = CheckRun::new(name, plugin.clone(), SystemTime::now(), Duration::ZERO);
-        run.summary = format!("not running: its plugin `{plugin}` was unloaded");
-        run.error = Some(match file {
-            Some(file) => format!(
-                "the plugin `{plugin}` was unloaded because {} was removed; put it back, or take the check out of the config",
-                file.display()
-            ),
-            None => format!("the plugin `{plugin}` is no longer loaded"),
-        });
-        if let Some(change) = self.board.record(&run) {
-            self.events.publish(Payload::HealthChanged(change));
+    /// Once the runs in flight of the retired checks have ended (one may be of a check whose plugin was just
+    /// removed), record that each of `stopped` no longer runs, as its latest (unknown) result.
+    fn record_stopped(&self, stopped: Vec<Arc<Check>>, retired: TaskTracker, changes: &Changes) {
+        if stopped.is_empty() {
+            return;
         }
-        tracing::warn!(check = %name, plugin = %plugin, "Check stopped: its plugin was removed");
-        let _ = self.storage.write_run(run).await;
+        let removed = changes.removed.clone();
+        let scheduler = self.scheduler.clone();
+        let stop = self.stop.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = retired.wait() => {}
+                () = stop.cancelled() => return,
+            }
+            for check in stopped {
+                let plugin = &check.plugin.info.name;
+                let why = removed.iter().find(|(name, _)| name == plugin).map(|(_, why)| why.as_str());
+                let mut run = CheckRun::new(&check.name, plugin.clone(), SystemTime::now(), Duration::ZERO);
+                run.summary = format!("not running: its plugin `{plugin}` was unloaded");
+                run.error = Some(format!(
+                    "the plugin `{plugin}` was unloaded because {}; put it back, or take the check out of the config",
+                    why.unwrap_or("its file is gone")
+                ));
+                if let Some(change) = scheduler.board.record(&run) {
+                    scheduler.events.publish(Payload::HealthChanged(change));
+                }
+                tracing::warn!(check = %check.name, plugin = %plugin, "Check stopped: its plugin was removed");
+                let _ = scheduler.storage.write_run(run).await;
+            }
+        });
     }
 
+    /// Start a file or syslog source (an `http` source is served by the API): whether one was started.
     async fn start_source(
         &mut self,
         source: &crate::config::LogSourceConfig,
         parsing: &logs::Parsing,
         plugins: &Plugins,
-    ) -> Result<(), syslog::BindError> {
+    ) -> Result<bool, syslog::BindError> {
         let stop = self.stop.child_token();
         let tasks = TaskTracker::new();
         let origin = logs::Origin { source: source.name.clone(), service: source.service.clone() };
+        let scheduler = &self.scheduler;
         match source.kind {
             LogSourceKind::File => tail::Tailer {
-                storage: self.storage.clone(),
+                storage: scheduler.storage.clone(),
                 runtime: self.runtime.clone(),
                 parsing: parsing.clone(),
                 origin,
                 patterns: source.paths.clone(),
                 poll: source.poll,
-                telemetry: self.telemetry.clone(),
+                telemetry: scheduler.telemetry.clone(),
             }
             .spawn(&tasks, stop.clone()),
             LogSourceKind::Syslog => {
@@ -418,26 +496,30 @@ impl Reloader {
                 let addresses: Vec<syslog::Listen> =
                     source.listen.iter().filter_map(|a| syslog::Listen::parse(a).ok()).collect();
                 syslog::Listener {
-                    storage: self.storage.clone(),
+                    storage: scheduler.storage.clone(),
                     runtime: self.runtime.clone(),
                     parsing: parsing.clone(),
                     origin,
-                    telemetry: self.telemetry.clone(),
+                    telemetry: scheduler.telemetry.clone(),
                 }
                 .spawn(&addresses, &tasks, stop.clone())
                 .await?;
             }
-            LogSourceKind::Http => return Ok(()),
+            LogSourceKind::Http => return Ok(false),
         }
+        // Shutdown waits for the source like for everything else.
+        tasks.close();
+        let waited = tasks.clone();
+        self.tasks.spawn(async move { waited.wait().await });
         let fingerprint = fingerprint(source, parsing, plugins);
         self.sources.insert(source.name.clone(), RunningSource { fingerprint, stop, tasks });
-        Ok(())
+        Ok(true)
     }
 }
 
 /// The sidecars in the plugins folder `dir` and their texts.
 fn sidecar_texts(dir: &Path) -> Vec<(PathBuf, String)> {
-    crate::config::sidecar_files(dir)
+    crate::config::folder_files(dir, "toml")
         .into_iter()
         .map(|file| {
             let text = std::fs::read_to_string(&file).unwrap_or_default();
@@ -466,8 +548,8 @@ fn describe(changes: &Changes, before: &Plugins, after: &Plugins) -> Vec<String>
     for name in &changes.replaced {
         said.push(format!("plugin `{name}` {} replaced by {}", version(before, name), version(after, name)));
     }
-    for (name, file) in &changes.removed {
-        said.push(format!("plugin `{name}` unloaded ({} removed)", file.display()));
+    for (name, why) in &changes.removed {
+        said.push(format!("plugin `{name}` unloaded: {why}"));
     }
     for refused in &changes.refused {
         said.push(format!("{} refused: {}", refused.file.display(), refused.reason));

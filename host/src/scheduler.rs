@@ -68,19 +68,28 @@ impl Scheduler {
         let mut next = base;
         loop {
             tokio::select! {
+                biased;
                 () = retire.cancelled() => return,
                 () = tokio::time::sleep_until(next) => {}
             }
-            // Due again one interval on; known before the run, so a reload during the run does not repeat it.
-            self.schedule.lock().expect("schedule lock").insert(check.name.clone(), base + check.interval);
             // Each run is a span of selfmon's own log, with a correlation id of its own.
             let span = tracing::info_span!("check_run", check = %check.name, plugin = %check.plugin.info.name);
             let run = {
                 let permit = tokio::select! {
+                    biased;
                     () = retire.cancelled() => return,
                     permit = self.limit.acquire() => permit,
                 };
                 let Ok(_permit) = permit else { return };
+                // The run is claimed under the lock, due again one interval on: a successor started by a reload
+                // either sees the claim (and does not repeat the run) or finds this task gone (and makes the run).
+                {
+                    let mut schedule = self.schedule.lock().expect("schedule lock");
+                    if retire.is_cancelled() {
+                        return;
+                    }
+                    schedule.insert(check.name.clone(), base + check.interval);
+                }
                 self.telemetry.observe_lag(Instant::now().saturating_duration_since(next));
                 tracing::Instrument::instrument(check.run(&self.runtime), span.clone()).await
             };
@@ -114,7 +123,12 @@ impl Scheduler {
             while base <= now {
                 base += check.interval;
             }
-            self.schedule.lock().expect("schedule lock").insert(check.name.clone(), base);
+            {
+                let mut schedule = self.schedule.lock().expect("schedule lock");
+                if !retire.is_cancelled() {
+                    schedule.insert(check.name.clone(), base);
+                }
+            }
             next = base + check.interval.mul_f64(self.jitter * fastrand::f64());
         }
     }

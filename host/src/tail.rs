@@ -77,7 +77,10 @@ impl Tailer {
             let mut files: HashMap<PathBuf, Followed> = HashMap::new();
             loop {
                 for path in self.paths() {
-                    let Err(error) = self.follow(&path, &mut files).await else { continue };
+                    if stop.is_cancelled() {
+                        break;
+                    }
+                    let Err(error) = self.follow(&path, &mut files, &stop).await else { continue };
                     match error {
                         TailError::Storage(StorageError::Closed) => return,
                         TailError::Storage(error) => {
@@ -119,8 +122,13 @@ impl Tailer {
         paths
     }
 
-    /// Read what is new in one file, and store it.
-    async fn follow(&self, path: &Path, files: &mut HashMap<PathBuf, Followed>) -> Result<(), TailError> {
+    /// Read what is new in one file, and store it (a file renamed away is read to its end even when stopping).
+    async fn follow(
+        &self,
+        path: &Path,
+        files: &mut HashMap<PathBuf, Followed>,
+        stop: &CancellationToken,
+    ) -> Result<(), TailError> {
         let metadata = std::fs::metadata(path)?;
         let id = (metadata.dev(), metadata.ino());
         if let Some(followed) = files.get_mut(path)
@@ -149,7 +157,8 @@ impl Tailer {
             followed.offset = 0;
             followed.file.seek(SeekFrom::Start(0))?;
         }
-        while self.read(path, followed, false).await? {}
+        // A stopped tailer leaves the rest to its successor, which starts where the last commit ended.
+        while !stop.is_cancelled() && self.read(path, followed, false).await? {}
         followed.settle().await?;
         Ok(())
     }

@@ -39,6 +39,14 @@ fn said(outcome: &Value, words: &str) -> bool {
     outcome["changes"].as_array().unwrap().iter().any(|c| c.as_str().unwrap().contains(words))
 }
 
+/// Whether a check's latest run started after `since` (ms since the epoch).
+fn ran_after(state: &Value, since: i64) -> bool {
+    state["last_run"].as_str().is_some_and(|at| {
+        humantime::parse_rfc3339(at)
+            .is_ok_and(|at| at.duration_since(UNIX_EPOCH).unwrap().as_millis() > u128::try_from(since).unwrap())
+    })
+}
+
 fn plugin_version(status: &Value, name: &str) -> Option<String> {
     status["plugins"].as_array().unwrap().iter().find(|p| p["name"] == name).map(|p| p["version"].to_string())
 }
@@ -52,11 +60,13 @@ async fn a_dropped_in_plugin_and_its_sidecar_run_without_a_restart_and_a_removed
 
     let dropped = Instant::now();
     install(&plugins, "versioned.wasm", guests::VERSIONED_1);
-    install(
-        &plugins,
-        "versioned.toml",
-        b"# Checks of the versioned plugin.\n\n[[check]]\nname = \"dropped\"\nplugin = \"versioned\"\ninterval = \"1s\"\n",
+    // With a check of a built-in plugin that depends on the dropped-in one.
+    let sidecar = format!(
+        "# Checks of the versioned plugin.\n\n[[check]]\nname = \"dropped\"\nplugin = \"versioned\"\ninterval = \"1s\"\n\n\
+         [[check]]\nname = \"dependent\"\nplugin = \"http\"\ntarget = \"{}/health\"\ninterval = \"1s\"\ndepends_on = [\"dropped\"]\n",
+        selfmon.url
     );
+    install(&plugins, "versioned.toml", sidecar.as_bytes());
     let state = selfmon.first_result("dropped").await;
     eprintln!("the dropped-in plugin's check reported {:?} after the files were in place", dropped.elapsed());
     assert_eq!(state["status"], "healthy", "{state:#}");
@@ -76,6 +86,10 @@ async fn a_dropped_in_plugin_and_its_sidecar_run_without_a_restart_and_a_removed
     let state = selfmon.wait_for("dropped", "the removal reported", |s| s["status"] == "unknown").await;
     let error = state["error"].as_str().unwrap();
     assert!(error.contains("the plugin `versioned` was unloaded because"), "{error}");
+    // The check that depended on it carries on.
+    let since = now_ms();
+    let dependent = selfmon.wait_for("dependent", "a run after the removal", |s| ran_after(s, since)).await;
+    assert_eq!(dependent["status"], "healthy", "{dependent:#}");
     assert!(error.contains("plugins/versioned.wasm was removed"), "{error}");
     let status = wait_for_status(&selfmon, "unloaded the plugin", |s| plugin_version(s, "versioned").is_none()).await;
     assert!(said(&status["last_reload"], "plugin `versioned` unloaded"), "{status:#}");
@@ -192,14 +206,7 @@ async fn a_broken_file_is_refused_with_its_reason_and_the_version_before_keeps_r
     assert!(reason.contains("version 1.0.0 loaded from it before keeps running"), "{reason}");
     assert_eq!(plugin_version(&status, "versioned").as_deref(), Some("\"1.0.0\""));
     let since = now_ms();
-    let state = selfmon
-        .wait_for("steady", "a run after the refusal", |s| {
-            s["last_run"].as_str().is_some_and(|at| {
-                humantime::parse_rfc3339(at)
-                    .is_ok_and(|at| at.duration_since(UNIX_EPOCH).unwrap().as_millis() > u128::try_from(since).unwrap())
-            })
-        })
-        .await;
+    let state = selfmon.wait_for("steady", "a run after the refusal", |s| ran_after(s, since)).await;
     assert_eq!(state["status"], "healthy", "{state:#}");
     assert_eq!(state["summary"], "version 1.0.0");
 
@@ -227,6 +234,17 @@ async fn a_broken_file_is_refused_with_its_reason_and_the_version_before_keeps_r
     selfmon.wait_for("steady", "version 2", |s| s["summary"] == "version 2.0.0").await;
     let status = wait_for_status(&selfmon, "forgot the refusal", |s| !refused("plugins/versioned.wasm")(s)).await;
     assert!(refused("plugins/future.wasm")(&status));
+
+    // A second file of the same plugin is refused while the name is taken, and loaded once the first is removed.
+    install(&plugins, "versioned-copy.wasm", guests::VERSIONED_1);
+    let status = wait_for_status(&selfmon, "refused the copy", refused("plugins/versioned-copy.wasm")).await;
+    let reason = reason_of(&status, "plugins/versioned-copy.wasm");
+    assert!(reason.contains("the name `versioned` is already taken by"), "{reason}");
+    std::fs::remove_file(plugins.join("versioned.wasm")).unwrap();
+    selfmon.wait_for("steady", "version 1 from the copy", |s| s["summary"] == "version 1.0.0").await;
+    let status = wait_for_status(&selfmon, "loaded the copy", |s| !refused("plugins/versioned-copy.wasm")(s)).await;
+    let copy = status["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "versioned").unwrap();
+    assert!(copy["source"].as_str().unwrap().ends_with("plugins/versioned-copy.wasm"), "{copy:#}");
     selfmon.stop().await;
 }
 
@@ -265,8 +283,8 @@ async fn a_config_reload_applies_all_of_a_valid_file_and_nothing_of_an_invalid_o
     std::fs::write(&file, &invalid).unwrap();
     let (status, outcome) = post_reload(&selfmon, "admin-key-0123456789").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{outcome:#}");
-    assert_eq!(outcome["applied"], false);
-    let errors = outcome["errors"].to_string();
+    assert_eq!(outcome["error"]["code"], "reload_refused");
+    let errors = outcome["error"]["details"].to_string();
     assert!(errors.contains("selfmon.toml, line"), "{errors}");
     assert!(errors.contains("invalid check `c`"), "{errors}");
     assert!(errors.contains("nowhere"), "{errors}");
@@ -280,7 +298,7 @@ async fn a_config_reload_applies_all_of_a_valid_file_and_nothing_of_an_invalid_o
     std::fs::write(&file, format!("{original}\n[[check]\n")).unwrap();
     let (status, outcome) = post_reload(&selfmon, "admin-key-0123456789").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{outcome:#}");
-    assert!(outcome["errors"].to_string().contains("selfmon.toml, line"), "{outcome:#}");
+    assert!(outcome["error"]["details"].to_string().contains("selfmon.toml, line"), "{outcome:#}");
 
     // Valid: `b` is added, `a` removed; the retention change waits for a restart and says so.
     let valid = original.replace("name = \"a\"", "name = \"b\"") + "\n[retention]\nlogs = \"1d\"\n";
@@ -294,6 +312,11 @@ async fn a_config_reload_applies_all_of_a_valid_file_and_nothing_of_an_invalid_o
     let state = selfmon.first_result("b").await;
     assert_eq!(state["status"], "healthy", "{state:#}");
     assert!(selfmon.check("a").await.is_null());
+    // The retention change still waits for a restart at the next reload, which changes nothing else.
+    let (status, outcome) = post_reload(&selfmon, "admin-key-0123456789").await;
+    assert_eq!(status, StatusCode::OK, "{outcome:#}");
+    assert_eq!(outcome["changes"], serde_json::json!([]));
+    assert_eq!(outcome["restart_needed"], serde_json::json!(["[retention]"]));
     selfmon.stop().await;
 }
 

@@ -24,7 +24,7 @@ pub use alerting::{
 };
 pub use analytics::{AiConfig, PatternConfig, Price, PrivacyConfig, TracesConfig};
 pub use secret::{Secret, SecretRef};
-pub use sidecar::files as sidecar_files;
+pub use sidecar::folder_files;
 
 /// The file read when `--config` is not given, if it exists in the working directory.
 pub const DEFAULT_FILE: &str = "selfmon.toml";
@@ -549,6 +549,21 @@ impl ConfigError {
     }
 }
 
+/// A TOML error's message without the value it quotes: the value may be a secret (a token written without quotes is
+/// "invalid type: integer `123...`, expected a string"), and errors are logged and shown by the API.
+pub(crate) fn without_value(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(at) = message.find(prefix) {
+            let rest = &message[at + prefix.len()..];
+            let end = rest.find(", expected").unwrap_or(rest.len());
+            let kind = &rest[..end];
+            let kind = kind.find(['`', '"']).map_or(kind, |quote| kind[..quote].trim_end());
+            return format!("{}{prefix}{kind}{}", &message[..at], &rest[end..]);
+        }
+    }
+    message.to_string()
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.line {
@@ -599,7 +614,7 @@ impl Config {
             Source { file: file.map(Path::to_path_buf), text: text.to_string(), base_dir, sidecars: Vec::new() };
         let mut config: Config = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|span| source.line_of(span.start));
-            ConfigError::new(origin, line, e.message().trim_end().to_string())
+            ConfigError::new(origin, line, without_value(e.message().trim_end()))
         })?;
         config.source = source;
         Ok(config)
@@ -748,6 +763,18 @@ mod tests {
         let err = Config::parse("[scheduler]\ndefault_interval = 5\n", None).unwrap_err();
         assert_eq!(err.line, Some(2));
         assert!(err.message.contains("invalid type: integer"), "{err}");
+    }
+
+    #[test]
+    fn a_mistyped_value_is_not_quoted_in_the_error() {
+        let text = "[[check]]\nname = \"a\"\nplugin = \"http\"\n[check.secrets]\ntoken = 987654321987\n";
+        let err = Config::parse(text, None).unwrap_err();
+        assert!(!err.to_string().contains("987654321987"), "{err}");
+        assert!(err.message.contains("invalid type: integer, expected"), "{err}");
+        let text = "[api]\nkeys = [\"admin-key-0123456789\"]\n";
+        let err = Config::parse(text, None).unwrap_err();
+        assert!(!err.to_string().contains("admin-key"), "{err}");
+        assert!(err.message.contains("invalid type: string, expected"), "{err}");
     }
 
     #[test]

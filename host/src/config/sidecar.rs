@@ -38,14 +38,15 @@ struct Tables {
     rules: Vec<Spanned<RuleConfig>>,
 }
 
-/// The sidecar files in `dir`, in name order (hidden files are skipped: editors and copies in progress write them).
-pub fn files(dir: &Path) -> Vec<PathBuf> {
+/// The files in the plugins folder `dir` whose name ends in `.EXTENSION`, in name order. Hidden files are skipped:
+/// editors and copies in progress write them.
+pub fn folder_files(dir: &Path, extension: &str) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     let mut files: Vec<PathBuf> = entries
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|path| {
             path.is_file()
-                && path.extension().is_some_and(|ext| ext == "toml")
+                && path.extension().is_some_and(|ext| ext == extension)
                 && !path.file_name().is_some_and(|name| name.to_string_lossy().starts_with('.'))
         })
         .collect();
@@ -60,7 +61,7 @@ impl Config {
         let dir = self.source.resolve(&self.plugins.dir);
         let mut errors = Vec::new();
         let mut offset = self.source.text.len() + 1;
-        for file in files(&dir) {
+        for file in folder_files(&dir, "toml") {
             let origin = file.display().to_string();
             let text = match std::fs::read_to_string(&file) {
                 Ok(text) => text,
@@ -93,7 +94,7 @@ impl Config {
                     });
                     let message = format!(
                         "{} (a sidecar holds only [[check]], [[log_source]] and [[rule]] tables)",
-                        error.message().trim_end()
+                        super::without_value(error.message().trim_end())
                     );
                     errors.push(ConfigError::new(origin, line, message));
                 }
