@@ -542,6 +542,24 @@ impl MutationRoot {
         let caller = admin(ctx, "eraseUserData")?;
         queries(ctx).erase_user(&user_id, caller.as_deref()).await.map_err(error)
     }
+
+    /// Read the config file and the plugins folder again and put them in place if all of it is valid (admin), as
+    /// `SIGHUP` does: what changed. A refused reload is an error naming every problem; everything runs as before.
+    async fn reload(&self, ctx: &Context<'_>) -> async_graphql::Result<crate::reload::Outcome> {
+        admin(ctx, "reload")?;
+        let outcome = queries(ctx)
+            .reloads
+            .reload(crate::reload::Trigger::GraphQl)
+            .await
+            .ok_or_else(|| async_graphql::Error::new("selfmon is stopping"))?;
+        if outcome.applied {
+            return Ok(outcome);
+        }
+        Err(async_graphql::Error::new(format!(
+            "the reload was refused, everything runs as before: {}",
+            outcome.errors.join("; ")
+        )))
+    }
 }
 
 pub struct SubscriptionRoot;

@@ -42,6 +42,7 @@ pub enum Trigger {
     Folder,
     Signal,
     Api,
+    GraphQl,
 }
 
 impl Trigger {
@@ -50,25 +51,28 @@ impl Trigger {
             Self::Folder => "plugins folder",
             Self::Signal => "SIGHUP",
             Self::Api => "POST /v1/reload",
+            Self::GraphQl => "GraphQL reload",
         }
     }
 }
 
 /// How a reload went.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, async_graphql::SimpleObject)]
+#[graphql(name = "ReloadOutcome")]
 pub struct Outcome {
-    /// `plugins folder`, `SIGHUP` or `POST /v1/reload`.
-    pub trigger: &'static str,
+    /// `plugins folder`, `SIGHUP`, `POST /v1/reload` or `GraphQL reload`.
+    pub trigger: String,
     /// RFC 3339, UTC.
     pub at: String,
     /// Whether the new config and plugins are in place. When not, everything runs as before.
     pub applied: bool,
-    /// Every problem that kept the reload from being applied, each naming its file (and line).
+    /// Every problem that kept the reload from being applied, each naming its file (and line); when applied, a log
+    /// source that could not start again.
     pub errors: Vec<String>,
     /// What changed (or would have): plugins loaded, replaced, removed or refused; checks, log sources and rules
     /// added or removed.
     pub changes: Vec<String>,
-    /// Config sections that changed but take effect at the next start.
+    /// Config sections that differ from the file selfmon started with, which take effect at the next start.
     pub restart_needed: Vec<String>,
 }
 
@@ -221,7 +225,7 @@ impl Reloader {
     /// folder that changed no component or sidecar.
     pub async fn reload(&mut self, trigger: Trigger) -> Option<Outcome> {
         let mut outcome = Outcome {
-            trigger: trigger.as_str(),
+            trigger: trigger.as_str().into(),
             at: crate::storage::rfc3339(crate::storage::to_millis(SystemTime::now())),
             applied: false,
             errors: Vec::new(),
@@ -229,7 +233,7 @@ impl Reloader {
             restart_needed: Vec::new(),
         };
         let main = match (trigger, &self.main.source.file) {
-            (Trigger::Signal | Trigger::Api, Some(file)) => match Config::load(Some(file)) {
+            (Trigger::Signal | Trigger::Api | Trigger::GraphQl, Some(file)) => match Config::load(Some(file)) {
                 Ok(config) => config,
                 Err(error) => {
                     outcome.errors.push(error.to_string());
@@ -343,7 +347,7 @@ impl Reloader {
     fn report(&self, outcome: Outcome) -> Outcome {
         if outcome.applied {
             let changes = if outcome.changes.is_empty() { "none".into() } else { outcome.changes.join("; ") };
-            tracing::info!(trigger = outcome.trigger, %changes, "Reloaded");
+            tracing::info!(trigger = %outcome.trigger, %changes, "Reloaded");
             if !outcome.errors.is_empty() {
                 tracing::error!(errors = %outcome.errors.join("\n"), "Reloaded, but not everything could start");
             }
@@ -351,7 +355,7 @@ impl Reloader {
                 tracing::warn!(sections = %outcome.restart_needed.join(", "), "These config changes take effect at the next start");
             }
         } else {
-            tracing::error!(trigger = outcome.trigger, errors = %outcome.errors.join("\n"), "Reload refused; everything runs as before");
+            tracing::error!(trigger = %outcome.trigger, errors = %outcome.errors.join("\n"), "Reload refused; everything runs as before");
         }
         outcome
     }
@@ -597,6 +601,8 @@ pub fn watch(dir: &Path, handle: Handle, tasks: &TaskTracker, stop: Cancellation
         return;
     }
     tracing::info!(dir = %dir.display(), "Watching the plugins folder");
+    // A file that landed between the start-up scan and now is taken up at once.
+    handle.nudge(Trigger::Folder);
     let dir: PathBuf = dir.to_path_buf();
     tasks.spawn(async move {
         let _watcher = watcher;
