@@ -133,6 +133,8 @@ pub struct PluginsReport {
     pub contract: &'static str,
     pub plugins: Vec<PluginReport>,
     pub refused: Vec<RefusedPlugin>,
+    /// How the last reload of the plugins folder or the config went; none since start-up.
+    pub last_reload: Option<crate::reload::Outcome>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -337,7 +339,12 @@ impl Queries {
                     .collect(),
             })
             .collect();
-        Ok(PluginsReport { contract: live.about.contract, plugins, refused: live.about.refused_plugins.clone() })
+        Ok(PluginsReport {
+            contract: live.about.contract,
+            plugins,
+            refused: live.about.refused_plugins.clone(),
+            last_reload: self.reloads.last(),
+        })
     }
 
     pub async fn status(&self) -> Result<Status, QueryError> {

@@ -411,3 +411,34 @@ async fn a_reloaded_log_source_resumes_where_it_stopped_with_no_line_lost_or_sto
     assert_eq!(services.len(), 4, "each reload's service was used: {services:?}");
     assert_eq!(stored.last().unwrap().1, "service-3");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_shows_the_last_reload_and_the_refused_files() {
+    use crate::support::browser::Browser;
+    let port = crate::support::free_port();
+    let config = format!(
+        "[dashboard]\nlisten = \"127.0.0.1:{port}\"\n\n[[check]]\nname = \"steady\"\nplugin = \"versioned\"\ninterval = \"1s\"\n"
+    );
+    let workdir = Workdir::new(&config, &[("versioned", guests::VERSIONED_1)]);
+    let selfmon = Selfmon::start(&workdir).await;
+    let browser = Browser::start().await;
+    browser.open(&format!("http://127.0.0.1:{port}/#plugins")).await;
+    browser.wait_for("document.querySelector('#plugins-reload')?.textContent.includes('No reload since')").await;
+
+    install(&workdir.path().join("plugins"), "versioned.wasm", &guests::VERSIONED_2[..1000]);
+    wait_for_status(&selfmon, "refused the file", |s| !s["last_reload"].is_null()).await;
+    // The section shows what is current each time it is opened.
+    browser.eval("location.hash = '#overview'").await;
+    browser.eval("location.hash = '#plugins'").await;
+    browser.wait_for("document.querySelector('#plugins-reload [data-applied=\"true\"]')").await;
+    let reload = browser.eval("document.querySelector('#plugins-reload').textContent").await;
+    let reload = reload.as_str().unwrap();
+    assert!(reload.contains("plugins folder") && reload.contains("applied"), "{reload}");
+    assert!(reload.contains("plugins/versioned.wasm refused: not a WebAssembly component"), "{reload}");
+    let refused = browser.eval("document.querySelector('#plugins-refused').textContent").await;
+    assert!(refused.as_str().unwrap().contains("version 1.0.0 loaded from it before keeps running"), "{refused}");
+    assert!(browser.problems().is_empty(), "{:?}", browser.problems());
+    browser.eval("document.querySelector('#plugins-refused').scrollIntoView()").await;
+    browser.screenshot("plugins-after-a-refused-file").await;
+    selfmon.stop().await;
+}

@@ -299,6 +299,8 @@
   const TITLES = { overview: "Overview", performance: "Performance", logs: "Errors and logs", alerts: "Alerts", users: "Users and AI cost", plugins: "Plugins" };
   /** Sections whose data was fetched; catch-up fetches them again, the others load when opened. */
   const loaded = new Set();
+  /** Sections no live event updates (plugins change on reloads): fetched each time they are opened. */
+  const FETCHED_ON_OPEN = new Set(["plugins"]);
 
   const currentSection = () => {
     const name = location.hash.slice(1);
@@ -315,7 +317,7 @@
     document.title = `${TITLES[name]} · selfmon`;
     // Sections behave as tabs: open each at its top, not where the browser scrolled the anchor to.
     window.scrollTo(0, 0);
-    if (!loaded.has(name)) loadSection(name);
+    if (!loaded.has(name) || FETCHED_ON_OPEN.has(name)) loadSection(name);
   }
 
   /**
@@ -1373,6 +1375,23 @@
     fill($("#plugins-refused"), refused.length
       ? refused.map((r) => el("li", null, el("code", null, r.file), " — ", el("span", { class: "bad-text" }, r.reason)))
       : el("li", { class: "empty" }, "No plugin file was refused."));
+    fill($("#plugins-reload"), lastReload(answer.last_reload));
+  }
+
+  /** How the last reload of the plugins folder or the config went. */
+  function lastReload(reload) {
+    if (!reload) return el("p", { class: "empty" }, "No reload since selfmon started (drop a plugin into its folder, or send SIGHUP).");
+    const verdict = reload.applied
+      ? el("span", { class: "ok-text" }, "✔ applied")
+      : el("span", { class: "bad-text" }, "✘ refused: everything runs as before");
+    const list = (items, tone) => el("ul", { class: "plain-list" }, items.map((item) => el("li", tone ? { class: tone } : null, item)));
+    return el("div", { "data-applied": String(reload.applied) },
+      el("p", null, timeEl(reload.at), ` · ${reload.trigger} · `, verdict),
+      reload.errors.length ? list(reload.errors, "bad-text") : null,
+      reload.changes.length ? list(reload.changes) : el("p", { class: "muted" }, "Nothing changed."),
+      reload.restart_needed.length
+        ? el("p", { class: "muted" }, `Take effect at the next start: ${reload.restart_needed.join(", ")}`)
+        : null);
   }
 
   function pluginCells(p) {
