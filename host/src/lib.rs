@@ -178,9 +178,7 @@ async fn log_sources(
         if !names.insert(source.name.clone()) {
             problem("the name is used twice".into());
         }
-        let parser_config =
-            source.parser_config.iter().map(|(k, v)| (k.clone(), checks::toml_to_json(v).to_string())).collect();
-        let parsing = match logs::Parsing::resolve(source.parser(), parser_config, plugins) {
+        let parsing = match logs::Parsing::for_source(source, plugins) {
             Ok(parsing) => match parsing.validate(runtime).await {
                 Ok(()) => Some(parsing),
                 Err(reason) => {
@@ -433,12 +431,7 @@ pub async fn serve(
         traces: host.config.traces.clone(),
         retention_events: host.config.retention.events,
         runtime: host.runtime.clone(),
-        live: std::sync::RwLock::new(Arc::new(query::Live {
-            http_sources: http_sources(&host),
-            about: about(&host),
-            plugins: host.plugins.clone(),
-            alerting: host.alerting.clone(),
-        })),
+        live: std::sync::RwLock::new(Arc::new(query::Live::of(&host))),
         reloads: reloads.clone(),
         board,
         storage: storage.clone(),

@@ -123,6 +123,16 @@ impl Parsing {
         self.parsers.iter().map(|p| p.info.name.clone()).collect()
     }
 
+    /// The parser of a `[[log_source]]` table, with its `parser_config`.
+    pub fn for_source(source: &crate::config::LogSourceConfig, plugins: &Plugins) -> Result<Self, String> {
+        let config = source
+            .parser_config
+            .iter()
+            .map(|(key, value)| (key.clone(), crate::checks::toml_to_json(value).to_string()))
+            .collect();
+        Self::resolve(source.parser(), config, plugins)
+    }
+
     /// The parser named `name` (or `auto`) among `plugins`, with a config; the error names the parsers there are.
     pub fn resolve(name: &str, config: Vec<(String, String)>, plugins: &Plugins) -> Result<Self, String> {
         let parser = |name: &str| plugins.get(name).filter(|p| p.kind() == Kind::Parser).cloned();

@@ -22,7 +22,6 @@ pub struct Plugins {
     builtin_refused: Vec<Refused>,
     /// Every file of the plugins folder seen at the last scan.
     files: BTreeMap<PathBuf, FileState>,
-    refused: Vec<Refused>,
 }
 
 /// What the last scan made of one file.
@@ -83,7 +82,7 @@ impl Plugins {
     /// that a removed file held is tried again.
     pub async fn rescan(&mut self, runtime: &Runtime, dir: &Path, max_file_size: u64) -> Changes {
         let mut changes = Changes::default();
-        let files = crate::config::folder_files(dir, "wasm");
+        let files = crate::config::folder_files(dir, crate::config::Extension::Component);
         let gone: Vec<PathBuf> = self.files.keys().filter(|file| !files.contains(file)).cloned().collect();
         for file in gone {
             if let Some(name) = self.files.remove(&file).and_then(|state| state.loaded) {
@@ -131,12 +130,6 @@ impl Plugins {
             }
             self.files.insert(file, state);
         }
-        self.refused = self.builtin_refused.clone();
-        self.refused.extend(
-            self.files
-                .iter()
-                .filter_map(|(file, state)| state.refused.clone().map(|reason| Refused { file: file.clone(), reason })),
-        );
         changes
     }
 
@@ -169,8 +162,13 @@ impl Plugins {
         self.loaded.keys().map(String::as_str).collect()
     }
 
-    pub fn refused(&self) -> &[Refused] {
-        &self.refused
+    /// Built-in plugins that failed to load, and the files of the folder refused at the last scan.
+    pub fn refused(&self) -> Vec<Refused> {
+        let files = self
+            .files
+            .iter()
+            .filter_map(|(file, state)| state.refused.clone().map(|reason| Refused { file: file.clone(), reason }));
+        self.builtin_refused.iter().cloned().chain(files).collect()
     }
 }
 

@@ -63,6 +63,18 @@ pub struct Live {
     pub alerting: Arc<Alerting>,
 }
 
+impl Live {
+    /// What the API says of a host just built.
+    pub fn of(host: &crate::Host) -> Self {
+        Self {
+            http_sources: crate::http_sources(host),
+            about: crate::about(host),
+            plugins: host.plugins.clone(),
+            alerting: host.alerting.clone(),
+        }
+    }
+}
+
 impl Queries {
     /// What the config and the plugins folder say now. A request holds on to what it read first, so a reload in the
     /// middle of it does not mix old and new.

@@ -125,12 +125,10 @@ pub struct Reloader {
     main: Config,
     /// The config file's text at start-up, which sections outside the reloaded tables are compared with.
     started_text: String,
-    plugins: Arc<Plugins>,
     checks: Vec<Arc<Check>>,
     /// Checks, log sources and rules out of service because their plugin's file was removed; checks stay on the
     /// board with a result that says so.
     orphans: Orphans,
-    rules: Vec<String>,
     /// The sidecars' texts as last applied, to tell a change in the folder from a file merely touched.
     sidecars: Vec<(PathBuf, String)>,
     runtime: Arc<Runtime>,
@@ -166,11 +164,9 @@ impl Reloader {
         let mut reloader = Self {
             started_text: main.source.text.clone(),
             main,
-            plugins: host.plugins.clone(),
             checks: host.checks.clone(),
             orphans: Orphans::default(),
-            rules: host.alerting.rules.iter().map(|r| r.name.clone()).collect(),
-            sidecars: host.config.source.sidecars.iter().map(|s| (s.file.clone(), s.text.clone())).collect(),
+            sidecars: sidecar_texts(&host.config),
             runtime: host.runtime.clone(),
             scheduler,
             queries,
@@ -243,26 +239,30 @@ impl Reloader {
             _ => self.main.clone(),
         };
         let dir = self.main.source.resolve(&self.main.plugins.dir);
-        let mut plugins = Plugins::clone(&self.plugins);
+        let before = self.queries.live().plugins.clone();
+        let mut plugins = Plugins::clone(&before);
         let changes = plugins.rescan(&self.runtime, &dir, self.main.plugins.max_file_size.as_u64()).await;
-        let sidecars = sidecar_texts(&dir);
-        if trigger == Trigger::Folder && changes.is_empty() && sidecars == self.sidecars {
+        // Only the reloaded tables come from the file read now; every other setting stays as it was at start-up.
+        let config = Config {
+            rules: main.rules.clone(),
+            channels: main.channels.clone(),
+            escalations: main.escalations.clone(),
+            checks: main.checks.clone(),
+            log_sources: main.log_sources.clone(),
+            alerting: main.alerting.clone(),
+            source: main.source.clone(),
+            ..self.main.clone()
+        };
+        let config = config.with_sidecars();
+        let sidecars = config.as_ref().map(sidecar_texts).ok();
+        if trigger == Trigger::Folder && changes.is_empty() && sidecars.as_ref() == Some(&self.sidecars) {
             return None;
         }
-        outcome.changes.extend(describe(&changes, &self.plugins, &plugins));
+        outcome.changes.extend(describe(&changes, &before, &plugins));
         if trigger != Trigger::Folder {
             outcome.restart_needed = restart_needed(&self.started_text, &main.source.text);
         }
-        // Only the reloaded tables come from the file read now; every other setting stays as it was at start-up.
-        let mut config = self.main.clone();
-        config.rules = main.rules.clone();
-        config.channels = main.channels.clone();
-        config.escalations = main.escalations.clone();
-        config.checks = main.checks.clone();
-        config.log_sources = main.log_sources.clone();
-        config.alerting = main.alerting.clone();
-        config.source = main.source.clone();
-        let mut config = match config.with_sidecars() {
+        let mut config = match config {
             Ok(config) => config,
             Err(errors) => {
                 outcome.errors.extend(errors.iter().map(ToString::to_string));
@@ -287,7 +287,7 @@ impl Reloader {
         outcome.changes.extend(said);
         outcome.errors.extend(failed);
         self.main = main;
-        self.sidecars = sidecars;
+        self.sidecars = sidecars.unwrap_or_default();
         outcome.applied = true;
         Some(self.report(outcome))
     }
@@ -297,6 +297,7 @@ impl Reloader {
     /// there.
     fn take_out_of_service(&self, config: &mut Config, plugins: &Plugins) -> Orphans {
         let live = self.queries.live();
+        let running_rules = rule_names(&live.alerting);
         let mut orphans = Orphans::default();
         config.checks.retain(|check| {
             let check = check.get_ref();
@@ -318,7 +319,7 @@ impl Reloader {
         });
         config.rules.retain(|rule| {
             let rule = rule.get_ref();
-            let ran = self.orphans.rules.contains(&rule.name) || self.rules.contains(&rule.name);
+            let ran = self.orphans.rules.contains(&rule.name) || running_rules.contains(&rule.name);
             plugins.get(&rule.plugin).is_some() || !ran || !orphans.rules.insert(rule.name.clone())
         });
         orphans
@@ -420,24 +421,17 @@ impl Reloader {
             }
         }
 
-        let rules: Vec<String> = host.alerting.rules.iter().map(|r| r.name.clone()).collect();
-        said.extend(rules.iter().filter(|r| !self.rules.contains(r)).map(|r| format!("rule `{r}` added")));
-        said.extend(self.rules.iter().filter(|r| !rules.contains(r)).map(|r| format!("rule `{r}` removed")));
+        let (before, after) = (rule_names(&self.alerting.borrow()), rule_names(&host.alerting));
+        said.extend(after.difference(&before).map(|r| format!("rule `{r}` added")));
+        said.extend(before.difference(&after).map(|r| format!("rule `{r}` removed")));
         self.alerting.send_replace(host.alerting.clone());
 
         for plugin in host.plugins.iter() {
             self.scheduler.telemetry.register_plugin(&plugin.info.name);
         }
-        self.queries.replace_live(Live {
-            http_sources: crate::http_sources(&host),
-            about: crate::about(&host),
-            plugins: host.plugins.clone(),
-            alerting: host.alerting.clone(),
-        });
-        self.plugins = host.plugins.clone();
+        self.queries.replace_live(Live::of(&host));
         self.checks = host.checks;
         self.orphans = orphans;
-        self.rules = rules;
         (said, failed)
     }
 
@@ -521,15 +515,14 @@ impl Reloader {
     }
 }
 
-/// The sidecars in the plugins folder `dir` and their texts.
-fn sidecar_texts(dir: &Path) -> Vec<(PathBuf, String)> {
-    crate::config::folder_files(dir, "toml")
-        .into_iter()
-        .map(|file| {
-            let text = std::fs::read_to_string(&file).unwrap_or_default();
-            (file, text)
-        })
-        .collect()
+/// The sidecars a config was built with, and their texts.
+fn sidecar_texts(config: &Config) -> Vec<(PathBuf, String)> {
+    config.source.sidecars.iter().map(|sidecar| (sidecar.file.clone(), sidecar.text.clone())).collect()
+}
+
+/// The names of the rules in force.
+fn rule_names(alerting: &Alerting) -> BTreeSet<String> {
+    alerting.rules.iter().map(|rule| rule.name.clone()).collect()
 }
 
 /// A log source's table and the digests of its parsers.
@@ -584,7 +577,7 @@ pub fn watch(dir: &Path, handle: Handle, tasks: &TaskTracker, stop: Cancellation
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event
             && !event.kind.is_access()
-            && event.paths.iter().any(|path| relevant(path))
+            && event.paths.iter().any(|path| crate::config::Extension::of(path).is_some())
         {
             let _ = changed.send(());
         }
@@ -625,12 +618,6 @@ pub fn watch(dir: &Path, handle: Handle, tasks: &TaskTracker, stop: Cancellation
     });
 }
 
-/// Whether a change to `path` matters: a component or a sidecar, not a hidden file (copies in progress, editors).
-fn relevant(path: &Path) -> bool {
-    let hidden = path.file_name().is_some_and(|name| name.to_string_lossy().starts_with('.'));
-    !hidden && path.extension().is_some_and(|ext| ext == "wasm" || ext == "toml")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -645,10 +632,11 @@ mod tests {
 
     #[test]
     fn hidden_files_and_other_extensions_do_not_trigger_a_reload() {
-        assert!(relevant(Path::new("/p/extra.wasm")));
-        assert!(relevant(Path::new("/p/extra.toml")));
-        assert!(!relevant(Path::new("/p/.extra.wasm.part")));
-        assert!(!relevant(Path::new("/p/.extra.wasm")));
-        assert!(!relevant(Path::new("/p/README.md")));
+        use crate::config::Extension;
+        assert_eq!(Extension::of(Path::new("/p/extra.wasm")), Some(Extension::Component));
+        assert_eq!(Extension::of(Path::new("/p/extra.toml")), Some(Extension::Sidecar));
+        assert_eq!(Extension::of(Path::new("/p/.extra.wasm.part")), None);
+        assert_eq!(Extension::of(Path::new("/p/.extra.wasm")), None);
+        assert_eq!(Extension::of(Path::new("/p/README.md")), None);
     }
 }

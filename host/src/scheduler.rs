@@ -57,6 +57,17 @@ impl Scheduler {
         }
     }
 
+    /// Record when `check` is next due, unless its task is retired (then its successor's schedule stands): whether
+    /// it was recorded. Retirement is checked under the lock the successor reads the schedule with.
+    fn set_due(&self, check: &str, due: Instant, retire: &CancellationToken) -> bool {
+        let mut schedule = self.schedule.lock().expect("schedule lock");
+        if retire.is_cancelled() {
+            return false;
+        }
+        schedule.insert(check.to_string(), due);
+        true
+    }
+
     async fn run_forever(&self, check: &Check, retire: &CancellationToken) {
         let spread = FIRST_RUN_SPREAD.min(check.interval);
         let now = Instant::now();
@@ -81,14 +92,10 @@ impl Scheduler {
                     permit = self.limit.acquire() => permit,
                 };
                 let Ok(_permit) = permit else { return };
-                // The run is claimed under the lock, due again one interval on: a successor started by a reload
-                // either sees the claim (and does not repeat the run) or finds this task gone (and makes the run).
-                {
-                    let mut schedule = self.schedule.lock().expect("schedule lock");
-                    if retire.is_cancelled() {
-                        return;
-                    }
-                    schedule.insert(check.name.clone(), base + check.interval);
+                // The run is claimed, due again one interval on: a successor started by a reload either sees the
+                // claim (and does not repeat the run) or finds this task gone (and makes the run).
+                if !self.set_due(&check.name, base + check.interval, retire) {
+                    return;
                 }
                 self.telemetry.observe_lag(Instant::now().saturating_duration_since(next));
                 tracing::Instrument::instrument(check.run(&self.runtime), span.clone()).await
@@ -123,12 +130,7 @@ impl Scheduler {
             while base <= now {
                 base += check.interval;
             }
-            {
-                let mut schedule = self.schedule.lock().expect("schedule lock");
-                if !retire.is_cancelled() {
-                    schedule.insert(check.name.clone(), base);
-                }
-            }
+            self.set_due(&check.name, base, retire);
             next = base + check.interval.mul_f64(self.jitter * fastrand::f64());
         }
     }

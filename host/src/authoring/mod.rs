@@ -217,15 +217,18 @@ fn settings(info: &PluginInfo, pairs: &[String]) -> Result<toml::Table, Failure>
     Ok(table)
 }
 
+/// Config problems as one failure, a line each (the file is the command line's, so only the messages).
+fn messages(errors: Vec<crate::config::ConfigError>) -> Failure {
+    errors.iter().map(|e| e.message.as_str()).collect::<Vec<_>>().join("\n")
+}
+
 async fn run_check(
     config: &Config,
     plugins: &crate::plugins::Plugins,
     runtime: &Runtime,
     env: &crate::checks::Env,
 ) -> Result<ExitCode, Failure> {
-    let checks = crate::checks::build(config, plugins, runtime, env)
-        .await
-        .map_err(|errors| errors.iter().map(|e| e.message.clone()).collect::<Vec<_>>().join("\n"))?;
+    let checks = crate::checks::build(config, plugins, runtime, env).await.map_err(messages)?;
     let check = checks.first().ok_or("no check was built")?;
     let run = check.run(runtime).await;
     println!(
@@ -253,9 +256,7 @@ async fn run_parser(
     plugins: &crate::plugins::Plugins,
     runtime: &Runtime,
 ) -> Result<ExitCode, Failure> {
-    let parser_config =
-        source.parser_config.iter().map(|(k, v)| (k.clone(), crate::checks::toml_to_json(v).to_string())).collect();
-    let parsing = crate::logs::Parsing::resolve(source.parser(), parser_config, plugins)?;
+    let parsing = crate::logs::Parsing::for_source(source, plugins)?;
     parsing.validate(runtime).await.map_err(|reason| format!("`--set`: {reason}"))?;
     // Every line, bytes that are not UTF-8 replaced, as the file tailer reads them.
     let mut input = Vec::new();
@@ -295,9 +296,7 @@ async fn run_rule(
     runtime: &Runtime,
     env: &crate::checks::Env,
 ) -> Result<ExitCode, Failure> {
-    let alerting = crate::alerting::Alerting::build(config, plugins, runtime, env)
-        .await
-        .map_err(|errors| errors.iter().map(|e| e.message.clone()).collect::<Vec<_>>().join("\n"))?;
+    let alerting = crate::alerting::Alerting::build(config, plugins, runtime, env).await.map_err(messages)?;
     let spec = alerting.rules.first().ok_or("no rule was built")?;
     let path = config.source.resolve(&config.storage.path);
     if !path.is_file() {

@@ -24,7 +24,7 @@ pub use alerting::{
 };
 pub use analytics::{AiConfig, PatternConfig, Price, PrivacyConfig, TracesConfig};
 pub use secret::{Secret, SecretRef};
-pub use sidecar::folder_files;
+pub use sidecar::{Extension, folder_files};
 
 /// The file read when `--config` is not given, if it exists in the working directory.
 pub const DEFAULT_FILE: &str = "selfmon.toml";

@@ -38,17 +38,36 @@ struct Tables {
     rules: Vec<Spanned<RuleConfig>>,
 }
 
-/// The files in the plugins folder `dir` whose name ends in `.EXTENSION`, in name order. Hidden files are skipped:
-/// editors and copies in progress write them.
-pub fn folder_files(dir: &Path, extension: &str) -> Vec<PathBuf> {
+/// What the plugins folder holds that selfmon reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extension {
+    /// `*.wasm`: plugin components.
+    Component,
+    /// `*.toml`: sidecars.
+    Sidecar,
+}
+
+impl Extension {
+    /// The kind of folder file `path` is; none for any other file, and for hidden ones (editors and copies in
+    /// progress write them).
+    pub fn of(path: &Path) -> Option<Self> {
+        if path.file_name().is_some_and(|name| name.to_string_lossy().starts_with('.')) {
+            return None;
+        }
+        match path.extension()?.to_str()? {
+            "wasm" => Some(Self::Component),
+            "toml" => Some(Self::Sidecar),
+            _ => None,
+        }
+    }
+}
+
+/// The files of one kind in the plugins folder `dir`, in name order.
+pub fn folder_files(dir: &Path, kind: Extension) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     let mut files: Vec<PathBuf> = entries
         .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| {
-            path.is_file()
-                && path.extension().is_some_and(|ext| ext == extension)
-                && !path.file_name().is_some_and(|name| name.to_string_lossy().starts_with('.'))
-        })
+        .filter(|path| path.is_file() && Extension::of(path) == Some(kind))
         .collect();
     files.sort();
     files
@@ -61,7 +80,7 @@ impl Config {
         let dir = self.source.resolve(&self.plugins.dir);
         let mut errors = Vec::new();
         let mut offset = self.source.text.len() + 1;
-        for file in folder_files(&dir, "toml") {
+        for file in folder_files(&dir, Extension::Sidecar) {
             let origin = file.display().to_string();
             let text = match std::fs::read_to_string(&file) {
                 Ok(text) => text,
