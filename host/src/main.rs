@@ -25,7 +25,7 @@ fn main() -> ExitCode {
                 .with_writer(std::io::stderr)
                 .with_filter(level()),
         )
-        .with(selfmon::journal::Journal.with_filter(level()))
+        .with(selfmon::ops::journal::Journal.with_filter(level()))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

@@ -9,9 +9,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use selfmon::alerting::Engine;
+use selfmon::alerting::engine::Engine;
+use selfmon::checks::board::Board;
+use selfmon::checks::health::{CheckRun, Health};
 use selfmon::events::Events;
-use selfmon::health::{Board, CheckRun, Health};
 use selfmon::storage::{Sample, Storage};
 
 const CHECKS: usize = 200;
@@ -32,8 +33,8 @@ async fn run() {
         dir.path().join("cache"),
         dir.path().join("plugins")
     );
-    let config = selfmon::Config::parse(&text, None).unwrap();
-    let host = selfmon::Host::build(config).await.unwrap();
+    let config = selfmon::config::Config::parse(&text, None).unwrap();
+    let host = selfmon::app::host::Host::build(config).await.unwrap();
     let storage = Storage::open(&dir.path().join("selfmon.db")).unwrap();
     let now = SystemTime::now();
 
@@ -74,7 +75,7 @@ async fn run() {
         run.health = if check % 10 == 0 { Health::Unhealthy } else { Health::Healthy };
         board.record(&run);
     }
-    let telemetry = Arc::new(selfmon::telemetry::Telemetry::new(&storage).unwrap());
+    let telemetry = Arc::new(selfmon::ops::telemetry::Telemetry::new(&storage).unwrap());
     let mut engine =
         Engine::new(host.alerting.clone(), host.runtime.clone(), storage.clone(), board, Events::default(), telemetry)
             .await

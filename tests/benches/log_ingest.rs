@@ -14,8 +14,10 @@
 use std::io::{BufRead, BufWriter, Write};
 use std::time::{Duration, Instant, SystemTime};
 
-use selfmon::logs::{self, NewRecord, Origin, Parsing, Search};
-use selfmon::plugins::Plugins;
+use selfmon::logs::parsing::{self as logs, Parsing};
+use selfmon::logs::search::Search;
+use selfmon::logs::{NewRecord, Origin};
+use selfmon::runtime::plugins::Plugins;
 use selfmon::runtime::{CompiledCache, Runtime};
 use selfmon::storage::Storage;
 

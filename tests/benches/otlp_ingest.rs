@@ -102,11 +102,11 @@ async fn ingest(spans: usize) {
         dir.path().join("selfmon.db").display().to_string(),
         std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache").display().to_string(),
     );
-    let config = selfmon::Config::parse(&config, Some(&dir.path().join("selfmon.toml"))).unwrap();
+    let config = selfmon::config::Config::parse(&config, Some(&dir.path().join("selfmon.toml"))).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(selfmon::serve(config, listener, async move {
+    let server = tokio::spawn(selfmon::app::serve(config, listener, async move {
         let _ = stopped.await;
     }));
     let client = reqwest::Client::new();
@@ -188,7 +188,7 @@ async fn ingest(spans: usize) {
 
 fn privacy() {
     let dir = tempfile::tempdir().unwrap();
-    let privacy = selfmon::privacy::Privacy::build(
+    let privacy = selfmon::storage::Privacy::build(
         &selfmon::config::PrivacyConfig::default(),
         &selfmon::config::Source::default(),
         &|_| None,

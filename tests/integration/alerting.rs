@@ -6,10 +6,11 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use selfmon::alerting::Engine;
 use selfmon::alerting::dispatch::{Notification, Status};
+use selfmon::alerting::engine::Engine;
+use selfmon::checks::board::Board;
+use selfmon::checks::health::{CheckRun, Health};
 use selfmon::events::{Events, Payload};
-use selfmon::health::{Board, CheckRun, Health};
 use selfmon::storage::{Sample, Storage};
 
 use crate::support::Workdir;
@@ -21,7 +22,7 @@ fn at(seconds: u64) -> SystemTime {
 /// An engine over a config, with the checks on its board.
 struct Bench {
     engine: Engine,
-    host: selfmon::Host,
+    host: selfmon::app::host::Host,
     storage: Storage,
     board: Arc<Board>,
     events: Events,
@@ -44,7 +45,7 @@ impl Bench {
     /// `checks`: name, plugin and dependencies of each check on the board.
     async fn new(config: &str, checks: &[(&str, &str, &[&str])], guests: &[(&str, &[u8])]) -> Self {
         let workdir = Workdir::new(&format!("{config}\n{CHANNELS}"), guests);
-        let host = selfmon::Host::build(workdir.config()).await.unwrap();
+        let host = selfmon::app::host::Host::build(workdir.config()).await.unwrap();
         let storage = Storage::open(&workdir.path().join("selfmon.db")).unwrap();
         let board = Arc::new(Board::default());
         for (name, plugin, depends_on) in checks {
@@ -129,8 +130,8 @@ struct Row {
     resolved_at: Option<i64>,
 }
 
-async fn engine(host: &selfmon::Host, storage: &Storage, board: &Arc<Board>, events: &Events) -> Engine {
-    let telemetry = Arc::new(selfmon::telemetry::Telemetry::new(storage).unwrap());
+async fn engine(host: &selfmon::app::host::Host, storage: &Storage, board: &Arc<Board>, events: &Events) -> Engine {
+    let telemetry = Arc::new(selfmon::ops::telemetry::Telemetry::new(storage).unwrap());
     Engine::new(host.alerting.clone(), host.runtime.clone(), storage.clone(), board.clone(), events.clone(), telemetry)
         .await
         .unwrap()
@@ -414,7 +415,7 @@ async fn the_cleanup_forgets_old_resolved_alerts_and_attempts_but_never_active_o
         .unwrap();
     let config = selfmon::config::RetentionConfig::default();
     let swept =
-        selfmon::retention::sweep(&storage, &config, &tokio_util::sync::CancellationToken::new()).await.unwrap();
+        selfmon::ops::retention::sweep(&storage, &config, &tokio_util::sync::CancellationToken::new()).await.unwrap();
     assert_eq!(swept.alerts, 3, "{swept:?}");
     let db = rusqlite::Connection::open(storage.path()).unwrap();
     let summaries: Vec<String> = db

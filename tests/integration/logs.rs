@@ -247,7 +247,8 @@ async fn log_sources_are_checked_with_the_rest_of_the_config() {
     let config = "[[log_source]]\nname = \"a\"\nkind = \"file\"\nparser = \"http\"\npaths = [\"[\"]\n\n\
                   [[log_source]]\nname = \"a\"\nkind = \"file\"\n";
     let workdir = Workdir::new(config, &[]);
-    let Err(selfmon::StartError::Config(errors)) = selfmon::Host::build(workdir.config()).await else {
+    let Err(selfmon::app::host::StartError::Config(errors)) = selfmon::app::host::Host::build(workdir.config()).await
+    else {
         panic!("the config is not valid");
     };
     let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -272,7 +273,8 @@ async fn parser_config_is_checked_by_its_parser() {
                   [[log_source]]\nname = \"any\"\nkind = \"http\"\nparser = \"auto\"\n\
                   [log_source.parser_config]\nutc_offset = \"+03:00\"\n";
     let workdir = Workdir::new(config, &[]);
-    let Err(selfmon::StartError::Config(errors)) = selfmon::Host::build(workdir.config()).await else {
+    let Err(selfmon::app::host::StartError::Config(errors)) = selfmon::app::host::Host::build(workdir.config()).await
+    else {
         panic!("the config is not valid");
     };
     let all = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
@@ -815,7 +817,7 @@ async fn syslog_arrives_over_udp_and_tcp() {
     let config = format!("[[log_source]]\nname = \"net\"\nkind = \"syslog\"\nlisten = [\"tcp://127.0.0.1:{port}\"]\n");
     let workdir = Workdir::new(&config, &[]);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let error = selfmon::serve(workdir.config(), listener, std::future::pending()).await.unwrap_err();
+    let error = selfmon::app::serve(workdir.config(), listener, std::future::pending()).await.unwrap_err();
     assert!(
         error.to_string().starts_with(&format!("log source `net`: cannot listen on tcp://127.0.0.1:{port}: ")),
         "{error}"
@@ -828,7 +830,8 @@ async fn syslog_sources_are_checked_with_the_config() {
                   [[log_source]]\nname = \"b\"\nkind = \"syslog\"\nlisten = [\"udp://localhost:514\"]\n\n\
                   [[log_source]]\nname = \"c\"\nkind = \"file\"\npaths = [\"x.log\"]\nlisten = [\"udp://0.0.0.0:514\"]\n";
     let workdir = Workdir::new(config, &[]);
-    let Err(selfmon::StartError::Config(errors)) = selfmon::Host::build(workdir.config()).await else {
+    let Err(selfmon::app::host::StartError::Config(errors)) = selfmon::app::host::Host::build(workdir.config()).await
+    else {
         panic!("the config is not valid");
     };
     let all = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");

@@ -26,7 +26,7 @@ interval = "1s"
 async fn a_plugin_name_already_taken_is_refused_and_the_first_one_kept() {
     let workdir = Workdir::new("", &[("a-noop", guests::NOOP), ("b-noop", guests::NOOP)]);
     let config = workdir.config();
-    let host = selfmon::Host::build(config).await.unwrap();
+    let host = selfmon::app::host::Host::build(config).await.unwrap();
     assert!(host.plugins.get("noop").is_some());
     let refused = host.plugins.refused();
     assert_eq!(refused.len(), 1, "{refused:?}");

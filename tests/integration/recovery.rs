@@ -158,7 +158,7 @@ async fn recovery_settings_are_checked_when_the_config_is_loaded() {
          [[check]]\nname = \"c\"\nplugin = \"http\"\ntarget = \"http://localhost/\"\n[check.recovery]\nhttp = { url = \"ftp://x/\" }\n",
         &[],
     );
-    let error = selfmon::Host::build(workdir.config()).await.err().unwrap().to_string();
+    let error = selfmon::app::host::Host::build(workdir.config()).await.err().unwrap().to_string();
     for expected in [
         "invalid check `a`: `recovery.command` names no program",
         "invalid check `b`: `recovery` needs exactly one of `command` and `http`",

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use selfmon::health::CheckRun;
+use selfmon::checks::health::CheckRun;
 
 use crate::support::fakes::{self, Fake, TestCa};
 use crate::support::{Workdir, run_once};
@@ -240,7 +240,7 @@ async fn https_trusts_the_system_roots_plus_the_checks_own_ca() {
     );
 
     std::fs::write(workdir.path().join("ca.pem"), "not a certificate").unwrap();
-    let error = selfmon::Host::build(workdir.config()).await.err().unwrap().to_string();
+    let error = selfmon::app::host::Host::build(workdir.config()).await.err().unwrap().to_string();
     assert!(
         error.contains("invalid check `private-ca`: `ca_file`") && error.contains("holds no PEM certificate"),
         "{error}"

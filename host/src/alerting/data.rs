@@ -8,17 +8,16 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use rusqlite::params;
-
-use crate::health::{Board, Health};
+use crate::checks::board::Board;
+use crate::checks::health::Health;
 use crate::runtime::{Aggregation, BoxFuture, CheckState, MetricQuery, RuleData, SeriesValue, Status};
 use crate::storage::{Storage, to_millis};
 
 /// Series read per query at most; a metric with more is cut short (the newest series ids first are not favoured:
 /// the order is by id).
-const MAX_SERIES: usize = 1000;
+pub const MAX_SERIES: usize = 1000;
 /// Samples read per series and query at most: the newest of the window.
-const MAX_SAMPLES: i64 = 100_000;
+pub const MAX_SAMPLES: i64 = 100_000;
 /// The longest window a query reads; a longer one is cut to this.
 pub const MAX_WINDOW: std::time::Duration = std::time::Duration::from_secs(31 * 86_400);
 
@@ -34,7 +33,7 @@ impl std::fmt::Debug for Stored {
     }
 }
 
-type Labels = Vec<(String, String)>;
+pub type Labels = Vec<(String, String)>;
 
 impl RuleData for Stored {
     fn aggregate(&self, query: MetricQuery) -> BoxFuture<Option<f64>> {
@@ -94,7 +93,7 @@ impl RuleData for Stored {
     }
 }
 
-fn is_log_metric(metric: &str) -> bool {
+pub fn is_log_metric(metric: &str) -> bool {
     matches!(metric, "log_records_total" | "log_errors_total")
 }
 
@@ -116,87 +115,11 @@ async fn read(storage: &Storage, query: MetricQuery, now: SystemTime) -> Vec<(La
     let to = to_millis(now);
     let window = query.window_ms.min(u64::try_from(MAX_WINDOW.as_millis()).unwrap_or(u64::MAX));
     let from = to.saturating_sub(i64::try_from(window).unwrap_or(i64::MAX));
-    let result = storage
-        .read(move |db| {
-            if is_log_metric(&query.metric) {
-                return read_logs(db, &query, from, to);
-            }
-            let mut statement = db.prepare_cached("SELECT id, labels FROM series WHERE name = ?1 ORDER BY id")?;
-            let matching: Vec<(i64, Labels)> = statement
-                .query_map([&query.metric], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)))?
-                .filter_map(Result::ok)
-                .filter_map(|(id, labels)| Some((id, serde_json::from_str::<Labels>(&labels).ok()?)))
-                .filter(|(_, labels)| query.matchers.iter().all(|m| labels.contains(m)))
-                .take(MAX_SERIES)
-                .collect();
-            let mut out = Vec::with_capacity(matching.len());
-            let mut samples = db.prepare_cached(
-                "SELECT value FROM samples WHERE series_id = ?1 AND ts > ?2 AND ts <= ?3 ORDER BY ts DESC LIMIT ?4",
-            )?;
-            for (id, labels) in matching {
-                let mut values: Vec<f64> = samples
-                    .query_map(params![id, from, to, MAX_SAMPLES], |row| row.get(0))?
-                    .collect::<rusqlite::Result<_>>()?;
-                values.reverse();
-                if !values.is_empty() {
-                    out.push((labels, values));
-                }
-            }
-            Ok(out)
-        })
-        .await;
+    let result = storage.rule_series(query, from, to).await;
     result.unwrap_or_else(|error| {
         tracing::error!(%error, "A rule's query could not be read");
         Vec::new()
     })
-}
-
-/// Log records of the window as series: per level for `log_records_total`, one for `log_errors_total`; the
-/// matchers (`level`, `service`, `source`) filter them.
-fn read_logs(
-    db: &rusqlite::Connection,
-    query: &MetricQuery,
-    from: i64,
-    to: i64,
-) -> rusqlite::Result<Vec<(Labels, Vec<f64>)>> {
-    let mut filters = vec!["ts > ?1".to_string(), "ts <= ?2".to_string()];
-    let mut values: Vec<String> = Vec::new();
-    for (label, value) in &query.matchers {
-        let column = match label.as_str() {
-            "level" | "service" | "source" => label.as_str(),
-            // A label no record has matches nothing.
-            _ => return Ok(Vec::new()),
-        };
-        values.push(value.clone());
-        filters.push(format!("{column} = ?{}", values.len() + 2));
-    }
-    let errors = query.metric == "log_errors_total";
-    if errors {
-        filters.push("level IN ('error', 'critical')".into());
-    }
-    let sql = format!("SELECT level, COUNT(*) FROM logs WHERE {} GROUP BY level", filters.join(" AND "));
-    let mut statement = db.prepare(&sql)?;
-    let mut parameters: Vec<&dyn rusqlite::ToSql> = vec![&from, &to];
-    parameters.extend(values.iter().map(|v| v as &dyn rusqlite::ToSql));
-    let counts: Vec<(String, i64)> = statement
-        .query_map(parameters.as_slice(), |row| Ok((row.get(0)?, row.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    let records = |n: i64| vec![n as f64];
-    if errors {
-        let total: i64 = counts.iter().map(|(_, n)| n).sum();
-        return Ok(if total == 0 { Vec::new() } else { vec![(query.matchers.clone(), records(total))] });
-    }
-    Ok(counts
-        .into_iter()
-        .map(|(level, n)| {
-            let mut labels = query.matchers.clone();
-            if !labels.iter().any(|(k, _)| k == "level") {
-                labels.push(("level".into(), level));
-            }
-            labels.sort();
-            (labels, records(n))
-        })
-        .collect())
 }
 
 /// All series together, reduced to one value.

@@ -5,10 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::alerts::{self, MAX_HOLD, NAME_RULE, SEVERITIES, valid_rule_name};
-use crate::checks::{Problem, settle_config};
+use crate::alerting::alert::SEVERITIES;
+use crate::alerting::api_rules::{MAX_HOLD, NAME_RULE, Rule, valid_rule_name};
 use crate::config::{AiConfig, AlertingConfig, Config, ConfigError, RuleConfig};
-use crate::plugins::Plugins;
+use crate::runtime::plugins::Plugins;
+use crate::runtime::settings::{Problem, settle_config};
 use crate::runtime::{CallLabels, Grants, Kind, Plugin, Redactor, Runtime, Sandbox, TlsConfig};
 
 /// How long one evaluation of a rule may take.
@@ -270,12 +271,7 @@ async fn build_one(
 
 /// A rule created through the API: an expression rule. It was validated when it was created; without channels of its
 /// own it has `[alerting] default_channels`.
-pub fn from_api(
-    rule: &alerts::Rule,
-    expression: &Arc<Plugin>,
-    alerting: &AlertingConfig,
-    memory_limit: usize,
-) -> RuleSpec {
+pub fn from_api(rule: &Rule, expression: &Arc<Plugin>, alerting: &AlertingConfig, memory_limit: usize) -> RuleSpec {
     let mut config = vec![("condition".to_string(), serde_json::Value::from(rule.condition.clone()).to_string())];
     if let Some(threshold) = rule.threshold {
         config.push(("threshold".into(), serde_json::Value::from(threshold).to_string()));

@@ -7,39 +7,17 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
-
 use super::Check;
-use crate::config::{CheckConfig, Config, ConfigError, RecoveryConfig, Secret};
-use crate::plugins::Plugins;
-use crate::recovery::{Action, Policy};
-use crate::runtime::{
-    CallLabels, Grants, Kind, PluginSource, Redactor, Runtime, Sandbox, Setting, TlsConfig, ValueKind,
-};
-
-/// Looks up an environment variable (the process environment, or a stand-in in tests).
-pub type Env = dyn Fn(&str) -> Option<String> + Sync;
+use crate::checks::recovery::Policy;
+use crate::checks::recovery::action::Action;
+use crate::config::{CheckConfig, Config, ConfigError, Env, RecoveryConfig, Secret, SecretRef};
+use crate::runtime::plugins::Plugins;
+use crate::runtime::settings::{Problem, settle_config, unknown_key};
+use crate::runtime::{CallLabels, Grants, Kind, PluginSource, Redactor, Runtime, Sandbox, Setting, TlsConfig};
 
 /// The longest interval and timeout a check may have; beyond them a typo is likelier than intent.
 const MAX_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
 const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
-
-/// One thing wrong with a check, and the key it is about (for the line number), if any.
-#[derive(Debug)]
-pub(crate) struct Problem {
-    pub key: Option<String>,
-    pub message: String,
-}
-
-impl Problem {
-    pub(crate) fn at(key: &str, message: impl Into<String>) -> Self {
-        Self { key: Some(key.to_string()), message: message.into() }
-    }
-
-    pub(crate) fn general(message: impl Into<String>) -> Self {
-        Self { key: None, message: message.into() }
-    }
-}
 
 /// Build every configured check, or say everything that is wrong.
 pub async fn build(
@@ -290,7 +268,7 @@ fn recovery_policy(
     sources: &SecretSources<'_>,
     check_secrets: &[String],
 ) -> Result<Policy, String> {
-    let resolve = |table: &std::collections::BTreeMap<String, crate::config::SecretRef>, what: &str| {
+    let resolve = |table: &std::collections::BTreeMap<String, SecretRef>, what: &str| {
         table
             .iter()
             .map(|(name, reference)| {
@@ -368,76 +346,6 @@ fn expand(template: &str, env: &Env) -> Result<String, String> {
         })
 }
 
-/// `what` names the table (`config key`, `secret`).
-fn unknown_key(what: &str, key: &str, accepted: &[Setting]) -> Problem {
-    let accepted: Vec<&str> = accepted.iter().map(|s| s.name.as_str()).collect();
-    Problem::at(
-        key,
-        if accepted.is_empty() {
-            format!("unknown {what} `{key}` (the plugin takes none)")
-        } else {
-            format!("unknown {what} `{key}` (accepted: {})", accepted.join(", "))
-        },
-    )
-}
-
-/// The operator's config table against the declared settings: no unknown keys, every required key, the right
-/// kinds, defaults (from the environment where allowed, then the declared ones) filled in.
-pub(crate) fn settle_config(
-    settings: &[Setting],
-    table: &toml::Table,
-    env: Option<&Env>,
-) -> Result<Vec<(String, String)>, Vec<Problem>> {
-    let mut problems = Vec::new();
-    for key in table.keys() {
-        if !settings.iter().any(|s| &s.name == key) {
-            problems.push(unknown_key("config key", key, settings));
-        }
-    }
-    let mut values = Vec::new();
-    for setting in settings {
-        match table.get(&setting.name) {
-            Some(value) => {
-                let json = toml_to_json(value);
-                if let Err(expected) = check_kind(setting.kind, &json) {
-                    problems
-                        .push(Problem::at(&setting.name, format!("config key `{}` must be {expected}", setting.name)));
-                }
-                values.push((setting.name.clone(), json.to_string()));
-            }
-            None => {
-                let from_env = setting.env.as_deref().and_then(|var| Some((var, env?(var)?)));
-                if let Some((var, text)) = from_env {
-                    let json = env_value(setting.kind, &text);
-                    if let Err(expected) = check_kind(setting.kind, &json) {
-                        problems.push(Problem::general(format!(
-                            "config key `{}` from environment variable {var} must be {expected}",
-                            setting.name
-                        )));
-                    }
-                    values.push((setting.name.clone(), json.to_string()));
-                } else if let Some(default) = &setting.default {
-                    values.push((setting.name.clone(), default.clone()));
-                } else if setting.required {
-                    problems.push(Problem::general(format!(
-                        "config key `{}` is required: {}",
-                        setting.name, setting.description
-                    )));
-                }
-            }
-        }
-    }
-    if problems.is_empty() { Ok(values) } else { Err(problems) }
-}
-
-/// An environment variable's text as the JSON value of a setting: numbers and booleans parsed, the rest as text.
-fn env_value(kind: ValueKind, text: &str) -> Value {
-    match kind {
-        ValueKind::Text | ValueKind::Duration => Value::String(text.to_string()),
-        _ => serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string())),
-    }
-}
-
 /// Where `env:` and `file:` secret references are looked up.
 struct SecretSources<'a> {
     env: &'a Env,
@@ -476,104 +384,14 @@ fn settle_secrets(
     if problems.is_empty() { Ok(secrets) } else { Err(problems) }
 }
 
-pub(crate) fn toml_to_json(value: &toml::Value) -> Value {
-    match value {
-        toml::Value::String(s) => Value::String(s.clone()),
-        toml::Value::Integer(i) => Value::from(*i),
-        toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
-        toml::Value::Boolean(b) => Value::Bool(*b),
-        toml::Value::Datetime(d) => Value::String(d.to_string()),
-        toml::Value::Array(items) => Value::Array(items.iter().map(toml_to_json).collect()),
-        toml::Value::Table(table) => Value::Object(table.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect()),
-    }
-}
-
-/// How a value kind is called in listings, and what a value of it must be.
-fn kind_text(kind: ValueKind) -> (&'static str, &'static str) {
-    match kind {
-        ValueKind::Text => ("text", "a string"),
-        ValueKind::Integer => ("integer", "a whole number"),
-        ValueKind::Number => ("number", "a number"),
-        ValueKind::Boolean => ("boolean", "true or false"),
-        ValueKind::Duration => ("duration", "a duration such as \"10s\" or \"250ms\""),
-        ValueKind::List => ("list", "a list"),
-        ValueKind::Table => ("table", "a table"),
-        ValueKind::Any => ("any", "any value"),
-    }
-}
-
-/// How a value kind is called in listings.
-pub fn kind_name(kind: ValueKind) -> &'static str {
-    kind_text(kind).0
-}
-
-/// `Err` names what the value should have been.
-fn check_kind(kind: ValueKind, value: &Value) -> Result<(), &'static str> {
-    let ok = match kind {
-        ValueKind::Text => value.is_string(),
-        ValueKind::Integer => value.is_i64() || value.is_u64(),
-        ValueKind::Number => value.is_number(),
-        ValueKind::Boolean => value.is_boolean(),
-        ValueKind::Duration => value.as_str().is_some_and(|s| humantime::parse_duration(s).is_ok()),
-        ValueKind::List => value.is_array(),
-        ValueKind::Table => value.is_object(),
-        ValueKind::Any => true,
-    };
-    if ok { Ok(()) } else { Err(kind_text(kind).1) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn messages(problems: Vec<Problem>) -> Vec<String> {
-        problems.into_iter().map(|p| p.message).collect()
-    }
+    use crate::runtime::ValueKind;
+    use crate::runtime::settings::tests::{messages, setting};
 
     fn sources(env: &Env) -> SecretSources<'_> {
         SecretSources { env, base: std::path::Path::new("/etc/selfmon") }
-    }
-
-    fn setting(name: &str, kind: ValueKind, default: Option<&str>, required: bool) -> Setting {
-        Setting {
-            name: name.into(),
-            description: format!("the {name}"),
-            kind,
-            default: default.map(Into::into),
-            required,
-            env: None,
-        }
-    }
-
-    #[test]
-    fn config_gets_defaults_and_rejects_unknown_missing_and_mistyped_keys() {
-        let settings = [
-            setting("method", ValueKind::Text, Some("\"GET\""), false),
-            setting("expect_status", ValueKind::List, Some("[200]"), false),
-            setting("slow", ValueKind::Duration, None, false),
-            setting("url", ValueKind::Text, None, true),
-        ];
-        let table: toml::Table = toml::from_str("url = \"http://x\"\nexpect_status = [200, \"3xx\"]").unwrap();
-        let values = settle_config(&settings, &table, None).unwrap();
-        assert_eq!(
-            values,
-            [
-                ("method".into(), "\"GET\"".into()),
-                ("expect_status".into(), "[200,\"3xx\"]".into()),
-                ("url".into(), "\"http://x\"".into())
-            ]
-        );
-
-        let table: toml::Table = toml::from_str("methd = \"GET\"\nslow = \"soon\"").unwrap();
-        let problems = messages(settle_config(&settings, &table, None).unwrap_err());
-        assert_eq!(
-            problems,
-            [
-                "unknown config key `methd` (accepted: method, expect_status, slow, url)",
-                "config key `slow` must be a duration such as \"10s\" or \"250ms\"",
-                "config key `url` is required: the url",
-            ]
-        );
     }
 
     #[test]

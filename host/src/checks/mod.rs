@@ -1,21 +1,30 @@
-//! Configured checks: built from the operator's `[[check]]` tables against what each plugin declares
-//! ([`build()`]), and run.
+//! Checks: built from the operator's `[[check]]` tables against what each plugin declares ([`build()`]), run on
+//! their schedules ([`scheduler`]), their latest states on the health board with dependencies taken into account
+//! ([`board`]), recovered when they keep failing ([`recovery`]), this machine's own figures ([`system`]), and the
+//! answers over their stored runs ([`performance`], [`latency`], [`store`]).
 //!
 //! Everything a plugin hands back is bounded and scrubbed here, before it reaches storage, the API or the log: a
 //! summary is one line of at most 1 KiB, details and metrics are capped in number and size, labels that would
 //! impersonate another check are dropped, and the check's secrets are redacted wherever they appear.
 
+pub mod board;
 mod build;
+pub mod health;
+pub mod latency;
+pub mod performance;
+pub mod recovery;
+pub mod scheduler;
+pub mod store;
+pub mod system;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-pub(crate) use build::toml_to_json;
-pub use build::{Env, build, kind_name};
-pub(crate) use build::{Problem, settle_config};
+pub use build::build;
 
+use crate::checks::health::{CheckRun, Health, MetricValue};
+use crate::checks::recovery::Policy;
 use crate::config::Secret;
-use crate::health::{CheckRun, Health, MetricValue};
 use crate::runtime::{CheckRequest, CheckResult, Plugin, Redactor, Runtime, Sandbox, Status, one_line, truncate};
 
 /// Longest summary or error kept.
@@ -44,7 +53,7 @@ pub struct Check {
     pub enabled: bool,
     pub sandbox: Sandbox,
     /// What to do when it keeps failing.
-    pub recovery: Option<crate::recovery::Policy>,
+    pub recovery: Option<Policy>,
     /// Every declared key with a value (the operator's or a default), as JSON text.
     config: Vec<(String, String)>,
     secrets: Vec<(String, Secret)>,

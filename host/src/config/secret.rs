@@ -4,6 +4,10 @@ use std::fmt;
 
 use serde::Deserialize;
 
+/// Looks up an environment variable (the process environment, or a stand-in in tests): where `env:` references and
+/// plugins' declared environment defaults are read.
+pub type Env = dyn Fn(&str) -> Option<String> + Sync;
+
 /// How the config names a secret: `env:NAME`, `file:/path`, or the value itself.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]

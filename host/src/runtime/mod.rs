@@ -1,4 +1,6 @@
-//! The plugin runtime: one wasmtime engine, the linker with everything a plugin may import, and calls into plugins.
+//! The plugin runtime: one wasmtime engine, the linker with everything a plugin may import, calls into plugins, the
+//! plugins selfmon knows ([`plugins`]: built in, or dropped into the plugins folder), and a plugin's settings checked
+//! against what it declares ([`settings`]).
 //!
 //! Every call gets a fresh instance from a pre-instantiated component (pooling allocator, about 20 µs), so a trap
 //! or a deadline kill cannot poison the next call. Each call has a wall-clock deadline enforced twice: epoch
@@ -11,8 +13,10 @@ pub mod grants;
 mod lookup;
 mod output;
 mod plugin;
+pub mod plugins;
 pub mod redact;
 mod send;
+pub mod settings;
 mod state;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -1,29 +1,50 @@
-//! Storage: SQLite in WAL mode, written by one thread that batches into transactions, read on connections of
-//! their own that never wait for it.
+//! Storage, the bottom layer: SQLite in WAL mode, written by one thread that commits in groups, read on connections
+//! of their own that never wait for it. It imports nothing of the capabilities above it.
 //!
-//! Every write and read goes through [`Storage`], so callers never see SQL and a second backend can come later
-//! without touching them.
+//! # What a backend provides
+//!
+//! Every capability keeps its SQL in a `store.rs` of its own (`checks/store.rs`, `logs/store.rs`, ...), and those
+//! files reach the database only through what this folder provides. A second engine provides the same:
+//!
+//! - [`Storage::open`]: create the database if needed and bring its schema ([`schema`]) up to date;
+//! - [`Storage::read`]: a query on a connection of its own, off the async threads, never waiting for the writer;
+//! - [`Storage::apply`]: a change in one transaction on the writer, answered once committed (nothing of a failed
+//!   one is kept);
+//! - [`Storage::queue`]: a write nobody waits for ([`Batched`]), committed in a group with others; one that fails is
+//!   retried alone so it costs the group nothing, and the next [`Storage::flush`] says what was lost;
+//! - metric samples ([`samples`]): series by name and labels, written in groups and read back over a range;
+//! - [`Storage::flush`] and [`Storage::close`], the newest log record's id ([`Storage::log_head`]) for live tails,
+//!   and the store's [`Figures`];
+//! - the [privacy](privacy) chokepoint every record, span and event passes before it is written;
+//! - the time helpers of [`time`]: stored times are Unix milliseconds, shown as RFC 3339.
+//!
+//! Outside this folder, only the `store.rs` files name the engine's types.
 
-mod metrics;
+mod privacy;
+pub mod samples;
 mod schema;
+pub mod time;
 mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
+use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::health::{CheckRun, Health};
-pub use metrics::{MAX_POINTS, MetricName, SeriesError, SeriesPage, SeriesPoints, SeriesQuery};
+pub use privacy::{PSEUDONYM_PREFIX, Privacy, kept_key};
+pub use samples::{MAX_POINTS, MetricName, Sample, SeriesError, SeriesPage, SeriesPoints, SeriesQuery};
+pub use time::{from_millis, rfc3339, sql_count, to_millis};
 use writer::Op;
+pub use writer::{Batch, Batched};
 
 /// Writes waiting for the writer before senders are made to wait (back-pressure instead of unbounded memory).
 const QUEUE: usize = 4096;
 
 /// The store's size and backlog.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Figures {
     pub path: String,
     /// The database and its write-ahead log.
@@ -34,49 +55,13 @@ pub struct Figures {
     pub series: i64,
 }
 
-/// A check run as stored.
-#[derive(Debug, Clone, serde::Serialize, async_graphql::SimpleObject, utoipa::ToSchema)]
-pub struct StoredRun {
-    /// RFC 3339.
-    pub started_at: String,
-    pub duration_ms: f64,
-    pub status: Health,
-    pub summary: String,
-    pub error: Option<String>,
-}
-
-/// A recovery attempt as stored.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
-pub struct StoredAttempt {
-    pub check: String,
-    pub attempt: u32,
-    /// RFC 3339.
-    pub started_at: String,
-    pub duration_ms: f64,
-    pub action: String,
-    pub outcome: String,
-    pub exit_code: Option<i32>,
-    pub output: String,
-    /// RFC 3339, when the check passed again right after this attempt.
-    pub recovered_at: Option<String>,
-}
-
-/// A recovery attempt to store.
-#[derive(Debug, Clone)]
-pub struct RecoveryRecord {
-    pub check: String,
-    pub attempt: crate::recovery::Attempt,
-    pub duration: Duration,
-}
-
-/// One metric sample.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub name: String,
-    /// Sorted by name.
-    pub labels: Vec<(String, String)>,
-    pub time: SystemTime,
-    pub value: f64,
+/// A page of a list, and how many there are in all.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: u64,
+    pub offset: u64,
+    pub limit: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +82,17 @@ pub enum StorageError {
     Query(#[from] rusqlite::Error),
 }
 
+/// Why a change to something stored (a rule, an alert, a silence, a webhook) was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
 /// A handle to the store; clones share it.
 #[derive(Clone)]
 pub struct Storage {
@@ -108,7 +104,7 @@ pub struct Storage {
     /// The id of the newest committed log record, for live tails to follow.
     log_head: Arc<tokio::sync::watch::Sender<i64>>,
     /// What every record, span and event passes through before it is written.
-    pub(crate) privacy: Arc<crate::privacy::Privacy>,
+    privacy: Arc<Privacy>,
 }
 
 impl Storage {
@@ -168,12 +164,13 @@ impl Storage {
 
     /// The store, with user ids pseudonymized and personal data redacted by `privacy` before anything is written
     /// (without it, nothing is).
-    pub fn with_privacy(mut self, privacy: Arc<crate::privacy::Privacy>) -> Self {
+    pub fn with_privacy(mut self, privacy: Arc<Privacy>) -> Self {
         self.privacy = privacy;
         self
     }
 
-    pub fn privacy(&self) -> &crate::privacy::Privacy {
+    /// What every record, span and event passes through before it is written.
+    pub fn privacy(&self) -> &Arc<Privacy> {
         &self.privacy
     }
 
@@ -186,7 +183,8 @@ impl Storage {
         self.log_head.subscribe()
     }
 
-    pub(crate) fn set_log_head(&self, id: i64) {
+    /// Say that log records up to `id` are committed.
+    pub fn set_log_head(&self, id: i64) {
         self.log_head.send_if_modified(|head| {
             let newer = id > *head;
             if newer {
@@ -206,25 +204,24 @@ impl Storage {
         &self.commits
     }
 
-    /// Queue a check run (and its metrics) for writing; waits while the writer is behind.
-    pub async fn write_run(&self, run: CheckRun) -> Result<(), StorageError> {
-        self.queue.send(Op::Run(Box::new(run))).await.map_err(|_| StorageError::Closed)
+    /// Queue a write to be committed with others; waits while the writer is behind.
+    pub async fn queue(&self, write: impl Batched + 'static) -> Result<(), StorageError> {
+        self.queue.send(Op::Write(Box::new(write))).await.map_err(|_| StorageError::Closed)
+    }
+
+    /// Queue a write without waiting for room in the queue.
+    pub fn queue_later(&self, write: impl Batched + 'static) {
+        let queue = self.queue.clone();
+        tokio::spawn(async move { queue.send(Op::Write(Box::new(write))).await });
     }
 
     /// Queue metric samples for writing; waits while the writer is behind.
     pub async fn write_samples(&self, samples: Vec<Sample>) -> Result<(), StorageError> {
-        self.queue.send(Op::Samples(samples)).await.map_err(|_| StorageError::Closed)
-    }
-
-    /// Store a recovery attempt; its row id once committed.
-    pub async fn record_recovery(&self, record: RecoveryRecord) -> Result<i64, StorageError> {
-        let (done, committed) = oneshot::channel();
-        self.queue.send(Op::Recovery(Box::new(record), done)).await.map_err(|_| StorageError::Closed)?;
-        committed.await.map_err(|_| StorageError::Closed)?.map_err(StorageError::Write)
+        self.queue(samples).await
     }
 
     /// Run a change of its own in one transaction on the writer; its result once committed (nothing of it is kept
-    /// when it fails). It may commit before runs and samples queued just before it, which it does not read.
+    /// when it fails). It may commit before writes queued just before it, which it does not read.
     pub async fn apply<T: Send + 'static>(
         &self,
         change: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<T> + Send + 'static,
@@ -245,12 +242,6 @@ impl Storage {
         }));
         self.queue.send(op).await.map_err(|_| StorageError::Closed)?;
         committed.await.map_err(|_| StorageError::Closed)?.map_err(StorageError::from)
-    }
-
-    /// Note that the check passed again after the recovery attempt `id`. Queued without waiting.
-    pub fn mark_recovered(&self, id: i64, at: SystemTime) {
-        let queue = self.queue.clone();
-        tokio::spawn(async move { queue.send(Op::Recovered { id, at: to_millis(at) }).await });
     }
 
     /// Wait until everything queued so far is committed; an error says what could not be stored.
@@ -283,15 +274,7 @@ impl Storage {
             let pooled = readers.lock().expect("reader pool lock").pop();
             let connection = match pooled {
                 Some(connection) => connection,
-                None => {
-                    let open = || {
-                        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-                        let connection = Connection::open_with_flags(path.as_path(), flags)?;
-                        connection.busy_timeout(Duration::from_secs(5))?;
-                        Ok(connection)
-                    };
-                    open().map_err(|source| StorageError::Open { path: path.to_path_buf(), source })?
-                }
+                None => open_read_only(&path)?,
             };
             let result = query(&connection);
             readers.lock().expect("reader pool lock").push(connection);
@@ -299,36 +282,6 @@ impl Storage {
         })
         .await
         .expect("storage reads do not panic")
-    }
-
-    /// Stored recovery attempts, newest first, of one check or all.
-    pub async fn recovery_attempts(
-        &self,
-        check: Option<String>,
-        limit: u32,
-    ) -> Result<Vec<StoredAttempt>, StorageError> {
-        self.read(move |db| {
-            let mut statement = db.prepare(
-                "SELECT check_name, attempt, started_at, duration_ms, action, outcome, exit_code, output, recovered_at
-                 FROM recovery_attempts WHERE ?1 IS NULL OR check_name = ?1 ORDER BY id DESC LIMIT ?2",
-            )?;
-            let rows = statement.query_map(rusqlite::params![check, limit], |row| {
-                let millis = |i| row.get::<_, Option<i64>>(i).map(|m| m.map(rfc3339));
-                Ok(StoredAttempt {
-                    check: row.get(0)?,
-                    attempt: row.get(1)?,
-                    started_at: millis(2)?.unwrap_or_default(),
-                    duration_ms: row.get(3)?,
-                    action: row.get(4)?,
-                    outcome: row.get(5)?,
-                    exit_code: row.get(6)?,
-                    output: row.get(7)?,
-                    recovered_at: millis(8)?,
-                })
-            })?;
-            rows.collect()
-        })
-        .await
     }
 
     /// How big the store is and how far behind its writer.
@@ -355,83 +308,16 @@ impl Storage {
             series,
         })
     }
-
-    /// One check's runs, newest first.
-    pub async fn runs(&self, check: String, limit: u32) -> Result<Vec<StoredRun>, StorageError> {
-        self.read(move |db| {
-            let mut statement = db.prepare(
-                "SELECT started_at, duration_ms, status, summary, error FROM check_runs
-                 WHERE check_name = ?1 ORDER BY started_at DESC, id DESC LIMIT ?2",
-            )?;
-            let rows = statement.query_map(rusqlite::params![check, limit], |row| {
-                Ok(StoredRun {
-                    started_at: rfc3339(row.get(0)?),
-                    duration_ms: row.get(1)?,
-                    status: Health::parse(&row.get::<_, String>(2)?).unwrap_or(Health::Unknown),
-                    summary: row.get(3)?,
-                    error: row.get(4)?,
-                })
-            })?;
-            rows.collect()
-        })
-        .await
-    }
-
-    /// The latest run of every check that has run.
-    pub async fn latest_runs(&self) -> Result<Vec<CheckRun>, StorageError> {
-        self.read(|db| {
-            let mut statement = db.prepare(
-                "SELECT r.check_name, r.plugin, r.started_at, r.duration_ms, r.status, r.summary, r.details, r.error
-                 FROM check_latest AS l JOIN check_runs AS r ON r.id = l.run_id
-                 ORDER BY r.check_name",
-            )?;
-            let rows = statement.query_map([], |row| {
-                let details: String = row.get(6)?;
-                let started_at = from_millis(row.get(2)?);
-                let duration = Duration::try_from_secs_f64(row.get::<_, f64>(3)? / 1000.0).unwrap_or_default();
-                Ok(CheckRun {
-                    health: Health::parse(&row.get::<_, String>(4)?).unwrap_or(Health::Unknown),
-                    summary: row.get(5)?,
-                    details: serde_json::from_str::<std::collections::BTreeMap<String, String>>(&details)
-                        .map(|d| d.into_iter().collect())
-                        .unwrap_or_default(),
-                    error: row.get(7)?,
-                    ..CheckRun::new(row.get::<_, String>(0)?, row.get::<_, String>(1)?, started_at, duration)
-                })
-            })?;
-            rows.collect()
-        })
-        .await
-    }
 }
 
-/// Store one sample inside a transaction of one's own (the writer's batches use their own cache of series ids).
-pub(crate) fn insert_sample(db: &rusqlite::Transaction, sample: &Sample) -> rusqlite::Result<()> {
-    let labels = serde_json::to_string(&sample.labels).unwrap_or_default();
-    db.prepare_cached("INSERT OR IGNORE INTO series (name, labels) VALUES (?1, ?2)")?
-        .execute(rusqlite::params![sample.name, labels])?;
-    let id: i64 = db
-        .prepare_cached("SELECT id FROM series WHERE name = ?1 AND labels = ?2")?
-        .query_row(rusqlite::params![sample.name, labels], |row| row.get(0))?;
-    db.prepare_cached("INSERT OR REPLACE INTO samples (series_id, ts, value) VALUES (?1, ?2, ?3)")?
-        .execute(rusqlite::params![id, to_millis(sample.time), sample.value])?;
-    Ok(())
-}
-
-pub(crate) fn to_millis(time: SystemTime) -> i64 {
-    time.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// A stored time (Unix milliseconds) as RFC 3339, as the API shows times.
-pub(crate) fn rfc3339(millis: i64) -> String {
-    humantime::format_rfc3339_millis(from_millis(millis)).to_string()
-}
-
-/// A count (a `LIMIT`, an `OFFSET`) as SQLite takes it.
-pub(crate) fn sql_count(count: u64) -> i64 {
-    i64::try_from(count).unwrap_or(i64::MAX)
-}
-
-pub(crate) fn from_millis(millis: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(u64::try_from(millis).unwrap_or(0))
+/// A connection that only reads: no migration, no writer, and it works for a user who may only read the database
+/// (the command line reads a running server's store this way).
+pub fn open_read_only(path: &Path) -> Result<Connection, StorageError> {
+    let open = || {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connection = Connection::open_with_flags(path, flags)?;
+        connection.busy_timeout(Duration::from_secs(5))?;
+        Ok(connection)
+    };
+    open().map_err(|source| StorageError::Open { path: path.to_path_buf(), source })
 }

@@ -213,9 +213,9 @@ impl Workdir {
         self.path().join("selfmon.toml")
     }
 
-    pub fn config(&self) -> selfmon::Config {
+    pub fn config(&self) -> selfmon::config::Config {
         let file = self.config_file();
-        selfmon::Config::parse(&std::fs::read_to_string(&file).unwrap(), Some(&file)).unwrap()
+        selfmon::config::Config::parse(&std::fs::read_to_string(&file).unwrap(), Some(&file)).unwrap()
     }
 
     pub fn db(&self) -> rusqlite::Connection {
@@ -244,7 +244,7 @@ pub struct Selfmon {
     /// The API key the helpers send, for configs with keys.
     pub key: Option<String>,
     shutdown: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<Result<(), selfmon::StartError>>>,
+    server: Option<JoinHandle<Result<(), selfmon::app::host::StartError>>>,
 }
 
 impl Selfmon {
@@ -253,7 +253,7 @@ impl Selfmon {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (shutdown, stop) = oneshot::channel::<()>();
         let config = workdir.config();
-        let server = tokio::spawn(selfmon::serve(config, listener, async move {
+        let server = tokio::spawn(selfmon::app::serve(config, listener, async move {
             let _ = stop.await;
         }));
         let selfmon = Self { url, key: None, shutdown: Some(shutdown), server: Some(server) };
@@ -339,8 +339,8 @@ pub mod postgres;
 pub mod smtp;
 
 /// Build the host from a workdir's config and run every enabled check once, in-process.
-pub async fn run_once(workdir: &Workdir) -> std::collections::BTreeMap<String, selfmon::health::CheckRun> {
-    let host = selfmon::Host::build(workdir.config()).await.unwrap();
+pub async fn run_once(workdir: &Workdir) -> std::collections::BTreeMap<String, selfmon::checks::health::CheckRun> {
+    let host = selfmon::app::host::Host::build(workdir.config()).await.unwrap();
     let mut runs = std::collections::BTreeMap::new();
     for check in host.checks.iter().filter(|c| c.enabled) {
         runs.insert(check.name.clone(), check.run(&host.runtime).await);

@@ -1,0 +1,315 @@
+//! Who may call the API: bearer keys with a role, a rate limit per caller, and a record of refused calls.
+//!
+//! Keys are compared by their SHA-256 digests in constant time, all of them, so neither timing nor the key itself
+//! ever shows. A refused call is a security event in the log (the caller's address, the route, why; never the
+//! presented key) and is counted for `/v1/status`.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::api::error::ApiError;
+use crate::config::{ApiConfig, ConfigError, Env, Role, Source};
+
+/// Callers kept by the rate limiter before the idle ones are forgotten.
+const REMEMBERED_CALLERS: usize = 10_000;
+
+struct Key {
+    name: String,
+    digest: [u8; 32],
+    role: Role,
+}
+
+/// The API's keys and limits.
+pub struct Access {
+    keys: Vec<Key>,
+    metrics_public: bool,
+    limiter: Option<DefaultKeyedRateLimiter<String>>,
+    refused: AtomicU64,
+}
+
+impl Access {
+    /// The keys from `[api]` and `MONITORING_API_KEY`.
+    pub fn from_config(config: &ApiConfig, source: &Source, env: &Env) -> Result<Self, Vec<ConfigError>> {
+        let mut keys = Vec::new();
+        let mut errors = Vec::new();
+        for key in &config.keys {
+            match key.key.resolve(env, &source.base_dir) {
+                Ok(secret) if secret.expose().is_empty() => errors.push(ConfigError::new(
+                    source.name(),
+                    None,
+                    format!("`[api] keys`: the key of `{}` is empty", key.name),
+                )),
+                Ok(secret) => {
+                    keys.push(Key { name: key.name.clone(), digest: digest(secret.expose()), role: key.role })
+                }
+                Err(reason) => errors.push(ConfigError::new(
+                    source.name(),
+                    None,
+                    format!("`[api] keys`: the key of `{}` {reason}", key.name),
+                )),
+            }
+        }
+        if let Some(monitoring) = env("MONITORING_API_KEY").filter(|k| !k.is_empty()) {
+            keys.push(Key { name: "monitoring".into(), digest: digest(&monitoring), role: Role::Admin });
+        }
+        let mut names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(twice) = names.windows(2).find(|w| w[0] == w[1]) {
+            errors.push(ConfigError::new(
+                source.name(),
+                None,
+                format!("`[api] keys`: the name `{}` is used twice", twice[0]),
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let limiter =
+            NonZeroU32::new(config.rate_limit).map(|per_minute| RateLimiter::keyed(Quota::per_minute(per_minute)));
+        Ok(Self { keys, metrics_public: config.metrics_public, limiter, refused: AtomicU64::new(0) })
+    }
+
+    /// Whether calls need a key.
+    pub fn is_open(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Calls refused for a missing or wrong key or a role too weak, since start-up.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// The name and role of the key presented, if it is one.
+    pub fn authenticate(&self, presented: &str) -> Option<(String, Role)> {
+        self.key(presented).map(|key| (key.name.clone(), key.role))
+    }
+
+    /// The digest and role of the key named `name`: what a dashboard session is bound to.
+    pub fn named(&self, name: &str) -> Option<([u8; 32], Role)> {
+        self.keys.iter().find(|key| key.name == name).map(|key| (key.digest, key.role))
+    }
+
+    /// Count and log a refused dashboard sign-in (never the key presented).
+    pub fn refused_sign_in(&self, address: Option<SocketAddr>, reason: &str) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            target: "selfmon::security",
+            remote = address.map(|a| a.ip().to_string()),
+            reason,
+            "Dashboard sign-in refused"
+        );
+    }
+
+    fn key(&self, presented: &str) -> Option<&Key> {
+        let presented = digest(presented);
+        // Every key is compared, whichever matches, so the time taken does not tell which one did.
+        let mut found = None;
+        for key in &self.keys {
+            if bool::from(key.digest.ct_eq(&presented)) {
+                found = Some(key);
+            }
+        }
+        found
+    }
+
+    fn refuse(
+        &self,
+        status: StatusCode,
+        code: &'static str,
+        message: &str,
+        address: Option<SocketAddr>,
+        request: &Request,
+    ) -> Response {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            target: "selfmon::security",
+            remote = address.map(|a| a.ip().to_string()),
+            method = %request.method(),
+            // The route, not the path: a path may carry a user id.
+            route = request.extensions().get::<axum::extract::MatchedPath>().map_or("unmatched", |m| m.as_str()),
+            reason = code,
+            "API call refused"
+        );
+        let mut response = ApiError::new(status, code, message).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+fn digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// Who made a call that got through: the key's name (none when the API is open) and its role. Handlers find it in
+/// the request's extensions.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: Option<String>,
+    pub role: Role,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+}
+
+/// A caller the dashboard has identified by its session cookie, put in the request's extensions in front of the
+/// API (never taken from the wire).
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub name: String,
+    pub role: Role,
+}
+
+/// The request came through the dashboard's `/api`: no path is public there.
+#[derive(Debug, Clone, Copy)]
+pub struct ViaDashboard;
+
+/// Where keys with the ingest role may send.
+const INGEST_PATHS: [&str; 3] = ["/v1/traces", "/v1/logs", "/v1/events"];
+
+/// The middleware in front of every route.
+pub async fn guard(State(access): State<Arc<Access>>, mut request: Request, next: Next) -> Response {
+    let address = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let by_address = format!("address {}", address.map_or_else(|| "unknown".into(), |a| a.ip().to_string()));
+    let path = request.uri().path();
+    let via_dashboard = request.extensions().get::<ViaDashboard>().is_some();
+    let public = !via_dashboard && (path == "/health" || (path == "/metrics" && access.metrics_public));
+    let session = request.extensions().get::<Session>().cloned();
+    let by_session = session.is_some();
+    let caller = if access.is_open() || public {
+        None
+    } else {
+        let header = request.headers().get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or_default());
+        // The scheme is case-insensitive (RFC 9110).
+        let presented = header.and_then(|v| {
+            let (scheme, key) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| key.trim()).filter(|k| !k.is_empty())
+        });
+        let refusal = match (session, header, presented) {
+            (Some(session), _, _) => Ok((session.name, session.role)),
+            (None, None, _) => Err(("missing_key", "send an API key: Authorization: Bearer <key>")),
+            (None, Some(_), None) => Err(("missing_key", "the Authorization header is not `Bearer <key>`")),
+            (None, Some(_), Some(presented)) => {
+                access.authenticate(presented).ok_or(("invalid_key", "the API key is not valid"))
+            }
+        };
+        let key = match refusal {
+            Ok(key) => key,
+            Err((code, message)) => {
+                // Guessing keys costs the same rate as calling with one.
+                if let Some(limited) = access.over_limit(&by_address) {
+                    return limited;
+                }
+                return access.refuse(StatusCode::UNAUTHORIZED, code, message, address, &request);
+            }
+        };
+        // GraphQL queries come as POSTs too: its mutations check the role themselves.
+        let reading = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) || path == "/graphql";
+        let sending = *request.method() == Method::POST && INGEST_PATHS.contains(&path);
+        let (name, role) = key;
+        if role == Role::Ingest && !sending {
+            return access.refuse(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "an ingest key may only send: POST /v1/traces, /v1/logs and /v1/events",
+                address,
+                &request,
+            );
+        }
+        if !reading && role == Role::Read {
+            return access.refuse(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this needs a key with the admin role",
+                address,
+                &request,
+            );
+        }
+        Some((name, role))
+    };
+    // A dashboard session has a rate of its own, beside its key's automation.
+    let who = match &caller {
+        Some((name, _)) if by_session => format!("session {name}"),
+        Some((name, _)) => format!("key {name}"),
+        None => by_address,
+    };
+    if let Some(limited) = access.over_limit(&who) {
+        return limited;
+    }
+    let caller = match caller {
+        Some((name, role)) => Caller { name: Some(name), role },
+        // Without keys everyone may do everything; on the public routes nobody may change anything.
+        None => Caller { name: None, role: if access.is_open() { Role::Admin } else { Role::Read } },
+    };
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+impl Access {
+    /// A 429 with `Retry-After` when `who` has used up its rate.
+    pub(crate) fn over_limit(&self, who: &str) -> Option<Response> {
+        let limiter = self.limiter.as_ref()?;
+        if limiter.len() > REMEMBERED_CALLERS {
+            limiter.retain_recent();
+        }
+        let not_until = limiter.check_key(&who.to_string()).err()?;
+        let wait = not_until.wait_time_from(DefaultClock::default().now()).as_secs() + 1;
+        let mut response = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many requests; retry in {wait} s"),
+        )
+        .into_response();
+        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(wait));
+        Some(response)
+    }
+
+    /// Count and log a call refused past the guard (a GraphQL mutation with a read key).
+    pub fn refused_inside(&self, code: &str, caller: Option<&str>, what: &str) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(target: "selfmon::security", key = caller, reason = code, what, "API call refused");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_come_from_the_config_and_monitoring_api_key() {
+        let config: ApiConfig = toml::from_str("keys = [{ name = \"grafana\", key = \"env:GRAFANA_KEY\" }]").unwrap();
+        let source = Source::default();
+        let env = |name: &str| match name {
+            "GRAFANA_KEY" => Some("g-key".to_string()),
+            "MONITORING_API_KEY" => Some("m-key".to_string()),
+            _ => None,
+        };
+        let access = Access::from_config(&config, &source, &env).unwrap();
+        assert!(!access.is_open());
+        assert_eq!(access.key("g-key").map(|k| (k.name.as_str(), k.role)), Some(("grafana", Role::Read)));
+        assert_eq!(access.key("m-key").map(|k| (k.name.as_str(), k.role)), Some(("monitoring", Role::Admin)));
+        assert!(access.key("g-ke").is_none() && access.key("").is_none());
+
+        let errors = Access::from_config(&config, &source, &|_| None).err().unwrap();
+        assert_eq!(
+            errors[0].message,
+            "`[api] keys`: the key of `grafana` refers to environment variable `GRAFANA_KEY`, which is not set"
+        );
+        assert!(Access::from_config(&ApiConfig::default(), &source, &|_| None).unwrap().is_open());
+    }
+}

@@ -1,0 +1,99 @@
+//! Errors, in one place: what a query can fail with ([`QueryError`]), and the API's one error shape, `{"error":
+//! {"code", "message", "details"}}`, that every failure becomes ([`ApiError`]); details of a storage failure go to
+//! the log, not to the caller.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Why a query has no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
+    #[error("{0}")]
+    Invalid(String),
+    /// A request whose fields are wrong, every problem named.
+    #[error("{}", .0.join("; "))]
+    Rejected(Vec<String>),
+    #[error("{0}")]
+    Conflict(String),
+    /// Storage is behind: the caller should come back later.
+    #[error("storage is behind; retry shortly")]
+    Busy,
+    /// A limit on open streams is reached.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+/// An error answer: a status code, a stable machine-readable code and a message for people.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    /// Each problem on its own, when there are several.
+    details: Vec<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), details: Vec::new() }
+    }
+
+    /// The same error, with each of several problems on its own.
+    pub fn with_details(self, details: Vec<String>) -> Self {
+        Self { details, ..self }
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(error: QueryError) -> Self {
+        match error {
+            QueryError::NotFound { code, message } => Self::new(StatusCode::NOT_FOUND, code, message),
+            QueryError::Invalid(message) => Self::new(StatusCode::BAD_REQUEST, "bad_query", message),
+            QueryError::Rejected(problems) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid", problems.join("; ")).with_details(problems)
+            }
+            QueryError::Conflict(message) => Self::new(StatusCode::CONFLICT, "conflict", message),
+            QueryError::Busy => Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", error.to_string()),
+            QueryError::Unavailable(message) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message),
+            QueryError::Storage(detail) => {
+                // The details are for the log; the caller learns only that it failed.
+                tracing::error!(detail, "A query failed in storage");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", "the data could not be read")
+            }
+        }
+    }
+}
+
+/// Every error answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct ErrorDetail {
+    /// Stable and machine-readable: `not_found`, `bad_query`, `invalid`, `missing_key`, `rate_limited`, ...
+    code: &'static str,
+    message: String,
+    /// Each problem on its own, when there are several.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    details: Vec<String>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let busy = self.status == StatusCode::SERVICE_UNAVAILABLE;
+        let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message, details: self.details } };
+        let mut response = (self.status, Json(body)).into_response();
+        if busy {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
+        }
+        response
+    }
+}

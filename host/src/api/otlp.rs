@@ -1,0 +1,62 @@
+//! OTLP/HTTP answers: the bodies [`traces::otlp`](crate::traces::otlp) encodes, sent back as the exporters expect
+//! them (with `Retry-After` when the client should come back).
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::api::AppState;
+use crate::api::error::QueryError;
+use crate::traces::otlp::{self, Format, Refusal};
+
+/// The most a gzip body may grow to when decompressed.
+pub const MAX_INFLATED: u64 = 64 << 20;
+
+/// A retryable OTLP answer for a query error; the details of a storage failure stay in the log.
+pub fn unavailable(error: QueryError) -> Refusal {
+    let message = match error {
+        QueryError::Storage(detail) => {
+            tracing::error!(detail, "An OTLP export could not be stored");
+            "selfmon could not store the export; retry later".to_string()
+        }
+        other => other.to_string(),
+    };
+    Refusal::new(StatusCode::SERVICE_UNAVAILABLE, message)
+}
+
+/// The error code of a refused body.
+pub fn refusal_code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_encoding",
+        _ => "bad_body",
+    }
+}
+
+/// An OTLP log export (decompressed already), answered as OTLP answers.
+pub async fn logs(state: &AppState, turn: &tokio::sync::OwnedSemaphorePermit, format: Format, body: &[u8]) -> Response {
+    let taken = match otlp::receive_logs(format, body, state.traces.max_attributes) {
+        Ok(taken) => taken,
+        Err(refusal) => return refused(refusal, format),
+    };
+    state.telemetry.observe_otlp("logs", taken.items.len(), taken.rejected);
+    let message = taken.message();
+    match state.ingest_records(turn, taken.items).await {
+        Ok(()) => answer(format, otlp::logs_answer(format, taken.rejected, message)),
+        Err(error) => refused(unavailable(error), format),
+    }
+}
+
+/// A `200` with `body` in the request's encoding.
+pub fn answer(format: Format, body: Vec<u8>) -> Response {
+    (StatusCode::OK, [(header::CONTENT_TYPE, format.content_type())], body).into_response()
+}
+
+/// A refusal in the request's encoding: a `google.rpc.Status`, with `Retry-After` when the client should come back.
+pub fn refused(refusal: Refusal, format: Format) -> Response {
+    let body = refusal.body(format);
+    let mut response = (refusal.status, [(header::CONTENT_TYPE, format.content_type())], body).into_response();
+    if matches!(refusal.status, StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS) {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
+    }
+    response
+}

@@ -1,0 +1,119 @@
+//! Traces: `POST /v1/traces` takes OTLP/HTTP trace exports (decoded in [`traces::otlp`](crate::traces::otlp));
+//! traces are searched and read back as trees.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::api::AppState;
+use crate::api::error::{ApiError, ErrorBody};
+use crate::api::otlp::{answer, refused, unavailable};
+use crate::api::params::{params, parse_time, path};
+use crate::traces::otlp;
+use crate::traces::{Trace, TraceSearch, TraceSummary};
+
+/// The routes of this area.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(search_traces, otlp_traces)).routes(routes!(trace))
+}
+
+/// `POST /v1/traces`: an OTLP/HTTP trace export (protobuf or JSON, optionally gzip), as the OpenTelemetry SDKs'
+/// OTLP/HTTP exporters send it. 200 with a partial success naming what was refused; 400 for a body that cannot be
+/// read (do not retry); 503 with `Retry-After` when storage is behind.
+#[utoipa::path(post, path = "/v1/traces", tag = "traces", request_body(content = Object, description = "`ExportTraceServiceRequest`, as `application/x-protobuf` or `application/json`; `Content-Encoding: gzip` accepted", content_type = "application/x-protobuf"), responses((status = 200, description = "Stored; `partialSuccess` counts refused spans", content_type = "application/x-protobuf"), (status = 400, description = "Not a valid OTLP request (a `google.rpc.Status`)"), (status = 413, description = "Over `[traces] max_inflated` once decompressed"), (status = 415, description = "Not protobuf or JSON, or an unknown `Content-Encoding`"), (status = 503, description = "Storage is behind; retry after `Retry-After` seconds")))]
+async fn otlp_traces(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(format) = otlp::Format::of(&headers) else {
+        let refusal = otlp::Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send `Content-Type: application/x-protobuf` or `application/json`",
+        );
+        return refused(refusal, otlp::Format::Json);
+    };
+    let turn = match state.ingest_turn().await {
+        Ok(turn) => turn,
+        Err(error) => return refused(unavailable(error), format),
+    };
+    let limits = (state.traces.max_inflated.as_u64(), state.traces.max_attributes);
+    let taken = match otlp::receive_traces(format, &headers, &body, limits.0, limits.1) {
+        Ok(taken) => taken,
+        Err(refusal) => return refused(refusal, format),
+    };
+    state.telemetry.observe_otlp("traces", taken.items.len(), taken.rejected);
+    let message = taken.message();
+    match state.ingest_spans(&turn, taken.items).await {
+        Ok(()) => answer(format, otlp::traces_answer(format, taken.rejected, message)),
+        Err(error) => refused(unavailable(error), format),
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct TraceParams {
+    service: Option<String>,
+    /// The span name.
+    operation: Option<String>,
+    /// Spans at least (at most) this long, in milliseconds.
+    min_duration_ms: Option<f64>,
+    max_duration_ms: Option<f64>,
+    /// `true`: traces with an error span; `false`: traces without one.
+    error: Option<bool>,
+    /// The platform's user id (or its pseudonym).
+    user_id: Option<String>,
+    /// RFC 3339 or Unix seconds.
+    from: Option<String>,
+    to: Option<String>,
+    /// Traces to return (default 20, at most 200), newest first.
+    limit: Option<u64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct Traces {
+    traces: Vec<TraceSummary>,
+}
+
+/// `GET /v1/traces`: traces with a span matching every filter, newest first.
+#[utoipa::path(get, path = "/v1/traces", tag = "traces", params(TraceParams), responses((status = 200, description = "OK", body = Traces), (status = 400, description = "A bad parameter", body = ErrorBody)))]
+async fn search_traces(
+    State(state): State<AppState>,
+    query: Result<Query<TraceParams>, QueryRejection>,
+) -> Result<Json<Traces>, ApiError> {
+    let params = params(query)?;
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", message);
+    let millis = |what: &str, ms: Option<f64>| {
+        ms.map(|ms| Duration::try_from_secs_f64(ms / 1000.0).map_err(|_| bad(format!("`{what}` must be 0 or more"))))
+            .transpose()
+    };
+    let search = TraceSearch {
+        service: params.service,
+        operation: params.operation,
+        min_duration: millis("min_duration_ms", params.min_duration_ms)?,
+        max_duration: millis("max_duration_ms", params.max_duration_ms)?,
+        error: params.error,
+        user_id: params.user_id,
+        from: params.from.as_deref().map(|t| parse_time("from", t)).transpose().map_err(bad)?,
+        to: params.to.as_deref().map(|t| parse_time("to", t)).transpose().map_err(bad)?,
+        limit: params.limit.unwrap_or(20).clamp(1, 200),
+    };
+    Ok(Json(Traces { traces: state.search_traces(search).await? }))
+}
+
+/// `GET /v1/traces/{trace_id}`: the trace's spans as a tree, with self times, and the log records carrying its id.
+#[utoipa::path(get, path = "/v1/traces/{trace_id}", tag = "traces", params(("trace_id" = String, Path, description = "32 hex digits")), responses((status = 200, description = "OK", body = Trace), (status = 400, description = "Not a trace id", body = ErrorBody), (status = 404, description = "No span of it is stored", body = ErrorBody)))]
+async fn trace(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Trace>, ApiError> {
+    Ok(Json(state.trace(&path(id, "the trace id")?).await?))
+}

@@ -1,0 +1,275 @@
+//! The composition root: [`serve`] builds everything a [`Host`] describes (storage, the health board, the
+//! scheduler, alerting, log sources, the reloader, the API and the dashboard), runs it until told to stop, and
+//! commits what was accepted before it returns. Tests run selfmon in-process through it.
+
+pub mod host;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::alerting::engine::{self, Engine};
+use crate::analytics::events::Usage;
+use crate::api;
+use crate::api::access::Access;
+use crate::api::dashboard::{self, Sessions};
+use crate::api::query::{Live, MAX_INGESTING, MAX_TAILS, Queries};
+use crate::checks::board::Board;
+use crate::checks::recovery::Recoverer;
+use crate::checks::scheduler::Scheduler;
+use crate::checks::system;
+use crate::config::{Config, ConfigError};
+use crate::events::{Events, webhooks};
+use crate::logs::Origin;
+use crate::logs::ingest::Sink;
+use crate::logs::parsing::Parsing;
+use crate::logs::sources::file::Tailer;
+use crate::ops::reload::Reloader;
+use crate::ops::reload::handle::{Handle, Trigger};
+use crate::ops::reload::watch::watch;
+use crate::ops::telemetry::Telemetry;
+use crate::ops::{journal, retention};
+use crate::storage::Storage;
+use host::{Host, StartError};
+
+/// How long shutdown waits for API requests in progress before it stops waiting and commits what it has.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Run selfmon until `shutdown` completes: checks on their schedules, the system collector, the API on `listener`.
+/// On shutdown the API stops accepting, runs in progress are abandoned, and everything already accepted for
+/// storage is committed before this returns.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let started = Instant::now();
+    let main = config.clone();
+    let host = Host::build(config).await?;
+    let access = host.access.clone();
+    let dashboard_listener = prepare_dashboard(&host.config, &access).await?;
+    let storage =
+        Storage::open(&host.config.source.resolve(&host.config.storage.path))?.with_privacy(host.privacy.clone());
+    let board = Arc::new(Board::default());
+    for check in &host.checks {
+        board.register(&check.name, &check.plugin.info.name, check.enabled, check.interval, &check.depends_on);
+    }
+    for run in storage.latest_runs().await? {
+        board.record(&run);
+    }
+
+    let telemetry =
+        Arc::new(Telemetry::new(&storage).map_err(|e| StartError::Runtime(format!("cannot set up metrics: {e}")))?);
+
+    for plugin in host.plugins.iter() {
+        telemetry.register_plugin(&plugin.info.name);
+    }
+    let events = Events::default();
+
+    let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let scheduler = Arc::new(Scheduler {
+        runtime: host.runtime.clone(),
+        storage: storage.clone(),
+        board: board.clone(),
+        recoverer: Recoverer::new(storage.clone(), board.clone(), tasks.clone(), stop.clone()),
+        telemetry: telemetry.clone(),
+        events: events.clone(),
+        limit: Arc::new(tokio::sync::Semaphore::new(host.config.scheduler.max_concurrent.max(1))),
+        jitter: host.config.scheduler.jitter,
+        schedule: std::sync::Mutex::default(),
+    });
+    webhooks::spawn(storage.clone(), &events, &tasks, stop.clone());
+    let engine = Engine::new(
+        host.alerting.clone(),
+        host.runtime.clone(),
+        storage.clone(),
+        board.clone(),
+        events.clone(),
+        telemetry.clone(),
+    )
+    .await?;
+    let rule_status = engine.status();
+    let (alerting_configs, configs) = tokio::sync::watch::channel(host.alerting.clone());
+    engine::spawn(engine, configs, &tasks, stop.clone());
+    let sink = Sink { storage: storage.clone(), telemetry: telemetry.clone() };
+    if host.config.logging.enabled && host.config.logging.ingest {
+        // selfmon's own log, read back like any other file source.
+        let path = host.config.source.resolve(&host.config.logging.dir).join(journal::FILES[0].1);
+        match Parsing::resolve("json", Vec::new(), &host.plugins) {
+            Ok(parsing) => Tailer {
+                sink: sink.clone(),
+                runtime: host.runtime.clone(),
+                parsing,
+                origin: Origin { source: "selfmon".into(), service: Some("selfmon".into()) },
+                patterns: vec![path.display().to_string()],
+                poll: std::time::Duration::from_secs(1),
+            }
+            .spawn(&tasks, stop.clone()),
+            _ => tracing::warn!("The built-in `json` parser is missing: selfmon's own log is not stored"),
+        }
+    }
+    retention::spawn(storage.clone(), host.config.retention.clone(), telemetry.clone(), &tasks, stop.clone());
+    if host.config.system.enabled {
+        system::spawn(
+            host.config.system.interval,
+            storage.clone(),
+            telemetry.clone(),
+            events.clone(),
+            &tasks,
+            stop.clone(),
+        );
+    }
+    let address = listener.local_addr().map_err(StartError::Serve)?;
+    if access.is_open() && !address.ip().is_loopback() {
+        tracing::warn!(%address, "The API has no keys and listens beyond this machine: set [api] keys or MONITORING_API_KEY");
+    }
+    let usage = Arc::new(Usage::new(storage.clone(), &host.config.ai, telemetry.clone()));
+    let (reloads, reload_requests) = Handle::new();
+    let queries = Arc::new(Queries {
+        usage,
+        ai: host.config.ai.clone(),
+        traces: host.config.traces.clone(),
+        retention_events: host.config.retention.events,
+        runtime: host.runtime.clone(),
+        live: std::sync::RwLock::new(Arc::new(Live::of(&host))),
+        reloads: reloads.clone(),
+        board,
+        storage: storage.clone(),
+        access: access.clone(),
+        telemetry,
+        events,
+        started,
+        tails: Arc::new(tokio::sync::Semaphore::new(MAX_TAILS)),
+        ingesting: Arc::new(tokio::sync::Semaphore::new(MAX_INGESTING)),
+        stopping: stop.clone(),
+        rule_status,
+    });
+    let started_sources =
+        Reloader::start(&host, main, scheduler, queries.clone(), alerting_configs, (tasks.clone(), stop.clone())).await;
+    let reloader = match started_sources {
+        Ok(reloader) => reloader,
+        Err(error) => {
+            stop.cancel();
+            tasks.close();
+            tasks.wait().await;
+            storage.close().await?;
+            return Err(error.into());
+        }
+    };
+    reloader.spawn(reloads.clone(), reload_requests);
+    watch(&host.config.source.resolve(&host.config.plugins.dir), reloads.clone(), &tasks, stop.clone());
+    spawn_hangup(reloads, &tasks, stop.clone());
+    tracing::info!(
+        api = %address,
+        checks = host.checks.len(),
+        rules = host.alerting.rules.iter().filter(|r| r.enabled).count(),
+        plugins = host.plugins.iter().count(),
+        storage = %storage.path().display(),
+        "selfmon is running"
+    );
+    if let Some(prepared) = dashboard_listener {
+        spawn_dashboard(&host.config, prepared, queries.clone(), access.clone(), &tasks, stop.clone());
+    }
+    let app = api::app(queries, access, &host.config.api).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let stopping = stop.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move { stopping.cancelled().await });
+    let mut server = std::pin::pin!(server.into_future());
+    let served = tokio::select! {
+        served = &mut server => served,
+        () = shutdown => {
+            tracing::info!("Shutting down");
+            stop.cancel();
+            // Requests in progress may finish; one that never does must not keep selfmon (and its unwritten results)
+            // from stopping.
+            tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await.unwrap_or(Ok(()))
+        }
+    };
+    stop.cancel();
+    tasks.close();
+    tasks.wait().await;
+    storage.close().await?;
+    served.map_err(StartError::Serve)
+}
+
+/// Reload on `SIGHUP`.
+fn spawn_hangup(reloads: Handle, tasks: &TaskTracker, stop: CancellationToken) {
+    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(error) => {
+            tracing::warn!(%error, "Cannot listen for SIGHUP: reload with POST /v1/reload");
+            return;
+        }
+    };
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                hangup = hangups.recv() => if hangup.is_none() { return },
+            }
+            tracing::info!("SIGHUP: reloading the config");
+            reloads.nudge(Trigger::Signal);
+        }
+    });
+}
+
+/// The dashboard's listener and session signing, made before anything starts, so that a taken port or an
+/// unreadable key stops selfmon before it has begun.
+async fn prepare_dashboard(
+    config: &Config,
+    access: &Access,
+) -> Result<Option<(TcpListener, Option<Sessions>)>, StartError> {
+    if !config.dashboard.enabled {
+        return Ok(None);
+    }
+    let address = config.dashboard.listen;
+    let sessions = if access.is_open() {
+        None
+    } else {
+        let dir =
+            config.source.resolve(&config.storage.path).parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+        let sessions = Sessions::open(&dir).map_err(|reason| {
+            StartError::Config(vec![ConfigError::new(config.source.name(), None, format!("`[dashboard]`: {reason}"))])
+        })?;
+        Some(sessions)
+    };
+    let listener = TcpListener::bind(address).await.map_err(|e| StartError::Dashboard(address, e))?;
+    if access.is_open() && !address.ip().is_loopback() {
+        tracing::warn!(%address, "The dashboard has no sign-in and listens beyond this machine: set [api] keys or MONITORING_API_KEY");
+    }
+    Ok(Some((listener, sessions)))
+}
+
+/// Serve the dashboard on its listener until `stop`.
+fn spawn_dashboard(
+    config: &Config,
+    (listener, sessions): (TcpListener, Option<Sessions>),
+    queries: Arc<Queries>,
+    access: Arc<Access>,
+    tasks: &TaskTracker,
+    stop: CancellationToken,
+) {
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!(dashboard = %format!("http://{address}"), "Dashboard is serving");
+    }
+    let api = api::app(queries.clone(), access.clone(), &config.api);
+    let app = dashboard::app(queries, access, api, &config.dashboard, sessions)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tasks.spawn(async move {
+        let stopping = stop.clone();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move { stopping.cancelled().await });
+        let gave_up = async {
+            stop.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        tokio::select! {
+            served = server => if let Err(error) = served {
+                tracing::error!(%error, "The dashboard server failed");
+            },
+            () = gave_up => {}
+        }
+    });
+}

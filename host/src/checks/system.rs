@@ -1,0 +1,174 @@
+//! The host's own figures (CPU, memory, swap, load, disks, network, and selfmon's own process), sampled on an
+//! interval and stored as metrics like any other.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use sysinfo::{Disks, Networks, Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::events::{Events, Payload};
+use crate::ops::telemetry::Telemetry;
+use crate::storage::{Sample, Storage};
+
+/// Reads the system's figures; keeps the state that CPU usage and counters need between samples.
+pub struct Collector {
+    system: System,
+    disks: Disks,
+    networks: Networks,
+    pid: Option<Pid>,
+}
+
+impl Collector {
+    pub fn new() -> Result<Self, sysinfo::Error> {
+        let mut system = System::new()?;
+        // CPU usage is a difference between two readings: take the first now.
+        system.refresh_cpu_usage();
+        Ok(Self {
+            system,
+            disks: Disks::new_with_refreshed_list()?,
+            networks: Networks::new_with_refreshed_list()?,
+            pid: sysinfo::get_current_pid().ok(),
+        })
+    }
+
+    /// One reading of everything. Blocking (it reads /proc): call it off the async threads.
+    pub fn sample(&mut self) -> Vec<Sample> {
+        let time = SystemTime::now();
+        let mut out = Vec::new();
+        let mut push = |name: &str, value: f64, labels: &[(&str, &str)]| {
+            if value.is_finite() {
+                let mut labels: Vec<(String, String)> =
+                    labels.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect();
+                labels.sort();
+                out.push(Sample { name: name.to_string(), labels, time, value });
+            }
+        };
+
+        self.system.refresh_cpu_usage();
+        self.system.refresh_memory();
+        push("system_cpu_usage_ratio", f64::from(self.system.global_cpu_usage()) / 100.0, &[]);
+        push("system_cpus", self.system.cpus().len() as f64, &[]);
+        let (used, total) = (self.system.used_memory() as f64, self.system.total_memory() as f64);
+        push("system_memory_used_bytes", used, &[]);
+        push("system_memory_total_bytes", total, &[]);
+        push("system_memory_used_ratio", used / total, &[]);
+        push("system_swap_used_bytes", self.system.used_swap() as f64, &[]);
+        push("system_swap_total_bytes", self.system.total_swap() as f64, &[]);
+        if let Ok(load) = System::load_average() {
+            push("system_load1", load.one, &[]);
+            push("system_load5", load.five, &[]);
+            push("system_load15", load.fifteen, &[]);
+        }
+
+        self.disks.refresh(true);
+        for disk in self.disks.iter() {
+            let mount = disk.mount_point().to_string_lossy();
+            let total = disk.total_space() as f64;
+            let used = total - disk.available_space() as f64;
+            if total > 0.0 {
+                push("system_disk_used_bytes", used, &[("mount", &mount)]);
+                push("system_disk_total_bytes", total, &[("mount", &mount)]);
+                push("system_disk_used_ratio", used / total, &[("mount", &mount)]);
+            }
+        }
+
+        self.networks.refresh(true);
+        for (interface, data) in &self.networks {
+            let interface = &*interface.to_string_lossy();
+            push("system_network_received_bytes_total", data.total_received() as f64, &[("interface", interface)]);
+            push(
+                "system_network_transmitted_bytes_total",
+                data.total_transmitted() as f64,
+                &[("interface", interface)],
+            );
+        }
+
+        if let Some(pid) = self.pid {
+            self.system.refresh_processes_specifics(
+                ProcessesToUpdate::Some(&[pid]),
+                false,
+                ProcessRefreshKind::nothing().with_memory().with_cpu(),
+            );
+            if let Some(process) = self.system.process(pid) {
+                push("selfmon_process_resident_memory_bytes", process.memory() as f64, &[]);
+                // sysinfo counts 100% per CPU; the ratio is of the whole machine, like system_cpu_usage_ratio.
+                let cpus = self.system.cpus().len().max(1) as f64;
+                push("selfmon_process_cpu_usage_ratio", f64::from(process.cpu_usage()) / 100.0 / cpus, &[]);
+            }
+        }
+        out
+    }
+}
+
+/// The minimum interval: CPU usage needs time between readings to mean anything.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a system metric means, for the `HELP` line of `/metrics`.
+pub fn describe(name: &str) -> &'static str {
+    match name {
+        "system_cpu_usage_ratio" => "Share of all CPUs busy since the previous sample (0 to 1).",
+        "system_cpus" => "Logical CPUs.",
+        "system_memory_used_bytes" => "Memory in use.",
+        "system_memory_total_bytes" => "Memory installed.",
+        "system_memory_used_ratio" => "Share of memory in use (0 to 1).",
+        "system_swap_used_bytes" => "Swap in use.",
+        "system_swap_total_bytes" => "Swap configured.",
+        "system_load1" => "Load average over 1 minute.",
+        "system_load5" => "Load average over 5 minutes.",
+        "system_load15" => "Load average over 15 minutes.",
+        "system_disk_used_bytes" => "Space used on the file system at `mount`.",
+        "system_disk_total_bytes" => "Size of the file system at `mount`.",
+        "system_disk_used_ratio" => "Share of the file system at `mount` in use (0 to 1).",
+        "system_network_received_bytes_total" => "Bytes received on `interface` since it came up.",
+        "system_network_transmitted_bytes_total" => "Bytes sent on `interface` since it came up.",
+        "selfmon_process_resident_memory_bytes" => "selfmon's resident memory.",
+        "selfmon_process_cpu_usage_ratio" => {
+            "CPU time selfmon used since the previous sample, in CPUs (0 to the CPU count)."
+        }
+        _ => "A system figure.",
+    }
+}
+
+/// Sample on `interval` until `stop`: each sample goes to `/metrics`, the live dashboard and storage.
+pub fn spawn(
+    interval: Duration,
+    storage: Storage,
+    telemetry: Arc<Telemetry>,
+    events: Events,
+    tasks: &TaskTracker,
+    stop: CancellationToken,
+) {
+    tasks.spawn(async move {
+        let mut collector = match Collector::new() {
+            Ok(collector) => collector,
+            Err(error) => {
+                tracing::error!(%error, "System collector unavailable");
+                return;
+            }
+        };
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + MIN_INTERVAL, interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            let Ok((back, samples)) = tokio::task::spawn_blocking(move || {
+                let samples = collector.sample();
+                (collector, samples)
+            })
+            .await
+            else {
+                return;
+            };
+            collector = back;
+            telemetry.set_system(&samples, describe);
+            events.publish(Payload::SystemSampled(samples.clone().into()));
+            if storage.write_samples(samples).await.is_err() {
+                return;
+            }
+        }
+    });
+}

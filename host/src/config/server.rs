@@ -1,0 +1,282 @@
+//! The tables of the config about selfmon itself: `[server]`, `[api]`, `[dashboard]`, `[storage]`, `[plugins]`,
+//! `[scheduler]`, `[system]`, `[retention]` and `[logging]`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+
+use super::SecretRef;
+
+/// `[server]`: where selfmon listens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// The API: `/health`, `/v1/*`. Env: `SELFMON_API_LISTEN`.
+    pub api_listen: SocketAddr,
+}
+
+/// `[dashboard]`: the live dashboard in the browser, on a port of its own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardConfig {
+    pub enabled: bool,
+    /// Env: `SELFMON_DASHBOARD_LISTEN`.
+    pub listen: SocketAddr,
+    /// How long a sign-in lasts (with `[api] keys`; without keys the dashboard is open like the API).
+    #[serde(with = "humantime_serde")]
+    pub session_lifetime: Duration,
+    /// The address people open the dashboard at when a proxy stands in front of it (`https://monitor.example.com`):
+    /// its pages may make changes and open the socket whatever `Host` the proxy passes on.
+    pub public_url: Option<String>,
+    /// Whether the session cookie is marked `Secure` (sent over HTTPS only): `auto` marks it when the page was
+    /// reached over HTTPS (`X-Forwarded-Proto: https` from a proxy) or at a loopback address, where browsers accept
+    /// it over plain HTTP.
+    pub secure_cookie: SecureCookie,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecureCookie {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            session_lifetime: Duration::from_secs(7 * 24 * 3600),
+            public_url: None,
+            secure_cookie: SecureCookie::Auto,
+        }
+    }
+}
+
+/// `[api]`: who may call the API, and how much.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Bearer keys. With none here and no `MONITORING_API_KEY`, the API is open to anyone who can reach it: keep it
+    /// on loopback then. `MONITORING_API_KEY`, when set, is an admin key named `monitoring`.
+    pub keys: Vec<ApiKeyConfig>,
+    /// Serve `/metrics` without a key, as Prometheus usually scrapes.
+    pub metrics_public: bool,
+    /// Requests a minute per key (per address for calls without one); 0 turns the limit off.
+    pub rate_limit: u32,
+    /// Origins allowed to call the API from a browser (CORS), such as `https://grafana.example.com`.
+    pub cors_origins: Vec<String>,
+    /// Request bodies larger than this are refused (413).
+    pub max_body: ByteSize,
+    /// Requests taking longer are answered 408.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+/// One API key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Who holds it; logged with its calls, never the key.
+    pub name: String,
+    /// `env:NAME`, `file:/path`, or the key itself.
+    pub key: SecretRef,
+    /// `read` (GET), `ingest` (only sending: `POST /v1/traces`, `/v1/logs`, `/v1/events`) or `admin`
+    /// (everything).
+    #[serde(default)]
+    pub role: Role,
+}
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    #[default]
+    Read,
+    /// Sends telemetry, reads nothing: what a service's exporter needs.
+    Ingest,
+    Admin,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            metrics_public: true,
+            rate_limit: 600,
+            cors_origins: Vec::new(),
+            max_body: ByteSize::mib(1),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[storage]`: where results and metrics are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// The SQLite database file, created with its directory if missing. Env: `SELFMON_STORAGE_PATH`.
+    pub path: PathBuf,
+}
+
+/// `[plugins]`: where drop-in plugins live and how every plugin instance is confined.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsConfig {
+    /// Folder of drop-in `.wasm` components, loaded at start-up. Env: `SELFMON_PLUGINS_DIR`.
+    pub dir: PathBuf,
+    /// Compiled plugins are cached here so restarts are fast.
+    pub cache_dir: PathBuf,
+    /// Linear memory one plugin instance may use; a check may set its own `memory_limit` below `max_memory_limit`.
+    pub memory_limit: ByteSize,
+    /// The most any check may ask for with its own `memory_limit`.
+    pub max_memory_limit: ByteSize,
+    /// Plugin files larger than this are refused.
+    pub max_file_size: ByteSize,
+}
+
+/// `[scheduler]`: how checks are run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// Checks running at the same moment, across all checks.
+    pub max_concurrent: usize,
+    /// Each run starts up to this share of its interval late, so checks with the same interval spread out.
+    pub jitter: f64,
+    /// Interval of checks that do not set one.
+    #[serde(with = "humantime_serde")]
+    pub default_interval: Duration,
+    /// Timeout of checks that do not set one.
+    #[serde(with = "humantime_serde")]
+    pub default_timeout: Duration,
+}
+
+/// `[retention]`: how long stored data is kept, and how large the store may grow.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Log records of levels not listed in `log_levels`.
+    #[serde(with = "humantime_serde")]
+    pub logs: Duration,
+    /// Per level: `debug = "3d"`, `security = "365d"`.
+    pub log_levels: std::collections::BTreeMap<String, humantime_serde::Serde<Duration>>,
+    /// Check runs (each check's latest run is always kept) and recovery attempts.
+    #[serde(with = "humantime_serde")]
+    pub check_runs: Duration,
+    /// Metric samples.
+    #[serde(with = "humantime_serde")]
+    pub metrics: Duration,
+    /// Resolved alerts, notification attempts and silences that are over.
+    #[serde(with = "humantime_serde")]
+    pub alerts: Duration,
+    /// Events (user activity, AI usage, ratings) posted to `/v1/events` or taken from AI spans.
+    #[serde(with = "humantime_serde")]
+    pub events: Duration,
+    /// Spans received over OTLP.
+    #[serde(with = "humantime_serde")]
+    pub spans: Duration,
+    /// The most the database may hold; past it the oldest log records go first (trace, debug and info before
+    /// warnings, and those before the rest). No cap when absent.
+    pub max_size: Option<ByteSize>,
+    /// How often the cleanup runs.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        let days = |n: u64| Duration::from_secs(n * 86_400);
+        Self {
+            logs: days(30),
+            log_levels: [("trace", 3), ("debug", 7), ("security", 365), ("audit", 365)]
+                .into_iter()
+                .map(|(level, n)| (level.to_string(), days(n).into()))
+                .collect(),
+            check_runs: days(30),
+            metrics: days(30),
+            alerts: days(90),
+            events: days(365),
+            spans: days(7),
+            max_size: None,
+            interval: Duration::from_secs(600),
+        }
+    }
+}
+
+/// `[logging]`: selfmon's own log files (JSON lines, rotated by size), written by `selfmon serve`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// Write the files; stderr gets every record either way. The level of both is `SELFMON_LOG` (`info`).
+    pub enabled: bool,
+    /// The folder of `application/`, `errors/`, `performance/` and `security/`. Env: `SELFMON_LOG_DIR`.
+    pub dir: PathBuf,
+    /// A file past this size is renamed to `NAME.1` (older ones move up) and a new one started.
+    pub max_file_size: ByteSize,
+    /// Renamed files kept per kind.
+    pub keep: usize,
+    /// Store selfmon's own records like any other log source (`source = "selfmon"`), so they can be searched and
+    /// alerted on.
+    pub ingest: bool,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self { enabled: true, dir: PathBuf::from("logs"), max_file_size: ByteSize::mib(50), keep: 5, ingest: true }
+    }
+}
+
+/// `[system]`: the host's own CPU, memory, disk and network figures.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SystemConfig {
+    pub enabled: bool,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { api_listen: SocketAddr::from(([127, 0, 0, 1], 8001)) }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { path: PathBuf::from("data/selfmon.db") }
+    }
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("plugins"),
+            cache_dir: PathBuf::from("data/cache"),
+            memory_limit: ByteSize::mib(64),
+            max_memory_limit: ByteSize::mib(512),
+            max_file_size: ByteSize::mib(32),
+        }
+    }
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent: 16,
+            jitter: 0.1,
+            default_interval: Duration::from_secs(30),
+            default_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for SystemConfig {
+    fn default() -> Self {
+        Self { enabled: true, interval: Duration::from_secs(15) }
+    }
+}

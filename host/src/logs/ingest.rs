@@ -1,0 +1,52 @@
+//! The one way log records are taken in, whatever their source (a tailed file, syslog, the HTTP API, OTLP): they
+//! are counted for `/metrics`, then stored; lines are first parsed by their source's parser.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::logs::parsing::{Parsed, Parsing, parse};
+use crate::logs::{NewRecord, Origin, ReadTo};
+use crate::ops::telemetry::Telemetry;
+use crate::runtime::Runtime;
+use crate::storage::{Storage, StorageError};
+
+/// Where records go: counted, then stored. Cheap to clone.
+#[derive(Clone)]
+pub struct Sink {
+    pub storage: Storage,
+    pub telemetry: Arc<Telemetry>,
+}
+
+impl Sink {
+    /// Count `records` under their parser (`failed` of them were kept raw because their parser call failed; the
+    /// other raw ones are lines the parser did not understand) and store them, with how far their file has been
+    /// read when they come from one. Answers once they are committed.
+    ///
+    /// Records are counted here, as they are stored, so a record a tailer holds back and parses again later is
+    /// counted once.
+    pub async fn store(
+        &self,
+        parser: &str,
+        records: Vec<NewRecord>,
+        failed: usize,
+        read_to: Option<ReadTo>,
+    ) -> Result<usize, StorageError> {
+        let levels: Vec<&str> = records.iter().map(|r| r.level).collect();
+        let raw = records.iter().filter(|r| !r.parsed).count();
+        self.telemetry.observe_logs(parser, &levels, raw, failed);
+        self.storage.write_logs(records, read_to).await
+    }
+
+    /// Parse `lines` with `parsing` and store the records: what became of the lines, once they are committed.
+    pub async fn ingest(
+        &self,
+        runtime: &Runtime,
+        parsing: &Parsing,
+        origin: &Origin,
+        lines: Vec<String>,
+    ) -> Result<Parsed, StorageError> {
+        let (records, parsed) = parse(runtime, parsing, origin, lines, SystemTime::now()).await;
+        self.store(&parsing.name, records, parsed.parser_failures, None).await?;
+        Ok(parsed)
+    }
+}

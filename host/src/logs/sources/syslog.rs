@@ -1,0 +1,249 @@
+//! The syslog listener of a `[[log_source]]` of `kind = "syslog"`: messages over UDP (one per datagram) and TCP
+//! (RFC 6587: octet counting, `LEN <PRI>...`, or one message per line, chosen by a connection's first byte),
+//! parsed and stored in batches.
+//!
+//! TCP senders are slowed down when storage falls behind (their connection is not read meanwhile); UDP has no way
+//! to slow a sender, so datagrams arriving while the listener waits queue in the kernel's socket buffer, and past
+//! that the kernel drops them, as with any syslog receiver.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::logs::Origin;
+use crate::logs::ingest::Sink;
+use crate::logs::parsing::{MAX_LINE_BYTES, PARSE_BATCH, Parsing};
+use crate::runtime::Runtime;
+use crate::storage::StorageError;
+
+/// Messages waiting to be parsed, across a source's connections.
+const QUEUE: usize = 10_000;
+/// TCP connections open at once per source.
+const MAX_CONNECTIONS: usize = 256;
+/// The largest datagram read.
+const MAX_DATAGRAM: usize = 65_536;
+/// How long a TCP connection may stay quiet before it is closed.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// An address to receive on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    Udp(SocketAddr),
+    Tcp(SocketAddr),
+}
+
+impl Listen {
+    /// `udp://HOST:PORT` or `tcp://HOST:PORT`, HOST an IP address.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("`{text}` is not udp://ADDRESS:PORT or tcp://ADDRESS:PORT (such as udp://0.0.0.0:5514)");
+        let (scheme, address) = text.split_once("://").ok_or_else(bad)?;
+        let address: SocketAddr = address.parse().map_err(|_| bad())?;
+        match scheme {
+            "udp" => Ok(Self::Udp(address)),
+            "tcp" => Ok(Self::Tcp(address)),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Udp(address) => write!(f, "udp://{address}"),
+            Self::Tcp(address) => write!(f, "tcp://{address}"),
+        }
+    }
+}
+
+/// A syslog source, ready to bind.
+pub struct Listener {
+    pub sink: Sink,
+    pub runtime: Arc<Runtime>,
+    pub parsing: Parsing,
+    pub origin: Origin,
+}
+
+/// Why a syslog source could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("log source `{source_name}`: cannot listen on {address}: {error}")]
+pub struct BindError {
+    pub source_name: String,
+    pub address: String,
+    pub error: std::io::Error,
+}
+
+impl Listener {
+    /// Bind every address (all or nothing), then receive until `stop`.
+    pub async fn spawn(
+        self,
+        addresses: &[Listen],
+        tasks: &TaskTracker,
+        stop: CancellationToken,
+    ) -> Result<(), BindError> {
+        let bind_error = |address: &Listen, error| BindError {
+            source_name: self.origin.source.clone(),
+            address: address.to_string(),
+            error,
+        };
+        let mut udp = Vec::new();
+        let mut tcp = Vec::new();
+        for address in addresses {
+            match address {
+                Listen::Udp(at) => udp.push(UdpSocket::bind(at).await.map_err(|e| bind_error(address, e))?),
+                Listen::Tcp(at) => tcp.push(TcpListener::bind(at).await.map_err(|e| bind_error(address, e))?),
+            }
+        }
+        let (messages, queue) = mpsc::channel::<String>(QUEUE);
+        for socket in udp {
+            tracing::info!(source = %self.origin.source, address = ?socket.local_addr().ok(), "Receiving syslog over UDP");
+            tasks.spawn(receive_udp(socket, messages.clone(), stop.clone()));
+        }
+        let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        for listener in tcp {
+            tracing::info!(source = %self.origin.source, address = ?listener.local_addr().ok(), "Receiving syslog over TCP");
+            tasks.spawn(accept_tcp(listener, messages.clone(), connections.clone(), tasks.clone(), stop.clone()));
+        }
+        drop(messages);
+        tasks.spawn(self.store(queue));
+        Ok(())
+    }
+
+    /// Parse and store what arrives, in batches, until every receiver has stopped.
+    async fn store(self, mut queue: mpsc::Receiver<String>) {
+        let mut batch = Vec::with_capacity(PARSE_BATCH);
+        while queue.recv_many(&mut batch, PARSE_BATCH).await > 0 {
+            let lines = std::mem::take(&mut batch);
+            match self.sink.ingest(&self.runtime, &self.parsing, &self.origin, lines).await {
+                Ok(_) => {}
+                Err(StorageError::Closed) => return,
+                // The batch is lost (a sender cannot be asked again); the listener goes on with the next one.
+                Err(error) => tracing::error!(source = %self.origin.source, %error, "Cannot store syslog messages"),
+            }
+        }
+    }
+}
+
+async fn receive_udp(socket: UdpSocket, messages: mpsc::Sender<String>, stop: CancellationToken) {
+    let mut buffer = vec![0; MAX_DATAGRAM];
+    loop {
+        let received = tokio::select! {
+            received = socket.recv_from(&mut buffer) => received,
+            () = stop.cancelled() => return,
+        };
+        let length = match received {
+            Ok((length, _)) => length,
+            Err(error) => {
+                tracing::warn!(%error, "A syslog datagram could not be read");
+                continue;
+            }
+        };
+        let text = String::from_utf8_lossy(&buffer[..length]);
+        // A datagram is one message; some senders end it with a newline.
+        let message = text.trim_end_matches(['\n', '\r', '\0']).to_string();
+        if !message.is_empty() && messages.send(message).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn accept_tcp(
+    listener: TcpListener,
+    messages: mpsc::Sender<String>,
+    connections: Arc<tokio::sync::Semaphore>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stop.cancelled() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "A syslog connection could not be accepted");
+                continue;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "Refused a syslog connection: {MAX_CONNECTIONS} are open already");
+            continue;
+        };
+        let messages = messages.clone();
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            tokio::select! {
+                result = receive_tcp(stream, &messages) => {
+                    if let Err(error) = result {
+                        tracing::debug!(%peer, %error, "A syslog connection ended");
+                    }
+                }
+                () = stop.cancelled() => {}
+            }
+        });
+    }
+}
+
+/// Read one connection's messages. The first byte tells the framing for the whole connection, as rsyslog's own
+/// receiver does: a digit starts octet counting (`LEN SP MESSAGE`), anything else (`<PRI>`) a message per line. A
+/// connection quiet for [`IDLE`] is closed.
+async fn receive_tcp(stream: TcpStream, messages: &mpsc::Sender<String>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream);
+    let idle = |error: tokio::time::error::Elapsed| std::io::Error::new(std::io::ErrorKind::TimedOut, error);
+    let first = tokio::time::timeout(IDLE, reader.fill_buf()).await.map_err(idle)??;
+    let counted = first.first().is_some_and(u8::is_ascii_digit);
+    loop {
+        let mut message = Vec::new();
+        if counted {
+            let mut prefix = Vec::new();
+            let mut limited = (&mut reader).take(12);
+            let read = limited.read_until(b' ', &mut prefix);
+            if tokio::time::timeout(IDLE, read).await.map_err(idle)?? == 0 {
+                return Ok(());
+            }
+            let length = std::str::from_utf8(prefix.strip_suffix(b" ").unwrap_or_default())
+                .ok()
+                .and_then(|l| l.parse::<usize>().ok())
+                .filter(|l| *l <= MAX_LINE_BYTES)
+                .ok_or_else(|| std::io::Error::other("a frame without a valid length (at most 1 MiB)"))?;
+            let mut limited = (&mut reader).take(length as u64);
+            let read = limited.read_to_end(&mut message);
+            if tokio::time::timeout(IDLE, read).await.map_err(idle)?? < length {
+                return Ok(());
+            }
+        } else {
+            let mut limited = (&mut reader).take(MAX_LINE_BYTES as u64 + 1);
+            let read = limited.read_until(b'\n', &mut message);
+            if tokio::time::timeout(IDLE, read).await.map_err(idle)?? == 0 {
+                return Ok(());
+            }
+            if message.len() > MAX_LINE_BYTES {
+                return Err(std::io::Error::other("a line over 1 MiB"));
+            }
+        }
+        let text = String::from_utf8_lossy(&message).trim_end_matches(['\n', '\r', '\0']).to_string();
+        if !text.is_empty() && messages.send(text).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(Listen::parse("udp://0.0.0.0:5514"), Ok(Listen::Udp("0.0.0.0:5514".parse().unwrap())));
+        assert_eq!(Listen::parse("tcp://[::1]:601"), Ok(Listen::Tcp("[::1]:601".parse().unwrap())));
+        for bad in ["0.0.0.0:5514", "udp://localhost:514", "http://1.2.3.4:5", "tcp://1.2.3.4"] {
+            assert!(Listen::parse(bad).unwrap_err().contains("is not udp://ADDRESS:PORT"), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,536 @@
+//! The SQL of logs: records written with a full-text index (FTS5, fed in the same transaction) and the read
+//! offsets of tailed files, searched, counted and read back for the analyses.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use rusqlite::{OptionalExtension, params, params_from_iter};
+
+use crate::logs::analysis::{
+    Aggregation, Analysis, BURST_MIN, Bucket, Burst, ErrorAnalysis, ErrorRow, MAX_ERRORS_GROUPED, Period,
+    RECENT_EVENTS, Security, SecurityEvent, Tally, UserActivity, UserCount, hours_ms, ranked, templates,
+};
+use crate::logs::search::{Found, Search, SearchError};
+use crate::logs::{NewRecord, ReadTo, StoredRecord};
+use crate::storage::{Storage, StorageError, rfc3339, sql_count, to_millis};
+
+/// Full-text matches past which a search walks an index in time order instead of sorting every match.
+const MANY_MATCHES: i64 = 10_000;
+
+impl Storage {
+    /// Store records in one transaction, with how far their file has been read when they come from one; returns once
+    /// they are committed.
+    pub async fn write_logs(
+        &self,
+        mut records: Vec<NewRecord>,
+        read_to: Option<ReadTo>,
+    ) -> Result<usize, StorageError> {
+        let privacy = self.privacy().clone();
+        for record in &mut records {
+            privacy.redact_string(&mut record.message);
+            if let Some(user) = &mut record.user_id {
+                *user = privacy.user(user);
+            }
+            if let Some(fields) = &mut record.fields
+                && privacy.redacts()
+                && let Ok(mut value) = serde_json::from_str::<serde_json::Value>(fields)
+            {
+                privacy.redact_json(&mut value);
+                *fields = value.to_string();
+            }
+        }
+        let (count, last) = self
+            .apply(move |db| {
+            if let Some(at) = &read_to {
+                db.prepare_cached(
+                    "INSERT OR REPLACE INTO log_offsets (source, path, device, inode, offset) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(rusqlite::params![
+                    at.source,
+                    at.path,
+                    at.device.cast_signed(),
+                    at.inode.cast_signed(),
+                    at.offset.cast_signed()
+                ])?;
+            }
+            let mut insert = db.prepare_cached(
+                "INSERT INTO logs (ts, level, source, service, logger, message, trace_id, span_id, correlation_id,
+                                   user_id, fields, parsed, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,
+                         COALESCE(?10, (SELECT user_id FROM spans WHERE trace_id = ?7 AND user_id IS NOT NULL LIMIT 1)),
+                         ?11, ?12, ?13)",
+            )?;
+            for r in &records {
+                insert.execute(rusqlite::params![
+                    to_millis(r.ts),
+                    r.level,
+                    r.source,
+                    r.service,
+                    r.logger,
+                    r.message,
+                    r.trace_id,
+                    r.span_id,
+                    r.correlation_id,
+                    r.user_id,
+                    r.fields,
+                    r.parsed,
+                    r.error,
+                ])?;
+            }
+            let last = db.last_insert_rowid();
+            if let Some(count) = i64::try_from(records.len()).ok().filter(|n| *n > 0) {
+                db.prepare_cached(
+                    "INSERT INTO logs_fts (rowid, message) SELECT id, message FROM logs WHERE id > ?1 AND id <= ?2",
+                )?
+                .execute(rusqlite::params![last - count, last])?;
+            }
+            Ok((records.len(), last))
+        })
+        .await?;
+        if count > 0 {
+            self.set_log_head(last);
+        }
+        Ok(count)
+    }
+
+    pub async fn search_logs(&self, search: Search) -> Result<Found, SearchError> {
+        let (offset, limit) = (search.offset, search.limit);
+        let result = self.read(move |db| search_records(db, &search)).await;
+        let mut records = match result {
+            Ok(records) => records,
+            Err(StorageError::Query(error)) if is_fts_syntax(&error) => {
+                return Err(SearchError::Syntax(fts_message(&error)));
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let more = records.len() as u64 > limit;
+        records.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(Found { records, more, offset, limit })
+    }
+
+    /// The offset a tailed file was read to, with the device and inode of the file it was read in.
+    pub async fn read_offset(&self, source: String, path: String) -> Result<Option<(u64, u64, u64)>, StorageError> {
+        let stored: Option<(i64, i64, i64)> = self
+            .read(move |db| {
+                db.query_row(
+                    "SELECT device, inode, offset FROM log_offsets WHERE source = ?1 AND path = ?2",
+                    params![source, path],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .optional()
+            })
+            .await?;
+        Ok(stored.map(|(device, inode, offset)| (device as u64, inode as u64, offset.unsigned_abs())))
+    }
+
+    /// Record counts per `period` bucket, level and service over the last `hours`.
+    pub async fn aggregate_logs(&self, hours: u64, period: Period) -> Result<Aggregation, StorageError> {
+        let to = to_millis(SystemTime::now());
+        let step = period.millis();
+        let from = (to - hours_ms(hours)).div_euclid(step) * step;
+        self.read(move |db| {
+            let mut statement = db.prepare_cached(
+                "SELECT (ts / ?3) * ?3, level, COALESCE(service, '-'), COUNT(*) FROM logs
+                 WHERE ts >= ?1 AND ts <= ?2 GROUP BY 1, 2, 3",
+            )?;
+            let mut buckets: BTreeMap<i64, Tally> =
+                (0..=(to - from) / step).map(|i| (from + i * step, Tally::default())).collect();
+            let mut rows = statement.query(params![from, to, step])?;
+            while let Some(row) = rows.next()? {
+                let (start, level, service, count): (i64, String, String, i64) =
+                    (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+                let count = count.unsigned_abs();
+                let bucket = buckets.entry(start).or_default();
+                bucket.total += count;
+                *bucket.levels.entry(level).or_default() += count;
+                *bucket.services.entry(service).or_default() += count;
+            }
+            let buckets = buckets
+                .into_iter()
+                .map(|(start, tally)| Bucket {
+                    start: rfc3339(start),
+                    total: tally.total,
+                    by_level: ranked(tally.levels),
+                    by_service: ranked(tally.services),
+                })
+                .collect();
+            Ok(Aggregation { period, from: rfc3339(from), to: rfc3339(to), buckets })
+        })
+        .await
+    }
+
+    /// Everything [`Analysis`] holds, over the last `hours`.
+    pub async fn analyse_logs(&self, hours: u64) -> Result<Analysis, StorageError> {
+        let to = to_millis(SystemTime::now());
+        let from = to - hours_ms(hours);
+        self.read(move |db| {
+            let mut levels = BTreeMap::new();
+            let mut services = BTreeMap::new();
+            let mut total = 0;
+            let mut statement = db.prepare_cached(
+                "SELECT level, COALESCE(service, '-'), COUNT(*) FROM logs WHERE ts >= ?1 AND ts <= ?2 GROUP BY 1, 2",
+            )?;
+            let mut rows = statement.query(params![from, to])?;
+            while let Some(row) = rows.next()? {
+                let count = row.get::<_, i64>(2)?.unsigned_abs();
+                total += count;
+                *levels.entry(row.get::<_, String>(0)?).or_insert(0) += count;
+                *services.entry(row.get::<_, String>(1)?).or_insert(0) += count;
+            }
+            drop(rows);
+            let unparsed: i64 = db.query_row(
+                "SELECT COUNT(*) FROM logs WHERE ts >= ?1 AND ts <= ?2 AND parsed = 0",
+                params![from, to],
+                |r| r.get(0),
+            )?;
+            Ok(Analysis {
+                hours,
+                from: rfc3339(from),
+                to: rfc3339(to),
+                total_records: total,
+                unparsed: unparsed.unsigned_abs(),
+                by_level: ranked(levels),
+                by_service: ranked(services),
+                error_analysis: error_analysis(db, from, to)?,
+                user_activity: user_activity(db, from, to)?,
+                security: security(db, from, to)?,
+            })
+        })
+        .await
+    }
+
+    /// Error templates over the last `window`, for `GET /v1/errors`.
+    pub async fn log_errors(&self, window: Duration) -> Result<ErrorAnalysis, StorageError> {
+        let to = to_millis(SystemTime::now());
+        let from = to - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        self.read(move |db| error_analysis(db, from, to)).await
+    }
+
+    /// Security events over the last `hours`.
+    pub async fn security_events(&self, hours: u64) -> Result<Security, StorageError> {
+        let to = to_millis(SystemTime::now());
+        let from = to - hours_ms(hours);
+        self.read(move |db| security(db, from, to)).await
+    }
+}
+
+/// Search records on a connection of one's own (the command line reads a database read-only this way); one more
+/// than `limit` when there are more. A query SQLite refuses for its syntax is a [`SearchError::Syntax`].
+pub fn search(db: &rusqlite::Connection, search: &Search) -> Result<Found, SearchError> {
+    let mut records = search_records(db, search).map_err(|error| {
+        if is_fts_syntax(&error) { SearchError::Syntax(fts_message(&error)) } else { StorageError::Query(error).into() }
+    })?;
+    let more = records.len() as u64 > search.limit;
+    records.truncate(usize::try_from(search.limit).unwrap_or(usize::MAX));
+    Ok(Found { records, more, offset: search.offset, limit: search.limit })
+}
+
+fn search_records(db: &rusqlite::Connection, search: &Search) -> rusqlite::Result<Vec<StoredRecord>> {
+    let (offset, limit) = (search.offset, search.limit);
+    let mut conditions: Vec<String> = Vec::new();
+    let mut values: Vec<rusqlite::types::Value> = Vec::new();
+    fn bind(
+        conditions: &mut Vec<String>,
+        values: &mut Vec<rusqlite::types::Value>,
+        condition: &str,
+        value: rusqlite::types::Value,
+    ) {
+        values.push(value);
+        conditions.push(condition.replace('?', &format!("?{}", values.len())));
+    }
+    // A live tail's next page reads forward from an id: the other conditions get a `+` so SQLite walks the ids
+    // rather than another index.
+    let plus = if search.after.is_some() { "+" } else { "" };
+    if let Some(text) = &search.text {
+        if let Some(after) = search.after {
+            values.push(text.clone().into());
+            values.push(after.into());
+            conditions.push(format!(
+                "l.id IN (SELECT rowid FROM logs_fts WHERE logs_fts MATCH ?{} AND rowid > ?{})",
+                values.len() - 1,
+                values.len()
+            ));
+        } else {
+            // Few matches: look them up by id and sort them. Many: walk the time (or another filter's) index
+            // newest first and keep the rows among the matches, which stops after a page; the `+` keeps SQLite
+            // from looking them all up by id.
+            let matches: i64 = db.query_row(
+                "SELECT count(*) FROM (SELECT rowid FROM logs_fts WHERE logs_fts MATCH ?1 LIMIT ?2)",
+                rusqlite::params![text, MANY_MATCHES],
+                |row| row.get(0),
+            )?;
+            let fts = if matches < MANY_MATCHES {
+                "l.id IN (SELECT rowid FROM logs_fts WHERE logs_fts MATCH ?)"
+            } else {
+                "+l.id IN (SELECT rowid FROM logs_fts WHERE logs_fts MATCH ?)"
+            };
+            bind(&mut conditions, &mut values, fts, text.clone().into());
+        }
+    }
+    if !search.levels.is_empty() {
+        let mut places = Vec::new();
+        for level in &search.levels {
+            values.push(level.clone().into());
+            places.push(format!("?{}", values.len()));
+        }
+        conditions.push(format!("{plus}l.level IN ({})", places.join(", ")));
+    }
+    for (column, value) in [
+        ("service", &search.service),
+        ("source", &search.source),
+        ("trace_id", &search.trace_id),
+        ("user_id", &search.user_id),
+    ] {
+        if let Some(value) = value {
+            bind(&mut conditions, &mut values, &format!("{plus}l.{column} = ?"), value.clone().into());
+        }
+    }
+    if let Some(from) = search.from {
+        bind(&mut conditions, &mut values, &format!("{plus}l.ts >= ?"), to_millis(from).into());
+    }
+    if let Some(to) = search.to {
+        bind(&mut conditions, &mut values, &format!("{plus}l.ts <= ?"), to_millis(to).into());
+    }
+    if let Some(after) = search.after {
+        bind(&mut conditions, &mut values, "l.id > ?", after.into());
+    }
+    let order = if search.after.is_some() { "l.id" } else { "l.ts DESC, l.id DESC" };
+    let filter = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
+    values.push(sql_count(limit.saturating_add(1)).into());
+    values.push(sql_count(offset).into());
+    let sql = format!(
+        "SELECT l.id, l.ts, l.level, l.source, l.service, l.logger, l.message, l.trace_id, l.span_id,
+                l.correlation_id, l.user_id, l.fields, l.parsed, l.error
+         FROM logs AS l {filter} ORDER BY {order} LIMIT ?{} OFFSET ?{}",
+        values.len() - 1,
+        values.len()
+    );
+    let mut statement = db.prepare(&sql)?;
+    let rows = statement.query_map(params_from_iter(values), |row| {
+        Ok(StoredRecord {
+            id: row.get(0)?,
+            timestamp: rfc3339(row.get(1)?),
+            level: row.get(2)?,
+            source: row.get(3)?,
+            service: row.get(4)?,
+            logger: row.get(5)?,
+            message: row.get(6)?,
+            trace_id: row.get(7)?,
+            span_id: row.get(8)?,
+            correlation_id: row.get(9)?,
+            user_id: row.get(10)?,
+            fields: row.get::<_, Option<String>>(11)?.and_then(|f| serde_json::from_str(&f).ok()),
+            parsed: row.get(12)?,
+            error: row.get(13)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Whether SQLite refused an FTS5 query for its syntax.
+fn is_fts_syntax(error: &rusqlite::Error) -> bool {
+    let text = error.to_string();
+    text.contains("fts5: syntax error")
+        || text.contains("unterminated string")
+        || text.contains("no such column")
+        || text.contains("unknown special query")
+}
+
+fn fts_message(error: &rusqlite::Error) -> String {
+    let text = error.to_string();
+    text.strip_prefix("fts5: ").unwrap_or(&text).to_string()
+}
+
+/// The id of the newest record, on a connection of one's own.
+pub fn head(db: &rusqlite::Connection) -> rusqlite::Result<i64> {
+    db.query_row("SELECT COALESCE(MAX(id), 0) FROM logs", [], |r| r.get(0))
+}
+
+fn error_analysis(db: &rusqlite::Connection, from: i64, to: i64) -> rusqlite::Result<ErrorAnalysis> {
+    let mut statement = db.prepare_cached(
+        // The start of a message and its end (a traceback's exception line) are all a template needs.
+        "SELECT ts, service, user_id, substr(message, 1, 2048), length(message) > 2048, substr(message, -512)
+         FROM logs WHERE level IN ('error', 'critical') AND ts >= ?1 AND ts <= ?2 ORDER BY ts DESC LIMIT ?3",
+    )?;
+    let limit = i64::try_from(MAX_ERRORS_GROUPED).unwrap_or(i64::MAX);
+    let rows = statement
+        .query_map(params![from, to, limit], |row| {
+            let (head, long, tail): (String, bool, String) = (row.get(3)?, row.get(4)?, row.get(5)?);
+            let message = if long { format!("{head}\n…\n{tail}") } else { head };
+            Ok(ErrorRow { ts: row.get(0)?, service: row.get(1)?, user: row.get(2)?, message })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut services = BTreeMap::new();
+    let mut statement = db.prepare_cached(
+        "SELECT COALESCE(service, '-'), COUNT(*) FROM logs
+         WHERE level IN ('error', 'critical') AND ts >= ?1 AND ts <= ?2 GROUP BY 1",
+    )?;
+    let mut total = 0;
+    let mut counted = statement.query(params![from, to])?;
+    while let Some(row) = counted.next()? {
+        let count = row.get::<_, i64>(1)?.unsigned_abs();
+        total += count;
+        services.insert(row.get::<_, String>(0)?, count);
+    }
+    let minutes = ((to - from) as f64 / 60_000.0).max(1.0 / 60.0);
+    Ok(ErrorAnalysis {
+        total_errors: total,
+        errors_per_minute: total as f64 / minutes,
+        by_service: ranked(services),
+        truncated: total > rows.len() as u64,
+        templates: templates(&rows, from, to),
+    })
+}
+
+/// Records that are security events, newest first, with their kind.
+fn security(db: &rusqlite::Connection, from: i64, to: i64) -> rusqlite::Result<Security> {
+    let mut statement = db.prepare_cached(
+        // A field of another type than the parsers write (a number `threat`, a string `auth_failure`) is read as
+        // text, or not at all, never failing the query.
+        "SELECT id, ts, level, source, service, message, user_id,
+                CAST(json_extract(fields, '$.threat') AS TEXT),
+                COALESCE(json_extract(fields, '$.auth_failure') IN (1, 'true'), 0),
+                CAST(json_extract(fields, '$.remote_addr') AS TEXT)
+         FROM logs
+         WHERE ts >= ?1 AND ts <= ?2
+           AND (level IN ('security', 'audit')
+                OR (fields IS NOT NULL AND (json_extract(fields, '$.threat') IS NOT NULL
+                                            OR json_extract(fields, '$.auth_failure') IN (1, 'true'))))
+         ORDER BY ts DESC, id DESC",
+    )?;
+    let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
+    let mut bursts: BTreeMap<(&'static str, String), (u64, i64, i64)> = BTreeMap::new();
+    let mut recent = Vec::new();
+    let mut events = 0;
+    let mut rows = statement.query(params![from, to])?;
+    while let Some(row) = rows.next()? {
+        events += 1;
+        let ts: i64 = row.get(1)?;
+        let level: String = row.get(2)?;
+        let user: Option<String> = row.get(6)?;
+        let threat: Option<String> = row.get(7)?;
+        let auth_failure: bool = row.get(8)?;
+        let remote: Option<String> = row.get(9)?;
+        let kind = match (&threat, auth_failure) {
+            (Some(threat), _) => format!("threat:{threat}"),
+            (None, true) => "auth_failure".into(),
+            (None, false) => level.clone(),
+        };
+        *kinds.entry(kind.clone()).or_default() += 1;
+        if auth_failure {
+            let keys = [("remote_addr", remote.clone()), ("user_id", user.clone())];
+            for (by, value) in keys.into_iter().filter_map(|(by, v)| Some((by, v?))) {
+                let burst = bursts.entry((by, value)).or_insert((0, ts, ts));
+                burst.0 += 1;
+                burst.1 = burst.1.min(ts);
+                burst.2 = burst.2.max(ts);
+            }
+        }
+        if recent.len() < RECENT_EVENTS {
+            recent.push(SecurityEvent {
+                id: row.get(0)?,
+                timestamp: rfc3339(ts),
+                kind,
+                level,
+                source: row.get(3)?,
+                service: row.get(4)?,
+                message: row.get(5)?,
+                remote_addr: remote,
+                user_id: user,
+            });
+        }
+    }
+    let mut auth_failure_bursts: Vec<Burst> = bursts
+        .into_iter()
+        .filter(|(_, (count, _, _))| *count >= BURST_MIN)
+        .map(|((by, value), (count, first, last))| Burst {
+            by: by.to_string(),
+            value,
+            count,
+            first_seen: rfc3339(first),
+            last_seen: rfc3339(last),
+        })
+        .collect();
+    auth_failure_bursts.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
+    Ok(Security { events, by_kind: ranked(kinds), auth_failure_bursts, recent })
+}
+
+fn user_activity(db: &rusqlite::Connection, from: i64, to: i64) -> rusqlite::Result<UserActivity> {
+    let mut statement = db.prepare_cached(
+        "SELECT user_id, COUNT(*), SUM(level IN ('error', 'critical')) FROM logs
+         WHERE user_id IS NOT NULL AND ts >= ?1 AND ts <= ?2 GROUP BY user_id",
+    )?;
+    let mut users: Vec<UserCount> = statement
+        .query_map(params![from, to], |row| {
+            Ok(UserCount {
+                user_id: row.get(0)?,
+                records: row.get::<_, i64>(1)?.unsigned_abs(),
+                errors: row.get::<_, i64>(2)?.unsigned_abs(),
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let records_with_user = users.iter().map(|u| u.records).sum();
+    let unique_users = users.len() as u64;
+    users.sort_by(|a, b| b.records.cmp(&a.records).then_with(|| a.user_id.cmp(&b.user_id)));
+    users.truncate(10);
+    Ok(UserActivity { unique_users, records_with_user, top_users: users })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+
+    fn record(ts_millis: u64, level: &'static str, message: String) -> NewRecord {
+        NewRecord {
+            ts: UNIX_EPOCH + Duration::from_millis(ts_millis),
+            level,
+            source: "app".into(),
+            service: None,
+            logger: None,
+            message,
+            trace_id: None,
+            span_id: None,
+            correlation_id: None,
+            user_id: None,
+            fields: None,
+            parsed: true,
+            error: None,
+            line: 0,
+        }
+    }
+
+    /// Both ways of answering a text search (few matches sorted, many matches walked in time order) give the newest
+    /// records by time, not by the order they were stored in.
+    #[tokio::test]
+    async fn text_searches_are_newest_first_however_many_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(&dir.path().join("logs.db")).unwrap();
+        // Stored out of time order: a record's time is a scrambled function of its position.
+        let records: Vec<NewRecord> = (0..12_000u64)
+            .map(|i| {
+                let ts = (i * 7_919) % 12_000;
+                let word = if ts % 4_000 == 0 { "rare" } else { "common" };
+                record(1_000_000 + ts, if ts % 2 == 0 { "error" } else { "info" }, format!("{word} event {ts}"))
+            })
+            .collect();
+        storage.write_logs(records, None).await.unwrap();
+        let search = |text: &str, levels: &[&str], limit: u64| Search {
+            text: Some(text.into()),
+            levels: levels.iter().map(|l| l.to_string()).collect(),
+            limit,
+            ..Search::default()
+        };
+        let messages = |found: Found| found.records.into_iter().map(|r| r.message).collect::<Vec<_>>();
+        let common = storage.search_logs(search("common", &[], 3)).await.unwrap();
+        assert!(common.more);
+        assert_eq!(messages(common), ["common event 11999", "common event 11998", "common event 11997"]);
+        let errors = storage.search_logs(search("common", &["error"], 2)).await.unwrap();
+        assert_eq!(messages(errors), ["common event 11998", "common event 11996"]);
+        let rare = storage.search_logs(search("rare", &[], 10)).await.unwrap();
+        assert!(!rare.more);
+        assert_eq!(messages(rare), ["rare event 8000", "rare event 4000", "rare event 0"]);
+        storage.close().await.unwrap();
+    }
+}
