@@ -3,8 +3,12 @@
 //!
 //! # Layout
 //!
-//! One folder per capability; data flows down the list, and [`storage`] at the bottom imports none of the folders
-//! above it. Each capability keeps its SQL in a `store.rs` of its own.
+//! One folder per capability, listed from the composition root down to what everything uses. No two files import
+//! each other, directly or through others (the one exception is inside [`runtime`]: name lookups and the store
+//! state). [`config`] imports nothing of the crate; [`storage`] and [`runtime`] import only [`config`]. The folders
+//! above them import one another where they need to (the scheduler publishes on [`events`] and counts in [`ops`],
+//! a reload rebuilds through [`app`]), so their order is for reading. Each capability keeps its SQL in a `store.rs`
+//! (or `store/`) of its own, and only those files and [`storage`] name the database engine's types.
 //!
 //! - [`app`]: the composition root. [`app::host::Host`] is what a config builds (plugins, checks, log sources,
 //!   rules, access, privacy, every problem reported at once); [`app::serve`] runs all of it until told to stop.
@@ -25,7 +29,8 @@
 //!   plugins, the plugins selfmon knows, and their settings checked against what they declare.
 //! - [`storage`]: SQLite, one writer committing in groups, readers of their own, migrations, the privacy
 //!   chokepoint, and the seam a second engine plugs into.
-//! - [`config`]: the operator's TOML file, environment overrides, secrets by reference.
+//! - [`config`]: the operator's TOML file, sidecars from the plugins folder, environment overrides, secrets by
+//!   reference.
 
 pub mod alerting;
 pub mod analytics;

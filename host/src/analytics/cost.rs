@@ -1,12 +1,13 @@
 //! What AI usage costs: the price table of `[ai]` (US dollars per million input and output tokens, the shipped
-//! defaults under the operator's own), a model's entry in it, and the provider and model as metric labels.
+//! defaults under the operator's own), a model's entry in it, the provider and model as metric labels, and the
+//! `[ai]` table checked ([`check_config`]).
 
 use std::collections::BTreeMap;
 
 use crate::config::{AiConfig, Price};
 
 /// The price table shipped with selfmon: US dollars per million tokens, from the providers' published price
-/// lists (https://openai.com/api/pricing, https://www.anthropic.com/pricing#api), standard tier.
+/// lists (<https://openai.com/api/pricing>, <https://www.anthropic.com/pricing#api>), standard tier.
 pub const DEFAULT_PRICES: [(&str, f64, f64); 24] = [
     ("gpt-5", 1.25, 10.0),
     ("gpt-5-mini", 0.25, 2.0),

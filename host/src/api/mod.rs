@@ -5,7 +5,8 @@
 //! [access guard](access) (keys, roles, rate limits), CORS, the body-size and time limits of `[api]`, and [`track`]
 //! (counted, timed, a span of selfmon's own log).
 //!
-//! Errors are JSON of one shape, `{"error": {"code", "message"}}`, made in one place ([`error`]).
+//! Errors are JSON of one shape, `{"error": {"code", "message", "details"}}`, made in one place ([`error`]); OTLP
+//! answers carry a `google.rpc.Status` in the request's encoding instead ([`otlp`]).
 
 pub mod access;
 pub mod alerts;

@@ -1,5 +1,7 @@
-//! OTLP/HTTP answers: the bodies [`traces::otlp`](crate::traces::otlp) encodes, sent back as the exporters expect
-//! them (with `Retry-After` when the client should come back).
+//! OTLP/HTTP in the API: an OTLP log export posted to `/v1/logs` taken in (decoded in
+//! [`traces::otlp`](crate::traces::otlp), counted, stored on the log ingest path), and every OTLP answer sent back as
+//! the exporters expect it: the bodies `traces::otlp` encodes, refusals as a `google.rpc.Status`, `Retry-After` when
+//! the client should come back. [`MAX_INFLATED`] is the gzip limit of `POST /v1/logs` and `POST /v1/events`.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

@@ -1,6 +1,7 @@
 //! What a config builds, before anything runs: the plugins loaded, and the checks, log sources, rules, access keys
 //! and privacy settings checked against them, every problem reported at once. `selfmon config check` stops here;
-//! a reload builds a new one and puts it in place only when all of it is valid.
+//! a reload builds a new one and puts it in place only when all of it is valid. Also the plugin runtime sized for a
+//! config ([`runtime_for`]) and why selfmon could not start ([`StartError`]).
 
 use std::sync::Arc;
 

@@ -1,6 +1,8 @@
-//! The composition root: [`serve`] builds everything a [`Host`] describes (storage, the health board, the
-//! scheduler, alerting, log sources, the reloader, the API and the dashboard), runs it until told to stop, and
-//! commits what was accepted before it returns. Tests run selfmon in-process through it.
+//! The composition root: [`serve`] builds the [`Host`] a config describes and runs all of it until told to stop:
+//! storage, the health board, the scheduler and recovery, alerting, outgoing webhooks, log sources and selfmon's own
+//! log read back, the periodic cleanup, the system collector, the reloader with the plugins-folder watch and
+//! `SIGHUP`, the API and the dashboard. It commits what was accepted before it returns. Tests run selfmon in-process
+//! through it.
 
 pub mod host;
 

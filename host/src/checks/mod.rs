@@ -1,7 +1,8 @@
 //! Checks: built from the operator's `[[check]]` tables against what each plugin declares ([`build()`]), run on
 //! their schedules ([`scheduler`]), their latest states on the health board with dependencies taken into account
-//! ([`board`]), recovered when they keep failing ([`recovery`]), this machine's own figures ([`system`]), and the
-//! answers over their stored runs ([`performance`], [`latency`], [`store`]).
+//! ([`board`]), recovered when they keep failing ([`recovery`]), this machine's own figures ([`system`]), the value
+//! types a run reports ([`health`]), latency figures shared with traces ([`latency`]), answers over their stored
+//! runs ([`performance`]), and their SQL ([`store`]).
 //!
 //! Everything a plugin hands back is bounded and scrubbed here, before it reaches storage, the API or the log: a
 //! summary is one line of at most 1 KiB, details and metrics are capped in number and size, labels that would

@@ -1,6 +1,7 @@
-//! Answers over a window of stored check runs (and, from [`crate::traces`], spans): latency percentiles, error
-//! rates and throughput per check ([`Latency`]), the slowest runs, and the errors grouped into patterns (with the
-//! log records' error templates beside them).
+//! Answers over a window of stored check runs: latency percentiles, error rates and throughput per check
+//! ([`Latency`]), the slowest runs, and the errors grouped into patterns. The answers also carry the spans'
+//! per-operation figures ([`crate::traces::profile`]) and the log records' error templates
+//! ([`crate::logs::analysis`]); the query layer fills those in.
 //!
 //! A run counts as an error when it found its check down: unhealthy, or a run that could not be carried out.
 

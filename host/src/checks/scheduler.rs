@@ -1,5 +1,6 @@
 //! Runs every enabled check on its interval, with jitter, under a global limit on checks running at once, and
-//! hands each result to the health board, recovery and storage.
+//! hands each result to the health board, the event bus, selfmon's metrics and performance log, recovery and
+//! storage. Schedules are kept across reloads.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -1,5 +1,5 @@
 //! The host's own figures (CPU, memory, swap, load, disks, network, and selfmon's own process), sampled on an
-//! interval and stored as metrics like any other.
+//! interval, shown at `/metrics` and on the live dashboard, and stored as metrics like any other.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

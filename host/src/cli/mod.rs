@@ -1,4 +1,5 @@
-//! The `selfmon` command: `serve`, `check`, `plugins`, `config check` and `graphql-schema`.
+//! The `selfmon` command: `serve`, `check`, `plugins`, `config check`, `logs search` (read from the database
+//! directly, with `--follow`) and `graphql-schema`; `plugin new`, `validate` and `run` are in [`authoring`].
 
 pub mod authoring;
 

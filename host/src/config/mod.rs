@@ -1,8 +1,10 @@
 //! The operator's config file: what it may say, how it is read, and how the environment adjusts it.
 //!
-//! Types here mirror the file exactly (`deny_unknown_fields`, every field documented in `selfmon.example.toml`).
-//! They are checked for syntax and types when read; what they mean (does the plugin exist, are the keys right) is
-//! checked when the running host is built from them, see [`crate::app::host`].
+//! The types mirror the file exactly (`deny_unknown_fields`, every field documented in `selfmon.example.toml`).
+//! [`Config`] is here; each group of tables has a file of its own (`server.rs`, `checks.rs`, `alerting.rs`,
+//! `analytics.rs`), beside secrets (`secret.rs`), sidecars (`sidecar.rs`), and where a config came from with its
+//! errors (`source.rs`). They are checked for syntax and types when read; what they mean (does the plugin exist, are
+//! the keys right) is checked when the running host is built from them, see [`crate::app::host`].
 
 mod alerting;
 mod analytics;

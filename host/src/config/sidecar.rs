@@ -1,6 +1,7 @@
 //! Sidecar files: `*.toml` files in the plugins folder (by convention `NAME.toml` beside `NAME.wasm`) holding
 //! `[[check]]`, `[[log_source]]` and `[[rule]]` tables, added to the config's own. Dropping a plugin in with its
-//! sidecar is all it takes to put it to work; errors in a sidecar name the sidecar and its line.
+//! sidecar is all it takes to put it to work; errors in a sidecar name the sidecar and its line. Also which files of
+//! the plugins folder selfmon reads ([`Extension`], [`folder_files`]): `*.wasm` and `*.toml`, hidden ones left alone.
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -13,7 +13,7 @@ pub struct Source {
     pub text: String,
     /// Relative paths in the config are relative to this directory.
     pub base_dir: PathBuf,
-    /// Sidecar files from the plugins folder whose tables were added (see [`Config::with_sidecars`]).
+    /// Sidecar files from the plugins folder whose tables were added (see [`Config::with_sidecars`](super::Config::with_sidecars)).
     pub sidecars: Vec<super::sidecar::Text>,
 }
 

@@ -1,7 +1,7 @@
 //! Events: the host's internal bus (what changed, for whoever listens: GraphQL subscriptions, webhooks, the
 //! dashboard's WebSocket), the outgoing webhooks it feeds ([`webhooks`]), and the one way selfmon delivers a POST to
 //! a receiver with retries ([`delivery`]), which alert channels use too. Publishing never waits; a listener that
-//! falls behind misses events and is told how many.
+//! falls behind misses events and is told how many. Their SQL is in [`store`].
 //!
 //! Webhooks and subscriptions take the events in [`NAMES`]. Every run and every system sample goes out on a
 //! channel of its own ([`Events::subscribe_live`], for the dashboard), so their volume never pushes a status change

@@ -1,5 +1,5 @@
 //! The SQL of outgoing webhooks: subscriptions and their delivery attempts; and how any delivery attempt is read
-//! back ([`attempt_row`]), for alert channels' attempts too.
+//! back ([`attempt_values`], [`attempt_row`]), for alert channels' attempts too.
 
 use std::time::SystemTime;
 

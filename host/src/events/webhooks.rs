@@ -8,8 +8,9 @@
 //! - `X-Selfmon-Signature`: `sha256=` and the hex HMAC-SHA256, keyed with the subscription's secret, of the
 //!   timestamp, a `.`, and the body. A receiver recomputes it and rejects old timestamps to stop replays.
 //!
-//! An attempt that does not get a 2xx within [`ATTEMPT_TIMEOUT`](crate::events::delivery::ATTEMPT_TIMEOUT) is retried after 1 s, 2 s, 4 s, 8 s: five attempts
-//! in all, then the delivery is given up (see [`delivery`](crate::events::delivery)).
+//! An attempt that does not get a 2xx within [`ATTEMPT_TIMEOUT`](crate::events::delivery::ATTEMPT_TIMEOUT) is
+//! retried after 1 s, 2 s, 4 s, 8 s: five attempts in all, then the delivery is given up (see
+//! [`delivery`](crate::events::delivery)).
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};

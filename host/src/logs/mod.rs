@@ -1,7 +1,8 @@
-//! Logs: lines from files, syslog, the HTTP API and OTLP ([`sources`]), parsed by parser plugins into records
-//! ([`parsing`]), counted and stored on the one ingest path ([`ingest`]), stored with a full-text index and searched
-//! ([`store`], [`search`]), and analysed: counts, error templates, user activity, security events ([`analysis`]).
-//! The record types every path shares are here.
+//! Logs: lines from files, syslog and the HTTP API ([`sources`]) parsed by parser plugins into records
+//! ([`parsing`]), and records from OTLP log exports (decoded in [`crate::traces::otlp`]). All of them are counted and
+//! stored on the one ingest path ([`ingest`]), stored with a full-text index and searched ([`store`], [`search`]),
+//! and analysed: counts, error templates, user activity, security events ([`analysis`]). The record types every
+//! path shares are here.
 
 pub mod analysis;
 pub mod ingest;

@@ -5,8 +5,10 @@
 //! come only from bounded sets: configured check, plugin, rule and channel names, statuses, failure kinds, route
 //! patterns, methods and status codes.
 //!
-//! A leaf, in the manner of Vector's internal events: every observation takes plain counts and labels, so this
-//! file knows no capability's types, and what it counts is named where it happens.
+//! In the manner of Vector's internal events, every observation takes plain counts and labels, so this file knows no
+//! capability's types, and what it counts is named where it happens. It imports only storage (the writer's commit
+//! histogram, registered here, and [`Sample`] for the latest system sample) and the journal (its count of dropped
+//! lines).
 
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -1,4 +1,6 @@
-//! A loaded plugin: its component, checked against the contract, pre-instantiated, and what it says about itself.
+//! A loaded plugin (its component checked against the contract, pre-instantiated, and what it says about itself),
+//! and the calls selfmon makes into it: `info` at load, a checker's `validate` and `check`, a parser's `validate` and
+//! `parse`, a rule's `validate` and `evaluate`, and `describe` for `selfmon plugin validate`.
 
 use std::path::PathBuf;
 use std::sync::Arc;

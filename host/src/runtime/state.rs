@@ -1,5 +1,6 @@
 //! What one plugin instance's store holds: its WASI context (no files, no environment, granted network only), the
-//! hooks that enforce grants, its memory cap, and the budget for what it may log.
+//! hooks that enforce grants, its memory cap, and the budget for what it may log. It also answers what a plugin
+//! calls: its log records (within that budget) and a rule's queries (from the sandbox's `RuleData`).
 
 use std::fmt;
 use std::sync::Arc;

@@ -1,13 +1,15 @@
 //! Storage, the bottom layer: SQLite in WAL mode, written by one thread that commits in groups, read on connections
-//! of their own that never wait for it. It imports nothing of the capabilities above it.
+//! of their own that never wait for it. It imports no capability, only `config`, for the privacy settings.
 //!
 //! # What a backend provides
 //!
 //! Every capability keeps its SQL in a `store.rs` of its own (`checks/store.rs`, `logs/store.rs`, ...), and those
 //! files reach the database only through what this folder provides. A second engine provides the same:
 //!
-//! - [`Storage::open`]: create the database if needed and bring its schema ([`schema`]) up to date;
-//! - [`Storage::read`]: a query on a connection of its own, off the async threads, never waiting for the writer;
+//! - [`Storage::open`]: create the database if needed and bring its schema (`schema.rs`, versioned migrations) up to
+//!   date;
+//! - [`Storage::read`]: a query on a connection of its own, off the async threads, never waiting for the writer
+//!   ([`open_read_only`] gives the command line such a connection to a store a server is writing);
 //! - [`Storage::apply`]: a change in one transaction on the writer, answered once committed (nothing of a failed
 //!   one is kept);
 //! - [`Storage::queue`]: a write nobody waits for ([`Batched`]), committed in a group with others; one that fails is
@@ -15,7 +17,7 @@
 //! - metric samples ([`samples`]): series by name and labels, written in groups and read back over a range;
 //! - [`Storage::flush`] and [`Storage::close`], the newest log record's id ([`Storage::log_head`]) for live tails,
 //!   and the store's [`Figures`];
-//! - the [privacy](privacy) chokepoint every record, span and event passes before it is written;
+//! - the privacy chokepoint ([`Privacy`]) every record, span and event passes before it is written;
 //! - the time helpers of [`time`]: stored times are Unix milliseconds, shown as RFC 3339.
 //!
 //! Outside this folder, only the `store.rs` files name the engine's types.
@@ -320,4 +322,51 @@ pub fn open_read_only(path: &Path) -> Result<Connection, StorageError> {
         Ok(connection)
     };
     open().map_err(|source| StorageError::Open { path: path.to_path_buf(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// Every `.rs` file under `dir`, with its text.
+    fn sources(dir: &Path) -> Vec<(String, String)> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                found.extend(sources(&path));
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                found.push((path.display().to_string(), std::fs::read_to_string(&path).unwrap()));
+            }
+        }
+        found
+    }
+
+    /// What makes this the bottom layer and the seam a second engine plugs into: storage imports no capability
+    /// (only `config`, for the privacy settings), and outside this folder only the capabilities' `store.rs` files name
+    /// the engine's types.
+    #[test]
+    fn storage_is_the_bottom_layer_and_only_stores_name_the_engine() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut problems = Vec::new();
+        for (file, text) in sources(&src) {
+            // Tests may reach for anything.
+            let text = text.split("#[cfg(test)]").next().unwrap_or_default();
+            let in_storage = file.contains("/src/storage/");
+            let is_store = file.ends_with("/store.rs") || file.contains("/store/");
+            if in_storage {
+                for (number, line) in text.lines().enumerate().filter(|(_, l)| !l.trim_start().starts_with("//")) {
+                    let crate_paths = line.match_indices("crate::").map(|(at, _)| &line[at + 7..]);
+                    for path in crate_paths {
+                        if !(path.starts_with("storage") || path.starts_with("config")) {
+                            problems.push(format!("{file}:{}: storage imports `crate::{path}`", number + 1));
+                        }
+                    }
+                }
+            } else if !is_store && text.contains("rusqlite") {
+                problems.push(format!("{file}: names rusqlite outside storage/ and the store.rs files"));
+            }
+        }
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
 }

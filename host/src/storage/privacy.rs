@@ -3,6 +3,9 @@
 //! Every path into the store (log lines from files, syslog and the API, OTLP spans and logs, events) passes its
 //! user ids and texts through one [`Privacy`] before they are written, so no raw user id, email address or token
 //! reaches the database file.
+//!
+//! [`kept_key`] keeps a random key in a file beside the database, made on first use: the pseudonymization key when
+//! `[privacy] key` is not set, and the dashboard's session-signing key.
 
 use std::borrow::Cow;
 use std::path::Path;

@@ -1,5 +1,5 @@
 //! Metric samples: a series is a name and a set of labels; samples are written in the writer's groups (series ids
-//! cached across them) and read back by name and labels, over a time range, raw or averaged into steps.
+//! cached across them) or inside a capability's own transaction ([`insert_sample`]), and read back by name and labels, over a time range, raw or averaged into steps.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};

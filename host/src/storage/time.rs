@@ -1,4 +1,5 @@
-//! Times as stored and shown: the store keeps Unix milliseconds, the API and the log show RFC 3339.
+//! Times as stored and shown: the store keeps Unix milliseconds, the API and the log show RFC 3339; and a count as
+//! the store takes it ([`sql_count`]).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -2,7 +2,7 @@
 //! into spans, log records and AI usage events, and the bodies of the answers they expect. The API only hands the
 //! request over and sends the answer back.
 //!
-//! Follows the OTLP specification's HTTP transport (https://opentelemetry.io/docs/specs/otlp/#otlphttp): binary
+//! Follows the OTLP specification's HTTP transport (<https://opentelemetry.io/docs/specs/otlp/#otlphttp>): binary
 //! protobuf (`application/x-protobuf`) or JSON (`application/json`, ids as hex, 64-bit integers as strings),
 //! optionally gzip-compressed; a `200` with a partial success when some items were refused; `400` for a request
 //! that cannot be read (the client must not retry it); `429`/`503` with `Retry-After` under back-pressure;
@@ -375,7 +375,7 @@ pub fn spans(request: ExportTraceServiceRequest, max_attributes: usize) -> Taken
     taken
 }
 
-/// Severity as OTLP numbers it (https://opentelemetry.io/docs/specs/otel/logs/data-model/#field-severitynumber),
+/// Severity as OTLP numbers it (<https://opentelemetry.io/docs/specs/otel/logs/data-model/#field-severitynumber>),
 /// else by its text, as a stored level.
 fn level(number: i32, text: &str) -> &'static str {
     match number {
@@ -455,7 +455,7 @@ pub fn records(request: ExportLogsServiceRequest, max_attributes: usize, now: Sy
 }
 
 /// AI usage events for the spans that carry the OpenTelemetry GenAI semantic conventions
-/// (https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-spans/): a provider, a model and token counts.
+/// (<https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-spans/>): a provider, a model and token counts.
 pub fn ai_events(spans: &[NewSpan]) -> Vec<NewEvent> {
     let tokens = |span: &NewSpan, keys: [&str; 2]| {
         keys.iter().find_map(|key| span.attributes.get(*key).and_then(serde_json::Value::as_u64))

@@ -1,5 +1,5 @@
-//! The SQL of traces: spans written (user ids pseudonymized, attributes redacted), a trace read back, traces
-//! searched, and the spans the profile and the latency series read.
+//! The SQL of traces: spans written (user ids pseudonymized, attributes redacted), a trace read back with the log
+//! records that carry its id, traces searched, and the spans the profile and the latency series read.
 
 use std::time::{Duration, SystemTime};
 

@@ -3,7 +3,7 @@
 //!
 //! One file per kind of receiver, each making the payload that receiver expects: [`webhook`] (Alertmanager's
 //! webhook payload), [`slack`], [`discord`], [`alertmanager`] (its `/api/v2/alerts`), [`email`] and [`telegram`].
-//! Every kind is delivered the one way selfmon delivers a POST ([`delivery`](crate::events::delivery)); email goes
+//! Every kind is delivered the one way selfmon delivers a POST ([`delivery`](crate::events::delivery::deliver)); email goes
 //! over SMTP through the same retries.
 //!
 //! URLs, header values and passwords are secrets: they appear in no log, record or answer. A receiver's error text

@@ -1,6 +1,6 @@
 //! The SQL of alerting: alerts and their changes, the rules created through the API, the delivery attempts of
-//! notifications, and what the engine reads back at start-up; silences ([`silences`]) and what rules read
-//! ([`data`]) have files of their own.
+//! notifications, and what the engine reads back at start-up; silences (`silences.rs`) and what rules read
+//! (`data.rs`) have files of their own.
 
 mod data;
 mod silences;

@@ -1,5 +1,6 @@
-//! The GraphQL mutations: each needs an admin key (or an API without keys), and each is a security record of
-//! selfmon's own log, as its REST twin is.
+//! The GraphQL mutations: each needs an admin key (or an API without keys) and does what its REST twin does. Rule,
+//! alert and silence changes are SECURITY records of selfmon's own log, an erasure is an AUDIT record, and `reload`
+//! asks for a reload as `POST /v1/reload` does.
 
 use async_graphql::{Context, Object};
 

@@ -1,5 +1,6 @@
-//! Checks' stored runs and metrics as the API shows them: `/v1/metrics`, a check's history, `/v1/performance` and
-//! its series, `/v1/errors`, and the recovery history.
+//! Stored runs, spans and metrics as the API shows them: `/v1/metrics`, a check's history, `/v1/performance` (check
+//! runs and the spans' operations) and its series (of a check or an operation), `/v1/errors` (with the log records'
+//! error templates), and the recovery history.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -55,8 +55,8 @@ impl Queries {
         Parsing::resolve(parser, Vec::new(), &self.live().plugins).map_err(QueryError::Invalid)
     }
 
-    /// A turn to ingest logs, taken before a request's body is inflated and parsed: at most [`MAX_INGESTING`] hold
-    /// one; the caller waits [`INGEST_WAIT`] for it, or is told storage is busy.
+    /// A turn to ingest logs, taken before a request's body is inflated and parsed: at most [`MAX_INGESTING`](super::MAX_INGESTING) hold
+    /// one; the caller waits `INGEST_WAIT` (2 s) for it, or is told storage is busy.
     pub async fn ingest_turn(&self) -> Result<tokio::sync::OwnedSemaphorePermit, QueryError> {
         if self.storage.queued() > BUSY_QUEUE {
             return Err(QueryError::Busy);

@@ -2,6 +2,9 @@
 //! resolvers and the dashboard only translate parameters and results. One file per area: [`status`] (selfmon and
 //! its checks' state), [`checks`] (runs, metrics, performance), [`alerts`] (and webhooks), [`logs`], [`traces`],
 //! [`analytics`].
+//!
+//! [`Queries`] is what every answer sees; [`Live`] is the part a reload replaces whole; [`MAX_INGESTING`] and
+//! [`MAX_TAILS`] bound the ingestions and live tails held at once.
 
 pub mod alerts;
 pub mod analytics;
@@ -98,7 +101,7 @@ impl Queries {
     }
 }
 
-/// Log ingestions (inflated, parsed and waiting for their commit) at once; a further one waits [`INGEST_WAIT`] for
+/// Log ingestions (inflated, parsed and waiting for their commit) at once; a further one waits `INGEST_WAIT` (2 s) for
 /// its turn, then is refused with a 503, so a flood while storage is behind holds few bodies and no connection for
 /// long.
 pub const MAX_INGESTING: usize = 32;

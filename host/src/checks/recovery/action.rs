@@ -1,5 +1,5 @@
 //! Running a recovery action: a command without a shell and with a clean environment, or an HTTP request, within
-//! its timeout; what it printed or answered is kept, at most [`OUTPUT_BYTES`].
+//! its timeout; what it printed or answered is kept, at most `OUTPUT_BYTES` (4 KiB).
 
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};

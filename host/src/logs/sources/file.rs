@@ -1,5 +1,5 @@
 //! Tailing log files: every `[[log_source]]` of kind `file` follows its paths and globs, parses new lines with its
-//! parser plugin and stores them.
+//! parser plugin and stores them. The same tailer reads selfmon's own log back when `[logging] ingest` is on.
 //!
 //! Each file's read offset is stored in the transaction that stores its records, so a restart resumes exactly where
 //! the last commit ended: nothing is lost and nothing is stored twice. A file is known by its device and inode:

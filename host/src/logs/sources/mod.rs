@@ -1,5 +1,5 @@
 //! Log sources: each `[[log_source]]` table is built once into a [`Source`] (its parser, and how it receives its
-//! lines), which a start-up or a reload starts: [`file`] tails files, [`syslog`] listens, and an [`http`] source is
+//! lines), which a start-up or a reload starts: [`file`](mod@file) tails files, [`syslog`] listens, and an [`http`] source is
 //! served by the API's `POST /v1/logs`. What they receive goes down the one [ingest](crate::logs::ingest) path.
 
 pub mod file;

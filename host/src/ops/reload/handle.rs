@@ -58,7 +58,7 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// A handle, and the requests it sends (for [`Reloader::spawn`]).
+    /// A handle, and the requests it sends (for [`Reloader::spawn`](super::Reloader::spawn)).
     pub fn new() -> (Self, mpsc::Receiver<Request>) {
         let (requests, received) = mpsc::channel(16);
         (Self { requests, last: Arc::default() }, received)

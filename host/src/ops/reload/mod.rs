@@ -1,5 +1,6 @@
 //! Reloading while running. The plugins folder is watched ([`watch`]): a new, replaced or removed component or
-//! sidecar takes effect within a second or so. `SIGHUP` and `POST /v1/reload` read the config file again as well. Either way the
+//! sidecar takes effect within a second or so. `SIGHUP`, `POST /v1/reload` and GraphQL's `reload` mutation
+//! ([`handle`]) read the config file again as well. Either way the
 //! whole new set of checks, log sources and rules is built and checked before anything changes: when anything is
 //! wrong nothing changes, and every problem is reported.
 //!

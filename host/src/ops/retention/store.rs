@@ -103,7 +103,7 @@ impl Storage {
         .await
     }
 
-    /// Up to `steps` ordinary merge steps of the full-text index (each writes at most [`MERGE_PAGES`] pages, and
+    /// Up to `steps` ordinary merge steps of the full-text index (each writes at most `MERGE_PAGES` pages, and
     /// only where enough segments have gathered).
     pub async fn merge_log_index(&self, steps: usize) -> Result<(), StorageError> {
         for _ in 0..steps {
