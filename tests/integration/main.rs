@@ -24,6 +24,7 @@ mod recovery;
 mod reload;
 mod saas;
 mod sandbox;
+mod security;
 mod storage;
 mod traces;
 mod webhooks;

@@ -101,7 +101,7 @@ role = "ingest"
 
 [[api.keys]]
 name = "grafana"
-key = "read-key-123456"
+key = "read-key-1234567"
 "#;
     let workdir = Workdir::new(config, &[]);
     let selfmon = Selfmon::start(&workdir).await;
@@ -127,7 +127,7 @@ key = "read-key-123456"
 
     let read = |path: String| {
         let url = format!("{}{path}", selfmon.url);
-        async move { get_json_with_key(&url, "read-key-123456").await }
+        async move { get_json_with_key(&url, "read-key-1234567").await }
     };
     let (status, trace) = read(format!("/v1/traces/{trace_id}")).await;
     assert_eq!(status, 200, "{trace}");

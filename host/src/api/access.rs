@@ -1,4 +1,5 @@
-//! Who may call the API: bearer keys with a role, a rate limit per caller, and a record of refused calls.
+//! Who may call the API: bearer keys with a role, a rate limit per caller, which pages and names may reach it
+//! ([`same_site`]), and a record of refused calls.
 //!
 //! Keys are compared by their SHA-256 digests in constant time, all of them, so neither timing nor the key itself
 //! ever shows. A refused call is a security event in the log (the caller's address, the route, why; never the
@@ -6,8 +7,8 @@
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{Method, StatusCode, header};
@@ -19,10 +20,14 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::api::error::ApiError;
+use crate::api::origin::{host, host_name, local, same_origin};
 use crate::config::{ApiConfig, ConfigError, Env, Role, Source};
 
 /// Callers kept by the rate limiter before the idle ones are forgotten.
 const REMEMBERED_CALLERS: usize = 10_000;
+
+/// The shortest key accepted: one a caller could guess within the rate limit is no key.
+pub const MIN_KEY_LENGTH: usize = 16;
 
 struct Key {
     name: String,
@@ -32,8 +37,13 @@ struct Key {
 
 /// The API's keys and limits.
 pub struct Access {
-    keys: Vec<Key>,
+    /// Replaced whole by a reload ([`Access::take_keys`]).
+    keys: RwLock<Vec<Key>>,
     metrics_public: bool,
+    /// `[api] cors_origins`: the pages of other origins that may change things.
+    origins: Vec<String>,
+    /// `[api] allowed_hosts`: names the API answers to when it has no keys.
+    hosts: Vec<String>,
     limiter: Option<DefaultKeyedRateLimiter<String>>,
     refused: AtomicU64,
 }
@@ -45,10 +55,14 @@ impl Access {
         let mut errors = Vec::new();
         for key in &config.keys {
             match key.key.resolve(env, &source.base_dir) {
-                Ok(secret) if secret.expose().is_empty() => errors.push(ConfigError::new(
+                Ok(secret) if secret.expose().chars().count() < MIN_KEY_LENGTH => errors.push(ConfigError::new(
                     source.name(),
                     None,
-                    format!("`[api] keys`: the key of `{}` is empty", key.name),
+                    format!(
+                        "`[api] keys`: the key of `{}` is shorter than {MIN_KEY_LENGTH} characters (make one with \
+                         `openssl rand -hex 24`)",
+                        key.name
+                    ),
                 )),
                 Ok(secret) => {
                     keys.push(Key { name: key.name.clone(), digest: digest(secret.expose()), role: key.role })
@@ -60,8 +74,16 @@ impl Access {
                 )),
             }
         }
-        if let Some(monitoring) = env("MONITORING_API_KEY").filter(|k| !k.is_empty()) {
-            keys.push(Key { name: "monitoring".into(), digest: digest(&monitoring), role: Role::Admin });
+        match env("MONITORING_API_KEY").filter(|k| !k.is_empty()) {
+            Some(monitoring) if monitoring.chars().count() < MIN_KEY_LENGTH => errors.push(ConfigError::new(
+                "environment variable MONITORING_API_KEY",
+                None,
+                format!("the key is shorter than {MIN_KEY_LENGTH} characters (make one with `openssl rand -hex 24`)"),
+            )),
+            Some(monitoring) => {
+                keys.push(Key { name: "monitoring".into(), digest: digest(&monitoring), role: Role::Admin })
+            }
+            None => {}
         }
         let mut names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
         names.sort_unstable();
@@ -77,12 +99,40 @@ impl Access {
         }
         let limiter =
             NonZeroU32::new(config.rate_limit).map(|per_minute| RateLimiter::keyed(Quota::per_minute(per_minute)));
-        Ok(Self { keys, metrics_public: config.metrics_public, limiter, refused: AtomicU64::new(0) })
+        Ok(Self {
+            keys: RwLock::new(keys),
+            metrics_public: config.metrics_public,
+            origins: config.cors_origins.clone(),
+            hosts: config.allowed_hosts.clone(),
+            limiter,
+            refused: AtomicU64::new(0),
+        })
     }
 
     /// Whether calls need a key.
     pub fn is_open(&self) -> bool {
-        self.keys.is_empty()
+        self.keys.read().expect("keys lock").is_empty()
+    }
+
+    /// Put in the keys of `built` (built by a reload) in place of these: a removed key stops working at once.
+    /// Adding the first key or removing the last is refused: whether the API is open is decided at start-up (the
+    /// dashboard's sign-in depends on it).
+    pub fn take_keys(&self, built: &Access) -> Result<Vec<String>, String> {
+        if self.is_open() != built.is_open() {
+            return Err("`[api] keys`: adding the first key or removing the last takes effect at the next start".into());
+        }
+        let new = std::mem::take(&mut *built.keys.write().expect("keys lock"));
+        let mut keys = self.keys.write().expect("keys lock");
+        let names = |keys: &[Key]| keys.iter().map(|k| (k.name.clone(), k.digest, k.role)).collect::<Vec<_>>();
+        let (before, after) = (names(&keys), names(&new));
+        let mut said: Vec<String> = before
+            .iter()
+            .filter(|k| !after.contains(k))
+            .map(|(name, ..)| format!("API key `{name}` removed or changed"))
+            .collect();
+        said.extend(after.iter().filter(|k| !before.contains(k)).map(|(name, ..)| format!("API key `{name}` added")));
+        *keys = new;
+        Ok(said)
     }
 
     /// Calls refused for a missing or wrong key or a role too weak, since start-up.
@@ -92,12 +142,21 @@ impl Access {
 
     /// The name and role of the key presented, if it is one.
     pub fn authenticate(&self, presented: &str) -> Option<(String, Role)> {
-        self.key(presented).map(|key| (key.name.clone(), key.role))
+        let presented = digest(presented);
+        let keys = self.keys.read().expect("keys lock");
+        // Every key is compared, whichever matches, so the time taken does not tell which one did.
+        let mut found = None;
+        for key in keys.iter() {
+            if bool::from(key.digest.ct_eq(&presented)) {
+                found = Some((key.name.clone(), key.role));
+            }
+        }
+        found
     }
 
     /// The digest and role of the key named `name`: what a dashboard session is bound to.
     pub fn named(&self, name: &str) -> Option<([u8; 32], Role)> {
-        self.keys.iter().find(|key| key.name == name).map(|key| (key.digest, key.role))
+        self.keys.read().expect("keys lock").iter().find(|key| key.name == name).map(|key| (key.digest, key.role))
     }
 
     /// Count and log a refused dashboard sign-in (never the key presented).
@@ -109,18 +168,6 @@ impl Access {
             reason,
             "Dashboard sign-in refused"
         );
-    }
-
-    fn key(&self, presented: &str) -> Option<&Key> {
-        let presented = digest(presented);
-        // Every key is compared, whichever matches, so the time taken does not tell which one did.
-        let mut found = None;
-        for key in &self.keys {
-            if bool::from(key.digest.ct_eq(&presented)) {
-                found = Some(key);
-            }
-        }
-        found
     }
 
     fn refuse(
@@ -260,6 +307,46 @@ pub async fn guard(State(access): State<Arc<Access>>, mut request: Request, next
     next.run(request).await
 }
 
+/// In front of every route, before the keys: which pages and names may reach the API.
+///
+/// A request that changes something (any method but GET, HEAD and OPTIONS) or opens a WebSocket, and carries an
+/// `Origin`, must come from the API's own origin or one of `[api] cors_origins`: a browser sends a page's forms and
+/// `text/plain` posts to any site without asking, and WebSockets are not covered by CORS at all. Without keys,
+/// `Host` must be an address, `localhost` or one of `[api] allowed_hosts` (but for `/health`), so that a page of a
+/// site whose name is pointed at this machine (DNS rebinding) cannot read or change anything. Requests through the
+/// dashboard's `/api` are checked by the dashboard. Refusals are 403 and security events.
+pub async fn same_site(State(access): State<Arc<Access>>, request: Request, next: Next) -> Response {
+    if request.extensions().get::<ViaDashboard>().is_some() {
+        return next.run(request).await;
+    }
+    let address = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let headers = request.headers();
+    if access.is_open() && request.uri().path() != "/health" {
+        let named = host(headers).is_none_or(|host| {
+            local(host) || access.hosts.iter().any(|name| name.eq_ignore_ascii_case(host_name(host)))
+        });
+        if !named {
+            let message = "this API answers at its addresses or localhost; add the name to `[api] allowed_hosts` to reach it by name";
+            return access.refuse(StatusCode::FORBIDDEN, "unknown_host", message, address, &request);
+        }
+    }
+    let changes = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let upgrade =
+        headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if (changes || upgrade)
+        && let Some(origin) = headers.get(header::ORIGIN)
+    {
+        let allowed = origin.to_str().is_ok_and(|origin| {
+            same_origin(headers, origin) || access.origins.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+        });
+        if !allowed {
+            let message = "a page of another origin may not change anything here: add it to `[api] cors_origins`";
+            return access.refuse(StatusCode::FORBIDDEN, "cross_origin", message, address, &request);
+        }
+    }
+    next.run(request).await
+}
+
 impl Access {
     /// A 429 with `Retry-After` when `who` has used up its rate.
     pub(crate) fn over_limit(&self, who: &str) -> Option<Response> {
@@ -295,15 +382,22 @@ mod tests {
         let config: ApiConfig = toml::from_str("keys = [{ name = \"grafana\", key = \"env:GRAFANA_KEY\" }]").unwrap();
         let source = Source::default();
         let env = |name: &str| match name {
-            "GRAFANA_KEY" => Some("g-key".to_string()),
-            "MONITORING_API_KEY" => Some("m-key".to_string()),
+            "GRAFANA_KEY" => Some("grafana-key-0123456789".to_string()),
+            "MONITORING_API_KEY" => Some("monitoring-key-0123456789".to_string()),
             _ => None,
         };
         let access = Access::from_config(&config, &source, &env).unwrap();
         assert!(!access.is_open());
-        assert_eq!(access.key("g-key").map(|k| (k.name.as_str(), k.role)), Some(("grafana", Role::Read)));
-        assert_eq!(access.key("m-key").map(|k| (k.name.as_str(), k.role)), Some(("monitoring", Role::Admin)));
-        assert!(access.key("g-ke").is_none() && access.key("").is_none());
+        assert_eq!(access.authenticate("grafana-key-0123456789"), Some(("grafana".into(), Role::Read)));
+        assert_eq!(access.authenticate("monitoring-key-0123456789"), Some(("monitoring".into(), Role::Admin)));
+        assert!(access.authenticate("grafana-key-012345678").is_none() && access.authenticate("").is_none());
+        let short = |name: &str| match name {
+            "GRAFANA_KEY" => Some("too-short".to_string()),
+            _ => None,
+        };
+        let errors = Access::from_config(&config, &source, &short).err().unwrap();
+        assert!(errors[0].message.contains("shorter than 16 characters"), "{errors:?}");
+        assert!(!errors[0].message.contains("too-short"), "the key itself is never shown");
 
         let errors = Access::from_config(&config, &source, &|_| None).err().unwrap();
         assert_eq!(

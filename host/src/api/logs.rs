@@ -19,7 +19,7 @@ use crate::logs::analysis::{Aggregation, Analysis, Period, Security};
 use crate::logs::parsing::Parsed;
 use crate::logs::search::{Found, Search};
 use crate::logs::sources::http;
-use crate::logs::{Origin, StoredRecord};
+use crate::logs::{Origin, SELFMON_SOURCE, StoredRecord};
 use crate::traces::otlp::{Format, inflate, is_json_logs_export};
 
 /// The routes of this area.
@@ -128,6 +128,10 @@ async fn ingest_logs(
         http::lines(&body).map_err(|message| ApiError::new(StatusCode::BAD_REQUEST, "bad_body", message))?;
     // A configured `kind = "http"` source gives its parser and service to calls naming it.
     let source = params.source.unwrap_or_else(|| "http".into());
+    if source == SELFMON_SOURCE {
+        let message = "`selfmon` is the source of selfmon's own log; name another";
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "reserved_source", message));
+    }
     let live = state.live();
     let configured = live.http_sources.get(&source);
     let parsing = match (params.parser, configured) {
@@ -139,7 +143,8 @@ async fn ingest_logs(
     let origin = Origin { source, service };
     let count = lines.len();
     let parsed = state.ingest(&turn, &parsing, origin, lines).await?;
-    Ok((StatusCode::ACCEPTED, Json(Ingested { accepted: count - parsed.skipped, rejected, parsed })).into_response())
+    Ok((StatusCode::ACCEPTED, Json(Ingested { accepted: count - parsed.skipped - parsed.refused, rejected, parsed }))
+        .into_response())
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -2,7 +2,7 @@
 //! plugins, reload), [`checks`], [`metrics`], [`alerts`], [`webhooks`], [`logs`], [`traces`] (OTLP), and
 //! [`analytics`]; [`graphql`] is its GraphQL face, and [`dashboard`] the live dashboard on a port of its own.
 //! Handlers only translate: the answers come from the [query layer](query). Every call passes the
-//! [access guard](access) (keys, roles, rate limits), CORS, the body-size and time limits of `[api]`, and [`track`]
+//! [access guard](access) (which pages and names may call, keys, roles, rate limits), CORS, the body-size and time limits of `[api]`, and [`track`]
 //! (counted, timed, a span of selfmon's own log).
 //!
 //! Errors are JSON of one shape, `{"error": {"code", "message", "details"}}`, made in one place ([`error`]); OTLP
@@ -17,6 +17,7 @@ pub mod error;
 pub mod graphql;
 pub mod logs;
 pub mod metrics;
+pub mod origin;
 pub mod otlp;
 pub mod params;
 pub mod query;
@@ -40,7 +41,7 @@ use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::api::access::{Access, guard};
+use crate::api::access::{Access, guard, same_site};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::query::Queries;
 use crate::config::ApiConfig;
@@ -63,7 +64,8 @@ pub fn app(state: AppState, access: Arc<Access>, limits: &ApiConfig) -> Router {
     let max_body = usize::try_from(limits.max_body.as_u64()).unwrap_or(usize::MAX);
     let telemetry = state.telemetry.clone();
     routes(state)
-        .layer(middleware::from_fn_with_state(access, guard))
+        .layer(middleware::from_fn_with_state(access.clone(), guard))
+        .layer(middleware::from_fn_with_state(access, same_site))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout))

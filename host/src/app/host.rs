@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::alerting::Alerting;
 use crate::analytics::cost::check_config;
 use crate::api::access::Access;
-use crate::api::dashboard::origin::public_origin;
+use crate::api::origin::public_origin;
 use crate::checks::{self, Check};
 use crate::config::{Config, ConfigError};
 use crate::logs::LEVELS;
@@ -146,6 +146,11 @@ fn config_sanity(config: &Config) -> Result<(), Vec<ConfigError>> {
             problem(format!(
                 "`[api] cors_origins`: `{origin}` is not an origin such as \"https://grafana.example.com\" (or \"*\")"
             ));
+        }
+    }
+    for name in &config.api.allowed_hosts {
+        if name.is_empty() || name.contains("://") || name.contains(['/', ' ', ':']) {
+            problem(format!("`[api] allowed_hosts`: `{name}` is not a host name such as \"monitor.internal\""));
         }
     }
     if config.dashboard.enabled && config.dashboard.listen == config.server.api_listen {

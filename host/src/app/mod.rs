@@ -25,10 +25,10 @@ use crate::checks::scheduler::Scheduler;
 use crate::checks::system;
 use crate::config::{Config, ConfigError};
 use crate::events::{Events, webhooks};
-use crate::logs::Origin;
 use crate::logs::ingest::Sink;
 use crate::logs::parsing::Parsing;
 use crate::logs::sources::file::Tailer;
+use crate::logs::{Origin, SELFMON_SOURCE};
 use crate::ops::reload::Reloader;
 use crate::ops::reload::handle::{Handle, Trigger};
 use crate::ops::reload::watch::watch;
@@ -52,6 +52,8 @@ pub async fn serve(
     let main = config.clone();
     let host = Host::build(config).await?;
     let access = host.access.clone();
+    let address = listener.local_addr().map_err(StartError::Serve)?;
+    open_only_on_loopback(&host.config, &access, address, "the API", "`[server] api_listen`")?;
     let dashboard_listener = prepare_dashboard(&host.config, &access).await?;
     let storage =
         Storage::open(&host.config.source.resolve(&host.config.storage.path))?.with_privacy(host.privacy.clone());
@@ -106,7 +108,7 @@ pub async fn serve(
                 sink: sink.clone(),
                 runtime: host.runtime.clone(),
                 parsing,
-                origin: Origin { source: "selfmon".into(), service: Some("selfmon".into()) },
+                origin: Origin { source: SELFMON_SOURCE.into(), service: Some("selfmon".into()) },
                 patterns: vec![path.display().to_string()],
                 poll: std::time::Duration::from_secs(1),
             }
@@ -126,9 +128,6 @@ pub async fn serve(
         );
     }
     let address = listener.local_addr().map_err(StartError::Serve)?;
-    if access.is_open() && !address.ip().is_loopback() {
-        tracing::warn!(%address, "The API has no keys and listens beyond this machine: set [api] keys or MONITORING_API_KEY");
-    }
     let usage = Arc::new(Usage::new(storage.clone(), &host.config.ai, telemetry.clone()));
     let (reloads, reload_requests) = Handle::new();
     let queries = Arc::new(Queries {
@@ -238,11 +237,33 @@ async fn prepare_dashboard(
         })?;
         Some(sessions)
     };
+    open_only_on_loopback(config, access, address, "the dashboard", "`[dashboard] listen`")?;
     let listener = TcpListener::bind(address).await.map_err(|e| StartError::Dashboard(address, e))?;
-    if access.is_open() && !address.ip().is_loopback() {
-        tracing::warn!(%address, "The dashboard has no sign-in and listens beyond this machine: set [api] keys or MONITORING_API_KEY");
-    }
     Ok(Some((listener, sessions)))
+}
+
+/// An API without keys (and its dashboard, without sign-in) lets anyone who reaches it read and change everything:
+/// beyond this machine only when the operator says so.
+fn open_only_on_loopback(
+    config: &Config,
+    access: &Access,
+    address: std::net::SocketAddr,
+    what: &str,
+    setting: &str,
+) -> Result<(), StartError> {
+    if !access.is_open() || address.ip().is_loopback() {
+        return Ok(());
+    }
+    if config.api.open_to_network {
+        tracing::warn!(%address, "{what} has no keys and listens beyond this machine, as `[api] open_to_network` allows");
+        return Ok(());
+    }
+    let message = format!(
+        "{setting} is {address}, beyond this machine, and the API has no keys: anyone who reaches {what} could read \
+         and change everything. Set `[api] keys` (or MONITORING_API_KEY), listen on 127.0.0.1, or set \
+         `[api] open_to_network = true`"
+    );
+    Err(StartError::Config(vec![ConfigError::new(config.source.name(), None, message)]))
 }
 
 /// Serve the dashboard on its listener until `stop`.

@@ -56,6 +56,17 @@ pub enum LogSourceKind {
     Syslog,
 }
 
+impl LogSourceKind {
+    /// As the config writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::File => "file",
+            Self::Http => "http",
+            Self::Syslog => "syslog",
+        }
+    }
+}
+
 fn half_second() -> Duration {
     Duration::from_millis(500)
 }

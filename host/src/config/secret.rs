@@ -14,6 +14,11 @@ pub type Env = dyn Fn(&str) -> Option<String> + Sync;
 pub struct SecretRef(String);
 
 impl SecretRef {
+    /// Whether it refers to an environment variable or a file rather than holding the value itself.
+    pub fn is_reference(&self) -> bool {
+        self.0.starts_with("env:") || self.0.starts_with("file:")
+    }
+
     /// Look the secret up; a relative `file:` path is taken from `base` (the config file's directory). Errors name
     /// the reference, never a value.
     pub fn resolve(&self, var: impl Fn(&str) -> Option<String>, base: &std::path::Path) -> Result<Secret, String> {
@@ -34,11 +39,7 @@ impl SecretRef {
 /// References are shown only when they are references; a literal value is redacted.
 impl fmt::Debug for SecretRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.starts_with("env:") || self.0.starts_with("file:") {
-            write!(f, "{:?}", self.0)
-        } else {
-            f.write_str("\"[redacted]\"")
-        }
+        if self.is_reference() { write!(f, "{:?}", self.0) } else { f.write_str("\"[redacted]\"") }
     }
 }
 

@@ -69,8 +69,14 @@ pub struct ApiConfig {
     pub metrics_public: bool,
     /// Requests a minute per key (per address for calls without one); 0 turns the limit off.
     pub rate_limit: u32,
-    /// Origins allowed to call the API from a browser (CORS), such as `https://grafana.example.com`.
+    /// Origins allowed to call the API from a browser (CORS), such as `https://grafana.example.com`. A page of any
+    /// other origin may not change anything or open a WebSocket; `"*"` allows every origin.
     pub cors_origins: Vec<String>,
+    /// Names the API answers to when it has no keys, besides its addresses and `localhost`, such as
+    /// `monitor.internal`: any other `Host` is refused, so a site whose name points at this machine cannot use it.
+    pub allowed_hosts: Vec<String>,
+    /// Let an API without keys (and its dashboard) listen beyond loopback: selfmon refuses to start so otherwise.
+    pub open_to_network: bool,
     /// Request bodies larger than this are refused (413).
     pub max_body: ByteSize,
     /// Requests taking longer are answered 408.
@@ -110,6 +116,8 @@ impl Default for ApiConfig {
             metrics_public: true,
             rate_limit: 600,
             cors_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            open_to_network: false,
             max_body: ByteSize::mib(1),
             request_timeout: Duration::from_secs(30),
         }
@@ -138,6 +146,9 @@ pub struct PluginsConfig {
     pub max_memory_limit: ByteSize,
     /// Plugin files larger than this are refused.
     pub max_file_size: ByteSize,
+    /// Sidecars (file names in `dir`) that may do what only this config file may otherwise: recovery actions,
+    /// `env:` and `file:` secret references, `ca_file`, and log sources of kind `file` or `syslog`.
+    pub trusted_sidecars: Vec<String>,
 }
 
 /// `[scheduler]`: how checks are run.
@@ -260,6 +271,7 @@ impl Default for PluginsConfig {
             memory_limit: ByteSize::mib(64),
             max_memory_limit: ByteSize::mib(512),
             max_file_size: ByteSize::mib(32),
+            trusted_sidecars: Vec::new(),
         }
     }
 }

@@ -1,6 +1,11 @@
 //! Sidecar files: `*.toml` files in the plugins folder (by convention `NAME.toml` beside `NAME.wasm`) holding
 //! `[[check]]`, `[[log_source]]` and `[[rule]]` tables, added to the config's own. Dropping a plugin in with its
-//! sidecar is all it takes to put it to work; errors in a sidecar name the sidecar and its line. Also which files of
+//! sidecar is all it takes to put it to work; errors in a sidecar name the sidecar and its line.
+//!
+//! A sidecar concerns its plugin's own work, so it is held to what a plugin may do: no recovery actions (they run
+//! commands), no `env:` or `file:` secret references (they read selfmon's environment and files), no `ca_file`, and
+//! no log sources that read files or listen for syslog, unless the main config names it in
+//! `[plugins] trusted_sidecars`. Also which files of
 //! the plugins folder selfmon reads ([`Extension`], [`folder_files`]): `*.wasm` and `*.toml`, hidden ones left alone.
 
 use std::fmt;
@@ -9,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{CheckConfig, Config, ConfigError, LogSourceConfig, RuleConfig};
+use super::{CheckConfig, Config, ConfigError, LogSourceConfig, LogSourceKind, RuleConfig, Source};
 
 /// A sidecar's text, and where its tables' spans start in the config's offsets (past the main file's text and every
 /// earlier sidecar's).
@@ -91,9 +96,18 @@ impl Config {
                 }
             };
             let sidecar = Text { offset, file, text };
+            let trusted = sidecar
+                .file
+                .file_name()
+                .is_some_and(|name| self.plugins.trusted_sidecars.iter().any(|t| name.to_string_lossy() == *t));
             match toml::from_str::<Tables>(&sidecar.text) {
                 Ok(tables) => {
                     let shift = |span: std::ops::Range<usize>| span.start + offset..span.end + offset;
+                    if !trusted {
+                        let mut source = self.source.clone();
+                        source.sidecars.push(sidecar.clone());
+                        errors.extend(beyond_its_plugin(&tables, &source, shift));
+                    }
                     for table in tables.checks {
                         self.checks.push(Spanned::new(shift(table.span()), table.into_inner()));
                     }
@@ -124,6 +138,52 @@ impl Config {
         }
         if errors.is_empty() { Ok(self) } else { Err(errors) }
     }
+}
+
+/// What an untrusted sidecar's tables ask for beyond its plugin's own work, each naming the sidecar, the line and
+/// the field.
+fn beyond_its_plugin(
+    tables: &Tables,
+    source: &Source,
+    shift: impl Fn(std::ops::Range<usize>) -> std::ops::Range<usize>,
+) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let mut refuse = |span: std::ops::Range<usize>, line: Option<usize>, what: String| {
+        let line = line.or_else(|| source.line_at(span.start));
+        errors.push(ConfigError::new(
+            source.name_at(span.start),
+            line,
+            format!("{what}: a sidecar may not set this unless `[plugins] trusted_sidecars` names it"),
+        ));
+    };
+    for check in &tables.checks {
+        let (span, config) = (shift(check.span()), check.get_ref());
+        let name = &config.name;
+        if config.recovery.is_some() {
+            let line = source.line_of_part(span.clone(), "recovery");
+            refuse(span.clone(), line, format!("check `{name}`: `recovery` (runs a command or request)"));
+        }
+        if config.ca_file.is_some() {
+            let line = source.line_of_key(span.clone(), "ca_file");
+            refuse(span.clone(), line, format!("check `{name}`: `ca_file` (reads a file)"));
+        }
+        for (key, reference) in &config.secrets {
+            if reference.is_reference() {
+                let line = source.line_of_key(span.clone(), key);
+                refuse(span.clone(), line, format!("check `{name}`: `secrets.{key}` (an `env:` or `file:` reference)"));
+            }
+        }
+    }
+    for log_source in &tables.log_sources {
+        let (span, config) = (shift(log_source.span()), log_source.get_ref());
+        if matches!(config.kind, LogSourceKind::File | LogSourceKind::Syslog) {
+            let line = source.line_of_key(span.clone(), "kind");
+            let what =
+                format!("log source `{}`: `kind = \"{}\"` (reads files or listens)", config.name, config.kind.as_str());
+            refuse(span, line, what);
+        }
+    }
+    errors
 }
 
 #[cfg(test)]

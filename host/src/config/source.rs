@@ -86,6 +86,17 @@ impl Source {
         None
     }
 
+    /// The line of a part of the `[[check]]` table at `header`: `key = ...`, or its sub-table `[check.key]`.
+    pub fn line_of_part(&self, header: std::ops::Range<usize>, key: &str) -> Option<usize> {
+        self.line_of_key(header.clone(), key).or_else(|| {
+            let (text, start) = self.text_at(header.start);
+            let shift = header.start - start;
+            let sub = format!("[check.{key}");
+            let at = text.get(start..)?.find(&sub)?;
+            Some(self.line_of(start + at + shift))
+        })
+    }
+
     /// Resolve a path from the config against the config's directory.
     pub fn resolve(&self, path: &Path) -> PathBuf {
         if path.is_absolute() { path.to_path_buf() } else { self.base_dir.join(path) }

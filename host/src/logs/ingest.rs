@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::logs::parsing::{Parsed, Parsing, parse};
-use crate::logs::{NewRecord, Origin, ReadTo};
+use crate::logs::{NewRecord, Origin, ReadTo, SELFMON_SOURCE, selfmon_logger};
+use crate::ops::journal::SECURITY;
 use crate::ops::telemetry::Telemetry;
 use crate::runtime::Runtime;
 use crate::storage::{Storage, StorageError};
@@ -24,13 +25,22 @@ impl Sink {
     ///
     /// Records are counted here, as they are stored, so a record a tailer holds back and parses again later is
     /// counted once.
+    ///
+    /// A record that claims one of selfmon's own loggers is not stored (but in selfmon's own log, read back), and
+    /// that is a security record.
     pub async fn store(
         &self,
         parser: &str,
-        records: Vec<NewRecord>,
+        mut records: Vec<NewRecord>,
         failed: usize,
         read_to: Option<ReadTo>,
     ) -> Result<usize, StorageError> {
+        let before = records.len();
+        let source = records.first().map(|r| r.source.clone()).unwrap_or_default();
+        records.retain(|r| r.source == SELFMON_SOURCE || !selfmon_logger(r.logger.as_deref()));
+        if records.len() < before {
+            tracing::warn!(target: SECURITY, %source, refused = before - records.len(), "Log records claiming selfmon's own loggers were not stored");
+        }
         let levels: Vec<&str> = records.iter().map(|r| r.level).collect();
         let raw = records.iter().filter(|r| !r.parsed).count();
         self.telemetry.observe_logs(parser, &levels, raw, failed);
@@ -45,8 +55,9 @@ impl Sink {
         origin: &Origin,
         lines: Vec<String>,
     ) -> Result<Parsed, StorageError> {
-        let (records, parsed) = parse(runtime, parsing, origin, lines, SystemTime::now()).await;
-        self.store(&parsing.name, records, parsed.parser_failures, None).await?;
+        let (records, mut parsed) = parse(runtime, parsing, origin, lines, SystemTime::now()).await;
+        let made = records.len();
+        parsed.refused = made - self.store(&parsing.name, records, parsed.parser_failures, None).await?;
         Ok(parsed)
     }
 }

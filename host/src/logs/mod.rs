@@ -25,6 +25,15 @@ pub fn level_list<'a>(lists: impl IntoIterator<Item = &'a str>) -> Vec<String> {
         .collect()
 }
 
+/// The source of selfmon's own log, read back: no other source may use it.
+pub const SELFMON_SOURCE: &str = "selfmon";
+
+/// Whether a logger is one of selfmon's own (`selfmon`, `selfmon::security`, `selfmon::audit`, ...): only selfmon's
+/// own log may hold records of them, so nobody can plant a security or audit record of selfmon's.
+pub fn selfmon_logger(logger: Option<&str>) -> bool {
+    logger.is_some_and(|logger| logger == "selfmon" || logger.starts_with("selfmon::"))
+}
+
 /// The level names, as stored and queried.
 pub const LEVELS: [&str; 8] = ["trace", "debug", "info", "warning", "error", "critical", "security", "audit"];
 

@@ -55,6 +55,8 @@ pub struct Parsed {
     pub continued: usize,
     /// Lines whose parser call failed, kept raw.
     pub parser_failures: usize,
+    /// Records not stored because they claim to be selfmon's own (a `selfmon::` logger).
+    pub refused: usize,
 }
 
 /// The parser names `auto` tries, in order: the strictest formats first, Python's last (any line that is not

@@ -21,7 +21,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use prost::Message;
 
 use crate::analytics::events::NewEvent;
-use crate::logs::NewRecord;
+use crate::logs::{NewRecord, selfmon_logger};
 use crate::storage::rfc3339;
 use crate::traces::{NewSpan, span_kind};
 
@@ -405,6 +405,10 @@ pub fn records(request: ExportLogsServiceRequest, max_attributes: usize, now: Sy
         for scope_logs in resource_logs.scope_logs {
             let logger = scope_logs.scope.map(|s| s.name).filter(|n| !n.is_empty());
             for record in scope_logs.log_records {
+                if selfmon_logger(logger.as_deref()) {
+                    taken.refuse("a log record's scope may not be one of selfmon's own loggers".into());
+                    continue;
+                }
                 let trace_id = id(&record.trace_id, 16);
                 if !record.trace_id.is_empty() && trace_id.is_none() {
                     taken.refuse("a log record's trace_id is not 16 bytes".into());

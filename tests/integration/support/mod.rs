@@ -256,14 +256,18 @@ impl Selfmon {
         let server = tokio::spawn(selfmon::app::serve(config, listener, async move {
             let _ = stop.await;
         }));
-        let selfmon = Self { url, key: None, shutdown: Some(shutdown), server: Some(server) };
+        let mut selfmon = Self { url, key: None, shutdown: Some(shutdown), server: Some(server) };
         selfmon.wait_until_serving().await;
         selfmon
     }
 
-    async fn wait_until_serving(&self) {
+    async fn wait_until_serving(&mut self) {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         while reqwest::get(format!("{}/health", self.url)).await.is_err() {
+            if self.server.as_ref().is_some_and(JoinHandle::is_finished) {
+                let stopped = self.server.take().expect("finished").await;
+                panic!("selfmon stopped before serving: {stopped:?}");
+            }
             assert!(tokio::time::Instant::now() < deadline, "selfmon did not start serving");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -12,7 +12,6 @@
 //! public_url`); without keys, `Host` must be an address, `localhost` or the public URL's host, so that a page of
 //! another site whose name is pointed at this machine is refused.
 
-pub mod origin;
 mod socket;
 
 use std::net::SocketAddr;
@@ -32,8 +31,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::api::access::{Access, Session, ViaDashboard};
-use crate::api::dashboard::origin::{host_name, public_origin};
 use crate::api::error::ApiError;
+use crate::api::origin::{host, host_name, local, public_origin, same_origin};
 use crate::api::query::Queries;
 use crate::config::{DashboardConfig, Role, Secret, SecureCookie};
 use crate::storage::kept_key;
@@ -368,22 +367,17 @@ impl Dashboard {
     fn origin_allowed(&self, headers: &HeaderMap) -> bool {
         let Some(origin) = headers.get(header::ORIGIN) else { return true };
         let Ok(origin) = origin.to_str() else { return false };
-        if self.public.as_ref().is_some_and(|(public, _)| public.eq_ignore_ascii_case(origin)) {
-            return true;
-        }
-        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-        host.is_some() && origin.split_once("://").map(|(_, rest)| rest) == host
+        self.public.as_ref().is_some_and(|(public, _)| public.eq_ignore_ascii_case(origin))
+            || same_origin(headers, origin)
     }
 
     fn host_allowed(&self, headers: &HeaderMap) -> bool {
         if !self.access.is_open() {
             return true;
         }
-        let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else { return true };
-        let name = host_name(host);
-        name.eq_ignore_ascii_case("localhost")
-            || name.parse::<std::net::IpAddr>().is_ok()
-            || self.public.as_ref().is_some_and(|(_, public)| host_name(public).eq_ignore_ascii_case(name))
+        let Some(host) = host(headers) else { return true };
+        local(host)
+            || self.public.as_ref().is_some_and(|(_, public)| host_name(public).eq_ignore_ascii_case(host_name(host)))
     }
 
     /// The session cookie with `value` for `max_age` (zero clears it), on `response`.

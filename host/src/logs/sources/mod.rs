@@ -12,11 +12,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ConfigError, LogSourceConfig, LogSourceKind};
-use crate::logs::Origin;
 use crate::logs::ingest::Sink;
 use crate::logs::parsing::Parsing;
 use crate::logs::sources::file::Tailer;
 use crate::logs::sources::syslog::{BindError, Listen, Listener};
+use crate::logs::{Origin, SELFMON_SOURCE};
 use crate::runtime::Runtime;
 use crate::runtime::plugins::Plugins;
 
@@ -59,6 +59,9 @@ impl Source {
             };
             if !names.insert(source.name.clone()) {
                 problem("the name is used twice".into());
+            }
+            if source.name == SELFMON_SOURCE {
+                problem("`selfmon` is the source of selfmon's own log; name it otherwise".into());
             }
             let parsing = match Parsing::for_source(source, plugins) {
                 Ok(parsing) => match parsing.validate(runtime).await {

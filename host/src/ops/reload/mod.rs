@@ -28,7 +28,7 @@ use crate::app::host::Host;
 use crate::checks::Check;
 use crate::checks::health::CheckRun;
 use crate::checks::scheduler::Scheduler;
-use crate::config::Config;
+use crate::config::{ApiConfig, Config};
 use crate::events::Payload;
 use crate::logs::ingest::Sink;
 use crate::logs::parsing::Parsing;
@@ -182,6 +182,7 @@ impl Reloader {
             checks: main.checks.clone(),
             log_sources: main.log_sources.clone(),
             alerting: main.alerting.clone(),
+            api: ApiConfig { keys: main.api.keys.clone(), ..self.main.api.clone() },
             source: main.source.clone(),
             ..self.main.clone()
         };
@@ -215,6 +216,12 @@ impl Reloader {
                 return Some(self.report(outcome));
             }
         };
+        if host.access.is_open() != self.queries.access.is_open() {
+            let error = "`[api] keys`: adding the first key or removing the last takes effect at the next start";
+            outcome.errors.push(format!("{}: {error}", self.main.source.name()));
+            self.show_refusals(&changes.refused);
+            return Some(self.report(outcome));
+        }
         let (said, failed) = self.apply(host, orphans, &changes).await;
         outcome.changes.extend(said);
         outcome.errors.extend(failed);
@@ -361,6 +368,10 @@ impl Reloader {
         for plugin in host.plugins.iter() {
             self.scheduler.telemetry.register_plugin(&plugin.info.name);
         }
+        match self.queries.access.take_keys(&host.access) {
+            Ok(keys) => said.extend(keys),
+            Err(error) => failed.push(error),
+        }
         self.queries.replace_live(Live::of(&host));
         self.checks = host.checks;
         self.orphans = orphans;
@@ -446,9 +457,19 @@ fn describe(changes: &Changes, before: &Plugins, after: &Plugins) -> Vec<String>
     said
 }
 
-/// The top-level sections, other than those a reload puts in place, that differ between two config texts.
+/// The top-level sections, other than those a reload puts in place, that differ between two config texts (`[api]`
+/// but for its keys, which a reload puts in place).
 fn restart_needed(before: &str, after: &str) -> Vec<String> {
-    let table = |text: &str| text.parse::<toml::Table>().unwrap_or_default();
+    let table = |text: &str| {
+        let mut table = text.parse::<toml::Table>().unwrap_or_default();
+        if let Some(toml::Value::Table(api)) = table.get_mut("api") {
+            api.remove("keys");
+            if api.is_empty() {
+                table.remove("api");
+            }
+        }
+        table
+    };
     let (before, after) = (table(before), table(after));
     let keys: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
     keys.into_iter()
@@ -467,5 +488,10 @@ mod tests {
         let after = "[server]\napi_listen = \"127.0.0.1:2\"\n\n[[check]]\nname = \"b\"\nplugin = \"http\"\n\n[retention]\nlogs = \"1d\"\n";
         assert_eq!(restart_needed(before, after), ["[retention]", "[server]"]);
         assert!(restart_needed(before, before).is_empty());
+        let keys = |key: &str, limit: u32| {
+            format!("[api]\nrate_limit = {limit}\n[[api.keys]]\nname = \"ops\"\nkey = \"{key}\"\n")
+        };
+        assert!(restart_needed(&keys("a-key-0123456789ab", 60), &keys("b-key-0123456789ab", 60)).is_empty());
+        assert_eq!(restart_needed(&keys("a-key-0123456789ab", 60), &keys("a-key-0123456789ab", 90)), ["[api]"]);
     }
 }

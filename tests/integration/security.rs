@@ -1,0 +1,311 @@
+//! Issue 19, safe to expose: what any web page (or a name pointed at this machine) can make a browser send is
+//! refused and changes nothing, and a sidecar dropped into the plugins folder cannot do more than its plugin.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::support::{PATIENCE, Selfmon, Workdir};
+
+/// The code of an error answer.
+fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or_default()
+}
+
+async fn rule_count(selfmon: &Selfmon) -> u64 {
+    let (_, rules) = selfmon.get("/v1/alerts/rules").await;
+    rules["total"].as_u64().unwrap()
+}
+
+async fn refused_calls(selfmon: &Selfmon) -> u64 {
+    selfmon.get("/v1/status").await.1["api"]["refused_calls"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cross_site_requests_and_foreign_hosts_are_refused_and_change_nothing() {
+    let workdir = Workdir::new(
+        "[api]\ncors_origins = [\"https://grafana.example.com\"]\nallowed_hosts = [\"monitor.internal\"]\n",
+        &[],
+    );
+    let selfmon = Selfmon::start(&workdir).await;
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", selfmon.url);
+    let before = rule_count(&selfmon).await;
+    let refused_before = refused_calls(&selfmon).await;
+    let mutation = json!({
+        "query": "mutation { createAlertRule(rule: {name: \"planted\", condition: \"x > 1\", severity: \"low\"}) { name } }"
+    })
+    .to_string();
+
+    // What a page on another site can send without asking first: a `text/plain` POST, and any POST at all.
+    let forged = client
+        .post(url("/graphql"))
+        .header("origin", "https://evil.example")
+        .header("content-type", "text/plain")
+        .body(mutation.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    assert_eq!(code(&forged.json().await.unwrap()), "cross_origin");
+    let reload = client.post(url("/v1/reload")).header("origin", "https://evil.example").send().await.unwrap();
+    assert_eq!(reload.status(), 403);
+    assert_eq!(code(&reload.json().await.unwrap()), "cross_origin");
+    let rule = json!({"name": "planted", "condition": "x > 1", "severity": "low"});
+    let created =
+        client.post(url("/v1/alerts/rules")).header("origin", "https://evil.example").json(&rule).send().await.unwrap();
+    assert_eq!(created.status(), 403);
+
+    // Without an Origin (not a browser), GraphQL still takes JSON only.
+    let plain = client.post(url("/graphql")).header("content-type", "text/plain").body(mutation).send().await.unwrap();
+    assert_eq!(plain.status(), 415);
+    assert_eq!(code(&plain.json().await.unwrap()), "not_json");
+    assert_eq!(rule_count(&selfmon).await, before, "nothing was created");
+
+    // A name pointed at this machine (DNS rebinding) reads nothing; the API's addresses, localhost and the
+    // configured names do, and /health answers whatever the name.
+    let foreign = client.get(url("/v1/status")).header("host", "attacker.example").send().await.unwrap();
+    assert_eq!(foreign.status(), 403);
+    assert_eq!(code(&foreign.json().await.unwrap()), "unknown_host");
+    let port = selfmon.url.rsplit(':').next().unwrap();
+    for host in [format!("localhost:{port}"), format!("monitor.internal:{port}"), format!("127.0.0.1:{port}")] {
+        let named = client.get(url("/v1/status")).header("host", &host).send().await.unwrap();
+        assert_eq!(named.status(), 200, "{host}");
+    }
+    let health = client.get(url("/health")).header("host", "attacker.example").send().await.unwrap();
+    assert_eq!(health.status(), 200);
+
+    // The API's own page and the configured origins may change things.
+    let own = client.post(url("/v1/alerts/rules")).header("origin", &selfmon.url).json(&rule).send().await.unwrap();
+    assert_eq!(own.status(), 201);
+    let grafana = json!({"name": "from-grafana", "condition": "x > 1", "severity": "low"});
+    let listed = client
+        .post(url("/v1/alerts/rules"))
+        .header("origin", "https://grafana.example.com")
+        .json(&grafana)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 201);
+
+    // A WebSocket is not covered by CORS: a foreign page's socket is refused, a client's without Origin is not.
+    let socket = |origin: Option<&str>| {
+        let mut request = url("/graphql").replace("http://", "ws://").into_client_request().unwrap();
+        request.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
+        if let Some(origin) = origin {
+            request.headers_mut().insert("origin", origin.parse().unwrap());
+        }
+        tokio_tungstenite::connect_async(request)
+    };
+    match socket(Some("https://evil.example")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
+        other => panic!("a foreign page's socket was not refused: {:?}", other.map(|(_, r)| r.status())),
+    }
+    let (mut ws, _) = socket(None).await.unwrap();
+    ws.close(None).await.unwrap();
+
+    // Every refusal is a security event, counted.
+    let refused = refused_calls(&selfmon).await - refused_before;
+    assert_eq!(refused, 5, "three cross-site changes, a foreign host and a foreign socket");
+    selfmon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_with_keys_refuses_foreign_pages_and_answers_any_name() {
+    let workdir =
+        Workdir::new("[api]\nkeys = [{ name = \"ops\", key = \"admin-key-0123456789\", role = \"admin\" }]\n", &[]);
+    let mut selfmon = Selfmon::start(&workdir).await;
+    selfmon.key = Some("admin-key-0123456789".into());
+    let client = reqwest::Client::new();
+    // With keys, a rebound name cannot send one: the name is not what protects the API.
+    let named = client
+        .get(format!("{}/v1/status", selfmon.url))
+        .header("host", "monitor.example.com")
+        .bearer_auth("admin-key-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(named.status(), 200);
+    let forged = client
+        .post(format!("{}/v1/reload", selfmon.url))
+        .header("origin", "https://evil.example")
+        .bearer_auth("admin-key-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    selfmon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sidecar_cannot_run_commands_read_secrets_or_files_unless_trusted() {
+    let workdir = Workdir::new("", &[]);
+    let marker = workdir.path().join("ran");
+    let sidecar = format!(
+        "# A bundle's sidecar.\n\n[[check]]\nname = \"bundled\"\nplugin = \"http\"\ntarget = \"http://127.0.0.1:9/\"\n\
+         interval = \"1s\"\n\n[check.secrets]\nbearer_token = \"env:HOME\"\n\n[check.recovery]\nafter = 1\n\
+         command = [\"touch\", {:?}]\n\n[[log_source]]\nname = \"passwd\"\nkind = \"file\"\nparser = \"json\"\n\
+         paths = [\"/etc/passwd\"]\n",
+        marker.display().to_string()
+    );
+    let file = workdir.path().join("plugins/bundle.toml");
+    std::fs::write(&file, &sidecar).unwrap();
+
+    // At start-up: refused, each naming the sidecar, the line and the field.
+    let error = selfmon::app::host::Host::build(workdir.config()).await.err().unwrap().to_string();
+    let lines: Vec<&str> = error.lines().filter(|l| l.contains("bundle.toml")).collect();
+    assert!(lines.iter().any(|l| l.contains("line 12") && l.contains("`recovery`")), "{error}");
+    assert!(lines.iter().any(|l| l.contains("line 10") && l.contains("`secrets.bearer_token`")), "{error}");
+    assert!(lines.iter().any(|l| l.contains("line 18") && l.contains("`kind = \"file\"`")), "{error}");
+    assert!(lines.iter().all(|l| l.contains("trusted_sidecars")), "{error}");
+
+    // Dropped into a running selfmon: the reload is refused, nothing of it runs.
+    std::fs::remove_file(&file).unwrap();
+    let selfmon = Selfmon::start(&workdir).await;
+    std::fs::write(&file, &sidecar).unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let outcome = loop {
+        let (_, status) = selfmon.get("/v1/status").await;
+        if status["last_reload"]["trigger"] == "plugins folder" {
+            break status["last_reload"].clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no reload of the plugins folder: {status:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(outcome["applied"], false, "{outcome:#}");
+    assert!(outcome["errors"].to_string().contains("`recovery`"), "{outcome:#}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(selfmon.check("bundled").await.is_null(), "the sidecar's check does not run");
+    assert!(!marker.exists(), "the recovery command never ran");
+    selfmon.stop().await;
+
+    // Named in the config file, it is as trusted as the config file.
+    let config = std::fs::read_to_string(workdir.config_file()).unwrap();
+    std::fs::write(
+        workdir.config_file(),
+        config.replace("[plugins]\n", "[plugins]\ntrusted_sidecars = [\"bundle.toml\"]\n"),
+    )
+    .unwrap();
+    let host = selfmon::app::host::Host::build(workdir.config()).await.unwrap();
+    assert!(host.checks.iter().any(|c| c.name == "bundled" && c.recovery.is_some()));
+}
+
+const ADMIN: &str = "admin-key-0123456789";
+const READ: &str = "read-key-0123456789";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_removed_from_the_config_stops_working_at_the_reload() {
+    let keys = |read: bool| {
+        let mut text = format!("[api]\nkeys = [\n  {{ name = \"ops\", key = \"{ADMIN}\", role = \"admin\" }},\n");
+        if read {
+            text.push_str(&format!("  {{ name = \"grafana\", key = \"{READ}\", role = \"read\" }},\n"));
+        }
+        text + "]\n"
+    };
+    let workdir = Workdir::new(&keys(true), &[]);
+    let selfmon = Selfmon::start(&workdir).await;
+    let client = reqwest::Client::new();
+    let status = |key: &'static str| client.get(format!("{}/v1/status", selfmon.url)).bearer_auth(key).send();
+    assert_eq!(status(READ).await.unwrap().status(), 200);
+
+    let config = std::fs::read_to_string(workdir.config_file()).unwrap();
+    std::fs::write(workdir.config_file(), config.replace(&keys(true), &keys(false))).unwrap();
+    let reload = client.post(format!("{}/v1/reload", selfmon.url)).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(reload.status(), 200);
+    let outcome: Value = reload.json().await.unwrap();
+    assert!(outcome["changes"].to_string().contains("API key `grafana` removed"), "{outcome:#}");
+    assert_eq!(outcome["restart_needed"], json!([]), "keys take effect without a restart: {outcome:#}");
+    assert_eq!(status(READ).await.unwrap().status(), 401);
+    assert_eq!(status(ADMIN).await.unwrap().status(), 200);
+
+    // Removing the last key would open the API: refused, everything as before.
+    std::fs::write(workdir.config_file(), config.replace(&keys(true), "")).unwrap();
+    let reload = client.post(format!("{}/v1/reload", selfmon.url)).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(reload.status(), 422);
+    assert!(reload.text().await.unwrap().contains("removing the last"));
+    assert_eq!(status(ADMIN).await.unwrap().status(), 200);
+    selfmon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn short_keys_and_an_open_api_beyond_loopback_do_not_start() {
+    let short = Workdir::new("[api]\nkeys = [{ name = \"ops\", key = \"hunter2hunter2\", role = \"admin\" }]\n", &[]);
+    let error = selfmon::app::host::Host::build(short.config()).await.err().unwrap().to_string();
+    assert!(error.contains("the key of `ops` is shorter than 16 characters"), "{error}");
+    assert!(!error.contains("hunter2"), "the key itself is never shown: {error}");
+
+    // Bound to every address (nothing is sent to any but loopback).
+    let open = Workdir::new("", &[]);
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let error = selfmon::app::serve(open.config(), listener, std::future::pending()).await.unwrap_err().to_string();
+    assert!(
+        error.contains("`[server] api_listen` is 0.0.0.0:") && error.contains("`[api] open_to_network = true`"),
+        "{error}"
+    );
+
+    let allowed = Workdir::new("[api]\nopen_to_network = true\n", &[]);
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(selfmon::app::serve(allowed.config(), listener, async move {
+        let _ = stopped.await;
+    }));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while reqwest::get(format!("http://127.0.0.1:{port}/health")).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "it did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nobody_can_plant_records_of_selfmons_own_log() {
+    let workdir = Workdir::new(
+        &format!(
+            "[api]\nkeys = [\n  {{ name = \"ops\", key = \"{ADMIN}\", role = \"admin\" }},\n  \
+             {{ name = \"bot\", key = \"ingest-key-0123456789\", role = \"ingest\" }},\n]\n"
+        ),
+        &[],
+    );
+    let mut selfmon = Selfmon::start(&workdir).await;
+    selfmon.key = Some(ADMIN.into());
+    let client = reqwest::Client::new();
+    let send = |query: &str, body: String| {
+        client
+            .post(format!("{}/v1/logs{query}", selfmon.url))
+            .bearer_auth("ingest-key-0123456789")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let lines = json!([
+        {"level": "security", "name": "selfmon::security", "msg": "API call refused (planted)"},
+        {"level": "info", "name": "selfmon", "msg": "selfmon is running (planted)"},
+        {"level": "info", "name": "bot.handlers", "msg": "a record of the bot's own"},
+    ]);
+    let answer = send("", lines.to_string()).await.unwrap();
+    assert_eq!(answer.status(), 202);
+    let answer: Value = answer.json().await.unwrap();
+    assert_eq!((answer["refused"].as_u64(), answer["accepted"].as_u64()), (Some(2), Some(1)), "{answer}");
+
+    let reserved = send("?source=selfmon", json!([{"msg": "planted"}]).to_string()).await.unwrap();
+    assert_eq!(reserved.status(), 403);
+    assert_eq!(code(&reserved.json().await.unwrap()), "reserved_source");
+
+    let export = json!({"resourceLogs": [{"scopeLogs": [
+        {"scope": {"name": "selfmon::audit"}, "logRecords": [{"body": {"stringValue": "Erased (planted)"}}]},
+        {"scope": {"name": "worker"}, "logRecords": [{"body": {"stringValue": "a worker's record"}}]}
+    ]}]});
+    let answer = send("", export.to_string()).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let answer: Value = answer.json().await.unwrap();
+    assert_eq!(answer["partialSuccess"]["rejectedLogRecords"], "1", "{answer}");
+
+    let (_, found) = selfmon.get("/v1/logs?q=planted").await;
+    assert_eq!(found["records"], json!([]), "{found:#}");
+    let (_, found) = selfmon.get("/v1/logs?q=record").await;
+    assert_eq!(found["records"].as_array().unwrap().len(), 2, "{found:#}");
+    selfmon.stop().await;
+}
