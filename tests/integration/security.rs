@@ -309,3 +309,55 @@ async fn nobody_can_plant_records_of_selfmons_own_log() {
     assert_eq!(found["records"].as_array().unwrap().len(), 2, "{found:#}");
     selfmon.stop().await;
 }
+
+/// A file's permission bits.
+fn mode(path: &std::path::Path) -> u32 {
+    std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions(),
+    ) & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_selfmon_keeps_on_disk_is_its_owners_only() {
+    let port = crate::support::free_port();
+    let config = format!(
+        "[server]\napi_listen = \"127.0.0.1:{port}\"\n\n[plugins]\ncache_dir = \"cache\"\n\n\
+         [api]\nkeys = [{{ name = \"ops\", key = \"{ADMIN}\", role = \"admin\" }}]\n"
+    );
+    let workdir = Workdir::new(&config, &[]);
+    let (mut child, url) = crate::support::serve_binary(&workdir, port, "info", std::process::Stdio::null()).await;
+    let client = reqwest::Client::new();
+    let sent = client
+        .post(format!("{url}/v1/logs"))
+        .bearer_auth(ADMIN)
+        .json(&json!([{"level": "info", "msg": "kept private"}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 202);
+    let dir = workdir.path();
+    let mut files = vec![dir.join("selfmon.db"), dir.join("selfmon.db-wal"), dir.join("privacy.key")];
+    for log in ["application/selfmon.log", "errors/errors.log", "performance/performance.log", "security/security.log"]
+    {
+        files.push(dir.join("logs").join(log));
+    }
+    let cached: Vec<_> = std::fs::read_dir(dir.join("cache")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(!cached.is_empty(), "the built-in plugins were compiled into the cache");
+    files.extend(cached);
+    for file in &files {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+    for folder in [dir.join("cache"), dir.join("logs"), dir.join("logs/security")] {
+        assert_eq!(mode(&folder), 0o700, "{}", folder.display());
+    }
+    crate::support::signal(&child, nix::sys::signal::Signal::SIGTERM);
+    assert!(child.wait().unwrap().success());
+
+    // A cache others may write to holds native code anyone could have put there: refused, naming the setting.
+    std::fs::set_permissions(dir.join("cache"), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let error = selfmon::app::host::Host::build(workdir.config()).await.err().unwrap().to_string();
+    assert!(
+        error.contains("may be written by others (mode 777)") && error.contains("`[plugins] cache_dir`"),
+        "{error}"
+    );
+}

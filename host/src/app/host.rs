@@ -103,8 +103,9 @@ pub fn runtime_for(config: &Config) -> Result<Runtime, StartError> {
     let concurrent = config.scheduler.max_concurrent.clamp(1, MAX_CONCURRENT);
     let instances = u32::try_from(concurrent).unwrap_or(u32::MAX).saturating_mul(2).max(32);
     let max_memory = usize::try_from(config.plugins.max_memory_limit.as_u64()).unwrap_or(usize::MAX);
-    Runtime::new(CompiledCache::new(Some(cache_dir)), instances, max_memory)
-        .map_err(|e| StartError::Runtime(format!("{e:#}")))
+    let cache = CompiledCache::private(cache_dir)
+        .map_err(|reason| StartError::Config(vec![ConfigError::new(config.source.name(), None, reason)]))?;
+    Runtime::new(cache, instances, max_memory).map_err(|e| StartError::Runtime(format!("{e:#}")))
 }
 
 /// The plugin runtime sized for a config, and every plugin it can load (built-in and from the plugins folder).

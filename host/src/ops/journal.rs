@@ -31,6 +31,7 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::{LoggingConfig, Source};
+use crate::storage::{private_dir, private_file};
 
 /// Lines waiting for the writer at most.
 pub const QUEUE: usize = 8192;
@@ -82,14 +83,13 @@ pub fn open(config: &LoggingConfig, source: &Source) -> Result<Writer, String> {
     for (kind, name) in FILES {
         let path = dir.join(name);
         let parent = path.parent().expect("every file is in a folder");
-        std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        private_dir(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        // For the owner only, as the files rotated out of it are.
+        private_file(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         let limit = ContentLimit::BytesSurpassed(usize::try_from(config.max_file_size.as_u64()).unwrap_or(usize::MAX));
-        let file = FileRotate::new(&path, AppendCount::new(config.keep), limit, Compression::None, None);
+        let mut private = std::fs::OpenOptions::new();
+        std::os::unix::fs::OpenOptionsExt::mode(private.read(true).create(true).append(true), 0o600);
+        let file = FileRotate::new(&path, AppendCount::new(config.keep), limit, Compression::None, Some(private));
         files.push((kind, file));
     }
     let (sender, receiver) = std::sync::mpsc::sync_channel(QUEUE);

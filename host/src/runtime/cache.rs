@@ -3,6 +3,8 @@
 //!
 //! Entries are keyed by the SHA-256 of the component and the engine's compatibility hash (wasmtime version and
 //! compilation settings), written atomically, and only ever read from the cache directory selfmon writes itself.
+//! That directory and its files are the owner's only; a directory others may write to is refused
+//! ([`CompiledCache::private`]), since what it holds is native code selfmon loads.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::PathBuf;
@@ -20,6 +22,34 @@ impl CompiledCache {
     /// A cache in `dir`; `None` compiles every time.
     pub fn new(dir: Option<PathBuf>) -> Self {
         Self { dir }
+    }
+
+    /// A cache in `dir`, made for its owner only when missing; refused when anyone but its owner may write to it
+    /// (or to a file in it), since whoever can may have selfmon load native code of theirs.
+    pub fn private(dir: PathBuf) -> Result<Self, String> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| format!("cannot create the compiled-plugin cache {}: {e}", dir.display()))?;
+        let files = std::fs::read_dir(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+        let paths = std::iter::once(dir.clone()).chain(files.filter_map(|e| e.ok().map(|e| e.path())));
+        for path in paths {
+            let mode = std::fs::metadata(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                .permissions()
+                .mode();
+            if mode & 0o022 != 0 {
+                return Err(format!(
+                    "the compiled-plugin cache {} may be written by others (mode {:o}): it holds native code selfmon \
+                     loads. Make it the owner's only (chmod -R go-w) or choose another `[plugins] cache_dir`",
+                    path.display(),
+                    mode & 0o777
+                ));
+            }
+        }
+        Ok(Self { dir: Some(dir) })
     }
 
     /// The component for these bytes (from the cache when possible) and their SHA-256, hex.
@@ -51,11 +81,13 @@ impl CompiledCache {
     }
 
     fn store(path: &std::path::Path, component: &Component) -> wasmtime::Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let dir = path.parent().expect("cache entries live in a directory");
-        std::fs::create_dir_all(dir)?;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
         // Unique per writer, so runtimes compiling the same plugin at once never share a half-written file.
         let temporary = path.with_extension(format!("tmp-{}-{:016x}", std::process::id(), fastrand::u64(..)));
-        std::fs::write(&temporary, component.serialize()?)?;
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temporary)?;
+        std::io::Write::write_all(&mut file, &component.serialize()?)?;
         std::fs::rename(&temporary, path).inspect_err(|_| {
             let _ = std::fs::remove_file(&temporary);
         })?;

@@ -18,7 +18,8 @@
 //! - [`Storage::flush`] and [`Storage::close`], the newest log record's id ([`Storage::log_head`]) for live tails,
 //!   and the store's [`Figures`];
 //! - the privacy chokepoint ([`Privacy`]) every record, span and event passes before it is written;
-//! - the time helpers of [`time`]: stored times are Unix milliseconds, shown as RFC 3339.
+//! - the time helpers of [`time`]: stored times are Unix milliseconds, shown as RFC 3339;
+//! - files for the owner only ([`private_dir`], [`private_file`]): the database, its write-ahead log, the keys.
 //!
 //! Outside this folder, only the `store.rs` files name the engine's types.
 
@@ -113,8 +114,10 @@ impl Storage {
     /// Open (creating if needed) the database at `path`, bring its schema up to date and start the writer.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StorageError::Directory { path: dir.into(), source })?;
+            private_dir(dir).map_err(|source| StorageError::Directory { path: dir.into(), source })?;
         }
+        // Made for the owner only; SQLite gives its write-ahead log and shared-memory files the same mode.
+        private_file(path).map_err(|source| StorageError::Directory { path: path.into(), source })?;
         let open_error = |source| StorageError::Open { path: path.into(), source };
         let mut connection = Connection::open(path).map_err(open_error)?;
         // Freed pages go back to the file system when the cleanup asks (a new database takes the mode at once; one
@@ -309,6 +312,21 @@ impl Storage {
             runs_stored: runs,
             series,
         })
+    }
+}
+
+/// Make `dir` (and its parents) if missing, readable by its owner only.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700).create(dir)
+}
+
+/// Make the file at `path` if missing, empty and readable by its owner only (a file that exists is left as it is).
+pub fn private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    std::os::unix::fs::OpenOptionsExt::mode(options.write(true).create_new(true), 0o600);
+    match options.open(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::AlreadyExists => Err(error),
+        _ => Ok(()),
     }
 }
 

@@ -273,11 +273,10 @@ pub fn kept_key(path: &Path, purpose: &str) -> Result<Secret, String> {
     getrandom::fill(&mut bytes).map_err(|e| format!("cannot make a key: {e}"))?;
     let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        super::private_dir(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
-    #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let written = options.open(path).and_then(|mut file| std::io::Write::write_all(&mut file, key.as_bytes()));
     match written {

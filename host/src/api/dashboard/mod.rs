@@ -336,7 +336,9 @@ fn read_revoked(file: &std::path::Path) -> Vec<(String, u64)> {
 fn write_revoked(file: &std::path::Path, revoked: &[(String, u64)]) -> std::io::Result<()> {
     let text: String = revoked.iter().map(|(signature, expires)| format!("{signature} {expires}\n")).collect();
     let partial = file.with_extension("revoked.partial");
-    std::fs::write(&partial, text)?;
+    let mut options = std::fs::OpenOptions::new();
+    std::os::unix::fs::OpenOptionsExt::mode(options.write(true).create(true).truncate(true), 0o600);
+    std::io::Write::write_all(&mut options.open(&partial)?, text.as_bytes())?;
     std::fs::rename(partial, file)
 }
 
