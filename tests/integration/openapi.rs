@@ -42,6 +42,7 @@ async fn every_documented_answer_matches_its_schema() {
     let target = Target::start().await;
     let config = format!(
         "[system]\nenabled = true\ninterval = \"1s\"\n\n\
+         [webhooks]\nallow_networks = [\"127.0.0.1\"]\n\n\
          [alerting]\ninterval = \"1s\"\ngroup_wait = \"0s\"\ndefault_channels = [\"sink\"]\n\n\
          [[channel]]\nname = \"sink\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\nmax_attempts = 1\n\n\
          [[check]]\nname = \"web\"\nplugin = \"http\"\ninterval = \"1s\"\ntarget = \"{}\"\n\

@@ -1,6 +1,8 @@
 //! Issue 19, safe to expose: what any web page (or a name pointed at this machine) can make a browser send is
 //! refused and changes nothing, and a sidecar dropped into the plugins folder cannot do more than its plugin.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -360,4 +362,97 @@ async fn what_selfmon_keeps_on_disk_is_its_owners_only() {
         error.contains("may be written by others (mode 777)") && error.contains("`[plugins] cache_dir`"),
         "{error}"
     );
+}
+
+/// A webhook receiver on loopback that counts deliveries and answers each with a 500; its URL.
+async fn failing_receiver() -> (Arc<AtomicUsize>, String) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { axum::http::StatusCode::INTERNAL_SERVER_ERROR }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (hits, url)
+}
+
+/// The first delivery attempt of webhook `id` that satisfies `done`.
+async fn delivery(selfmon: &Selfmon, id: i64, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (_, log) = selfmon.get(&format!("/v1/webhooks/{id}/deliveries")).await;
+        if let Some(attempt) = log["items"].as_array().and_then(|items| items.iter().find(|a| done(a))) {
+            return attempt.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no such delivery attempt: {log}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_made_through_the_api_reach_only_public_addresses_unless_the_config_allows() {
+    let (up, service_url) = crate::support::switchable_service().await;
+    let (hits, hook_url) = failing_receiver().await;
+    let port = hook_url.trim_start_matches("http://127.0.0.1:").trim_end_matches("/hook").to_string();
+    let check =
+        format!("[[check]]\nname = \"bot\"\nplugin = \"http\"\ninterval = \"1s\"\ntarget = \"{service_url}\"\n");
+    let workdir = Workdir::new(&check, &[]);
+    let client = reqwest::Client::new();
+    let subscribe = |selfmon: &Selfmon, url: String| {
+        client
+            .post(format!("{}/v1/webhooks", selfmon.url))
+            .json(&json!({"url": url, "events": ["health.changed"], "secret": "webhook-secret-0123456789"}))
+            .send()
+    };
+
+    // By default loopback, private and link-local receivers are refused, however they are written.
+    let selfmon = Selfmon::start(&workdir).await;
+    for (url, named) in [
+        (hook_url.clone(), "127.0.0.1 (loopback)"),
+        (format!("http://localhost:{port}/hook"), "127.0.0.1 (loopback)"),
+        (format!("http://[::ffff:127.0.0.1]:{port}/hook"), "(loopback)"),
+        (format!("http://0.0.0.0:{port}/hook"), "(unspecified)"),
+        ("http://169.254.169.254/latest/meta-data/".into(), "169.254.169.254 (link-local)"),
+        ("http://10.0.0.1/hook".into(), "10.0.0.1 (private)"),
+        ("https://[fd00::1]/hook".into(), "fd00::1 (private)"),
+    ] {
+        let refused = subscribe(&selfmon, url.clone()).await.unwrap();
+        assert_eq!(refused.status(), 400, "{url}");
+        let body: Value = refused.json().await.unwrap();
+        let detail = body["error"]["details"][0].as_str().unwrap();
+        assert!(detail.contains(named) && detail.contains("[webhooks] allow_networks"), "{url}: {detail}");
+    }
+    assert_eq!(selfmon.get("/v1/webhooks").await.1["webhooks"], json!([]), "nothing was stored");
+    selfmon.stop().await;
+
+    // Allowed by the config: created and delivered.
+    let plain = std::fs::read_to_string(workdir.config_file()).unwrap();
+    std::fs::write(workdir.config_file(), format!("{plain}\n[webhooks]\nallow_networks = [\"127.0.0.1\"]\n")).unwrap();
+    let selfmon = Selfmon::start(&workdir).await;
+    let created = subscribe(&selfmon, hook_url.clone()).await.unwrap();
+    assert_eq!(created.status(), 201);
+    let id = created.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    selfmon.wait_for("bot", "healthy", |s| s["status"] == "healthy").await;
+    up.store(false, Ordering::SeqCst);
+    selfmon.wait_for("bot", "unhealthy", |s| s["status"] == "unhealthy").await;
+    let attempt = delivery(&selfmon, id, |a| !a["error"].is_null()).await;
+    assert_eq!(attempt["error"], "answered HTTP 500");
+    assert!(hits.load(Ordering::SeqCst) >= 1);
+    selfmon.stop().await;
+
+    // The config no longer allows it: the stored subscription is refused when delivering (here, the check's
+    // recovery), before connecting.
+    std::fs::write(workdir.config_file(), &plain).unwrap();
+    let selfmon = Selfmon::start(&workdir).await;
+    let before = hits.load(Ordering::SeqCst);
+    up.store(true, Ordering::SeqCst);
+    let refused = delivery(&selfmon, id, |a| a["error"].as_str().is_some_and(|e| e.contains("not public"))).await;
+    assert!(refused["error"].as_str().unwrap().contains("[webhooks] allow_networks"), "{refused}");
+    assert_eq!(hits.load(Ordering::SeqCst), before, "nothing reached the receiver");
+    selfmon.stop().await;
 }

@@ -49,6 +49,7 @@ async fn a_health_change_is_delivered_signed_and_retried_after_the_receiver_fail
 
     let config = format!(
         "[api]\nrate_limit = 0\nkeys = [{{ name = \"ops\", key = \"{ADMIN}\", role = \"admin\" }}]\n\n\
+         [webhooks]\nallow_networks = [\"127.0.0.1\"]\n\n\
          [[check]]\nname = \"bot\"\nplugin = \"http\"\ninterval = \"1s\"\ntarget = \"{service_url}\"\n"
     );
     let workdir = Workdir::new(&config, &[]);

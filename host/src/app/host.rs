@@ -149,6 +149,9 @@ fn config_sanity(config: &Config) -> Result<(), Vec<ConfigError>> {
             ));
         }
     }
+    if let Err(message) = config.webhooks.networks() {
+        problem(message);
+    }
     for name in &config.api.allowed_hosts {
         if name.is_empty() || name.contains("://") || name.contains(['/', ' ', ':']) {
             problem(format!("`[api] allowed_hosts`: `{name}` is not a host name such as \"monitor.internal\""));

@@ -34,6 +34,7 @@ use crate::ops::reload::handle::{Handle, Trigger};
 use crate::ops::reload::watch::watch;
 use crate::ops::telemetry::Telemetry;
 use crate::ops::{journal, retention};
+use crate::runtime::Reach;
 use crate::storage::Storage;
 use host::{Host, StartError};
 
@@ -86,7 +87,14 @@ pub async fn serve(
         jitter: host.config.scheduler.jitter,
         schedule: std::sync::Mutex::default(),
     });
-    webhooks::spawn(storage.clone(), &events, &tasks, stop.clone());
+    let webhook_reach = Reach::Public(
+        host.config
+            .webhooks
+            .networks()
+            .map_err(|e| StartError::Config(vec![ConfigError::new(host.config.source.name(), None, e)]))?
+            .into(),
+    );
+    webhooks::spawn(storage.clone(), webhook_reach.clone(), &events, &tasks, stop.clone());
     let engine = Engine::new(
         host.alerting.clone(),
         host.runtime.clone(),
@@ -135,6 +143,7 @@ pub async fn serve(
         ai: host.config.ai.clone(),
         traces: host.config.traces.clone(),
         retention_events: host.config.retention.events,
+        webhook_reach,
         runtime: host.runtime.clone(),
         live: std::sync::RwLock::new(Arc::new(Live::of(&host))),
         reloads: reloads.clone(),

@@ -1,4 +1,5 @@
-//! The alerting tables of the config: `[alerting]`, `[[rule]]`, `[[channel]]` and `[[escalation]]`.
+//! The alerting tables of the config: `[alerting]`, `[[rule]]`, `[[channel]]`, `[[escalation]]`, and `[webhooks]`
+//! for the subscriptions made through the API.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -46,6 +47,36 @@ impl Default for AlertingConfig {
             repeat_interval: Duration::from_secs(4 * 3600),
             external_url: None,
         }
+    }
+}
+
+/// `[webhooks]`: where webhooks created through the API may deliver.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Networks beyond the public internet that webhooks may reach, as addresses or CIDR blocks (`10.20.0.0/16`,
+    /// `127.0.0.1`, `fd00::/8`). Loopback, private, link-local and other non-public addresses are refused otherwise.
+    pub allow_networks: Vec<String>,
+}
+
+impl WebhooksConfig {
+    /// `allow_networks` read as networks; an address alone is a network of one.
+    pub fn networks(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.allow_networks
+            .iter()
+            .map(|entry| {
+                entry
+                    .parse::<ipnet::IpNet>()
+                    .map(|network| network.trunc())
+                    .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        format!(
+                            "`[webhooks] allow_networks`: `{entry}` is not an address or a network such as \
+                             \"10.20.0.0/16\""
+                        )
+                    })
+            })
+            .collect()
     }
 }
 
@@ -193,4 +224,21 @@ fn yes() -> bool {
 
 fn five() -> u32 {
     5
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_networks_are_blocks_or_single_addresses() {
+        let config =
+            |entries: &[&str]| WebhooksConfig { allow_networks: entries.iter().map(|e| e.to_string()).collect() };
+        let networks = config(&["10.20.1.7/16", "127.0.0.1", "fd00::/8"]).networks().unwrap();
+        let shown: Vec<String> = networks.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["10.20.0.0/16", "127.0.0.1/32", "fd00::/8"]);
+        let error = config(&["10.0.0.0/8", "intranet"]).networks().unwrap_err();
+        assert!(error.contains("[webhooks] allow_networks") && error.contains("`intranet`"), "{error}");
+        assert!(config(&["10.0.0.0/33"]).networks().is_err());
+    }
 }

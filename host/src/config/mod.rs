@@ -23,6 +23,7 @@ use toml::Spanned;
 
 pub use alerting::{
     AlertingConfig, ChannelConfig, ChannelKind, EscalationConfig, EscalationStep, RuleConfig, SmtpSecurity,
+    WebhooksConfig,
 };
 pub use analytics::{AiConfig, PatternConfig, Price, PrivacyConfig, TracesConfig};
 pub use checks::{CheckConfig, LogSourceConfig, LogSourceKind, RecoveryConfig, RecoveryHttp};
@@ -50,6 +51,7 @@ pub struct Config {
     pub system: SystemConfig,
     pub retention: RetentionConfig,
     pub alerting: AlertingConfig,
+    pub webhooks: WebhooksConfig,
     pub privacy: PrivacyConfig,
     pub ai: AiConfig,
     pub traces: TracesConfig,
@@ -127,6 +129,7 @@ impl Config {
             dashboard: DashboardConfig::default(),
             retention: RetentionConfig::default(),
             alerting: AlertingConfig::default(),
+            webhooks: WebhooksConfig::default(),
             privacy: PrivacyConfig::default(),
             ai: AiConfig::default(),
             traces: TracesConfig::default(),

@@ -13,7 +13,7 @@ use http_body_util::BodyExt;
 use serde::Serialize;
 
 use crate::config::Secret;
-use crate::runtime::{Timeouts, TlsConfig, send, truncate};
+use crate::runtime::{Reach, Timeouts, TlsConfig, read_start, send, truncate};
 use crate::storage::time::serialize_rfc3339;
 
 /// How long one attempt may take, connection to the end of the answer.
@@ -21,6 +21,8 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The wait before the first retry; it doubles after each, up to [`MAX_RETRY_WAIT`].
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
+/// How much of a receiver's answer is read: enough for an error message or Telegram's `retry_after`.
+const ANSWER_BYTES: usize = 16 * 1024;
 
 /// One attempt to deliver, as stored and served.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -109,8 +111,15 @@ pub async fn deliver(receiver: &impl Receiver, max_attempts: u32) -> bool {
     false
 }
 
-/// One POST of JSON: the status of a 2xx answer, or why there is none (with the start of the receiver's answer).
-pub async fn post(url: &str, headers: &[(String, Secret)], body: &Bytes, tls: &TlsConfig) -> Result<u16, Failure> {
+/// One POST of JSON to an address `reach` allows: the status of a 2xx answer, or why there is none (with the start
+/// of the receiver's answer, of which [`ANSWER_BYTES`] at most are read).
+pub async fn post(
+    url: &str,
+    headers: &[(String, Secret)],
+    body: &Bytes,
+    tls: &TlsConfig,
+    reach: &Reach,
+) -> Result<u16, Failure> {
     let full = http_body_util::Full::new(body.clone()).map_err(|never| match never {}).boxed_unsync();
     let mut request = http::Request::post(url)
         .header(http::header::CONTENT_TYPE, "application/json")
@@ -120,8 +129,13 @@ pub async fn post(url: &str, headers: &[(String, Secret)], body: &Bytes, tls: &T
     }
     let request = request.body(full).map_err(|e| Failure::new(None, format!("invalid request: {e}")))?;
     let timeouts = Timeouts { connect: ATTEMPT_TIMEOUT, first_byte: ATTEMPT_TIMEOUT, between_bytes: ATTEMPT_TIMEOUT };
-    let (response, io) =
-        send(request, timeouts, tls).await.map_err(|e| Failure::new(None, format!("request failed: {e}")))?;
+    let (response, io) = send(request, timeouts, tls, reach).await.map_err(|e| match e {
+        wasmtime_wasi_http::Error::DestinationIpProhibited => Failure::new(
+            None,
+            "refused: the receiver's address is not public, and `[webhooks] allow_networks` does not include it".into(),
+        ),
+        e => Failure::new(None, format!("request failed: {e}")),
+    })?;
     tokio::spawn(io);
     let status = response.status().as_u16();
     if (200..300).contains(&status) {
@@ -134,11 +148,9 @@ pub async fn post(url: &str, headers: &[(String, Secret)], body: &Bytes, tls: &T
         .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s >= 0.0)
         .map(Duration::from_secs_f64);
-    let text = tokio::time::timeout(Duration::from_secs(2), response.into_body().collect())
+    let text = tokio::time::timeout(Duration::from_secs(2), read_start(response.into_body(), ANSWER_BYTES))
         .await
-        .ok()
-        .and_then(Result::ok)
-        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+        .map(|start| String::from_utf8_lossy(&start).into_owned())
         .unwrap_or_default();
     // Telegram says how long to wait in the body: `{"parameters": {"retry_after": 5}}`.
     let retry_after = retry_after.or_else(|| {
@@ -149,4 +161,56 @@ pub async fn post(url: &str, headers: &[(String, Secret)], body: &Bytes, tls: &T
     let message =
         if text.is_empty() { format!("answered HTTP {status}") } else { format!("answered HTTP {status}: {text}") };
     Err(Failure { code: Some(status), message, retry_after })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A receiver on loopback answering every POST with a 500 and a body of 640 MiB; its URL and its hits.
+    async fn endless_receiver() -> (String, Arc<AtomicUsize>) {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::post(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let chunks = (0..10_000).map(|_| Ok::<_, std::convert::Infallible>(Bytes::from(vec![b'x'; 64 * 1024])));
+                let body = axum::body::Body::from_stream(tokio_stream::iter(chunks));
+                async move { (http::StatusCode::INTERNAL_SERVER_ERROR, body) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (url, hits)
+    }
+
+    #[tokio::test]
+    async fn only_the_start_of_an_answer_is_read() {
+        let (url, _) = endless_receiver().await;
+        let failure =
+            post(&url, &[], &Bytes::from_static(b"{}"), &TlsConfig::system(), &Reach::Anywhere).await.unwrap_err();
+        assert_eq!(failure.code, Some(500));
+        assert!(failure.message.starts_with("answered HTTP 500: xxxx"), "{}", &failure.message[..40]);
+        // Reading it all would hit the 2 s read limit and show nothing of it.
+        assert!(failure.message.len() < 300, "the message holds the start only");
+    }
+
+    #[tokio::test]
+    async fn a_refused_address_is_never_connected_to() {
+        let (url, hits) = endless_receiver().await;
+        let public_only = Reach::Public(Arc::from(Vec::new()));
+        let failure =
+            post(&url, &[], &Bytes::from_static(b"{}"), &TlsConfig::system(), &public_only).await.unwrap_err();
+        assert_eq!(failure.code, None);
+        assert!(failure.message.contains("[webhooks] allow_networks"), "{}", failure.message);
+        assert_eq!(hits.load(Ordering::SeqCst), 0);
+        let allowed = Reach::Public(Arc::from(vec!["127.0.0.0/8".parse().unwrap()]));
+        assert_eq!(post(&url, &[], &Bytes::new(), &TlsConfig::system(), &allowed).await.unwrap_err().code, Some(500));
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
 }

@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Secret;
 use crate::events::delivery::{Attempt, Failure, Receiver, deliver, post};
 use crate::events::{Event, Events, NAMES};
-use crate::runtime::TlsConfig;
+use crate::runtime::{Reach, TlsConfig};
 use crate::storage::Storage;
 
 /// Attempts per delivery.
@@ -124,8 +124,8 @@ pub fn signature(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
     format!("sha256={hex}")
 }
 
-/// Deliver every event of the bus to its subscribers until `stop`.
-pub fn spawn(storage: Storage, events: &Events, tasks: &TaskTracker, stop: CancellationToken) {
+/// Deliver every event of the bus to its subscribers, at addresses `reach` allows, until `stop`.
+pub fn spawn(storage: Storage, reach: Reach, events: &Events, tasks: &TaskTracker, stop: CancellationToken) {
     let mut receiver = events.subscribe();
     let deliveries = tasks.clone();
     let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
@@ -158,7 +158,7 @@ pub fn spawn(storage: Storage, events: &Events, tasks: &TaskTracker, stop: Cance
                     );
                     continue;
                 };
-                let (storage, event, stop) = (storage.clone(), event.clone(), stop.clone());
+                let (storage, reach, event, stop) = (storage.clone(), reach.clone(), event.clone(), stop.clone());
                 deliveries.spawn(async move {
                     let _slot = slot;
                     let body = Bytes::from(event.to_json().to_string());
@@ -166,6 +166,7 @@ pub fn spawn(storage: Storage, events: &Events, tasks: &TaskTracker, stop: Cance
                         storage: &storage,
                         webhook: id,
                         url: &url,
+                        reach: &reach,
                         secret: secret.as_bytes(),
                         event: &event,
                         body,
@@ -185,6 +186,7 @@ struct Subscriber<'a> {
     storage: &'a Storage,
     webhook: i64,
     url: &'a str,
+    reach: &'a Reach,
     secret: &'a [u8],
     event: &'a Event,
     body: Bytes,
@@ -207,7 +209,7 @@ impl Receiver for Subscriber<'_> {
         .into_iter()
         .map(|(name, value)| (name.to_string(), Secret::new(value)))
         .collect();
-        match post(self.url, &headers, &self.body, &TlsConfig::system()).await {
+        match post(self.url, &headers, &self.body, &TlsConfig::system(), self.reach).await {
             Ok(status) => Ok(Some(status)),
             Err(Failure { code: Some(status), .. }) => {
                 Err(Failure::new(Some(status), format!("answered HTTP {status}")))

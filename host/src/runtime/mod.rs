@@ -14,6 +14,7 @@ mod lookup;
 mod output;
 mod plugin;
 pub mod plugins;
+mod reach;
 pub mod redact;
 mod send;
 pub mod settings;
@@ -33,8 +34,9 @@ pub use bindings::{
 pub use cache::CompiledCache;
 pub use grants::Grants;
 pub use plugin::{Kind, Plugin, PluginSource, accepted_versions, capability};
+pub use reach::Reach;
 pub use redact::Redactor;
-pub use send::{Timeouts, TlsConfig, send};
+pub use send::{Timeouts, TlsConfig, read_start, send};
 pub use state::CallLabels;
 use state::{MemoryCapExceeded, Output, PluginState};
 pub use state::{one_line, truncate};

@@ -22,6 +22,8 @@ use tokio::time::{Instant, Sleep};
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{Error, WasiBody};
 
+use crate::runtime::reach::Reach;
+
 /// The certificate authorities one check's HTTPS requests trust.
 #[derive(Clone)]
 pub struct TlsConfig(Arc<ClientConfig>);
@@ -88,20 +90,22 @@ pub struct Timeouts {
 
 type IoFuture = Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>;
 
-/// Send `request` (an absolute URI) and return the response as soon as its head arrives, with a future that
-/// finishes the connection's I/O.
+/// Send `request` (an absolute URI) to an address `reach` allows and return the response as soon as its head
+/// arrives, with a future that finishes the connection's I/O.
 pub async fn send(
     mut request: http::Request<WasiBody>,
     timeouts: Timeouts,
     tls: &TlsConfig,
+    reach: &Reach,
 ) -> Result<(http::Response<WasiBody>, IoFuture), Error> {
     let uri = request.uri().clone();
     let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
     let host = uri.host().ok_or(Error::HttpRequestUriInvalid)?.trim_start_matches('[').trim_end_matches(']');
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
 
-    let stream =
-        tokio::time::timeout(timeouts.connect, connect(host, port)).await.map_err(|_| Error::ConnectionTimeout)??;
+    let stream = tokio::time::timeout(timeouts.connect, connect(host, port, reach))
+        .await
+        .map_err(|_| Error::ConnectionTimeout)??;
     let stream: Box<dyn Io> = if https {
         let name = ServerName::try_from(host.to_string()).map_err(|_| Error::HttpRequestUriInvalid)?;
         let connector = tokio_rustls::TlsConnector::from(tls.0.clone());
@@ -156,18 +160,39 @@ pub async fn send(
     Ok((response, io))
 }
 
+/// The first `cap` bytes of a response body (all of it when shorter); the rest is never read. A body that fails
+/// before `cap` gives what came.
+pub async fn read_start(mut body: WasiBody, cap: usize) -> Bytes {
+    let mut start = Vec::new();
+    while start.len() < cap {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    start.extend_from_slice(&data[..data.len().min(cap - start.len())]);
+                }
+            }
+            Some(Err(_)) | None => break,
+        }
+    }
+    Bytes::from(start)
+}
+
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
 
-/// Resolve and connect to the first address that accepts. A name that does not resolve is a DNS error, not a
-/// refused connection.
-async fn connect(host: &str, port: u16) -> Result<TcpStream, Error> {
+/// Resolve and connect to the first address `reach` allows that accepts. A name that does not resolve is a DNS
+/// error, not a refused connection; one whose every address is refused is `DestinationIpProhibited`.
+async fn connect(host: &str, port: u16, reach: &Reach) -> Result<TcpStream, Error> {
     let addresses: Vec<_> = tokio::net::lookup_host((host, port))
         .await
         .map_err(|e| Error::DnsError { rcode: Some(e.to_string()), info_code: None })?
         .collect();
     let mut last = Error::DestinationNotFound;
     for address in addresses {
+        if reach.refusal(address.ip()).is_some() {
+            last = Error::DestinationIpProhibited;
+            continue;
+        }
         match TcpStream::connect(address).await {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);

@@ -17,6 +17,7 @@ use super::bindings::{Level, selfmon};
 use super::grants::Grants;
 use super::lookup::GrantedLookup;
 use super::output::CappedOutput;
+use super::reach::Reach;
 use super::redact::Redactor;
 use super::send::{Timeouts, TlsConfig, send};
 
@@ -189,7 +190,7 @@ impl WasiHttpHooks for GrantHooks {
         };
         let tls = confinement.tls.clone();
         Box::new(async move {
-            let (response, io) = send(request, timeouts, &tls).await?;
+            let (response, io) = send(request, timeouts, &tls, &Reach::Anywhere).await?;
             Ok((response, Box::new(io) as BoxedFuture<_>))
         })
     }

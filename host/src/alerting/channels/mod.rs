@@ -26,7 +26,7 @@ use crate::alerting::dispatch::{Notice, Notification, Pacing, Status};
 use crate::config::{AlertingConfig, ChannelConfig, ChannelKind, Config, ConfigError, Env, Secret};
 use crate::events::delivery::{self, Failure, Receiver, post};
 use crate::ops::telemetry::Telemetry;
-use crate::runtime::{Redactor, TlsConfig};
+use crate::runtime::{Reach, Redactor, TlsConfig};
 use crate::storage::Storage;
 use email::Email;
 
@@ -292,7 +292,7 @@ impl Receiver for Sending<'_> {
                 if channel.kind == ChannelKind::Alertmanager {
                     url = format!("{}/api/v2/alerts", url.trim_end_matches('/'));
                 }
-                post(&url, headers, body, tls).await.map(Some)
+                post(&url, headers, body, tls, &Reach::Anywhere).await.map(Some)
             }
             (Target::Email(email), Message::Email { subject, body }) => email.send(subject, body).await,
             _ => Err(Failure::new(None, "the message does not suit the channel".into())),

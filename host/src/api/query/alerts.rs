@@ -136,6 +136,10 @@ impl Queries {
         caller: Option<&str>,
     ) -> Result<Webhook, QueryError> {
         request.validate().map_err(QueryError::Rejected)?;
+        if let Some(problem) = self.webhook_reach.check_url(&request.url).await {
+            tracing::warn!(target: "selfmon::security", url = %request.url, by = caller, "Refused a webhook to an address it may not reach");
+            return Err(QueryError::Rejected(vec![problem]));
+        }
         let webhook = self.storage.create_webhook(request).await.map_err(change)?;
         tracing::info!(target: "selfmon::security", webhook = webhook.id, url = %webhook.url, by = caller, "Webhook created");
         Ok(webhook)

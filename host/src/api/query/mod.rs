@@ -33,7 +33,7 @@ use crate::logs::sources::Input;
 use crate::ops::reload::handle::Handle;
 use crate::ops::telemetry::Telemetry;
 use crate::runtime::plugins::Plugins;
-use crate::runtime::{CONTRACT_VERSION, Runtime};
+use crate::runtime::{CONTRACT_VERSION, Reach, Runtime};
 use crate::storage::{ChangeError, Storage, StorageError};
 use status::{About, PluginSummary, PluginUse, RefusedPlugin};
 
@@ -45,6 +45,8 @@ pub struct Queries {
     pub traces: TracesConfig,
     /// How long events are kept: older ones are refused.
     pub retention_events: Duration,
+    /// Where webhooks created through the API may deliver.
+    pub webhook_reach: Reach,
     pub runtime: Arc<Runtime>,
     /// What a reload replaces, as of the last one.
     pub live: std::sync::RwLock<Arc<Live>>,

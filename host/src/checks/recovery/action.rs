@@ -10,7 +10,7 @@ use tokio::io::AsyncReadExt;
 
 use super::status::Outcome;
 use crate::config::Secret;
-use crate::runtime::{Timeouts, TlsConfig, send};
+use crate::runtime::{Reach, Timeouts, TlsConfig, read_start, send};
 
 /// Output of an action kept in the record.
 const OUTPUT_BYTES: usize = 4096;
@@ -125,15 +125,15 @@ async fn run_request(
     };
     let timeouts = Timeouts { connect: timeout, first_byte: timeout, between_bytes: timeout };
     let exchange = async {
-        let (response, io) = send(request, timeouts, &TlsConfig::system()).await?;
+        let (response, io) = send(request, timeouts, &TlsConfig::system(), &Reach::Anywhere).await?;
         tokio::spawn(io);
         let status = response.status().as_u16();
-        let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = read_start(response.into_body(), OUTPUT_BYTES).await;
         Ok::<_, wasmtime_wasi_http::Error>((status, body))
     };
     match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok((status, body))) => {
-            let output = String::from_utf8_lossy(&body[..body.len().min(OUTPUT_BYTES)]).trim().to_string();
+            let output = String::from_utf8_lossy(&body).trim().to_string();
             (if (200..300).contains(&status) { Outcome::Ran } else { Outcome::Failed }, Some(i32::from(status)), output)
         }
         Ok(Err(error)) => (Outcome::Error, None, format!("request failed: {error}")),
