@@ -1,5 +1,6 @@
 //! GraphQL at `/graphql` over real HTTP and a real WebSocket: queries, mutations with their role check, a
-//! subscription that receives a health change as it happens, and a query refused by the depth limit.
+//! subscription that receives a health change as it happens, requests refused by the size, depth and cost limits,
+//! and the schema fetched by a real client.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +12,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::support::{PATIENCE, Selfmon, Target, Workdir};
+use crate::support::{CLIENT_PYTHON, PATIENCE, Selfmon, Target, Workdir};
 
 const ADMIN: &str = "admin-key-0123456789";
 const READ: &str = "read-key-0123456789";
@@ -116,17 +117,71 @@ async fn queries_and_mutations_answer_what_rest_answers() {
     selfmon.stop().await;
 }
 
+/// The first error of a GraphQL answer, which must have no data.
+fn refusal(answer: &Value) -> &str {
+    assert!(answer["data"].is_null(), "{answer}");
+    answer["errors"][0]["message"].as_str().unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn deep_queries_are_refused_before_they_run() {
+async fn oversized_requests_are_refused_before_they_run() {
     let workdir = Workdir::new(&keys(), &[]);
     let selfmon = Selfmon::start(&workdir).await;
-    let deep = "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { ofType { ofType { name } } } } } } } } } } }";
-    let answer = selfmon.graphql(Some(READ), deep, Value::Null).await;
-    assert!(answer["data"].is_null(), "{answer}");
-    assert_eq!(answer["errors"][0]["message"], "Query is nested too deep.", "{answer}");
-    let wide = "{ health { checks { history(limit: 1000) { status summary startedAt } } } }";
-    let answer = selfmon.graphql(Some(READ), wide, Value::Null).await;
-    assert_eq!(answer["errors"][0]["message"], "Query is too complex.", "{answer}");
+    let running = &selfmon;
+    let ask = |query: String| async move { running.graphql(Some(READ), &query, Value::Null).await };
+
+    let children = "children { ".repeat(10) + "name" + &" }".repeat(10);
+    let deep = ask(format!("{{ trace(traceId: \"t\") {{ roots {{ {children} }} }} }}")).await;
+    assert_eq!(refusal(&deep), "the query nests 13 fields deep, more than the 10 allowed");
+    let nested_listing = ask("{ __schema { types { fields { type { fields { name } } } } } }".into()).await;
+    assert!(refusal(&nested_listing).contains("once on a path"), "{nested_listing}");
+
+    // Lists cost their limit; scans their window; aliases each their own.
+    let wide = ask("{ health { checks { history(limit: 1000) { status summary startedAt } } } }".into()).await;
+    assert!(refusal(&wide).starts_with("the query costs 3"), "{wide}");
+    let longest = "logAnalysis(hours: 2160) { totalRecords }";
+    let one = ask(format!("{{ a: {longest} }}")).await;
+    assert!(one["errors"].is_null(), "one scan of the longest window runs: {one}");
+    let two = ask(format!("{{ a: {longest} b: {longest} }}")).await;
+    assert!(refusal(&two).starts_with("the query costs 1002,"), "{two}");
+    let aliases =
+        |n: usize| (0..n).map(|i| format!("p{i}: performance {{ timeWindowSeconds }}")).collect::<Vec<_>>().join(" ");
+    assert!(ask(format!("{{ {} }}", aliases(10))).await["errors"].is_null());
+    assert!(refusal(&ask(format!("{{ {} }}", aliases(20))).await).starts_with("the query costs"));
+
+    // Fragments that spread each other twice over: refused unexpanded (2^30 fields expanded).
+    let mut fragments = String::from("{ ...F0 }\n");
+    for i in 0..30 {
+        fragments.push_str(&format!("fragment F{i} on QueryRoot {{ ...F{} ...F{} }}\n", i + 1, i + 1));
+    }
+    fragments.push_str("fragment F30 on QueryRoot { status }\n");
+    assert!(refusal(&ask(fragments).await).contains("fields once its fragments are expanded"));
+    selfmon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_client_fetches_the_schema_and_validates_queries_against_it() {
+    let target = Target::start().await;
+    let config =
+        format!("{}\n[[check]]\nname = \"web\"\nplugin = \"http\"\ntarget = \"{}\"\n", keys(), target.url("/ok"));
+    let workdir = Workdir::new(&config, &[]);
+    let selfmon = Selfmon::start(&workdir).await;
+    let python = std::path::Path::new(CLIENT_PYTHON);
+    assert!(python.exists(), "{CLIENT_PYTHON} is missing: run scripts/setup, which installs gql");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/integration/scripts/graphql_client.py");
+    let output = tokio::process::Command::new(python)
+        .args([script, &format!("{}/graphql", selfmon.url), READ])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let said: Value = serde_json::from_slice(&output.stdout).unwrap();
+    for field in ["health", "logs", "traces", "analytics", "performance"] {
+        assert!(said["query_fields"].as_array().unwrap().contains(&json!(field)), "{said}");
+    }
+    assert_eq!(said["answer"]["health"]["total"], 1, "{said}");
+    assert_eq!(said["answer"]["health"]["checks"][0]["name"], "web");
+    assert_eq!(said["invalid"], "Cannot query field 'uptime' on type 'HealthReport'.", "{said}");
     selfmon.stop().await;
 }
 

@@ -11,10 +11,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use serde_json::{Value, json};
 
-use crate::support::{Selfmon, Workdir, get_json_with_key};
-
-/// The Python with the OpenTelemetry SDK that `scripts/setup` installs.
-const PYTHON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/otel-venv/bin/python");
+use crate::support::{CLIENT_PYTHON as PYTHON, Selfmon, Workdir, get_json_with_key};
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());

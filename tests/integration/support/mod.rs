@@ -20,6 +20,9 @@ use tokio::task::JoinHandle;
 /// performance target: a generous bound so a loaded machine does not fail a test.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
+/// The Python with the real clients `scripts/setup` installs from PyPI: the OpenTelemetry SDK and `gql`.
+pub const CLIENT_PYTHON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/client-venv/bin/python");
+
 /// A service on loopback whose `GET /` answers 200 while the flag is up and 503 once it is down; its URL.
 pub async fn switchable_service() -> (Arc<AtomicBool>, String) {
     let up = Arc::new(AtomicBool::new(true));

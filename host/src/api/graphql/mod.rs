@@ -3,10 +3,11 @@
 //! Queries and mutations are POSTed; subscriptions use the `graphql-transport-ws` protocol over a WebSocket on the
 //! same path and are fed by the [event bus](crate::events).
 //!
-//! A query deeper than [`MAX_DEPTH`] or more complex than [`MAX_COMPLEXITY`] is refused before it runs. Mutations
+//! A request larger, deeper or costlier than [`limits`] allows is refused before anything runs. Mutations
 //! need an admin key (or an API without keys). `selfmon graphql-schema` prints the schema; the repository keeps a
 //! copy in `schema.graphql`, which a test holds to the code.
 
+pub mod limits;
 pub mod mutation;
 pub mod query;
 pub mod subscription;
@@ -27,12 +28,6 @@ use mutation::MutationRoot;
 use query::QueryRoot;
 use subscription::SubscriptionRoot;
 
-/// The deepest a query may nest.
-pub const MAX_DEPTH: usize = 10;
-
-/// The most fields (weighted by lists) a query may ask for.
-pub const MAX_COMPLEXITY: usize = 1000;
-
 /// The largest WebSocket message a subscriber may send.
 const MAX_MESSAGE: usize = 64 << 10;
 
@@ -52,7 +47,7 @@ pub fn sdl() -> String {
 }
 
 fn builder() -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
-    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot).limit_depth(MAX_DEPTH).limit_complexity(MAX_COMPLEXITY)
+    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot).extension(limits::Limits)
 }
 
 /// A GraphQL error with the REST API's code in its extensions.

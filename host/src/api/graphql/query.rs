@@ -4,21 +4,22 @@ use std::collections::BTreeMap;
 
 use async_graphql::{ComplexObject, Context, Json, Object, SimpleObject};
 
+use super::limits::scan;
 use super::{error, limit, offset, queries};
 use crate::alerting::alert::Alert;
 use crate::alerting::api_rules::Rule;
 use crate::alerting::engine::RuleStatus;
 use crate::alerting::silences::Silence;
-use crate::analytics::answers::Analytics;
+use crate::analytics::answers::{Analytics, MAX_DAYS};
 use crate::api::query::checks::{MetricsAnswer, MetricsRequest};
 use crate::api::query::status::Status;
 use crate::checks::board::CheckState;
 use crate::checks::health::Health;
-use crate::checks::performance::{Errors, Performance};
+use crate::checks::performance::{Errors, MAX_WINDOW, Performance};
 use crate::checks::recovery::status::Status as RecoveryStatus;
 use crate::checks::store::StoredRun;
 use crate::logs::StoredRecord;
-use crate::logs::analysis::{Aggregation, Analysis, Period, Security};
+use crate::logs::analysis::{Aggregation, Analysis, MAX_HOURS, Period, Security};
 use crate::logs::search::Search;
 use crate::storage::{MetricName, Page as StoragePage};
 use crate::traces::{Trace, TraceSearch, TraceSummary};
@@ -180,7 +181,7 @@ impl QueryRoot {
     /// A metric's series between `from` and `to` (Unix seconds; the last hour by default), averaged into
     /// buckets of `stepSeconds` when given.
     #[allow(clippy::too_many_arguments)]
-    #[graphql(complexity = "10 + usize::try_from(limit).unwrap_or(0) * child_complexity")]
+    #[graphql(complexity = "50 + usize::try_from(limit).unwrap_or(0).saturating_mul(child_complexity)")]
     async fn series(
         &self,
         ctx: &Context<'_>,
@@ -236,7 +237,7 @@ impl QueryRoot {
 
     /// Per check count, error rate, p50/p95/p99 and throughput over the last `timeWindow` seconds, and the slowest
     /// runs.
-    #[graphql(complexity = 100)]
+    #[graphql(complexity = "scan(time_window.into(), MAX_WINDOW.as_secs()) + child_complexity")]
     async fn performance(
         &self,
         ctx: &Context<'_>,
@@ -246,7 +247,7 @@ impl QueryRoot {
     }
 
     /// Error counts, rate, per check, and the top error patterns over the last `timeWindow` seconds.
-    #[graphql(complexity = 100)]
+    #[graphql(complexity = "scan(time_window.into(), MAX_WINDOW.as_secs()) + child_complexity")]
     async fn errors(
         &self,
         ctx: &Context<'_>,
@@ -256,7 +257,7 @@ impl QueryRoot {
     }
 
     /// Log record counts per period (`MINUTE`, `HOUR`, `DAY`), level and service over the last `hours`.
-    #[graphql(complexity = 100)]
+    #[graphql(complexity = "scan(hours.into(), MAX_HOURS) + child_complexity")]
     async fn log_aggregate(
         &self,
         ctx: &Context<'_>,
@@ -267,7 +268,7 @@ impl QueryRoot {
     }
 
     /// Log analysis over the last `hours`: counts, error templates with spikes, user activity, security events.
-    #[graphql(complexity = 100)]
+    #[graphql(complexity = "scan(hours.into(), MAX_HOURS) + child_complexity")]
     async fn log_analysis(
         &self,
         ctx: &Context<'_>,
@@ -277,7 +278,7 @@ impl QueryRoot {
     }
 
     /// Security events over the last `hours`.
-    #[graphql(complexity = 100)]
+    #[graphql(complexity = "scan(hours.into(), MAX_HOURS) + child_complexity")]
     async fn security_events(
         &self,
         ctx: &Context<'_>,
@@ -289,7 +290,8 @@ impl QueryRoot {
     /// Stored log records, newest first: a full-text query (`text`), levels, service, trace and time range (Unix
     /// seconds).
     #[allow(clippy::too_many_arguments)]
-    #[graphql(complexity = "10 + usize::try_from(limit).unwrap_or(0) * child_complexity")]
+    #[graphql(complexity = "50 + usize::try_from(offset).unwrap_or(0) / 100 + \
+                            usize::try_from(limit).unwrap_or(0).saturating_mul(child_complexity)")]
     async fn logs(
         &self,
         ctx: &Context<'_>,
@@ -378,12 +380,14 @@ impl QueryRoot {
     }
 
     /// One trace as a tree of spans, with its log records.
+    #[graphql(complexity = "100 + child_complexity")]
     async fn trace(&self, ctx: &Context<'_>, trace_id: String) -> async_graphql::Result<Trace> {
         queries(ctx).trace(&trace_id).await.map_err(error)
     }
 
     /// Traces with a span matching every filter, newest first.
     #[allow(clippy::too_many_arguments)]
+    #[graphql(complexity = "50 + (limit.clamp(1, 200) as usize).saturating_mul(child_complexity)")]
     async fn traces(
         &self,
         ctx: &Context<'_>,
@@ -411,6 +415,7 @@ impl QueryRoot {
     }
 
     /// Users, engagement, satisfaction, retention and AI cost over the last `days`.
+    #[graphql(complexity = "scan(days.into(), MAX_DAYS) + child_complexity")]
     async fn analytics(
         &self,
         ctx: &Context<'_>,
