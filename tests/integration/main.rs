@@ -13,6 +13,7 @@ mod cli;
 mod dashboard;
 mod dependencies;
 mod graphql;
+mod https;
 mod journal;
 mod logs;
 mod notifications;

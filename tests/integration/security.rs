@@ -327,7 +327,9 @@ async fn what_selfmon_keeps_on_disk_is_its_owners_only() {
          [api]\nkeys = [{{ name = \"ops\", key = \"{ADMIN}\", role = \"admin\" }}]\n"
     );
     let workdir = Workdir::new(&config, &[]);
-    let (mut child, url) = crate::support::serve_binary(&workdir, port, "info", std::process::Stdio::null()).await;
+    let said = tempfile::NamedTempFile::new().unwrap();
+    let stderr = std::process::Stdio::from(said.reopen().unwrap());
+    let (mut child, url) = crate::support::serve_binary(&workdir, port, "info", stderr).await;
     let client = reqwest::Client::new();
     let sent = client
         .post(format!("{url}/v1/logs"))
@@ -353,7 +355,7 @@ async fn what_selfmon_keeps_on_disk_is_its_owners_only() {
         assert_eq!(mode(&folder), 0o700, "{}", folder.display());
     }
     crate::support::signal(&child, nix::sys::signal::Signal::SIGTERM);
-    assert!(child.wait().unwrap().success());
+    assert!(child.wait().unwrap().success(), "{}", std::fs::read_to_string(said.path()).unwrap());
 
     // A cache others may write to holds native code anyone could have put there: refused, naming the setting.
     std::fs::set_permissions(dir.join("cache"), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();

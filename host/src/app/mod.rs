@@ -5,6 +5,7 @@
 //! through it.
 
 pub mod host;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,8 +36,9 @@ use crate::ops::reload::watch::watch;
 use crate::ops::telemetry::Telemetry;
 use crate::ops::{journal, retention};
 use crate::runtime::Reach;
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageError, cipher, private_dir};
 use host::{Host, StartError};
+use tls::{Certificates, TlsListener};
 
 /// How long shutdown waits for API requests in progress before it stops waiting and commits what it has.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -55,9 +57,20 @@ pub async fn serve(
     let access = host.access.clone();
     let address = listener.local_addr().map_err(StartError::Serve)?;
     open_only_on_loopback(&host.config, &access, address, "the API", "`[server] api_listen`")?;
+    let certificates = Certificates::load(&host.config).map_err(|e| StartError::Config(vec![e]))?;
     let dashboard_listener = prepare_dashboard(&host.config, &access).await?;
-    let storage =
-        Storage::open(&host.config.source.resolve(&host.config.storage.path))?.with_privacy(host.privacy.clone());
+    let store = host.config.source.resolve(&host.config.storage.path);
+    let key = host
+        .config
+        .storage
+        .key(&host.config.source.base_dir)
+        .map_err(|e| StartError::Config(vec![ConfigError::new(host.config.source.name(), None, e)]))?;
+    // Held until selfmon stops: no conversion, and no second server, while this one uses the store.
+    if let Some(dir) = store.parent().filter(|d| !d.as_os_str().is_empty()) {
+        private_dir(dir).map_err(|source| StorageError::Directory { path: dir.into(), source })?;
+    }
+    let _in_use = cipher::lock(&store)?;
+    let storage = Storage::open_with_key(&store, key)?.with_privacy(host.privacy.clone());
     let board = Arc::new(Board::default());
     for check in &host.checks {
         board.register(&check.name, &check.plugin.info.name, check.enabled, check.interval, &check.depends_on);
@@ -173,21 +186,25 @@ pub async fn serve(
     reloader.spawn(reloads.clone(), reload_requests);
     watch(&host.config.source.resolve(&host.config.plugins.dir), reloads.clone(), &tasks, stop.clone());
     spawn_hangup(reloads, &tasks, stop.clone());
+    if let Some(certificates) = &certificates {
+        certificates.watch(&tasks, stop.clone());
+        certificates.reload_on_hangup(&tasks, stop.clone());
+    }
+    let scheme = if certificates.is_some() { "https" } else { "http" };
     tracing::info!(
-        api = %address,
+        api = %format!("{scheme}://{address}"),
         checks = host.checks.len(),
         rules = host.alerting.rules.iter().filter(|r| r.enabled).count(),
         plugins = host.plugins.iter().count(),
         storage = %storage.path().display(),
         "selfmon is running"
     );
+    let tls = certificates.as_ref().map(|c| c.server_config());
     if let Some(prepared) = dashboard_listener {
-        spawn_dashboard(&host.config, prepared, queries.clone(), access.clone(), &tasks, stop.clone());
+        spawn_dashboard(&host.config, prepared, tls.clone(), queries.clone(), access.clone(), &tasks, stop.clone());
     }
-    let app = api::app(queries, access, &host.config.api).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let stopping = stop.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move { stopping.cancelled().await });
-    let mut server = std::pin::pin!(server.into_future());
+    let app = api::app(queries, access, &host.config.api);
+    let mut server = std::pin::pin!(serve_on(listener, tls, app, &tasks, stop.clone()));
     let served = tokio::select! {
         served = &mut server => served,
         () = shutdown => {
@@ -275,24 +292,48 @@ fn open_only_on_loopback(
     Err(StartError::Config(vec![ConfigError::new(config.source.name(), None, message)]))
 }
 
+/// Serve `app` on `listener` (over TLS with `tls`) until `stop`, letting requests in progress finish.
+fn serve_on(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    app: axum::Router,
+    tasks: &TaskTracker,
+    stop: CancellationToken,
+) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> {
+    use axum::serve::ListenerExt as _;
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let stopping = stop.clone();
+    let stopped = async move { stopping.cancelled().await };
+    match tls {
+        None => Box::pin(axum::serve(listener, app).with_graceful_shutdown(stopped).into_future()),
+        Some(tls) => match TlsListener::new(listener, tls, tasks, stop) {
+            // Tapped, so that the server sees each connection's peer address as with plain TCP.
+            Ok(listener) => {
+                Box::pin(axum::serve(listener.tap_io(|_| ()), app).with_graceful_shutdown(stopped).into_future())
+            }
+            Err(error) => Box::pin(std::future::ready(Err(error))),
+        },
+    }
+}
+
 /// Serve the dashboard on its listener until `stop`.
 fn spawn_dashboard(
     config: &Config,
     (listener, sessions): (TcpListener, Option<Sessions>),
+    tls: Option<Arc<rustls::ServerConfig>>,
     queries: Arc<Queries>,
     access: Arc<Access>,
     tasks: &TaskTracker,
     stop: CancellationToken,
 ) {
     if let Ok(address) = listener.local_addr() {
-        tracing::info!(dashboard = %format!("http://{address}"), "Dashboard is serving");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(dashboard = %format!("{scheme}://{address}"), "Dashboard is serving");
     }
     let api = api::app(queries.clone(), access.clone(), &config.api);
-    let app = dashboard::app(queries, access, api, &config.dashboard, sessions)
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = dashboard::app(queries, access, api, &config.dashboard, sessions, tls.is_some());
+    let server = serve_on(listener, tls, app, tasks, stop.clone());
     tasks.spawn(async move {
-        let stopping = stop.clone();
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move { stopping.cancelled().await });
         let gave_up = async {
             stop.cancelled().await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;

@@ -17,7 +17,7 @@ use crate::logs::{LEVELS, StoredRecord, level_list};
 use crate::runtime::Kind;
 use crate::runtime::plugins::Plugins;
 use crate::runtime::settings::describe_settings;
-use crate::storage::{Privacy, open_read_only};
+use crate::storage::{Privacy, cipher, open_read_only};
 
 /// Self-hosted monitoring with sandboxed WebAssembly plugins.
 #[derive(Debug, Parser)]
@@ -59,8 +59,21 @@ pub enum Command {
         #[command(subcommand)]
         command: LogsCommand,
     },
+    /// Convert the database between plain and encrypted (while no selfmon serves it).
+    Storage {
+        #[command(subcommand)]
+        command: StorageCommand,
+    },
     /// Print the GraphQL schema (SDL) that `/graphql` serves.
     GraphqlSchema,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StorageCommand {
+    /// Encrypt the plain database with `[storage] key`, in place.
+    Encrypt,
+    /// Decrypt the database encrypted with `[storage] key`, in place; remove the key from the config afterwards.
+    Decrypt,
 }
 
 #[derive(Debug, Subcommand)]
@@ -187,11 +200,19 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Plugin { command: PluginCommand::New { .. } } => unreachable!("made before the config is loaded"),
         Command::Config { command: ConfigCommand::Check } => config_check(config).await,
         Command::Logs { command } => logs(config, command).await,
+        Command::Storage { command } => convert_storage(&config, &command),
         Command::GraphqlSchema => unreachable!("printed before the config is loaded"),
     }
 }
 
 async fn serve(config: Config) -> ExitCode {
+    let shutdown = match shutdown_signal() {
+        Ok(shutdown) => shutdown,
+        Err(error) => {
+            eprintln!("error: cannot listen for SIGINT and SIGTERM: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let address = config.server.api_listen;
     let listener = match tokio::net::TcpListener::bind(address).await {
         Ok(listener) => listener,
@@ -212,7 +233,7 @@ async fn serve(config: Config) -> ExitCode {
     } else {
         None
     };
-    let served = crate::app::serve(config, listener, shutdown_signal()).await;
+    let served = crate::app::serve(config, listener, shutdown).await;
     drop(journal);
     match served {
         Ok(()) => ExitCode::SUCCESS,
@@ -223,15 +244,18 @@ async fn serve(config: Config) -> ExitCode {
     }
 }
 
-/// SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install the SIGTERM handler");
-    tokio::select! {
-        _ = interrupt => {}
-        _ = terminate.recv() => {}
-    }
+/// SIGINT (Ctrl-C) or SIGTERM. The handlers are installed when this is called, not when the future is first
+/// polled: a signal that arrives once selfmon answers requests shuts it down cleanly instead of killing it.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
 }
 
 async fn build(config: Config) -> Result<Host, ExitCode> {
@@ -388,8 +412,15 @@ async fn logs(config: Config, command: LogsCommand) -> ExitCode {
         eprintln!("error: there is no database at {} (has selfmon run with this config?)", path.display());
         return ExitCode::FAILURE;
     }
+    let key = match config.storage.key(&config.source.base_dir) {
+        Ok(key) => key,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     // Read-only: no migration, no writer, and it works for a user who may only read the database.
-    let db = match open_read_only(&path) {
+    let db = match open_read_only(&path, key.as_ref()) {
         Ok(db) => db,
         Err(error) => {
             eprintln!("error: {error}");
@@ -476,6 +507,10 @@ async fn config_check(config: Config) -> ExitCode {
         Ok(host) => host,
         Err(_) => return ExitCode::FAILURE,
     };
+    if let Err(error) = crate::app::tls::Certificates::load(&host.config) {
+        eprintln!("error: {error}");
+        return ExitCode::FAILURE;
+    }
     let enabled = host.checks.iter().filter(|c| c.enabled).count();
     let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     let rules = host.alerting.rules.iter().filter(|r| r.enabled).count();
@@ -491,6 +526,36 @@ async fn config_check(config: Config) -> ExitCode {
         println!("warning: plugin file {} refused: {}", refused.file.display(), refused.reason);
     }
     ExitCode::SUCCESS
+}
+
+/// `selfmon storage encrypt` and `decrypt`.
+fn convert_storage(config: &Config, command: &StorageCommand) -> ExitCode {
+    let path = config.source.resolve(&config.storage.path);
+    let key = match config.storage.key(&config.source.base_dir) {
+        Ok(Some(key)) => key,
+        Ok(None) => {
+            eprintln!("error: set `[storage] key` (env:NAME or file:/path): the key to encrypt with or decrypt by");
+            return ExitCode::FAILURE;
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (converted, done) = match command {
+        StorageCommand::Encrypt => (cipher::encrypt(&path, &key), "encrypted"),
+        StorageCommand::Decrypt => (cipher::decrypt(&path, &key), "decrypted: remove `[storage] key` from the config"),
+    };
+    match converted {
+        Ok(()) => {
+            println!("{}: {done}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ pub use checks::{CheckConfig, LogSourceConfig, LogSourceKind, RecoveryConfig, Re
 pub use secret::{Env, Secret, SecretRef};
 pub use server::{
     ApiConfig, ApiKeyConfig, DashboardConfig, LoggingConfig, PluginsConfig, RetentionConfig, Role, SchedulerConfig,
-    SecureCookie, ServerConfig, StorageConfig, SystemConfig,
+    SecureCookie, ServerConfig, StorageConfig, SystemConfig, TlsConfig,
 };
 pub use sidecar::{Extension, folder_files};
 pub use source::{ConfigError, Source, without_value};
@@ -43,6 +43,7 @@ pub const DEFAULT_FILE: &str = "selfmon.toml";
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
+    pub tls: TlsConfig,
     pub api: ApiConfig,
     pub dashboard: DashboardConfig,
     pub storage: StorageConfig,
@@ -121,6 +122,7 @@ impl Config {
     pub fn builtin_default() -> Self {
         Self {
             server: ServerConfig::default(),
+            tls: TlsConfig::default(),
             api: ApiConfig::default(),
             storage: StorageConfig::default(),
             plugins: PluginsConfig::default(),

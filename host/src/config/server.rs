@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::Deserialize;
 
-use super::SecretRef;
+use super::{Secret, SecretRef};
 
 /// `[server]`: where selfmon listens.
 #[derive(Debug, Clone, Deserialize)]
@@ -124,12 +124,38 @@ impl Default for ApiConfig {
     }
 }
 
+/// `[tls]`: HTTPS on the API and the dashboard.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The certificate chain (PEM), the server's own certificate first. Read again when it changes and on `SIGHUP`.
+    pub cert_file: Option<PathBuf>,
+    /// The private key of the certificate (PEM: PKCS #8, PKCS #1 or SEC1).
+    pub key_file: Option<PathBuf>,
+}
+
 /// `[storage]`: where results and metrics are kept.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// The SQLite database file, created with its directory if missing. Env: `SELFMON_STORAGE_PATH`.
     pub path: PathBuf,
+    /// Encrypt the database at rest with this key (`env:NAME` or `file:/path`): a new store is made encrypted; an
+    /// existing plain one is converted with `selfmon storage encrypt`.
+    pub key: Option<SecretRef>,
+}
+
+impl StorageConfig {
+    /// The key, looked up; `None` when the store is not encrypted. Errors name the setting, never the key.
+    pub fn key(&self, base: &std::path::Path) -> Result<Option<Secret>, String> {
+        let Some(reference) = &self.key else { return Ok(None) };
+        let key =
+            reference.resolve(|name| std::env::var(name).ok(), base).map_err(|e| format!("`[storage] key` {e}"))?;
+        if key.expose().is_empty() {
+            return Err("`[storage] key` is empty".into());
+        }
+        Ok(Some(key))
+    }
 }
 
 /// `[plugins]`: where drop-in plugins live and how every plugin instance is confined.
@@ -259,7 +285,7 @@ impl Default for ServerConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { path: PathBuf::from("data/selfmon.db") }
+        Self { path: PathBuf::from("data/selfmon.db"), key: None }
     }
 }
 

@@ -112,7 +112,7 @@ pub async fn deliver(receiver: &impl Receiver, max_attempts: u32) -> bool {
 }
 
 /// One POST of JSON to an address `reach` allows: the status of a 2xx answer, or why there is none (with the start
-/// of the receiver's answer, of which [`ANSWER_BYTES`] at most are read).
+/// of the receiver's answer, of which 16 KiB at most are read).
 pub async fn post(
     url: &str,
     headers: &[(String, Secret)],

@@ -19,10 +19,13 @@
 //!   and the store's [`Figures`];
 //! - the privacy chokepoint ([`Privacy`]) every record, span and event passes before it is written;
 //! - the time helpers of [`time`]: stored times are Unix milliseconds, shown as RFC 3339;
-//! - files for the owner only ([`private_dir`], [`private_file`]): the database, its write-ahead log, the keys.
+//! - files for the owner only ([`private_dir`], [`private_file`]): the database, its write-ahead log, the keys;
+//! - encryption at rest ([`cipher`]): a store opened with a key ([`Storage::open_with_key`]), converted either way
+//!   while no server holds its [`cipher::lock`].
 //!
 //! Outside this folder, only the `store.rs` files name the engine's types.
 
+pub mod cipher;
 mod privacy;
 pub mod samples;
 mod schema;
@@ -36,6 +39,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::config::Secret;
 
 pub use privacy::{PSEUDONYM_PREFIX, Privacy, kept_key};
 pub use samples::{MAX_POINTS, MetricName, Sample, SeriesError, SeriesPage, SeriesPoints, SeriesQuery};
@@ -71,6 +76,19 @@ pub struct Page<T> {
 pub enum StorageError {
     #[error("cannot open the database {path}: {source}")]
     Open { path: PathBuf, source: rusqlite::Error },
+    #[error("`[storage] key` does not open the database {path}: the key is wrong")]
+    WrongKey { path: PathBuf },
+    #[error("the database {path} is encrypted: set `[storage] key` to its key")]
+    Encrypted { path: PathBuf },
+    #[error(
+        "the database {path} is not encrypted, but `[storage] key` is set: encrypt it with `selfmon storage encrypt`, \
+         or remove the key"
+    )]
+    NotEncrypted { path: PathBuf },
+    #[error("the database {path} is in use by a running selfmon: stop it first")]
+    InUse { path: PathBuf },
+    #[error("cannot convert the database {path}: {reason}; it is left as it was")]
+    Convert { path: PathBuf, reason: String },
     #[error("cannot create the directory {path}: {source}")]
     Directory { path: PathBuf, source: std::io::Error },
     #[error("cannot migrate the database {path}: {source}")]
@@ -101,6 +119,8 @@ pub enum ChangeError {
 pub struct Storage {
     queue: mpsc::Sender<Op>,
     path: Arc<PathBuf>,
+    /// The key of an encrypted store, for every connection that reads it.
+    key: Option<Arc<Secret>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
     commits: prometheus::Histogram,
@@ -111,15 +131,26 @@ pub struct Storage {
 }
 
 impl Storage {
-    /// Open (creating if needed) the database at `path`, bring its schema up to date and start the writer.
+    /// Open (creating if needed) the plain database at `path`, bring its schema up to date and start the writer.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
+        Self::open_with_key(path, None)
+    }
+
+    /// [`Storage::open`] a database encrypted with `key` (created encrypted if new), or a plain one without.
+    pub fn open_with_key(path: &Path, key: Option<Secret>) -> Result<Self, StorageError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             private_dir(dir).map_err(|source| StorageError::Directory { path: dir.into(), source })?;
         }
         // Made for the owner only; SQLite gives its write-ahead log and shared-memory files the same mode.
         private_file(path).map_err(|source| StorageError::Directory { path: path.into(), source })?;
         let open_error = |source| StorageError::Open { path: path.into(), source };
+        // The key is proved on a connection that cannot write first: a writable one would, on closing after a
+        // refusal, fold a left-over write-ahead log into the database file.
+        if cipher::encrypted_on_disk(path)?.is_some() {
+            open_read_only(path, key.as_ref())?;
+        }
         let mut connection = Connection::open(path).map_err(open_error)?;
+        cipher::unlock(&connection, path, key.as_ref())?;
         // Freed pages go back to the file system when the cleanup asks (a new database takes the mode at once; one
         // made before it needs one full VACUUM, which needs free disk space as large as the database: when it cannot
         // be done, selfmon runs on and the file just does not shrink).
@@ -159,6 +190,7 @@ impl Storage {
         Ok(Self {
             queue,
             path: Arc::new(path.to_path_buf()),
+            key: key.map(Arc::new),
             readers: Arc::default(),
             writer: Arc::new(Mutex::new(Some(writer))),
             commits,
@@ -274,12 +306,12 @@ impl Storage {
         query: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StorageError> {
         let readers = self.readers.clone();
-        let path = self.path.clone();
+        let (path, key) = (self.path.clone(), self.key.clone());
         tokio::task::spawn_blocking(move || {
             let pooled = readers.lock().expect("reader pool lock").pop();
             let connection = match pooled {
                 Some(connection) => connection,
-                None => open_read_only(&path)?,
+                None => open_read_only(&path, key.as_deref())?,
             };
             let result = query(&connection);
             readers.lock().expect("reader pool lock").push(connection);
@@ -330,16 +362,15 @@ pub fn private_file(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// A connection that only reads: no migration, no writer, and it works for a user who may only read the database
-/// (the command line reads a running server's store this way).
-pub fn open_read_only(path: &Path) -> Result<Connection, StorageError> {
-    let open = || {
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let connection = Connection::open_with_flags(path, flags)?;
-        connection.busy_timeout(Duration::from_secs(5))?;
-        Ok(connection)
-    };
-    open().map_err(|source| StorageError::Open { path: path.to_path_buf(), source })
+/// A connection that only reads (with the store's key, if it is encrypted): no migration, no writer, and it works for
+/// a user who may only read the database (the command line reads a running server's store this way).
+pub fn open_read_only(path: &Path, key: Option<&Secret>) -> Result<Connection, StorageError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let open_error = |source| StorageError::Open { path: path.to_path_buf(), source };
+    let connection = Connection::open_with_flags(path, flags).map_err(open_error)?;
+    connection.busy_timeout(Duration::from_secs(5)).map_err(open_error)?;
+    cipher::unlock(&connection, path, key)?;
+    Ok(connection)
 }
 
 #[cfg(test)]

@@ -193,7 +193,13 @@ impl Workdir {
         for (name, bytes) in guests {
             std::fs::write(dir.path().join("plugins").join(format!("{name}.wasm")), bytes).unwrap();
         }
-        let mut text = String::from("[storage]\npath = \"selfmon.db\"\n\n");
+        let mut text = String::new();
+        let config = if config.contains("[storage]\n") {
+            config.replacen("[storage]\n", "[storage]\npath = \"selfmon.db\"\n", 1)
+        } else {
+            text.push_str("[storage]\npath = \"selfmon.db\"\n\n");
+            config
+        };
         if !config.contains("[plugins]") {
             text.push_str(&format!("[plugins]\ncache_dir = {:?}\n\n", shared_cache_dir().display().to_string()));
         }

@@ -106,6 +106,7 @@ pub fn app(
     api: Router,
     config: &DashboardConfig,
     sessions: Option<Sessions>,
+    https: bool,
 ) -> Router {
     let revoked = sessions.as_ref().map(|s| read_revoked(&s.revoked_file)).unwrap_or_default();
     let state = Arc::new(Dashboard {
@@ -113,7 +114,7 @@ pub fn app(
         access,
         sessions,
         lifetime: config.session_lifetime,
-        secure: config.secure_cookie,
+        secure: if https { SecureCookie::Always } else { config.secure_cookie },
         public: config.public_url.as_deref().and_then(public_origin),
         revoked: Mutex::new(revoked),
         sockets: Arc::new(tokio::sync::Semaphore::new(socket::MAX_SOCKETS)),
@@ -133,8 +134,12 @@ pub fn app(
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such page") })
         .layer(middleware::from_fn_with_state(state.clone(), same_site_only))
         .with_state(state)
-        .layer(middleware::map_response(|mut response: Response| async move {
+        .layer(middleware::map_response(move |mut response: Response| async move {
             let headers = response.headers_mut();
+            if https {
+                // Browsers that have been here once come back over HTTPS only, for a year.
+                headers.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
+            }
             headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
             headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
             headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));

@@ -304,7 +304,8 @@ async fn run_rule(config: &Config, plugins: &Plugins, runtime: &Runtime, env: &E
             path.display()
         ));
     }
-    let storage = Storage::open(&path).map_err(|e| e.to_string())?;
+    let key = config.storage.key(&config.source.base_dir)?;
+    let storage = Storage::open_with_key(&path, key).map_err(|e| e.to_string())?;
     let board = Arc::new(Board::default());
     for check in &config.checks {
         let check = check.get_ref();
