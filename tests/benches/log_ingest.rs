@@ -2,7 +2,8 @@
 //!
 //! 1. One million JSON lines from a file through the built-in `json` parser plugin (in its sandbox) into SQLite
 //!    with the full-text index, next to the ceiling: inserting the very same records, already parsed, into a fresh
-//!    store with no parsing at all. Lines per second for both, their ratio, and peak memory.
+//!    store with no parsing at all. Lines per second for both, their ratio, and peak memory. Both again into a store
+//!    encrypted at rest (`[storage] key`, SQLCipher): what encryption costs.
 //! 2. One million nginx access log lines through the built-in `combined` parser into a store, next to GoAccess
 //!    (Debian's `goaccess`) parsing the same file into its report.
 //! 3. Search latency on the million-line access log store, a word query and a filtered one, next to lnav (Debian's
@@ -14,6 +15,7 @@
 use std::io::{BufRead, BufWriter, Write};
 use std::time::{Duration, Instant, SystemTime};
 
+use selfmon::config::Secret;
 use selfmon::logs::parsing::{self as logs, Parsing};
 use selfmon::logs::search::Search;
 use selfmon::logs::{NewRecord, Origin};
@@ -145,6 +147,25 @@ async fn ingest(
     (started.elapsed(), stored)
 }
 
+/// Store the records of `input`, parsed beforehand (not timed), in a fresh store at `path`: the time spent storing.
+async fn ceiling(
+    runtime: &Runtime,
+    parsing: &Parsing,
+    origin: &Origin,
+    input: &std::path::Path,
+    store: Storage,
+) -> Duration {
+    let mut time = Duration::ZERO;
+    for chunk in chunks(input) {
+        let (records, _): (Vec<NewRecord>, _) = logs::parse(runtime, parsing, origin, chunk, SystemTime::now()).await;
+        let started = Instant::now();
+        store.write_logs(records, None).await.unwrap();
+        time += started.elapsed();
+    }
+    store.close().await.unwrap();
+    time
+}
+
 /// How long a program takes to run to its end, its output discarded.
 fn timed(program: &str, args: &[&str]) -> Duration {
     let started = Instant::now();
@@ -202,15 +223,17 @@ async fn run(count: usize) {
     assert_eq!(stored, count, "every line stored");
 
     // The ceiling: the same records, parsed beforehand (not timed), only inserted.
-    let ceiling = Storage::open(&dir.path().join("ceiling.sqlite")).unwrap();
-    let mut ceiling_time = Duration::ZERO;
-    for chunk in chunks(&input) {
-        let (records, _): (Vec<NewRecord>, _) = logs::parse(&runtime, &parser, &origin, chunk, SystemTime::now()).await;
-        let started = Instant::now();
-        ceiling.write_logs(records, None).await.unwrap();
-        ceiling_time += started.elapsed();
-    }
-    ceiling.close().await.unwrap();
+    let store = Storage::open(&dir.path().join("ceiling.sqlite")).unwrap();
+    let ceiling_time = ceiling(&runtime, &parser, &origin, &input, store).await;
+
+    // Both again, encrypted at rest.
+    let key = || Some(Secret::new("correct horse battery staple".into()));
+    let encrypted = Storage::open_with_key(&dir.path().join("pipeline-encrypted.sqlite"), key()).unwrap();
+    let (encrypted_time, stored) = ingest(&runtime, &parser, &origin, &input, &encrypted).await;
+    encrypted.close().await.unwrap();
+    assert_eq!(stored, count, "every line stored");
+    let store = Storage::open_with_key(&dir.path().join("ceiling-encrypted.sqlite"), key()).unwrap();
+    let encrypted_ceiling_time = ceiling(&runtime, &parser, &origin, &input, store).await;
 
     let rate = |time: Duration| count as f64 / time.as_secs_f64();
     println!(
@@ -224,6 +247,17 @@ async fn run(count: usize) {
         ceiling_time.as_secs_f64()
     );
     println!("pipeline / ceiling: {:.0}%", 100.0 * rate(pipeline_time) / rate(ceiling_time));
+    for (name, plain, encrypted) in
+        [("pipeline", pipeline_time, encrypted_time), ("ceiling", ceiling_time, encrypted_ceiling_time)]
+    {
+        println!(
+            "{:<45}{:>9.0} lines/s  ({:.1} s): {:.0}% of plain",
+            format!("{name}, encrypted at rest:"),
+            rate(encrypted),
+            encrypted.as_secs_f64(),
+            100.0 * rate(encrypted) / rate(plain)
+        );
+    }
     println!(
         "peak memory: {:.0} MiB at start, {:.0} MiB after the pipeline (the plugin pool's reserved address space is not resident)",
         memory_before, pipeline_memory
