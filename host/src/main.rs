@@ -9,6 +9,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 fn main() -> ExitCode {
+    keep_large_buffers_apart();
     // Variables already set win over `.env`. The working directory's `.env` is read before the command line, so
     // it may set SELFMON_CONFIG; the config file's own directory is read after.
     let _ = dotenvy::from_path(".env");
@@ -35,4 +36,16 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(selfmon::cli::run(cli))
+}
+
+/// Allocations of 256 KiB and more (bodies as they inflate, decoded batches) get their own mapping, given back to the
+/// system when freed. glibc would otherwise raise that threshold to the size of each large buffer freed, up to
+/// 32 MiB, and serve later ones from per-thread arenas that keep their memory: under a flood of large requests the
+/// process would hold far more than the ingest budget it enforces.
+fn keep_large_buffers_apart() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; it is called before any thread is started.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
 }

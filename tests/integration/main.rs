@@ -15,6 +15,7 @@ mod dependencies;
 mod graphql;
 mod https;
 mod journal;
+mod limits;
 mod logs;
 mod notifications;
 mod openapi;

@@ -205,7 +205,7 @@ key = "read-key-1234567"
 
 #[tokio::test(flavor = "multi_thread")]
 async fn both_encodings_gzip_and_partial_success_follow_the_otlp_specification() {
-    let workdir = Workdir::new("[api]\nmax_body = \"64 KiB\"\n\n[traces]\nmax_inflated = \"256 KiB\"\n", &[]);
+    let workdir = Workdir::new("[api]\nmax_body = \"64 KiB\"\n\n[ingest]\nmax_inflated = \"256 KiB\"\n", &[]);
     let selfmon = Selfmon::start(&workdir).await;
 
     // Protobuf, gzip-compressed: 200 with an empty response (nothing refused).
@@ -265,7 +265,7 @@ async fn both_encodings_gzip_and_partial_success_follow_the_otlp_specification()
     let answer = post(&selfmon, "/v1/traces", b"x".to_vec(), &[PROTOBUF, ("content-encoding", "br")]).await;
     assert_eq!(answer.status, 415);
 
-    // Oversized: a small gzip body that inflates past `[traces] max_inflated`, and a body past `[api] max_body`.
+    // Oversized: a small gzip body that inflates past `[ingest] max_inflated`, and a body past `[api] max_body`.
     let bomb = gzip(&vec![0u8; 1 << 20]);
     assert!(bomb.len() < 4096);
     let answer = post(&selfmon, "/v1/traces", bomb, &[PROTOBUF, ("content-encoding", "gzip")]).await;

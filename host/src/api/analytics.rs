@@ -10,13 +10,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::analytics::answers::Analytics;
-use crate::analytics::events::{Erased, EventRequest, Rejected};
+use crate::analytics::events::{Erased, EventRequest, MAX_BATCH, NewEvent, Rejected};
 use crate::api::AppState;
 use crate::api::access::Caller;
 use crate::api::error::{ApiError, ErrorBody};
-use crate::api::otlp::{MAX_INFLATED, refusal_code};
+use crate::api::intake::{self, JsonShape};
+use crate::api::otlp::api_error;
 use crate::api::params::{admin_only, params, path};
-use crate::traces::otlp;
 
 /// The routes of this area.
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -39,9 +39,19 @@ async fn post_events(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let turn = state.ingest_turn().await?;
-    let body = otlp::inflate(&headers, &body, MAX_INFLATED)
-        .map_err(|refusal| ApiError::new(refusal.status, refusal_code(refusal.status), refusal.message))?;
+    let ingest = &state.ingest;
+    let mut admission = state.admit(body.len() as u64).await.map_err(api_error)?;
+    let inflated =
+        intake::inflate(&headers, &body, ingest.max_inflated.as_u64(), &mut admission).await.map_err(api_error)?;
+    // Counted and weighed before the body is parsed: what parsing it would take is held, or it is refused.
+    let shape = JsonShape::of(&inflated);
+    let max = ingest.max_items.min(MAX_BATCH);
+    if shape.items > max {
+        return Err(api_error(intake::too_many("events", max)));
+    }
+    let decoded = 2 * inflated.len() + shape.tokens * intake::JSON_TOKEN as usize + shape.items * size_of::<NewEvent>();
+    admission.hold((body.len() + inflated.len() + decoded) as u64).await.map_err(api_error)?;
+    let body = inflated;
     let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_body", message);
     let batch = match serde_json::from_slice::<serde_json::Value>(&body) {
         Ok(serde_json::Value::Array(events)) => events,
@@ -53,7 +63,7 @@ async fn post_events(
         Err(error) => return Err(bad(format!("the body is not JSON: {error}"))),
     };
     let count = batch.len();
-    let (accepted, rejected) = state.record_events(&turn, batch).await?;
+    let (accepted, rejected) = state.record_events(&admission, batch).await?;
     if accepted == 0 && count > 0 {
         let details = rejected.iter().take(20).map(|r| format!("event {}: {}", r.index, r.error)).collect();
         return Err(bad(format!("none of the {count} events is valid")).with_details(details));

@@ -12,15 +12,16 @@ use utoipa_axum::routes;
 
 use crate::api::AppState;
 use crate::api::error::{ApiError, ErrorBody};
-use crate::api::otlp::{self, MAX_INFLATED, refusal_code, refused, unavailable};
+use crate::api::intake::{self, JsonShape};
+use crate::api::otlp::{self, api_error, refused};
 use crate::api::params::HoursParams;
 use crate::api::params::{params, parse_time};
 use crate::logs::analysis::{Aggregation, Analysis, Period, Security};
 use crate::logs::parsing::Parsed;
 use crate::logs::search::{Found, Search};
 use crate::logs::sources::http;
-use crate::logs::{Origin, SELFMON_SOURCE, StoredRecord};
-use crate::traces::otlp::{Format, inflate, is_json_logs_export};
+use crate::logs::{NewRecord, Origin, SELFMON_SOURCE, StoredRecord};
+use crate::traces::otlp::{Format, is_json_logs_export};
 
 /// The routes of this area.
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -107,23 +108,42 @@ async fn ingest_logs(
 ) -> Result<Response, ApiError> {
     let params = params(query)?;
     let format = Format::of(&headers);
-    // The turn comes before the body is inflated and split, which is what takes memory.
-    let turn = match (state.ingest_turn().await, format) {
-        (Ok(turn), _) => turn,
-        (Err(error), Some(Format::Protobuf)) => return Ok(refused(unavailable(error), Format::Protobuf)),
-        (Err(error), _) => return Err(error.into()),
+    // Admitted before the body is inflated and split, which is what takes memory.
+    let refuse = |refusal| match format {
+        Some(Format::Protobuf) => Ok(refused(refusal, Format::Protobuf)),
+        _ => Err(api_error(refusal)),
     };
-    let body = match inflate(&headers, &body, MAX_INFLATED) {
-        Ok(body) => body,
-        Err(refusal) if format == Some(Format::Protobuf) => return Ok(refused(refusal, Format::Protobuf)),
-        Err(refusal) => return Err(ApiError::new(refusal.status, refusal_code(refusal.status), refusal.message)),
+    let mut admission = match state.admit(body.len() as u64).await {
+        Ok(admission) => admission,
+        Err(refusal) => return refuse(refusal),
     };
+    let max_inflated = state.ingest.max_inflated.as_u64();
+    let inflated = match intake::inflate(&headers, &body, max_inflated, &mut admission).await {
+        Ok(inflated) => inflated,
+        Err(refusal) => return refuse(refusal),
+    };
+    let held = (body.len() + inflated.len()) as u64;
+    let body = inflated;
     // OTLP: protobuf, or a JSON object of `resourceLogs` (the records of this API are an array or NDJSON).
     let otlp_json =
         format == Some(Format::Json) && body.trim_ascii_start().starts_with(b"{") && is_json_logs_export(&body);
     if format == Some(Format::Protobuf) || otlp_json {
-        return Ok(otlp::logs(&state, &turn, format.unwrap_or(Format::Json), &body).await);
+        return Ok(otlp::logs(&state, &mut admission, held, format.unwrap_or(Format::Json), &body).await);
     }
+    // Counted and weighed before the body is split: every line becomes a string, then a record.
+    let max = state.ingest.max_items;
+    let (items, tokens) = if body.trim_ascii_start().starts_with(b"[") {
+        let shape = JsonShape::of(&body);
+        (shape.items, shape.tokens)
+    } else {
+        (intake::count_lines(&body, max).map_err(api_error)?, 0)
+    };
+    if items > max {
+        return Err(api_error(intake::too_many("records", max)));
+    }
+    let per_item = 2 * size_of::<String>() + size_of::<NewRecord>();
+    let decoded = 2 * body.len() + tokens * intake::JSON_TOKEN as usize + items * per_item;
+    admission.hold(held + decoded as u64).await.map_err(api_error)?;
     let (lines, rejected) =
         http::lines(&body).map_err(|message| ApiError::new(StatusCode::BAD_REQUEST, "bad_body", message))?;
     // A configured `kind = "http"` source gives its parser and service to calls naming it.
@@ -142,7 +162,7 @@ async fn ingest_logs(
     let service = params.service.or_else(|| configured.and_then(|(_, service)| service.clone()));
     let origin = Origin { source, service };
     let count = lines.len();
-    let parsed = state.ingest(&turn, &parsing, origin, lines).await?;
+    let parsed = state.ingest(&admission, &parsing, origin, lines).await?;
     Ok((StatusCode::ACCEPTED, Json(Ingested { accepted: count - parsed.skipped - parsed.refused, rejected, parsed }))
         .into_response())
 }

@@ -15,6 +15,7 @@ pub mod checks;
 pub mod dashboard;
 pub mod error;
 pub mod graphql;
+pub mod intake;
 pub mod logs;
 pub mod metrics;
 pub mod origin;

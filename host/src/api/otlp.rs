@@ -1,17 +1,16 @@
 //! OTLP/HTTP in the API: an OTLP log export posted to `/v1/logs` taken in (decoded in
 //! [`traces::otlp`](crate::traces::otlp), counted, stored on the log ingest path), and every OTLP answer sent back as
 //! the exporters expect it: the bodies `traces::otlp` encodes, refusals as a `google.rpc.Status`, `Retry-After` when
-//! the client should come back. [`MAX_INFLATED`] is the gzip limit of `POST /v1/logs` and `POST /v1/events`.
+//! the client should come back.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::api::AppState;
-use crate::api::error::QueryError;
+use crate::api::error::{ApiError, QueryError};
+use crate::api::intake::{self, Admission, JsonShape};
+use crate::traces::measure::Export;
 use crate::traces::otlp::{self, Format, Refusal};
-
-/// The most a gzip body may grow to when decompressed.
-pub const MAX_INFLATED: u64 = 64 << 20;
 
 /// A retryable OTLP answer for a query error; the details of a storage failure stay in the log.
 pub fn unavailable(error: QueryError) -> Refusal {
@@ -30,22 +29,55 @@ pub fn refusal_code(status: StatusCode) -> &'static str {
     match status {
         StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_encoding",
+        StatusCode::SERVICE_UNAVAILABLE => "busy",
         _ => "bad_body",
     }
 }
 
-/// An OTLP log export (decompressed already), answered as OTLP answers.
-pub async fn logs(state: &AppState, turn: &tokio::sync::OwnedSemaphorePermit, format: Format, body: &[u8]) -> Response {
+/// An OTLP log export (decompressed already, `held` bytes so far), answered as OTLP answers.
+pub async fn logs(state: &AppState, admission: &mut Admission, held: u64, format: Format, body: &[u8]) -> Response {
+    if let Err(refusal) = admit_export(state, admission, held, Export::Logs, format, body).await {
+        return refused(refusal, format);
+    }
     let taken = match otlp::receive_logs(format, body, state.traces.max_attributes) {
         Ok(taken) => taken,
         Err(refusal) => return refused(refusal, format),
     };
     state.telemetry.observe_otlp("logs", taken.items.len(), taken.rejected);
     let message = taken.message();
-    match state.ingest_records(turn, taken.items).await {
+    match state.ingest_records(admission, taken.items).await {
         Ok(()) => answer(format, otlp::logs_answer(format, taken.rejected, message)),
         Err(error) => refused(unavailable(error), format),
     }
+}
+
+/// Hold room for what an export will take once decoded, besides the `held` bytes of its body: measured from a
+/// protobuf body (whose items are counted against `[ingest] max_items`), estimated from a JSON body's tokens.
+pub async fn admit_export(
+    state: &AppState,
+    admission: &mut Admission,
+    held: u64,
+    export: Export,
+    format: Format,
+    body: &[u8],
+) -> Result<(), Refusal> {
+    let decoded = match format {
+        Format::Protobuf => {
+            let measure = otlp::estimate(export, body)?;
+            if measure.items > state.ingest.max_items {
+                let what = if export == Export::Traces { "spans" } else { "log records" };
+                return Err(intake::too_many(what, state.ingest.max_items));
+            }
+            measure.bytes
+        }
+        Format::Json => JsonShape::of(body).tokens as u64 * otlp::JSON_TOKEN + 2 * body.len() as u64,
+    };
+    admission.hold(held + decoded).await
+}
+
+/// An [`ApiError`] for a refused body.
+pub fn api_error(refusal: Refusal) -> ApiError {
+    ApiError::new(refusal.status, refusal_code(refusal.status), refusal.message)
 }
 
 /// A `200` with `body` in the request's encoding.

@@ -14,8 +14,10 @@ use utoipa_axum::routes;
 
 use crate::api::AppState;
 use crate::api::error::{ApiError, ErrorBody};
-use crate::api::otlp::{answer, refused, unavailable};
+use crate::api::intake;
+use crate::api::otlp::{admit_export, answer, refused, unavailable};
 use crate::api::params::{params, parse_time, path};
+use crate::traces::measure::Export;
 use crate::traces::otlp;
 use crate::traces::{Trace, TraceSearch, TraceSummary};
 
@@ -27,7 +29,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// `POST /v1/traces`: an OTLP/HTTP trace export (protobuf or JSON, optionally gzip), as the OpenTelemetry SDKs'
 /// OTLP/HTTP exporters send it. 200 with a partial success naming what was refused; 400 for a body that cannot be
 /// read (do not retry); 503 with `Retry-After` when storage is behind.
-#[utoipa::path(post, path = "/v1/traces", tag = "traces", request_body(content = Object, description = "`ExportTraceServiceRequest`, as `application/x-protobuf` or `application/json`; `Content-Encoding: gzip` accepted", content_type = "application/x-protobuf"), responses((status = 200, description = "Stored; `partialSuccess` counts refused spans", content_type = "application/x-protobuf"), (status = 400, description = "Not a valid OTLP request (a `google.rpc.Status`)"), (status = 413, description = "Over `[traces] max_inflated` once decompressed"), (status = 415, description = "Not protobuf or JSON, or an unknown `Content-Encoding`"), (status = 503, description = "Storage is behind; retry after `Retry-After` seconds")))]
+#[utoipa::path(post, path = "/v1/traces", tag = "traces", request_body(content = Object, description = "`ExportTraceServiceRequest`, as `application/x-protobuf` or `application/json`; `Content-Encoding: gzip` accepted", content_type = "application/x-protobuf"), responses((status = 200, description = "Stored; `partialSuccess` counts refused spans", content_type = "application/x-protobuf"), (status = 400, description = "Not a valid OTLP request (a `google.rpc.Status`)"), (status = 413, description = "Over `[ingest] max_inflated` once decompressed, more spans than `[ingest] max_items`, or more than `[ingest] memory` once decoded"), (status = 415, description = "Not protobuf or JSON, or an unknown `Content-Encoding`"), (status = 503, description = "Storage is behind; retry after `Retry-After` seconds")))]
 async fn otlp_traces(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
@@ -40,18 +42,20 @@ async fn otlp_traces(
         );
         return refused(refusal, otlp::Format::Json);
     };
-    let turn = match state.ingest_turn().await {
-        Ok(turn) => turn,
-        Err(error) => return refused(unavailable(error), format),
+    let taken = async {
+        let mut admission = state.admit(body.len() as u64).await?;
+        let inflated = intake::inflate(&headers, &body, state.ingest.max_inflated.as_u64(), &mut admission).await?;
+        let held = (body.len() + inflated.len()) as u64;
+        admit_export(&state, &mut admission, held, Export::Traces, format, &inflated).await?;
+        Ok((admission, otlp::receive_traces(format, &inflated, state.traces.max_attributes)?))
     };
-    let limits = (state.traces.max_inflated.as_u64(), state.traces.max_attributes);
-    let taken = match otlp::receive_traces(format, &headers, &body, limits.0, limits.1) {
+    let (admission, taken) = match taken.await {
         Ok(taken) => taken,
         Err(refusal) => return refused(refusal, format),
     };
     state.telemetry.observe_otlp("traces", taken.items.len(), taken.rejected);
     let message = taken.message();
-    match state.ingest_spans(&turn, taken.items).await {
+    match state.ingest_spans(&admission, taken.items).await {
         Ok(()) => answer(format, otlp::traces_answer(format, taken.rejected, message)),
         Err(error) => refused(unavailable(error), format),
     }

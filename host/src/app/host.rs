@@ -135,8 +135,14 @@ fn config_sanity(config: &Config) -> Result<(), Vec<ConfigError>> {
     if config.logging.keep == 0 || config.logging.max_file_size.as_u64() < 1024 {
         problem("`[logging]`: `keep` must be at least 1 and `max_file_size` at least 1 KiB".into());
     }
-    if config.traces.max_inflated.as_u64() < 1024 {
-        problem("`[traces] max_inflated` must be at least 1 KiB".into());
+    if config.traces.max_inflated.is_some() {
+        problem("`[traces] max_inflated` is now `[ingest] max_inflated`, and holds every ingest route".into());
+    }
+    let ingest = &config.ingest;
+    if ingest.max_inflated.as_u64() < 1024 || ingest.memory.as_u64() < 1024 * 1024 || ingest.max_items == 0 {
+        problem(
+            "`[ingest]`: `max_inflated` must be at least 1 KiB, `memory` at least 1 MiB, `max_items` at least 1".into(),
+        );
     }
     for origin in &config.api.cors_origins {
         let valid = origin == "*"

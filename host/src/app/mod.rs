@@ -19,7 +19,7 @@ use crate::analytics::events::Usage;
 use crate::api;
 use crate::api::access::Access;
 use crate::api::dashboard::{self, Sessions};
-use crate::api::query::{Live, MAX_INGESTING, MAX_TAILS, Queries};
+use crate::api::query::{Live, MAX_TAILS, Queries};
 use crate::checks::board::Board;
 use crate::checks::recovery::Recoverer;
 use crate::checks::scheduler::Scheduler;
@@ -155,6 +155,7 @@ pub async fn serve(
         usage,
         ai: host.config.ai.clone(),
         traces: host.config.traces.clone(),
+        ingest: host.config.ingest.clone(),
         retention_events: host.config.retention.events,
         webhook_reach,
         runtime: host.runtime.clone(),
@@ -167,7 +168,7 @@ pub async fn serve(
         events,
         started,
         tails: Arc::new(tokio::sync::Semaphore::new(MAX_TAILS)),
-        ingesting: Arc::new(tokio::sync::Semaphore::new(MAX_INGESTING)),
+        intake: crate::api::intake::Budget::new(host.config.ingest.memory.as_u64()),
         stopping: stop.clone(),
         rule_status,
     });

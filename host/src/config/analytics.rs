@@ -74,15 +74,14 @@ pub struct Price {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TracesConfig {
-    /// The most an OTLP request body may inflate to once decompressed (the compressed body is held to `[api]
-    /// max_body`).
-    pub max_inflated: ByteSize,
+    /// Moved to `[ingest] max_inflated`, which holds every ingest route; set here, it is a config error that says so.
+    pub max_inflated: Option<ByteSize>,
     /// Attributes kept per span at most; the rest are counted as dropped.
     pub max_attributes: usize,
 }
 
 impl Default for TracesConfig {
     fn default() -> Self {
-        Self { max_inflated: ByteSize::mib(16), max_attributes: 128 }
+        Self { max_inflated: None, max_attributes: 128 }
     }
 }

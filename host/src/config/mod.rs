@@ -29,8 +29,8 @@ pub use analytics::{AiConfig, PatternConfig, Price, PrivacyConfig, TracesConfig}
 pub use checks::{CheckConfig, LogSourceConfig, LogSourceKind, RecoveryConfig, RecoveryHttp};
 pub use secret::{Env, Secret, SecretRef};
 pub use server::{
-    ApiConfig, ApiKeyConfig, DashboardConfig, LoggingConfig, PluginsConfig, RetentionConfig, Role, SchedulerConfig,
-    SecureCookie, ServerConfig, StorageConfig, SystemConfig, TlsConfig,
+    ApiConfig, ApiKeyConfig, DashboardConfig, IngestConfig, LoggingConfig, PluginsConfig, RetentionConfig, Role,
+    SchedulerConfig, SecureCookie, ServerConfig, StorageConfig, SystemConfig, TlsConfig,
 };
 pub use sidecar::{Extension, folder_files};
 pub use source::{ConfigError, Source, without_value};
@@ -45,6 +45,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub tls: TlsConfig,
     pub api: ApiConfig,
+    pub ingest: IngestConfig,
     pub dashboard: DashboardConfig,
     pub storage: StorageConfig,
     pub plugins: PluginsConfig,
@@ -124,6 +125,7 @@ impl Config {
             server: ServerConfig::default(),
             tls: TlsConfig::default(),
             api: ApiConfig::default(),
+            ingest: IngestConfig::default(),
             storage: StorageConfig::default(),
             plugins: PluginsConfig::default(),
             scheduler: SchedulerConfig::default(),

@@ -84,6 +84,26 @@ pub struct ApiConfig {
     pub request_timeout: Duration,
 }
 
+/// `[ingest]`: what requests that send telemetry (`POST /v1/logs`, `/v1/traces`, `/v1/events`) may hold in memory.
+/// Every bound is applied before the body is decoded.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// The most a request body may inflate to once decompressed (the body as sent is held to `[api] max_body`).
+    pub max_inflated: ByteSize,
+    /// Items in one request at most: lines, records, spans, log records or events.
+    pub max_items: usize,
+    /// The memory all ingest requests at once may hold: their bodies, inflated and decoded, as estimated before
+    /// decoding. A request that does not fit waits up to 2 seconds, then is answered 503 with `Retry-After`.
+    pub memory: ByteSize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self { max_inflated: ByteSize::mib(16), max_items: 100_000, memory: ByteSize::mib(64) }
+    }
+}
+
 /// One API key.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -2,6 +2,7 @@
 //! they carry), stored ([`store`]), read back as trace trees ([`tree`]), searched, and summarised per operation
 //! with the spans that dominate the slow ones ([`profile`]).
 
+pub mod measure;
 pub mod otlp;
 pub mod profile;
 pub mod store;

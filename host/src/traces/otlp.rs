@@ -18,11 +18,14 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
 use crate::analytics::events::NewEvent;
 use crate::logs::{NewRecord, selfmon_logger};
 use crate::storage::rfc3339;
+use crate::traces::measure::{Export, Measure, measure};
 use crate::traces::{NewSpan, span_kind};
 
 /// Span and log attributes that carry the platform's user id (the first present wins).
@@ -94,36 +97,6 @@ struct RpcStatus {
     message: String,
 }
 
-/// The body as sent, decompressed (`Content-Encoding: gzip` or none), refused past `max` bytes.
-pub fn inflate(headers: &HeaderMap, body: &[u8], max: u64) -> Result<Vec<u8>, Refusal> {
-    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
-    let body = match encoding.trim().to_ascii_lowercase().as_str() {
-        "identity" | "" => body.to_vec(),
-        "gzip" => {
-            use std::io::Read;
-            let mut inflated = Vec::new();
-            flate2::read::GzDecoder::new(body)
-                .take(max.saturating_add(1))
-                .read_to_end(&mut inflated)
-                .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, format!("the body is not valid gzip: {e}")))?;
-            inflated
-        }
-        other => {
-            return Err(Refusal::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("`Content-Encoding: {other}` is not supported: send gzip or nothing"),
-            ));
-        }
-    };
-    if body.len() as u64 > max {
-        return Err(Refusal::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the body is over {} once decompressed", bytesize::ByteSize(max)),
-        ));
-    }
-    Ok(body)
-}
-
 fn decode<T: Message + Default + serde::de::DeserializeOwned>(format: Format, body: &[u8]) -> Result<T, Refusal> {
     let bad = |what: &str, e: &dyn std::fmt::Display| {
         Refusal::new(StatusCode::BAD_REQUEST, format!("the body is not a valid OTLP {what} request: {e}"))
@@ -142,16 +115,26 @@ fn decode_logs(format: Format, body: &[u8]) -> Result<ExportLogsServiceRequest, 
     decode(format, body)
 }
 
-/// A trace export as sent: decompressed, decoded, and taken apart into spans.
-pub fn receive_traces(
-    format: Format,
-    headers: &HeaderMap,
-    body: &[u8],
-    max_inflated: u64,
-    max_attributes: usize,
-) -> Result<Taken<NewSpan>, Refusal> {
-    let body = inflate(headers, body, max_inflated)?;
-    Ok(spans(decode_traces(format, &body)?, max_attributes))
+/// A trace export (decompressed already), decoded and taken apart into spans.
+pub fn receive_traces(format: Format, body: &[u8], max_attributes: usize) -> Result<Taken<NewSpan>, Refusal> {
+    Ok(spans(decode_traces(format, body)?, max_attributes))
+}
+
+/// What a protobuf export's body will take once decoded and taken apart, measured before decoding it: its items and
+/// twice its decoded messages (which are taken apart into spans or records of about their size).
+pub fn estimate(export: Export, body: &[u8]) -> Result<Measure, Refusal> {
+    let measure = measure(export, body).map_err(|e| {
+        Refusal::new(StatusCode::BAD_REQUEST, format!("the body is not a valid OTLP protobuf request: {e}"))
+    })?;
+    Ok(Measure { items: measure.items, bytes: 2 * measure.bytes })
+}
+
+/// The most one token (`{`, `[`, `,`, `:`) of an OTLP JSON body may take once decoded and taken apart: `{}` in
+/// `spans` is a whole span.
+pub const JSON_TOKEN: u64 = 2 * max(std::mem::size_of::<Span>(), std::mem::size_of::<LogRecord>()) as u64;
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b { a } else { b }
 }
 
 /// A log export (decompressed already) taken apart into log records.

@@ -13,7 +13,7 @@ impl Queries {
     /// Check and store a batch of events: how many were stored, and the ones refused with why.
     pub async fn record_events(
         &self,
-        _turn: &tokio::sync::OwnedSemaphorePermit,
+        _admission: &crate::api::intake::Admission,
         batch: Vec<serde_json::Value>,
     ) -> Result<(usize, Vec<Rejected>), QueryError> {
         if batch.len() > MAX_BATCH {

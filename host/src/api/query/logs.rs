@@ -1,13 +1,14 @@
-//! Logs as the API takes and shows them: ingestion in turns (so a flood waits or is refused rather than growing
-//! memory), search, live tails, counts, analysis and security events.
+//! Logs as the API takes and shows them: ingestion within the intake budget (so a flood waits or is refused rather
+//! than growing memory), search, live tails, counts, analysis and security events.
 
-use super::{INGEST_WAIT, MAX_TAILS, Queries, check_hours, storage};
+use super::{MAX_TAILS, Queries, check_hours, storage};
 use crate::api::error::QueryError;
 use crate::logs::analysis::{Aggregation, Analysis, MAX_BUCKETS, Period, Security};
 use crate::logs::ingest::Sink;
 use crate::logs::parsing::{Parsed, Parsing};
 use crate::logs::search::{Found, Search, SearchError};
 use crate::logs::{LEVELS, NewRecord, Origin, StoredRecord};
+use crate::traces::otlp::Refusal;
 
 /// Records a live tail sends from before it started, at most.
 pub const MAX_BACKLOG: u64 = 1000;
@@ -16,10 +17,10 @@ pub const MAX_BACKLOG: u64 = 1000;
 const BUSY_QUEUE: usize = 2048;
 
 impl Queries {
-    /// Store log records received over OTLP, in a turn taken with [`Self::ingest_turn`].
+    /// Store log records received over OTLP, once admitted with [`Self::admit`].
     pub async fn ingest_records(
         &self,
-        _turn: &tokio::sync::OwnedSemaphorePermit,
+        _admission: &crate::api::intake::Admission,
         records: Vec<NewRecord>,
     ) -> Result<(), QueryError> {
         self.sink().store("otlp", records, 0, None).await.map_err(storage)?;
@@ -55,22 +56,19 @@ impl Queries {
         Parsing::resolve(parser, Vec::new(), &self.live().plugins).map_err(QueryError::Invalid)
     }
 
-    /// A turn to ingest logs, taken before a request's body is inflated and parsed: at most [`MAX_INGESTING`](super::MAX_INGESTING) hold
-    /// one; the caller waits `INGEST_WAIT` (2 s) for it, or is told storage is busy.
-    pub async fn ingest_turn(&self) -> Result<tokio::sync::OwnedSemaphorePermit, QueryError> {
+    /// Admit an ingest request holding `bytes` (its body as sent) into the [`Budget`](crate::api::intake::Budget) of
+    /// `[ingest] memory`, before its body is inflated and decoded; refused at once while storage is behind.
+    pub async fn admit(&self, bytes: u64) -> Result<crate::api::intake::Admission, Refusal> {
         if self.storage.queued() > BUSY_QUEUE {
-            return Err(QueryError::Busy);
+            return Err(Refusal::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, QueryError::Busy.to_string()));
         }
-        tokio::time::timeout(INGEST_WAIT, self.ingesting.clone().acquire_owned())
-            .await
-            .map_err(|_| QueryError::Busy)?
-            .map_err(|_| QueryError::Busy)
+        self.intake.admit(bytes).await
     }
 
-    /// Parse lines and store them, in a turn taken with [`Self::ingest_turn`]; answers once they are committed.
+    /// Parse lines and store them, once admitted with [`Self::admit`]; answers once they are committed.
     pub async fn ingest(
         &self,
-        _turn: &tokio::sync::OwnedSemaphorePermit,
+        _admission: &crate::api::intake::Admission,
         parsing: &Parsing,
         origin: Origin,
         lines: Vec<String>,

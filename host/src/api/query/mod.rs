@@ -3,8 +3,8 @@
 //! its checks' state), [`checks`] (runs, metrics, performance), [`alerts`] (and webhooks), [`logs`], [`traces`],
 //! [`analytics`].
 //!
-//! [`Queries`] is what every answer sees; [`Live`] is the part a reload replaces whole; [`MAX_INGESTING`] and
-//! [`MAX_TAILS`] bound the ingestions and live tails held at once.
+//! [`Queries`] is what every answer sees; [`Live`] is the part a reload replaces whole; the
+//! [intake budget](crate::api::intake::Budget) and [`MAX_TAILS`] bound the ingestions and live tails held at once.
 
 pub mod alerts;
 pub mod analytics;
@@ -25,7 +25,7 @@ use crate::api::error::QueryError;
 use crate::app::host::Host;
 use crate::checks::board::Board;
 use crate::checks::performance::MAX_WINDOW;
-use crate::config::{AiConfig, TracesConfig};
+use crate::config::{AiConfig, IngestConfig, TracesConfig};
 use crate::events::Events;
 use crate::logs::analysis::MAX_HOURS;
 use crate::logs::parsing::Parsing;
@@ -43,6 +43,8 @@ pub struct Queries {
     pub usage: Arc<Usage>,
     pub ai: AiConfig,
     pub traces: TracesConfig,
+    /// `[ingest]`: what an ingest request may hold.
+    pub ingest: IngestConfig,
     /// How long events are kept: older ones are refused.
     pub retention_events: Duration,
     /// Where webhooks created through the API may deliver.
@@ -60,8 +62,8 @@ pub struct Queries {
     pub started: Instant,
     /// Live tails that may be open at once.
     pub tails: Arc<tokio::sync::Semaphore>,
-    /// Log ingestions that may wait for storage at once.
-    pub ingesting: Arc<tokio::sync::Semaphore>,
+    /// The memory all ingest requests at once may hold (`[ingest] memory`).
+    pub intake: crate::api::intake::Budget,
     /// Cancelled when selfmon stops, ending live tails.
     pub stopping: tokio_util::sync::CancellationToken,
     /// How every rule fared at its last evaluation.
@@ -102,12 +104,6 @@ impl Queries {
         *self.live.write().expect("live lock") = Arc::new(live);
     }
 }
-
-/// Log ingestions (inflated, parsed and waiting for their commit) at once; a further one waits `INGEST_WAIT` (2 s) for
-/// its turn, then is refused with a 503, so a flood while storage is behind holds few bodies and no connection for
-/// long.
-pub const MAX_INGESTING: usize = 32;
-const INGEST_WAIT: Duration = Duration::from_secs(2);
 
 /// Live tails open at once, across all callers.
 pub const MAX_TAILS: usize = 64;

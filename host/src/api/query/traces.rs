@@ -7,11 +7,11 @@ use crate::traces::otlp::ai_events;
 use crate::traces::{NewSpan, Trace, TraceSearch, TraceSummary};
 
 impl Queries {
-    /// Store what an OTLP trace export held, in a turn taken with [`Self::ingest_turn`]: its spans, and AI usage
+    /// Store what an OTLP trace export held, once admitted with [`Self::admit`]: its spans, and AI usage
     /// events for its GenAI spans. Answers once they are committed.
     pub async fn ingest_spans(
         &self,
-        _turn: &tokio::sync::OwnedSemaphorePermit,
+        _admission: &crate::api::intake::Admission,
         spans: Vec<NewSpan>,
     ) -> Result<(), QueryError> {
         // Spans first: the events take the user their trace's spans have. A span sent again replaces itself, and its
