@@ -234,6 +234,12 @@ keys = [{ name = "ops", key = "admin-key-0123456789", role = "admin" }, { name =
     // Another site's page cannot use an admin's cookie: no changes, no reading, no socket, no GraphQL socket.
     let admin = sign_in("admin-key-0123456789").await.unwrap();
     let admin = admin.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let refused = || async {
+        let (_, status) =
+            crate::support::get_json_with_key(&format!("{}/v1/status", selfmon.url), "admin-key-0123456789").await;
+        status["api"]["refused_calls"].as_u64().unwrap_or_else(|| panic!("{status}"))
+    };
+    let refused_before = refused().await;
     for (method, path) in
         [(reqwest::Method::POST, "/api/v1/alerts/1/acknowledge"), (reqwest::Method::GET, "/api/v1/status")]
     {
@@ -257,6 +263,7 @@ keys = [{ name = "ops", key = "admin-key-0123456789", role = "admin" }, { name =
             other => panic!("a socket on {path} opened from another origin: {:?}", other.map(|_| ())),
         }
     }
+    assert_eq!(refused().await, refused_before + 4, "each refusal is a security event, counted");
     // Nor is the API's GraphQL socket served to the page itself: the page's socket is /ws.
     let mut request = format!("{}/api/graphql", page.replace("http://", "ws://")).into_client_request().unwrap();
     request.headers_mut().insert("cookie", admin.parse().unwrap());

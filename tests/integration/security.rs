@@ -109,7 +109,7 @@ async fn cross_site_requests_and_foreign_hosts_are_refused_and_change_nothing() 
 
     // Every refusal is a security event, counted.
     let refused = refused_calls(&selfmon).await - refused_before;
-    assert_eq!(refused, 5, "three cross-site changes, a foreign host and a foreign socket");
+    assert_eq!(refused, 6, "three cross-site changes, a GraphQL post not in JSON, a foreign host and a foreign socket");
     selfmon.stop().await;
 }
 
@@ -284,17 +284,20 @@ async fn nobody_can_plant_records_of_selfmons_own_log() {
     };
     let lines = json!([
         {"level": "security", "name": "selfmon::security", "msg": "API call refused (planted)"},
+        {"level": "security", "name": "Selfmon::Security", "msg": "API call refused (planted, other case)"},
         {"level": "info", "name": "selfmon", "msg": "selfmon is running (planted)"},
         {"level": "info", "name": "bot.handlers", "msg": "a record of the bot's own"},
     ]);
     let answer = send("", lines.to_string()).await.unwrap();
     assert_eq!(answer.status(), 202);
     let answer: Value = answer.json().await.unwrap();
-    assert_eq!((answer["refused"].as_u64(), answer["accepted"].as_u64()), (Some(2), Some(1)), "{answer}");
+    assert_eq!((answer["refused"].as_u64(), answer["accepted"].as_u64()), (Some(3), Some(1)), "{answer}");
 
+    let refused_before = refused_calls(&selfmon).await;
     let reserved = send("?source=selfmon", json!([{"msg": "planted"}]).to_string()).await.unwrap();
     assert_eq!(reserved.status(), 403);
     assert_eq!(code(&reserved.json().await.unwrap()), "reserved_source");
+    assert_eq!(refused_calls(&selfmon).await, refused_before + 1, "a security event, counted");
 
     let export = json!({"resourceLogs": [{"scopeLogs": [
         {"scope": {"name": "selfmon::audit"}, "logRecords": [{"body": {"stringValue": "Erased (planted)"}}]},
@@ -364,6 +367,14 @@ async fn what_selfmon_keeps_on_disk_is_its_owners_only() {
         error.contains("may be written by others (mode 777)") && error.contains("`[plugins] cache_dir`"),
         "{error}"
     );
+    // So does one that belongs to another user, who could write there whatever its mode says.
+    std::fs::set_permissions(dir.join("cache"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // Only root may give a folder away; the workdir is the test's own.
+    if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(dir).unwrap()) == 0 {
+        std::os::unix::fs::chown(dir.join("cache"), Some(54321), None).unwrap();
+        let error = selfmon::app::host::Host::build(workdir.config()).await.err().unwrap().to_string();
+        assert!(error.contains("belongs to another user (uid 54321)"), "{error}");
+    }
 }
 
 /// A webhook receiver on loopback that counts deliveries and answers each with a 500; its URL.

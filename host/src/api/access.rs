@@ -159,6 +159,19 @@ impl Access {
         self.keys.read().expect("keys lock").iter().find(|key| key.name == name).map(|key| (key.digest, key.role))
     }
 
+    /// Count and log a refused call as a security event.
+    pub fn count_refusal(&self, address: Option<SocketAddr>, method: &Method, route: &str, reason: &str) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            target: "selfmon::security",
+            remote = address.map(|a| a.ip().to_string()),
+            method = %method,
+            route,
+            reason,
+            "API call refused"
+        );
+    }
+
     /// Count and log a refused dashboard sign-in (never the key presented).
     pub fn refused_sign_in(&self, address: Option<SocketAddr>, reason: &str) {
         self.refused.fetch_add(1, Ordering::Relaxed);
@@ -170,7 +183,9 @@ impl Access {
         );
     }
 
-    fn refuse(
+    /// Refuse a call: counted, logged as a security event (the caller's address, the method, the route and why)
+    /// and answered in the one error shape.
+    pub fn refuse(
         &self,
         status: StatusCode,
         code: &'static str,
@@ -178,16 +193,9 @@ impl Access {
         address: Option<SocketAddr>,
         request: &Request,
     ) -> Response {
-        self.refused.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(
-            target: "selfmon::security",
-            remote = address.map(|a| a.ip().to_string()),
-            method = %request.method(),
-            // The route, not the path: a path may carry a user id.
-            route = request.extensions().get::<axum::extract::MatchedPath>().map_or("unmatched", |m| m.as_str()),
-            reason = code,
-            "API call refused"
-        );
+        // The route, not the path: a path may carry a user id.
+        let route = request.extensions().get::<axum::extract::MatchedPath>().map_or("unmatched", |m| m.as_str());
+        self.count_refusal(address, request.method(), route, code);
         let mut response = ApiError::new(status, code, message).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
@@ -316,10 +324,24 @@ pub async fn guard(State(access): State<Arc<Access>>, mut request: Request, next
 /// site whose name is pointed at this machine (DNS rebinding) cannot read or change anything. Requests through the
 /// dashboard's `/api` are checked by the dashboard. Refusals are 403 and security events.
 pub async fn same_site(State(access): State<Arc<Access>>, request: Request, next: Next) -> Response {
-    if request.extensions().get::<ViaDashboard>().is_some() {
-        return next.run(request).await;
-    }
     let address = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    if request.extensions().get::<ViaDashboard>().is_none()
+        && let Some(refusal) = foreign(&access, &request)
+    {
+        let (status, code, message) = refusal;
+        return access.refuse(status, code, message, address, &request);
+    }
+    // GraphQL takes JSON only, from the API and the dashboard alike: a browser sends a form or `text/plain` to any
+    // site without asking first.
+    if request.method() == Method::POST && request.uri().path() == "/graphql" && !json(request.headers()) {
+        let message = "send the query as JSON with `Content-Type: application/json`";
+        return access.refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_json", message, address, &request);
+    }
+    next.run(request).await
+}
+
+/// Why a request is refused for the name it was sent to or the page it comes from, if it is.
+fn foreign(access: &Access, request: &Request) -> Option<(StatusCode, &'static str, &'static str)> {
     let headers = request.headers();
     if access.is_open() && request.uri().path() != "/health" {
         let named = host(headers).is_none_or(|host| {
@@ -327,7 +349,7 @@ pub async fn same_site(State(access): State<Arc<Access>>, request: Request, next
         });
         if !named {
             let message = "this API answers at its addresses or localhost; add the name to `[api] allowed_hosts` to reach it by name";
-            return access.refuse(StatusCode::FORBIDDEN, "unknown_host", message, address, &request);
+            return Some((StatusCode::FORBIDDEN, "unknown_host", message));
         }
     }
     let changes = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
@@ -341,10 +363,10 @@ pub async fn same_site(State(access): State<Arc<Access>>, request: Request, next
         });
         if !allowed {
             let message = "a page of another origin may not change anything here: add it to `[api] cors_origins`";
-            return access.refuse(StatusCode::FORBIDDEN, "cross_origin", message, address, &request);
+            return Some((StatusCode::FORBIDDEN, "cross_origin", message));
         }
     }
-    next.run(request).await
+    None
 }
 
 impl Access {
@@ -371,6 +393,14 @@ impl Access {
         self.refused.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(target: "selfmon::security", key = caller, reason = code, what, "API call refused");
     }
+}
+
+/// Whether a request's `Content-Type` is JSON (`application/json` or a `+json` type).
+fn json(headers: &header::HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|value| {
+        let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        essence == "application/json" || essence.ends_with("+json")
+    })
 }
 
 #[cfg(test)]

@@ -103,6 +103,7 @@ struct Ingested {
 async fn ingest_logs(
     State(state): State<AppState>,
     query: Result<Query<IngestParams>, QueryRejection>,
+    connect: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
@@ -149,6 +150,7 @@ async fn ingest_logs(
     // A configured `kind = "http"` source gives its parser and service to calls naming it.
     let source = params.source.unwrap_or_else(|| "http".into());
     if source == SELFMON_SOURCE {
+        state.access.count_refusal(connect.map(|c| c.0.0), &axum::http::Method::POST, "/v1/logs", "reserved_source");
         let message = "`selfmon` is the source of selfmon's own log; name another";
         return Err(ApiError::new(StatusCode::FORBIDDEN, "reserved_source", message));
     }

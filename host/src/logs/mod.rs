@@ -31,7 +31,10 @@ pub const SELFMON_SOURCE: &str = "selfmon";
 /// Whether a logger is one of selfmon's own (`selfmon`, `selfmon::security`, `selfmon::audit`, ...): only selfmon's
 /// own log may hold records of them, so nobody can plant a security or audit record of selfmon's.
 pub fn selfmon_logger(logger: Option<&str>) -> bool {
-    logger.is_some_and(|logger| logger == "selfmon" || logger.starts_with("selfmon::"))
+    logger.is_some_and(|logger| {
+        logger.eq_ignore_ascii_case("selfmon")
+            || logger.get(..9).is_some_and(|start| start.eq_ignore_ascii_case("selfmon::"))
+    })
 }
 
 /// The level names, as stored and queried.

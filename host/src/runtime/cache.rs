@@ -25,9 +25,12 @@ impl CompiledCache {
     }
 
     /// A cache in `dir`, made for its owner only when missing; refused when anyone but its owner may write to it
-    /// (or to a file in it), since whoever can may have selfmon load native code of theirs.
+    /// (or to a file in it), or its owner is another user than selfmon's (or root), since whoever can write there
+    /// may have selfmon load native code of theirs.
     pub fn private(dir: PathBuf) -> Result<Self, String> {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let user = unsafe { libc::geteuid() };
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -36,10 +39,16 @@ impl CompiledCache {
         let files = std::fs::read_dir(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
         let paths = std::iter::once(dir.clone()).chain(files.filter_map(|e| e.ok().map(|e| e.path())));
         for path in paths {
-            let mode = std::fs::metadata(&path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-                .permissions()
-                .mode();
+            let metadata = std::fs::metadata(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let mode = metadata.mode();
+            if metadata.uid() != user && metadata.uid() != 0 {
+                return Err(format!(
+                    "the compiled-plugin cache {} belongs to another user (uid {}): it holds native code selfmon \
+                     loads. Choose a `[plugins] cache_dir` of selfmon's own user",
+                    path.display(),
+                    metadata.uid()
+                ));
+            }
             if mode & 0o022 != 0 {
                 return Err(format!(
                     "the compiled-plugin cache {} may be written by others (mode {:o}): it holds native code selfmon \

@@ -308,17 +308,16 @@ async fn with_session(State(dashboard): State<Arc<Dashboard>>, mut request: Requ
 /// without keys `Host` must name this dashboard.
 async fn same_site_only(State(dashboard): State<Arc<Dashboard>>, request: Request, next: Next) -> Response {
     if request.uri().path() != "/health" {
+        let address = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
         if !dashboard.host_allowed(request.headers()) {
-            return ApiError::new(
-                StatusCode::MISDIRECTED_REQUEST,
-                "unknown_host",
-                "this dashboard answers at its address or localhost; set `[dashboard] public_url` to reach it by name",
-            )
-            .into_response();
+            let message =
+                "this dashboard answers at its address or localhost; set `[dashboard] public_url` to reach it by name";
+            let access = &dashboard.access;
+            return access.refuse(StatusCode::MISDIRECTED_REQUEST, "unknown_host", message, address, &request);
         }
         if !dashboard.origin_allowed(request.headers()) {
-            return ApiError::new(StatusCode::FORBIDDEN, "cross_origin", "only the dashboard's own page may call it")
-                .into_response();
+            let message = "only the dashboard's own page may call it";
+            return dashboard.access.refuse(StatusCode::FORBIDDEN, "cross_origin", message, address, &request);
         }
     }
     next.run(request).await

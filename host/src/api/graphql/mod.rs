@@ -18,11 +18,10 @@ use async_graphql::{Context, ErrorExtensions};
 use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
 use axum::Extension;
 use axum::extract::{State, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::api::access::Caller;
-use crate::api::error::{ApiError, QueryError};
+use crate::api::error::QueryError;
 use crate::api::query::Queries;
 use mutation::MutationRoot;
 use query::QueryRoot;
@@ -98,18 +97,9 @@ fn admin(ctx: &Context<'_>, what: &str) -> async_graphql::Result<Option<String>>
 pub async fn execute(
     State(schema): State<Schema>,
     Extension(caller): Extension<Caller>,
-    headers: HeaderMap,
     request: GraphQLRequest,
 ) -> Response {
-    // Only JSON: a browser sends a form or `text/plain` to any site without asking first.
-    let json = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|value| {
-        let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-        essence == "application/json" || essence.ends_with("+json")
-    });
-    if !json {
-        let message = "send the query as JSON with `Content-Type: application/json`";
-        return ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_json", message).into_response();
-    }
+    // Only JSON reaches here: `access::same_site` refuses anything else.
     GraphQLResponse::from(schema.execute(request.into_inner().data(caller)).await).into_response()
 }
 

@@ -137,11 +137,11 @@ impl Queries {
     ) -> Result<Webhook, QueryError> {
         request.validate().map_err(QueryError::Rejected)?;
         if let Some(problem) = self.webhook_reach.check_url(&request.url).await {
-            tracing::warn!(target: "selfmon::security", url = %request.url, by = caller, "Refused a webhook to an address it may not reach");
+            tracing::warn!(target: "selfmon::security", to = %destination(&request.url), by = caller, "Refused a webhook to an address it may not reach");
             return Err(QueryError::Rejected(vec![problem]));
         }
         let webhook = self.storage.create_webhook(request).await.map_err(change)?;
-        tracing::info!(target: "selfmon::security", webhook = webhook.id, url = %webhook.url, by = caller, "Webhook created");
+        tracing::info!(target: "selfmon::security", webhook = webhook.id, to = %destination(&webhook.url), by = caller, "Webhook created");
         Ok(webhook)
     }
 
@@ -157,5 +157,19 @@ impl Queries {
             return Err(QueryError::NotFound { code: "unknown_webhook", message: format!("no webhook with id {id}") });
         }
         self.storage.deliveries(id, offset, limit).await.map_err(storage)
+    }
+}
+
+/// Where a webhook goes, for the security log: its scheme, host and port, never its path, query or user (which
+/// often carry a token).
+fn destination(url: &str) -> String {
+    match url.parse::<http::Uri>() {
+        Ok(uri) => format!(
+            "{}://{}{}",
+            uri.scheme_str().unwrap_or("?"),
+            uri.host().unwrap_or("?"),
+            uri.port().map(|port| format!(":{port}")).unwrap_or_default()
+        ),
+        Err(_) => "(not a URL)".into(),
     }
 }
