@@ -148,6 +148,14 @@ async fn oversized_requests_are_refused_before_they_run() {
         |n: usize| (0..n).map(|i| format!("p{i}: performance {{ timeWindowSeconds }}")).collect::<Vec<_>>().join(" ");
     assert!(ask(format!("{{ {} }}", aliases(10))).await["errors"].is_null());
     assert!(refusal(&ask(format!("{{ {} }}", aliases(20))).await).starts_with("the query costs"));
+    // A log search costs the time it covers: the whole store twice is too much, the last hour many times is not.
+    let whole = "logs(text: \"error\", limit: 10) { message }";
+    assert!(ask(format!("{{ a: {whole} }}")).await["errors"].is_null());
+    assert!(refusal(&ask(format!("{{ a: {whole} b: {whole} }}")).await).starts_with("the query costs 1020,"));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let hour = format!("logs(text: \"error\", from: {}, limit: 10) {{ message }}", now - 3600);
+    let hours = (0..10).map(|i| format!("h{i}: {hour}")).collect::<Vec<_>>().join(" ");
+    assert!(ask(format!("{{ {hours} }}")).await["errors"].is_null());
 
     // Fragments that spread each other twice over: refused unexpanded (2^30 fields expanded).
     let mut fragments = String::from("{ ...F0 }\n");

@@ -9,8 +9,9 @@
 //!   `interfaces`, `possibleTypes`, `enumValues`) only once on a path: listing within a listing multiplies the
 //!   answer by the schema's size at every level.
 //! - **Cost.** A request may cost [`MAX_COMPLEXITY`]. A field costs 1 plus what it selects; a list costs its
-//!   `limit` times what each item selects; a field that scans stored data costs what it scans ([`scan`]); every
-//!   alias is a field of its own.
+//!   `limit` times what each item selects; a field that scans stored data costs what it scans ([`scan`]: the log
+//!   search by its time range, the trace search, which has none, as a whole scan); every alias is a field of its
+//!   own.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,6 +40,17 @@ const SCAN_SPAN: usize = 450;
 pub fn scan(covered: u64, most: u64) -> usize {
     let share = u128::from(covered.min(most)) * SCAN_SPAN as u128 / u128::from(most.max(1));
     SCAN_BASE + usize::try_from(share).unwrap_or(SCAN_SPAN)
+}
+
+/// The time a log search may cover in full: 30 days, the default log retention.
+const LOG_WINDOW: u64 = 30 * 24 * 3600;
+
+/// The cost of a log search over `from`..`to` (Unix seconds; open ends are the whole store), as [`scan`] counts.
+pub fn log_scan(from: Option<f64>, to: Option<f64>) -> usize {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    let covered = (to.unwrap_or(now) - from.unwrap_or(0.0)).max(0.0);
+    // Saturating: a window longer than `u64` seconds is the whole store.
+    scan(covered as u64, LOG_WINDOW)
 }
 
 /// The fields of `__Type` that list its members.

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use async_graphql::{ComplexObject, Context, Json, Object, SimpleObject};
 
-use super::limits::scan;
+use super::limits::{log_scan, scan};
 use super::{error, limit, offset, queries};
 use crate::alerting::alert::Alert;
 use crate::alerting::api_rules::Rule;
@@ -290,7 +290,7 @@ impl QueryRoot {
     /// Stored log records, newest first: a full-text query (`text`), levels, service, trace and time range (Unix
     /// seconds).
     #[allow(clippy::too_many_arguments)]
-    #[graphql(complexity = "50 + usize::try_from(offset).unwrap_or(0) / 100 + \
+    #[graphql(complexity = "log_scan(from, to) + usize::try_from(offset).unwrap_or(0) / 100 + \
                             usize::try_from(limit).unwrap_or(0).saturating_mul(child_complexity)")]
     async fn logs(
         &self,
@@ -387,7 +387,7 @@ impl QueryRoot {
 
     /// Traces with a span matching every filter, newest first.
     #[allow(clippy::too_many_arguments)]
-    #[graphql(complexity = "50 + (limit.clamp(1, 200) as usize).saturating_mul(child_complexity)")]
+    #[graphql(complexity = "scan(1, 1) + (limit.clamp(1, 200) as usize).saturating_mul(child_complexity)")]
     async fn traces(
         &self,
         ctx: &Context<'_>,
