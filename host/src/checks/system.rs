@@ -65,12 +65,10 @@ impl Collector {
         self.disks.refresh(true);
         for disk in self.disks.iter() {
             let mount = disk.mount_point().to_string_lossy();
-            let total = disk.total_space() as f64;
-            let used = total - disk.available_space() as f64;
-            if total > 0.0 {
-                push("system_disk_used_bytes", used, &[("mount", &mount)]);
-                push("system_disk_total_bytes", total, &[("mount", &mount)]);
-                push("system_disk_used_ratio", used / total, &[("mount", &mount)]);
+            if let Some(usage) = DiskUsage::of(disk.mount_point()) {
+                push("system_disk_used_bytes", usage.used, &[("mount", &mount)]);
+                push("system_disk_total_bytes", usage.total, &[("mount", &mount)]);
+                push("system_disk_used_ratio", usage.ratio(), &[("mount", &mount)]);
             }
         }
 
@@ -120,7 +118,7 @@ pub fn describe(name: &str) -> &'static str {
         "system_load15" => "Load average over 15 minutes.",
         "system_disk_used_bytes" => "Space used on the file system at `mount`.",
         "system_disk_total_bytes" => "Size of the file system at `mount`.",
-        "system_disk_used_ratio" => "Share of the file system at `mount` in use (0 to 1).",
+        "system_disk_used_ratio" => "Share of the file system at `mount` in use, as `df` shows it (0 to 1).",
         "system_network_received_bytes_total" => "Bytes received on `interface` since it came up.",
         "system_network_transmitted_bytes_total" => "Bytes sent on `interface` since it came up.",
         "selfmon_process_resident_memory_bytes" => "selfmon's resident memory.",
@@ -171,4 +169,55 @@ pub fn spawn(
             }
         }
     });
+}
+
+/// A file system's space as `df` counts it: used is what is not free, and the share in use is of what its users
+/// may have (used and available), not of its size, since blocks reserved for root are neither.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct DiskUsage {
+    used: f64,
+    available: f64,
+    total: f64,
+}
+
+impl DiskUsage {
+    fn of(mount: &std::path::Path) -> Option<Self> {
+        let stats = rustix::fs::statvfs(mount).ok()?;
+        let unit = stats.f_frsize as f64;
+        let usage = Self {
+            used: stats.f_blocks.saturating_sub(stats.f_bfree) as f64 * unit,
+            available: stats.f_bavail as f64 * unit,
+            total: stats.f_blocks as f64 * unit,
+        };
+        (usage.total > 0.0).then_some(usage)
+    }
+
+    fn ratio(&self) -> f64 {
+        if self.used + self.available > 0.0 { self.used / (self.used + self.available) } else { 0.0 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DiskUsage;
+
+    /// `df`'s own figures for the file system at `/`: used and available 1K-blocks, and the share in use.
+    fn df() -> (f64, f64, f64) {
+        let output = std::process::Command::new("df").args(["-P", "-k", "/"]).output().expect("df runs");
+        let text = String::from_utf8(output.stdout).unwrap();
+        let fields: Vec<&str> = text.lines().nth(1).unwrap().split_whitespace().collect();
+        let number = |i: usize| fields[i].trim_end_matches('%').parse::<f64>().unwrap();
+        (number(2) * 1024.0, number(3) * 1024.0, number(4))
+    }
+
+    #[test]
+    fn disk_use_is_what_df_shows() {
+        let (used, available, percent) = df();
+        let usage = DiskUsage::of(std::path::Path::new("/")).unwrap();
+        // The disk may change between the two readings by a little; df rounds its percentage up.
+        let close = |a: f64, b: f64| (a - b).abs() <= 64.0 * 1024.0 * 1024.0;
+        assert!(close(usage.used, used) && close(usage.available, available), "{usage:?} vs df {used} {available}");
+        let ours = usage.ratio() * 100.0;
+        assert!(ours <= percent && percent - ours < 1.5, "{ours:.2} % vs df's {percent} %");
+    }
 }
