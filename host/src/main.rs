@@ -10,6 +10,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 fn main() -> ExitCode {
     keep_large_buffers_apart();
+    raise_open_file_limit();
     // Variables already set win over `.env`. The working directory's `.env` is read before the command line, so
     // it may set SELFMON_CONFIG; the config file's own directory is read after.
     let _ = dotenvy::from_path(".env");
@@ -36,6 +37,19 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(selfmon::cli::run(cli))
+}
+
+/// Open files (and so connections) up to the hard limit the system sets, not the soft one (often 1 024): each client
+/// connection is one, and `[server] max_connections` is 4 096 per listener by default.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
+        if let Err(error) = setrlimit(Resource::Nofile, raised) {
+            eprintln!("warning: cannot raise the open-file limit: {error}");
+        }
+    }
 }
 
 /// Allocations of 256 KiB and more (bodies as they inflate, decoded batches) get their own mapping, given back to the

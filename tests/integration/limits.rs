@@ -159,3 +159,73 @@ async fn otlp_and_event_bodies_are_counted_and_weighed_before_they_are_decoded()
     assert_eq!(status, 200, "{trace}");
     selfmon.stop().await;
 }
+
+/// Connect `count` clients that send nothing, or half a request's headers, and never the rest.
+async fn silent_clients(address: &str, count: usize) -> Vec<tokio::net::TcpStream> {
+    let mut clients = Vec::with_capacity(count);
+    for n in 0..count {
+        let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
+        if n % 2 == 1 {
+            tokio::io::AsyncWriteExt::write_all(&mut client, b"GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+                .await
+                .unwrap();
+        }
+        clients.push(client);
+    }
+    clients
+}
+
+/// Whether the server has closed `client` within `wait`: what it read (perhaps an answer) ends.
+async fn closed_within(client: &mut tokio::net::TcpStream, wait: Duration) -> bool {
+    let mut sink = Vec::new();
+    let read = tokio::io::AsyncReadExt::read_to_end(client, &mut sink);
+    tokio::time::timeout(wait, read).await.is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_and_half_open_connections_are_closed_and_health_answers_meanwhile() {
+    let workdir = Workdir::new("[server]\nheader_timeout = \"2s\"\n", &[]);
+    let selfmon = Selfmon::start(&workdir).await;
+    let address = selfmon.url.trim_start_matches("http://").to_string();
+    let mut clients = silent_clients(&address, 2000).await;
+
+    // Two thousand clients hold connections and send nothing useful; /health answers at once all the same.
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(1)).build().unwrap();
+    for _ in 0..5 {
+        assert_eq!(client.get(format!("{}/health", selfmon.url)).send().await.unwrap().status(), 200);
+    }
+    // Each is closed once it has been silent for `[server] header_timeout`.
+    for silent in &mut clients {
+        assert!(closed_within(silent, Duration::from_secs(10)).await, "a silent connection was kept open");
+    }
+    // A kept connection that goes quiet between requests is closed the same way.
+    let mut kept = tokio::net::TcpStream::connect(&address).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut kept, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.unwrap();
+    let mut answer = [0u8; 12];
+    tokio::io::AsyncReadExt::read_exact(&mut kept, &mut answer).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    assert!(closed_within(&mut kept, Duration::from_secs(10)).await, "an idle kept connection stayed open");
+    selfmon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_past_the_cap_are_closed_at_once() {
+    let workdir = Workdir::new("[server]\nheader_timeout = \"3s\"\nmax_connections = 20\n", &[]);
+    let selfmon = Selfmon::start(&workdir).await;
+    let address = selfmon.url.trim_start_matches("http://").to_string();
+    let mut held = silent_clients(&address, 20).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut one_more = tokio::net::TcpStream::connect(&address).await.unwrap();
+    assert!(closed_within(&mut one_more, Duration::from_secs(1)).await, "a connection past the cap was kept");
+    // The held ones are still open (their header time is not up) ...
+    let mut sink = [0u8; 1];
+    let read = tokio::io::AsyncReadExt::read(&mut held[0], &mut sink);
+    assert!(tokio::time::timeout(Duration::from_millis(300), read).await.is_err(), "a held connection was closed");
+    // ... and once they are closed, new clients are served again.
+    for silent in &mut held {
+        assert!(closed_within(silent, Duration::from_secs(10)).await);
+    }
+    let client = reqwest::Client::new();
+    assert_eq!(client.get(format!("{}/health", selfmon.url)).send().await.unwrap().status(), 200);
+    selfmon.stop().await;
+}

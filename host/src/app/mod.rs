@@ -5,6 +5,7 @@
 //! through it.
 
 pub mod host;
+pub mod http;
 pub mod tls;
 
 use std::sync::Arc;
@@ -205,7 +206,7 @@ pub async fn serve(
         spawn_dashboard(&host.config, prepared, tls.clone(), queries.clone(), access.clone(), &tasks, stop.clone());
     }
     let app = api::app(queries, access, &host.config.api);
-    let mut server = std::pin::pin!(serve_on(listener, tls, app, &tasks, stop.clone()));
+    let mut server = std::pin::pin!(serve_on(listener, tls, app, &host.config, &tasks, stop.clone()));
     let served = tokio::select! {
         served = &mut server => served,
         () = shutdown => {
@@ -293,25 +294,21 @@ fn open_only_on_loopback(
     Err(StartError::Config(vec![ConfigError::new(config.source.name(), None, message)]))
 }
 
-/// Serve `app` on `listener` (over TLS with `tls`) until `stop`, letting requests in progress finish.
+/// Serve `app` on `listener` (over TLS with `tls`) until `stop`, within the `[server]` bounds.
 fn serve_on(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     app: axum::Router,
+    config: &Config,
     tasks: &TaskTracker,
     stop: CancellationToken,
 ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> {
-    use axum::serve::ListenerExt as _;
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let stopping = stop.clone();
-    let stopped = async move { stopping.cancelled().await };
+    let bounds =
+        http::Bounds { header_timeout: config.server.header_timeout, max_connections: config.server.max_connections };
     match tls {
-        None => Box::pin(axum::serve(listener, app).with_graceful_shutdown(stopped).into_future()),
-        Some(tls) => match TlsListener::new(listener, tls, tasks, stop) {
-            // Tapped, so that the server sees each connection's peer address as with plain TCP.
-            Ok(listener) => {
-                Box::pin(axum::serve(listener.tap_io(|_| ()), app).with_graceful_shutdown(stopped).into_future())
-            }
+        None => Box::pin(http::serve(listener, app, bounds, stop)),
+        Some(tls) => match TlsListener::new(listener, tls, tasks, stop.clone()) {
+            Ok(listener) => Box::pin(http::serve(listener, app, bounds, stop)),
             Err(error) => Box::pin(std::future::ready(Err(error))),
         },
     }
@@ -333,7 +330,7 @@ fn spawn_dashboard(
     }
     let api = api::app(queries.clone(), access.clone(), &config.api);
     let app = dashboard::app(queries, access, api, &config.dashboard, sessions, tls.is_some());
-    let server = serve_on(listener, tls, app, tasks, stop.clone());
+    let server = serve_on(listener, tls, app, config, tasks, stop.clone());
     tasks.spawn(async move {
         let gave_up = async {
             stop.cancelled().await;

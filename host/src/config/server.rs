@@ -16,6 +16,12 @@ use super::{Secret, SecretRef};
 pub struct ServerConfig {
     /// The API: `/health`, `/v1/*`. Env: `SELFMON_API_LISTEN`.
     pub api_listen: SocketAddr,
+    /// How long a client has to send a request's headers, and may stay silent between requests on a kept
+    /// connection (API and dashboard).
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Connections open at once on the API's listener, and on the dashboard's; one more is closed at once.
+    pub max_connections: usize,
 }
 
 /// `[dashboard]`: the live dashboard in the browser, on a port of its own.
@@ -299,7 +305,11 @@ pub struct SystemConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { api_listen: SocketAddr::from(([127, 0, 0, 1], 8001)) }
+        Self {
+            api_listen: SocketAddr::from(([127, 0, 0, 1], 8001)),
+            header_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+        }
     }
 }
 
