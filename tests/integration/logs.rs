@@ -824,6 +824,76 @@ async fn syslog_arrives_over_udp_and_tcp() {
     );
 }
 
+/// Syslog over TCP is bounded: a message too long is stored cut and flagged, the connection going on, and one
+/// address holds only so many connections.
+#[tokio::test(flavor = "multi_thread")]
+async fn syslog_cuts_long_messages_and_limits_connections_per_address() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let tcp = crate::support::free_port();
+    let config = format!("[[log_source]]\nname = \"net\"\nkind = \"syslog\"\nlisten = [\"tcp://127.0.0.1:{tcp}\"]\n");
+    let workdir = Workdir::new(&config, &[]);
+    let selfmon = Selfmon::start(&workdir).await;
+
+    // Two megabytes on one line, then a line of its own; and the same as octet-counted frames.
+    let long = format!("<14>Nov 26 10:00:05 db1 app: {}", "x".repeat(2 << 20));
+    let mut lines = tokio::net::TcpStream::connect(("127.0.0.1", tcp)).await.unwrap();
+    lines.write_all(format!("{long}\n<14>Nov 26 10:00:06 db1 app: after a long line\n").as_bytes()).await.unwrap();
+    let mut frames = tokio::net::TcpStream::connect(("127.0.0.1", tcp)).await.unwrap();
+    let after = "<14>Nov 26 10:00:07 db1 app: after a long frame";
+    frames.write_all(format!("{} {long}{} {after}", long.len(), after.len()).as_bytes()).await.unwrap();
+
+    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+    let records = loop {
+        let (_, found) = selfmon.get("/v1/logs?source=net").await;
+        let records = found["records"].as_array().cloned().unwrap_or_default();
+        if records.len() >= 4 {
+            break records;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{} records", records.len());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(records.len(), 4);
+    for message in ["after a long line", "after a long frame"] {
+        assert!(records.iter().any(|r| r["message"] == message && r["parsed"] == true), "{message}");
+    }
+    let cut: Vec<_> = records.iter().filter(|r| r["parsed"] == false).collect();
+    assert_eq!(cut.len(), 2);
+    for record in cut {
+        assert_eq!(record["message"].as_str().unwrap().len(), 1 << 20, "cut at 1 MiB");
+        assert!(record["error"].as_str().unwrap().contains("cut, not parsed"), "{}", record["error"]);
+    }
+
+    // One address may hold 16 connections; the 17th is closed at once, while another address is served.
+    let from = |address: &str| {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{address}:0").parse().unwrap()).unwrap();
+        socket.connect(format!("127.0.0.1:{tcp}").parse().unwrap())
+    };
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        held.push(from("127.0.0.2").await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut one_more = from("127.0.0.2").await.unwrap();
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(2), one_more.read(&mut byte)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "the 17th connection from one address was kept: {closed:?}");
+    let mut other = from("127.0.0.3").await.unwrap();
+    other.write_all(b"<14>Nov 26 10:00:08 db1 app: from another address\n").await.unwrap();
+    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+    loop {
+        let (_, found) = selfmon.get("/v1/logs?source=net&q=another").await;
+        if found["records"].as_array().is_some_and(|r| r.len() == 1) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{found}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    drop(held);
+    selfmon.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn syslog_sources_are_checked_with_the_config() {
     let config = "[[log_source]]\nname = \"a\"\nkind = \"syslog\"\n\n\

@@ -5,13 +5,18 @@
 //! TCP senders are slowed down when storage falls behind (their connection is not read meanwhile); UDP has no way
 //! to slow a sender, so datagrams arriving while the listener waits queue in the kernel's socket buffer, and past
 //! that the kernel drops them, as with any syslog receiver.
+//!
+//! Bounded: messages waiting to be stored hold at most [`QUEUE`] messages and [`QUEUE_BYTES`]; a message over
+//! [`MAX_LINE_BYTES`] is cut there and stored unparsed with the reason (the rest of it is read and dropped, the
+//! connection goes on); one address may hold [`MAX_PER_PEER`] of a source's [`MAX_CONNECTIONS`] connections.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -23,8 +28,12 @@ use crate::storage::StorageError;
 
 /// Messages waiting to be parsed, across a source's connections.
 const QUEUE: usize = 10_000;
+/// Bytes of messages waiting to be parsed, across a source's connections.
+pub const QUEUE_BYTES: usize = 16 << 20;
 /// TCP connections open at once per source.
 const MAX_CONNECTIONS: usize = 256;
+/// TCP connections open at once per source from one address.
+pub const MAX_PER_PEER: usize = 16;
 /// The largest datagram read.
 const MAX_DATAGRAM: usize = 65_536;
 /// How long a TCP connection may stay quiet before it is closed.
@@ -98,7 +107,8 @@ impl Listener {
                 Listen::Tcp(at) => tcp.push(TcpListener::bind(at).await.map_err(|e| bind_error(address, e))?),
             }
         }
-        let (messages, queue) = mpsc::channel::<String>(QUEUE);
+        let (sender, queue) = mpsc::channel::<Queued>(QUEUE);
+        let messages = Messages { sender, bytes: Arc::new(Semaphore::new(QUEUE_BYTES >> 10)) };
         for socket in udp {
             tracing::info!(source = %self.origin.source, address = ?socket.local_addr().ok(), "Receiving syslog over UDP");
             tasks.spawn(receive_udp(socket, messages.clone(), stop.clone()));
@@ -114,10 +124,12 @@ impl Listener {
     }
 
     /// Parse and store what arrives, in batches, until every receiver has stopped.
-    async fn store(self, mut queue: mpsc::Receiver<String>) {
+    async fn store(self, mut queue: mpsc::Receiver<Queued>) {
         let mut batch = Vec::with_capacity(PARSE_BATCH);
         while queue.recv_many(&mut batch, PARSE_BATCH).await > 0 {
-            let lines = std::mem::take(&mut batch);
+            // The batch's bytes stay counted in the queue until it is stored.
+            let (lines, _held): (Vec<String>, Vec<OwnedSemaphorePermit>) =
+                std::mem::take(&mut batch).into_iter().unzip();
             match self.sink.ingest(&self.runtime, &self.parsing, &self.origin, lines).await {
                 Ok(_) => {}
                 Err(StorageError::Closed) => return,
@@ -128,7 +140,27 @@ impl Listener {
     }
 }
 
-async fn receive_udp(socket: UdpSocket, messages: mpsc::Sender<String>, stop: CancellationToken) {
+/// A message waiting to be stored, and its share of [`QUEUE_BYTES`].
+type Queued = (String, OwnedSemaphorePermit);
+
+/// Where receivers put messages: into the queue, once it has room for their bytes.
+#[derive(Clone)]
+struct Messages {
+    sender: mpsc::Sender<Queued>,
+    /// [`QUEUE_BYTES`], in KiB.
+    bytes: Arc<Semaphore>,
+}
+
+impl Messages {
+    /// Queue a message, waiting for room; false once the store has stopped.
+    async fn send(&self, message: String) -> bool {
+        let kib = u32::try_from(message.len().div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+        let Ok(room) = self.bytes.clone().acquire_many_owned(kib).await else { return false };
+        self.sender.send((message, room)).await.is_ok()
+    }
+}
+
+async fn receive_udp(socket: UdpSocket, messages: Messages, stop: CancellationToken) {
     let mut buffer = vec![0; MAX_DATAGRAM];
     loop {
         let received = tokio::select! {
@@ -145,7 +177,7 @@ async fn receive_udp(socket: UdpSocket, messages: mpsc::Sender<String>, stop: Ca
         let text = String::from_utf8_lossy(&buffer[..length]);
         // A datagram is one message; some senders end it with a newline.
         let message = text.trim_end_matches(['\n', '\r', '\0']).to_string();
-        if !message.is_empty() && messages.send(message).await.is_err() {
+        if !message.is_empty() && !messages.send(message).await {
             return;
         }
     }
@@ -153,11 +185,12 @@ async fn receive_udp(socket: UdpSocket, messages: mpsc::Sender<String>, stop: Ca
 
 async fn accept_tcp(
     listener: TcpListener,
-    messages: mpsc::Sender<String>,
+    messages: Messages,
     connections: Arc<tokio::sync::Semaphore>,
     tasks: TaskTracker,
     stop: CancellationToken,
 ) {
+    let peers: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -174,10 +207,14 @@ async fn accept_tcp(
             tracing::warn!(%peer, "Refused a syslog connection: {MAX_CONNECTIONS} are open already");
             continue;
         };
+        let Some(from_peer) = PeerTurn::take(&peers, peer.ip()) else {
+            tracing::warn!(%peer, "Refused a syslog connection: {MAX_PER_PEER} from this address are open already");
+            continue;
+        };
         let messages = messages.clone();
         let stop = stop.clone();
         tasks.spawn(async move {
-            let _permit = permit;
+            let _permit = (permit, from_peer);
             tokio::select! {
                 result = receive_tcp(stream, &messages) => {
                     if let Err(error) = result {
@@ -193,7 +230,7 @@ async fn accept_tcp(
 /// Read one connection's messages. The first byte tells the framing for the whole connection, as rsyslog's own
 /// receiver does: a digit starts octet counting (`LEN SP MESSAGE`), anything else (`<PRI>`) a message per line. A
 /// connection quiet for [`IDLE`] is closed.
-async fn receive_tcp(stream: TcpStream, messages: &mpsc::Sender<String>) -> std::io::Result<()> {
+async fn receive_tcp(stream: TcpStream, messages: &Messages) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream);
     let idle = |error: tokio::time::error::Elapsed| std::io::Error::new(std::io::ErrorKind::TimedOut, error);
     let first = tokio::time::timeout(IDLE, reader.fill_buf()).await.map_err(idle)??;
@@ -209,12 +246,19 @@ async fn receive_tcp(stream: TcpStream, messages: &mpsc::Sender<String>) -> std:
             }
             let length = std::str::from_utf8(prefix.strip_suffix(b" ").unwrap_or_default())
                 .ok()
-                .and_then(|l| l.parse::<usize>().ok())
-                .filter(|l| *l <= MAX_LINE_BYTES)
-                .ok_or_else(|| std::io::Error::other("a frame without a valid length (at most 1 MiB)"))?;
-            let mut limited = (&mut reader).take(length as u64);
+                .and_then(|l| l.parse::<u64>().ok())
+                .ok_or_else(|| std::io::Error::other("a frame without a valid length"))?;
+            // Kept up to one byte past the most a message may be (so that it is stored cut, and says so); the rest
+            // of the frame is read and dropped.
+            let kept = length.min(MAX_LINE_BYTES as u64 + 1);
+            let mut limited = (&mut reader).take(kept);
             let read = limited.read_to_end(&mut message);
-            if tokio::time::timeout(IDLE, read).await.map_err(idle)?? < length {
+            if (tokio::time::timeout(IDLE, read).await.map_err(idle)?? as u64) < kept {
+                return Ok(());
+            }
+            let (mut rest, mut dropped) = ((&mut reader).take(length - kept), tokio::io::sink());
+            let skipped = tokio::io::copy(&mut rest, &mut dropped);
+            if tokio::time::timeout(IDLE, skipped).await.map_err(idle)?? < length - kept {
                 return Ok(());
             }
         } else {
@@ -223,13 +267,57 @@ async fn receive_tcp(stream: TcpStream, messages: &mpsc::Sender<String>) -> std:
             if tokio::time::timeout(IDLE, read).await.map_err(idle)?? == 0 {
                 return Ok(());
             }
-            if message.len() > MAX_LINE_BYTES {
-                return Err(std::io::Error::other("a line over 1 MiB"));
+            if message.len() > MAX_LINE_BYTES && message.last() != Some(&b'\n') {
+                // Too long: the rest of the line is read and dropped.
+                loop {
+                    let buffered = tokio::time::timeout(IDLE, reader.fill_buf()).await.map_err(idle)??;
+                    if buffered.is_empty() {
+                        break;
+                    }
+                    let (used, done) = match buffered.iter().position(|&b| b == b'\n') {
+                        Some(end) => (end + 1, true),
+                        None => (buffered.len(), false),
+                    };
+                    reader.consume(used);
+                    if done {
+                        break;
+                    }
+                }
             }
         }
         let text = String::from_utf8_lossy(&message).trim_end_matches(['\n', '\r', '\0']).to_string();
-        if !text.is_empty() && messages.send(text).await.is_err() {
+        if !text.is_empty() && !messages.send(text).await {
             return Ok(());
+        }
+    }
+}
+
+/// One of the connections an address may hold, given back when the connection ends.
+struct PeerTurn {
+    peers: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    peer: IpAddr,
+}
+
+impl PeerTurn {
+    fn take(peers: &Arc<Mutex<HashMap<IpAddr, usize>>>, peer: IpAddr) -> Option<Self> {
+        let mut open = peers.lock().expect("peers lock");
+        let count = open.entry(peer).or_insert(0);
+        if *count >= MAX_PER_PEER {
+            return None;
+        }
+        *count += 1;
+        Some(Self { peers: peers.clone(), peer })
+    }
+}
+
+impl Drop for PeerTurn {
+    fn drop(&mut self) {
+        let mut open = self.peers.lock().expect("peers lock");
+        if let Some(count) = open.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.peer);
+            }
         }
     }
 }
