@@ -33,7 +33,7 @@ struct EventsTaken {
 
 /// `POST /v1/events`: a batch of events (`{"events": [...]}` or an array), each checked on its own; 202 with the
 /// ones refused and why, 400 when none could be taken.
-#[utoipa::path(post, path = "/v1/events", tag = "analytics", request_body(content = Vec<EventRequest>, description = "An array of events, or `{\"events\": [...]}`; `Content-Encoding: gzip` accepted"), responses((status = 202, description = "Stored (all but `rejected`)", body = EventsTaken), (status = 400, description = "Not a batch of events, or none valid", body = ErrorBody), (status = 503, description = "Storage is behind; retry after `Retry-After` seconds", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/events", tag = "analytics", request_body(content = Vec<EventRequest>, description = "An array of events, or `{\"events\": [...]}`; `Content-Encoding: gzip` accepted"), responses((status = 202, description = "Stored (all but `rejected`)", body = EventsTaken), (status = 400, description = "Not a batch of events, or none valid", body = ErrorBody), (status = 413, description = "Over `[ingest] max_inflated` once decompressed, more events than `[ingest] max_items` (10 000 at most), or more than `[ingest] memory` once decoded", body = ErrorBody), (status = 503, description = "Storage is behind, or other ingests hold `[ingest] memory`; retry after `Retry-After` seconds", body = ErrorBody)))]
 async fn post_events(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
