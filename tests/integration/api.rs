@@ -187,7 +187,8 @@ async fn callers_over_their_rate_get_429_with_retry_after() {
     assert_eq!(statuses, [200, 200, 200, 429]);
 
     // Guessing keys is limited per address, like calling without one: wrong keys (each different), a malformed
-    // header, then even the public liveness route from that address.
+    // header. The liveness route still answers that address: a load balancer in front of many callers, or a
+    // service manager, must not see selfmon as down because others used up the rate.
     let mut guesses = Vec::new();
     for guess in 0..3 {
         let response = client
@@ -201,11 +202,10 @@ async fn callers_over_their_rate_get_429_with_retry_after() {
     let malformed =
         client.get(format!("{}/v1/health", selfmon.url)).header("authorization", "Basic Zm9vOmJhcg==").send().await;
     guesses.push(malformed.unwrap().status().as_u16());
-    // The address has used some of its 3 a minute already (waiting for selfmon to start polls /health).
-    assert_eq!(guesses[0], 401, "{guesses:?}");
-    assert_eq!(guesses[3], 429, "{guesses:?}");
-    assert!(guesses.windows(2).all(|w| w[0] <= w[1]), "once limited, always limited: {guesses:?}");
-    assert_eq!(client.get(format!("{}/health", selfmon.url)).send().await.unwrap().status(), 429);
+    assert_eq!(guesses, [401, 401, 401, 429], "three a minute, /health polls not counted");
+    for _ in 0..10 {
+        assert_eq!(client.get(format!("{}/health", selfmon.url)).send().await.unwrap().status(), 200);
+    }
     // The scheme is case-insensitive; the key's own quota is separate from its address's.
     let lower = client.get(format!("{}/v1/status", selfmon.url)).header("authorization", "bearer tool-key-0123456789");
     assert_eq!(lower.send().await.unwrap().status(), 429, "the key itself is still over its rate");
