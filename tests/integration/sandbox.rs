@@ -193,3 +193,35 @@ fail = "the service is not configured yet"
 fn workdir_runs(workdir: &Workdir, check: &str) -> usize {
     workdir.stored_runs(check).len()
 }
+
+/// Parsing cannot take the plugin instances checks need: with more slow parse calls at once than the whole pool
+/// holds (32 instances for four checks at once), a check keeps running on its schedule and stays healthy.
+#[tokio::test(flavor = "multi_thread")]
+async fn checks_keep_their_instances_while_parsing_takes_all_it_may() {
+    let config = "[scheduler]\nmax_concurrent = 4\n\n\
+                  [[check]]\nname = \"steady\"\nplugin = \"noop\"\ninterval = \"1s\"\n";
+    let workdir = Workdir::new(config, &[("noop", guests::NOOP), ("fragile", guests::FRAGILE_PARSER)]);
+    let selfmon = Selfmon::start(&workdir).await;
+    selfmon.first_result("steady").await;
+    let runs_before = workdir_runs(&workdir, "steady");
+
+    // 40 posts at once, each a parse call of three seconds (`nap`).
+    let url = format!("{}/v1/logs?parser=fragile", selfmon.url);
+    let client = reqwest::Client::new();
+    let posts: Vec<_> = (0..40)
+        .map(|n| {
+            let (url, client) = (url.clone(), client.clone());
+            tokio::spawn(async move { client.post(url).body(format!("a nap, {n}")).send().await.unwrap().status() })
+        })
+        .collect();
+    for post in posts {
+        let status = post.await.unwrap().as_u16();
+        assert!(status == 202 || status == 503, "{status}");
+    }
+    let runs = workdir.stored_runs("steady");
+    assert!(runs.len() >= runs_before + 2, "the check kept running while parsing: {runs:?}");
+    for (status, summary, error) in &runs {
+        assert_eq!(status, "healthy", "{summary} {error:?}");
+    }
+    selfmon.stop().await;
+}

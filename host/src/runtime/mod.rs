@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Semaphore;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
 
@@ -101,6 +102,8 @@ pub struct Runtime {
     linker: Linker<PluginState>,
     cache: CompiledCache,
     ticker: Arc<Ticker>,
+    /// Calls of each [`Kind`] (checker, parser, rule) running at once: their shares of the instance pool.
+    turns: [Arc<Semaphore>; 3],
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] while at least one call is in flight, and sleeps otherwise:
@@ -157,8 +160,11 @@ impl Drop for TickerHold<'_> {
 }
 
 impl Runtime {
-    /// An engine able to run `max_instances` plugin calls at once, each with up to `max_memory` bytes.
+    /// An engine able to run `max_instances` plugin calls at once, each with up to `max_memory` bytes: half of them
+    /// checks, a quarter parsers and a quarter rules, so that no kind can take the instances another needs (a call
+    /// waits for a turn of its kind before its deadline starts).
     pub fn new(cache: CompiledCache, max_instances: u32, max_memory: usize) -> wasmtime::Result<Self> {
+        let max_instances = max_instances.max(4);
         let mut pool = PoolingAllocationConfig::new();
         // A component made from an interpreter (CPython through componentize-py) instantiates about 15 core modules
         // a call; room for 16 per call keeps every call slot usable by such a plugin.
@@ -194,7 +200,9 @@ impl Runtime {
         bindings::rule::selfmon::plugin::query::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
 
         let ticker = Ticker::start(engine.clone())?;
-        Ok(Self { engine, linker, cache, ticker })
+        let (checks, parsers) = (max_instances / 2, max_instances / 4);
+        let turns = [checks, parsers, max_instances - checks - parsers].map(|n| Arc::new(Semaphore::new(n as usize)));
+        Ok(Self { engine, linker, cache, ticker, turns })
     }
 
     /// Run `call` on a fresh instance of a component within `sandbox`.
@@ -204,6 +212,13 @@ impl Runtime {
         sandbox: &Sandbox,
         call: impl AsyncFnOnce(&mut Store<PluginState>, &P::Instance) -> wasmtime::Result<T>,
     ) -> Result<T, CallError> {
+        // A turn of its kind first, so the wait for one is not taken from the call's time.
+        let turns = match P::KIND {
+            Kind::Checker => &self.turns[0],
+            Kind::Parser => &self.turns[1],
+            Kind::Rule => &self.turns[2],
+        };
+        let _turn = turns.acquire().await.expect("never closed");
         let _ticking = self.ticker.hold();
         let output = Output::new();
         let state = PluginState::new(sandbox, &output);
@@ -231,6 +246,7 @@ impl Runtime {
 /// A pre-instantiated component of one of the contract's worlds.
 trait Pre {
     type Instance;
+    const KIND: Kind;
 
     fn instantiate(
         &self,
@@ -240,6 +256,7 @@ trait Pre {
 
 impl Pre for bindings::CheckerPre<PluginState> {
     type Instance = bindings::Checker;
+    const KIND: Kind = Kind::Checker;
 
     fn instantiate(
         &self,
@@ -251,6 +268,7 @@ impl Pre for bindings::CheckerPre<PluginState> {
 
 impl Pre for bindings::parser::ParserPre<PluginState> {
     type Instance = bindings::parser::Parser;
+    const KIND: Kind = Kind::Parser;
 
     fn instantiate(
         &self,
@@ -262,6 +280,7 @@ impl Pre for bindings::parser::ParserPre<PluginState> {
 
 impl Pre for bindings::rule::RulePre<PluginState> {
     type Instance = bindings::rule::Rule;
+    const KIND: Kind = Kind::Rule;
 
     fn instantiate(
         &self,

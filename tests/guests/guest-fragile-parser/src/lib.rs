@@ -1,5 +1,5 @@
-//! A parser that panics on a batch holding the word `boom`, and otherwise makes every line an info record; lines
-//! starting with two spaces continue the record before.
+//! A parser that panics on a batch holding the word `boom`, takes three seconds over one holding `nap`, and
+//! otherwise makes every line an info record; lines starting with two spaces continue the record before.
 
 use selfmon_sdk::parse::{Batch, Level, Outcome, Parser, Record};
 use selfmon_sdk::prelude::*;
@@ -16,6 +16,9 @@ impl Parser for Fragile {
     fn parse(_: &Self::Config, batch: &Batch) -> Vec<Outcome> {
         if batch.lines.iter().any(|line| line.contains("boom")) {
             panic!("deliberate panic parsing a batch of {} lines", batch.lines.len());
+        }
+        if batch.lines.iter().any(|line| line.contains("nap")) {
+            std::thread::sleep(std::time::Duration::from_secs(3));
         }
         batch
             .lines
