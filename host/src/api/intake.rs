@@ -253,6 +253,42 @@ mod tests {
         assert!(refused.message.contains("`[ingest] max_items`"), "{}", refused.message);
     }
 
+    use proptest::prelude::*;
+
+    /// Any JSON value, strings full of quotes, backslashes, brackets and commas included.
+    fn json() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            "[\\[\\]{},:\"\\\\ a-z\\PC]{0,12}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map("[a-z\\[\\],:\"]{0,6}", inner, 0..6)
+                    .prop_map(|map| serde_json::Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// The outer array's items are counted as a parser would find them, whatever its strings hold, pretty or
+        /// compact.
+        #[test]
+        fn a_json_arrays_items_are_counted_as_parsed(items in proptest::collection::vec(json(), 0..12), pretty: bool) {
+            let array = serde_json::Value::from(items.clone());
+            let text = if pretty { serde_json::to_string_pretty(&array) } else { serde_json::to_string(&array) };
+            prop_assert_eq!(JsonShape::of(text.unwrap().as_bytes()).items, items.len());
+        }
+
+        /// Lines are counted as the body is later split.
+        #[test]
+        fn lines_are_counted_as_split(text in "[a\\n\\r ]{0,40}") {
+            prop_assert_eq!(count_lines(text.as_bytes(), usize::MAX).unwrap(), text.lines().count());
+        }
+    }
+
     fn gzip(bytes: &[u8]) -> Vec<u8> {
         use std::io::Write;
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());

@@ -278,6 +278,65 @@ mod tests {
         assert!(ExportLogsServiceRequest::decode(body.as_slice()).is_err(), "prost refuses it too");
     }
 
+    use proptest::prelude::*;
+
+    /// An attribute value nested up to `depth` arrays deep.
+    fn any_value(depth: u32) -> impl Strategy<Value = AnyValue> {
+        let leaf = prop_oneof![
+            any::<String>().prop_map(Value::StringValue),
+            any::<i64>().prop_map(Value::IntValue),
+            any::<bool>().prop_map(Value::BoolValue),
+            proptest::collection::vec(any::<u8>(), 0..16).prop_map(Value::BytesValue),
+        ];
+        leaf.prop_recursive(depth, 16, 4, |inner| {
+            proptest::collection::vec(inner.prop_map(|value| AnyValue { value: Some(value) }), 0..4)
+                .prop_map(|values| Value::ArrayValue(ArrayValue { values }))
+        })
+        .prop_map(|value| AnyValue { value: Some(value) })
+    }
+
+    fn generated_span() -> impl Strategy<Value = Span> {
+        (any::<String>(), proptest::collection::vec((any::<String>(), any_value(3)), 0..6)).prop_map(
+            |(name, attributes)| Span {
+                name,
+                attributes: attributes
+                    .into_iter()
+                    .map(|(key, value)| KeyValue { key, value: Some(value), ..KeyValue::default() })
+                    .collect(),
+                ..Span::default()
+            },
+        )
+    }
+
+    proptest! {
+        /// Any bytes at all are measured or refused, never a panic.
+        #[test]
+        fn any_bytes_are_measured_or_refused(body in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = measure(Export::Traces, &body);
+            let _ = measure(Export::Logs, &body);
+        }
+
+        /// A generated export is counted exactly, and never estimated below its spans' own structs.
+        #[test]
+        fn generated_exports_are_counted_exactly(
+            groups in proptest::collection::vec(proptest::collection::vec(generated_span(), 0..8), 0..4)
+        ) {
+            let count: usize = groups.iter().map(Vec::len).sum();
+            let request = ExportTraceServiceRequest {
+                resource_spans: groups
+                    .into_iter()
+                    .map(|spans| ResourceSpans {
+                        scope_spans: vec![ScopeSpans { spans, ..ScopeSpans::default() }],
+                        ..ResourceSpans::default()
+                    })
+                    .collect(),
+            };
+            let measured = measure(Export::Traces, &request.encode_to_vec()).unwrap();
+            prop_assert_eq!(measured.items, count);
+            prop_assert!(measured.bytes >= (count * size_of::<Span>()) as u64);
+        }
+    }
+
     fn length(mut value: usize) -> Vec<u8> {
         let mut out = Vec::new();
         loop {
