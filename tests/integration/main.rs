@@ -12,6 +12,7 @@ mod checks;
 mod cli;
 mod dashboard;
 mod dependencies;
+mod durability;
 mod graphql;
 mod https;
 mod journal;
