@@ -27,11 +27,11 @@ use crate::runtime::Runtime;
 use crate::storage::StorageError;
 
 /// Messages waiting to be parsed, across a source's connections.
-const QUEUE: usize = 10_000;
+pub const QUEUE: usize = 10_000;
 /// Bytes of messages waiting to be parsed, across a source's connections.
 pub const QUEUE_BYTES: usize = 16 << 20;
 /// TCP connections open at once per source.
-const MAX_CONNECTIONS: usize = 256;
+pub const MAX_CONNECTIONS: usize = 256;
 /// TCP connections open at once per source from one address.
 pub const MAX_PER_PEER: usize = 16;
 /// The largest datagram read.
