@@ -1,7 +1,6 @@
 //! Bounded ingestion: bodies that inflate or decode into far more than they weigh on the wire are refused before they
 //! are decoded, on every ingest route, and selfmon keeps answering meanwhile.
 
-use std::io::Write;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -9,13 +8,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use serde_json::Value;
 
-use crate::support::{Selfmon, Workdir};
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    encoder.write_all(bytes).unwrap();
-    encoder.finish().unwrap()
-}
+use crate::support::{Selfmon, Workdir, gzip};
 
 /// POST `body` with headers; the status, the `Retry-After` header and the body.
 async fn post(url: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, Option<String>, String) {

@@ -7,13 +7,7 @@ use std::io::Write;
 use selfmon_plugin_artifacts::guests;
 use serde_json::{Value, json};
 
-use crate::support::{Selfmon, Workdir};
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    encoder.write_all(bytes).unwrap();
-    encoder.finish().unwrap()
-}
+use crate::support::{Selfmon, Workdir, gzip};
 
 async fn post(selfmon: &Selfmon, query: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, Value) {
     let mut request = reqwest::Client::new().post(format!("{}/v1/logs{query}", selfmon.url)).body(body);

@@ -2,8 +2,6 @@
 //! from PyPI by `scripts/setup`), and the protocol's corners with bodies built here: both encodings, gzip,
 //! malformed and oversized bodies, partial success, and back-pressure.
 
-use std::io::Write;
-
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -11,13 +9,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use serde_json::{Value, json};
 
-use crate::support::{CLIENT_PYTHON as PYTHON, Selfmon, Workdir, get_json_with_key};
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    encoder.write_all(bytes).unwrap();
-    encoder.finish().unwrap()
-}
+use crate::support::{CLIENT_PYTHON as PYTHON, Selfmon, Workdir, get_json_with_key, gzip};
 
 fn text(key: &str, value: &str) -> KeyValue {
     KeyValue {

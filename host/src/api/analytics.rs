@@ -15,7 +15,6 @@ use crate::api::AppState;
 use crate::api::access::Caller;
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::intake::{self, JsonShape};
-use crate::api::otlp::api_error;
 use crate::api::params::{admin_only, params, path};
 
 /// The routes of this area.
@@ -40,18 +39,15 @@ async fn post_events(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let ingest = &state.ingest;
-    let mut admission = state.admit(body.len() as u64).await.map_err(api_error)?;
-    let inflated =
-        intake::inflate(&headers, &body, ingest.max_inflated.as_u64(), &mut admission).await.map_err(api_error)?;
+    let mut admission = state.admit(body.len() as u64).await?;
+    let body = intake::inflate(&headers, &body, ingest.max_inflated.as_u64(), &mut admission).await?;
     // Counted and weighed before the body is parsed: what parsing it would take is held, or it is refused.
-    let shape = JsonShape::of(&inflated);
+    let shape = JsonShape::of(&body);
     let max = ingest.max_items.min(MAX_BATCH);
     if shape.items > max {
-        return Err(api_error(intake::too_many("events", max)));
+        return Err(intake::too_many("events", max).into());
     }
-    let decoded = 2 * inflated.len() + shape.tokens * intake::JSON_TOKEN as usize + shape.items * size_of::<NewEvent>();
-    admission.hold((body.len() + inflated.len() + decoded) as u64).await.map_err(api_error)?;
-    let body = inflated;
+    admission.add(intake::decoded(body.len(), shape, intake::JSON_TOKEN, size_of::<NewEvent>())).await?;
     let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_body", message);
     let batch = match serde_json::from_slice::<serde_json::Value>(&body) {
         Ok(serde_json::Value::Array(events)) => events,

@@ -7,6 +7,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::traces::otlp::Refusal;
+
 /// Why a query has no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -47,6 +49,20 @@ impl ApiError {
     /// The same error, with each of several problems on its own.
     pub fn with_details(self, details: Vec<String>) -> Self {
         Self { details, ..self }
+    }
+}
+
+/// A refused request body (too large once inflated or decoded, an unknown encoding, no room to take it in) in the
+/// one error shape.
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        let code = match refusal.status {
+            StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_encoding",
+            StatusCode::SERVICE_UNAVAILABLE => "busy",
+            _ => "bad_body",
+        };
+        Self::new(refusal.status, code, refusal.message)
     }
 }
 

@@ -50,7 +50,7 @@ impl Budget {
         let units = self.units_for(bytes)?;
         let turn = take(&self.requests, 1, deadline).await?;
         let permit = take(&self.semaphore, units, deadline).await?;
-        Ok(Admission { budget: self.clone(), permit: Some(permit), _turn: turn, deadline })
+        Ok(Admission { budget: self.clone(), permit: Some(permit), _turn: turn, deadline, bytes })
     }
 
     fn units_for(&self, bytes: u64) -> Result<u32, Refusal> {
@@ -88,14 +88,22 @@ pub struct Admission {
     permit: Option<OwnedSemaphorePermit>,
     _turn: OwnedSemaphorePermit,
     deadline: Instant,
+    /// What it holds room for so far.
+    bytes: u64,
 }
 
 impl Admission {
+    /// Hold room for `more` bytes besides what it holds already (what its body will take once decoded, say).
+    pub async fn add(&mut self, more: u64) -> Result<(), Refusal> {
+        self.hold(self.bytes.saturating_add(more)).await
+    }
+
     /// Hold room for `bytes` in all, taking more if it holds less: at once if the budget has it, else by giving
     /// back what it holds and waiting, in turn, for all of it (until 2 seconds after it was admitted). Holding a part
     /// while waiting for the rest could leave every request holding a part and none able to go on.
-    pub async fn hold(&mut self, bytes: u64) -> Result<(), Refusal> {
+    async fn hold(&mut self, bytes: u64) -> Result<(), Refusal> {
         let units = self.budget.units_for(bytes)?;
+        self.bytes = self.bytes.max(bytes);
         let held = self.permit.as_ref().map_or(0, |p| u32::try_from(p.num_permits()).unwrap_or(u32::MAX));
         if units <= held {
             return Ok(());
@@ -166,6 +174,13 @@ pub fn too_many(what: &str, max: usize) -> Refusal {
         StatusCode::PAYLOAD_TOO_LARGE,
         format!("the request holds more than {max} {what} (`[ingest] max_items`); send it in smaller batches"),
     )
+}
+
+/// What a body of `body` bytes will take once decoded, estimated from its shape: its text twice (the body and the
+/// strings cut from it), each token at `per_token` and each item at `per_item`.
+pub fn decoded(body: usize, shape: JsonShape, per_token: u64, per_item: usize) -> u64 {
+    let items = (shape.items as u64).saturating_mul(per_item as u64);
+    (2 * body as u64).saturating_add((shape.tokens as u64).saturating_mul(per_token)).saturating_add(items)
 }
 
 /// Lines of a text body, counted without splitting it: refused past `max`.

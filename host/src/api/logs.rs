@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use crate::api::AppState;
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::intake::{self, JsonShape};
-use crate::api::otlp::{self, api_error, refused};
+use crate::api::otlp::{self, refused};
 use crate::api::params::HoursParams;
 use crate::api::params::{params, parse_time};
 use crate::logs::analysis::{Aggregation, Analysis, Period, Security};
@@ -112,39 +112,35 @@ async fn ingest_logs(
     // Admitted before the body is inflated and split, which is what takes memory.
     let refuse = |refusal| match format {
         Some(Format::Protobuf) => Ok(refused(refusal, Format::Protobuf)),
-        _ => Err(api_error(refusal)),
+        _ => Err(ApiError::from(refusal)),
     };
     let mut admission = match state.admit(body.len() as u64).await {
         Ok(admission) => admission,
         Err(refusal) => return refuse(refusal),
     };
     let max_inflated = state.ingest.max_inflated.as_u64();
-    let inflated = match intake::inflate(&headers, &body, max_inflated, &mut admission).await {
+    let body = match intake::inflate(&headers, &body, max_inflated, &mut admission).await {
         Ok(inflated) => inflated,
         Err(refusal) => return refuse(refusal),
     };
-    let held = (body.len() + inflated.len()) as u64;
-    let body = inflated;
     // OTLP: protobuf, or a JSON object of `resourceLogs` (the records of this API are an array or NDJSON).
     let otlp_json =
         format == Some(Format::Json) && body.trim_ascii_start().starts_with(b"{") && is_json_logs_export(&body);
     if format == Some(Format::Protobuf) || otlp_json {
-        return Ok(otlp::logs(&state, &mut admission, held, format.unwrap_or(Format::Json), &body).await);
+        return Ok(otlp::logs(&state, &mut admission, format.unwrap_or(Format::Json), &body).await);
     }
     // Counted and weighed before the body is split: every line becomes a string, then a record.
     let max = state.ingest.max_items;
-    let (items, tokens) = if body.trim_ascii_start().starts_with(b"[") {
-        let shape = JsonShape::of(&body);
-        (shape.items, shape.tokens)
+    let shape = if body.trim_ascii_start().starts_with(b"[") {
+        JsonShape::of(&body)
     } else {
-        (intake::count_lines(&body, max).map_err(api_error)?, 0)
+        JsonShape { items: intake::count_lines(&body, max)?, tokens: 0 }
     };
-    if items > max {
-        return Err(api_error(intake::too_many("records", max)));
+    if shape.items > max {
+        return Err(intake::too_many("records", max).into());
     }
     let per_item = 2 * size_of::<String>() + size_of::<NewRecord>();
-    let decoded = 2 * body.len() + tokens * intake::JSON_TOKEN as usize + items * per_item;
-    admission.hold(held + decoded as u64).await.map_err(api_error)?;
+    admission.add(intake::decoded(body.len(), shape, intake::JSON_TOKEN, per_item)).await?;
     let (lines, rejected) =
         http::lines(&body).map_err(|message| ApiError::new(StatusCode::BAD_REQUEST, "bad_body", message))?;
     // A configured `kind = "http"` source gives its parser and service to calls naming it.

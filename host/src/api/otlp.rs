@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::api::AppState;
-use crate::api::error::{ApiError, QueryError};
+use crate::api::error::QueryError;
 use crate::api::intake::{self, Admission, JsonShape};
 use crate::traces::measure::Export;
 use crate::traces::otlp::{self, Format, Refusal};
@@ -24,19 +24,9 @@ pub fn unavailable(error: QueryError) -> Refusal {
     Refusal::new(StatusCode::SERVICE_UNAVAILABLE, message)
 }
 
-/// The error code of a refused body.
-pub fn refusal_code(status: StatusCode) -> &'static str {
-    match status {
-        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_encoding",
-        StatusCode::SERVICE_UNAVAILABLE => "busy",
-        _ => "bad_body",
-    }
-}
-
-/// An OTLP log export (decompressed already, `held` bytes so far), answered as OTLP answers.
-pub async fn logs(state: &AppState, admission: &mut Admission, held: u64, format: Format, body: &[u8]) -> Response {
-    if let Err(refusal) = admit_export(state, admission, held, Export::Logs, format, body).await {
+/// An OTLP log export (decompressed already), answered as OTLP answers.
+pub async fn logs(state: &AppState, admission: &mut Admission, format: Format, body: &[u8]) -> Response {
+    if let Err(refusal) = admit_export(state, admission, Export::Logs, format, body).await {
         return refused(refusal, format);
     }
     let taken = match otlp::receive_logs(format, body, state.traces.max_attributes) {
@@ -51,12 +41,11 @@ pub async fn logs(state: &AppState, admission: &mut Admission, held: u64, format
     }
 }
 
-/// Hold room for what an export will take once decoded, besides the `held` bytes of its body: measured from a
-/// protobuf body (whose items are counted against `[ingest] max_items`), estimated from a JSON body's tokens.
+/// Hold room for what an export will take once decoded, besides its body: measured from a protobuf body (whose
+/// items are counted against `[ingest] max_items`), estimated from a JSON body's tokens.
 pub async fn admit_export(
     state: &AppState,
     admission: &mut Admission,
-    held: u64,
     export: Export,
     format: Format,
     body: &[u8],
@@ -70,14 +59,9 @@ pub async fn admit_export(
             }
             measure.bytes
         }
-        Format::Json => JsonShape::of(body).tokens as u64 * otlp::JSON_TOKEN + 2 * body.len() as u64,
+        Format::Json => intake::decoded(body.len(), JsonShape::of(body), otlp::JSON_TOKEN, 0),
     };
-    admission.hold(held + decoded).await
-}
-
-/// An [`ApiError`] for a refused body.
-pub fn api_error(refusal: Refusal) -> ApiError {
-    ApiError::new(refusal.status, refusal_code(refusal.status), refusal.message)
+    admission.add(decoded).await
 }
 
 /// A `200` with `body` in the request's encoding.

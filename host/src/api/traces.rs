@@ -45,8 +45,7 @@ async fn otlp_traces(
     let taken = async {
         let mut admission = state.admit(body.len() as u64).await?;
         let inflated = intake::inflate(&headers, &body, state.ingest.max_inflated.as_u64(), &mut admission).await?;
-        let held = (body.len() + inflated.len()) as u64;
-        admit_export(&state, &mut admission, held, Export::Traces, format, &inflated).await?;
+        admit_export(&state, &mut admission, Export::Traces, format, &inflated).await?;
         Ok((admission, otlp::receive_traces(format, &inflated, state.traces.max_attributes)?))
     };
     let (admission, taken) = match taken.await {

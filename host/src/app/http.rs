@@ -52,7 +52,6 @@ where
         .timer(TokioTimer::new())
         .keep_alive_interval(bounds.header_timeout)
         .keep_alive_timeout(bounds.header_timeout);
-    let builder = Arc::new(builder);
     let open = Arc::new(Semaphore::new(bounds.max_connections));
     let graceful = GracefulShutdown::new();
     loop {

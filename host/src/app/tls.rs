@@ -29,8 +29,6 @@ use crate::config::{Config, ConfigError};
 pub const MAX_HANDSHAKES: usize = 256;
 /// How long a client has to complete its handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Changes to the files closer together than this are one change (a renewal writes both, maybe in pieces).
-const SETTLE: Duration = Duration::from_millis(250);
 
 /// The certificate and key being served, and the files they come from.
 #[derive(Debug)]
@@ -115,12 +113,7 @@ impl Certificates {
         let certificates = self.clone();
         tasks.spawn(async move {
             let _watcher = watcher;
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    change = changes.recv() => if change.is_none() { return },
-                }
-                while let Ok(Some(())) = tokio::time::timeout(SETTLE, changes.recv()).await {}
+            while crate::ops::reload::watch::settled(&mut changes, &stop).await {
                 certificates.reload_or_warn();
             }
         });

@@ -171,6 +171,14 @@ pub async fn serve_binary(
     (child, url)
 }
 
+/// `bytes` gzip-compressed, as a client sends a body with `Content-Encoding: gzip`.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
 /// Send a signal to a child process, as an operator's `kill` or a service manager would.
 pub fn signal(child: &std::process::Child, signal: nix::sys::signal::Signal) {
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());

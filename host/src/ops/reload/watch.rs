@@ -49,23 +49,27 @@ pub fn watch(dir: &Path, handle: Handle, tasks: &TaskTracker, stop: Cancellation
     let dir: PathBuf = dir.to_path_buf();
     tasks.spawn(async move {
         let _watcher = watcher;
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                change = changes.recv() => if change.is_none() { return },
-            }
-            // Wait for the folder to be quiet.
-            loop {
-                match tokio::time::timeout(SETTLE, changes.recv()).await {
-                    Ok(Some(())) => {}
-                    Ok(None) => return,
-                    Err(_) => break,
-                }
-            }
+        while settled(&mut changes, &stop).await {
             tracing::debug!(dir = %dir.display(), "The plugins folder changed");
             handle.nudge(Trigger::Folder);
         }
     });
+}
+
+/// Wait for the next change a watcher reports on `changes`, then until none has come for [`SETTLE`] (a file being
+/// written or replaced changes several times); false once the watcher is gone or `stop` is cancelled.
+pub async fn settled(changes: &mut mpsc::UnboundedReceiver<()>, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        () = stop.cancelled() => return false,
+        change = changes.recv() => if change.is_none() { return false },
+    }
+    loop {
+        match tokio::time::timeout(SETTLE, changes.recv()).await {
+            Ok(Some(())) => {}
+            Ok(None) => return false,
+            Err(_) => return true,
+        }
+    }
 }
 
 #[cfg(test)]
