@@ -334,4 +334,24 @@ mod tests {
             assert!(Listen::parse(bad).unwrap_err().contains("is not udp://ADDRESS:PORT"), "{bad}");
         }
     }
+
+    #[tokio::test]
+    async fn the_queue_holds_messages_up_to_its_bytes_until_they_are_stored() {
+        let (sender, mut queue) = mpsc::channel(QUEUE);
+        let messages = Messages { sender, bytes: Arc::new(Semaphore::new(3)) };
+        assert!(messages.send("x".repeat(2048)).await);
+        // Two more KiB do not fit in three: the receiver waits ...
+        let waiting = tokio::spawn({
+            let messages = messages.clone();
+            async move { messages.send("y".repeat(2000)).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "a message was queued past the queue's bytes");
+        // ... until the first is taken and stored (its share goes with it).
+        let (first, held) = queue.recv().await.unwrap();
+        assert_eq!(first.len(), 2048);
+        drop(held);
+        assert!(waiting.await.unwrap());
+        assert_eq!(queue.recv().await.unwrap().0.len(), 2000);
+    }
 }
