@@ -1,6 +1,9 @@
 //! Acknowledged means stored: the `selfmon` binary, killed with SIGKILL while every HTTP ingest path is being
-//! posted to, keeps every log record, span and event it answered 2xx for.
+//! posted to, keeps every log record, span and event it answered 2xx for; and a tailed file's lines are stored
+//! exactly once however often it is rotated and selfmon killed.
 
+use std::io::Write;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -134,4 +137,93 @@ async fn what_was_acknowledged_survives_kill_9_on_every_ingest_path() {
             stored[index]
         );
     }
+}
+
+/// Lines in the rotated log, and after how many a rotation comes.
+const LINES: usize = 30_000;
+const SEGMENT: usize = 2_500;
+
+/// Rotate `logs/app.log` the way logrotate does: the rotated files move up one number, then the log is renamed to
+/// `app.log.1` (its writer goes on writing to it for a while) or copied there and truncated.
+fn rotate(dir: &Path, rotated: &mut usize, writer: &mut std::fs::File, copy: bool) {
+    for n in (1..=*rotated).rev() {
+        std::fs::rename(dir.join(format!("app.log.{n}")), dir.join(format!("app.log.{}", n + 1))).unwrap();
+    }
+    *rotated += 1;
+    let log = dir.join("app.log");
+    if copy {
+        std::fs::copy(&log, dir.join("app.log.1")).unwrap();
+        writer.set_len(0).unwrap();
+    } else {
+        std::fs::rename(&log, dir.join("app.log.1")).unwrap();
+    }
+}
+
+/// Write the log in bursts, rotating it after every segment, alternately by rename and by copy-truncate.
+fn write_rotating_log(dir: &Path) {
+    let open = || std::fs::OpenOptions::new().create(true).append(true).open(dir.join("app.log")).unwrap();
+    let mut writer = open();
+    let mut rotated = 0;
+    for burst in (0..LINES).step_by(100) {
+        let lines: String =
+            (burst..burst + 100).map(|n| format!("{{\"level\":\"info\",\"msg\":\"rotated line {n:05}\"}}\n")).collect();
+        writer.write_all(lines.as_bytes()).unwrap();
+        let written = burst + 100;
+        if written.is_multiple_of(SEGMENT) && written < LINES {
+            let copy = (written / SEGMENT).is_multiple_of(2);
+            rotate(dir, &mut rotated, &mut writer, copy);
+            if !copy {
+                // The application reopens its log a little later, as on a signal from logrotate.
+                std::thread::sleep(Duration::from_millis(30));
+                writer = open();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tailed_lines_are_stored_exactly_once_through_rotation_and_kill_9() {
+    let port = free_port();
+    // Rotated names are matched too, as Fluent Bit and Vector setups have them.
+    let config = format!(
+        "[server]\napi_listen = \"127.0.0.1:{port}\"\n\n[[log_source]]\nname = \"app\"\nkind = \"file\"\n\
+         paths = [\"{{workdir}}/logs/app.log*\"]\npoll = \"50ms\"\n"
+    );
+    let workdir = Workdir::new(&config, &[]);
+    let dir = workdir.path().join("logs");
+    std::fs::create_dir(&dir).unwrap();
+    let (mut child, _) = serve_binary(&workdir, port, "warn", std::process::Stdio::null()).await;
+
+    let writer = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || write_rotating_log(&dir)
+    });
+    // Killed at moments of chance while the log is written and rotated, and started again at once.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(200..1500))).await;
+        signal(&child, nix::sys::signal::Signal::SIGKILL);
+        child.wait().unwrap();
+        child = serve_binary(&workdir, port, "warn", std::process::Stdio::null()).await.0;
+    }
+    writer.await.unwrap();
+
+    let db = workdir.db();
+    let stored = || {
+        db.query_row("SELECT COUNT(*), COUNT(DISTINCT message) FROM logs WHERE source = 'app'", [], |r| {
+            Ok((r.get::<_, i64>(0)? as usize, r.get::<_, i64>(1)? as usize))
+        })
+        .unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+    while stored().1 < LINES && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Whatever was held back while the file was growing has settled by now.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    signal(&child, nix::sys::signal::Signal::SIGTERM);
+    child.wait().unwrap();
+    let (count, distinct) = stored();
+    assert_eq!(distinct, LINES, "every line stored");
+    assert_eq!(count, LINES, "no line stored twice");
 }

@@ -236,6 +236,72 @@ async fn files_are_tailed_through_rotation_truncation_and_a_restart_without_loss
     selfmon.stop().await;
 }
 
+/// `count` JSON lines `{prefix}-{n}`, the first at 0.
+fn numbered(prefix: &str, count: usize) -> Vec<String> {
+    (0..count).map(|n| format!("{prefix}-{n:02} written at the usual place with the usual words")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_made_by_copy_truncate_is_read_only_where_the_original_was_not() {
+    // Rotated copies are matched too, so a copy must be told from a new file.
+    let config = "[[log_source]]\nname = \"bot\"\nkind = \"file\"\npaths = [\"logs/app.log*\"]\npoll = \"100ms\"\n";
+    let workdir = Workdir::new(config, &[]);
+    let dir = workdir.path().join("logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("app.log");
+    let mut expected = numbered("a", 10);
+    append(&log, &expected.iter().map(String::as_str).collect::<Vec<_>>());
+    let selfmon = Selfmon::start(&workdir).await;
+    wait_for_messages(&selfmon, &expected.iter().map(String::as_str).collect::<Vec<_>>()).await;
+
+    // Copied and truncated, the copy found only after the truncation was: it holds nothing unread.
+    std::fs::copy(&log, dir.join("copy.tmp")).unwrap();
+    std::fs::File::create(&log).unwrap();
+    let b = numbered("b", 3);
+    append(&log, &b.iter().map(String::as_str).collect::<Vec<_>>());
+    expected.extend(b);
+    wait_for_messages(&selfmon, &expected.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    std::fs::rename(dir.join("copy.tmp"), dir.join("app.log.1")).unwrap();
+    // Once the tailer knows the copy (its mark is stored), nothing of it was read.
+    let known = |path: &str| {
+        let sql = "SELECT COUNT(*) FROM log_files WHERE path LIKE '%/' || ?1";
+        workdir.db().query_row(sql, [path], |r| r.get::<_, i64>(0)).unwrap() == 1
+    };
+    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+    while !known("app.log.1") {
+        assert!(tokio::time::Instant::now() < deadline, "the copy was never found");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(messages(&selfmon, "bot").await.len(), expected.len(), "the copy read again");
+
+    // Lines written while selfmon is down, then the log copied but not yet truncated when it starts: the new lines
+    // are in both, and read once.
+    selfmon.stop().await;
+    let c = numbered("c", 8);
+    append(&log, &c.iter().map(String::as_str).collect::<Vec<_>>());
+    expected.extend(c);
+    std::fs::rename(dir.join("app.log.1"), dir.join("app.log.2")).unwrap();
+    std::fs::copy(&log, dir.join("app.log.1")).unwrap();
+    let selfmon = Selfmon::start(&workdir).await;
+    wait_for_messages(&selfmon, &expected.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    std::fs::OpenOptions::new().write(true).open(&log).unwrap().set_len(0).unwrap();
+    let d = numbered("d", 4);
+    append(&log, &d.iter().map(String::as_str).collect::<Vec<_>>());
+    expected.extend(d);
+    wait_for_messages(&selfmon, &expected.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(messages(&selfmon, "bot").await.len(), expected.len(), "nothing read twice later");
+    // A rotated file deleted is forgotten.
+    assert!(known("app.log.2"));
+    std::fs::remove_file(dir.join("app.log.2")).unwrap();
+    while known("app.log.2") {
+        assert!(tokio::time::Instant::now() < deadline, "a deleted file is still known");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    selfmon.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn log_sources_are_checked_with_the_rest_of_the_config() {
     let config = "[[log_source]]\nname = \"a\"\nkind = \"file\"\nparser = \"http\"\npaths = [\"[\"]\n\n\

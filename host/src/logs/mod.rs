@@ -73,10 +73,21 @@ pub struct Origin {
 #[derive(Debug, Clone)]
 pub struct ReadTo {
     pub source: String,
+    pub mark: FileMark,
+}
+
+/// A tailed file as stored: which file it is and how far it has been read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileMark {
+    /// Where it was last read (informative: the file is known by the rest).
     pub path: String,
     pub device: u64,
     pub inode: u64,
     pub offset: u64,
+    /// How many of its first bytes the fingerprint covers (0: none yet).
+    pub head_len: u64,
+    /// The SHA-256 of those bytes.
+    pub head: [u8; 32],
 }
 
 /// A stored record.

@@ -4,14 +4,14 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use rusqlite::{OptionalExtension, params, params_from_iter};
+use rusqlite::{params, params_from_iter};
 
 use crate::logs::analysis::{
     Aggregation, Analysis, BURST_MIN, Bucket, Burst, ErrorAnalysis, ErrorRow, MAX_ERRORS_GROUPED, Period,
     RECENT_EVENTS, Security, SecurityEvent, Tally, UserActivity, UserCount, hours_ms, ranked, templates,
 };
 use crate::logs::search::{Found, Search, SearchError};
-use crate::logs::{NewRecord, ReadTo, StoredRecord};
+use crate::logs::{FileMark, NewRecord, ReadTo, StoredRecord};
 use crate::storage::{Storage, StorageError, rfc3339, sql_count, to_millis};
 
 /// Full-text matches past which a search walks an index in time order instead of sorting every match.
@@ -41,52 +41,55 @@ impl Storage {
         }
         let (count, last) = self
             .apply(move |db| {
-            if let Some(at) = &read_to {
-                db.prepare_cached(
-                    "INSERT OR REPLACE INTO log_offsets (source, path, device, inode, offset) VALUES (?1, ?2, ?3, ?4, ?5)",
-                )?
-                .execute(rusqlite::params![
-                    at.source,
-                    at.path,
-                    at.device.cast_signed(),
-                    at.inode.cast_signed(),
-                    at.offset.cast_signed()
-                ])?;
-            }
-            let mut insert = db.prepare_cached(
-                "INSERT INTO logs (ts, level, source, service, logger, message, trace_id, span_id, correlation_id,
+                if let Some(ReadTo { source, mark }) = &read_to {
+                    db.prepare_cached(
+                        "INSERT OR REPLACE INTO log_files (source, device, inode, path, offset, head_len, head)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )?
+                    .execute(rusqlite::params![
+                        source,
+                        mark.device.cast_signed(),
+                        mark.inode.cast_signed(),
+                        mark.path,
+                        mark.offset.cast_signed(),
+                        mark.head_len.cast_signed(),
+                        mark.head
+                    ])?;
+                }
+                let mut insert = db.prepare_cached(
+                    "INSERT INTO logs (ts, level, source, service, logger, message, trace_id, span_id, correlation_id,
                                    user_id, fields, parsed, error)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,
                          COALESCE(?10, (SELECT user_id FROM spans WHERE trace_id = ?7 AND user_id IS NOT NULL LIMIT 1)),
                          ?11, ?12, ?13)",
-            )?;
-            for r in &records {
-                insert.execute(rusqlite::params![
-                    to_millis(r.ts),
-                    r.level,
-                    r.source,
-                    r.service,
-                    r.logger,
-                    r.message,
-                    r.trace_id,
-                    r.span_id,
-                    r.correlation_id,
-                    r.user_id,
-                    r.fields,
-                    r.parsed,
-                    r.error,
-                ])?;
-            }
-            let last = db.last_insert_rowid();
-            if let Some(count) = i64::try_from(records.len()).ok().filter(|n| *n > 0) {
-                db.prepare_cached(
-                    "INSERT INTO logs_fts (rowid, message) SELECT id, message FROM logs WHERE id > ?1 AND id <= ?2",
-                )?
-                .execute(rusqlite::params![last - count, last])?;
-            }
-            Ok((records.len(), last))
-        })
-        .await?;
+                )?;
+                for r in &records {
+                    insert.execute(rusqlite::params![
+                        to_millis(r.ts),
+                        r.level,
+                        r.source,
+                        r.service,
+                        r.logger,
+                        r.message,
+                        r.trace_id,
+                        r.span_id,
+                        r.correlation_id,
+                        r.user_id,
+                        r.fields,
+                        r.parsed,
+                        r.error,
+                    ])?;
+                }
+                let last = db.last_insert_rowid();
+                if let Some(count) = i64::try_from(records.len()).ok().filter(|n| *n > 0) {
+                    db.prepare_cached(
+                        "INSERT INTO logs_fts (rowid, message) SELECT id, message FROM logs WHERE id > ?1 AND id <= ?2",
+                    )?
+                    .execute(rusqlite::params![last - count, last])?;
+                }
+                Ok((records.len(), last))
+            })
+            .await?;
         if count > 0 {
             self.set_log_head(last);
         }
@@ -108,19 +111,37 @@ impl Storage {
         Ok(Found { records, more, offset, limit })
     }
 
-    /// The offset a tailed file was read to, with the device and inode of the file it was read in.
-    pub async fn read_offset(&self, source: String, path: String) -> Result<Option<(u64, u64, u64)>, StorageError> {
-        let stored: Option<(i64, i64, i64)> = self
-            .read(move |db| {
-                db.query_row(
-                    "SELECT device, inode, offset FROM log_offsets WHERE source = ?1 AND path = ?2",
-                    params![source, path],
-                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-                )
-                .optional()
-            })
-            .await?;
-        Ok(stored.map(|(device, inode, offset)| (device as u64, inode as u64, offset.unsigned_abs())))
+    /// The files a source has tailed, each with how far it was read.
+    pub async fn file_marks(&self, source: String) -> Result<Vec<FileMark>, StorageError> {
+        self.read(move |db| {
+            let mut statement = db.prepare_cached(
+                "SELECT path, device, inode, offset, head_len, head FROM log_files WHERE source = ?1",
+            )?;
+            let marks = statement.query_map(params![source], |row| {
+                let head: Vec<u8> = row.get(5)?;
+                Ok(FileMark {
+                    path: row.get(0)?,
+                    device: row.get::<_, i64>(1)?.cast_unsigned(),
+                    inode: row.get::<_, i64>(2)?.cast_unsigned(),
+                    offset: row.get::<_, i64>(3)?.unsigned_abs(),
+                    head_len: row.get::<_, i64>(4)?.unsigned_abs(),
+                    // Marks kept from before fingerprints have none (and a length of 0).
+                    head: head.try_into().unwrap_or_default(),
+                })
+            })?;
+            marks.collect()
+        })
+        .await
+    }
+
+    /// Forget a tailed file that is gone for good.
+    pub async fn forget_file(&self, source: String, device: u64, inode: u64) -> Result<(), StorageError> {
+        self.apply(move |db| {
+            db.prepare_cached("DELETE FROM log_files WHERE source = ?1 AND device = ?2 AND inode = ?3")?
+                .execute(params![source, device.cast_signed(), inode.cast_signed()])?;
+            Ok(())
+        })
+        .await
     }
 
     /// Record counts per `period` bucket, level and service over the last `hours`.

@@ -281,6 +281,25 @@ pub fn migrations() -> Migrations<'static> {
         ),
         // The runs that could not be carried out, newest first, for the plugins' recent failures.
         M::up("CREATE INDEX check_runs_failed ON check_runs (started_at) WHERE error IS NOT NULL;"),
+        M::up(
+            "
+            -- Tailed files are known by device, inode and a fingerprint of their first bytes, not by path: a file
+            -- renamed to another name its source still matches is read on from where it was.
+            CREATE TABLE log_files (
+                source   TEXT    NOT NULL,
+                device   INTEGER NOT NULL,
+                inode    INTEGER NOT NULL,
+                path     TEXT    NOT NULL,  -- where it was last read
+                offset   INTEGER NOT NULL,
+                head_len INTEGER NOT NULL,  -- how many of its first bytes the fingerprint covers (0: none)
+                head     BLOB    NOT NULL,  -- their SHA-256
+                PRIMARY KEY (source, device, inode)
+            ) WITHOUT ROWID;
+            INSERT OR REPLACE INTO log_files (source, device, inode, path, offset, head_len, head)
+                SELECT source, device, inode, path, offset, 0, x'' FROM log_offsets;
+            DROP TABLE log_offsets;
+            ",
+        ),
     ])
 }
 
@@ -292,6 +311,20 @@ mod tests {
         let mut db = rusqlite::Connection::open_in_memory().unwrap();
         super::migrations().to_latest(&mut db).unwrap();
         let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-        assert_eq!(version, 10);
+        assert_eq!(version, 11);
+    }
+
+    #[test]
+    fn offsets_kept_by_path_become_marks_without_a_fingerprint() {
+        let mut db = rusqlite::Connection::open_in_memory().unwrap();
+        super::migrations().to_version(&mut db, 10).unwrap();
+        db.execute("INSERT INTO log_offsets VALUES ('bot', '/var/log/bot.log', 2049, 77, 4096)", []).unwrap();
+        super::migrations().to_latest(&mut db).unwrap();
+        let row: (String, String, i64, i64, i64, i64, Vec<u8>) = db
+            .query_row("SELECT source, path, device, inode, offset, head_len, head FROM log_files", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+            })
+            .unwrap();
+        assert_eq!(row, ("bot".into(), "/var/log/bot.log".into(), 2049, 77, 4096, 0, Vec::new()));
     }
 }

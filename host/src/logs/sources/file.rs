@@ -1,18 +1,20 @@
 //! Tailing log files: every `[[log_source]]` of kind `file` follows its paths and globs, parses new lines with its
 //! parser plugin and stores them. The same tailer reads selfmon's own log back when `[logging] ingest` is on.
 //!
-//! Each file's read offset is stored in the transaction that stores its records, so a restart resumes exactly where
-//! the last commit ended: nothing is lost and nothing is stored twice. A file is known by its device and inode:
-//! - renamed away (rotation) and replaced: the old file is read to its end through the handle already open, then
-//!   the new one from its start;
-//! - truncated in place (copy-truncate): reading starts again from the start;
+//! Each file's read offset is stored in the transaction that stores its records, so a restart (or `kill -9`)
+//! resumes exactly where the last commit ended: nothing is lost and nothing is stored twice. A file is known by its
+//! device, inode and first bytes ([`identity`](super::identity)), not by its path:
+//! - renamed (rotation) to a name the source still matches, it is read on from its offset, now or after a restart;
+//!   renamed to a name it does not match, or deleted, it is read to its end through the handle already open;
+//! - truncated in place (copy-truncate): reading starts again from the start, and a copy the source matches is read
+//!   from where the original had been read to;
 //! - seen for the first time: read from its start.
 //!
 //! Only whole lines are read (a line still being written waits for its newline, unless the file has been quiet for
 //! [`PARTIAL_AFTER`]). While a file is growing, its last record is held back, so continuation lines (a traceback)
 //! that arrive later still join it; it is stored once the file has been quiet for [`SETTLE`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
@@ -23,9 +25,10 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::identity::{self, FileId, Head};
 use crate::logs::ingest::Sink;
 use crate::logs::parsing::{Parsing, parse};
-use crate::logs::{NewRecord, Origin, ReadTo};
+use crate::logs::{FileMark, NewRecord, Origin, ReadTo};
 use crate::runtime::Runtime;
 use crate::storage::StorageError;
 
@@ -35,15 +38,19 @@ const READ_CHUNK: u64 = 4 << 20;
 pub const SETTLE: Duration = Duration::from_secs(1);
 /// How long a file must be quiet before a last line without its newline is taken as it is.
 pub const PARTIAL_AFTER: Duration = Duration::from_secs(5);
-
-/// A file's identity: device and inode.
-type FileId = (u64, u64);
+/// How long a truncated file's mark from before its truncation is kept: its copy (copy-truncate) may be found only
+/// after the truncation was.
+const COPY_WINDOW: Duration = Duration::from_secs(60);
 
 /// Where reading a file stands.
 struct Followed {
     file: File,
     id: FileId,
+    /// Where the source found it last.
+    path: PathBuf,
     offset: u64,
+    /// The fingerprint of its first bytes, as far as they have been read.
+    head: Head,
     /// Its size when last looked at, and when that changed.
     size: u64,
     grew: Instant,
@@ -52,6 +59,18 @@ struct Followed {
 }
 
 impl Followed {
+    /// What is stored of it.
+    fn mark(&self) -> FileMark {
+        FileMark {
+            path: self.path.display().to_string(),
+            device: self.id.0,
+            inode: self.id.1,
+            offset: self.offset,
+            head_len: self.head.len,
+            head: self.head.hash,
+        }
+    }
+
     /// Wait for the chunk being committed, if any.
     async fn settle(&mut self) -> Result<(), StorageError> {
         match self.pending.take() {
@@ -74,29 +93,35 @@ pub struct Tailer {
 impl Tailer {
     pub fn spawn(self, tasks: &TaskTracker, stop: CancellationToken) {
         tasks.spawn(async move {
-            let mut files: HashMap<PathBuf, Followed> = HashMap::new();
-            loop {
-                for path in self.paths() {
+            let mut files: HashMap<FileId, Followed> = HashMap::new();
+            let mut truncated: Vec<(Instant, FileMark)> = Vec::new();
+            while !stop.is_cancelled() {
+                let found = self.found();
+                truncated.retain(|(when, _)| when.elapsed() < COPY_WINDOW);
+                if let Err(StorageError::Closed) = self.open_new(&found, &mut files, &mut truncated).await {
+                    return;
+                }
+                for (id, path) in &found {
                     if stop.is_cancelled() {
                         break;
                     }
-                    let Err(error) = self.follow(&path, &mut files, &stop).await else { continue };
-                    match error {
-                        TailError::Storage(StorageError::Closed) => return,
-                        TailError::Storage(error) => {
-                            tracing::error!(source = %self.origin.source, path = %path.display(), %error, "Cannot store log records; trying again");
-                        }
-                        TailError::Io(error) => {
-                            tracing::warn!(source = %self.origin.source, path = %path.display(), %error, "Cannot read a log file");
-                        }
+                    let Some(followed) = files.get_mut(id) else { continue };
+                    followed.path.clone_from(path);
+                    let result = self.follow(followed, &mut truncated, &stop).await;
+                    if !self.carry_on(*id, result, &mut files).await {
+                        return;
                     }
-                    // The file is opened again at its stored offset next time, once a write in flight has ended.
-                    if let Some(mut followed) = files.remove(&path) {
-                        let _ = followed.settle().await;
+                }
+                let seen: HashSet<FileId> = found.iter().map(|(id, _)| *id).collect();
+                let gone: Vec<FileId> = files.keys().filter(|id| !seen.contains(id)).copied().collect();
+                for id in gone {
+                    let result = self.finish(id, &mut files).await;
+                    if !self.carry_on(id, result, &mut files).await {
+                        return;
                     }
                 }
                 tokio::select! {
-                    () = stop.cancelled() => break,
+                    () = stop.cancelled() => {}
                     () = tokio::time::sleep(self.poll) => {}
                 }
             }
@@ -108,63 +133,194 @@ impl Tailer {
         });
     }
 
-    /// The files the patterns match now.
-    fn paths(&self) -> Vec<PathBuf> {
-        let mut paths: Vec<PathBuf> = self
+    /// After a file's turn: whether to go on. A file that failed is opened again at its stored offset next time,
+    /// once a write in flight has ended.
+    async fn carry_on(&self, id: FileId, result: Result<(), TailError>, files: &mut HashMap<FileId, Followed>) -> bool {
+        let Err(error) = result else { return true };
+        let path = files.get(&id).map(|followed| followed.path.display().to_string()).unwrap_or_default();
+        match error {
+            TailError::Storage(StorageError::Closed) => return false,
+            TailError::Storage(error) => {
+                tracing::error!(source = %self.origin.source, %path, %error, "Cannot store log records; trying again");
+            }
+            TailError::Io(error) => {
+                tracing::warn!(source = %self.origin.source, %path, %error, "Cannot read a log file");
+            }
+        }
+        if let Some(mut followed) = files.remove(&id) {
+            let _ = followed.settle().await;
+        }
+        true
+    }
+
+    /// The files the patterns match now, each once (the first of its names) and the least recently written first,
+    /// so a rotated file is finished before its successor is read.
+    fn found(&self) -> Vec<(FileId, PathBuf)> {
+        let mut found: Vec<(SystemTime, FileId, PathBuf)> = self
             .patterns
             .iter()
             .filter_map(|pattern| glob::glob(pattern).ok())
             .flat_map(|matches| matches.filter_map(Result::ok))
-            .filter(|path| path.is_file())
+            .filter_map(|path| {
+                let metadata = std::fs::metadata(&path).ok().filter(std::fs::Metadata::is_file)?;
+                let written = metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                Some((written, (metadata.dev(), metadata.ino()), path))
+            })
             .collect();
-        paths.sort();
-        paths.dedup();
-        paths
+        found.sort();
+        let mut seen = HashSet::new();
+        found.retain(|(_, id, _)| seen.insert(*id));
+        found.into_iter().map(|(_, id, path)| (id, path)).collect()
     }
 
-    /// Read what is new in one file, and store it (a file renamed away is read to its end even when stopping).
+    /// Open the files found for the first time, each where its identity says: its stored offset, the offset of the
+    /// file it is a copy of, or its start. The marks are read after every write in flight has ended, so they hold
+    /// the offsets of the files followed too (a copy may be of one of them, or of one `truncated` lately). A file
+    /// whose mark no longer fits it was truncated: its mark is kept in `truncated` for a copy of it found later.
+    async fn open_new(
+        &self,
+        found: &[(FileId, PathBuf)],
+        files: &mut HashMap<FileId, Followed>,
+        truncated: &mut Vec<(Instant, FileMark)>,
+    ) -> Result<(), StorageError> {
+        if found.iter().all(|(id, _)| files.contains_key(id)) {
+            return Ok(());
+        }
+        let followed: Vec<FileId> = files.keys().copied().collect();
+        for id in followed {
+            let settled = files.get_mut(&id).expect("listed above").settle().await;
+            if !self.carry_on(id, settled.map_err(TailError::from), files).await {
+                return Err(StorageError::Closed);
+            }
+        }
+        let mut marks = match self.sink.storage.file_marks(self.origin.source.clone()).await {
+            Ok(marks) => marks,
+            Err(StorageError::Closed) => return Err(StorageError::Closed),
+            Err(error) => {
+                tracing::error!(source = %self.origin.source, %error, "Cannot read how far log files were read; trying again");
+                return Ok(());
+            }
+        };
+        marks.extend(truncated.iter().map(|(_, mark)| mark.clone()));
+        let mut opened: Vec<(FileId, &PathBuf, File, u64)> = Vec::new();
+        for (id, path) in found {
+            if files.contains_key(id) {
+                continue;
+            }
+            match open(path, *id) {
+                Ok(Some((file, size))) => opened.push((*id, path, file, size)),
+                Ok(None) => {}
+                Err(error) => self.unreadable(path, &error),
+            }
+        }
+        // Files read before first, so a copy is seen to be of one of them.
+        let mut copies = Vec::new();
+        for (id, path, file, size) in opened {
+            match identity::resume(&file, size, id, &marks) {
+                Ok(Some((offset, head))) => {
+                    let own = marks.iter().find(|mark| (mark.device, mark.inode) == id);
+                    self.follow_from(files, (id, path), (file, size), own, (offset, head));
+                }
+                Ok(None) => {
+                    let own = marks.iter().find(|mark| (mark.device, mark.inode) == id);
+                    truncated.extend(own.map(|mark| (Instant::now(), mark.clone())));
+                    copies.push((id, path, file, size));
+                }
+                Err(error) => self.unreadable(path, &error),
+            }
+        }
+        for (id, path, file, size) in copies {
+            match identity::original(&file, id, &marks) {
+                // The original is still followed and still starts the same: what the copy holds is read there
+                // (until the original is truncated, when the copy is read from where the original was).
+                Ok(Some(original))
+                    if files
+                        .get(&(original.device, original.inode))
+                        .is_some_and(|followed| followed.head == Head::of_mark(original)) => {}
+                Ok(Some(original)) => {
+                    let offset = original.offset.min(size);
+                    tracing::info!(source = %self.origin.source, path = %path.display(), original = %original.path, offset, "Log file is a copy of one read before; reading on from where that one was");
+                    self.follow_from(files, (id, path), (file, size), None, (offset, Head::of_mark(original)));
+                }
+                Ok(None) => {
+                    self.follow_from(files, (id, path), (file, size), None, (0, Head::NONE));
+                }
+                Err(error) => self.unreadable(path, &error),
+            }
+        }
+        Ok(())
+    }
+
+    /// Follow a file from an offset, with the fingerprint of what was read before it. Its mark is stored at once
+    /// when it differs from the `stored` one (a new file, a copy, a file found under another name), so the file is
+    /// known from now on, though nothing of it may be left to read.
+    fn follow_from(
+        &self,
+        files: &mut HashMap<FileId, Followed>,
+        (id, path): (FileId, &Path),
+        (mut file, size): (File, u64),
+        stored: Option<&FileMark>,
+        (offset, head): (u64, Head),
+    ) {
+        if let Err(error) = file.seek(SeekFrom::Start(offset)) {
+            self.unreadable(path, &error);
+            return;
+        }
+        let path = path.to_path_buf();
+        let mut followed = Followed { file, id, path, offset, head, size, grew: Instant::now(), pending: None };
+        if stored != Some(&followed.mark()) {
+            followed.pending = Some(tokio::spawn(self.store(&followed, Vec::new(), 0)));
+        }
+        files.insert(id, followed);
+    }
+
+    fn unreadable(&self, path: &Path, error: &std::io::Error) {
+        tracing::warn!(source = %self.origin.source, path = %path.display(), %error, "Cannot read a log file");
+    }
+
+    /// Read what is new in a followed file, and store it; a file found truncated is added to `truncated` as it was.
     async fn follow(
         &self,
-        path: &Path,
-        files: &mut HashMap<PathBuf, Followed>,
+        followed: &mut Followed,
+        truncated: &mut Vec<(Instant, FileMark)>,
         stop: &CancellationToken,
     ) -> Result<(), TailError> {
-        let metadata = std::fs::metadata(path)?;
-        let id = (metadata.dev(), metadata.ino());
-        if let Some(followed) = files.get_mut(path)
-            && followed.id != id
-        {
-            // Rotated: finish the old file through the open handle, then start on the new one.
-            while self.read(path, followed, true).await? {}
-            followed.settle().await?;
-            files.remove(path);
-        }
-        if !files.contains_key(path) {
-            let stored = self.stored_offset(path, id).await?;
-            let mut file = File::open(path)?;
-            let offset = stored.filter(|offset| *offset <= metadata.len()).unwrap_or(0);
-            file.seek(SeekFrom::Start(offset))?;
-            let size = metadata.len();
-            files.insert(path.to_path_buf(), Followed { file, id, offset, size, grew: Instant::now(), pending: None });
-        }
-        let followed = files.get_mut(path).expect("inserted above");
-        if metadata.len() != followed.size {
-            followed.size = metadata.len();
+        let size = followed.file.metadata()?.len();
+        if size != followed.size {
+            followed.size = size;
             followed.grew = Instant::now();
         }
-        if metadata.len() < followed.offset {
-            tracing::info!(source = %self.origin.source, path = %path.display(), "Log file truncated; reading from its start");
+        if size < followed.offset || !followed.head.matches(&followed.file)? {
+            tracing::info!(source = %self.origin.source, path = %followed.path.display(), "Log file truncated; reading from its start");
+            followed.settle().await?;
+            truncated.push((Instant::now(), followed.mark()));
             followed.offset = 0;
+            followed.head = Head::NONE;
             followed.file.seek(SeekFrom::Start(0))?;
         }
         // A stopped tailer leaves the rest to its successor, which starts where the last commit ended.
-        while !stop.is_cancelled() && self.read(path, followed, false).await? {}
+        while !stop.is_cancelled() && self.read(followed, false).await? {}
         followed.settle().await?;
         Ok(())
     }
 
+    /// A file the patterns no longer match (renamed away or deleted): read it to its end through the handle, even
+    /// when stopping, then let it go. A deleted file is forgotten; the mark of one renamed away is kept, should the
+    /// patterns match it again.
+    async fn finish(&self, id: FileId, files: &mut HashMap<FileId, Followed>) -> Result<(), TailError> {
+        let followed = files.get_mut(&id).expect("a followed file");
+        while self.read(followed, true).await? {}
+        followed.settle().await?;
+        let deleted = followed.file.metadata()?.nlink() == 0;
+        files.remove(&id);
+        if deleted {
+            self.sink.storage.forget_file(self.origin.source.clone(), id.0, id.1).await?;
+        }
+        Ok(())
+    }
+
     /// Read one chunk from the offset, parse and store it; whether there may be more to read now.
-    async fn read(&self, path: &Path, followed: &mut Followed, draining: bool) -> Result<bool, TailError> {
+    async fn read(&self, followed: &mut Followed, draining: bool) -> Result<bool, TailError> {
         let mut buffer = Vec::new();
         (&followed.file).take(READ_CHUNK).read_to_end(&mut buffer)?;
         let quiet = followed.grew.elapsed();
@@ -172,8 +328,8 @@ impl Tailer {
             return Ok(false);
         }
         let full_chunk = buffer.len() as u64 == READ_CHUNK;
-        // Whole lines only, unless the file has been quiet long enough (or is being finished after rotation), or a
-        // single line is longer than a chunk (taken as it is, so the file keeps moving).
+        // Whole lines only, unless the file has been quiet long enough (or is being finished), or a single line is
+        // longer than a chunk (taken as it is, so the file keeps moving).
         let complete = match buffer.iter().rposition(|b| *b == b'\n') {
             _ if draining || quiet >= PARTIAL_AFTER => buffer.len(),
             Some(end) => end + 1,
@@ -214,39 +370,33 @@ impl Tailer {
         // This chunk commits while the next one is read and parsed; one write is in flight at a time, so offsets
         // are stored in order, and a failed one is seen before the next is sent.
         followed.settle().await?;
-        followed.pending =
-            Some(tokio::spawn(self.store(path, followed.id, commit_to, records, parsed.parser_failures)));
+        followed.head = followed.head.grown(&followed.file, commit_to)?;
         followed.offset = commit_to;
+        followed.pending = Some(tokio::spawn(self.store(followed, records, parsed.parser_failures)));
         followed.file.seek(SeekFrom::Start(commit_to))?;
         Ok(commit_to == read_to && full_chunk)
     }
 
-    async fn stored_offset(&self, path: &Path, id: FileId) -> Result<Option<u64>, StorageError> {
-        let stored = self.sink.storage.read_offset(self.origin.source.clone(), path.display().to_string()).await?;
-        // A stored offset counts only for the same file: after rotation the path names another one.
-        Ok(stored.filter(|(device, inode, _)| (*device, *inode) == id).map(|(_, _, offset)| offset))
-    }
-
-    /// Count and store records and the offset they were read up to, in one transaction; `failed` of them were kept
-    /// raw because their parser call failed.
+    /// Count and store records and the mark of the file they were read from (up to its offset now), in one
+    /// transaction; `failed` of them were kept raw because their parser call failed.
     fn store(
         &self,
-        path: &Path,
-        id: FileId,
-        offset: u64,
+        followed: &Followed,
         records: Vec<NewRecord>,
         failed: usize,
     ) -> impl Future<Output = Result<usize, StorageError>> + Send + 'static {
-        let at = ReadTo {
-            source: self.origin.source.clone(),
-            path: path.display().to_string(),
-            device: id.0,
-            inode: id.1,
-            offset,
-        };
+        let at = ReadTo { source: self.origin.source.clone(), mark: followed.mark() };
         let (sink, parser) = (self.sink.clone(), self.parsing.name.clone());
         async move { sink.store(&parser, records, failed, Some(at)).await }
     }
+}
+
+/// Open a file found at `path` as `id`, with its size (`None` if the path now names another file: it is opened
+/// next time).
+fn open(path: &Path, id: FileId) -> std::io::Result<Option<(File, u64)>> {
+    let file = File::open(path)?;
+    let metadata = file.metadata()?;
+    Ok(((metadata.dev(), metadata.ino()) == id).then_some((file, metadata.len())))
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -4,6 +4,7 @@
 
 pub mod file;
 pub mod http;
+mod identity;
 pub mod syslog;
 
 use std::sync::Arc;

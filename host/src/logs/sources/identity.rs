@@ -1,0 +1,207 @@
+//! Which file is which. A tailed file is known by its device and inode and by a fingerprint of its first bytes (as
+//! Vector and Fluent Bit know theirs), never by its path:
+//! - renamed (rotation), it is the same file wherever its source finds it, and is read on from its offset;
+//! - truncated and written again in place, or a new file on a reused inode, its first bytes differ: read from the
+//!   start;
+//! - copied (copy-truncate), the copy starts with the very bytes the original did, as far as they were read (up to
+//!   [`FINGERPRINT`] of them): it is read from where the original was read to. A new file that starts with every
+//!   byte read so far of another file of its source is taken for its copy; a timestamp in the first line is enough
+//!   to tell files apart.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use sha2::{Digest, Sha256};
+
+use crate::logs::FileMark;
+
+/// How many of a file's first bytes make its fingerprint.
+pub const FINGERPRINT: u64 = 256;
+
+/// A file's device and inode.
+pub type FileId = (u64, u64);
+
+/// A fingerprint: the SHA-256 of a file's first `len` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub len: u64,
+    pub hash: [u8; 32],
+}
+
+impl Head {
+    /// No fingerprint: every file matches it.
+    pub const NONE: Head = Head { len: 0, hash: [0; 32] };
+
+    /// The fingerprint of `file`'s first `len` bytes; `None` when it has fewer.
+    pub fn of(file: &File, len: u64) -> io::Result<Option<Head>> {
+        let mut bytes = vec![0; usize::try_from(len).unwrap_or(usize::MAX)];
+        match file.read_exact_at(&mut bytes, 0) {
+            Ok(()) => Ok(Some(Head { len, hash: Sha256::digest(&bytes).into() })),
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Whether `file` still starts with the bytes this fingerprint was taken of.
+    pub fn matches(&self, file: &File) -> io::Result<bool> {
+        if self.len == 0 {
+            return Ok(true);
+        }
+        Ok(Head::of(file, self.len)?.as_ref() == Some(self))
+    }
+
+    /// The fingerprint to keep once `file` has been read to `offset`: it grows with what has been read, up to
+    /// [`FINGERPRINT`] bytes.
+    pub fn grown(self, file: &File, offset: u64) -> io::Result<Head> {
+        let len = offset.min(FINGERPRINT);
+        if len <= self.len {
+            return Ok(self);
+        }
+        Ok(Head::of(file, len)?.unwrap_or(self))
+    }
+
+    pub fn of_mark(mark: &FileMark) -> Head {
+        Head { len: mark.head_len, hash: mark.head }
+    }
+}
+
+/// Where to read on in `file` (of `size` bytes, known as `id`) if it was read before: it has a mark of its own and
+/// still starts with the bytes that mark's fingerprint was taken of. The offset and the fingerprint to keep.
+pub fn resume(file: &File, size: u64, id: FileId, marks: &[FileMark]) -> io::Result<Option<(u64, Head)>> {
+    let Some(mark) = marks.iter().find(|mark| (mark.device, mark.inode) == id) else { return Ok(None) };
+    let head = Head::of_mark(mark);
+    Ok((mark.offset <= size && head.matches(file)?).then_some((mark.offset, head)))
+}
+
+/// The mark of the file `file` (known as `id`) is a copy of: a file of another identity whose fingerprinted first
+/// bytes `file` starts with (the one with the longest fingerprint, then read furthest, if several are).
+pub fn original<'a>(file: &File, id: FileId, marks: &'a [FileMark]) -> io::Result<Option<&'a FileMark>> {
+    let mut candidates: Vec<&FileMark> =
+        marks.iter().filter(|mark| mark.head_len > 0 && (mark.device, mark.inode) != id).collect();
+    candidates.sort_by_key(|mark| std::cmp::Reverse((mark.head_len, mark.offset)));
+    let mut own: Option<Head> = None;
+    for mark in candidates {
+        if own.is_none_or(|head| head.len != mark.head_len) {
+            own = Head::of(file, mark.head_len)?;
+        }
+        if own == Some(Head::of_mark(mark)) {
+            return Ok(Some(mark));
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    fn lines(from: usize, to: usize) -> String {
+        (from..to).map(|n| format!("2026-12-03T17:00:{n:02}Z line {n} of the bot's log\n")).collect()
+    }
+
+    fn mark_of(file: &File, path: &std::path::Path, offset: u64) -> FileMark {
+        let metadata = file.metadata().unwrap();
+        let head = Head::NONE.grown(file, offset).unwrap();
+        FileMark {
+            path: path.display().to_string(),
+            device: metadata.dev(),
+            inode: metadata.ino(),
+            offset,
+            head_len: head.len,
+            head: head.hash,
+        }
+    }
+
+    fn id(file: &File) -> FileId {
+        let metadata = file.metadata().unwrap();
+        (metadata.dev(), metadata.ino())
+    }
+
+    #[test]
+    fn a_file_is_told_from_its_copy_its_rewrite_and_a_stranger() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, copy, other) = (dir.path().join("app.log"), dir.path().join("app.log.1"), dir.path().join("x.log"));
+        std::fs::write(&log, lines(0, 20)).unwrap();
+        let file = File::open(&log).unwrap();
+        let read_to = lines(0, 12).len() as u64;
+        let marks = vec![mark_of(&file, &log, read_to)];
+        let size = file.metadata().unwrap().len();
+
+        // The same file, renamed: on from its offset.
+        let moved = dir.path().join("app.log.0");
+        std::fs::rename(&log, &moved).unwrap();
+        let renamed = File::open(&moved).unwrap();
+        let (offset, head) = resume(&renamed, size, id(&renamed), &marks).unwrap().unwrap();
+        assert_eq!((offset, head.len), (read_to, FINGERPRINT));
+        assert!(original(&renamed, id(&renamed), &marks).unwrap().is_none(), "not a copy of itself");
+
+        // A copy: not the file read before, but a copy of it.
+        std::fs::copy(&moved, &copy).unwrap();
+        let copied = File::open(&copy).unwrap();
+        assert_eq!(resume(&copied, size, id(&copied), &marks).unwrap(), None);
+        assert_eq!(original(&copied, id(&copied), &marks).unwrap(), Some(&marks[0]));
+
+        // Rewritten in place (truncated, then more than was read written again): neither.
+        let mut rewritten = std::fs::OpenOptions::new().write(true).truncate(true).open(&moved).unwrap();
+        rewritten.write_all(lines(30, 59).as_bytes()).unwrap();
+        let reopened = File::open(&moved).unwrap();
+        let size = reopened.metadata().unwrap().len();
+        assert!(size > read_to);
+        assert_eq!(resume(&reopened, size, id(&reopened), &marks).unwrap(), None);
+        assert!(original(&reopened, id(&reopened), &marks).unwrap().is_none());
+        // Truncated to less than was read, though starting the same: not resumed.
+        std::fs::write(&moved, lines(0, 10)).unwrap();
+        let shorter = File::open(&moved).unwrap();
+        assert_eq!(resume(&shorter, lines(0, 10).len() as u64, id(&shorter), &marks).unwrap(), None);
+
+        // A file shorter than what was fingerprinted of the original: no copy.
+        std::fs::write(&other, &lines(0, 20)[..100]).unwrap();
+        let stranger = File::open(&other).unwrap();
+        assert!(original(&stranger, id(&stranger), &marks).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_copy_of_a_file_read_less_than_a_fingerprint_is_known_by_what_was_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, copy) = (dir.path().join("app.log"), dir.path().join("app.log.1"));
+        std::fs::write(&log, lines(0, 3)).unwrap();
+        let file = File::open(&log).unwrap();
+        let read_to = lines(0, 2).len() as u64;
+        assert!(read_to < FINGERPRINT);
+        let short = mark_of(&file, &log, read_to);
+        let long = FileMark { inode: u64::MAX, ..mark_of(&file, &log, lines(0, 3).len() as u64) };
+        std::fs::write(&copy, lines(0, 9)).unwrap();
+        let copied = File::open(&copy).unwrap();
+        assert_eq!(original(&copied, id(&copied), std::slice::from_ref(&short)).unwrap(), Some(&short));
+        // The longest fingerprint that fits wins.
+        let both = [short.clone(), long.clone()];
+        assert_eq!(original(&copied, id(&copied), &both).unwrap(), Some(&long));
+        // Not a copy of itself, nor of a file it no longer starts like.
+        assert!(original(&file, id(&file), std::slice::from_ref(&short)).unwrap().is_none());
+        std::fs::write(&copy, lines(5, 9)).unwrap();
+        assert!(original(&copied, id(&copied), &both).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_fingerprint_grows_with_what_was_read_and_no_further() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log");
+        std::fs::write(&path, lines(0, 20)).unwrap();
+        let file = File::open(&path).unwrap();
+        let small = Head::NONE.grown(&file, 40).unwrap();
+        assert_eq!(small.len, 40);
+        assert!(small.matches(&file).unwrap());
+        assert_eq!(small.grown(&file, 30).unwrap(), small);
+        let full = small.grown(&file, 10_000).unwrap();
+        assert_eq!(full.len, FINGERPRINT);
+        assert_eq!(full.grown(&file, 20_000).unwrap(), full);
+        // A file shorter than its fingerprint no longer matches it.
+        std::fs::write(&path, "short\n").unwrap();
+        assert!(!full.matches(&file).unwrap());
+        assert!(Head::NONE.matches(&file).unwrap());
+    }
+}
