@@ -572,7 +572,7 @@ keys = [
     let query = "{ ruleStates { name origin plugin state condition } }";
     let states = selfmon.graphql(Some(read), query, serde_json::json!({})).await;
     let states = states["data"]["ruleStates"].as_array().unwrap();
-    assert_eq!(states.len(), 8);
+    assert_eq!(states.len(), 9);
     assert!(states.iter().any(|s| s["name"] == "service_down" && s["plugin"] == "health" && s["origin"] == "default"));
     let memory = states.iter().find(|s| s["name"] == "memory_usage").unwrap();
     assert_eq!(memory["condition"], "last(system_memory_used_ratio) > 0.9");

@@ -191,7 +191,7 @@ depends_on = ["a"]
     let output = selfmon(&workdir, &["config", "check"]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     assert!(
-        text(&output.stdout).contains("OK, 1 check (1 enabled), 0 log sources, 8 alert rules (8 enabled), 0 channels"),
+        text(&output.stdout).contains("OK, 1 check (1 enabled), 0 log sources, 9 alert rules (9 enabled), 0 channels"),
         "{}",
         text(&output.stdout)
     );
@@ -317,7 +317,7 @@ fn the_example_config_is_valid() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
-    assert!(text(&output.stdout).contains("8 alert rules (8 enabled)"), "{}", text(&output.stdout));
+    assert!(text(&output.stdout).contains("9 alert rules (9 enabled)"), "{}", text(&output.stdout));
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Bounded ingestion: bodies that inflate or decode into far more than they weigh on the wire are refused before they
 //! are decoded, on every ingest route, and selfmon keeps answering meanwhile.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -8,7 +9,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use serde_json::Value;
 
-use crate::support::{Selfmon, Workdir, gzip};
+use crate::support::{PATIENCE, Selfmon, Target, Workdir, gzip};
 
 /// POST `body` with headers; the status, the `Retry-After` header and the body.
 async fn post(url: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, Option<String>, String) {
@@ -220,5 +221,130 @@ async fn connections_past_the_cap_are_closed_at_once() {
     }
     let client = reqwest::Client::new();
     assert_eq!(client.get(format!("{}/health", selfmon.url)).send().await.unwrap().status(), 200);
+    selfmon.stop().await;
+}
+
+/// A webhook receiver on loopback: every notification's JSON, in order of arrival; and its URL.
+async fn notifications() -> (Arc<Mutex<Vec<Value>>>, String) {
+    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let kept = received.clone();
+    let app = axum::Router::new().route(
+        "/hooks",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let kept = kept.clone();
+            async move { kept.lock().unwrap().push(body) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (received, url)
+}
+
+/// Wait until `received` holds a notification of `status` for the rule `storage_full`.
+async fn storage_full_notified(received: &Mutex<Vec<Value>>, status: &str) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let found = received.lock().unwrap().iter().any(|n| {
+            n["status"] == status
+                && n["alerts"].as_array().is_some_and(|alerts| {
+                    alerts.iter().any(|a| a["labels"]["alertname"] == "storage_full" && a["status"] == status)
+                })
+        });
+        if found {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no {status} storage_full notification: {received:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `count` JSON lines of about 400 bytes, numbered from `first`.
+fn filler(first: usize, count: usize) -> Vec<u8> {
+    (first..first + count)
+        .map(|n| format!("{{\"level\":\"info\",\"msg\":\"filler {n} {}\"}}\n", "lorem ipsum dolor ".repeat(20)))
+        .collect::<String>()
+        .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_store_refuses_ingestion_keeps_checking_alerts_and_resumes_by_itself() {
+    let target = Target::start().await;
+    let (received, hooks) = notifications().await;
+    let config = format!(
+        r#"
+[storage]
+size_limit = "2MiB"
+
+[alerting]
+interval = "1s"
+group_wait = "0s"
+group_interval = "1s"
+default_channels = ["receiver"]
+
+[[check]]
+name = "api"
+plugin = "http"
+interval = "1s"
+target = "{}"
+
+[[channel]]
+name = "receiver"
+kind = "webhook"
+url = "{hooks}"
+"#,
+        target.url("/ok")
+    );
+    let workdir = Workdir::new(&config, &[]);
+    let selfmon = Selfmon::start(&workdir).await;
+    selfmon.first_result("api").await;
+    let url = format!("{}/v1/logs", selfmon.url);
+
+    // Filled to `size_limit` (the database may not grow past it, as on a full disk).
+    let mut accepted = 0;
+    let refusal = loop {
+        assert!(accepted < 200 * 100, "2 MiB never filled");
+        let (status, retry_after, body) = post(&url, filler(accepted, 100), &[]).await;
+        if status == 202 {
+            accepted += 100;
+            continue;
+        }
+        break (status, retry_after, body);
+    };
+    assert_eq!(refusal.0, 507, "{refusal:?}");
+    assert_eq!(refusal.1.as_deref(), Some("30"), "{refusal:?}");
+    let body: Value = serde_json::from_str(&refusal.2).unwrap();
+    assert_eq!(body["error"]["code"], "storage_full", "{body}");
+
+    // Served and checking meanwhile; the alert goes out though it cannot be stored.
+    let (status, _) = selfmon.get("/health").await;
+    assert_eq!(status, 200);
+    let before = selfmon.check("api").await["last_run"].clone();
+    selfmon.wait_for("api", "another run", |s| s["last_run"] != before && s["status"] == "healthy").await;
+    storage_full_notified(&received, "firing").await;
+    let metrics = reqwest::get(format!("{}/metrics", selfmon.url)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("selfmon_storage_full 1"), "{metrics}");
+
+    // Nothing that was accepted is lost.
+    let db = workdir.db();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    let count = |db: &rusqlite::Connection| {
+        db.query_row("SELECT COUNT(*) FROM logs WHERE message LIKE 'filler %'", [], |r| r.get::<_, i64>(0)).unwrap()
+    };
+    assert_eq!(count(&db), i64::try_from(accepted).unwrap());
+
+    // Room again (as retention would make it): writing resumes by itself, and the alert resolves.
+    db.execute("DELETE FROM logs WHERE message LIKE 'filler %'", []).unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (status, _, body) = post(&url, filler(1_000_000, 10), &[]).await;
+        if status == 202 {
+            break;
+        }
+        assert_eq!(status, 507, "{body}");
+        assert!(tokio::time::Instant::now() < deadline, "writing never resumed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    storage_full_notified(&received, "resolved").await;
     selfmon.stop().await;
 }

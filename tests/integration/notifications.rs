@@ -321,7 +321,7 @@ url = "{base}/hooks/{WEBHOOK_TOKEN}"
     selfmon.wait_for("bot-api", "healthy", |s| s["status"] == "healthy").await;
     let (_, states) = selfmon.get("/v1/alerts/rule-states").await;
     let names: Vec<&str> = states.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
-    assert_eq!(names.len(), 8, "the eight default rules: {names:?}");
+    assert_eq!(names.len(), 9, "the nine default rules: {names:?}");
     assert!(received.at("/hooks/").is_empty(), "all is well, nothing is sent");
 
     up.store(false, Ordering::SeqCst);

@@ -3,7 +3,9 @@
 //!
 //! Besides every stored metric there are two counted from the stored logs: `log_records_total` (one series per
 //! `level`) and `log_errors_total` (error and critical records, one series). They answer `rate`, `increase`, `count`
-//! and `sum` over a window (records in it; `rate` per second); other aggregations have no value for them.
+//! and `sum` over a window (records in it; `rate` per second); other aggregations have no value for them. And one is
+//! read from the store itself, not from what it holds, as a store that is full cannot hold it:
+//! [`STORAGE_FULL`], one sample of 1 or 0.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -34,6 +36,9 @@ impl std::fmt::Debug for Stored {
 }
 
 pub type Labels = Vec<(String, String)>;
+
+/// Whether the store is full and refuses writes, now: 1, or 0.
+pub const STORAGE_FULL: &str = "storage_full";
 
 impl RuleData for Stored {
     fn aggregate(&self, query: MetricQuery) -> BoxFuture<Option<f64>> {
@@ -112,6 +117,9 @@ fn seconds(window_ms: u64) -> f64 {
 
 /// Each matching series with its samples of the window, oldest first (for log metrics: the count of records).
 async fn read(storage: &Storage, query: MetricQuery, now: SystemTime) -> Vec<(Labels, Vec<f64>)> {
+    if query.metric == STORAGE_FULL {
+        return vec![(Vec::new(), vec![f64::from(u8::from(storage.is_full()))])];
+    }
     let to = to_millis(now);
     let window = query.window_ms.min(u64::try_from(MAX_WINDOW.as_millis()).unwrap_or(u64::MAX));
     let from = to.saturating_sub(i64::try_from(window).unwrap_or(i64::MAX));

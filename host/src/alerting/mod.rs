@@ -5,7 +5,7 @@
 //! Rules are plugins of the contract's `rule` world (the built-in `expression` and `health` ones, or dropped in);
 //! everything after a rule's answer belongs to the host:
 //!
-//! - [`rules`]: the eight defaults, the config's `[[rule]]` tables and the API's rules, each checked against its
+//! - [`rules`]: the nine defaults, the config's `[[rule]]` tables and the API's rules, each checked against its
 //!   plugin;
 //! - [`lifecycle`]: pending → firing → resolved, one alert per fingerprint;
 //! - [`silences`] (stored, with label matchers and an expiry) and inhibition (an alert about a check whose dependency

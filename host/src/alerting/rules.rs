@@ -1,4 +1,4 @@
-//! Rules ready to evaluate: the eight defaults, the config's `[[rule]]` tables over them, and the rules created
+//! Rules ready to evaluate: the nine defaults, the config's `[[rule]]` tables over them, and the rules created
 //! through the API, each checked against its plugin.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,7 +19,7 @@ pub const RULE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Origin {
-    /// One of the eight that ship with selfmon.
+    /// One of the nine that ship with selfmon.
     Default,
     Config,
     Api,
@@ -45,7 +45,7 @@ pub struct RuleSpec {
     pub sandbox: Sandbox,
 }
 
-/// The eight rules of the original platform. Each is replaced by a `[[rule]]` of the same name (`enabled = false`
+/// The eight rules of the original platform, and `storage_full`. Each is replaced by a `[[rule]]` of the same name (`enabled = false`
 /// turns one off).
 pub fn defaults(ai: &AiConfig) -> Vec<RuleConfig> {
     let expression = |name: &str, condition: String, severity: &str, hold: u64, description: &str| RuleConfig {
@@ -126,6 +126,14 @@ pub fn defaults(ai: &AiConfig) -> Vec<RuleConfig> {
             "Users rated their sessions below 3.0 of 5 on average over the last hour",
         ),
         costs,
+        expression(
+            "storage_full",
+            format!("max({}[1m]) > 0", super::data::STORAGE_FULL),
+            "critical",
+            0,
+            "selfmon's store is full (the disk, or `[storage] size_limit`): logs, spans, events and check runs are not \
+             being stored",
+        ),
     ]
 }
 

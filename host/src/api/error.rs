@@ -27,9 +27,15 @@ pub enum QueryError {
     /// A limit on open streams is reached.
     #[error("{0}")]
     Unavailable(String),
+    /// No room to store what was sent: the disk is full or the store at `[storage] size_limit`.
+    #[error("storage is full; nothing of the request was stored: retry once there is room")]
+    Full,
     #[error("storage: {0}")]
     Storage(String),
 }
+
+/// Seconds a client is asked to wait before sending again what found storage full.
+pub const FULL_RETRY_AFTER: u32 = 30;
 
 /// An error answer: a status code, a stable machine-readable code and a message for people.
 #[derive(Debug)]
@@ -77,6 +83,7 @@ impl From<QueryError> for ApiError {
             QueryError::Conflict(message) => Self::new(StatusCode::CONFLICT, "conflict", message),
             QueryError::Busy => Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", error.to_string()),
             QueryError::Unavailable(message) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message),
+            QueryError::Full => Self::new(StatusCode::INSUFFICIENT_STORAGE, "storage_full", error.to_string()),
             QueryError::Storage(detail) => {
                 // The details are for the log; the caller learns only that it failed.
                 tracing::error!(detail, "A query failed in storage");
@@ -94,7 +101,8 @@ pub struct ErrorBody {
 
 #[derive(Serialize, utoipa::ToSchema)]
 struct ErrorDetail {
-    /// Stable and machine-readable: `not_found`, `bad_query`, `invalid`, `missing_key`, `rate_limited`, ...
+    /// Stable and machine-readable: `not_found`, `bad_query`, `invalid`, `missing_key`, `rate_limited`,
+    /// `storage_full`, ...
     code: &'static str,
     message: String,
     /// Each problem on its own, when there are several.
@@ -104,11 +112,15 @@ struct ErrorDetail {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let busy = self.status == StatusCode::SERVICE_UNAVAILABLE;
+        let retry_after = match self.status {
+            StatusCode::SERVICE_UNAVAILABLE => Some(1),
+            StatusCode::INSUFFICIENT_STORAGE => Some(FULL_RETRY_AFTER),
+            _ => None,
+        };
         let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message, details: self.details } };
         let mut response = (self.status, Json(body)).into_response();
-        if busy {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

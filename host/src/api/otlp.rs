@@ -19,6 +19,7 @@ pub fn unavailable(error: QueryError) -> Refusal {
             tracing::error!(detail, "An OTLP export could not be stored");
             "selfmon could not store the export; retry later".to_string()
         }
+        // OTLP exporters retry 503, not 507.
         other => other.to_string(),
     };
     Refusal::new(StatusCode::SERVICE_UNAVAILABLE, message)

@@ -72,6 +72,12 @@ pub async fn serve(
     }
     let _in_use = cipher::lock(&store)?;
     let storage = Storage::open_with_key(&store, key)?.with_privacy(host.privacy.clone());
+    if let Some(limit) = host.config.storage.size_limit {
+        let in_force = storage.limit_size(Some(limit.as_u64())).await?;
+        if in_force > limit.as_u64() {
+            tracing::warn!(size_limit = %limit, in_force, "The database is already larger than `[storage] size_limit`: it may not grow further");
+        }
+    }
     let board = Arc::new(Board::default());
     for check in &host.checks {
         board.register(&check.name, &check.plugin.info.name, check.enabled, check.interval, &check.depends_on);

@@ -16,7 +16,7 @@ pub struct AlertingConfig {
     /// How often every rule is evaluated.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
-    /// Include the eight default rules (each can be replaced or disabled by a `[[rule]]` of the same name).
+    /// Include the nine default rules (each can be replaced or disabled by a `[[rule]]` of the same name).
     pub default_rules: bool,
     /// Channels of rules that name none.
     pub default_channels: Vec<String>,

@@ -82,6 +82,8 @@ pub struct Scrape<'a> {
     /// Every status a check may have, for a series per status.
     pub statuses: &'a [&'a str],
     pub writes_queued: usize,
+    /// Whether writes are refused for want of room.
+    pub storage_full: bool,
     pub refused_calls: u64,
     pub version: &'a str,
     pub contract: &'a str,
@@ -428,6 +430,12 @@ impl Telemetry {
                 "Writes waiting for the storage writer.",
                 MetricType::GAUGE,
                 vec![metric(&[], scrape.writes_queued as f64)],
+            ),
+            family(
+                "selfmon_storage_full",
+                "Whether the store is full (the disk, or `[storage] size_limit`) and refuses writes: 1, or 0.",
+                MetricType::GAUGE,
+                vec![metric(&[], f64::from(u8::from(scrape.storage_full)))],
             ),
             family(
                 "selfmon_api_refused_calls_total",

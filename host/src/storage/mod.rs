@@ -45,8 +45,8 @@ use crate::config::Secret;
 pub use privacy::{PSEUDONYM_PREFIX, Privacy, kept_key};
 pub use samples::{MAX_POINTS, MetricName, Sample, SeriesError, SeriesPage, SeriesPoints, SeriesQuery};
 pub use time::{from_millis, rfc3339, sql_count, to_millis};
-use writer::Op;
 pub use writer::{Batch, Batched};
+use writer::{Fullness, Op};
 
 /// Writes waiting for the writer before senders are made to wait (back-pressure instead of unbounded memory).
 const QUEUE: usize = 4096;
@@ -99,8 +99,17 @@ pub enum StorageError {
     Closed,
     #[error("storage writes failed: {0}")]
     Write(String),
+    /// No room for the write: the disk is full, or the database is at `[storage] size_limit`.
+    #[error("storage is full: {0}")]
+    Full(String),
     #[error(transparent)]
-    Query(#[from] rusqlite::Error),
+    Query(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for StorageError {
+    fn from(error: rusqlite::Error) -> Self {
+        if writer::is_full(&error) { Self::Full(error.to_string()) } else { Self::Query(error) }
+    }
 }
 
 /// Why a change to something stored (a rule, an alert, a silence, a webhook) was refused.
@@ -128,6 +137,7 @@ pub struct Storage {
     log_head: Arc<tokio::sync::watch::Sender<i64>>,
     /// What every record, span and event passes through before it is written.
     privacy: Arc<Privacy>,
+    fullness: Arc<Fullness>,
 }
 
 impl Storage {
@@ -183,9 +193,11 @@ impl Storage {
         let head: i64 =
             connection.query_row("SELECT COALESCE(MAX(id), 0) FROM logs", [], |r| r.get(0)).map_err(open_error)?;
         let timer = commits.clone();
+        let fullness = Arc::new(Fullness::default());
+        let full = fullness.clone();
         let writer = std::thread::Builder::new()
             .name("selfmon-storage".into())
-            .spawn(move || writer::run(connection, receiver, &timer))
+            .spawn(move || writer::run(connection, receiver, &timer, &full))
             .map_err(StorageError::Writer)?;
         Ok(Self {
             queue,
@@ -196,7 +208,26 @@ impl Storage {
             commits,
             log_head: Arc::new(tokio::sync::watch::Sender::new(head)),
             privacy: Arc::default(),
+            fullness,
         })
+    }
+
+    /// Let the database file grow to `bytes` at most (no limit but the disk's when `None`); the limit in force, in
+    /// bytes, which is never below the file's size now.
+    pub async fn limit_size(&self, bytes: Option<u64>) -> Result<u64, StorageError> {
+        self.apply(move |db| {
+            let page_size = db.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))?.unsigned_abs();
+            // SQLite's own default, its largest.
+            let pages = bytes.map_or(0xffff_fffe, |bytes| (bytes / page_size).max(1));
+            let limit = db.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| r.get::<_, i64>(0))?;
+            Ok(limit.unsigned_abs() * page_size)
+        })
+        .await
+    }
+
+    /// Whether the last write failed for want of room (writing resumes by itself once there is).
+    pub fn is_full(&self) -> bool {
+        self.fullness.is_full()
     }
 
     /// The store, with user ids pseudonymized and personal data redacted by `privacy` before anything is written
@@ -264,6 +295,7 @@ impl Storage {
         change: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StorageError> {
         let (done, committed) = oneshot::channel();
+        let fullness = self.fullness.clone();
         let op = Op::Apply(Box::new(move |connection: &mut Connection| {
             // A change that panics rolls back and fails alone; the writer goes on.
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -274,6 +306,12 @@ impl Storage {
                 })
             }));
             if let Ok(result) = result {
+                match &result {
+                    Ok(_) => fullness.wrote(),
+                    Err(error) => {
+                        fullness.failed(error);
+                    }
+                }
                 let _ = done.send(result);
             }
         }));

@@ -9,9 +9,10 @@
 //! What is written is the capabilities' business: each write is a [`Batched`] of theirs; the writer only groups,
 //! commits and retries.
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use rusqlite::Connection;
+use rusqlite::{Connection, ErrorCode};
 use tokio::sync::{mpsc, oneshot};
 
 use super::samples::{Sample, SeriesIds};
@@ -51,6 +52,45 @@ impl Batched for Vec<Sample> {
     }
 }
 
+/// Whether the store is full: a write failed for want of space (on the disk, or under `[storage] size_limit`).
+/// Nothing is needed to leave that state but room: a write committed once [`FULL_FOR`] has passed without another
+/// failing clears it (a small write may fit where others do not). Each change is logged once, not every write that
+/// fails.
+#[derive(Debug, Default)]
+pub struct Fullness(Mutex<Option<Instant>>);
+
+/// How long after its last refused write the store still counts as full.
+pub const FULL_FOR: Duration = Duration::from_secs(10);
+
+impl Fullness {
+    pub fn is_full(&self) -> bool {
+        self.0.lock().expect("fullness lock").is_some()
+    }
+
+    /// After a write failed: whether for want of space.
+    pub fn failed(&self, error: &rusqlite::Error) -> bool {
+        let full = is_full(error);
+        if full && self.0.lock().expect("fullness lock").replace(Instant::now()).is_none() {
+            tracing::error!(%error, "Storage is full: log records, spans, events and check runs are not stored until there is room");
+        }
+        full
+    }
+
+    /// After a write was committed.
+    pub fn wrote(&self) {
+        let mut since = self.0.lock().expect("fullness lock");
+        if since.is_some_and(|at| at.elapsed() >= FULL_FOR) {
+            *since = None;
+            tracing::info!("Storage has room again; writing resumed");
+        }
+    }
+}
+
+/// Whether SQLite refused a write for want of space.
+pub fn is_full(error: &rusqlite::Error) -> bool {
+    error.sqlite_error_code() == Some(ErrorCode::DiskFull)
+}
+
 pub enum Op {
     Write(Box<dyn Batched>),
     /// A write of its own (an API change such as a new alert rule), run in its own transaction; the closure sends
@@ -62,8 +102,14 @@ pub enum Op {
     Close,
 }
 
-/// Write what arrives on `queue` until it closes or says to; `commits` times each group.
-pub fn run(mut connection: Connection, mut queue: mpsc::Receiver<Op>, commits: &prometheus::Histogram) {
+/// Write what arrives on `queue` until it closes or says to; `commits` times each group, `fullness` says whether
+/// they fit.
+pub fn run(
+    mut connection: Connection,
+    mut queue: mpsc::Receiver<Op>,
+    commits: &prometheus::Histogram,
+    fullness: &Fullness,
+) {
     let mut series = SeriesIds::default();
     let mut batch = Vec::with_capacity(BATCH);
     // Why writes failed since the last flush, for the next flush to report.
@@ -101,15 +147,26 @@ pub fn run(mut connection: Connection, mut queue: mpsc::Receiver<Op>, commits: &
         } else {
             timer.observe_duration();
         }
-        if let Err(error) = written {
-            // One bad write must not cost the others: retry each on its own and keep what succeeds.
-            series.clear();
-            tracing::warn!(%error, writes = writes.len(), "Storage batch failed; retrying its writes one by one");
-            for write in &writes {
-                if let Err(error) = write_all(&mut connection, &mut series, std::slice::from_ref(write)) {
-                    series.clear();
-                    tracing::error!(%error, "A storage write failed and was not stored");
-                    failures.push(error.to_string());
+        match written {
+            Ok(()) if !writes.is_empty() => fullness.wrote(),
+            Ok(()) => {}
+            Err(error) if fullness.failed(&error) => {
+                // Each write alone would not fit either.
+                series.clear();
+                failures.push(format!("{} writes: {error}", writes.len()));
+            }
+            Err(error) => {
+                // One bad write must not cost the others: retry each on its own and keep what succeeds.
+                series.clear();
+                tracing::warn!(%error, writes = writes.len(), "Storage batch failed; retrying its writes one by one");
+                for write in &writes {
+                    if let Err(error) = write_all(&mut connection, &mut series, std::slice::from_ref(write)) {
+                        series.clear();
+                        if !fullness.failed(&error) {
+                            tracing::error!(%error, "A storage write failed and was not stored");
+                        }
+                        failures.push(error.to_string());
+                    }
                 }
             }
         }
@@ -133,4 +190,28 @@ fn write_all(connection: &mut Connection, series: &mut SeriesIds, writes: &[Box<
         write.write(&mut batch)?;
     }
     transaction.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(code: std::ffi::c_int) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    #[test]
+    fn a_store_is_full_from_a_write_refused_for_room_until_one_fits_after_a_while() {
+        let fullness = Fullness::default();
+        assert!(!fullness.failed(&error(rusqlite::ffi::SQLITE_CONSTRAINT)), "not for want of room");
+        assert!(!fullness.is_full());
+        assert!(fullness.failed(&error(rusqlite::ffi::SQLITE_FULL)));
+        assert!(fullness.is_full());
+        // A small write that fits right after does not end it: others may still not fit.
+        fullness.wrote();
+        assert!(fullness.is_full());
+        *fullness.0.lock().unwrap() = Some(Instant::now() - FULL_FOR);
+        fullness.wrote();
+        assert!(!fullness.is_full());
+    }
 }

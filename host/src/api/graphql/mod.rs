@@ -56,6 +56,7 @@ fn error(error: QueryError) -> async_graphql::Error {
         QueryError::Invalid(_) | QueryError::Rejected(_) => "bad_request",
         QueryError::Conflict(_) => "conflict",
         QueryError::Busy | QueryError::Unavailable(_) => "busy",
+        QueryError::Full => "storage_full",
         QueryError::Storage(detail) => {
             tracing::error!(detail, "A GraphQL query failed in storage");
             return async_graphql::Error::new("the data could not be read")

@@ -199,7 +199,10 @@ fn check_window(window: Duration) -> Result<(), QueryError> {
 }
 
 fn storage(error: StorageError) -> QueryError {
-    QueryError::Storage(error.to_string())
+    match error {
+        StorageError::Full(_) => QueryError::Full,
+        error => QueryError::Storage(error.to_string()),
+    }
 }
 
 fn change(error: ChangeError) -> QueryError {

@@ -241,6 +241,7 @@ impl Queries {
             checks,
             statuses: &statuses,
             writes_queued: self.storage.queued(),
+            storage_full: self.storage.is_full(),
             refused_calls: self.access.refused(),
             version: live.about.version,
             contract: live.about.contract,

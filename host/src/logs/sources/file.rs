@@ -140,6 +140,8 @@ impl Tailer {
         let path = files.get(&id).map(|followed| followed.path.display().to_string()).unwrap_or_default();
         match error {
             TailError::Storage(StorageError::Closed) => return false,
+            // Read again from the stored offset once there is room (the storage says once that it is full).
+            TailError::Storage(StorageError::Full(_)) => {}
             TailError::Storage(error) => {
                 tracing::error!(source = %self.origin.source, %path, %error, "Cannot store log records; trying again");
             }

@@ -36,6 +36,8 @@ pub const MAX_CONNECTIONS: usize = 256;
 pub const MAX_PER_PEER: usize = 16;
 /// The largest datagram read.
 const MAX_DATAGRAM: usize = 65_536;
+/// How long a batch waits before it is stored again while the store is full.
+const FULL_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long a TCP connection may stay quiet before it is closed.
 const IDLE: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -130,11 +132,22 @@ impl Listener {
             // The batch's bytes stay counted in the queue until it is stored.
             let (lines, _held): (Vec<String>, Vec<OwnedSemaphorePermit>) =
                 std::mem::take(&mut batch).into_iter().unzip();
-            match self.sink.ingest(&self.runtime, &self.parsing, &self.origin, lines).await {
-                Ok(_) => {}
-                Err(StorageError::Closed) => return,
-                // The batch is lost (a sender cannot be asked again); the listener goes on with the next one.
-                Err(error) => tracing::error!(source = %self.origin.source, %error, "Cannot store syslog messages"),
+            loop {
+                match self.sink.ingest(&self.runtime, &self.parsing, &self.origin, lines.clone()).await {
+                    Ok(_) => {}
+                    Err(StorageError::Closed) => return,
+                    // Kept until there is room (the storage says once that it is full); meanwhile the queue fills
+                    // and TCP senders wait.
+                    Err(StorageError::Full(_)) => {
+                        tokio::time::sleep(FULL_RETRY).await;
+                        continue;
+                    }
+                    // The batch is lost (a sender cannot be asked again); the listener goes on with the next one.
+                    Err(error) => {
+                        tracing::error!(source = %self.origin.source, %error, "Cannot store syslog messages");
+                    }
+                }
+                break;
             }
         }
     }
