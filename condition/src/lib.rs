@@ -688,3 +688,79 @@ mod tests {
         assert!(Comparison::NotEqual.holds(1.0, 2.0) && Comparison::LessOrEqual.holds(2.0, 2.0));
     }
 }
+
+/// Fuzz targets (`scripts/fuzz` runs them for as long as it is given; the suite runs them briefly).
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A selector in the language, with the label value it matches.
+    fn selector() -> impl Strategy<Value = (String, String)> {
+        let function = prop::sample::select(&["avg", "min", "max", "sum", "count", "last", "rate", "increase"][..]);
+        let unit = prop::sample::select(&["s", "m", "h", "d"][..]);
+        (function, "[a-z_][a-z0-9_]{0,20}", ".{0,12}", 1u32..1000, unit).prop_map(
+            |(function, metric, value, n, unit)| {
+                let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
+                (format!("{function}({metric}{{check=\"{escaped}\"}}[{n}{unit}])"), value)
+            },
+        )
+    }
+
+    /// An expression: numbers and selectors under arithmetic, negation and parentheses; with every label value in it.
+    fn expression() -> impl Strategy<Value = (String, Vec<String>)> {
+        let leaf = prop_oneof![
+            (0u32..100_000).prop_map(|n| (n.to_string(), Vec::new())),
+            selector().prop_map(|(text, value)| (text, vec![value])),
+        ];
+        leaf.prop_recursive(4, 16, 2, |inner| {
+            prop_oneof![
+                (inner.clone(), prop::sample::select(&["+", "-", "*", "/"][..]), inner.clone()).prop_map(
+                    |((a, mut values), op, (b, more))| {
+                        values.extend(more);
+                        (format!("{a} {op} {b}"), values)
+                    }
+                ),
+                inner.clone().prop_map(|(text, values)| (format!("({text})"), values)),
+                inner.prop_map(|(text, values)| (format!("-({text})"), values)),
+            ]
+        })
+    }
+
+    fn label_values(expr: &Expr, into: &mut Vec<String>) {
+        match expr {
+            Expr::Number(_) => {}
+            Expr::Series { selector, .. } => into.extend(selector.matchers.iter().map(|m| m.value.clone())),
+            Expr::Negate(inner) => label_values(inner, into),
+            Expr::Binary(a, _, b) => {
+                label_values(a, into);
+                label_values(b, into);
+            }
+        }
+    }
+
+    proptest! {
+        /// Any text parses or is refused at a column inside it: never a panic.
+        #[test]
+        fn any_text(text in any::<String>()) {
+            if let Err(error) = Condition::parse(&text) {
+                prop_assert!(error.column >= 1 && error.column <= text.chars().count() + 1, "{error} in {text:?}");
+            }
+        }
+
+        /// Every condition the language allows parses, with its threshold and every label value as written.
+        #[test]
+        fn every_condition_parses((text, values) in expression(), threshold in 0u32..1_000_000) {
+            let condition = format!("{text} >= {threshold}");
+            prop_assume!(condition.len() <= MAX_LENGTH);
+            let parsed = Condition::parse(&condition);
+            prop_assert!(parsed.is_ok(), "{condition}: {parsed:?}");
+            let parsed = parsed.unwrap();
+            prop_assert_eq!(parsed.comparison, Some((Comparison::GreaterOrEqual, f64::from(threshold))));
+            let mut found = Vec::new();
+            label_values(&parsed.expr, &mut found);
+            prop_assert_eq!(found, values);
+        }
+    }
+}

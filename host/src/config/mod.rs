@@ -296,3 +296,62 @@ mod tests {
         assert_eq!(config.system.interval, Duration::from_secs(90));
     }
 }
+
+/// Fuzz targets for config loading (`scripts/fuzz` runs them for as long as it is given; the suite runs them
+/// briefly).
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../../selfmon.example.toml");
+
+    /// A line of the example config, by index, and the example with that line replaced.
+    fn replaced(at: prop::sample::Index, with: &str) -> (usize, String) {
+        let lines: Vec<&str> = EXAMPLE.lines().collect();
+        let at = at.index(lines.len());
+        let mut changed: Vec<String> = lines.iter().map(ToString::to_string).collect();
+        changed[at] = with.to_string();
+        (at, changed.join("\n"))
+    }
+
+    fn line_in(error: &ConfigError, text: &str) -> bool {
+        error.line.is_none_or(|line| line >= 1 && line <= text.lines().count() + 1)
+    }
+
+    proptest! {
+        /// Any text loads or is refused with a line inside it: never a panic.
+        #[test]
+        fn any_text(text in any::<String>()) {
+            if let Err(error) = Config::parse(&text, None) {
+                prop_assert!(line_in(&error, &text), "{error}");
+            }
+        }
+
+        /// The example config with any line replaced by anything.
+        #[test]
+        fn a_damaged_example(at in any::<prop::sample::Index>(), with in any::<String>()) {
+            let (_, text) = replaced(at, &with);
+            if let Err(error) = Config::parse(&text, None) {
+                prop_assert!(line_in(&error, &text), "{error}");
+            }
+        }
+
+        /// A value put where it does not belong (a key pasted into the wrong line) is refused without being
+        /// quoted: an error message never carries a value of the file.
+        #[test]
+        fn a_misplaced_value_is_not_quoted(at in any::<prop::sample::Index>(), value in "[A-Za-z0-9_-]{12,40}", quoted in any::<bool>()) {
+            let lines: Vec<&str> = EXAMPLE.lines().collect();
+            let index = at.index(lines.len());
+            let Some((key, _)) = lines[index].split_once(" = ").filter(|(key, _)| !key.starts_with('#')) else {
+                return Ok(());
+            };
+            let written = if quoted { format!("{key} = \"{value}\"") } else { format!("{key} = {value}") };
+            let (_, text) = replaced(at, &written);
+            if let Err(error) = Config::parse(&text, None) {
+                prop_assert!(!error.to_string().contains(&value), "{error}");
+            }
+        }
+    }
+}

@@ -130,6 +130,12 @@ pub fn without_value(message: &str) -> String {
             return format!("{}{prefix}{kind}{}", &message[..at], &rest[end..]);
         }
     }
+    // An enum's value: `unknown variant `VALUE`, expected one of ...`.
+    if let Some(at) = message.find("unknown variant `")
+        && let Some(end) = message[at + 17..].find('`')
+    {
+        return format!("{}unknown value{}", &message[..at], &message[at + 17 + end + 1..]);
+    }
     message.to_string()
 }
 

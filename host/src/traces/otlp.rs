@@ -474,3 +474,82 @@ pub fn ai_events(spans: &[NewSpan]) -> Vec<NewEvent> {
         })
         .collect()
 }
+
+/// Fuzz targets for OTLP decoding (`scripts/fuzz` runs them for as long as it is given; the suite runs them
+/// briefly).
+#[cfg(test)]
+mod fuzz {
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A trace export of spans with any names, ids of any length and string attributes.
+    fn export() -> impl Strategy<Value = ExportTraceServiceRequest> {
+        let span = (
+            any::<String>(),
+            prop::collection::vec(any::<u8>(), 0..20),
+            prop::collection::vec(any::<u8>(), 0..10),
+            prop::collection::vec((any::<String>(), any::<String>()), 0..4),
+        )
+            .prop_map(|(name, trace_id, span_id, attributes)| Span {
+                name,
+                trace_id,
+                span_id,
+                start_time_unix_nano: 1_795_687_200_000_000_000,
+                end_time_unix_nano: 1_795_687_200_100_000_000,
+                attributes: attributes
+                    .into_iter()
+                    .map(|(key, value)| KeyValue {
+                        key,
+                        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value)) }),
+                        ..KeyValue::default()
+                    })
+                    .collect(),
+                ..Span::default()
+            });
+        prop::collection::vec(span, 0..16).prop_map(|spans| ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans { spans, ..ScopeSpans::default() }],
+                ..ResourceSpans::default()
+            }],
+        })
+    }
+
+    proptest! {
+        /// Any body, in either encoding, is taken apart or refused: never a panic.
+        #[test]
+        fn any_body(body in prop::collection::vec(any::<u8>(), 0..2048)) {
+            for format in [Format::Protobuf, Format::Json] {
+                let _ = receive_traces(format, &body, 128);
+                let _ = receive_logs(format, &body, 128);
+            }
+            let _ = estimate(Export::Traces, &body);
+            let _ = estimate(Export::Logs, &body);
+        }
+
+        /// Every span of an export is taken or counted as refused, and the estimate counts them all.
+        #[test]
+        fn every_span_is_accounted_for(export in export()) {
+            let sent = export.resource_spans[0].scope_spans[0].spans.len();
+            let body = export.encode_to_vec();
+            prop_assert_eq!(estimate(Export::Traces, &body).unwrap().items, sent);
+            let taken = receive_traces(Format::Protobuf, &body, 128).unwrap();
+            prop_assert_eq!(taken.items.len() + taken.rejected, sent);
+        }
+
+        /// An export damaged anywhere (a byte changed) is taken apart or refused: never a panic.
+        #[test]
+        fn a_damaged_export(export in export(), at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+            let mut body = export.encode_to_vec();
+            if !body.is_empty() {
+                let at = at.index(body.len());
+                body[at] = byte;
+            }
+            let _ = estimate(Export::Traces, &body);
+            if let Ok(taken) = receive_traces(Format::Protobuf, &body, 128) {
+                prop_assert!(taken.items.len() + taken.rejected <= body.len());
+            }
+        }
+    }
+}

@@ -351,3 +351,37 @@ mod tests {
         assert!(matches!(parse_line(""), Outcome::Skip));
     }
 }
+
+/// Fuzz targets (`scripts/fuzz` runs them for as long as it is given; the suite runs them briefly).
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Lines of the shapes this parser reads, to be damaged.
+    const VALID: &[&str] = &[
+        r#"203.0.113.9 - alice [26/Nov/2026:13:00:00 +0300] "GET /api/reply?id=7 HTTP/1.1" 502 157 "-" "python-httpx/0.27" 0.532"#,
+        r#"::1 - - [26/Nov/2026:10:00:00 +0000] "POST /login HTTP/1.0" 401 -"#,
+        r#"198.51.100.7 - - [26/Nov/2026:10:00:00 +0000] "GET /../../etc/passwd%00 HTTP/1.1" 404 0 "-" "sqlmap/1.7""#,
+    ];
+
+    proptest! {
+        /// Any line is parsed, refused or skipped: never a panic.
+        #[test]
+        fn any_line(line in any::<String>()) {
+            let _ = parse_line(&line);
+        }
+
+        /// A line of a known shape with anything put in anywhere.
+        #[test]
+        fn a_damaged_line(valid in prop::sample::select(VALID), at in any::<prop::sample::Index>(), junk in any::<String>()) {
+            let mut at = at.index(valid.len() + 1);
+            while !valid.is_char_boundary(at) {
+                at -= 1;
+            }
+            let line = format!("{}{junk}{}", &valid[..at], &valid[at..]);
+            let _ = parse_line(&line);
+        }
+    }
+}

@@ -186,3 +186,47 @@ mod tests {
         assert!(matches!(parse_line("{\"msg\": \"unterminated"), Outcome::Invalid(_)));
     }
 }
+
+/// Fuzz targets (`scripts/fuzz` runs them for as long as it is given; the suite runs them briefly).
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Lines of the shapes this parser reads, to be damaged.
+    const VALID: &[&str] = &[
+        r#"{"timestamp": "2026-11-26T10:00:00.123+00:00", "levelname": "ERROR", "name": "bot.handlers", "message": "Reply failed", "exception": {"type": "ValueError", "message": "bad", "traceback": "Traceback ..."}}"#,
+        r#"{"level":30,"time":1795687200000,"pid":1,"hostname":"h","msg":"hello","userId":"tg:1","traceId":"abc"}"#,
+        r#"{"ts": 1795687200.5, "lvl": "warn", "event": "slow", "service.name": "api", "exc_info": "Traceback"}"#,
+    ];
+
+    proptest! {
+        /// Any line is parsed, refused or skipped: never a panic.
+        #[test]
+        fn any_line(line in any::<String>()) {
+            let _ = parse_line(&line);
+        }
+
+        /// A line of a known shape with anything put in anywhere.
+        #[test]
+        fn a_damaged_line(valid in prop::sample::select(VALID), at in any::<prop::sample::Index>(), junk in any::<String>()) {
+            let mut at = at.index(valid.len() + 1);
+            while !valid.is_char_boundary(at) {
+                at -= 1;
+            }
+            let line = format!("{}{junk}{}", &valid[..at], &valid[at..]);
+            let _ = parse_line(&line);
+        }
+
+        /// A JSON object with a level and a message is parsed to them, whatever the message holds.
+        #[test]
+        fn a_record_keeps_its_message(message in any::<String>(), level in prop::sample::select(&["debug", "info", "warning", "error", "critical"][..])) {
+            let line = serde_json::json!({"level": level, "msg": message}).to_string();
+            match parse_line(&line) {
+                Outcome::Parsed(record) => prop_assert_eq!(record.message, message),
+                other => prop_assert!(false, "{line}: {other:?}"),
+            }
+        }
+    }
+}

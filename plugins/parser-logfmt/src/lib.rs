@@ -180,3 +180,47 @@ mod tests {
         assert!(matches!(parse_line("  "), Outcome::Skip));
     }
 }
+
+/// Fuzz targets (`scripts/fuzz` runs them for as long as it is given; the suite runs them briefly).
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Lines of the shapes this parser reads, to be damaged.
+    const VALID: &[&str] = &[
+        r#"time=2026-11-26T10:00:00Z level=error msg="Reply failed: \"x\"" service=bot user_id=tg:1 duration=0.5"#,
+        r#"ts=1795687200 lvl=warn caller=main.go:42 msg=slow trace_id=abc span_id=def"#,
+    ];
+
+    proptest! {
+        /// Any line is parsed, refused or skipped: never a panic.
+        #[test]
+        fn any_line(line in any::<String>()) {
+            let _ = parse_line(&line);
+        }
+
+        /// A line of a known shape with anything put in anywhere.
+        #[test]
+        fn a_damaged_line(valid in prop::sample::select(VALID), at in any::<prop::sample::Index>(), junk in any::<String>()) {
+            let mut at = at.index(valid.len() + 1);
+            while !valid.is_char_boundary(at) {
+                at -= 1;
+            }
+            let line = format!("{}{junk}{}", &valid[..at], &valid[at..]);
+            let _ = parse_line(&line);
+        }
+
+        /// A quoted message comes back as it was, whatever it holds.
+        #[test]
+        fn a_quoted_message_comes_back(message in "[^\\n\\r]*") {
+            let quoted = message.replace('\\', "\\\\").replace('"', "\\\"");
+            let line = format!("level=info msg=\"{quoted}\"");
+            match parse_line(&line) {
+                Outcome::Parsed(record) => prop_assert_eq!(record.message, message),
+                other => prop_assert!(false, "{line}: {other:?}"),
+            }
+        }
+    }
+}

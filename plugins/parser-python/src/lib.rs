@@ -69,3 +69,38 @@ mod tests {
         assert!(matches!(parse_line(""), Outcome::Skip));
     }
 }
+
+/// Fuzz targets (`scripts/fuzz` runs them for as long as it is given; the suite runs them briefly).
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Lines of the shapes this parser reads, to be damaged.
+    const VALID: &[&str] = &[
+        r#"2026-11-26 10:00:00,123 - bot.handlers - ERROR - Reply - failed"#,
+        r#"Traceback (most recent call last):"#,
+        r#"  File "bot.py", line 3, in <module>"#,
+        r#"[2026-11-26 10:00:00,123] WARNING in app: slow"#,
+    ];
+
+    proptest! {
+        /// Any line is parsed, refused or skipped: never a panic.
+        #[test]
+        fn any_line(line in any::<String>()) {
+            let _ = parse_line(&line);
+        }
+
+        /// A line of a known shape with anything put in anywhere.
+        #[test]
+        fn a_damaged_line(valid in prop::sample::select(VALID), at in any::<prop::sample::Index>(), junk in any::<String>()) {
+            let mut at = at.index(valid.len() + 1);
+            while !valid.is_char_boundary(at) {
+                at -= 1;
+            }
+            let line = format!("{}{junk}{}", &valid[..at], &valid[at..]);
+            let _ = parse_line(&line);
+        }
+    }
+}

@@ -317,3 +317,38 @@ mod tests {
         assert!(offset_seconds(&Config { utc_offset: Some("EST".into()) }).unwrap_err().contains("utc_offset"));
     }
 }
+
+/// Fuzz targets (`scripts/fuzz` runs them for as long as it is given; the suite runs them briefly).
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Lines of the shapes this parser reads, to be damaged.
+    const VALID: &[&str] = &[
+        r#"<165>1 2026-11-26T10:00:00.003Z db1 postgres 4242 ID47 [origin@32473 ip="10.0.0.5" note="a \"b\""] connection refused"#,
+        r#"<11>1 - - - - - -"#,
+        r#"<34>Nov 26 10:00:00 db1 su[812]: 'su root' failed for alice on /dev/pts/8"#,
+        r#"<38>Nov 26 10:00:00 host sshd[1]: Failed password for root from 203.0.113.9 port 22 ssh2"#,
+    ];
+
+    proptest! {
+        /// Any line is parsed, refused or skipped: never a panic.
+        #[test]
+        fn any_line(line in any::<String>()) {
+            let _ = parse_line(&line, 0, 1_795_690_800_000_000_000);
+        }
+
+        /// A line of a known shape with anything put in anywhere.
+        #[test]
+        fn a_damaged_line(valid in prop::sample::select(VALID), at in any::<prop::sample::Index>(), junk in any::<String>()) {
+            let mut at = at.index(valid.len() + 1);
+            while !valid.is_char_boundary(at) {
+                at -= 1;
+            }
+            let line = format!("{}{junk}{}", &valid[..at], &valid[at..]);
+            let _ = parse_line(&line, 0, 1_795_690_800_000_000_000);
+        }
+    }
+}

@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -243,7 +243,7 @@ async fn accept_tcp(
 /// Read one connection's messages. The first byte tells the framing for the whole connection, as rsyslog's own
 /// receiver does: a digit starts octet counting (`LEN SP MESSAGE`), anything else (`<PRI>`) a message per line. A
 /// connection quiet for [`IDLE`] is closed.
-async fn receive_tcp(stream: TcpStream, messages: &Messages) -> std::io::Result<()> {
+async fn receive_tcp(stream: impl AsyncRead + Unpin, messages: &Messages) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream);
     let idle = |error: tokio::time::error::Elapsed| std::io::Error::new(std::io::ErrorKind::TimedOut, error);
     let first = tokio::time::timeout(IDLE, reader.fill_buf()).await.map_err(idle)??;
@@ -366,5 +366,89 @@ mod tests {
         drop(held);
         assert!(waiting.await.unwrap());
         assert_eq!(queue.recv().await.unwrap().0.len(), 2000);
+    }
+}
+
+/// Fuzz targets for the TCP framer (`scripts/fuzz` runs them for as long as it is given; the suite runs them
+/// briefly): a stream is read the same however it arrives in pieces.
+#[cfg(test)]
+mod fuzz {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use proptest::prelude::*;
+    use tokio::io::ReadBuf;
+
+    use super::*;
+
+    /// A stream that arrives in pieces of the given sizes (the last one repeated).
+    struct Pieces {
+        bytes: Vec<u8>,
+        at: usize,
+        sizes: Vec<usize>,
+    }
+
+    impl AsyncRead for Pieces {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let this = &mut *self;
+            let size = if this.sizes.len() > 1 { this.sizes.remove(0) } else { this.sizes[0] };
+            let end = (this.at + size.max(1)).min(this.bytes.len());
+            let end = this.at + (end - this.at).min(buf.remaining());
+            buf.put_slice(&this.bytes[this.at..end]);
+            this.at = end;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// What a connection sending `bytes` in pieces of `sizes` delivers, and whether it ended well.
+    fn received(bytes: Vec<u8>, sizes: Vec<usize>) -> (Vec<String>, bool) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let (sender, mut queue) = mpsc::channel(QUEUE);
+            let messages = Messages { sender, bytes: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)) };
+            let ended = receive_tcp(Pieces { bytes, at: 0, sizes }, &messages).await.is_ok();
+            drop(messages);
+            let mut delivered = Vec::new();
+            while let Some((message, _)) = queue.recv().await {
+                delivered.push(message);
+            }
+            (delivered, ended)
+        })
+    }
+
+    /// Messages as senders write them: not empty, not ending in what the framer trims.
+    fn message() -> impl Strategy<Value = String> {
+        "<[0-9]{1,3}>.{0,200}[^\\n\\r\\x00]"
+    }
+
+    fn sizes() -> impl Strategy<Value = Vec<usize>> {
+        prop::collection::vec(1usize..64, 1..32)
+    }
+
+    proptest! {
+        /// Octet-counted frames (`LEN SP MESSAGE`, newlines inside allowed) come out whole, however they arrive.
+        #[test]
+        fn octet_counting(messages in prop::collection::vec(message(), 1..20), sizes in sizes()) {
+            let bytes: Vec<u8> = messages.iter().flat_map(|m| format!("{} {m}", m.len()).into_bytes()).collect();
+            prop_assert_eq!(received(bytes, sizes), (messages, true));
+        }
+
+        /// Messages one per line come out whole, however they arrive.
+        #[test]
+        fn a_message_per_line(messages in prop::collection::vec(message().prop_filter("one line", |m| !m.contains('\n')), 1..20), sizes in sizes()) {
+            let bytes = messages.iter().map(|m| format!("{m}\n")).collect::<String>().into_bytes();
+            prop_assert_eq!(received(bytes, sizes), (messages, true));
+        }
+
+        /// Any bytes end the connection or are delivered as messages no longer than the most kept: never a panic.
+        #[test]
+        fn any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..4096), sizes in sizes()) {
+            let (delivered, _) = received(bytes, sizes);
+            prop_assert!(delivered.iter().all(|m| m.len() <= 3 * (MAX_LINE_BYTES + 1)));
+        }
     }
 }
