@@ -1,10 +1,12 @@
 //! `GET /v1/openapi.json` is generated from the handlers, so it cannot list a route that does not exist; this holds
 //! the other direction: the answers of every documented GET, errors included, validate against the schemas the
-//! document gives for them (made strict: an answer with a field the document does not declare fails).
+//! document gives for them (made strict: an answer with a field the document does not declare fails). And
+//! schemathesis, from PyPI, calls every operation with generated requests, valid and not, and finds no server error
+//! and no answer the document does not describe (status, content type, headers, body, the live tail's events).
 
 use serde_json::{Value, json};
 
-use crate::support::{Selfmon, Target, Workdir};
+use crate::support::{CLIENT_PYTHON, Selfmon, Target, Workdir};
 
 /// Every object schema without `additionalProperties` gets `unevaluatedProperties: false`, which for a composition
 /// (`allOf`) counts the properties its parts declare; the parts themselves, and schemas used as parts, stay open.
@@ -154,17 +156,115 @@ async fn every_documented_answer_matches_its_schema() {
         let schema = &strict_document["paths"][template]["get"]["responses"][code.to_string()]["content"]["application/json"]
             ["schema"];
         assert!(schema.is_object(), "{template} documents no JSON answer for {code}");
-        let mut root = schema.clone();
-        root["components"] = strict_document["components"].clone();
-        let validator = jsonschema::draft202012::new(&root).unwrap();
-        let problems: Vec<String> =
-            validator.iter_errors(&answer).map(|e| format!("{} at {}", e, e.instance_path())).collect();
-        assert!(problems.is_empty(), "{url} does not match its schema:\n{}\n{answer:#}", problems.join("\n"));
+        let validator = validator(&strict_document, schema);
+        assert_valid(&validator, &answer, url);
         // The check itself can fail: a field the document does not declare is caught.
         if let Value::Object(mut fields) = answer {
             fields.insert("undeclared".into(), json!(1));
             assert!(!validator.is_valid(&Value::Object(fields)), "{url}: strict validation missed a field");
         }
     }
+
+    // The live tail's events, as an SSE client reads them, match the event schema, and their data the record's.
+    let events = sse_events(&format!("{}/v1/logs/tail?backlog=10", selfmon.url), 2).await;
+    let tail = &strict_document["paths"]["/v1/logs/tail"]["get"]["responses"]["200"]["content"]["text/event-stream"];
+    let event = validator(&strict_document, &tail["schema"]);
+    let record = validator(&strict_document, &json!({"$ref": "#/components/schemas/StoredRecord"}));
+    for sent in &events {
+        assert_valid(&event, sent, "a live tail event");
+        let data: Value = serde_json::from_str(sent["data"].as_str().unwrap()).unwrap();
+        assert_valid(&record, &data, "a live tail event's data");
+    }
     selfmon.stop().await;
+}
+
+/// A validator for `schema`, its references resolved in `document`.
+fn validator(document: &Value, schema: &Value) -> jsonschema::Validator {
+    let mut root = schema.clone();
+    root["components"] = document["components"].clone();
+    jsonschema::draft202012::new(&root).unwrap()
+}
+
+fn assert_valid(validator: &jsonschema::Validator, answer: &Value, what: &str) {
+    let problems: Vec<String> =
+        validator.iter_errors(answer).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    assert!(problems.is_empty(), "{what} does not match its schema:\n{}\n{answer:#}", problems.join("\n"));
+}
+
+/// The first `count` server-sent events of a stream, each as `{event, id, data}`.
+async fn sse_events(url: &str, count: usize) -> Vec<Value> {
+    let mut response = reqwest::get(url).await.unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+    loop {
+        let events: Vec<Value> = text
+            .split("\n\n")
+            .filter(|block| block.contains("data:"))
+            .map(|block| {
+                let mut event = serde_json::Map::new();
+                for line in block.lines() {
+                    if let Some((field, value)) = line.split_once(':') {
+                        event.insert(field.to_string(), json!(value.strip_prefix(' ').unwrap_or(value)));
+                    }
+                }
+                Value::Object(event)
+            })
+            .collect();
+        if events.len() >= count && text.ends_with("\n\n") {
+            return events;
+        }
+        let chunk = tokio::time::timeout_at(deadline, response.chunk()).await.expect("the tail sent too little");
+        text.push_str(&String::from_utf8_lossy(&chunk.unwrap().expect("the tail ended")));
+    }
+}
+
+/// Run schemathesis against `selfmon`'s document with `arguments`; its report when it finds a problem.
+async fn schemathesis(selfmon: &Selfmon, arguments: &[&str]) -> Result<(), String> {
+    let program = std::path::Path::new(CLIENT_PYTHON).with_file_name("schemathesis");
+    let mut command = tokio::process::Command::new(program);
+    command
+        .arg("run")
+        .arg(format!("{}/v1/openapi.json", selfmon.url))
+        // Every check but those about request constraints the document does not state yet (value ranges and
+        // formats, required body fields) and about keys (none are configured here).
+        .args(["--checks", "all"])
+        .args([
+            "--exclude-checks",
+            "negative_data_rejection,positive_data_acceptance,missing_required_header,ignored_auth,object_level_authorization",
+        ])
+        .args(["--seed", "1", "--continue-on-failure", "--no-color"])
+        .args(arguments)
+        .kill_on_drop(true);
+    let output = command.output().await.map_err(|e| format!("schemathesis did not run: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document() {
+    let target = Target::start().await;
+    let config = format!(
+        "[[check]]\nname = \"web\"\nplugin = \"http\"\ninterval = \"1s\"\ntarget = \"{}\"\n",
+        target.url("/ok")
+    );
+    let workdir = Workdir::new(&config, &[]);
+    let selfmon = Selfmon::start(&workdir).await;
+    selfmon.first_result("web").await;
+    // Records to find and to tail.
+    let posted = reqwest::Client::new()
+        .post(format!("{}/v1/logs", selfmon.url))
+        .json(&json!([{"level": "info", "msg": "tail this"}, {"level": "error", "msg": "and this"}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 202);
+
+    // The tail never ends: each call is cut after two seconds (its events are checked by the test above).
+    let found = schemathesis(&selfmon, &["--max-examples", "10", "--request-timeout", "2"]).await;
+    selfmon.stop().await;
+    found.unwrap_or_else(|report| panic!("{report}"));
 }

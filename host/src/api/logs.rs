@@ -99,7 +99,7 @@ struct Ingested {
 
 /// `POST /v1/logs[?parser=json&source=NAME&service=NAME]`: a JSON array of records (objects) or lines (strings), or
 /// NDJSON, optionally gzip-compressed; 202 once everything is committed.
-#[utoipa::path(post, path = "/v1/logs", tag = "logs", params(IngestParams), request_body(content = Vec<Object>, description = "A JSON array of objects or strings, or NDJSON (`application/x-ndjson`); or an OTLP/HTTP log export (`application/x-protobuf`, or a JSON object of `resourceLogs`), answered as OTLP answers; `Content-Encoding: gzip` accepted"), responses((status = 202, description = "Stored", body = Ingested), (status = 400, description = "The body or a parameter is not valid", body = ErrorBody), (status = 413, description = "Over `[ingest] max_inflated` once decompressed, more lines or records than `[ingest] max_items`, or more than `[ingest] memory` once decoded", body = ErrorBody), (status = 503, description = "Storage is behind, or other ingests hold `[ingest] memory`; retry after `Retry-After` seconds", body = ErrorBody), (status = 507, description = "Storage is full (the disk, or `[storage] size_limit`): nothing was stored; retry after `Retry-After` seconds", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/logs", tag = "logs", params(IngestParams), request_body(content = Vec<Object>, description = "A JSON array of objects or strings, or NDJSON (`application/x-ndjson`); or an OTLP/HTTP log export (`application/x-protobuf`, or a JSON object of `resourceLogs`), answered as OTLP answers; `Content-Encoding: gzip` accepted"), responses((status = 202, description = "Stored", body = Ingested), (status = 200, description = "An OTLP log export, stored; answered as OTLP answers, in the encoding it was sent in"), (status = 400, description = "The body or a parameter is not valid", body = ErrorBody), (status = 413, description = "Over `[ingest] max_inflated` once decompressed, more lines or records than `[ingest] max_items`, or more than `[ingest] memory` once decoded", body = ErrorBody), (status = 503, description = "Storage is behind, or other ingests hold `[ingest] memory`; retry after `Retry-After` seconds", body = ErrorBody), (status = 507, description = "Storage is full (the disk, or `[storage] size_limit`): nothing was stored; retry after `Retry-After` seconds", body = ErrorBody)))]
 async fn ingest_logs(
     State(state): State<AppState>,
     query: Result<Query<IngestParams>, QueryRejection>,
@@ -196,7 +196,7 @@ async fn search_logs(
     let search = Search {
         from: params.from.as_deref().map(|t| parse_time("from", t)).transpose().map_err(bad)?,
         to: params.to.as_deref().map(|t| parse_time("to", t)).transpose().map_err(bad)?,
-        offset: params.offset.unwrap_or(0),
+        offset: params.offset.unwrap_or(0).min(i64::MAX.unsigned_abs()),
         limit: params.limit.unwrap_or(100).clamp(1, 1000),
         ..log_filter(params.q, params.level, params.service, params.source, params.trace_id, params.user_id)
     };
@@ -239,10 +239,30 @@ struct TailParams {
     backlog: Option<u64>,
 }
 
+/// One server-sent event of a live tail, as an SSE client reads it.
+#[derive(utoipa::ToSchema)]
+struct TailEvent {
+    /// `record` (`error` for a record that could not be encoded).
+    event: &'static str,
+    /// The record's id: sent back as `Last-Event-ID`, the tail resumes after it.
+    id: String,
+    /// The record as JSON (a `StoredRecord`).
+    data: String,
+}
+
+impl TailEvent {
+    fn of(record: &StoredRecord) -> Self {
+        match serde_json::to_string(record) {
+            Ok(data) => Self { event: "record", id: record.id.to_string(), data },
+            Err(_) => Self { event: "error", id: record.id.to_string(), data: "a record could not be encoded".into() },
+        }
+    }
+}
+
 /// `GET /v1/logs/tail`: matching records as they are stored, as server-sent events (`event: record`, `id:` the
 /// record's id, `data:` the record as JSON), oldest first. A client that reconnects with `Last-Event-ID` (as
 /// `EventSource` does) gets what it missed. A comment every 15 s keeps proxies from closing the stream.
-#[utoipa::path(get, path = "/v1/logs/tail", tag = "logs", params(TailParams), responses((status = 200, description = "A stream of server-sent events", content_type = "text/event-stream", body = StoredRecord), (status = 400, description = "A bad parameter, or a search text that is not a valid query", body = ErrorBody), (status = 503, description = "Too many live tails are open", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/logs/tail", tag = "logs", params(TailParams), responses((status = 200, description = "A stream of server-sent events, each a `TailEvent`", content_type = "text/event-stream", body = TailEvent), (status = 400, description = "A bad parameter, or a search text that is not a valid query", body = ErrorBody), (status = 503, description = "Too many live tails are open", body = ErrorBody)))]
 async fn tail_logs(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
@@ -253,10 +273,8 @@ async fn tail_logs(
     let filter = log_filter(params.q, params.level, params.service, params.source, params.trace_id, params.user_id);
     let records = state.tail_logs(filter, resume, params.backlog.unwrap_or(0)).await?;
     let events = tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(records), |record| {
-        let event = axum::response::sse::Event::default().event("record").id(record.id.to_string());
-        Ok::<_, std::convert::Infallible>(event.json_data(&record).unwrap_or_else(|_| {
-            axum::response::sse::Event::default().event("error").data("a record could not be encoded")
-        }))
+        let TailEvent { event, id, data } = TailEvent::of(&record);
+        Ok::<_, std::convert::Infallible>(axum::response::sse::Event::default().event(event).id(id).data(data))
     });
     Ok(axum::response::sse::Sse::new(events).keep_alive(axum::response::sse::KeepAlive::default()).into_response())
 }

@@ -142,6 +142,9 @@ fn routes(state: AppState) -> Router {
         .merge(traces::routes())
         .merge(analytics::routes())
         .split_for_parts();
+    let mut document = document;
+    // After the handlers' paths are in: it adds to every operation.
+    utoipa::Modify::modify(&BearerKeys, &mut document);
     let document = Arc::new(document.to_json().unwrap_or_default());
     router
         .route(
@@ -170,13 +173,13 @@ fn routes(state: AppState) -> Router {
                        key, 403 for a read key on a change, 429 with `Retry-After` over the rate limit. GraphQL is \
                        at `/graphql` (schema: `selfmon graphql-schema`)."
     ),
-    modifiers(&BearerKeys),
     security(("bearer" = [])),
     components(schemas(ErrorBody))
 )]
 struct ApiDoc;
 
-/// The bearer scheme, and the error answers the layers in front of every handler can give.
+/// The bearer scheme, and the error answers the layers in front of every handler can give: applied to the document
+/// once every handler's path is in it.
 struct BearerKeys;
 
 impl utoipa::Modify for BearerKeys {
@@ -200,20 +203,32 @@ impl utoipa::Modify for BearerKeys {
             )
         };
         for (path, item) in &mut document.paths.paths {
-            let operations = [(&mut item.get, false), (&mut item.post, true), (&mut item.delete, true)];
-            for (operation, changes) in operations {
-                let Some(operation) = operation else { continue };
+            for operation in [&mut item.get, &mut item.post, &mut item.delete].into_iter().flatten() {
+                if path == "/metrics" {
+                    // Public unless `metrics_public = false`.
+                    operation.security = Some(vec![
+                        utoipa::openapi::security::SecurityRequirement::default(),
+                        utoipa::openapi::security::SecurityRequirement::new("bearer", Vec::<String>::new()),
+                    ]);
+                }
+                let body = operation.request_body.is_some();
                 let responses = &mut operation.responses.responses;
                 let mut add = |code: &str, description: &str| {
                     responses.entry(code.to_string()).or_insert_with(|| error(description));
                 };
                 if path != "/health" {
                     add("401", "No key, or a key that is not valid (when keys are configured)");
+                    add(
+                        "403",
+                        "The key's role does not allow this call (a `read` key on a change, an `ingest` key off ingestion)",
+                    );
+                }
+                if path.contains('{') {
+                    add("400", "A path parameter that is not valid");
                 }
                 add("429", "Over the rate limit; `Retry-After` says when to come back");
                 add("408", "The request took longer than `[api] request_timeout`");
-                if changes {
-                    add("403", "The key's role is `read`; this needs `admin`");
+                if body {
                     add("413", "The body is over `[api] max_body`");
                     add("415", "The body is not sent as `application/json`");
                 }

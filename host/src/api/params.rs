@@ -103,7 +103,8 @@ pub struct PageParams {
 
 impl PageParams {
     pub fn offset_limit(&self) -> (u64, u64) {
-        (self.offset.unwrap_or(0), self.limit.unwrap_or(100).clamp(1, 1000))
+        // Past the end is an empty page; beyond what a signed 64-bit number holds is the same.
+        (self.offset.unwrap_or(0).min(i64::MAX.unsigned_abs()), self.limit.unwrap_or(100).clamp(1, 1000))
     }
 }
 
