@@ -45,6 +45,11 @@ pub use state::{one_line, truncate};
 /// Memory per linear memory and table kept resident between calls (see [`Runtime::new`]).
 const KEEP_RESIDENT: usize = 4 << 20;
 
+/// What one plugin call may instantiate: core instances, linear memories and tables.
+const CORE_INSTANCES_PER_CALL: u32 = 16;
+const MEMORIES_PER_CALL: u32 = 2;
+const TABLES_PER_CALL: u32 = 16;
+
 /// How often the engine's epoch advances: the granularity of deadlines and of yielding to other tasks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
@@ -167,11 +172,16 @@ impl Runtime {
         let max_instances = max_instances.max(4);
         let mut pool = PoolingAllocationConfig::new();
         // A component made from an interpreter (CPython through componentize-py) instantiates about 15 core modules
-        // a call; room for 16 per call keeps every call slot usable by such a plugin.
+        // a call; room for 16 per call keeps every call slot usable by such a plugin. And no component may take more
+        // than one call's share, however it is built: past it, it fails to instantiate alone, and the calls of the
+        // others still find their share free.
         pool.total_component_instances(max_instances)
-            .total_core_instances(max_instances * 16)
-            .total_memories(max_instances * 2)
-            .total_tables(max_instances * 16)
+            .total_core_instances(max_instances * CORE_INSTANCES_PER_CALL)
+            .total_memories(max_instances * MEMORIES_PER_CALL)
+            .total_tables(max_instances * TABLES_PER_CALL)
+            .max_core_instances_per_component(CORE_INSTANCES_PER_CALL)
+            .max_memories_per_component(MEMORIES_PER_CALL)
+            .max_tables_per_component(TABLES_PER_CALL)
             .total_stacks(max_instances)
             .max_memory_size(max_memory)
             // Returning memory to the kernel after every call (madvise) and faulting it back in on the next one
@@ -358,5 +368,33 @@ fn report_output(sandbox: &Sandbox, output: &Output, dropped_records: usize) {
     if dropped_records > 0 {
         tracing::warn!(target: "selfmon::plugin", plugin = %labels.plugin, check = labels.check.as_deref(), dropped = dropped_records,
             "Plugin logged more than {} records in one call; dropped the rest", state::LOG_RECORDS_PER_CALL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A component that instantiates a core module with a memory `memories` times, instantiated in a store of its
+    /// own (returned, so the instance holds its share of the pool while the store lives).
+    async fn instantiate(runtime: &Runtime, memories: usize) -> wasmtime::Result<Store<()>> {
+        let instances = "(core instance (instantiate $m))".repeat(memories);
+        let text = format!("(component (core module $m (memory 1)) {instances})");
+        let component = wasmtime::component::Component::new(&runtime.engine, wat::parse_str(&text)?)?;
+        let mut store = Store::new(&runtime.engine, ());
+        wasmtime::component::Linker::<()>::new(&runtime.engine).instantiate_async(&mut store, &component).await?;
+        Ok(store)
+    }
+
+    #[tokio::test]
+    async fn a_component_cannot_take_more_than_one_calls_share_of_the_pool() {
+        let runtime = Runtime::new(CompiledCache::new(None), 8, 1 << 20).unwrap();
+        let refused = instantiate(&runtime, MEMORIES_PER_CALL as usize + 1).await.unwrap_err();
+        assert!(format!("{refused:#}").contains("memories"), "{refused:#}");
+        // Every call slot can still hold a component of its full share, all at once.
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            held.push(instantiate(&runtime, MEMORIES_PER_CALL as usize).await.unwrap());
+        }
     }
 }
