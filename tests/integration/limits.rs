@@ -292,10 +292,18 @@ target = "{}"
 name = "receiver"
 kind = "webhook"
 url = "{hooks}"
+
+[[log_source]]
+name = "app"
+kind = "file"
+paths = ["{{workdir}}/logs/app.log"]
+poll = "100ms"
 "#,
         target.url("/ok")
     );
     let workdir = Workdir::new(&config, &[]);
+    let logs = workdir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
     let selfmon = Selfmon::start(&workdir).await;
     selfmon.first_result("api").await;
     let url = format!("{}/v1/logs", selfmon.url);
@@ -325,6 +333,15 @@ url = "{hooks}"
     let metrics = reqwest::get(format!("{}/metrics", selfmon.url)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("selfmon_storage_full 1"), "{metrics}");
 
+    // Lines written to a tailed file while the store is full, and the file then renamed to a name its source does
+    // not match (rotation), wait for room: they are read through the handle the tailer keeps.
+    let tailed: String =
+        (0..20).map(|n| format!("{{\"msg\":\"tailed while full {n} {}\"}}\n", "x".repeat(2000))).collect();
+    std::fs::write(logs.join("app.log"), tailed).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    std::fs::rename(logs.join("app.log"), logs.join("app.log.1")).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
     // Nothing that was accepted is lost.
     let db = workdir.db();
     db.busy_timeout(Duration::from_secs(10)).unwrap();
@@ -346,5 +363,15 @@ url = "{hooks}"
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     storage_full_notified(&received, "resolved").await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let tailed = || {
+        db.query_row("SELECT COUNT(*) FROM logs WHERE message LIKE 'tailed while full %'", [], |r| r.get::<_, i64>(0))
+            .unwrap()
+    };
+    while tailed() < 20 {
+        assert!(tokio::time::Instant::now() < deadline, "the tailed lines were lost: {} stored", tailed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(tailed(), 20);
     selfmon.stop().await;
 }

@@ -203,7 +203,9 @@ impl utoipa::Modify for BearerKeys {
             )
         };
         for (path, item) in &mut document.paths.paths {
-            for operation in [&mut item.get, &mut item.post, &mut item.delete].into_iter().flatten() {
+            let operations = [(&mut item.get, false), (&mut item.post, true), (&mut item.delete, true)];
+            for (operation, changes) in operations {
+                let Some(operation) = operation else { continue };
                 if path == "/metrics" {
                     // Public unless `metrics_public = false`.
                     operation.security = Some(vec![
@@ -228,9 +230,13 @@ impl utoipa::Modify for BearerKeys {
                 }
                 add("429", "Over the rate limit; `Retry-After` says when to come back");
                 add("408", "The request took longer than `[api] request_timeout`");
+                add("413", "The body is over `[api] max_body`");
                 if body {
-                    add("413", "The body is over `[api] max_body`");
                     add("415", "The body is not sent as `application/json`");
+                }
+                // OTLP exports are answered 503 instead, which their exporters retry.
+                if changes && path != "/v1/traces" {
+                    add("507", "Storage is full (the disk, or `[storage] size_limit`): nothing was changed");
                 }
             }
         }

@@ -54,9 +54,14 @@ struct Followed {
     /// Its size when last looked at, and when that changed.
     size: u64,
     grew: Instant,
-    /// The last chunk's write, still committing while the next chunk is read and parsed.
-    pending: Option<tokio::task::JoinHandle<Result<usize, StorageError>>>,
+    /// Where the last commit left it (offset and fingerprint): reading goes back there after a write that failed.
+    committed: (u64, Head),
+    /// The last chunk's write, still committing while the next chunk is read and parsed, and where it leaves it.
+    pending: Option<(u64, Head, Write)>,
 }
+
+/// A chunk's records and offset being committed.
+type Write = tokio::task::JoinHandle<Result<usize, StorageError>>;
 
 impl Followed {
     /// What is stored of it.
@@ -73,10 +78,23 @@ impl Followed {
 
     /// Wait for the chunk being committed, if any.
     async fn settle(&mut self) -> Result<(), StorageError> {
-        match self.pending.take() {
-            Some(write) => write.await.map_err(|e| StorageError::Write(e.to_string()))?.map(|_| ()),
-            None => Ok(()),
-        }
+        let Some((offset, head, write)) = self.pending.take() else { return Ok(()) };
+        write.await.map_err(|e| StorageError::Write(e.to_string()))??;
+        self.committed = (offset, head);
+        Ok(())
+    }
+
+    /// Store what it has been read to (with `records` read up to there) while the next chunk is read.
+    fn commit(&mut self, write: impl Future<Output = Result<usize, StorageError>> + Send + 'static) {
+        self.pending = Some((self.offset, self.head, tokio::spawn(write)));
+    }
+
+    /// Go back to where the last commit left it, after a write that failed.
+    fn rewind(&mut self) -> std::io::Result<()> {
+        self.pending = None;
+        (self.offset, self.head) = self.committed;
+        self.file.seek(SeekFrom::Start(self.offset))?;
+        Ok(())
     }
 }
 
@@ -133,22 +151,29 @@ impl Tailer {
         });
     }
 
-    /// After a file's turn: whether to go on. A file that failed is opened again at its stored offset next time,
-    /// once a write in flight has ended.
+    /// After a file's turn: whether to go on. A file whose records could not be stored is read again from where
+    /// its last commit left it, through the handle it has (it may have been renamed away or deleted meanwhile); one
+    /// that could not be read is opened again at its stored offset next time, once a write in flight has ended.
     async fn carry_on(&self, id: FileId, result: Result<(), TailError>, files: &mut HashMap<FileId, Followed>) -> bool {
         let Err(error) = result else { return true };
-        let path = files.get(&id).map(|followed| followed.path.display().to_string()).unwrap_or_default();
-        match error {
+        let Some(followed) = files.get_mut(&id) else { return true };
+        let path = followed.path.display().to_string();
+        let error = match error {
             TailError::Storage(StorageError::Closed) => return false,
-            // Read again from the stored offset once there is room (the storage says once that it is full).
-            TailError::Storage(StorageError::Full(_)) => {}
             TailError::Storage(error) => {
-                tracing::error!(source = %self.origin.source, %path, %error, "Cannot store log records; trying again");
+                // Said once by the storage when it is full; other failures each time.
+                if !matches!(error, StorageError::Full(_)) {
+                    tracing::error!(source = %self.origin.source, %path, %error, "Cannot store log records; trying again");
+                }
+                let _ = followed.settle().await;
+                match followed.rewind() {
+                    Ok(()) => return true,
+                    Err(error) => error,
+                }
             }
-            TailError::Io(error) => {
-                tracing::warn!(source = %self.origin.source, %path, %error, "Cannot read a log file");
-            }
-        }
+            TailError::Io(error) => error,
+        };
+        tracing::warn!(source = %self.origin.source, %path, %error, "Cannot read a log file");
         if let Some(mut followed) = files.remove(&id) {
             let _ = followed.settle().await;
         }
@@ -269,9 +294,11 @@ impl Tailer {
             return;
         }
         let path = path.to_path_buf();
-        let mut followed = Followed { file, id, path, offset, head, size, grew: Instant::now(), pending: None };
+        let committed = (offset, head);
+        let mut followed =
+            Followed { file, id, path, offset, head, size, grew: Instant::now(), committed, pending: None };
         if stored != Some(&followed.mark()) {
-            followed.pending = Some(tokio::spawn(self.store(&followed, Vec::new(), 0)));
+            followed.commit(self.store(&followed, Vec::new(), 0));
         }
         files.insert(id, followed);
     }
@@ -374,7 +401,7 @@ impl Tailer {
         followed.settle().await?;
         followed.head = followed.head.grown(&followed.file, commit_to)?;
         followed.offset = commit_to;
-        followed.pending = Some(tokio::spawn(self.store(followed, records, parsed.parser_failures)));
+        followed.commit(self.store(followed, records, parsed.parser_failures));
         followed.file.seek(SeekFrom::Start(commit_to))?;
         Ok(commit_to == read_to && full_chunk)
     }

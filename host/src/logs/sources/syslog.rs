@@ -121,12 +121,13 @@ impl Listener {
             tasks.spawn(accept_tcp(listener, messages.clone(), connections.clone(), tasks.clone(), stop.clone()));
         }
         drop(messages);
-        tasks.spawn(self.store(queue));
+        tasks.spawn(self.store(queue, stop));
         Ok(())
     }
 
-    /// Parse and store what arrives, in batches, until every receiver has stopped.
-    async fn store(self, mut queue: mpsc::Receiver<Queued>) {
+    /// Parse and store what arrives, in batches, until every receiver has stopped. While the store is full a batch
+    /// is kept and stored again each [`FULL_RETRY`], until `stop`: what is still waiting then is dropped (and said).
+    async fn store(self, mut queue: mpsc::Receiver<Queued>, stop: CancellationToken) {
         let mut batch = Vec::with_capacity(PARSE_BATCH);
         while queue.recv_many(&mut batch, PARSE_BATCH).await > 0 {
             // The batch's bytes stay counted in the queue until it is stored.
@@ -139,8 +140,14 @@ impl Listener {
                     // Kept until there is room (the storage says once that it is full); meanwhile the queue fills
                     // and TCP senders wait.
                     Err(StorageError::Full(_)) => {
-                        tokio::time::sleep(FULL_RETRY).await;
-                        continue;
+                        tokio::select! {
+                            () = tokio::time::sleep(FULL_RETRY) => continue,
+                            () = stop.cancelled() => {
+                                let dropped = lines.len() + queue.len();
+                                tracing::warn!(source = %self.origin.source, dropped, "Stopping with syslog messages the full store could not take; they are dropped");
+                                return;
+                            }
+                        }
                     }
                     // The batch is lost (a sender cannot be asked again); the listener goes on with the next one.
                     Err(error) => {
