@@ -3,7 +3,7 @@
 //!
 //! Each file's read offset is stored in the transaction that stores its records, so a restart (or `kill -9`)
 //! resumes exactly where the last commit ended: nothing is lost and nothing is stored twice. A file is known by its
-//! device, inode and first bytes ([`identity`](super::identity)), not by its path:
+//! device, inode and first bytes (see the `identity` module beside this one), not by its path:
 //! - renamed (rotation) to a name the source still matches, it is read on from its offset, now or after a restart;
 //!   renamed to a name it does not match, or deleted, it is read to its end through the handle already open;
 //! - truncated in place (copy-truncate): reading starts again from the start, and a copy the source matches is read
