@@ -98,6 +98,16 @@ impl Record {
     }
 }
 
+/// `line` with `junk` put in at byte `at` (moved back to a character boundary, and to the end past it): a known line
+/// damaged anywhere, for a parser's fuzz tests, which hold that it reads or refuses anything without a panic.
+pub fn damaged(line: &str, at: usize, junk: &str) -> String {
+    let mut at = at.min(line.len());
+    while !line.is_char_boundary(at) {
+        at -= 1;
+    }
+    format!("{}{junk}{}", &line[..at], &line[at..])
+}
+
 /// A level by any of its usual names, any case: `warn`/`warning`, `err`/`error`, `fatal`/`crit`/`critical`,
 /// `notice`, `security`, `audit`, ...
 pub fn level(name: &str) -> Option<Level> {
@@ -259,6 +269,14 @@ pub(crate) fn config<T: DeserializeOwned>(pairs: &[(String, String)]) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_is_damaged_at_a_character_boundary() {
+        assert_eq!(damaged("ab", 1, "X"), "aXb");
+        // Inside "é" (two bytes): before it. Past the end: at the end.
+        assert_eq!(damaged("aé", 2, "X"), "aXé");
+        assert_eq!(damaged("ab", 9, "X"), "abX");
+    }
 
     #[test]
     fn timestamps_in_the_usual_shapes() {

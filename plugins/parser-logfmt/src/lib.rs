@@ -204,11 +204,7 @@ mod fuzz {
         /// A line of a known shape with anything put in anywhere.
         #[test]
         fn a_damaged_line(valid in prop::sample::select(VALID), at in any::<prop::sample::Index>(), junk in any::<String>()) {
-            let mut at = at.index(valid.len() + 1);
-            while !valid.is_char_boundary(at) {
-                at -= 1;
-            }
-            let line = format!("{}{junk}{}", &valid[..at], &valid[at..]);
+            let line = selfmon_sdk::parse::damaged(valid, at.index(valid.len() + 1), &junk);
             let _ = parse_line(&line);
         }
 
