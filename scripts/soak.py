@@ -4,9 +4,10 @@
 selfmon (the binary given, normally the release build) runs in a temporary directory with CHECKS `http` checks of
 its own `/health` at an interval that makes the given checks a minute, while posters send log lines over HTTP at
 the given rate in batches. Every SAMPLE seconds the script records selfmon's resident memory, its open files, the
-storage writer's queue depth (from `/metrics`), the checks run and the lines stored. At the end it prints the
-series as CSV and a summary: RSS growth after the first tenth of the run (the goal: under 5 %), the rates reached
-and any request that failed. All traffic goes to 127.0.0.1; every loop ends with the run.
+storage writer's queue depth and SQLite's heap (from `/metrics`), the checks run and the lines stored. At the end it prints the
+series as CSV and a summary: RSS growth after the first tenth of the run (the goal: under 5 %), split into SQLite's
+page caches (which fill up to their bound as the store grows), the rest of the heap and file-backed pages; the
+rates reached and any request that failed. All traffic goes to 127.0.0.1; every loop ends with the run.
 
     scripts/soak.py --binary target/release/selfmon --minutes 60 --checks-per-minute 1000 --lines-per-second 10000
 """
@@ -45,12 +46,15 @@ def metric_sum(text, name):
     return total
 
 
-def rss_kib(pid):
+def memory_mib(pid):
+    """Resident memory in MiB: the whole, its anonymous part (heaps, stacks) and its file-backed part (code, maps)."""
+    found = {}
     with open(f"/proc/{pid}/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+                found[key] = round(int(value.split()[0]) / 1024, 1)
+    return found
 
 
 def main():
@@ -139,9 +143,15 @@ def main():
             text = urllib.request.urlopen(base + "/metrics", timeout=10).read().decode()
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             text = ""
+        memory = memory_mib(server.pid)
+        heap = metric(text, "selfmon_storage_heap_bytes")
         samples.append({
             "seconds": round(time.monotonic() - started),
-            "rss_mib": round(rss_kib(server.pid) / 1024, 1),
+            "rss_mib": memory.get("VmRSS", 0.0),
+            "anon_mib": memory.get("RssAnon", 0.0),
+            "file_mib": memory.get("RssFile", 0.0),
+            "shmem_mib": memory.get("RssShmem", 0.0),
+            "sqlite_heap_mib": None if heap is None else round(heap / 2**20, 1),
             "open_files": len(os.listdir(f"/proc/{server.pid}/fd")),
             "writes_queued": metric(text, "selfmon_storage_writes_queued"),
             "check_runs": metric_sum(text, "selfmon_check_runs_total"),
@@ -171,6 +181,12 @@ def main():
           f"({last['lines_sent']} acknowledged, {last['lines_failed']} refused or failed)")
     print(f"RSS: {settled['rss_mib']} MiB at {settled['seconds']} s, {last['rss_mib']} MiB at the end "
           f"({growth:+.1f} %), peak {peak} MiB")
+    if settled["sqlite_heap_mib"] is not None and last["sqlite_heap_mib"] is not None:
+        rest = [s["anon_mib"] - (s["sqlite_heap_mib"] or 0.0) for s in (settled, last)]
+        print(f"  of which SQLite's heap (page caches): {settled['sqlite_heap_mib']} -> {last['sqlite_heap_mib']} MiB; "
+              f"anonymous memory besides it: {rest[0]:.1f} -> {rest[1]:.1f} MiB "
+              f"({100.0 * (rest[1] - rest[0]) / max(rest[0], 0.1):+.1f} %); "
+              f"file-backed: {settled['file_mib']} -> {last['file_mib']} MiB")
     print(f"open files: {min(s['open_files'] for s in samples)}..{max(s['open_files'] for s in samples)}; "
           f"writer queue: at most {max(s['writes_queued'] or 0 for s in samples):.0f}")
     print(f"work directory: {work}")

@@ -64,11 +64,45 @@ async fn metrics_are_served_by_name_labels_and_time_and_status_describes_selfmon
         ("name=x&labels=check", "is not name=value"),
         ("name=x&step=0", "`step` must be at least 1s"),
         ("colour=red", "unknown field"),
+        ("name=x&from=1e5", "neither RFC 3339 nor Unix seconds"),
+        ("name=x&to=2026-11-26T10:00:00+02:00", "neither RFC 3339 nor Unix seconds"),
+        ("limit=1001", "`limit` must be 1 to 1000, not 1001"),
+        ("limit=0", "`limit` must be 1 to 1000, not 0"),
+        ("offset=-1", "`offset` must not be negative"),
     ] {
         let (status, body) = selfmon.get(&format!("/v1/metrics?{query}")).await;
         assert_eq!(status, 400, "{query}: {body}");
         assert_eq!(body["error"]["code"], "bad_query");
         assert!(body["error"]["message"].as_str().unwrap().contains(message), "{query}: {body}");
+    }
+    // Every paged list refuses a page size out of range rather than quietly changing it, and so do the others.
+    for path in [
+        "/v1/logs?limit=5000",
+        "/v1/alerts?limit=1001",
+        "/v1/health?offset=-3",
+        "/v1/recovery?limit=0",
+        "/v1/traces?limit=201",
+        "/v1/traces?min_duration_ms=-1",
+        "/v1/health/web/history?limit=1001",
+    ] {
+        let (status, body) = selfmon.get(path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "bad_query", "{path}: {body}");
+    }
+    // Bodies the document gives as objects are objects: serde would read these arrays as the fields in order.
+    for (path, array) in [
+        ("/v1/silences", r#"[{"check": "web"}, null, null, "2099-01-01T00:00:00Z", "maintenance"]"#),
+        ("/v1/alerts/1/acknowledge", r#"["seen"]"#),
+        ("/v1/traces", "[]"),
+    ] {
+        let response = reqwest::Client::new()
+            .post(format!("{}{path}", selfmon.url))
+            .header("content-type", "application/json")
+            .body(array)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{path}: {}", response.text().await.unwrap());
     }
 
     let (status, about) = selfmon.get("/v1/status").await;

@@ -1,12 +1,17 @@
 //! `GET /v1/openapi.json` is generated from the handlers, so it cannot list a route that does not exist; this holds
 //! the other direction: the answers of every documented GET, errors included, validate against the schemas the
 //! document gives for them (made strict: an answer with a field the document does not declare fails). And
-//! schemathesis, from PyPI, calls every operation with generated requests, valid and not, and finds no server error
-//! and no answer the document does not describe (status, content type, headers, body, the live tail's events).
+//! schemathesis, from PyPI, calls every operation with generated requests, valid and not, and finds no server error,
+//! no answer the document does not describe (status, content type, headers, body, the live tail's events), no
+//! request the document forbids that is taken (a value out of range, a missing field, an array for an object, no
+//! key) and, where JSON Schema can say it all, none it allows that is refused.
 
 use serde_json::{Value, json};
 
 use crate::support::{CLIENT_PYTHON, Selfmon, Target, Workdir};
+
+/// The key schemathesis calls with: without it, every call must be refused.
+const ADMIN_KEY: &str = "contract-admin-key-0123456789";
 
 /// Every object schema without `additionalProperties` gets `unevaluatedProperties: false`, which for a composition
 /// (`allOf`) counts the properties its parts declare; the parts themselves, and schemas used as parts, stay open.
@@ -224,15 +229,14 @@ async fn schemathesis(selfmon: &Selfmon, arguments: &[&str]) -> Result<(), Strin
     let program = std::path::Path::new(CLIENT_PYTHON).with_file_name("schemathesis");
     let mut command = tokio::process::Command::new(program);
     command
+        // Where a request the document allows may still be refused, and why.
+        .args(["--config-file", concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/integration/schemathesis.toml")])
         .arg("run")
         .arg(format!("{}/v1/openapi.json", selfmon.url))
-        // Every check but those about request constraints the document does not state yet (value ranges and
-        // formats, required body fields) and about keys (none are configured here).
-        .args(["--checks", "all"])
-        .args([
-            "--exclude-checks",
-            "negative_data_rejection,positive_data_acceptance,missing_required_header,ignored_auth,object_level_authorization",
-        ])
+        .args(["-H", &format!("Authorization: Bearer {ADMIN_KEY}")])
+        // Every check (the settings turn some off for some operations); `object_level_authorization` compares what
+        // different users see, and selfmon's keys see the same things.
+        .args(["--exclude-checks", "object_level_authorization"])
         .args(["--seed", "1", "--continue-on-failure", "--no-color"])
         .args(arguments)
         .kill_on_drop(true);
@@ -248,15 +252,18 @@ async fn schemathesis(selfmon: &Selfmon, arguments: &[&str]) -> Result<(), Strin
 async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document() {
     let target = Target::start().await;
     let config = format!(
-        "[[check]]\nname = \"web\"\nplugin = \"http\"\ninterval = \"1s\"\ntarget = \"{}\"\n",
+        "[[api.keys]]\nname = \"contract\"\nkey = \"{ADMIN_KEY}\"\nrole = \"admin\"\n\n\
+         [[check]]\nname = \"web\"\nplugin = \"http\"\ninterval = \"1s\"\ntarget = \"{}\"\n",
         target.url("/ok")
     );
     let workdir = Workdir::new(&config, &[]);
-    let selfmon = Selfmon::start(&workdir).await;
+    let mut selfmon = Selfmon::start(&workdir).await;
+    selfmon.key = Some(ADMIN_KEY.into());
     selfmon.first_result("web").await;
     // Records to find and to tail.
     let posted = reqwest::Client::new()
         .post(format!("{}/v1/logs", selfmon.url))
+        .bearer_auth(ADMIN_KEY)
         .json(&json!([{"level": "info", "msg": "tail this"}, {"level": "error", "msg": "and this"}]))
         .send()
         .await

@@ -113,6 +113,7 @@ fail = "not configured yet"
     assert!(value("selfmon_scheduler_lag_seconds_count") >= 3.0);
     assert!(value("selfmon_storage_commit_seconds_count") >= 1.0);
     assert!(value("selfmon_storage_writes_queued") >= 0.0);
+    assert!(value("selfmon_storage_heap_bytes") > 0.0, "the store's open connections hold pages");
     assert!(value(r#"selfmon_http_requests_total{code="404",method="GET",route="unmatched"}"#) >= 1.0);
     assert!(value(r#"selfmon_http_requests_total{code="200",method="GET",route="/v1/health"}"#) >= 1.0);
     assert!(

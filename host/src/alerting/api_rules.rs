@@ -28,14 +28,17 @@ const DESCRIPTION_BYTES: usize = 1024;
 pub struct RuleRequest {
     /// Letters, digits, `_` and `-`; unique.
     #[serde(default)]
+    #[schema(required = true, pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub name: String,
     /// `avg(check_duration_seconds{check="openai"}[5m]) > 5`, or a value alone with `threshold`.
     #[serde(default)]
+    #[schema(required = true, min_length = 1)]
     pub condition: String,
     /// What the condition's value is compared with; when the condition has its own comparison, they must agree.
     pub threshold: Option<f64>,
     /// info, low, medium, high or critical.
     #[serde(default)]
+    #[schema(required = true, pattern = "^(info|low|medium|high|critical)$")]
     pub severity: String,
     /// Channels by name, or a kind's name for all its channels: dashboard, webhook, slack, discord, alertmanager,
     /// email, telegram.
@@ -47,6 +50,7 @@ pub struct RuleRequest {
     #[graphql(name = "for")]
     pub hold: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 1024)]
     pub description: Option<String>,
 }
 

@@ -21,6 +21,7 @@ pub struct SilenceRequest {
     /// Labels an alert must carry, exactly, to be silenced: `{"check": "db"}`, `{"alertname": "slow_responses"}`.
     /// `alertname` and `rule` match the alert's name and its rule.
     #[serde(default)]
+    #[schema(required = true)]
     pub matchers: BTreeMap<String, String>,
     /// How long from `starts_at` (or now): `2h`, `30m`. Give this or `ends_at`.
     pub duration: Option<String>,
@@ -30,6 +31,7 @@ pub struct SilenceRequest {
     pub ends_at: Option<String>,
     /// Why; required, as people reading the alert later need it.
     #[serde(default)]
+    #[schema(required = true, min_length = 1, max_length = 1024)]
     pub comment: String,
 }
 

@@ -18,7 +18,7 @@ use crate::alerting::silences::{Silence, SilenceRequest};
 use crate::api::AppState;
 use crate::api::access::Caller;
 use crate::api::error::{ApiError, ErrorBody};
-use crate::api::params::{PageParams, body, params, path};
+use crate::api::params::{PageParams, object_body, params, path};
 use crate::storage::Page;
 
 /// The routes of this area.
@@ -49,7 +49,7 @@ async fn alerts(
     State(state): State<AppState>,
     query: Result<Query<PageParams>, QueryRejection>,
 ) -> Result<Json<AlertsReport>, ApiError> {
-    let (offset, limit) = params(query)?.offset_limit();
+    let (offset, limit) = params(query)?.offset_limit()?;
     let active = state.alerts(true, 0, 1000).await?.items;
     let history = state.alerts(false, offset, limit).await?;
     Ok(Json(AlertsReport { active, history }))
@@ -74,10 +74,10 @@ async fn acknowledge(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     id: Result<Path<i64>, PathRejection>,
-    json: Result<Json<Acknowledgement>, JsonRejection>,
+    json: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Result<Json<Alert>, ApiError> {
     let id = path(id, "the alert id")?;
-    let comment = body(json)?.comment;
+    let comment = object_body::<Acknowledgement>(json)?.comment;
     Ok(Json(state.acknowledge(id, caller.name, comment).await?))
 }
 
@@ -87,7 +87,7 @@ async fn rules(
     State(state): State<AppState>,
     query: Result<Query<PageParams>, QueryRejection>,
 ) -> Result<Json<Page<Rule>>, ApiError> {
-    let (offset, limit) = params(query)?.offset_limit();
+    let (offset, limit) = params(query)?.offset_limit()?;
     Ok(Json(state.rules(offset, limit).await?))
 }
 
@@ -96,9 +96,9 @@ async fn rules(
 async fn create_rule(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    json: Result<Json<RuleRequest>, JsonRejection>,
+    json: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let rule = state.create_rule(body(json)?, caller.name).await?;
+    let rule = state.create_rule(object_body(json)?, caller.name).await?;
     let location = format!("/v1/alerts/rules/{}", rule.name);
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(rule)).into_response())
 }
@@ -136,7 +136,7 @@ async fn notifications(
     State(state): State<AppState>,
     query: Result<Query<PageParams>, QueryRejection>,
 ) -> Result<Json<Page<Attempt>>, ApiError> {
-    let (offset, limit) = params(query)?.offset_limit();
+    let (offset, limit) = params(query)?.offset_limit()?;
     Ok(Json(state.notification_attempts(offset, limit).await?))
 }
 
@@ -146,7 +146,7 @@ async fn silences(
     State(state): State<AppState>,
     query: Result<Query<PageParams>, QueryRejection>,
 ) -> Result<Json<Page<Silence>>, ApiError> {
-    let (offset, limit) = params(query)?.offset_limit();
+    let (offset, limit) = params(query)?.offset_limit()?;
     Ok(Json(state.silences(offset, limit).await?))
 }
 
@@ -156,9 +156,9 @@ async fn silences(
 async fn create_silence(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    json: Result<Json<SilenceRequest>, JsonRejection>,
+    json: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let silence = state.create_silence(body(json)?, caller.name).await?;
+    let silence = state.create_silence(object_body(json)?, caller.name).await?;
     let location = format!("/v1/silences/{}", silence.id);
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(silence)).into_response())
 }

@@ -72,6 +72,7 @@ async fn post_events(
 #[serde(deny_unknown_fields)]
 struct AnalyticsParams {
     /// Days back from now (default 30, at most 366).
+    #[param(minimum = 1, maximum = 366)]
     days: Option<u64>,
 }
 

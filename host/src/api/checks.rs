@@ -9,7 +9,7 @@ use utoipa_axum::routes;
 
 use crate::api::AppState;
 use crate::api::error::{ApiError, ErrorBody};
-use crate::api::params::{params, path};
+use crate::api::params::{limit, offset, params, path};
 use crate::api::query::status::HealthReport;
 use crate::checks::store::{StoredAttempt, StoredRun};
 
@@ -24,9 +24,12 @@ pub fn routes() -> OpenApiRouter<AppState> {
 struct HealthParams {
     /// Only this check.
     service: Option<String>,
-    /// Checks to skip (default 0) and to return (default 1000, at most 1000), by name.
-    offset: Option<usize>,
-    limit: Option<usize>,
+    /// Checks to skip (default 0), by name.
+    #[param(minimum = 0)]
+    offset: Option<i64>,
+    /// Checks to return (default 1000).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u64>,
 }
 
 /// `GET /v1/health[?service=NAME]`: the latest state of every check.
@@ -36,7 +39,9 @@ async fn health(
     query: Result<Query<HealthParams>, QueryRejection>,
 ) -> Result<Json<HealthReport>, ApiError> {
     let params = params(query)?;
-    let (offset, limit) = (params.offset.unwrap_or(0), params.limit.unwrap_or(1000).clamp(1, 1000));
+    let (offset, limit) = (offset(params.offset)?, limit(params.limit, 1000, 1000)?);
+    // An offset past every check is an empty page; a page is at most 1000.
+    let (offset, limit) = (usize::try_from(offset).unwrap_or(usize::MAX), limit as usize);
     Ok(Json(state.health(params.service.as_deref(), offset, limit)?))
 }
 
@@ -46,7 +51,8 @@ async fn health(
 struct RecoveryParams {
     /// Only this check's attempts.
     check: Option<String>,
-    /// At most this many, newest first (default 100, at most 1000).
+    /// At most this many, newest first (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
@@ -62,7 +68,7 @@ async fn recovery(
     query: Result<Query<RecoveryParams>, QueryRejection>,
 ) -> Result<Json<RecoveryReport>, ApiError> {
     let params = params(query)?;
-    let attempts = state.recovery(params.check, params.limit.unwrap_or(100).clamp(1, 1000)).await?;
+    let attempts = state.recovery(params.check, page_limit(params.limit)?).await?;
     Ok(Json(RecoveryReport { attempts }))
 }
 
@@ -70,7 +76,8 @@ async fn recovery(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct HistoryParams {
-    /// At most this many runs, newest first (default 100, at most 1000).
+    /// At most this many runs, newest first (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
@@ -89,6 +96,12 @@ async fn history(
 ) -> Result<Json<History>, ApiError> {
     let check = path(service, "the check name")?;
     let params = params(query)?;
-    let runs = state.history(&check, params.limit.unwrap_or(100).clamp(1, 1000)).await?;
+    let runs = state.history(&check, page_limit(params.limit)?).await?;
     Ok(Json(History { check, runs }))
+}
+
+/// Runs or attempts to return: 100 without `limit`, else 1 to 1000.
+fn page_limit(given: Option<u32>) -> Result<u32, ApiError> {
+    // At most 1000, so it fits.
+    limit(given.map(u64::from), 100, 1000).map(|n| n as u32)
 }

@@ -15,7 +15,7 @@ use crate::api::error::{ApiError, ErrorBody};
 use crate::api::intake::{self, JsonShape};
 use crate::api::otlp::{self, refused};
 use crate::api::params::HoursParams;
-use crate::api::params::{params, parse_time};
+use crate::api::params::{limit, offset, params, parse_time};
 use crate::logs::analysis::{Aggregation, Analysis, Period, Security};
 use crate::logs::parsing::Parsed;
 use crate::logs::search::{Found, Search};
@@ -38,6 +38,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 struct AggregateParams {
     /// Hours back from now (default 24, at most 2160).
+    #[param(minimum = 1, maximum = 2160)]
     hours: Option<u64>,
     /// `minute`, `hour` (default) or `day`.
     period: Option<Period>,
@@ -180,8 +181,11 @@ struct LogParams {
     /// RFC 3339 or Unix seconds.
     from: Option<String>,
     to: Option<String>,
-    /// Records to skip (default 0) and to return (default 100, at most 1000), newest first.
-    offset: Option<u64>,
+    /// Records to skip (default 0), newest first.
+    #[param(minimum = 0)]
+    offset: Option<i64>,
+    /// Records to return (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
 }
 
@@ -196,8 +200,8 @@ async fn search_logs(
     let search = Search {
         from: params.from.as_deref().map(|t| parse_time("from", t)).transpose().map_err(bad)?,
         to: params.to.as_deref().map(|t| parse_time("to", t)).transpose().map_err(bad)?,
-        offset: params.offset.unwrap_or(0).min(i64::MAX.unsigned_abs()),
-        limit: params.limit.unwrap_or(100).clamp(1, 1000),
+        offset: offset(params.offset)?,
+        limit: limit(params.limit, 100, 1000)?,
         ..log_filter(params.q, params.level, params.service, params.source, params.trace_id, params.user_id)
     };
     Ok(Json(state.search_logs(search).await?))
@@ -235,7 +239,8 @@ struct TailParams {
     source: Option<String>,
     trace_id: Option<String>,
     user_id: Option<String>,
-    /// Matching records from before the tail started to send first (default 0, at most 1000).
+    /// Matching records from before the tail started to send first (default 0).
+    #[param(minimum = 0, maximum = 1000)]
     backlog: Option<u64>,
 }
 

@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use crate::api::AppState;
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::params::{WindowParams, parse_labels, parse_step};
-use crate::api::params::{params, parse_time};
+use crate::api::params::{limit, offset, params, parse_time};
 use crate::api::query::checks::{MetricsAnswer, MetricsRequest, Subject};
 use crate::checks::latency::LatencySeries;
 use crate::checks::performance::{Errors, Performance};
@@ -41,9 +41,12 @@ struct MetricsParams {
     to: Option<String>,
     /// Average into buckets of this width: `60`, `1m`, `1h`.
     step: Option<String>,
-    /// Series per page (default 100, at most 1000) and series to skip.
-    limit: Option<usize>,
-    offset: Option<usize>,
+    /// Series per page (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u64>,
+    /// Series to skip (default 0).
+    #[param(minimum = 0)]
+    offset: Option<i64>,
 }
 
 /// `GET /v1/metrics`: stored samples of one metric's series, filtered by labels and time, optionally downsampled;
@@ -66,8 +69,9 @@ async fn metrics(
         from: params.from.as_deref().map(|t| parse_time("from", t)).transpose().map_err(bad)?,
         to: params.to.as_deref().map(|t| parse_time("to", t)).transpose().map_err(bad)?,
         step: params.step.as_deref().map(parse_step).transpose().map_err(bad)?,
-        offset: params.offset.unwrap_or(0),
-        limit: params.limit.unwrap_or(100).clamp(1, 1000),
+        // An offset past every series is an empty page; a page is at most 1000.
+        offset: usize::try_from(offset(params.offset)?).unwrap_or(usize::MAX),
+        limit: limit(params.limit, 100, 1000)? as usize,
     };
     Ok(Json(state.metrics(request).await?))
 }

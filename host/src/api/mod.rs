@@ -144,7 +144,7 @@ fn routes(state: AppState) -> Router {
         .split_for_parts();
     let mut document = document;
     // After the handlers' paths are in: it adds to every operation.
-    utoipa::Modify::modify(&BearerKeys, &mut document);
+    utoipa::Modify::modify(&Common, &mut document);
     let document = Arc::new(document.to_json().unwrap_or_default());
     router
         .route(
@@ -178,14 +178,15 @@ fn routes(state: AppState) -> Router {
 )]
 struct ApiDoc;
 
-/// The bearer scheme, and the error answers the layers in front of every handler can give: applied to the document
-/// once every handler's path is in it.
-struct BearerKeys;
+/// What operations have in common: the bearer scheme, the error answers the layers in front of every handler can
+/// give, and the pattern of every time parameter (`from`, `to`); applied to the document once every handler's path
+/// is in it.
+struct Common;
 
-impl utoipa::Modify for BearerKeys {
+impl utoipa::Modify for Common {
     fn modify(&self, document: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, Schema};
         let components = document.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
@@ -212,6 +213,14 @@ impl utoipa::Modify for BearerKeys {
                         utoipa::openapi::security::SecurityRequirement::default(),
                         utoipa::openapi::security::SecurityRequirement::new("bearer", Vec::<String>::new()),
                     ]);
+                }
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    if let RefOr::T(parameter) = parameter
+                        && matches!(parameter.name.as_str(), "from" | "to")
+                        && let Some(RefOr::T(Schema::Object(schema))) = &mut parameter.schema
+                    {
+                        schema.pattern = Some(params::TIME_PATTERN.into());
+                    }
                 }
                 let body = operation.request_body.is_some();
                 let responses = &mut operation.responses.responses;

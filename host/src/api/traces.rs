@@ -16,7 +16,7 @@ use crate::api::AppState;
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::intake;
 use crate::api::otlp::{admit_export, answer, refused, unavailable};
-use crate::api::params::{params, parse_time, path};
+use crate::api::params::{limit, params, parse_time, path};
 use crate::traces::measure::Export;
 use crate::traces::otlp;
 use crate::traces::{Trace, TraceSearch, TraceSummary};
@@ -60,6 +60,9 @@ async fn otlp_traces(
     }
 }
 
+/// The longest span duration a search may name, in milliseconds: a year.
+const MAX_DURATION_MS: f64 = 31_536_000_000.0;
+
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -67,8 +70,10 @@ struct TraceParams {
     service: Option<String>,
     /// The span name.
     operation: Option<String>,
-    /// Spans at least (at most) this long, in milliseconds.
+    /// Spans at least (at most) this long, in milliseconds (a year at most).
+    #[param(minimum = 0, maximum = 31536000000.0)]
     min_duration_ms: Option<f64>,
+    #[param(minimum = 0, maximum = 31536000000.0)]
     max_duration_ms: Option<f64>,
     /// `true`: traces with an error span; `false`: traces without one.
     error: Option<bool>,
@@ -77,7 +82,8 @@ struct TraceParams {
     /// RFC 3339 or Unix seconds.
     from: Option<String>,
     to: Option<String>,
-    /// Traces to return (default 20, at most 200), newest first.
+    /// Traces to return (default 20), newest first.
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u64>,
 }
 
@@ -95,8 +101,14 @@ async fn search_traces(
     let params = params(query)?;
     let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", message);
     let millis = |what: &str, ms: Option<f64>| {
-        ms.map(|ms| Duration::try_from_secs_f64(ms / 1000.0).map_err(|_| bad(format!("`{what}` must be 0 or more"))))
-            .transpose()
+        ms.map(|ms| {
+            if (0.0..=MAX_DURATION_MS).contains(&ms) {
+                Ok(Duration::from_secs_f64(ms / 1000.0))
+            } else {
+                Err(bad(format!("`{what}` must be 0 to {MAX_DURATION_MS} milliseconds (a year)")))
+            }
+        })
+        .transpose()
     };
     let search = TraceSearch {
         service: params.service,
@@ -107,13 +119,13 @@ async fn search_traces(
         user_id: params.user_id,
         from: params.from.as_deref().map(|t| parse_time("from", t)).transpose().map_err(bad)?,
         to: params.to.as_deref().map(|t| parse_time("to", t)).transpose().map_err(bad)?,
-        limit: params.limit.unwrap_or(20).clamp(1, 200),
+        limit: limit(params.limit, 20, 200)?,
     };
     Ok(Json(Traces { traces: state.search_traces(search).await? }))
 }
 
 /// `GET /v1/traces/{trace_id}`: the trace's spans as a tree, with self times, and the log records carrying its id.
-#[utoipa::path(get, path = "/v1/traces/{trace_id}", tag = "traces", params(("trace_id" = String, Path, description = "32 hex digits")), responses((status = 200, description = "OK", body = Trace), (status = 400, description = "Not a trace id", body = ErrorBody), (status = 404, description = "No span of it is stored", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/traces/{trace_id}", tag = "traces", params(("trace_id" = String, Path, description = "32 hex digits", pattern = "^[0-9a-fA-F]{32}$")), responses((status = 200, description = "OK", body = Trace), (status = 400, description = "Not a trace id", body = ErrorBody), (status = 404, description = "No span of it is stored", body = ErrorBody)))]
 async fn trace(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,

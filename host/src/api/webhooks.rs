@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 use crate::api::AppState;
 use crate::api::access::Caller;
 use crate::api::error::{ApiError, ErrorBody};
-use crate::api::params::{PageParams, admin_only, body, params, path};
+use crate::api::params::{PageParams, admin_only, object_body, params, path};
 use crate::events::webhooks::{Delivery, Webhook, WebhookRequest};
 use crate::storage::Page;
 
@@ -44,9 +44,9 @@ async fn webhooks(
 async fn create_webhook(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    json: Result<Json<WebhookRequest>, JsonRejection>,
+    json: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let webhook = state.create_webhook(body(json)?, caller.name.as_deref()).await?;
+    let webhook = state.create_webhook(object_body(json)?, caller.name.as_deref()).await?;
     let location = format!("/v1/webhooks/{}", webhook.id);
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(webhook)).into_response())
 }
@@ -72,6 +72,6 @@ async fn deliveries(
 ) -> Result<Json<Page<Delivery>>, ApiError> {
     admin_only(&state, &caller, "GET /v1/webhooks/{id}/deliveries")?;
     let id = path(id, "the webhook id")?;
-    let (offset, limit) = params(query)?.offset_limit();
+    let (offset, limit) = params(query)?.offset_limit()?;
     Ok(Json(state.deliveries(id, offset, limit).await?))
 }

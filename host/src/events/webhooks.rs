@@ -30,8 +30,8 @@ use crate::storage::Storage;
 
 /// Attempts per delivery.
 pub const MAX_ATTEMPTS: u32 = 5;
-/// The shortest secret accepted.
-const SECRET_BYTES: usize = 16;
+/// The shortest secret accepted, in characters (as the OpenAPI document's `minLength` counts).
+const SECRET_CHARS: usize = 16;
 /// Subscriptions at most; each event is delivered to each of them.
 pub const MAX_WEBHOOKS: i64 = 100;
 /// Deliveries in progress (retries included) at most; an event past this is not delivered, and says so in the log.
@@ -43,12 +43,15 @@ const MAX_IN_FLIGHT: usize = 256;
 pub struct WebhookRequest {
     /// `http://` or `https://`, without credentials in it.
     #[serde(default)]
+    #[schema(required = true, min_length = 1)]
     pub url: String,
     /// `health.changed`, `alert.fired`, `alert.resolved`.
     #[serde(default)]
+    #[schema(required = true, min_items = 1)]
     pub events: Vec<String>,
-    /// The key of the signature, at least 16 bytes. Never shown again.
+    /// The key of the signature, at least 16 characters. Never shown again.
     #[serde(default)]
+    #[schema(required = true, min_length = 16)]
     pub secret: String,
 }
 
@@ -105,9 +108,9 @@ impl WebhookRequest {
             }
         }
         if self.secret.is_empty() {
-            problems.push(format!("`secret` is required: at least {SECRET_BYTES} bytes, to sign deliveries with"));
-        } else if self.secret.len() < SECRET_BYTES {
-            problems.push(format!("`secret` must be at least {SECRET_BYTES} bytes"));
+            problems.push(format!("`secret` is required: at least {SECRET_CHARS} characters, to sign deliveries with"));
+        } else if self.secret.chars().count() < SECRET_CHARS {
+            problems.push(format!("`secret` must be at least {SECRET_CHARS} characters"));
         }
         if problems.is_empty() { Ok(()) } else { Err(problems) }
     }

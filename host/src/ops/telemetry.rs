@@ -84,6 +84,8 @@ pub struct Scrape<'a> {
     pub writes_queued: usize,
     /// Whether writes are refused for want of room.
     pub storage_full: bool,
+    /// Bytes SQLite holds on the heap.
+    pub storage_heap_bytes: i64,
     pub refused_calls: u64,
     pub version: &'a str,
     pub contract: &'a str,
@@ -436,6 +438,12 @@ impl Telemetry {
                 "Whether the store is full (the disk, or `[storage] size_limit`) and refuses writes: 1, or 0.",
                 MetricType::GAUGE,
                 vec![metric(&[], f64::from(u8::from(scrape.storage_full)))],
+            ),
+            family(
+                "selfmon_storage_heap_bytes",
+                "Bytes SQLite holds on the heap: page caches (bounded per connection), schemas and statements.",
+                MetricType::GAUGE,
+                vec![metric(&[], scrape.storage_heap_bytes as f64)],
             ),
             family(
                 "selfmon_api_refused_calls_total",

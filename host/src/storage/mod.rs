@@ -267,6 +267,13 @@ impl Storage {
         QUEUE - self.queue.capacity()
     }
 
+    /// Bytes SQLite holds on the heap for every store of the process: page caches (at most 64 MiB for the writer,
+    /// 2 MiB per reader), schemas and prepared statements.
+    pub fn heap_bytes() -> i64 {
+        // SAFETY: reads one process-wide counter; takes no pointer and SQLite is built thread-safe.
+        unsafe { rusqlite::ffi::sqlite3_memory_used() }
+    }
+
     /// How long the writer's commits take, for `/metrics`.
     pub fn commit_seconds(&self) -> &prometheus::Histogram {
         &self.commits

@@ -103,6 +103,10 @@ fn decode<T: Message + Default + serde::de::DeserializeOwned>(format: Format, bo
     };
     match format {
         Format::Protobuf => T::decode(body).map_err(|e| bad("protobuf", &e)),
+        // serde would read an export from an array of its fields too; OTLP/JSON sends an object.
+        Format::Json if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') => {
+            Err(bad("JSON", &"an export is a JSON object"))
+        }
         Format::Json => serde_json::from_slice(body).map_err(|e| bad("JSON", &e)),
     }
 }
@@ -477,6 +481,21 @@ pub fn ai_events(spans: &[NewSpan]) -> Vec<NewEvent> {
 
 /// Fuzz targets for OTLP decoding (`scripts/fuzz` runs them for as long as it is given; the suite runs them
 /// briefly).
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_json_export_is_an_object() {
+        for body in [&b"[]"[..], b" [[]]", b"\"resourceSpans\"", b"7"] {
+            let refused = decode_traces(Format::Json, body).unwrap_err();
+            assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(body));
+        }
+        assert!(decode_traces(Format::Json, b" {\"resourceSpans\": []}").unwrap().resource_spans.is_empty());
+        assert!(decode_logs(Format::Json, b"{}").is_ok());
+    }
+}
+
 #[cfg(test)]
 mod fuzz {
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
