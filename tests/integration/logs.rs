@@ -303,6 +303,42 @@ async fn a_copy_made_by_copy_truncate_is_read_only_where_the_original_was_not() 
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn files_that_begin_with_the_same_banner_are_each_read_whole() {
+    // Every file starts with the same line, longer than a fingerprint: only what follows tells them apart.
+    let config = "[[log_source]]\nname = \"bot\"\nkind = \"file\"\npaths = [\"logs/app.log*\"]\npoll = \"100ms\"\n";
+    let workdir = Workdir::new(config, &[]);
+    let dir = workdir.path().join("logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let banner = format!("coach-bot starting {}", "=".repeat(300));
+    let log = dir.join("app.log");
+    let mut expected = vec![banner.clone()];
+    expected.extend(numbered("a", 10));
+    append(&log, &expected.iter().map(String::as_str).collect::<Vec<_>>());
+    let selfmon = Selfmon::start(&workdir).await;
+    wait_for_messages(&selfmon, &expected.iter().map(String::as_str).collect::<Vec<_>>()).await;
+
+    // Rotated by renaming; the new file starts like the old one, which is still followed under its new name.
+    std::fs::rename(&log, dir.join("app.log.1")).unwrap();
+    let mut b = vec![banner.clone()];
+    b.extend(numbered("b", 5));
+    append(&log, &b.iter().map(String::as_str).collect::<Vec<_>>());
+    expected.extend(b);
+    wait_for_messages(&selfmon, &expected.iter().map(String::as_str).collect::<Vec<_>>()).await;
+
+    // A file that left the glob is no original either: a new file that starts like it is read from its start.
+    std::fs::rename(dir.join("app.log.1"), dir.join("archived")).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut c = vec![banner.clone()];
+    c.extend(numbered("c", 4));
+    append(&dir.join("app.log.9"), &c.iter().map(String::as_str).collect::<Vec<_>>());
+    expected.extend(c);
+    wait_for_messages(&selfmon, &expected.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    assert_eq!(messages(&selfmon, "bot").await.len(), expected.len(), "nothing read twice later");
+    selfmon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn log_sources_are_checked_with_the_rest_of_the_config() {
     let config = "[[log_source]]\nname = \"a\"\nkind = \"file\"\nparser = \"http\"\npaths = [\"[\"]\n\n\
                   [[log_source]]\nname = \"a\"\nkind = \"file\"\n";

@@ -76,6 +76,11 @@ impl Followed {
         }
     }
 
+    /// Whether it no longer holds what was read of it: shorter than that, or starting otherwise.
+    fn was_truncated(&self) -> std::io::Result<bool> {
+        Ok(self.file.metadata()?.len() < self.offset || !self.head.matches(&self.file)?)
+    }
+
     /// Wait for the chunk being committed, if any.
     async fn settle(&mut self) -> Result<(), StorageError> {
         let Some((offset, head, write)) = self.pending.take() else { return Ok(()) };
@@ -95,6 +100,13 @@ impl Followed {
         (self.offset, self.head) = self.committed;
         self.file.seek(SeekFrom::Start(self.offset))?;
         Ok(())
+    }
+}
+
+/// Keep the mark a file had when it was found truncated, once, for a copy of it found later.
+fn remember_truncated(truncated: &mut Vec<(Instant, FileMark)>, mark: FileMark) {
+    if !truncated.iter().any(|(_, known)| *known == mark) {
+        truncated.push((Instant::now(), mark));
     }
 }
 
@@ -256,14 +268,52 @@ impl Tailer {
                 Err(error) => self.unreadable(path, &error),
             }
         }
+        // A followed file truncated since it was last read is known so before copies are looked for (copy-truncate
+        // copies first): its copy is read from where it was, and that copy's mark is stored before the file's own
+        // new start is, so that a kill in between loses neither.
+        for followed in files.values() {
+            match followed.was_truncated() {
+                Ok(true) => remember_truncated(truncated, followed.mark()),
+                Ok(false) => {}
+                Err(error) => self.unreadable(&followed.path, &error),
+            }
+        }
+        // A copy is of a file followed now (resumed just above included) or truncated lately: the mark of a file gone (renamed out of the glob,
+        // deleted) is no original, or a new file that starts like the one before it would be taken for its copy.
+        let originals: Vec<FileMark> = marks
+            .iter()
+            .filter(|mark| files.contains_key(&(mark.device, mark.inode)))
+            .cloned()
+            .chain(truncated.iter().map(|(_, mark)| mark.clone()))
+            .collect();
         for (id, path, file, size) in copies {
-            match identity::original(&file, id, &marks) {
-                // The original is still followed and still starts the same: what the copy holds is read there
-                // (until the original is truncated, when the copy is read from where the original was).
-                Ok(Some(original))
-                    if files
-                        .get(&(original.device, original.inode))
-                        .is_some_and(|followed| followed.head == Head::of_mark(original)) => {}
+            // Followed and still as it was when `original` was taken of it (not truncated since).
+            let followed = |original: &FileMark| {
+                let id = (original.device, original.inode);
+                let head = Head::of_mark(original);
+                let cut = truncated.iter().any(|(_, m)| (m.device, m.inode) == id && Head::of_mark(m) == head);
+                files.get(&id).filter(|f| f.head == head && !cut)
+            };
+            match identity::original(&file, id, &originals) {
+                // The original is still followed and still starts the same, and the copy holds what it held as far
+                // as it was read: what the copy holds is read there (until the original is truncated, when the
+                // copy is read from where the original was). A file that only starts the same is a new one.
+                Ok(Some(original)) if let Some(followed) = followed(original) => {
+                    let end = size.min(original.offset);
+                    let agrees = identity::agree_before(&file, &followed.file, end);
+                    // Unless the original was truncated since it was last read: then its copy is known as such
+                    // once the truncation is seen.
+                    let intact = || {
+                        Ok::<_, std::io::Error>(
+                            followed.file.metadata()?.len() >= end && followed.head.matches(&followed.file)?,
+                        )
+                    };
+                    match agrees.and_then(|agrees| Ok(agrees || !intact()?)) {
+                        Ok(true) => {}
+                        Ok(false) => self.follow_from(files, (id, path), (file, size), None, (0, Head::NONE)),
+                        Err(error) => self.unreadable(path, &error),
+                    }
+                }
                 Ok(Some(original)) => {
                     let offset = original.offset.min(size);
                     tracing::info!(source = %self.origin.source, path = %path.display(), original = %original.path, offset, "Log file is a copy of one read before; reading on from where that one was");
@@ -322,7 +372,7 @@ impl Tailer {
         if size < followed.offset || !followed.head.matches(&followed.file)? {
             tracing::info!(source = %self.origin.source, path = %followed.path.display(), "Log file truncated; reading from its start");
             followed.settle().await?;
-            truncated.push((Instant::now(), followed.mark()));
+            remember_truncated(truncated, followed.mark());
             followed.offset = 0;
             followed.head = Head::NONE;
             followed.file.seek(SeekFrom::Start(0))?;

@@ -74,6 +74,23 @@ pub fn resume(file: &File, size: u64, id: FileId, marks: &[FileMark]) -> io::Res
     Ok((mark.offset <= size && head.matches(file)?).then_some((mark.offset, head)))
 }
 
+/// Whether `copy` holds the bytes `original` holds just before `end` (a fingerprint's length of them, or all when
+/// `end` is shorter): with matching first bytes, a copy of what was read of `original`, not a file that only starts
+/// the same (a banner every file of a source begins with).
+pub fn agree_before(copy: &File, original: &File, end: u64) -> io::Result<bool> {
+    let start = end.saturating_sub(FINGERPRINT);
+    let len = usize::try_from(end - start).unwrap_or(usize::MAX);
+    let (mut theirs, mut ours) = (vec![0; len], vec![0; len]);
+    for (file, bytes) in [(copy, &mut theirs), (original, &mut ours)] {
+        match file.read_exact_at(bytes, start) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(theirs == ours)
+}
+
 /// The mark of the file `file` (known as `id`) is a copy of: a file of another identity whose fingerprinted first
 /// bytes `file` starts with (the one with the longest fingerprint, then read furthest, if several are).
 pub fn original<'a>(file: &File, id: FileId, marks: &'a [FileMark]) -> io::Result<Option<&'a FileMark>> {
@@ -184,6 +201,29 @@ mod tests {
         assert!(original(&file, id(&file), std::slice::from_ref(&short)).unwrap().is_none());
         std::fs::write(&copy, lines(5, 9)).unwrap();
         assert!(original(&copied, id(&copied), &both).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_copy_holds_what_was_read_and_a_file_that_only_starts_the_same_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let banner = "=".repeat(300) + "\n";
+        let (log, copy, other) = (dir.path().join("app.log"), dir.path().join("app.log.1"), dir.path().join("b.log"));
+        std::fs::write(&log, banner.clone() + &lines(0, 20)).unwrap();
+        std::fs::write(&other, banner.clone() + &lines(40, 60)).unwrap();
+        let file = File::open(&log).unwrap();
+        let read_to = (banner.len() + lines(0, 12).len()) as u64;
+        let marks = vec![mark_of(&file, &log, read_to)];
+        let stranger = File::open(&other).unwrap();
+        // Its first bytes are the banner's, as are the original's.
+        assert_eq!(original(&stranger, id(&stranger), &marks).unwrap(), Some(&marks[0]));
+        assert!(!agree_before(&stranger, &file, read_to).unwrap());
+        // A copy agrees, whole or still being written; a file shorter than the bytes compared does not.
+        std::fs::copy(&log, &copy).unwrap();
+        assert!(agree_before(&File::open(&copy).unwrap(), &file, read_to).unwrap());
+        let partial = banner.len() as u64 + 100;
+        std::fs::write(&copy, &std::fs::read(&log).unwrap()[..partial as usize]).unwrap();
+        assert!(agree_before(&File::open(&copy).unwrap(), &file, partial).unwrap());
+        assert!(!agree_before(&File::open(&copy).unwrap(), &file, read_to).unwrap());
     }
 
     #[test]
