@@ -13,6 +13,8 @@
 //! Only whole lines are read (a line still being written waits for its newline, unless the file has been quiet for
 //! [`PARTIAL_AFTER`]). While a file is growing, its last record is held back, so continuation lines (a traceback)
 //! that arrive later still join it; it is stored once the file has been quiet for [`SETTLE`].
+//!
+//! While the store is full, files are still looked for every poll but read only every five seconds.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -25,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::identity::{self, FileId, Head};
+use super::identity::{self, FileId, Head, Missing};
 use crate::logs::ingest::Sink;
 use crate::logs::parsing::{Parsing, parse};
 use crate::logs::{FileMark, NewRecord, Origin, ReadTo};
@@ -38,6 +40,11 @@ const READ_CHUNK: u64 = 4 << 20;
 pub const SETTLE: Duration = Duration::from_secs(1);
 /// How long a file must be quiet before a last line without its newline is taken as it is.
 pub const PARTIAL_AFTER: Duration = Duration::from_secs(5);
+/// How often files are read while the store is full (their records are refused until there is room), instead of
+/// every poll: reading and parsing the same chunk again and again would only burn CPU.
+const FULL_POLL: Duration = Duration::from_secs(5);
+/// How often the marks of files no longer found are looked over (see [`identity::FORGET_AFTER`]).
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// How long a truncated file's mark from before its truncation is kept: its copy (copy-truncate) may be found only
 /// after the truncation was.
 const COPY_WINDOW: Duration = Duration::from_secs(60);
@@ -110,6 +117,21 @@ fn remember_truncated(truncated: &mut Vec<(Instant, FileMark)>, mark: FileMark) 
     }
 }
 
+/// What a tailer keeps from one look at its files to the next.
+#[derive(Default)]
+struct Tailing {
+    files: HashMap<FileId, Followed>,
+    /// The marks files had when they were found truncated lately, for copies of them found later.
+    truncated: Vec<(Instant, FileMark)>,
+    /// Followed files the last look did not find.
+    unseen: HashSet<FileId>,
+    missing: Missing,
+    /// When the marks of missing files were last looked over.
+    pruned: Option<Instant>,
+    /// When files were last read while the store was full.
+    read_while_full: Option<Instant>,
+}
+
 /// One tailed source.
 pub struct Tailer {
     pub sink: Sink,
@@ -123,44 +145,84 @@ pub struct Tailer {
 impl Tailer {
     pub fn spawn(self, tasks: &TaskTracker, stop: CancellationToken) {
         tasks.spawn(async move {
-            let mut files: HashMap<FileId, Followed> = HashMap::new();
-            let mut truncated: Vec<(Instant, FileMark)> = Vec::new();
+            let mut tailing = Tailing::default();
             while !stop.is_cancelled() {
-                let found = self.found();
-                truncated.retain(|(when, _)| when.elapsed() < COPY_WINDOW);
-                if let Err(StorageError::Closed) = self.open_new(&found, &mut files, &mut truncated).await {
+                if !self.look(&mut tailing, &stop).await {
                     return;
-                }
-                for (id, path) in &found {
-                    if stop.is_cancelled() {
-                        break;
-                    }
-                    let Some(followed) = files.get_mut(id) else { continue };
-                    followed.path.clone_from(path);
-                    let result = self.follow(followed, &mut truncated, &stop).await;
-                    if !self.carry_on(*id, result, &mut files).await {
-                        return;
-                    }
-                }
-                let seen: HashSet<FileId> = found.iter().map(|(id, _)| *id).collect();
-                let gone: Vec<FileId> = files.keys().filter(|id| !seen.contains(id)).copied().collect();
-                for id in gone {
-                    let result = self.finish(id, &mut files).await;
-                    if !self.carry_on(id, result, &mut files).await {
-                        return;
-                    }
                 }
                 tokio::select! {
                     () = stop.cancelled() => {}
                     () = tokio::time::sleep(self.poll) => {}
                 }
             }
+            // A file missed by the last look and still missing is finished now: no successor would find it.
+            let seen: HashSet<FileId> = self.found().into_iter().map(|(id, _)| id).collect();
+            let left: Vec<FileId> = tailing.unseen.iter().filter(|id| !seen.contains(id)).copied().collect();
+            for id in left {
+                let result = self.finish(id, &mut tailing.files).await;
+                if !self.carry_on(id, result, &mut tailing.files).await {
+                    return;
+                }
+            }
             // Writes in flight end before the task does, so a tailer started after it (by a reload) reads on from
             // where this one's last commit ended.
-            for followed in files.values_mut() {
+            for followed in tailing.files.values_mut() {
                 let _ = followed.settle().await;
             }
         });
+    }
+
+    /// One look at the source's files: the marks of long-missing ones pruned, new ones opened, followed ones read
+    /// on, and ones no longer found finished. Whether to go on (not once storage has closed).
+    async fn look(&self, tailing: &mut Tailing, stop: &CancellationToken) -> bool {
+        let Tailing { files, truncated, unseen, missing, pruned, read_while_full } = tailing;
+        let found = self.found();
+        if pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+            *pruned = Some(Instant::now());
+            match self.prune(&found, files, missing).await {
+                Ok(()) => {}
+                Err(StorageError::Closed) => return false,
+                Err(error) => tracing::warn!(source = %self.origin.source, %error, "Cannot forget missing log files"),
+            }
+        }
+        truncated.retain(|(when, _)| when.elapsed() < COPY_WINDOW);
+        if let Err(StorageError::Closed) = self.open_new(&found, files, truncated).await {
+            return false;
+        }
+        // While the store is full, what is read would only be refused again: files are looked for every poll but
+        // read every `FULL_POLL`.
+        let full = self.sink.storage.is_full();
+        if full && read_while_full.is_some_and(|at| at.elapsed() < FULL_POLL) {
+            return true;
+        }
+        *read_while_full = full.then(Instant::now);
+        for (id, path) in &found {
+            if stop.is_cancelled() {
+                break;
+            }
+            let Some(followed) = files.get_mut(id) else { continue };
+            followed.path.clone_from(path);
+            let result = self.follow(followed, truncated, stop).await;
+            if !self.carry_on(*id, result, files).await {
+                return false;
+            }
+        }
+        let seen: HashSet<FileId> = found.iter().map(|(id, _)| *id).collect();
+        let gone: Vec<FileId> = files.keys().filter(|id| !seen.contains(id)).copied().collect();
+        for id in gone {
+            // Missed by one look but not deleted, it may have been renamed while its directory was read: it is
+            // finished (a last line without its newline taken as it is) once a second look misses it too.
+            let linked = files[&id].file.metadata().is_ok_and(|metadata| metadata.nlink() > 0);
+            if linked && !stop.is_cancelled() && unseen.insert(id) {
+                continue;
+            }
+            let result = self.finish(id, files).await;
+            if !self.carry_on(id, result, files).await {
+                return false;
+            }
+        }
+        unseen.retain(|id| files.contains_key(id) && !seen.contains(id));
+        true
     }
 
     /// After a file's turn: whether to go on. A file whose records could not be stored is read again from where
@@ -192,8 +254,25 @@ impl Tailer {
         true
     }
 
+    /// Forget the marks of files missing (neither found nor followed) for [`identity::FORGET_AFTER`].
+    async fn prune(
+        &self,
+        found: &[(FileId, PathBuf)],
+        files: &HashMap<FileId, Followed>,
+        missing: &mut Missing,
+    ) -> Result<(), StorageError> {
+        let source = &self.origin.source;
+        let marks = self.sink.storage.file_marks(source.clone()).await?;
+        let present: HashSet<FileId> = found.iter().map(|(id, _)| *id).chain(files.keys().copied()).collect();
+        for id in missing.overdue(&marks, &present, Instant::now(), identity::FORGET_AFTER) {
+            tracing::info!(%source, device = id.0, inode = id.1, "Forgetting a log file missing for a day");
+            self.sink.storage.forget_file(source.clone(), id.0, id.1).await?;
+        }
+        Ok(())
+    }
+
     /// The files the patterns match now, each once (the first of its names) and the least recently written first,
-    /// so a rotated file is finished before its successor is read.
+    /// so a rotated file the patterns still match is read to its end before its successor is read.
     fn found(&self) -> Vec<(FileId, PathBuf)> {
         let mut found: Vec<(SystemTime, FileId, PathBuf)> = self
             .patterns
@@ -255,7 +334,7 @@ impl Tailer {
         // Files read before first, so a copy is seen to be of one of them.
         let mut copies = Vec::new();
         for (id, path, file, size) in opened {
-            match identity::resume(&file, size, id, &marks) {
+            match identity::resume(&file, path, size, id, &marks) {
                 Ok(Some((offset, head))) => {
                     let own = marks.iter().find(|mark| (mark.device, mark.inode) == id);
                     self.follow_from(files, (id, path), (file, size), own, (offset, head));
@@ -384,8 +463,8 @@ impl Tailer {
     }
 
     /// A file the patterns no longer match (renamed away or deleted): read it to its end through the handle, even
-    /// when stopping, then let it go. A deleted file is forgotten; the mark of one renamed away is kept, should the
-    /// patterns match it again.
+    /// when stopping, then let it go. A deleted file is forgotten; the mark of one renamed away is kept for a day,
+    /// should the patterns match it again.
     async fn finish(&self, id: FileId, files: &mut HashMap<FileId, Followed>) -> Result<(), TailError> {
         let followed = files.get_mut(&id).expect("a followed file");
         while self.read(followed, true).await? {}

@@ -8,9 +8,12 @@
 //!   byte read so far of another file of its source is taken for its copy; a timestamp in the first line is enough
 //!   to tell files apart.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -66,11 +69,18 @@ impl Head {
     }
 }
 
-/// Where to read on in `file` (of `size` bytes, known as `id`) if it was read before: it has a mark of its own and
-/// still starts with the bytes that mark's fingerprint was taken of. The offset and the fingerprint to keep.
-pub fn resume(file: &File, size: u64, id: FileId, marks: &[FileMark]) -> io::Result<Option<(u64, Head)>> {
+/// Where to read on in `file` (of `size` bytes, known as `id`, found at `path`) if it was read before: it has a mark
+/// of its own and still starts with the bytes that mark's fingerprint was taken of. The offset and the fingerprint
+/// to keep.
+///
+/// A mark with no fingerprint but an offset (kept from before fingerprints were) is trusted only where the file is
+/// found at the mark's own path: on another path, the inode may have been given to another file since.
+pub fn resume(file: &File, path: &Path, size: u64, id: FileId, marks: &[FileMark]) -> io::Result<Option<(u64, Head)>> {
     let Some(mark) = marks.iter().find(|mark| (mark.device, mark.inode) == id) else { return Ok(None) };
     let head = Head::of_mark(mark);
+    if head.len == 0 && mark.offset > 0 && Path::new(&mark.path) != path {
+        return Ok(None);
+    }
     Ok((mark.offset <= size && head.matches(file)?).then_some((mark.offset, head)))
 }
 
@@ -107,6 +117,37 @@ pub fn original<'a>(file: &File, id: FileId, marks: &'a [FileMark]) -> io::Resul
         }
     }
     Ok(None)
+}
+
+/// How long the mark of a file that no pattern finds is kept (found again, the file is read on from it), counted
+/// from when its tailer first missed it (a restart, or a reload of the source, starts the count again). Without
+/// this, every rotated file deleted while selfmon was down, or renamed out of its source's patterns, would leave
+/// its mark behind for good.
+pub const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// Since when each marked file has been missing.
+#[derive(Debug, Default)]
+pub struct Missing(HashMap<FileId, Instant>);
+
+impl Missing {
+    /// After a look at the files `present` (found by the patterns, or followed): the marked files missing for
+    /// `after` or longer, to forget (until their marks are gone, they are due again each time). A file present
+    /// again starts over.
+    pub fn overdue(
+        &mut self,
+        marks: &[FileMark],
+        present: &HashSet<FileId>,
+        now: Instant,
+        after: Duration,
+    ) -> Vec<FileId> {
+        self.0.retain(|id, _| !present.contains(id) && marks.iter().any(|mark| (mark.device, mark.inode) == *id));
+        marks
+            .iter()
+            .map(|mark| (mark.device, mark.inode))
+            .filter(|id| !present.contains(id))
+            .filter(|id| now.saturating_duration_since(*self.0.entry(*id).or_insert(now)) >= after)
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -152,14 +193,14 @@ mod tests {
         let moved = dir.path().join("app.log.0");
         std::fs::rename(&log, &moved).unwrap();
         let renamed = File::open(&moved).unwrap();
-        let (offset, head) = resume(&renamed, size, id(&renamed), &marks).unwrap().unwrap();
+        let (offset, head) = resume(&renamed, &moved, size, id(&renamed), &marks).unwrap().unwrap();
         assert_eq!((offset, head.len), (read_to, FINGERPRINT));
         assert!(original(&renamed, id(&renamed), &marks).unwrap().is_none(), "not a copy of itself");
 
         // A copy: not the file read before, but a copy of it.
         std::fs::copy(&moved, &copy).unwrap();
         let copied = File::open(&copy).unwrap();
-        assert_eq!(resume(&copied, size, id(&copied), &marks).unwrap(), None);
+        assert_eq!(resume(&copied, &copy, size, id(&copied), &marks).unwrap(), None);
         assert_eq!(original(&copied, id(&copied), &marks).unwrap(), Some(&marks[0]));
 
         // Rewritten in place (truncated, then more than was read written again): neither.
@@ -168,17 +209,63 @@ mod tests {
         let reopened = File::open(&moved).unwrap();
         let size = reopened.metadata().unwrap().len();
         assert!(size > read_to);
-        assert_eq!(resume(&reopened, size, id(&reopened), &marks).unwrap(), None);
+        assert_eq!(resume(&reopened, &moved, size, id(&reopened), &marks).unwrap(), None);
         assert!(original(&reopened, id(&reopened), &marks).unwrap().is_none());
         // Truncated to less than was read, though starting the same: not resumed.
         std::fs::write(&moved, lines(0, 10)).unwrap();
         let shorter = File::open(&moved).unwrap();
-        assert_eq!(resume(&shorter, lines(0, 10).len() as u64, id(&shorter), &marks).unwrap(), None);
+        assert_eq!(resume(&shorter, &moved, lines(0, 10).len() as u64, id(&shorter), &marks).unwrap(), None);
 
         // A file shorter than what was fingerprinted of the original: no copy.
         std::fs::write(&other, &lines(0, 20)[..100]).unwrap();
         let stranger = File::open(&other).unwrap();
         assert!(original(&stranger, id(&stranger), &marks).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_mark_without_a_fingerprint_is_trusted_only_at_its_own_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        std::fs::write(&log, lines(0, 20)).unwrap();
+        let file = File::open(&log).unwrap();
+        let size = file.metadata().unwrap().len();
+        let read_to = lines(0, 12).len() as u64;
+        let kept = FileMark { head_len: 0, head: [0; 32], ..mark_of(&file, &log, read_to) };
+        let marks = [kept];
+        assert_eq!(resume(&file, &log, size, id(&file), &marks).unwrap(), Some((read_to, Head::NONE)));
+        // The same inode under another name: maybe another file by now, so read from its start.
+        let elsewhere = dir.path().join("other.log");
+        assert_eq!(resume(&file, &elsewhere, size, id(&file), &marks).unwrap(), None);
+        // Nothing read of it yet: where it is found does not matter.
+        let empty = [FileMark { offset: 0, ..marks[0].clone() }];
+        assert_eq!(resume(&file, &elsewhere, size, id(&file), &empty).unwrap(), Some((0, Head::NONE)));
+    }
+
+    #[test]
+    fn marks_of_files_missing_long_enough_are_forgotten_and_present_ones_never() {
+        let mark = |inode| FileMark {
+            path: format!("/var/log/app.log.{inode}"),
+            device: 1,
+            inode,
+            offset: 10,
+            head_len: 10,
+            head: [7; 32],
+        };
+        let marks = [mark(1), mark(2), mark(3)];
+        let hour = Duration::from_secs(3600);
+        let start = Instant::now();
+        let mut missing = Missing::default();
+        let present = |ids: &[u64]| ids.iter().map(|inode| (1, *inode)).collect::<HashSet<FileId>>();
+        assert!(missing.overdue(&marks, &present(&[1]), start, hour).is_empty(), "first missed now");
+        // 2 comes back before its time, so its clock starts over when it goes again; 3 stays away.
+        assert!(missing.overdue(&marks, &present(&[1, 2]), start + hour / 2, hour).is_empty());
+        assert_eq!(missing.overdue(&marks, &present(&[1]), start + hour, hour), [(1, 3)]);
+        // Due until its mark is gone (forgetting it may have failed).
+        assert_eq!(missing.overdue(&marks, &present(&[1]), start + hour + hour / 8, hour), [(1, 3)]);
+        assert!(missing.overdue(&marks[..2], &present(&[1]), start + hour + hour / 4, hour).is_empty());
+        assert_eq!(missing.overdue(&marks[..2], &present(&[1]), start + 2 * hour, hour), [(1, 2)]);
+        // A file followed (or found) is never forgotten, however long.
+        assert!(missing.overdue(&marks[..1], &present(&[1]), start + 100 * hour, hour).is_empty());
     }
 
     #[test]
