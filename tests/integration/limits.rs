@@ -332,6 +332,18 @@ poll = "100ms"
     storage_full_notified(&received, "firing").await;
     let metrics = reqwest::get(format!("{}/metrics", selfmon.url)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("selfmon_storage_full 1"), "{metrics}");
+    // What was refused is not counted as stored: the count is no more than the records stored (read after it).
+    let counted: i64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("selfmon_log_records_total{level=\"info\"} "))
+        .map_or(0, |n| n.parse().unwrap());
+    let db = workdir.db();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    let stored_info: i64 = db.query_row("SELECT COUNT(*) FROM logs WHERE level = 'info'", [], |r| r.get(0)).unwrap();
+    assert!(
+        counted >= i64::try_from(accepted).unwrap() && counted <= stored_info,
+        "{counted} counted, {stored_info} stored"
+    );
 
     // Lines written to a tailed file while the store is full, and the file then renamed to a name its source does
     // not match (rotation), wait for room: they are read through the handle the tailer keeps.
@@ -343,8 +355,6 @@ poll = "100ms"
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // Nothing that was accepted is lost.
-    let db = workdir.db();
-    db.busy_timeout(Duration::from_secs(10)).unwrap();
     let count = |db: &rusqlite::Connection| {
         db.query_row("SELECT COUNT(*) FROM logs WHERE message LIKE 'filler %'", [], |r| r.get::<_, i64>(0)).unwrap()
     };
@@ -373,5 +383,133 @@ poll = "100ms"
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(tailed(), 20);
+    selfmon.stop().await;
+}
+
+/// `count` records of about 1 KiB at `ts`, each of its own words (so the full-text index grows with them).
+fn old_records(first: usize, count: usize, ts: std::time::SystemTime) -> Vec<selfmon::logs::NewRecord> {
+    (first..first + count)
+        .map(|n| selfmon::logs::NewRecord {
+            ts,
+            level: "info",
+            source: "test".into(),
+            service: None,
+            logger: None,
+            message: format!(
+                "record {n} {}",
+                (0..120).map(|w| format!("w{}", (n * 131 + w * 7) % 50_021)).collect::<Vec<_>>().join(" ")
+            ),
+            trace_id: None,
+            span_id: None,
+            correlation_id: None,
+            user_id: None,
+            fields: None,
+            parsed: true,
+            error: None,
+            line: 0,
+        })
+        .collect()
+}
+
+/// A store at `[storage] size_limit` frees room by itself: the cleanup's deletions (which write to the full-text
+/// index before they free anything) still fit, by retention and by `[retention] max_size` alike, and writing
+/// resumes afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cleanup_makes_room_in_a_store_at_its_size_limit() {
+    use bytesize::ByteSize;
+    use selfmon::config::RetentionConfig;
+    use selfmon::storage::{Storage, StorageError};
+    use std::time::SystemTime;
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let day_ago = SystemTime::now() - Duration::from_secs(86_400);
+    for by_size in [false, true] {
+        let workdir = Workdir::new("", &[]);
+        let storage = Storage::open(&workdir.path().join("selfmon.db")).unwrap();
+        storage.limit_size(Some(2 << 20)).await.unwrap();
+        let mut accepted = 0;
+        loop {
+            assert!(accepted < 100_000, "2 MiB never filled");
+            match storage.write_logs(old_records(accepted, 50, day_ago), None).await {
+                Ok(n) => accepted += n,
+                Err(StorageError::Full(_)) => break,
+                Err(other) => panic!("{other}"),
+            }
+        }
+        assert!(storage.is_full());
+        let config = if by_size {
+            RetentionConfig { max_size: Some(ByteSize::b(1 << 20)), ..RetentionConfig::default() }
+        } else {
+            RetentionConfig { logs: Duration::from_secs(3600), ..RetentionConfig::default() }
+        };
+        let swept = selfmon::ops::retention::sweep(&storage, &config, &stop).await;
+        let removed = if by_size { swept.swept.logs_over_size } else { swept.swept.logs_expired };
+        assert!(swept.failed.is_empty(), "by size: {by_size}: {:?}", swept.failed);
+        assert!(removed > 0 && (by_size || removed == accepted as u64), "by size {by_size}: {swept:?} of {accepted}");
+        storage.write_logs(old_records(accepted, 50, SystemTime::now()), None).await.unwrap();
+        storage.close().await.unwrap();
+    }
+}
+
+/// A step of the cleanup that fails does not keep the later ones from running: expired log records that cannot be
+/// deleted (their full-text index is gone) leave expired events to be deleted all the same, and the failure is
+/// reported with its step.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cleanup_step_that_fails_leaves_the_others_to_run() {
+    use selfmon::config::RetentionConfig;
+    use selfmon::storage::Storage;
+    use std::time::SystemTime;
+
+    let workdir = Workdir::new("", &[]);
+    let storage = Storage::open(&workdir.path().join("selfmon.db")).unwrap();
+    let day_ago = SystemTime::now() - Duration::from_secs(86_400);
+    storage.write_logs(old_records(0, 10, day_ago), None).await.unwrap();
+    let old = selfmon::storage::to_millis(day_ago);
+    storage
+        .apply(move |db| {
+            for n in 0..7 {
+                db.execute("INSERT INTO events (ts, kind, action) VALUES (?1, 'user_activity', 'message')", [old + n])?;
+            }
+            db.execute_batch("DROP TABLE logs_fts")
+        })
+        .await
+        .unwrap();
+    let config =
+        RetentionConfig { logs: Duration::from_secs(3600), events: Duration::from_secs(3600), ..Default::default() };
+    let sweep = selfmon::ops::retention::sweep(&storage, &config, &tokio_util::sync::CancellationToken::new()).await;
+    let failed: Vec<&str> = sweep.failed.iter().map(|(step, _)| *step).collect();
+    assert_eq!(failed, ["expired logs"], "{sweep:?}");
+    assert!(sweep.failed[0].1.to_string().contains("logs_fts"), "{sweep:?}");
+    assert_eq!((sweep.swept.logs_expired, sweep.swept.events), (0, 7), "{sweep:?}");
+    storage.close().await.unwrap();
+}
+
+/// A burst of reads keeps no more than `READERS` connections to the database open: reads past that many wait for a
+/// turn instead of each opening a connection (with its page cache) that stays open afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_reads_leaves_a_bounded_number_of_connections() {
+    let workdir = Workdir::new("[api]\nrate_limit = 0\n", &[]);
+    let selfmon = Selfmon::start(&workdir).await;
+    let (status, _, body) = post(&format!("{}/v1/logs", selfmon.url), filler(0, 2000), &[]).await;
+    assert_eq!(status, 202, "{body}");
+    let database = workdir.path().join("selfmon.db").canonicalize().unwrap();
+    let connections = || {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .filter(|target| *target == database)
+            .count()
+    };
+    let client = reqwest::Client::new();
+    let searches = (0..400).map(|n| {
+        let url = format!("{}/v1/logs?q=filler%20{n}&limit=5", selfmon.url);
+        let client = client.clone();
+        async move { client.get(url).send().await.map(|answer| answer.status().as_u16()) }
+    });
+    let answers = futures_util::future::join_all(searches).await;
+    assert!(answers.iter().all(|answer| matches!(answer, Ok(200))), "{answers:?}");
+    // The writer's connection, and the readers'.
+    let open = connections();
+    assert!((2..=1 + selfmon::storage::READERS).contains(&open), "{open} connections to the database");
     selfmon.stop().await;
 }

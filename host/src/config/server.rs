@@ -169,8 +169,9 @@ pub struct StorageConfig {
     /// Encrypt the database at rest with this key (`env:NAME` or `file:/path`): a new store is made encrypted; an
     /// existing plain one is converted with `selfmon storage encrypt`.
     pub key: Option<SecretRef>,
-    /// The most the database file may grow to. At it, writes are refused as on a full disk (ingest answers 507, or
-    /// 503 to OTLP) until retention or the operator frees room in it; no limit but the disk's when absent.
+    /// The most the database file may grow to. Short of it by a reserve the cleanup keeps (an eighth, at most
+    /// 64 MiB), writes are refused as on a full disk (ingest answers 507, or 503 to OTLP) until retention or the
+    /// operator frees room in it; no limit but the disk's when absent.
     pub size_limit: Option<ByteSize>,
 }
 

@@ -1,5 +1,5 @@
 //! The one way log records are taken in, whatever their source (a tailed file, syslog, the HTTP API, OTLP): they
-//! are counted for `/metrics`, then stored; lines are first parsed by their source's parser.
+//! are stored, then counted for `/metrics`; lines are first parsed by their source's parser.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -11,7 +11,7 @@ use crate::ops::telemetry::Telemetry;
 use crate::runtime::Runtime;
 use crate::storage::{Storage, StorageError};
 
-/// Where records go: counted, then stored. Cheap to clone.
+/// Where records go: stored, then counted. Cheap to clone.
 #[derive(Clone)]
 pub struct Sink {
     pub storage: Storage,
@@ -19,12 +19,12 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// Count `records` under their parser (`failed` of them were kept raw because their parser call failed; the
-    /// other raw ones are lines the parser did not understand) and store them, with how far their file has been
+    /// Store `records` and count them under their parser (`failed` of them were kept raw because their parser call
+    /// failed; the other raw ones are lines the parser did not understand), with how far their file has been
     /// read when they come from one. Answers once they are committed.
     ///
-    /// Records are counted here, as they are stored, so a record a tailer holds back and parses again later is
-    /// counted once.
+    /// Records are counted here, once they are committed, so a record a tailer holds back and parses again later,
+    /// or one refused (the store full or behind) and sent again, is counted once.
     ///
     /// A record that claims one of selfmon's own loggers is not stored (but in selfmon's own log, read back), and
     /// that is a security record.
@@ -43,8 +43,9 @@ impl Sink {
         }
         let levels: Vec<&str> = records.iter().map(|r| r.level).collect();
         let raw = records.iter().filter(|r| !r.parsed).count();
+        let stored = self.storage.write_logs(records, read_to).await?;
         self.telemetry.observe_logs(parser, &levels, raw, failed);
-        self.storage.write_logs(records, read_to).await
+        Ok(stored)
     }
 
     /// Parse `lines` with `parsing` and store the records: what became of the lines, once they are committed.

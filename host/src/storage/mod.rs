@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::config::Secret;
 
@@ -130,7 +130,7 @@ pub struct Storage {
     path: Arc<PathBuf>,
     /// The key of an encrypted store, for every connection that reads it.
     key: Option<Arc<Secret>>,
-    readers: Arc<Mutex<Vec<Connection>>>,
+    readers: Arc<Readers>,
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
     commits: prometheus::Histogram,
     /// The id of the newest committed log record, for live tails to follow.
@@ -138,7 +138,24 @@ pub struct Storage {
     /// What every record, span and event passes through before it is written.
     privacy: Arc<Privacy>,
     fullness: Arc<Fullness>,
+    /// Under `[storage] size_limit`: the pages writes may fill, and the pages the cleanup may fill (the reserve
+    /// above the first is its own).
+    page_limits: Arc<Mutex<Option<(u64, u64)>>>,
 }
+
+/// Reads that run at once; more wait for a turn. Each has a connection of its own, with a page cache of up to
+/// 2 MiB, kept for the next read: a burst of requests leaves no more than this many behind.
+pub const READERS: usize = 16;
+
+/// Read-only connections, and the turns to use one.
+struct Readers {
+    idle: Mutex<Vec<Connection>>,
+    turns: Arc<Semaphore>,
+}
+
+/// The share of `[storage] size_limit` kept for the cleanup, and the most it keeps.
+const RESERVE_SHARE: u64 = 8;
+const RESERVE_MAX: u64 = 64 << 20;
 
 impl Storage {
     /// Open (creating if needed) the plain database at `path`, bring its schema up to date and start the writer.
@@ -203,24 +220,49 @@ impl Storage {
             queue,
             path: Arc::new(path.to_path_buf()),
             key: key.map(Arc::new),
-            readers: Arc::default(),
+            readers: Arc::new(Readers { idle: Mutex::default(), turns: Arc::new(Semaphore::new(READERS)) }),
             writer: Arc::new(Mutex::new(Some(writer))),
             commits,
             log_head: Arc::new(tokio::sync::watch::Sender::new(head)),
             privacy: Arc::default(),
             fullness,
+            page_limits: Arc::default(),
         })
     }
 
-    /// Let the database file grow to `bytes` at most (no limit but the disk's when `None`); the limit in force, in
+    /// Let the database file grow to `bytes` at most (no limit but the disk's when `None`). Writes may fill it but
+    /// for a reserve (an eighth, at most 64 MiB) that only the cleanup may use: deleting from a full store takes
+    /// room before it frees any, as the full-text index notes each deletion. The limit in force for writes, in
     /// bytes, which is never below the file's size now.
     pub async fn limit_size(&self, bytes: Option<u64>) -> Result<u64, StorageError> {
+        let limits = self.page_limits.clone();
         self.apply(move |db| {
             let page_size = db.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))?.unsigned_abs();
+            let pages = bytes.map(|bytes| (bytes / page_size).max(1));
+            let reserve = pages.map_or(0, |pages| (pages / RESERVE_SHARE).min(RESERVE_MAX / page_size));
             // SQLite's own default, its largest.
-            let pages = bytes.map_or(0xffff_fffe, |bytes| (bytes / page_size).max(1));
-            let limit = db.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| r.get::<_, i64>(0))?;
-            Ok(limit.unsigned_abs() * page_size)
+            let writes = pages.map_or(0xffff_fffe, |pages| pages - reserve);
+            *limits.lock().expect("page limits lock") = pages.map(|pages| (writes, pages));
+            Ok(max_pages(db, writes)? * page_size)
+        })
+        .await
+    }
+
+    /// Run a change of the cleanup's, which may use the reserve kept under `[storage] size_limit`, in one
+    /// transaction on the writer (as [`Storage::apply`]).
+    pub async fn reclaim<T: Send + 'static>(
+        &self,
+        change: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let limits = *self.page_limits.lock().expect("page limits lock");
+        self.apply(move |db| {
+            let Some((writes, all)) = limits else { return change(db) };
+            max_pages(db, all)?;
+            let changed = change(db);
+            // Never below the file's size: once the cleanup has handed pages back, writes are held to their own
+            // limit again.
+            max_pages(db, writes)?;
+            changed
         })
         .await
     }
@@ -351,15 +393,18 @@ impl Storage {
         query: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StorageError> {
         let readers = self.readers.clone();
+        // Held until the read is over, even if its caller stops waiting for it.
+        let turn = readers.turns.clone().acquire_owned().await.map_err(|_| StorageError::Closed)?;
         let (path, key) = (self.path.clone(), self.key.clone());
         tokio::task::spawn_blocking(move || {
-            let pooled = readers.lock().expect("reader pool lock").pop();
+            let pooled = readers.idle.lock().expect("reader pool lock").pop();
             let connection = match pooled {
                 Some(connection) => connection,
                 None => open_read_only(&path, key.as_deref())?,
             };
             let result = query(&connection);
-            readers.lock().expect("reader pool lock").push(connection);
+            readers.idle.lock().expect("reader pool lock").push(connection);
+            drop(turn);
             result.map_err(StorageError::from)
         })
         .await
@@ -409,6 +454,11 @@ pub fn private_file(path: &Path) -> std::io::Result<()> {
 
 /// A connection that only reads (with the store's key, if it is encrypted): no migration, no writer, and it works for
 /// a user who may only read the database (the command line reads a running server's store this way).
+/// Let the database hold `pages` pages at most (never fewer than it holds now): the limit in force.
+fn max_pages(db: &Connection, pages: u64) -> rusqlite::Result<u64> {
+    Ok(db.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| r.get::<_, i64>(0))?.unsigned_abs())
+}
+
 pub fn open_read_only(path: &Path, key: Option<&Secret>) -> Result<Connection, StorageError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let open_error = |source| StorageError::Open { path: path.to_path_buf(), source };

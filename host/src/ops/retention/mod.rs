@@ -59,64 +59,87 @@ pub fn spawn(
                 _ = ticks.tick() => {}
                 () = stop.cancelled() => return,
             }
-            match sweep(&storage, &config, &stop).await {
-                Ok(swept) => {
-                    telemetry.observe_cleanup(&[
-                        ("logs_expired", swept.logs_expired),
-                        ("logs_over_size", swept.logs_over_size),
-                        ("check_runs", swept.check_runs),
-                        ("samples", swept.samples),
-                        ("alerts", swept.alerts),
-                        ("events", swept.events),
-                        ("spans", swept.spans),
-                    ]);
-                    if swept != Swept::default() {
-                        tracing::info!(
-                            logs_expired = swept.logs_expired,
-                            logs_over_size = swept.logs_over_size,
-                            check_runs = swept.check_runs,
-                            samples = swept.samples,
-                            alerts = swept.alerts,
-                            events = swept.events,
-                            spans = swept.spans,
-                            pages_freed = swept.pages_freed,
-                            "Cleaned up the store"
-                        );
-                    }
-                }
-                Err(StorageError::Closed) => return,
-                Err(error) => tracing::warn!(%error, "Cleanup of the store failed; it is tried again next time"),
+            let Sweep { swept, failed } = sweep(&storage, &config, &stop).await;
+            telemetry.observe_cleanup(&[
+                ("logs_expired", swept.logs_expired),
+                ("logs_over_size", swept.logs_over_size),
+                ("check_runs", swept.check_runs),
+                ("samples", swept.samples),
+                ("alerts", swept.alerts),
+                ("events", swept.events),
+                ("spans", swept.spans),
+            ]);
+            if swept != Swept::default() {
+                tracing::info!(
+                    logs_expired = swept.logs_expired,
+                    logs_over_size = swept.logs_over_size,
+                    check_runs = swept.check_runs,
+                    samples = swept.samples,
+                    alerts = swept.alerts,
+                    events = swept.events,
+                    spans = swept.spans,
+                    pages_freed = swept.pages_freed,
+                    "Cleaned up the store"
+                );
+            }
+            if failed.iter().any(|(_, error)| matches!(error, StorageError::Closed)) {
+                return;
+            }
+            for (step, error) in failed {
+                tracing::warn!(step, %error, "A step of the store's cleanup failed; it is tried again next time");
             }
         }
     });
 }
 
+/// What one cleanup did: what it removed, and the steps that failed (with why). A step that fails does not keep the
+/// others from running: expired check runs still go when the log index cannot be merged.
+#[derive(Debug, Default)]
+pub struct Sweep {
+    pub swept: Swept,
+    pub failed: Vec<(&'static str, StorageError)>,
+}
+
+impl Sweep {
+    /// What a step removed (nothing when it failed, which is noted).
+    fn took(&mut self, step: &'static str, outcome: Result<u64, StorageError>) -> u64 {
+        outcome.unwrap_or_else(|error| {
+            self.failed.push((step, error));
+            0
+        })
+    }
+}
+
 /// One cleanup.
-pub async fn sweep(
-    storage: &Storage,
-    config: &RetentionConfig,
-    stop: &CancellationToken,
-) -> Result<Swept, StorageError> {
+pub async fn sweep(storage: &Storage, config: &RetentionConfig, stop: &CancellationToken) -> Sweep {
     let now = SystemTime::now();
     let before = |age: Duration| to_millis(now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH));
-    let mut swept = Swept::default();
-    for level in LEVELS {
-        let keep = config.log_levels.get(level).map_or(config.logs, |d| **d);
-        swept.logs_expired += storage.delete_logs(level, before(keep), stop).await?;
-    }
-    swept.check_runs += storage.delete_runs(before(config.check_runs), stop).await?;
-    swept.samples += storage.delete_samples(before(config.metrics), stop).await?;
-    swept.alerts += storage.delete_alerts(before(config.alerts), stop).await?;
-    swept.events += storage.delete_events(before(config.events), stop).await?;
-    swept.spans += storage.delete_spans(before(config.spans).saturating_mul(1_000_000), stop).await?;
-    if swept.logs_expired > 0 {
+    let mut sweep = Sweep::default();
+    let expired = async {
+        let mut deleted = 0;
+        for level in LEVELS {
+            let keep = config.log_levels.get(level).map_or(config.logs, |d| **d);
+            deleted += storage.delete_logs(level, before(keep), stop).await?;
+        }
+        Ok(deleted)
+    };
+    sweep.swept.logs_expired = sweep.took("expired logs", expired.await);
+    sweep.swept.check_runs = sweep.took("check runs", storage.delete_runs(before(config.check_runs), stop).await);
+    sweep.swept.samples = sweep.took("metric samples", storage.delete_samples(before(config.metrics), stop).await);
+    sweep.swept.alerts = sweep.took("alerts", storage.delete_alerts(before(config.alerts), stop).await);
+    sweep.swept.events = sweep.took("events", storage.delete_events(before(config.events), stop).await);
+    let spans_before = before(config.spans).saturating_mul(1_000_000);
+    sweep.swept.spans = sweep.took("spans", storage.delete_spans(spans_before, stop).await);
+    if sweep.swept.logs_expired > 0 {
         // Deleted records leave tombstones in the full-text index until its segments merge; a few ordinary merge
         // steps each time keep that from piling up without rewriting the whole index.
-        storage.merge_log_index(MERGE_STEPS).await?;
+        let merged = storage.merge_log_index(MERGE_STEPS).await.map(|()| 0);
+        sweep.took("log index merge", merged);
     }
     if let Some(cap) = config.max_size {
-        swept.logs_over_size = storage.shrink_logs_to(cap.as_u64(), SHRINK_ROUNDS, stop).await?;
+        sweep.swept.logs_over_size =
+            sweep.took("size cap", storage.shrink_logs_to(cap.as_u64(), SHRINK_ROUNDS, stop).await);
     }
-    swept.pages_freed = storage.vacuum(stop).await?;
-    Ok(swept)
+    sweep.swept.pages_freed = sweep.took("vacuum", storage.vacuum(stop).await);
+    sweep
 }

@@ -133,7 +133,7 @@ impl Storage {
                 while wanted > 0 && !stop.is_cancelled() {
                     let chunk = wanted.min(CHUNK.unsigned_abs());
                     let removed = self
-                        .apply(move |db| {
+                        .reclaim(move |db| {
                             let places = (1..=levels.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
                             let sql = format!(
                                 "DELETE FROM logs WHERE id IN (
@@ -177,7 +177,7 @@ impl Storage {
         let mut freed = 0;
         loop {
             let (before, after) = self
-                .apply(|db| {
+                .reclaim(|db| {
                     let free =
                         |db: &rusqlite::Connection| db.query_row("PRAGMA freelist_count", [], |r| r.get::<_, i64>(0));
                     let before = free(db)?;
@@ -206,7 +206,7 @@ async fn chunked(
 ) -> Result<u64, StorageError> {
     let mut total = 0;
     loop {
-        let deleted = storage.apply(step.clone()).await?;
+        let deleted = storage.reclaim(step.clone()).await?;
         total += deleted as u64;
         if (deleted as i64) < CHUNK || stop.is_cancelled() {
             return Ok(total);
@@ -218,7 +218,7 @@ async fn chunked(
 /// into one, step by step): the rows it changed (under 2 when there was nothing to merge).
 async fn merge_step(storage: &Storage, pages: i64) -> Result<u64, StorageError> {
     storage
-        .apply(move |db| {
+        .reclaim(move |db| {
             let before = db.total_changes();
             db.execute(&format!("INSERT INTO logs_fts (logs_fts, rank) VALUES ('merge', {pages})"), [])?;
             Ok(db.total_changes() - before)
