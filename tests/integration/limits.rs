@@ -389,24 +389,9 @@ poll = "100ms"
 /// `count` records of about 1 KiB at `ts`, each of its own words (so the full-text index grows with them).
 fn old_records(first: usize, count: usize, ts: std::time::SystemTime) -> Vec<selfmon::logs::NewRecord> {
     (first..first + count)
-        .map(|n| selfmon::logs::NewRecord {
-            ts,
-            level: "info",
-            source: "test".into(),
-            service: None,
-            logger: None,
-            message: format!(
-                "record {n} {}",
-                (0..120).map(|w| format!("w{}", (n * 131 + w * 7) % 50_021)).collect::<Vec<_>>().join(" ")
-            ),
-            trace_id: None,
-            span_id: None,
-            correlation_id: None,
-            user_id: None,
-            fields: None,
-            parsed: true,
-            error: None,
-            line: 0,
+        .map(|n| {
+            let words: Vec<String> = (0..120).map(|w| format!("w{}", (n * 131 + w * 7) % 50_021)).collect();
+            selfmon::logs::NewRecord::plain(ts, "info", "test".into(), format!("record {n} {}", words.join(" ")))
         })
         .collect()
 }

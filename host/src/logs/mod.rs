@@ -61,6 +61,28 @@ pub struct NewRecord {
     pub line: usize,
 }
 
+impl NewRecord {
+    /// A record of `message` alone: parsed, with no other field.
+    pub fn plain(ts: SystemTime, level: &'static str, source: String, message: String) -> Self {
+        Self {
+            ts,
+            level,
+            source,
+            service: None,
+            logger: None,
+            message,
+            trace_id: None,
+            span_id: None,
+            correlation_id: None,
+            user_id: None,
+            fields: None,
+            parsed: true,
+            error: None,
+            line: 0,
+        }
+    }
+}
+
 /// Where lines come from.
 #[derive(Debug, Clone)]
 pub struct Origin {

@@ -141,20 +141,11 @@ pub async fn parse(
     let mut records: Vec<NewRecord> = Vec::with_capacity(lines.len());
     let mut counts = Parsed::default();
     let raw = |index: usize, line: &str, error: String| NewRecord {
-        ts: read_at,
-        level: "info",
-        source: origin.source.clone(),
         service: origin.service.clone(),
-        logger: None,
-        message: line.to_string(),
-        trace_id: None,
-        span_id: None,
-        correlation_id: None,
-        user_id: None,
-        fields: None,
         parsed: false,
         error: Some(error),
         line: index,
+        ..NewRecord::plain(read_at, "info", origin.source.clone(), line.to_string())
     };
     // Runs of lines short enough to parse, in batches; a line too long is kept raw where it was.
     let mut runs: Vec<Vec<(usize, String)>> = vec![Vec::new()];

@@ -504,22 +504,7 @@ mod tests {
     use super::*;
 
     fn record(ts_millis: u64, level: &'static str, message: String) -> NewRecord {
-        NewRecord {
-            ts: UNIX_EPOCH + Duration::from_millis(ts_millis),
-            level,
-            source: "app".into(),
-            service: None,
-            logger: None,
-            message,
-            trace_id: None,
-            span_id: None,
-            correlation_id: None,
-            user_id: None,
-            fields: None,
-            parsed: true,
-            error: None,
-            line: 0,
-        }
+        NewRecord::plain(UNIX_EPOCH + Duration::from_millis(ts_millis), level, "app".into(), message)
     }
 
     /// Both ways of answering a text search (few matches sorted, many matches walked in time order) give the newest
