@@ -101,7 +101,8 @@ pub struct ReadTo {
 /// A tailed file as stored: which file it is and how far it has been read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileMark {
-    /// Where it was last read (the file is known by the rest; one without a fingerprint but read past its start, by its path too).
+    /// Where it was last read (the file is known by the rest; one without a fingerprint but read past its start, by
+    /// its path too).
     pub path: String,
     pub device: u64,
     pub inode: u64,

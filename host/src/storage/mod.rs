@@ -452,13 +452,13 @@ pub fn private_file(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// A connection that only reads (with the store's key, if it is encrypted): no migration, no writer, and it works for
-/// a user who may only read the database (the command line reads a running server's store this way).
 /// Let the database hold `pages` pages at most (never fewer than it holds now): the limit in force.
 fn max_pages(db: &Connection, pages: u64) -> rusqlite::Result<u64> {
     Ok(db.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| r.get::<_, i64>(0))?.unsigned_abs())
 }
 
+/// A connection that only reads (with the store's key, if it is encrypted): no migration, no writer, and it works for
+/// a user who may only read the database (the command line reads a running server's store this way).
 pub fn open_read_only(path: &Path, key: Option<&Secret>) -> Result<Connection, StorageError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let open_error = |source| StorageError::Open { path: path.to_path_buf(), source };

@@ -126,7 +126,7 @@ struct Tailing {
     /// Followed files the last look did not find.
     unseen: HashSet<FileId>,
     missing: Missing,
-    /// When the marks of missing files were last looked over.
+    /// When the marks of missing files were last looked over (or the tailer started).
     pruned: Option<Instant>,
     /// When files were last read while the store was full.
     read_while_full: Option<Instant>,
@@ -156,7 +156,11 @@ impl Tailer {
                 }
             }
             // A file missed by the last look and still missing is finished now: no successor would find it.
-            let seen: HashSet<FileId> = self.found().into_iter().map(|(id, _)| id).collect();
+            let seen: HashSet<FileId> = if tailing.unseen.is_empty() {
+                HashSet::new()
+            } else {
+                self.found().into_iter().map(|(id, _)| id).collect()
+            };
             let left: Vec<FileId> = tailing.unseen.iter().filter(|id| !seen.contains(id)).copied().collect();
             for id in left {
                 let result = self.finish(id, &mut tailing.files).await;
@@ -177,7 +181,8 @@ impl Tailer {
     async fn look(&self, tailing: &mut Tailing, stop: &CancellationToken) -> bool {
         let Tailing { files, truncated, unseen, missing, pruned, read_while_full } = tailing;
         let found = self.found();
-        if pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+        // The first look over is `PRUNE_EVERY` after the tailer starts: at start-up `open_new` reads the marks.
+        if pruned.get_or_insert_with(Instant::now).elapsed() >= PRUNE_EVERY {
             *pruned = Some(Instant::now());
             match self.prune(&found, files, missing).await {
                 Ok(()) => {}

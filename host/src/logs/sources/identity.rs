@@ -120,7 +120,8 @@ pub fn original<'a>(file: &File, id: FileId, marks: &'a [FileMark]) -> io::Resul
 }
 
 /// How long the mark of a file that no pattern finds is kept (found again, the file is read on from it), counted
-/// from when its tailer first missed it (a restart, or a reload of the source, starts the count again). Without
+/// from when its tailer first noticed it missing, at most 10 minutes after the fact (a restart, or a reload of the
+/// source, starts the count again). Without
 /// this, every rotated file deleted while selfmon was down, or renamed out of its source's patterns, would leave
 /// its mark behind for good.
 pub const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);

@@ -102,10 +102,10 @@ pub struct Sweep {
 
 impl Sweep {
     /// What a step removed (nothing when it failed, which is noted).
-    fn took(&mut self, step: &'static str, outcome: Result<u64, StorageError>) -> u64 {
+    fn took<T: Default>(&mut self, step: &'static str, outcome: Result<T, StorageError>) -> T {
         outcome.unwrap_or_else(|error| {
             self.failed.push((step, error));
-            0
+            T::default()
         })
     }
 }
@@ -133,8 +133,7 @@ pub async fn sweep(storage: &Storage, config: &RetentionConfig, stop: &Cancellat
     if sweep.swept.logs_expired > 0 {
         // Deleted records leave tombstones in the full-text index until its segments merge; a few ordinary merge
         // steps each time keep that from piling up without rewriting the whole index.
-        let merged = storage.merge_log_index(MERGE_STEPS).await.map(|()| 0);
-        sweep.took("log index merge", merged);
+        sweep.took("log index merge", storage.merge_log_index(MERGE_STEPS).await);
     }
     if let Some(cap) = config.max_size {
         sweep.swept.logs_over_size =
