@@ -117,9 +117,11 @@ async fn https_serves_a_verified_certificate_and_takes_up_renewals_without_dropp
     let authority = Authority::new();
     let client = authority.client();
     let (api_port, dashboard_port) = (free_port(), free_port());
+    // The connection kept open across the renewal waits for it between requests: longer than the default idle
+    // bound on a busy machine.
     let workdir = Workdir::new(
         &format!(
-            "[server]\napi_listen = \"127.0.0.1:{api_port}\"\n\n\
+            "[server]\napi_listen = \"127.0.0.1:{api_port}\"\nheader_timeout = \"5m\"\n\n\
              [dashboard]\nenabled = true\nlisten = \"127.0.0.1:{dashboard_port}\"\n\n\
              [tls]\ncert_file = \"tls/cert.pem\"\nkey_file = \"tls/key.pem\"\n"
         ),
