@@ -65,15 +65,13 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[unsafe(export_name = "_rjem_malloc_conf")]
 static JEMALLOC_SETTINGS: &[u8; 26] = b"oversize_threshold:262144\0";
 
-/// In glibc's malloc (the C libraries'), allocations of 256 KiB and more get their own mapping, given back to the
-/// system when freed. glibc would otherwise raise that threshold to the size of each large buffer freed, up to
-/// 32 MiB, and serve later ones from per-thread arenas that keep their memory: under a flood of large requests the
-/// process would hold far more than the ingest budget it enforces.
-///
-/// The heap is also kept in two arenas (unless `MALLOC_ARENA_MAX` is set in the environment selfmon starts with).
-/// glibc gives each thread that allocates its own arena, up to eight per core, and storage, plugin and ingest work
-/// hops between tokio's worker and blocking threads: each arena keeps the free fragments its threads left, and in an
-/// hour at a steady load the heap besides SQLite's caches grew twice as fast with every arena as with two.
+/// glibc's malloc serves the C libraries: SQLite above all (its page caches, and sort buffers of megabytes for large
+/// queries). Allocations of 256 KiB and more get their own mapping, given back to the system when freed; glibc would
+/// otherwise raise that threshold to the size of each large buffer freed, up to 32 MiB, and keep later ones in its
+/// arenas. The heap is also kept in two arenas (unless `MALLOC_ARENA_MAX` is set in the environment selfmon starts
+/// with): glibc gives each thread that allocates its own arena, up to eight per core, SQLite's readers run on
+/// whichever of tokio's blocking threads is free, and each arena keeps the free fragments its threads left. (Measured
+/// while all of selfmon's allocations went through glibc: the cap halved the soak's growth besides SQLite.)
 fn keep_large_buffers_apart() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; it is called before any thread is started.
