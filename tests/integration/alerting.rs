@@ -1,5 +1,5 @@
 //! The alerting engine on a clock the test controls: real rule plugins (the built-in `expression` and `health`
-//! rules and a dropped-in one), a real SQLite store, and the engine stepped through minutes and hours of alert life
+//! rules and a dropped-in one), a real store on each engine, and the engine stepped through minutes and hours of alert life
 //! in milliseconds. What the engine hands its channels is checked here; delivery over the wire is in
 //! `notifications.rs`.
 
@@ -13,7 +13,7 @@ use selfmon::checks::health::{CheckRun, Health};
 use selfmon::events::{Events, Payload};
 use selfmon::storage::{Sample, Storage};
 
-use crate::support::Workdir;
+use crate::support::{ENGINES, Engine as StoreEngine, Workdir};
 
 fn at(seconds: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + seconds)
@@ -43,10 +43,10 @@ url = "http://127.0.0.1:9/pager"
 
 impl Bench {
     /// `checks`: name, plugin and dependencies of each check on the board.
-    async fn new(config: &str, checks: &[(&str, &str, &[&str])], guests: &[(&str, &[u8])]) -> Self {
-        let workdir = Workdir::new(&format!("{config}\n{CHANNELS}"), guests);
+    async fn new(store: StoreEngine, config: &str, checks: &[(&str, &str, &[&str])], guests: &[(&str, &[u8])]) -> Self {
+        let workdir = Workdir::on(store, &format!("{config}\n{CHANNELS}"), guests);
         let host = selfmon::app::host::Host::build(workdir.config()).await.unwrap();
-        let storage = Storage::open(&workdir.path().join("selfmon.db")).unwrap();
+        let storage = workdir.store().await;
         let board = Arc::new(Board::default());
         for (name, plugin, depends_on) in checks {
             let depends_on: Vec<String> = depends_on.iter().map(|d| d.to_string()).collect();
@@ -58,9 +58,9 @@ impl Bench {
     }
 
     /// Checks `a`, `b` and `c`, all down since the start.
-    async fn three_down(config: &str) -> Self {
+    async fn three_down(store: StoreEngine, config: &str) -> Self {
         let checks: [(&str, &str, &[&str]); 3] = [("a", "http", &[]), ("b", "http", &[]), ("c", "http", &[])];
-        let bench = Self::new(config, &checks, &[]).await;
+        let bench = Self::new(store, config, &checks, &[]).await;
         for (name, plugin, _) in checks {
             bench.record(name, plugin, Health::Unhealthy, at(0));
         }
@@ -99,26 +99,24 @@ impl Bench {
         out
     }
 
-    fn rows(&self) -> Vec<Row> {
-        let db = rusqlite::Connection::open(self.storage.path()).unwrap();
-        let mut statement = db.prepare("SELECT state, fired_at, resolved_at FROM alerts ORDER BY id").unwrap();
-        statement
-            .query_map([], |r| Ok(Row { state: r.get(0)?, fired_at: r.get(1)?, resolved_at: r.get(2)? }))
+    async fn rows(&self) -> Vec<Row> {
+        self.storage
+            .read(|db| {
+                db.query_map("SELECT state, fired_at, resolved_at FROM alerts ORDER BY id", [], |r| {
+                    Ok(Row { state: r.get(0)?, fired_at: r.get(1)?, resolved_at: r.get(2)? })
+                })
+            })
+            .await
             .unwrap()
-            .map(Result::unwrap)
-            .collect()
     }
 
-    fn column(&self, check: &str, column: &str) -> Option<String> {
-        let db = rusqlite::Connection::open(self.storage.path()).unwrap();
-        db.query_row(
-            &format!(
-                "SELECT CAST({column} AS TEXT) FROM alerts WHERE json_extract(labels, '$.check') = ?1 ORDER BY id DESC"
-            ),
-            [check],
-            |r| r.get(0),
-        )
-        .unwrap()
+    /// A column of the newest alert of a check, as text.
+    async fn column(&self, check: &str, column: &str) -> Option<String> {
+        let sql = format!("SELECT CAST({column} AS TEXT), labels FROM alerts ORDER BY id DESC");
+        let rows: Vec<(Option<String>, String)> =
+            self.storage.read(move |db| db.query_map(&sql, [], |r| Ok((r.get(0)?, r.get(1)?)))).await.unwrap();
+        let of_check = |labels: &str| serde_json::from_str::<serde_json::Value>(labels).unwrap()["check"] == check;
+        rows.into_iter().find(|(_, labels)| of_check(labels)).expect("an alert of the check").0
     }
 }
 
@@ -147,6 +145,13 @@ fn checks_in(notification: &Notification) -> Vec<(String, Status)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_alert_waits_out_for_fires_once_and_resolves() {
+    for store in ENGINES {
+        eprintln!("on {store:?}");
+        an_alert_waits_out_for_fires_once_and_resolves_on(store).await;
+    }
+}
+
+async fn an_alert_waits_out_for_fires_once_and_resolves_on(store: StoreEngine) {
     let config = r#"
 [alerting]
 default_rules = false
@@ -161,7 +166,7 @@ channels = ["ops"]
 severity = "high"
 description = "The API is slow"
 "#;
-    let mut bench = Bench::new(config, &[], &[]).await;
+    let mut bench = Bench::new(store, config, &[], &[]).await;
     let mut bus = bench.events.subscribe();
     let sample = |second: u64, value: f64| Sample {
         name: "check_duration_seconds".into(),
@@ -174,13 +179,13 @@ description = "The API is slow"
 
     assert!(bench.run(0, 0).await.is_empty());
     let status = bench.engine.status().lock().unwrap().clone();
-    assert_eq!(bench.rows().len(), 1, "{status:?}");
-    assert_eq!(bench.rows()[0].state, "pending", "the condition holds, `for` has not passed");
+    assert_eq!(bench.rows().await.len(), 1, "{status:?}");
+    assert_eq!(bench.rows().await[0].state, "pending", "the condition holds, `for` has not passed");
     assert!(bench.run(1, 59).await.is_empty(), "nothing goes out while pending");
-    assert_eq!(bench.rows()[0].state, "pending");
+    assert_eq!(bench.rows().await[0].state, "pending");
     assert!(bench.run(60, 60).await.is_empty(), "fired, but the group waits 30 s for company");
-    assert_eq!(bench.rows()[0].state, "firing");
-    assert_eq!(bench.rows()[0].fired_at, Some(millis(at(60))), "fired when `for` had passed");
+    assert_eq!(bench.rows().await[0].state, "firing");
+    assert_eq!(bench.rows().await[0].fired_at, Some(millis(at(60))), "fired when `for` had passed");
     let Payload::AlertFired(fired) = &bus.recv().await.unwrap().payload else { panic!("the bus hears of it") };
     assert_eq!((fired.rule.as_str(), fired.severity.as_str()), ("slow_api", "high"));
 
@@ -204,10 +209,10 @@ description = "The API is slow"
     bench.storage.flush().await.unwrap();
     // At 105 the minute's average is still 2.47; at 120 it is (6 × 3 + 5 × 0.1) / 11 = 1.68.
     assert!(bench.run(96, 119).await.is_empty(), "still firing, nothing new to say");
-    assert_eq!(bench.rows()[0].state, "firing");
-    assert_eq!(bench.rows().len(), 1, "one alert however many evaluations saw it");
+    assert_eq!(bench.rows().await[0].state, "firing");
+    assert_eq!(bench.rows().await.len(), 1, "one alert however many evaluations saw it");
     assert!(bench.run(120, 165).await.is_empty(), "the resolution waits for the group's interval");
-    let rows = bench.rows();
+    let rows = bench.rows().await;
     assert_eq!((rows.len(), rows[0].state.as_str()), (1, "resolved"), "{rows:?}");
     assert_eq!(rows[0].resolved_at, Some(millis(at(120))), "resolved at the first evaluation without the condition");
     let Payload::AlertResolved(resolved) = &bus.recv().await.unwrap().payload else { panic!() };
@@ -222,6 +227,13 @@ description = "The API is slow"
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_storm_is_one_message_and_checks_behind_a_down_dependency_are_held_back() {
+    for store in ENGINES {
+        eprintln!("on {store:?}");
+        a_storm_is_one_message_and_checks_behind_a_down_dependency_are_held_back_on(store).await;
+    }
+}
+
+async fn a_storm_is_one_message_and_checks_behind_a_down_dependency_are_held_back_on(store: StoreEngine) {
     let config = r#"
 [alerting]
 default_channels = ["ops"]
@@ -234,7 +246,7 @@ default_channels = ["ops"]
     checks.extend((0..20).map(|n| (format!("svc-{n:02}"), "http", vec![])));
     let board_checks: Vec<(&str, &str, &[&str])> =
         checks.iter().map(|(n, p, d)| (n.as_str(), *p, d.as_slice())).collect();
-    let mut bench = Bench::new(config, &board_checks, &[]).await;
+    let mut bench = Bench::new(store, config, &board_checks, &[]).await;
     for (name, plugin, _) in &board_checks {
         bench.record(name, plugin, Health::Unhealthy, at(0));
     }
@@ -250,9 +262,9 @@ default_channels = ["ops"]
     assert_eq!(named, expected, "api and bot wait behind db");
     let database = sent.iter().find(|(_, n)| n.group_labels["alertname"] == "database_issues").unwrap();
     assert_eq!(checks_in(&database.1), [("db".to_string(), Status::Firing)]);
-    assert_eq!(bench.column("api", "inhibited_by").as_deref(), Some("db"));
-    assert_eq!(bench.column("bot", "inhibited_by").as_deref(), Some("db"), "the root of the chain");
-    assert_eq!(bench.column("api", "state").as_deref(), Some("firing"), "held back, still visible");
+    assert_eq!(bench.column("api", "inhibited_by").await.as_deref(), Some("db"));
+    assert_eq!(bench.column("bot", "inhibited_by").await.as_deref(), Some("db"), "the root of the chain");
+    assert_eq!(bench.column("api", "state").await.as_deref(), Some("firing"), "held back, still visible");
 
     // The database comes back; the API and the bot are still down on their own.
     bench.record("db", "postgres", Health::Healthy, at(100));
@@ -264,12 +276,19 @@ default_channels = ["ops"]
     assert!(states.contains(&("api".into(), Status::Firing)), "{states:?}");
     assert!(states.contains(&("db".into(), Status::Resolved)), "{states:?}");
     assert!(!states.iter().any(|(check, _)| check == "bot"), "the bot's failure is still explained by the API's");
-    assert_eq!(bench.column("api", "inhibited_by"), None);
-    assert_eq!(bench.column("bot", "inhibited_by").as_deref(), Some("api"));
+    assert_eq!(bench.column("api", "inhibited_by").await, None);
+    assert_eq!(bench.column("bot", "inhibited_by").await.as_deref(), Some("api"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn silences_hold_alerts_until_they_expire_and_acknowledgement_stops_escalation() {
+    for store in ENGINES {
+        eprintln!("on {store:?}");
+        silences_hold_alerts_until_they_expire_and_acknowledgement_stops_escalation_on(store).await;
+    }
+}
+
+async fn silences_hold_alerts_until_they_expire_and_acknowledgement_stops_escalation_on(store: StoreEngine) {
     let config = r#"
 [alerting]
 default_rules = false
@@ -288,16 +307,16 @@ after = "5m"
 channels = ["pager"]
 severity = "critical"
 "#;
-    let mut bench = Bench::three_down(config).await;
+    let mut bench = Bench::three_down(store, config).await;
     let silence = bench.silence("b", (0, 600)).await;
 
     let sent = bench.run(0, 59).await;
     assert_eq!(sent.len(), 1);
     assert_eq!(checks_in(&sent[0].1), [("a".to_string(), Status::Firing), ("c".to_string(), Status::Firing)]);
-    assert_eq!(bench.column("b", "silenced_by"), Some(silence.id.to_string()), "b is silenced and says by what");
-    assert_eq!(bench.column("b", "state").as_deref(), Some("firing"));
+    assert_eq!(bench.column("b", "silenced_by").await, Some(silence.id.to_string()), "b is silenced and says by what");
+    assert_eq!(bench.column("b", "state").await.as_deref(), Some("firing"));
 
-    let c: i64 = bench.column("c", "id").unwrap().parse().unwrap();
+    let c: i64 = bench.column("c", "id").await.unwrap().parse().unwrap();
     bench.storage.acknowledge(c, Some("ops".into()), "on it".into()).await.unwrap();
 
     let sent = bench.run(60, 599).await;
@@ -306,18 +325,25 @@ severity = "critical"
     assert_eq!((*when, paged.channel.as_str()), (330, "pager"), "5 minutes unacknowledged, then the group wait");
     assert_eq!(checks_in(paged), [("a".to_string(), Status::Firing)], "c was acknowledged, b is silenced");
     assert_eq!(paged.alerts[0].severity, "critical");
-    assert_eq!(bench.column("a", "escalation_step").as_deref(), Some("1"));
-    assert_eq!(bench.column("a", "severity").as_deref(), Some("critical"));
-    assert_eq!(bench.column("c", "escalation_step").as_deref(), Some("0"));
+    assert_eq!(bench.column("a", "escalation_step").await.as_deref(), Some("1"));
+    assert_eq!(bench.column("a", "severity").await.as_deref(), Some("critical"));
+    assert_eq!(bench.column("c", "escalation_step").await.as_deref(), Some("0"));
 
     let sent = bench.run(600, 700).await;
     let b: Vec<_> = sent.iter().filter(|(_, n)| checks_in(n).iter().any(|(c, _)| c == "b")).collect();
     assert!(!b.is_empty() && b.iter().all(|(when, _)| *when >= 600), "b speaks up once its silence is over: {sent:?}");
-    assert_eq!(bench.column("b", "silenced_by"), None);
+    assert_eq!(bench.column("b", "silenced_by").await, None);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restart_neither_repeats_what_was_sent_nor_loses_a_resolution() {
+    for store in ENGINES {
+        eprintln!("on {store:?}");
+        a_restart_neither_repeats_what_was_sent_nor_loses_a_resolution_on(store).await;
+    }
+}
+
+async fn a_restart_neither_repeats_what_was_sent_nor_loses_a_resolution_on(store: StoreEngine) {
     let config = r#"
 [alerting]
 default_rules = false
@@ -327,7 +353,7 @@ name = "down"
 plugin = "health"
 channels = ["ops"]
 "#;
-    let mut bench = Bench::three_down(config).await;
+    let mut bench = Bench::three_down(store, config).await;
     let sent = bench.run(0, 60).await;
     assert_eq!(checks_in(&sent[0].1).len(), 3);
     bench.silence("c", (100, 3700)).await;
@@ -350,6 +376,13 @@ channels = ["ops"]
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dropped_in_rule_works_and_one_that_traps_or_hangs_is_reported_not_fatal() {
+    for store in ENGINES {
+        eprintln!("on {store:?}");
+        a_dropped_in_rule_works_and_one_that_traps_or_hangs_is_reported_not_fatal_on(store).await;
+    }
+}
+
+async fn a_dropped_in_rule_works_and_one_that_traps_or_hangs_is_reported_not_fatal_on(store: StoreEngine) {
     let config = r#"
 [alerting]
 default_rules = false
@@ -374,7 +407,8 @@ name = "builtin"
 plugin = "health"
 "#;
     let mut bench =
-        Bench::new(config, &[("web", "http", &[])], &[("custom-rule", selfmon_plugin_artifacts::guests::RULE)]).await;
+        Bench::new(store, config, &[("web", "http", &[])], &[("custom-rule", selfmon_plugin_artifacts::guests::RULE)])
+            .await;
     bench.record("web", "http", Health::Unhealthy, at(0));
     let status = bench.engine.status();
     let sent = bench.run(0, 30).await;
@@ -393,8 +427,15 @@ plugin = "health"
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cleanup_forgets_old_resolved_alerts_and_attempts_but_never_active_ones() {
-    let workdir = Workdir::new("", &[]);
-    let storage = Storage::open(&workdir.path().join("selfmon.db")).unwrap();
+    for store in ENGINES {
+        eprintln!("on {store:?}");
+        the_cleanup_forgets_old_resolved_alerts_and_attempts_but_never_active_ones_on(store).await;
+    }
+}
+
+async fn the_cleanup_forgets_old_resolved_alerts_and_attempts_but_never_active_ones_on(store: StoreEngine) {
+    let workdir = Workdir::on(store, "", &[]);
+    let storage = workdir.store().await;
     let now = millis(SystemTime::now());
     let (old, recent) = (now - 100 * 86_400_000, now - 86_400_000);
     storage
@@ -417,16 +458,16 @@ async fn the_cleanup_forgets_old_resolved_alerts_and_attempts_but_never_active_o
     let sweep = selfmon::ops::retention::sweep(&storage, &config, &tokio_util::sync::CancellationToken::new()).await;
     assert!(sweep.failed.is_empty(), "{sweep:?}");
     assert_eq!(sweep.swept.alerts, 3, "{sweep:?}");
-    let db = rusqlite::Connection::open(storage.path()).unwrap();
-    let summaries: Vec<String> = db
-        .prepare("SELECT summary FROM alerts ORDER BY id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let (summaries, counts) = storage
+        .read(|db| {
+            let summaries: Vec<String> = db.query_map("SELECT summary FROM alerts ORDER BY id", [], |r| r.get(0))?;
+            let count =
+                |table: &str| db.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get::<_, i64>(0));
+            Ok((summaries, (count("alert_notifications")?, count("silences")?)))
+        })
+        .await
+        .unwrap();
     assert_eq!(summaries, ["recent", "firing for months"]);
-    let count =
-        |table: &str| db.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get::<_, i64>(0)).unwrap();
-    assert_eq!((count("alert_notifications"), count("silences")), (1, 1));
+    assert_eq!(counts, (1, 1));
+    storage.close().await.unwrap();
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::support::{PATIENCE, Selfmon, Workdir, free_port, serve_binary};
+use crate::support::{ENGINES, Engine, PATIENCE, Selfmon, Workdir, free_port, serve_binary};
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 86_400_000;
@@ -95,6 +95,13 @@ fn stream(now: i64) -> Vec<Generated> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn analytics_agree_with_the_event_stream() {
+    for engine in ENGINES {
+        eprintln!("on {engine:?}");
+        analytics_agree_with_the_event_stream_on(engine).await;
+    }
+}
+
+async fn analytics_agree_with_the_event_stream_on(engine: Engine) {
     let config = r#"
 [ai]
 default_prices = false
@@ -105,7 +112,7 @@ monthly_budget = 5000.0
 "gpt-4o-mini" = { input = 0.15, output = 0.60 }
 "claude-3-5-sonnet" = { input = 3.0, output = 15.0 }
 "#;
-    let workdir = Workdir::new(config, &[]);
+    let workdir = Workdir::on(engine, config, &[]);
     let selfmon = Selfmon::start(&workdir).await;
     let now = now_ms();
     let events = stream(now);
@@ -271,6 +278,13 @@ monthly_budget = 5000.0
 /// ratings fire `user_satisfaction`.
 #[tokio::test(flavor = "multi_thread")]
 async fn crossing_the_daily_budget_and_low_ratings_fire_the_default_rules() {
+    for engine in ENGINES {
+        eprintln!("on {engine:?}");
+        crossing_the_daily_budget_and_low_ratings_fire_the_default_rules_on(engine).await;
+    }
+}
+
+async fn crossing_the_daily_budget_and_low_ratings_fire_the_default_rules_on(engine: Engine) {
     let config = r#"
 [alerting]
 interval = "1s"
@@ -283,7 +297,7 @@ default_prices = false
 [ai.prices]
 "gpt-4o" = { input = 2.5, output = 10.0 }
 "#;
-    let workdir = Workdir::new(config, &[]);
+    let workdir = Workdir::on(engine, config, &[]);
     let selfmon = Selfmon::start(&workdir).await;
     // 100k input and 35k output tokens: $0.25 + $0.35 = $0.60, under the budget.
     let call = json!({"type": "ai_usage", "provider": "openai", "model": "gpt-4o", "input_tokens": 100_000,

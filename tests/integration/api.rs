@@ -1,10 +1,17 @@
 //! The API's read side over real HTTP: stored metrics by name, labels and time (raw and downsampled, paged), and
 //! selfmon's own status; bad parameters get a clear 400, never a 5xx.
 
-use crate::support::{Selfmon, Target, Workdir};
+use crate::support::{ENGINES, Engine, Selfmon, Target, Workdir};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_are_served_by_name_labels_and_time_and_status_describes_selfmon() {
+    for engine in ENGINES {
+        eprintln!("on {engine:?}");
+        metrics_are_served_by_name_labels_and_time_and_status_describes_selfmon_on(engine).await;
+    }
+}
+
+async fn metrics_are_served_by_name_labels_and_time_and_status_describes_selfmon_on(engine: Engine) {
     let target = Target::start().await;
     let config = format!(
         "[system]\nenabled = true\ninterval = \"1s\"\n\n\
@@ -12,7 +19,7 @@ async fn metrics_are_served_by_name_labels_and_time_and_status_describes_selfmon
          [[check]]\nname = \"other\"\nplugin = \"http\"\ninterval = \"1s\"\ntarget = \"{ok}\"\n",
         ok = target.url("/ok")
     );
-    let workdir = Workdir::new(&config, &[]);
+    let workdir = Workdir::on(engine, &config, &[]);
     let selfmon = Selfmon::start(&workdir).await;
     let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
     loop {
@@ -248,6 +255,13 @@ async fn callers_over_their_rate_get_429_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn alert_rules_are_validated_stored_paged_and_deleted_and_alerts_acknowledged() {
+    for engine in ENGINES {
+        eprintln!("on {engine:?}");
+        alert_rules_are_validated_stored_paged_and_deleted_and_alerts_acknowledged_on(engine).await;
+    }
+}
+
+async fn alert_rules_are_validated_stored_paged_and_deleted_and_alerts_acknowledged_on(engine: Engine) {
     let target = Target::start().await;
     let config = format!(
         r#"
@@ -280,7 +294,7 @@ to = ["ops@example.com"]
 "#,
         target.url("/ok")
     );
-    let workdir = Workdir::new(&config, &[]);
+    let workdir = Workdir::on(engine, &config, &[]);
     let mut selfmon = Selfmon::start(&workdir).await;
     selfmon.key = Some("read-key-0123456789".into());
     let client = reqwest::Client::new();
@@ -363,14 +377,11 @@ to = ["ops@example.com"]
     assert_eq!(status, 404);
 
     // Alerts as the alerting engine stores them: one firing, one resolved.
-    workdir
-        .db()
-        .execute_batch(
+    workdir.execute_sql(
             "INSERT INTO alerts (id, fingerprint, rule, severity, state, summary, labels, started_at, resolved_at)
              VALUES (1, 'f1', 'high_user_errors', 'high', 'firing', 'user_error_rate is 7', '{\"service\":\"bot\"}', 1795730000000, NULL),
                     (2, 'f2', 'c-rule', 'critical', 'resolved', 'memory at 95%', '{}', 1795720000000, 1795721000000);",
-        )
-        .unwrap();
+        );
     let (_, alerts) = crate::support::get_json_with_key(&url("/v1/alerts"), read).await;
     assert_eq!(alerts["active"][0]["labels"]["service"], "bot", "{alerts}");
     assert_eq!(alerts["history"]["total"], 1);
@@ -410,6 +421,13 @@ to = ["ops@example.com"]
 
 #[tokio::test(flavor = "multi_thread")]
 async fn performance_and_errors_summarise_the_stored_runs() {
+    for engine in ENGINES {
+        eprintln!("on {engine:?}");
+        performance_and_errors_summarise_the_stored_runs_on(engine).await;
+    }
+}
+
+async fn performance_and_errors_summarise_the_stored_runs_on(engine: Engine) {
     let target = Target::start().await;
     let config = format!(
         "[[check]]\nname = \"slow\"\nplugin = \"http\"\ninterval = \"1s\"\ntarget = \"{}\"\n\n\
@@ -419,7 +437,7 @@ async fn performance_and_errors_summarise_the_stored_runs() {
         target.url("/ok"),
         target.url("/status/503"),
     );
-    let workdir = Workdir::new(&config, &[]);
+    let workdir = Workdir::on(engine, &config, &[]);
     let selfmon = Selfmon::start(&workdir).await;
     let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
     let performance = loop {
@@ -525,6 +543,13 @@ async fn hostile_requests_get_a_clear_json_4xx_never_a_5xx() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn silences_are_validated_listed_and_expired_and_config_rule_names_are_taken() {
+    for engine in ENGINES {
+        eprintln!("on {engine:?}");
+        silences_are_validated_listed_and_expired_and_config_rule_names_are_taken_on(engine).await;
+    }
+}
+
+async fn silences_are_validated_listed_and_expired_and_config_rule_names_are_taken_on(engine: Engine) {
     let config = r#"
 [api]
 rate_limit = 0
@@ -533,7 +558,7 @@ keys = [
     { name = "ops", key = "admin-key-9876543210", role = "admin" },
 ]
 "#;
-    let workdir = Workdir::new(config, &[]);
+    let workdir = Workdir::on(engine, config, &[]);
     let mut selfmon = Selfmon::start(&workdir).await;
     selfmon.key = Some("read-key-0123456789".into());
     let client = reqwest::Client::new();
@@ -612,14 +637,11 @@ keys = [
     assert_eq!(memory["condition"], "last(system_memory_used_ratio) > 0.9");
 
     // Acknowledgement and history through GraphQL, as through REST.
-    workdir
-        .db()
-        .execute_batch(
-            r#"INSERT INTO alerts (fingerprint, rule, name, severity, state, summary, labels, started_at)
+    workdir.execute_sql(
+        r#"INSERT INTO alerts (fingerprint, rule, name, severity, state, summary, labels, started_at)
                VALUES ('g1', 'service_down', 'service_down', 'critical', 'firing', 'db is unhealthy', '{"check":"db"}',
                        1795730000000);"#,
-        )
-        .unwrap();
+    );
     let (_, listed) = selfmon.get("/v1/alerts").await;
     let id = listed["active"][0]["id"].as_i64().unwrap();
     let ack = format!(

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::support::{CLIENT_PYTHON, PATIENCE, Selfmon, Target, Workdir};
+use crate::support::{CLIENT_PYTHON, ENGINES, Engine, PATIENCE, Selfmon, Target, Workdir};
 
 const ADMIN: &str = "admin-key-0123456789";
 const READ: &str = "read-key-0123456789";
@@ -26,13 +26,20 @@ fn keys() -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn queries_and_mutations_answer_what_rest_answers() {
+    for engine in ENGINES {
+        eprintln!("on {engine:?}");
+        queries_and_mutations_answer_what_rest_answers_on(engine).await;
+    }
+}
+
+async fn queries_and_mutations_answer_what_rest_answers_on(engine: Engine) {
     let target = Target::start().await;
     let config = format!(
         "{}\n[[check]]\nname = \"web\"\nplugin = \"http\"\ninterval = \"1s\"\ntarget = \"{}\"\n\n[[channel]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n",
         keys(),
         target.url("/ok")
     );
-    let workdir = Workdir::new(&config, &[]);
+    let workdir = Workdir::on(engine, &config, &[]);
     let selfmon = Selfmon::start(&workdir).await;
     let client = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + PATIENCE;

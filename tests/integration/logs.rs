@@ -1,13 +1,13 @@
-//! Logs over real HTTP into a real SQLite file: realistic lines of several shapes through the built-in `json`
-//! parser plugin (gzip and NDJSON included), full-text and filtered search, and a parser that crashes costing only
-//! its batch's parsing.
+//! Logs over real HTTP into a real store (a SQLite file; a PostgreSQL database too where a test runs on both):
+//! realistic lines of several shapes through the built-in `json` parser plugin (gzip and NDJSON included), full-text
+//! and filtered search, and a parser that crashes costing only its batch's parsing.
 
 use std::io::Write;
 
 use selfmon_plugin_artifacts::guests;
 use serde_json::{Value, json};
 
-use crate::support::{Selfmon, Workdir, gzip};
+use crate::support::{ENGINES, Engine, Selfmon, Workdir, gzip};
 
 async fn post(selfmon: &Selfmon, query: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, Value) {
     let mut request = reqwest::Client::new().post(format!("{}/v1/logs{query}", selfmon.url)).body(body);
@@ -20,7 +20,14 @@ async fn post(selfmon: &Selfmon, query: &str, body: Vec<u8>, headers: &[(&str, &
 
 #[tokio::test(flavor = "multi_thread")]
 async fn realistic_lines_are_stored_parsed_or_raw_and_found_again() {
-    let workdir = Workdir::new("[api]\nmax_body = \"8 MiB\"\n", &[]);
+    for engine in ENGINES {
+        eprintln!("on {engine:?}");
+        realistic_lines_on(engine).await;
+    }
+}
+
+async fn realistic_lines_on(engine: Engine) {
+    let workdir = Workdir::on(engine, "[api]\nmax_body = \"8 MiB\"\n", &[]);
     let selfmon = Selfmon::start(&workdir).await;
 
     let traceback = json!({
@@ -126,18 +133,31 @@ async fn realistic_lines_are_stored_parsed_or_raw_and_found_again() {
     let (status, _) = post(&selfmon, "", b"not gzip".to_vec(), &[("content-encoding", "gzip")]).await;
     assert_eq!(status, 400);
 
-    // Stored in the SQLite file, with the full-text index.
-    let stored: i64 = workdir.db().query_row("SELECT COUNT(*) FROM logs", [], |r| r.get(0)).unwrap();
-    assert_eq!(stored, 10);
-    let indexed: i64 =
-        workdir.db().query_row("SELECT COUNT(*) FROM logs_fts WHERE logs_fts MATCH 'array'", [], |r| r.get(0)).unwrap();
-    assert_eq!(indexed, 1);
+    let (_, array) = selfmon.get("/v1/logs?q=array").await;
+    assert_eq!(array["records"].as_array().unwrap().len(), 1, "{array}");
+    if engine == Engine::Sqlite {
+        // Stored in the SQLite file, with the full-text index.
+        let stored: i64 = workdir.db().query_row("SELECT COUNT(*) FROM logs", [], |r| r.get(0)).unwrap();
+        assert_eq!(stored, 10);
+        let indexed: i64 = workdir
+            .db()
+            .query_row("SELECT COUNT(*) FROM logs_fts WHERE logs_fts MATCH 'array'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(indexed, 1);
+    }
     selfmon.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crashing_parser_costs_only_its_batch() {
-    let workdir = Workdir::new("", &[("fragile", guests::FRAGILE_PARSER)]);
+    for engine in ENGINES {
+        eprintln!("on {engine:?}");
+        a_crashing_parser_costs_only_its_batch_on(engine).await;
+    }
+}
+
+async fn a_crashing_parser_costs_only_its_batch_on(engine: Engine) {
+    let workdir = Workdir::on(engine, "", &[("fragile", guests::FRAGILE_PARSER)]);
     let selfmon = Selfmon::start(&workdir).await;
     let (status, answer) = post(&selfmon, "?parser=fragile", b"first\nboom\n  continued".to_vec(), &[]).await;
     assert_eq!(status, 202, "{answer}");
@@ -195,8 +215,15 @@ fn append(path: &std::path::Path, messages: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn files_are_tailed_through_rotation_truncation_and_a_restart_without_loss_or_duplicates() {
+    for engine in ENGINES {
+        eprintln!("on {engine:?}");
+        files_are_tailed_through_rotation_truncation_and_a_restart_without_loss_or_duplicates_on(engine).await;
+    }
+}
+
+async fn files_are_tailed_through_rotation_truncation_and_a_restart_without_loss_or_duplicates_on(engine: Engine) {
     let config = "[[log_source]]\nname = \"bot\"\nkind = \"file\"\npaths = [\"logs/*.log\"]\nservice = \"telegram-bot\"\npoll = \"100ms\"\n";
-    let workdir = Workdir::new(config, &[]);
+    let workdir = Workdir::on(engine, config, &[]);
     let dir = workdir.path().join("logs");
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("bot.log");
@@ -304,9 +331,16 @@ async fn a_copy_made_by_copy_truncate_is_read_only_where_the_original_was_not() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn files_that_begin_with_the_same_banner_are_each_read_whole() {
+    for engine in ENGINES {
+        eprintln!("on {engine:?}");
+        files_that_begin_with_the_same_banner_are_each_read_whole_on(engine).await;
+    }
+}
+
+async fn files_that_begin_with_the_same_banner_are_each_read_whole_on(engine: Engine) {
     // Every file starts with the same line, longer than a fingerprint: only what follows tells them apart.
     let config = "[[log_source]]\nname = \"bot\"\nkind = \"file\"\npaths = [\"logs/app.log*\"]\npoll = \"100ms\"\n";
-    let workdir = Workdir::new(config, &[]);
+    let workdir = Workdir::on(engine, config, &[]);
     let dir = workdir.path().join("logs");
     std::fs::create_dir_all(&dir).unwrap();
     let banner = format!("coach-bot starting {}", "=".repeat(300));
@@ -340,9 +374,16 @@ async fn files_that_begin_with_the_same_banner_are_each_read_whole() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn log_sources_are_checked_with_the_rest_of_the_config() {
+    for engine in ENGINES {
+        eprintln!("on {engine:?}");
+        log_sources_are_checked_with_the_rest_of_the_config_on(engine).await;
+    }
+}
+
+async fn log_sources_are_checked_with_the_rest_of_the_config_on(engine: Engine) {
     let config = "[[log_source]]\nname = \"a\"\nkind = \"file\"\nparser = \"http\"\npaths = [\"[\"]\n\n\
                   [[log_source]]\nname = \"a\"\nkind = \"file\"\n";
-    let workdir = Workdir::new(config, &[]);
+    let workdir = Workdir::on(engine, config, &[]);
     let Err(selfmon::app::host::StartError::Config(errors)) = selfmon::app::host::Host::build(workdir.config()).await
     else {
         panic!("the config is not valid");
@@ -364,11 +405,18 @@ async fn log_sources_are_checked_with_the_rest_of_the_config() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn parser_config_is_checked_by_its_parser() {
+    for engine in ENGINES {
+        eprintln!("on {engine:?}");
+        parser_config_is_checked_by_its_parser_on(engine).await;
+    }
+}
+
+async fn parser_config_is_checked_by_its_parser_on(engine: Engine) {
     let config = "[[log_source]]\nname = \"sys\"\nkind = \"http\"\nparser = \"syslog\"\n\
                   [log_source.parser_config]\nutc_offset = \"EST\"\n\n\
                   [[log_source]]\nname = \"any\"\nkind = \"http\"\nparser = \"auto\"\n\
                   [log_source.parser_config]\nutc_offset = \"+03:00\"\n";
-    let workdir = Workdir::new(config, &[]);
+    let workdir = Workdir::on(engine, config, &[]);
     let Err(selfmon::app::host::StartError::Config(errors)) = selfmon::app::host::Host::build(workdir.config()).await
     else {
         panic!("the config is not valid");
@@ -384,9 +432,16 @@ async fn parser_config_is_checked_by_its_parser() {
 /// Lines of every built-in format, posted with `parser=auto`: each batch goes to the parser that understands it.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_built_in_format_and_auto_detection() {
+    for engine in ENGINES {
+        eprintln!("on {engine:?}");
+        every_built_in_format_and_auto_detection_on(engine).await;
+    }
+}
+
+async fn every_built_in_format_and_auto_detection_on(engine: Engine) {
     let config = "[[log_source]]\nname = \"edge\"\nkind = \"http\"\nparser = \"syslog\"\n\
                   [log_source.parser_config]\nutc_offset = \"+03:00\"\n";
-    let workdir = Workdir::new(config, &[]);
+    let workdir = Workdir::on(engine, config, &[]);
     let selfmon = Selfmon::start(&workdir).await;
     let batches: [(&str, &str, &[&str]); 5] = [
         (
@@ -477,8 +532,15 @@ async fn every_built_in_format_and_auto_detection() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_traceback_written_in_pieces_joins_its_record() {
+    for engine in ENGINES {
+        eprintln!("on {engine:?}");
+        a_traceback_written_in_pieces_joins_its_record_on(engine).await;
+    }
+}
+
+async fn a_traceback_written_in_pieces_joins_its_record_on(engine: Engine) {
     let config = "[[log_source]]\nname = \"worker\"\nkind = \"file\"\nparser = \"python\"\npaths = [\"worker.log\"]\npoll = \"100ms\"\n";
-    let workdir = Workdir::new(config, &[]);
+    let workdir = Workdir::on(engine, config, &[]);
     let log = workdir.path().join("worker.log");
     let selfmon = Selfmon::start(&workdir).await;
     let write = |text: &str| {
@@ -751,7 +813,14 @@ async fn read_events(response: &mut reqwest::Response, want: usize) -> Vec<(i64,
 /// `Last-Event-ID` without losing or repeating records.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_live_tail_follows_matching_records() {
-    let workdir = Workdir::new("", &[]);
+    for engine in ENGINES {
+        eprintln!("on {engine:?}");
+        a_live_tail_follows_matching_records_on(engine).await;
+    }
+}
+
+async fn a_live_tail_follows_matching_records_on(engine: Engine) {
+    let workdir = Workdir::on(engine, "", &[]);
     let selfmon = Selfmon::start(&workdir).await;
     let line = |level: &str, msg: &str| json!({"level": level, "msg": msg, "service": "bot"}).to_string();
     let (status, _) =
@@ -924,11 +993,18 @@ async fn syslog_arrives_over_udp_and_tcp() {
 /// address holds only so many connections.
 #[tokio::test(flavor = "multi_thread")]
 async fn syslog_cuts_long_messages_and_limits_connections_per_address() {
+    for engine in ENGINES {
+        eprintln!("on {engine:?}");
+        syslog_cuts_long_messages_and_limits_connections_per_address_on(engine).await;
+    }
+}
+
+async fn syslog_cuts_long_messages_and_limits_connections_per_address_on(engine: Engine) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let tcp = crate::support::free_port();
     let config = format!("[[log_source]]\nname = \"net\"\nkind = \"syslog\"\nlisten = [\"tcp://127.0.0.1:{tcp}\"]\n");
-    let workdir = Workdir::new(&config, &[]);
+    let workdir = Workdir::on(engine, &config, &[]);
     let selfmon = Selfmon::start(&workdir).await;
 
     // Two megabytes on one line, then a line of its own; and the same as octet-counted frames.
@@ -992,10 +1068,17 @@ async fn syslog_cuts_long_messages_and_limits_connections_per_address() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn syslog_sources_are_checked_with_the_config() {
+    for engine in ENGINES {
+        eprintln!("on {engine:?}");
+        syslog_sources_are_checked_with_the_config_on(engine).await;
+    }
+}
+
+async fn syslog_sources_are_checked_with_the_config_on(engine: Engine) {
     let config = "[[log_source]]\nname = \"a\"\nkind = \"syslog\"\n\n\
                   [[log_source]]\nname = \"b\"\nkind = \"syslog\"\nlisten = [\"udp://localhost:514\"]\n\n\
                   [[log_source]]\nname = \"c\"\nkind = \"file\"\npaths = [\"x.log\"]\nlisten = [\"udp://0.0.0.0:514\"]\n";
-    let workdir = Workdir::new(config, &[]);
+    let workdir = Workdir::on(engine, config, &[]);
     let Err(selfmon::app::host::StartError::Config(errors)) = selfmon::app::host::Host::build(workdir.config()).await
     else {
         panic!("the config is not valid");
@@ -1080,7 +1163,14 @@ async fn back_pressure_refuses_and_waits_but_loses_nothing_accepted() {
 /// nor count as events.
 #[tokio::test(flavor = "multi_thread")]
 async fn odd_field_types_do_not_break_the_analysis() {
-    let workdir = Workdir::new("", &[]);
+    for engine in ENGINES {
+        eprintln!("on {engine:?}");
+        odd_field_types_do_not_break_the_analysis_on(engine).await;
+    }
+}
+
+async fn odd_field_types_do_not_break_the_analysis_on(engine: Engine) {
+    let workdir = Workdir::on(engine, "", &[]);
     let selfmon = Selfmon::start(&workdir).await;
     let lines = [
         json!({"level": "info", "msg": "scored", "threat": 0.8}),

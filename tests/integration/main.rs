@@ -13,6 +13,7 @@ mod cli;
 mod dashboard;
 mod dependencies;
 mod durability;
+mod engines;
 mod graphql;
 mod https;
 mod journal;

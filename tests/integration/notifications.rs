@@ -11,7 +11,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::support::smtp::SmtpServer;
-use crate::support::{PATIENCE, Selfmon, Workdir, closed_port, free_port, get_json_with_key, switchable_service};
+use crate::support::{
+    ENGINES, Engine, PATIENCE, Selfmon, Workdir, closed_port, free_port, get_json_with_key, switchable_service,
+};
 
 const ADMIN: &str = "admin-key-0123456789";
 /// Parts of the receivers' URLs that are secrets, as the tokens in real webhook URLs are.
@@ -292,6 +294,13 @@ ca_file = "smtp-ca.pem"
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_check_that_goes_down_fires_the_default_service_down_rule_and_its_recovery_resolves_it() {
+    for engine in ENGINES {
+        eprintln!("on {engine:?}");
+        a_check_that_goes_down_fires_the_default_service_down_rule_and_its_recovery_resolves_it_on(engine).await;
+    }
+}
+
+async fn a_check_that_goes_down_fires_the_default_service_down_rule_and_its_recovery_resolves_it_on(engine: Engine) {
     let (up, service_url) = switchable_service().await;
     let (received, base) = start_receivers().await;
     // Retries are the other test's subject: this receiver accepts from the start.
@@ -316,7 +325,7 @@ kind = "webhook"
 url = "{base}/hooks/{WEBHOOK_TOKEN}"
 "#
     );
-    let workdir = Workdir::new(&config, &[]);
+    let workdir = Workdir::on(engine, &config, &[]);
     let selfmon = Selfmon::start(&workdir).await;
     selfmon.wait_for("bot-api", "healthy", |s| s["status"] == "healthy").await;
     let (_, states) = selfmon.get("/v1/alerts/rule-states").await;

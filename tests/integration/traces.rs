@@ -9,7 +9,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use serde_json::{Value, json};
 
-use crate::support::{CLIENT_PYTHON as PYTHON, Selfmon, Workdir, get_json_with_key, gzip};
+use crate::support::{CLIENT_PYTHON as PYTHON, ENGINES, Engine, Selfmon, Workdir, get_json_with_key, gzip};
 
 fn text(key: &str, value: &str) -> KeyValue {
     KeyValue {
@@ -82,6 +82,13 @@ struct RpcStatus {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_python_opentelemetry_sdk_exports_spans_and_linked_logs() {
+    for engine in ENGINES {
+        eprintln!("on {engine:?}");
+        the_python_opentelemetry_sdk_exports_spans_and_linked_logs_on(engine).await;
+    }
+}
+
+async fn the_python_opentelemetry_sdk_exports_spans_and_linked_logs_on(engine: Engine) {
     let config = r#"
 [[api.keys]]
 name = "coach-bot"
@@ -92,7 +99,7 @@ role = "ingest"
 name = "grafana"
 key = "read-key-1234567"
 "#;
-    let workdir = Workdir::new(config, &[]);
+    let workdir = Workdir::on(engine, config, &[]);
     let selfmon = Selfmon::start(&workdir).await;
 
     let python = std::path::Path::new(PYTHON);
@@ -197,7 +204,14 @@ key = "read-key-1234567"
 
 #[tokio::test(flavor = "multi_thread")]
 async fn both_encodings_gzip_and_partial_success_follow_the_otlp_specification() {
-    let workdir = Workdir::new("[api]\nmax_body = \"64 KiB\"\n\n[ingest]\nmax_inflated = \"256 KiB\"\n", &[]);
+    for engine in ENGINES {
+        eprintln!("on {engine:?}");
+        both_encodings_gzip_and_partial_success_follow_the_otlp_specification_on(engine).await;
+    }
+}
+
+async fn both_encodings_gzip_and_partial_success_follow_the_otlp_specification_on(engine: Engine) {
+    let workdir = Workdir::on(engine, "[api]\nmax_body = \"64 KiB\"\n\n[ingest]\nmax_inflated = \"256 KiB\"\n", &[]);
     let selfmon = Selfmon::start(&workdir).await;
 
     // Protobuf, gzip-compressed: 200 with an empty response (nothing refused).
@@ -384,7 +398,14 @@ async fn spans_and_events_past_their_retention_are_cleaned_up() {
 /// exports that timed out: a GenAI span's cost counts once, and belongs to the user its trace names.
 #[tokio::test(flavor = "multi_thread")]
 async fn ai_spans_count_once_and_take_their_trace_user_across_exports() {
-    let workdir = Workdir::new("", &[]);
+    for engine in ENGINES {
+        eprintln!("on {engine:?}");
+        ai_spans_count_once_and_take_their_trace_user_across_exports_on(engine).await;
+    }
+}
+
+async fn ai_spans_count_once_and_take_their_trace_user_across_exports_on(engine: Engine) {
+    let workdir = Workdir::on(engine, "", &[]);
     let selfmon = Selfmon::start(&workdir).await;
     let mut ai = span(20, 2, 1, "chat gpt-4o", 800);
     ai.attributes = vec![
@@ -422,7 +443,14 @@ async fn ai_spans_count_once_and_take_their_trace_user_across_exports() {
 /// The slowest operation and the spans that dominate it by self time, over REST and its GraphQL twin.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_slowest_operations_name_where_their_time_goes() {
-    let workdir = Workdir::new("", &[]);
+    for engine in ENGINES {
+        eprintln!("on {engine:?}");
+        the_slowest_operations_name_where_their_time_goes_on(engine).await;
+    }
+}
+
+async fn the_slowest_operations_name_where_their_time_goes_on(engine: Engine) {
+    let workdir = Workdir::on(engine, "", &[]);
     let selfmon = Selfmon::start(&workdir).await;
     // GET /checkout takes 100 ms: 60 in the database, 30 in the payment call, 10 of its own.
     let root = span(30, 1, 0, "GET /checkout", 100);

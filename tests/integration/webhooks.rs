@@ -11,7 +11,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::support::{PATIENCE, Selfmon, Workdir, get_json_with_key};
+use crate::support::{ENGINES, Engine, PATIENCE, Selfmon, Workdir, get_json_with_key};
 
 const ADMIN: &str = "admin-key-0123456789";
 const SECRET: &str = "webhook-secret-0123456789";
@@ -44,6 +44,13 @@ async fn start_receiver() -> (Arc<Receiver>, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_health_change_is_delivered_signed_and_retried_after_the_receiver_fails_twice() {
+    for engine in ENGINES {
+        eprintln!("on {engine:?}");
+        a_health_change_is_delivered_signed_and_retried_after_the_receiver_fails_twice_on(engine).await;
+    }
+}
+
+async fn a_health_change_is_delivered_signed_and_retried_after_the_receiver_fails_twice_on(engine: Engine) {
     let (up, service_url) = crate::support::switchable_service().await;
     let (receiver, hook_url) = start_receiver().await;
 
@@ -52,7 +59,7 @@ async fn a_health_change_is_delivered_signed_and_retried_after_the_receiver_fail
          [webhooks]\nallow_networks = [\"127.0.0.1\"]\n\n\
          [[check]]\nname = \"bot\"\nplugin = \"http\"\ninterval = \"1s\"\ntarget = \"{service_url}\"\n"
     );
-    let workdir = Workdir::new(&config, &[]);
+    let workdir = Workdir::on(engine, &config, &[]);
     let mut selfmon = Selfmon::start(&workdir).await;
     selfmon.key = Some(ADMIN.into());
     selfmon.wait_for("bot", "healthy", |s| s["status"] == "healthy").await;

@@ -4,13 +4,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
 
-use rusqlite::OptionalExtension;
-
 use crate::analytics::answers::{Analytics, Budget, DAY_MS, Row, Users, summarise};
 use crate::analytics::cost::Prices;
 use crate::analytics::events::{Erased, NewEvent};
 use crate::config::AiConfig;
 use crate::storage::samples::insert_sample;
+use crate::storage::sql::{self, OptionalExtension, params};
 use crate::storage::{Sample, Storage, StorageError, rfc3339, to_millis};
 
 impl Storage {
@@ -36,18 +35,17 @@ impl Storage {
             }
         }
         self.apply(move |db| {
-            let mut insert = db.prepare_cached(
-                "INSERT OR IGNORE INTO events (ts, kind, user_id, action, service, provider, model, input_tokens,
-                                               output_tokens, latency_ms, success, cost, rating, trace_id, span_id,
-                                               metadata)
-                 VALUES (?1, ?2, COALESCE(?3, (SELECT user_id FROM spans WHERE trace_id = ?14 AND user_id IS NOT NULL
-                                               LIMIT 1)),
-                         ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-            )?;
             let mut inserted = Vec::with_capacity(events.len());
             let mut increments: BTreeMap<(String, String), f64> = BTreeMap::new();
             for (e, key) in events.iter().zip(&keys) {
-                let stored = insert.execute(rusqlite::params![
+                let stored = db.execute(
+                    "INSERT INTO events (ts, kind, user_id, action, service, provider, model, input_tokens,
+                                         output_tokens, latency_ms, success, cost, rating, trace_id, span_id, metadata)
+                     VALUES (?1, ?2, COALESCE(?3, (SELECT user_id FROM spans WHERE trace_id = ?14 AND user_id IS NOT NULL
+                                                   LIMIT 1)),
+                             ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+                     ON CONFLICT DO NOTHING",
+                    params![
                     to_millis(e.ts),
                     e.kind,
                     e.user_id,
@@ -64,7 +62,8 @@ impl Storage {
                     e.trace_id,
                     e.span_id,
                     e.metadata.as_ref().map(|m| serde_json::Value::Object(m.clone()).to_string()),
-                ])? == 1;
+                    ],
+                )? == 1;
                 if stored && let Some(key) = key {
                     *increments.entry(key.clone()).or_default() += e.cost.unwrap_or(0.0);
                 }
@@ -77,11 +76,12 @@ impl Storage {
             for ((provider, model), increment) in increments {
                 let labels = vec![("model".to_string(), model), ("provider".to_string(), provider)];
                 let before: f64 = db
-                    .prepare_cached(
+                    .query_row(
                         "SELECT s.value FROM series AS r JOIN samples AS s ON s.series_id = r.id
                          WHERE r.name = 'ai_cost_dollars_total' AND r.labels = ?1 ORDER BY s.ts DESC LIMIT 1",
-                    )?
-                    .query_row([serde_json::to_string(&labels).unwrap_or_default()], |row| row.get(0))
+                        [serde_json::to_string(&labels).unwrap_or_default()],
+                        |row| row.get(0),
+                    )
                     .optional()?
                     .unwrap_or(0.0);
                 let sample = |time: SystemTime, value: f64| Sample {
@@ -135,13 +135,12 @@ impl Storage {
         let to = to_millis(now);
         let from = to - i64::try_from(days).unwrap_or(0) * DAY_MS;
         self.read(move |db| {
-            let mut statement = db.prepare(
+            let rows: Vec<Row> = db.query_map(
                 "SELECT ts, kind, user_id, action, provider, model, input_tokens, output_tokens, latency_ms, success,
                         cost, rating
                  FROM events WHERE ts >= ?1 AND ts <= ?2 ORDER BY ts",
-            )?;
-            let rows: Vec<Row> = statement
-                .query_map(rusqlite::params![from, to], |row| {
+                params![from, to],
+                |row| {
                     Ok(Row {
                         ts: row.get(0)?,
                         kind: row.get(1)?,
@@ -156,27 +155,29 @@ impl Storage {
                         cost: row.get(10)?,
                         rating: row.get(11)?,
                     })
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            let distinct_since = |since: i64| -> rusqlite::Result<u64> {
-                db.query_row::<i64, _, _>(
+                },
+            )?;
+            let distinct_since = |since: i64| -> sql::Result<u64> {
+                db.query_row(
                     "SELECT COUNT(DISTINCT user_id) FROM events WHERE ts > ?1 AND ts <= ?2 AND user_id IS NOT NULL",
-                    rusqlite::params![since, to],
-                    |r| r.get(0),
+                    params![since, to],
+                    |r| r.get::<_, i64>(0),
                 )
                 .map(i64::cast_unsigned)
             };
-            let spent_since = |since: i64| -> rusqlite::Result<f64> {
+            let spent_since = |since: i64| -> sql::Result<f64> {
                 db.query_row(
                     "SELECT COALESCE(SUM(cost), 0) FROM events WHERE kind = 'ai_usage' AND ts > ?1 AND ts <= ?2",
-                    rusqlite::params![since, to],
+                    params![since, to],
                     |r| r.get(0),
                 )
             };
             let first_seen: HashMap<String, i64> = db
-                .prepare("SELECT user_id, MIN(ts) FROM events WHERE user_id IS NOT NULL GROUP BY user_id")?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?;
+                .query_map("SELECT user_id, MIN(ts) FROM events WHERE user_id IS NOT NULL GROUP BY user_id", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
+                .into_iter()
+                .collect();
             let today = to.div_euclid(DAY_MS) * DAY_MS;
             let month_start = humantime::parse_rfc3339(&format!("{}-01T00:00:00Z", &rfc3339(to)[..7]))
                 .map(to_millis)

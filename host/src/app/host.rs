@@ -126,6 +126,24 @@ fn config_sanity(config: &Config) -> Result<(), Vec<ConfigError>> {
     if !(1..=MAX_CONCURRENT).contains(&config.scheduler.max_concurrent) {
         problem(format!("`[scheduler] max_concurrent` must be between 1 and {MAX_CONCURRENT}"));
     }
+    for message in config.storage.conflicts() {
+        problem(message);
+    }
+    if config.storage.url.is_some() {
+        if config.retention.max_size.is_some() {
+            problem(
+                "`[retention] max_size` measures a SQLite file; with `[storage] url`, keep data by `[retention]` days"
+                    .into(),
+            );
+        }
+        if config.privacy.pseudonymize_users && config.privacy.key.is_none() {
+            problem(
+                "with `[storage] url`, set `[privacy] key` (the same on every node): user pseudonyms must not depend \
+                 on which node stored them"
+                    .into(),
+            );
+        }
+    }
     if !(0.0..=1.0).contains(&config.scheduler.jitter) {
         problem(format!("`[scheduler] jitter` must be between 0 and 1, not {}", config.scheduler.jitter));
     }

@@ -41,6 +41,24 @@ use crate::storage::{Storage, StorageError, cipher, private_dir};
 use host::{Host, StartError};
 use tls::{Certificates, TlsListener};
 
+/// The store `config` names: its PostgreSQL database, or its SQLite file, held (with the lock returned) until
+/// selfmon stops: no conversion, and no second server, while this one uses it.
+async fn open_storage(config: &Config) -> Result<(Storage, Option<cipher::Lock>), StartError> {
+    let invalid = |e| StartError::Config(vec![ConfigError::new(config.source.name(), None, e)]);
+    let base = &config.source.base_dir;
+    if let Some(url) = config.storage.url(base).map_err(invalid)? {
+        let read_file = |path: &str| std::fs::read(base.join(path));
+        return Ok((Storage::connect(&url, read_file).await?, None));
+    }
+    let store = config.source.resolve(&config.storage.path);
+    let key = config.storage.key(base).map_err(invalid)?;
+    if let Some(dir) = store.parent().filter(|d| !d.as_os_str().is_empty()) {
+        private_dir(dir).map_err(|source| StorageError::Directory { path: dir.into(), source })?;
+    }
+    let in_use = cipher::lock(&store)?;
+    Ok((Storage::open_with_key(&store, key)?, Some(in_use)))
+}
+
 /// How long shutdown waits for API requests in progress before it stops waiting and commits what it has.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -60,18 +78,8 @@ pub async fn serve(
     open_only_on_loopback(&host.config, &access, address, "the API", "`[server] api_listen`")?;
     let certificates = Certificates::load(&host.config).map_err(|e| StartError::Config(vec![e]))?;
     let dashboard_listener = prepare_dashboard(&host.config, &access).await?;
-    let store = host.config.source.resolve(&host.config.storage.path);
-    let key = host
-        .config
-        .storage
-        .key(&host.config.source.base_dir)
-        .map_err(|e| StartError::Config(vec![ConfigError::new(host.config.source.name(), None, e)]))?;
-    // Held until selfmon stops: no conversion, and no second server, while this one uses the store.
-    if let Some(dir) = store.parent().filter(|d| !d.as_os_str().is_empty()) {
-        private_dir(dir).map_err(|source| StorageError::Directory { path: dir.into(), source })?;
-    }
-    let _in_use = cipher::lock(&store)?;
-    let storage = Storage::open_with_key(&store, key)?.with_privacy(host.privacy.clone());
+    let (storage, _in_use) = open_storage(&host.config).await?;
+    let storage = storage.with_privacy(host.privacy.clone());
     if let Some(limit) = host.config.storage.size_limit {
         let in_force = storage.limit_size(Some(limit.as_u64())).await?;
         if in_force > limit.as_u64() {
@@ -204,7 +212,7 @@ pub async fn serve(
         checks = host.checks.len(),
         rules = host.alerting.rules.iter().filter(|r| r.enabled).count(),
         plugins = host.plugins.iter().count(),
-        storage = %storage.path().display(),
+        storage = %storage.location(),
         "selfmon is running"
     );
     let tls = certificates.as_ref().map(|c| c.server_config());

@@ -4,12 +4,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use rusqlite::params;
-
 use crate::checks::health::{CheckRun, Health};
 use crate::checks::latency::{self, Item, LatencySeries, MAX_SERIES_ITEMS, Window};
 use crate::checks::performance::{Errors, Performance, Run, errors, performance};
 use crate::checks::recovery::status::Attempt;
+use crate::storage::sql::{self, Engine, params};
 use crate::storage::{Batch, Batched, Sample, Storage, StorageError, from_millis, rfc3339, to_millis};
 
 /// A check run as stored.
@@ -48,26 +47,30 @@ pub struct RecoveryRecord {
 }
 
 impl Batched for CheckRun {
-    fn write(&self, batch: &mut Batch) -> rusqlite::Result<()> {
+    fn write(&self, batch: &mut Batch) -> sql::Result<()> {
         let run = self;
         let details: BTreeMap<&str, &str> = run.details.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let db = batch.db();
-        db.prepare_cached(
+        let id: i64 = db.query_row(
             "INSERT INTO check_runs (check_name, plugin, started_at, duration_ms, status, summary, details, error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?
-        .execute(params![
-            run.check,
-            run.plugin,
-            to_millis(run.started_at),
-            run.duration.as_secs_f64() * 1000.0,
-            run.health.as_str(),
-            run.summary,
-            serde_json::to_string(&details).unwrap_or_default(),
-            run.error,
-        ])?;
-        db.prepare_cached("INSERT OR REPLACE INTO check_latest (check_name, run_id) VALUES (?1, ?2)")?
-            .execute(params![run.check, db.last_insert_rowid()])?;
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+            params![
+                run.check,
+                run.plugin,
+                to_millis(run.started_at),
+                run.duration.as_secs_f64() * 1000.0,
+                run.health.as_str(),
+                run.summary,
+                serde_json::to_string(&details).unwrap_or_default(),
+                run.error,
+            ],
+            |r| r.get(0),
+        )?;
+        db.execute(
+            "INSERT INTO check_latest (check_name, run_id) VALUES (?1, ?2)
+             ON CONFLICT (check_name) DO UPDATE SET run_id = excluded.run_id",
+            params![run.check, id],
+        )?;
 
         let base = [("check".to_string(), run.check.clone()), ("plugin".to_string(), run.plugin.clone())];
         let sample = |name: &str, value: f64, extra: &[(String, String)]| {
@@ -92,11 +95,10 @@ struct Recovered {
 }
 
 impl Batched for Recovered {
-    fn write(&self, batch: &mut Batch) -> rusqlite::Result<()> {
+    fn write(&self, batch: &mut Batch) -> sql::Result<()> {
         batch
             .db()
-            .prepare_cached("UPDATE recovery_attempts SET recovered_at = ?2 WHERE id = ?1")?
-            .execute(params![self.id, self.at])?;
+            .execute("UPDATE recovery_attempts SET recovered_at = ?2 WHERE id = ?1", params![self.id, self.at])?;
         Ok(())
     }
 }
@@ -110,22 +112,22 @@ impl Storage {
     /// Store a recovery attempt; its row id once committed.
     pub async fn record_recovery(&self, record: RecoveryRecord) -> Result<i64, StorageError> {
         self.apply(move |db| {
-            db.prepare_cached(
+            db.query_row(
                 "INSERT INTO recovery_attempts
                  (check_name, attempt, started_at, duration_ms, action, outcome, exit_code, output)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                record.check,
-                record.attempt.attempt,
-                to_millis(record.attempt.started_at),
-                record.duration.as_secs_f64() * 1000.0,
-                record.attempt.action,
-                record.attempt.outcome.as_str(),
-                record.attempt.exit_code,
-                record.attempt.output,
-            ])?;
-            Ok(db.last_insert_rowid())
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+                params![
+                    record.check,
+                    record.attempt.attempt,
+                    to_millis(record.attempt.started_at),
+                    record.duration.as_secs_f64() * 1000.0,
+                    record.attempt.action,
+                    record.attempt.outcome.as_str(),
+                    record.attempt.exit_code,
+                    record.attempt.output,
+                ],
+                |r| r.get(0),
+            )
         })
         .await
     }
@@ -142,25 +144,25 @@ impl Storage {
         limit: u32,
     ) -> Result<Vec<StoredAttempt>, StorageError> {
         self.read(move |db| {
-            let mut statement = db.prepare(
+            db.query_map(
                 "SELECT check_name, attempt, started_at, duration_ms, action, outcome, exit_code, output, recovered_at
-                 FROM recovery_attempts WHERE ?1 IS NULL OR check_name = ?1 ORDER BY id DESC LIMIT ?2",
-            )?;
-            let rows = statement.query_map(rusqlite::params![check, limit], |row| {
-                let millis = |i| row.get::<_, Option<i64>>(i).map(|m| m.map(rfc3339));
-                Ok(StoredAttempt {
-                    check: row.get(0)?,
-                    attempt: row.get(1)?,
-                    started_at: millis(2)?.unwrap_or_default(),
-                    duration_ms: row.get(3)?,
-                    action: row.get(4)?,
-                    outcome: row.get(5)?,
-                    exit_code: row.get(6)?,
-                    output: row.get(7)?,
-                    recovered_at: millis(8)?,
-                })
-            })?;
-            rows.collect()
+                 FROM recovery_attempts WHERE CAST(?1 AS TEXT) IS NULL OR check_name = ?1 ORDER BY id DESC LIMIT ?2",
+                params![check, limit],
+                |row| {
+                    let millis = |i| row.get::<_, Option<i64>>(i).map(|m| m.map(rfc3339));
+                    Ok(StoredAttempt {
+                        check: row.get(0)?,
+                        attempt: row.get(1)?,
+                        started_at: millis(2)?.unwrap_or_default(),
+                        duration_ms: row.get(3)?,
+                        action: row.get(4)?,
+                        outcome: row.get(5)?,
+                        exit_code: row.get(6)?,
+                        output: row.get(7)?,
+                        recovered_at: millis(8)?,
+                    })
+                },
+            )
         })
         .await
     }
@@ -168,20 +170,20 @@ impl Storage {
     /// One check's runs, newest first.
     pub async fn runs(&self, check: String, limit: u32) -> Result<Vec<StoredRun>, StorageError> {
         self.read(move |db| {
-            let mut statement = db.prepare(
+            db.query_map(
                 "SELECT started_at, duration_ms, status, summary, error FROM check_runs
                  WHERE check_name = ?1 ORDER BY started_at DESC, id DESC LIMIT ?2",
-            )?;
-            let rows = statement.query_map(rusqlite::params![check, limit], |row| {
-                Ok(StoredRun {
-                    started_at: rfc3339(row.get(0)?),
-                    duration_ms: row.get(1)?,
-                    status: Health::parse(&row.get::<_, String>(2)?).unwrap_or(Health::Unknown),
-                    summary: row.get(3)?,
-                    error: row.get(4)?,
-                })
-            })?;
-            rows.collect()
+                params![check, limit],
+                |row| {
+                    Ok(StoredRun {
+                        started_at: rfc3339(row.get(0)?),
+                        duration_ms: row.get(1)?,
+                        status: Health::parse(&row.get::<_, String>(2)?).unwrap_or(Health::Unknown),
+                        summary: row.get(3)?,
+                        error: row.get(4)?,
+                    })
+                },
+            )
         })
         .await
     }
@@ -189,26 +191,26 @@ impl Storage {
     /// The latest run of every check that has run.
     pub async fn latest_runs(&self) -> Result<Vec<CheckRun>, StorageError> {
         self.read(|db| {
-            let mut statement = db.prepare(
+            db.query_map(
                 "SELECT r.check_name, r.plugin, r.started_at, r.duration_ms, r.status, r.summary, r.details, r.error
                  FROM check_latest AS l JOIN check_runs AS r ON r.id = l.run_id
                  ORDER BY r.check_name",
-            )?;
-            let rows = statement.query_map([], |row| {
-                let details: String = row.get(6)?;
-                let started_at = from_millis(row.get(2)?);
-                let duration = Duration::try_from_secs_f64(row.get::<_, f64>(3)? / 1000.0).unwrap_or_default();
-                Ok(CheckRun {
-                    health: Health::parse(&row.get::<_, String>(4)?).unwrap_or(Health::Unknown),
-                    summary: row.get(5)?,
-                    details: serde_json::from_str::<std::collections::BTreeMap<String, String>>(&details)
-                        .map(|d| d.into_iter().collect())
-                        .unwrap_or_default(),
-                    error: row.get(7)?,
-                    ..CheckRun::new(row.get::<_, String>(0)?, row.get::<_, String>(1)?, started_at, duration)
-                })
-            })?;
-            rows.collect()
+                [],
+                |row| {
+                    let details: String = row.get(6)?;
+                    let started_at = from_millis(row.get(2)?);
+                    let duration = Duration::try_from_secs_f64(row.get::<_, f64>(3)? / 1000.0).unwrap_or_default();
+                    Ok(CheckRun {
+                        health: Health::parse(&row.get::<_, String>(4)?).unwrap_or(Health::Unknown),
+                        summary: row.get(5)?,
+                        details: serde_json::from_str::<std::collections::BTreeMap<String, String>>(&details)
+                            .map(|d| d.into_iter().collect())
+                            .unwrap_or_default(),
+                        error: row.get(7)?,
+                        ..CheckRun::new(row.get::<_, String>(0)?, row.get::<_, String>(1)?, started_at, duration)
+                    })
+                },
+            )
         })
         .await
     }
@@ -223,21 +225,21 @@ impl Storage {
         let from = to.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH);
         let (from, to) = (to_millis(from), to_millis(to));
         self.read(move |db| {
-            let mut statement = db.prepare(
+            let runs = db.query_map(
                 "SELECT check_name, started_at, duration_ms, status, summary, error FROM check_runs
                  WHERE started_at >= ?1 AND started_at <= ?2 ORDER BY started_at",
+                params![from, to],
+                |row| {
+                    Ok(Run {
+                        check: row.get(0)?,
+                        started_at: row.get(1)?,
+                        duration_ms: row.get(2)?,
+                        status: row.get(3)?,
+                        summary: row.get(4)?,
+                        error: row.get(5)?,
+                    })
+                },
             )?;
-            let rows = statement.query_map(params![from, to], |row| {
-                Ok(Run {
-                    check: row.get(0)?,
-                    started_at: row.get(1)?,
-                    duration_ms: row.get(2)?,
-                    status: row.get(3)?,
-                    summary: row.get(4)?,
-                    error: row.get(5)?,
-                })
-            })?;
-            let runs = rows.collect::<rusqlite::Result<Vec<Run>>>()?;
             Ok(summarise(from, to, runs))
         })
         .await
@@ -250,16 +252,13 @@ impl Storage {
     /// Latency percentiles and counts of a check's runs over a window, in its steps.
     pub async fn run_latency(&self, check: String, window: Window) -> Result<LatencySeries, StorageError> {
         self.read(move |db| {
-            let items: Vec<Item> = db
-                .prepare_cached(
-                    "SELECT started_at, duration_ms, status = 'unhealthy' OR (status = 'unknown' AND error IS NOT NULL)
-                     FROM check_runs WHERE check_name = ?1 AND started_at >= ?2 AND started_at <= ?3
-                     ORDER BY started_at DESC LIMIT ?4",
-                )?
-                .query_map(params![check, window.first, window.to, MAX_SERIES_ITEMS], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })?
-                .collect::<rusqlite::Result<_>>()?;
+            let items: Vec<Item> = db.query_map(
+                "SELECT started_at, duration_ms, status = 'unhealthy' OR (status = 'unknown' AND error IS NOT NULL)
+                 FROM check_runs WHERE check_name = ?1 AND started_at >= ?2 AND started_at <= ?3
+                 ORDER BY started_at DESC LIMIT ?4",
+                params![check, window.first, window.to, MAX_SERIES_ITEMS],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
             Ok(latency::series(window, items))
         })
         .await
@@ -272,18 +271,21 @@ impl Storage {
         limit: usize,
     ) -> Result<BTreeMap<String, Vec<(i64, String, String)>>, StorageError> {
         self.read(move |db| {
-            let mut statement = db.prepare_cached(
-                "SELECT plugin, started_at, check_name, error FROM check_runs INDEXED BY check_runs_failed
-                 WHERE error IS NOT NULL ORDER BY started_at DESC LIMIT ?1",
-            )?;
             let mut by_plugin: BTreeMap<String, Vec<(i64, String, String)>> = BTreeMap::new();
-            let rows = statement.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
-                Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?, r.get(3)?)))
-            })?;
-            for row in rows {
-                let (plugin, failure) = row?;
-                by_plugin.entry(plugin).or_default().push(failure);
-            }
+            // SQLite is told which index serves this; PostgreSQL's planner finds it.
+            let hint = if db.engine() == Engine::Sqlite { "INDEXED BY check_runs_failed" } else { "" };
+            db.query_each(
+                &format!(
+                    "SELECT plugin, started_at, check_name, error FROM check_runs {hint}
+                     WHERE error IS NOT NULL ORDER BY started_at DESC LIMIT ?1"
+                ),
+                [i64::try_from(limit).unwrap_or(i64::MAX)],
+                |r| {
+                    let failure = (r.get(1)?, r.get(2)?, r.get(3)?);
+                    by_plugin.entry(r.get::<_, String>(0)?).or_default().push(failure);
+                    Ok(true)
+                },
+            )?;
             Ok(by_plugin)
         })
         .await

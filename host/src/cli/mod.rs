@@ -12,12 +12,13 @@ use crate::app::host::{Host, StartError, load_plugins};
 use crate::checks::board::{Board, CheckState};
 use crate::checks::health::Health;
 use crate::config::Config;
+use crate::config::{Secret, SecretRef};
 use crate::logs::search::Search;
 use crate::logs::{LEVELS, StoredRecord, level_list};
 use crate::runtime::Kind;
 use crate::runtime::plugins::Plugins;
 use crate::runtime::settings::describe_settings;
-use crate::storage::{Privacy, cipher, open_read_only};
+use crate::storage::{Db, Privacy, cipher, migrate, open_read_only};
 
 /// Self-hosted monitoring with sandboxed WebAssembly plugins.
 #[derive(Debug, Parser)]
@@ -59,7 +60,7 @@ pub enum Command {
         #[command(subcommand)]
         command: LogsCommand,
     },
-    /// Convert the database between plain and encrypted (while no selfmon serves it).
+    /// Convert the database between plain and encrypted, or move it into PostgreSQL (while no selfmon serves it).
     Storage {
         #[command(subcommand)]
         command: StorageCommand,
@@ -74,6 +75,14 @@ pub enum StorageCommand {
     Encrypt,
     /// Decrypt the database encrypted with `[storage] key`, in place; remove the key from the config afterwards.
     Decrypt,
+    /// Copy the SQLite database (`[storage] path`, with `[storage] key` if encrypted) into a PostgreSQL database;
+    /// run again, it goes on where a copy that stopped left off. Counts are compared at the end.
+    Migrate {
+        /// The PostgreSQL database: a postgres:// URL, or env:NAME / file:/path holding one [default: `[storage]
+        /// url`].
+        #[arg(long)]
+        to: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -200,6 +209,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Plugin { command: PluginCommand::New { .. } } => unreachable!("made before the config is loaded"),
         Command::Config { command: ConfigCommand::Check } => config_check(config).await,
         Command::Logs { command } => logs(config, command).await,
+        Command::Storage { command: StorageCommand::Migrate { to } } => migrate_storage(&config, to).await,
         Command::Storage { command } => convert_storage(&config, &command),
         Command::GraphqlSchema => unreachable!("printed before the config is loaded"),
     }
@@ -407,6 +417,12 @@ async fn logs(config: Config, command: LogsCommand) -> ExitCode {
         eprintln!("error: `--level`: `{bad}` is not one of {}", LEVELS.join(", "));
         return ExitCode::FAILURE;
     }
+    if config.storage.url.is_some() {
+        eprintln!(
+            "error: `selfmon logs search` reads a SQLite store; with `[storage] url`, search through the API: GET /v1/logs"
+        );
+        return ExitCode::FAILURE;
+    }
     let path = config.source.resolve(&config.storage.path);
     if !path.exists() {
         eprintln!("error: there is no database at {} (has selfmon run with this config?)", path.display());
@@ -420,13 +436,14 @@ async fn logs(config: Config, command: LogsCommand) -> ExitCode {
         }
     };
     // Read-only: no migration, no writer, and it works for a user who may only read the database.
-    let db = match open_read_only(&path, key.as_ref()) {
-        Ok(db) => db,
+    let connection = match open_read_only(&path, key.as_ref()) {
+        Ok(connection) => connection,
         Err(error) => {
             eprintln!("error: {error}");
             return ExitCode::FAILURE;
         }
     };
+    let db = Db::sqlite(&connection);
     // Users are stored as the privacy settings make them: look for the pseudonym of the id given.
     let user_id = match user_id {
         Some(user) if config.privacy.pseudonymize_users => {
@@ -545,6 +562,7 @@ fn convert_storage(config: &Config, command: &StorageCommand) -> ExitCode {
     let (converted, done) = match command {
         StorageCommand::Encrypt => (cipher::encrypt(&path, &key), "encrypted"),
         StorageCommand::Decrypt => (cipher::decrypt(&path, &key), "decrypted: remove `[storage] key` from the config"),
+        StorageCommand::Migrate { .. } => unreachable!("migrated by migrate_storage"),
     };
     match converted {
         Ok(()) => {
@@ -553,6 +571,47 @@ fn convert_storage(config: &Config, command: &StorageCommand) -> ExitCode {
         }
         Err(error) => {
             eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `selfmon storage migrate`.
+async fn migrate_storage(config: &Config, to: Option<String>) -> ExitCode {
+    let base = &config.source.base_dir;
+    let url = match to.map(SecretRef::new).or_else(|| config.storage.url.clone()) {
+        Some(reference) => reference.resolve(|name| std::env::var(name).ok(), base),
+        None => Err("is missing: give `--to postgres://...` (or env:NAME), or set `[storage] url`".into()),
+    };
+    let (url, key) = match (url, config.storage.key(base)) {
+        (Ok(url), Ok(key)) => (Secret::new(url.expose().trim().to_string()), key),
+        (Err(error), _) => {
+            eprintln!("error: the PostgreSQL database {error}");
+            return ExitCode::FAILURE;
+        }
+        (_, Err(error)) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let path = config.source.resolve(&config.storage.path);
+    let read_file = |file: &str| std::fs::read(base.join(file));
+    let print = |c: &migrate::Counted| {
+        let verdict = if c.sqlite == c.postgres { "ok" } else { "MISSING ROWS" };
+        println!("{:<20} {:>12} {:>12}  {verdict}", c.table, c.sqlite, c.postgres);
+    };
+    println!("{:<20} {:>12} {:>12}", "table", "sqlite", "postgres");
+    match migrate::to_postgres(&path, key.as_ref(), &url, read_file, print).await {
+        Ok(counted) if counted.iter().all(|c| c.sqlite == c.postgres) => {
+            println!("{}: copied; set `[storage] url` to use it", path.display());
+            ExitCode::SUCCESS
+        }
+        Ok(_) => {
+            eprintln!("error: some rows are not in PostgreSQL (see above); run the migration again");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("error: {error}; run the migration again to go on from where it stopped");
             ExitCode::FAILURE
         }
     }

@@ -13,6 +13,7 @@ mod secret;
 mod server;
 mod sidecar;
 mod source;
+pub mod trust;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -191,6 +192,9 @@ impl Config {
         }
         if let Some(value) = var("SELFMON_STORAGE_PATH") {
             self.storage.path = value.into();
+        }
+        if let Some(value) = var("SELFMON_STORAGE_URL") {
+            self.storage.url = Some(SecretRef::new(value));
         }
         if let Some(value) = var("SELFMON_PLUGINS_DIR") {
             self.plugins.dir = value.into();

@@ -14,6 +14,11 @@ pub type Env = dyn Fn(&str) -> Option<String> + Sync;
 pub struct SecretRef(String);
 
 impl SecretRef {
+    /// A reference as written (`env:NAME`, `file:/path` or the value), from an environment variable's value.
+    pub fn new(text: String) -> Self {
+        Self(text)
+    }
+
     /// Whether it refers to an environment variable or a file rather than holding the value itself.
     pub fn is_reference(&self) -> bool {
         self.0.starts_with("env:") || self.0.starts_with("file:")

@@ -166,6 +166,10 @@ pub struct TlsConfig {
 pub struct StorageConfig {
     /// The SQLite database file, created with its directory if missing. Env: `SELFMON_STORAGE_PATH`.
     pub path: PathBuf,
+    /// Store in PostgreSQL instead: a `postgres://` URL (or `env:NAME` / `file:/path` holding one), with
+    /// `sslmode` and `sslrootcert` as libpq reads them. Nodes on the same database form a cluster. Env:
+    /// `SELFMON_STORAGE_URL`.
+    pub url: Option<SecretRef>,
     /// Encrypt the database at rest with this key (`env:NAME` or `file:/path`): a new store is made encrypted; an
     /// existing plain one is converted with `selfmon storage encrypt`.
     pub key: Option<SecretRef>,
@@ -176,6 +180,37 @@ pub struct StorageConfig {
 }
 
 impl StorageConfig {
+    /// The PostgreSQL URL, looked up; `None` for SQLite. Errors name the setting, never the URL.
+    pub fn url(&self, base: &std::path::Path) -> Result<Option<Secret>, String> {
+        let Some(reference) = &self.url else { return Ok(None) };
+        let url =
+            reference.resolve(|name| std::env::var(name).ok(), base).map_err(|e| format!("`[storage] url` {e}"))?;
+        Ok(Some(Secret::new(url.expose().trim().to_string())))
+    }
+
+    /// What cannot go together with `[storage] url`.
+    pub fn conflicts(&self) -> Vec<String> {
+        if self.url.is_none() {
+            return Vec::new();
+        }
+        let mut found = Vec::new();
+        if self.key.is_some() {
+            found.push(
+                "`[storage] key` encrypts a SQLite file; with `[storage] url`, use PostgreSQL's TLS and its disk's \
+                 encryption instead"
+                    .to_string(),
+            );
+        }
+        if self.size_limit.is_some() {
+            found.push(
+                "`[storage] size_limit` holds a SQLite file; with `[storage] url`, bound the database in PostgreSQL \
+                 and keep data by `[retention]` days"
+                    .to_string(),
+            );
+        }
+        found
+    }
+
     /// The key, looked up; `None` when the store is not encrypted. Errors name the setting, never the key.
     pub fn key(&self, base: &std::path::Path) -> Result<Option<Secret>, String> {
         let Some(reference) = &self.key else { return Ok(None) };
@@ -319,7 +354,7 @@ impl Default for ServerConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { path: PathBuf::from("data/selfmon.db"), key: None, size_limit: None }
+        Self { path: PathBuf::from("data/selfmon.db"), url: None, key: None, size_limit: None }
     }
 }
 

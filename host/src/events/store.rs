@@ -3,11 +3,9 @@
 
 use std::time::SystemTime;
 
-use rusqlite::types::Value;
-use rusqlite::{params, params_from_iter};
-
 use crate::events::delivery::Attempt;
 use crate::events::webhooks::{Delivery, MAX_WEBHOOKS, Webhook, WebhookRequest};
+use crate::storage::sql::{self, Row, Value, params};
 use crate::storage::{ChangeError, Page, Storage, StorageError, from_millis, rfc3339, sql_count, to_millis};
 
 impl Storage {
@@ -20,16 +18,12 @@ impl Storage {
                 if count >= MAX_WEBHOOKS {
                     return Ok(None);
                 }
-                db.execute(
-                    "INSERT INTO webhooks (url, events, secret, created_at) VALUES (?1, ?2, ?3, ?4)",
+                let id = db.query_row(
+                    "INSERT INTO webhooks (url, events, secret, created_at) VALUES (?1, ?2, ?3, ?4) RETURNING id",
                     params![request.url, events, request.secret, to_millis(now)],
+                    |r| r.get(0),
                 )?;
-                Ok(Some(Webhook {
-                    id: db.last_insert_rowid(),
-                    url: request.url,
-                    events: request.events,
-                    created_at: rfc3339(to_millis(now)),
-                }))
+                Ok(Some(Webhook { id, url: request.url, events: request.events, created_at: rfc3339(to_millis(now)) }))
             })
             .await?;
         created.ok_or_else(|| ChangeError::Conflict(format!("there are {MAX_WEBHOOKS} webhooks already")))
@@ -46,16 +40,14 @@ impl Storage {
 
     pub async fn webhooks(&self) -> Result<Vec<Webhook>, StorageError> {
         self.read(|db| {
-            let mut statement = db.prepare("SELECT id, url, events, created_at FROM webhooks ORDER BY id")?;
-            let rows = statement.query_map([], |row| {
+            db.query_map("SELECT id, url, events, created_at FROM webhooks ORDER BY id", [], |row| {
                 Ok(Webhook {
                     id: row.get(0)?,
                     url: row.get(1)?,
                     events: serde_json::from_str(&row.get::<_, String>(2)?).unwrap_or_default(),
                     created_at: rfc3339(row.get(3)?),
                 })
-            })?;
-            rows.collect()
+            })
         })
         .await
     }
@@ -72,19 +64,20 @@ impl Storage {
         self.read(move |db| {
             let total: i64 =
                 db.query_row("SELECT COUNT(*) FROM webhook_deliveries WHERE webhook_id = ?1", [webhook], |r| r.get(0))?;
-            let mut statement = db.prepare(
+            let items = db.query_map(
                 "SELECT id, event_id, event, attempt, at, status_code, outcome, error, duration_ms
                  FROM webhook_deliveries WHERE webhook_id = ?1 ORDER BY id DESC LIMIT ?2 OFFSET ?3",
+                params![webhook, sql_count(limit), sql_count(offset)],
+                |row| {
+                    Ok(Delivery {
+                        id: row.get(0)?,
+                        event_id: row.get(1)?,
+                        event: row.get(2)?,
+                        attempt: attempt_row(row, 3)?,
+                    })
+                },
             )?;
-            let rows = statement.query_map(params![webhook, sql_count(limit), sql_count(offset)], |row| {
-                Ok(Delivery {
-                    id: row.get(0)?,
-                    event_id: row.get(1)?,
-                    event: row.get(2)?,
-                    attempt: attempt_row(row, 3)?,
-                })
-            })?;
-            Ok(Page { items: rows.collect::<Result<_, _>>()?, total: total.unsigned_abs(), offset, limit })
+            Ok(Page { items, total: total.unsigned_abs(), offset, limit })
         })
         .await
     }
@@ -92,11 +85,17 @@ impl Storage {
     /// The subscriptions to an event, with their secrets: for delivery only.
     pub async fn subscribers(&self, event: &'static str) -> Result<Vec<(i64, String, String)>, StorageError> {
         self.read(move |db| {
-            let mut statement = db.prepare(
-                "SELECT w.id, w.url, w.secret FROM webhooks AS w, json_each(w.events) AS e WHERE e.value = ?1",
-            )?;
-            let rows = statement.query_map([event], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
-            rows.collect()
+            // A few webhooks at most: their event lists are read here rather than in each engine's JSON.
+            let all = db.query_map("SELECT id, url, secret, events FROM webhooks ORDER BY id", [], |row| {
+                Ok(((row.get(0)?, row.get(1)?, row.get(2)?), row.get::<_, String>(3)?))
+            })?;
+            Ok(all
+                .into_iter()
+                .filter(|(_, events)| {
+                    serde_json::from_str::<Vec<String>>(events).is_ok_and(|e| e.iter().any(|e| e == event))
+                })
+                .map(|(subscriber, _)| subscriber)
+                .collect())
         })
         .await
     }
@@ -114,12 +113,13 @@ impl Storage {
                 db.execute(
                     "INSERT INTO webhook_deliveries
                      (webhook_id, event_id, event, attempt, at, status_code, outcome, error, duration_ms)
-                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 WHERE EXISTS (SELECT 1 FROM webhooks WHERE id = ?1)",
-                    params_from_iter(
-                        [Value::from(webhook), Value::from(event_id), Value::from(event.to_string())]
-                            .into_iter()
-                            .chain(attempt_values(&attempt)),
-                    ),
+                     SELECT id, CAST(?2 AS TEXT), CAST(?3 AS TEXT), CAST(?4 AS BIGINT), CAST(?5 AS BIGINT),
+                            CAST(?6 AS BIGINT), CAST(?7 AS TEXT), CAST(?8 AS TEXT), CAST(?9 AS DOUBLE PRECISION)
+                     FROM webhooks WHERE id = ?1",
+                    [Value::from(webhook), Value::from(event_id), Value::from(event)]
+                        .into_iter()
+                        .chain(attempt_values(&attempt))
+                        .collect::<Vec<_>>(),
                 )
             })
             .await?;
@@ -141,7 +141,7 @@ pub fn attempt_values(attempt: &Attempt) -> [Value; 6] {
 }
 
 /// A delivery attempt from its row: `attempt, at, status_code, outcome, error, duration_ms` from column `first` on.
-pub fn attempt_row(row: &rusqlite::Row, first: usize) -> rusqlite::Result<Attempt> {
+pub fn attempt_row(row: &Row, first: usize) -> sql::Result<Attempt> {
     Ok(Attempt {
         attempt: row.get(first)?,
         at: from_millis(row.get(first + 1)?),

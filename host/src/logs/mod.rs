@@ -10,6 +10,7 @@ pub mod parsing;
 pub mod search;
 pub mod sources;
 pub mod store;
+mod tsquery;
 
 use std::time::SystemTime;
 

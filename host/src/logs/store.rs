@@ -4,14 +4,14 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use rusqlite::{params, params_from_iter};
-
 use crate::logs::analysis::{
     Aggregation, Analysis, BURST_MIN, Bucket, Burst, ErrorAnalysis, ErrorRow, MAX_ERRORS_GROUPED, Period,
     RECENT_EVENTS, Security, SecurityEvent, Tally, UserActivity, UserCount, hours_ms, ranked, templates,
 };
 use crate::logs::search::{Found, Search, SearchError};
+use crate::logs::tsquery;
 use crate::logs::{FileMark, NewRecord, ReadTo, StoredRecord};
+use crate::storage::sql::{self, Db, Engine, SqlError, Value, params};
 use crate::storage::{Storage, StorageError, rfc3339, sql_count, to_millis};
 
 /// Full-text matches past which a search walks an index in time order instead of sorting every match.
@@ -42,29 +42,34 @@ impl Storage {
         let (count, last) = self
             .apply(move |db| {
                 if let Some(ReadTo { source, mark }) = &read_to {
-                    db.prepare_cached(
-                        "INSERT OR REPLACE INTO log_files (source, device, inode, path, offset, head_len, head)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    )?
-                    .execute(rusqlite::params![
-                        source,
-                        mark.device.cast_signed(),
-                        mark.inode.cast_signed(),
-                        mark.path,
-                        mark.offset.cast_signed(),
-                        mark.head_len.cast_signed(),
-                        mark.head
-                    ])?;
+                    db.execute(
+                        "INSERT INTO log_files (source, device, inode, path, \"offset\", head_len, head)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                         ON CONFLICT (source, device, inode) DO UPDATE SET path = excluded.path,
+                             \"offset\" = excluded.\"offset\", head_len = excluded.head_len, head = excluded.head",
+                        params![
+                            source,
+                            mark.device.cast_signed(),
+                            mark.inode.cast_signed(),
+                            mark.path,
+                            mark.offset.cast_signed(),
+                            mark.head_len.cast_signed(),
+                            mark.head
+                        ],
+                    )?;
                 }
-                let mut insert = db.prepare_cached(
-                    "INSERT INTO logs (ts, level, source, service, logger, message, trace_id, span_id, correlation_id,
-                                   user_id, fields, parsed, error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,
-                         COALESCE(?10, (SELECT user_id FROM spans WHERE trace_id = ?7 AND user_id IS NOT NULL LIMIT 1)),
-                         ?11, ?12, ?13)",
-                )?;
+                let mut first = None;
+                let mut last = 0;
                 for r in &records {
-                    insert.execute(rusqlite::params![
+                    let id = db.query_row(
+                        "INSERT INTO logs (ts, level, source, service, logger, message, trace_id, span_id, correlation_id,
+                                           user_id, fields, parsed, error)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,
+                                 COALESCE(?10, (SELECT user_id FROM spans WHERE trace_id = ?7 AND user_id IS NOT NULL
+                                                LIMIT 1)),
+                                 ?11, ?12, ?13)
+                         RETURNING id",
+                        params![
                         to_millis(r.ts),
                         r.level,
                         r.source,
@@ -78,14 +83,18 @@ impl Storage {
                         r.fields,
                         r.parsed,
                         r.error,
-                    ])?;
+                        ],
+                        |row| row.get(0),
+                    )?;
+                    first.get_or_insert(id);
+                    last = id;
                 }
-                let last = db.last_insert_rowid();
-                if let Some(count) = i64::try_from(records.len()).ok().filter(|n| *n > 0) {
-                    db.prepare_cached(
-                        "INSERT INTO logs_fts (rowid, message) SELECT id, message FROM logs WHERE id > ?1 AND id <= ?2",
-                    )?
-                    .execute(rusqlite::params![last - count, last])?;
+                // PostgreSQL keeps each record's words in a column of its own.
+                if let Some(first) = first.filter(|_| db.engine() == Engine::Sqlite) {
+                    db.execute(
+                        "INSERT INTO logs_fts (rowid, message) SELECT id, message FROM logs WHERE id >= ?1 AND id <= ?2",
+                        params![first, last],
+                    )?;
                 }
                 Ok((records.len(), last))
             })
@@ -97,39 +106,28 @@ impl Storage {
     }
 
     pub async fn search_logs(&self, search: Search) -> Result<Found, SearchError> {
-        let (offset, limit) = (search.offset, search.limit);
-        let result = self.read(move |db| search_records(db, &search)).await;
-        let mut records = match result {
-            Ok(records) => records,
-            Err(StorageError::Query(error)) if is_fts_syntax(&error) => {
-                return Err(SearchError::Syntax(fts_message(&error)));
-            }
-            Err(error) => return Err(error.into()),
-        };
-        let more = records.len() as u64 > limit;
-        records.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        Ok(Found { records, more, offset, limit })
+        self.read(move |db| Ok(self::search(db, &search))).await?
     }
 
     /// The files a source has tailed, each with how far it was read.
     pub async fn file_marks(&self, source: String) -> Result<Vec<FileMark>, StorageError> {
         self.read(move |db| {
-            let mut statement = db.prepare_cached(
-                "SELECT path, device, inode, offset, head_len, head FROM log_files WHERE source = ?1",
-            )?;
-            let marks = statement.query_map(params![source], |row| {
-                let head: Vec<u8> = row.get(5)?;
-                Ok(FileMark {
-                    path: row.get(0)?,
-                    device: row.get::<_, i64>(1)?.cast_unsigned(),
-                    inode: row.get::<_, i64>(2)?.cast_unsigned(),
-                    offset: row.get::<_, i64>(3)?.unsigned_abs(),
-                    head_len: row.get::<_, i64>(4)?.unsigned_abs(),
-                    // Marks kept from before fingerprints have none (and a length of 0).
-                    head: head.try_into().unwrap_or_default(),
-                })
-            })?;
-            marks.collect()
+            db.query_map(
+                "SELECT path, device, inode, \"offset\", head_len, head FROM log_files WHERE source = ?1",
+                params![source],
+                |row| {
+                    let head: Vec<u8> = row.get(5)?;
+                    Ok(FileMark {
+                        path: row.get(0)?,
+                        device: row.get::<_, i64>(1)?.cast_unsigned(),
+                        inode: row.get::<_, i64>(2)?.cast_unsigned(),
+                        offset: row.get::<_, i64>(3)?.unsigned_abs(),
+                        head_len: row.get::<_, i64>(4)?.unsigned_abs(),
+                        // Marks kept from before fingerprints have none (and a length of 0).
+                        head: head.try_into().unwrap_or_default(),
+                    })
+                },
+            )
         })
         .await
     }
@@ -137,8 +135,10 @@ impl Storage {
     /// Forget a tailed file that is gone for good.
     pub async fn forget_file(&self, source: String, device: u64, inode: u64) -> Result<(), StorageError> {
         self.apply(move |db| {
-            db.prepare_cached("DELETE FROM log_files WHERE source = ?1 AND device = ?2 AND inode = ?3")?
-                .execute(params![source, device.cast_signed(), inode.cast_signed()])?;
+            db.execute(
+                "DELETE FROM log_files WHERE source = ?1 AND device = ?2 AND inode = ?3",
+                params![source, device.cast_signed(), inode.cast_signed()],
+            )?;
             Ok(())
         })
         .await
@@ -150,22 +150,23 @@ impl Storage {
         let step = period.millis();
         let from = (to - hours_ms(hours)).div_euclid(step) * step;
         self.read(move |db| {
-            let mut statement = db.prepare_cached(
-                "SELECT (ts / ?3) * ?3, level, COALESCE(service, '-'), COUNT(*) FROM logs
-                 WHERE ts >= ?1 AND ts <= ?2 GROUP BY 1, 2, 3",
-            )?;
             let mut buckets: BTreeMap<i64, Tally> =
                 (0..=(to - from) / step).map(|i| (from + i * step, Tally::default())).collect();
-            let mut rows = statement.query(params![from, to, step])?;
-            while let Some(row) = rows.next()? {
-                let (start, level, service, count): (i64, String, String, i64) =
-                    (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
-                let count = count.unsigned_abs();
-                let bucket = buckets.entry(start).or_default();
-                bucket.total += count;
-                *bucket.levels.entry(level).or_default() += count;
-                *bucket.services.entry(service).or_default() += count;
-            }
+            db.query_each(
+                "SELECT (ts / ?3) * ?3, level, COALESCE(service, '-'), COUNT(*) FROM logs
+                 WHERE ts >= ?1 AND ts <= ?2 GROUP BY 1, 2, 3",
+                params![from, to, step],
+                |row| {
+                    let (start, level, service, count): (i64, String, String, i64) =
+                        (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+                    let count = count.unsigned_abs();
+                    let bucket = buckets.entry(start).or_default();
+                    bucket.total += count;
+                    *bucket.levels.entry(level).or_default() += count;
+                    *bucket.services.entry(service).or_default() += count;
+                    Ok(true)
+                },
+            )?;
             let buckets = buckets
                 .into_iter()
                 .map(|(start, tally)| Bucket {
@@ -188,17 +189,17 @@ impl Storage {
             let mut levels = BTreeMap::new();
             let mut services = BTreeMap::new();
             let mut total = 0;
-            let mut statement = db.prepare_cached(
+            db.query_each(
                 "SELECT level, COALESCE(service, '-'), COUNT(*) FROM logs WHERE ts >= ?1 AND ts <= ?2 GROUP BY 1, 2",
+                params![from, to],
+                |row| {
+                    let count = row.get::<_, i64>(2)?.unsigned_abs();
+                    total += count;
+                    *levels.entry(row.get::<_, String>(0)?).or_insert(0) += count;
+                    *services.entry(row.get::<_, String>(1)?).or_insert(0) += count;
+                    Ok(true)
+                },
             )?;
-            let mut rows = statement.query(params![from, to])?;
-            while let Some(row) = rows.next()? {
-                let count = row.get::<_, i64>(2)?.unsigned_abs();
-                total += count;
-                *levels.entry(row.get::<_, String>(0)?).or_insert(0) += count;
-                *services.entry(row.get::<_, String>(1)?).or_insert(0) += count;
-            }
-            drop(rows);
             let unparsed: i64 = db.query_row(
                 "SELECT COUNT(*) FROM logs WHERE ts >= ?1 AND ts <= ?2 AND parsed = 0",
                 params![from, to],
@@ -235,9 +236,18 @@ impl Storage {
     }
 }
 
-/// Search records on a connection of one's own (the command line reads a database read-only this way); one more
-/// than `limit` when there are more. A query SQLite refuses for its syntax is a [`SearchError::Syntax`].
-pub fn search(db: &rusqlite::Connection, search: &Search) -> Result<Found, SearchError> {
+/// Search records on a connection (the command line reads a database read-only this way). A search text the
+/// engine cannot read is a [`SearchError::Syntax`].
+pub fn search(db: &Db, search: &Search) -> Result<Found, SearchError> {
+    let translated;
+    let search = match (&search.text, db.engine()) {
+        (Some(text), Engine::Postgres) => {
+            translated =
+                Search { text: Some(tsquery::translate(text).map_err(SearchError::Syntax)?), ..search.clone() };
+            &translated
+        }
+        _ => search,
+    };
     let mut records = search_records(db, search).map_err(|error| {
         if is_fts_syntax(&error) { SearchError::Syntax(fts_message(&error)) } else { StorageError::Query(error).into() }
     })?;
@@ -246,23 +256,23 @@ pub fn search(db: &rusqlite::Connection, search: &Search) -> Result<Found, Searc
     Ok(Found { records, more, offset: search.offset, limit: search.limit })
 }
 
-fn search_records(db: &rusqlite::Connection, search: &Search) -> rusqlite::Result<Vec<StoredRecord>> {
+/// One more than `limit` records when there are more; on PostgreSQL, the search text is a `tsquery` already.
+fn search_records(db: &Db, search: &Search) -> sql::Result<Vec<StoredRecord>> {
     let (offset, limit) = (search.offset, search.limit);
     let mut conditions: Vec<String> = Vec::new();
-    let mut values: Vec<rusqlite::types::Value> = Vec::new();
-    fn bind(
-        conditions: &mut Vec<String>,
-        values: &mut Vec<rusqlite::types::Value>,
-        condition: &str,
-        value: rusqlite::types::Value,
-    ) {
+    let mut values: Vec<Value> = Vec::new();
+    fn bind(conditions: &mut Vec<String>, values: &mut Vec<Value>, condition: &str, value: Value) {
         values.push(value);
         conditions.push(condition.replace('?', &format!("?{}", values.len())));
     }
     // A live tail's next page reads forward from an id: the other conditions get a `+` so SQLite walks the ids
     // rather than another index.
-    let plus = if search.after.is_some() { "+" } else { "" };
-    if let Some(text) = &search.text {
+    let sqlite = db.engine() == Engine::Sqlite;
+    let plus = if search.after.is_some() && sqlite { "+" } else { "" };
+    if let Some(text) = search.text.as_ref().filter(|_| !sqlite) {
+        // PostgreSQL's planner chooses between the words' index and the others itself.
+        bind(&mut conditions, &mut values, "l.words @@ to_tsquery('simple', ?)", text.clone().into());
+    } else if let Some(text) = &search.text {
         if let Some(after) = search.after {
             values.push(text.clone().into());
             values.push(after.into());
@@ -277,7 +287,7 @@ fn search_records(db: &rusqlite::Connection, search: &Search) -> rusqlite::Resul
             // from looking them all up by id.
             let matches: i64 = db.query_row(
                 "SELECT count(*) FROM (SELECT rowid FROM logs_fts WHERE logs_fts MATCH ?1 LIMIT ?2)",
-                rusqlite::params![text, MANY_MATCHES],
+                params![text, MANY_MATCHES],
                 |row| row.get(0),
             )?;
             let fts = if matches < MANY_MATCHES {
@@ -326,8 +336,7 @@ fn search_records(db: &rusqlite::Connection, search: &Search) -> rusqlite::Resul
         values.len() - 1,
         values.len()
     );
-    let mut statement = db.prepare(&sql)?;
-    let rows = statement.query_map(params_from_iter(values), |row| {
+    db.query_map(&sql, values, |row| {
         Ok(StoredRecord {
             id: row.get(0)?,
             timestamp: rfc3339(row.get(1)?),
@@ -344,12 +353,11 @@ fn search_records(db: &rusqlite::Connection, search: &Search) -> rusqlite::Resul
             parsed: row.get(12)?,
             error: row.get(13)?,
         })
-    })?;
-    rows.collect()
+    })
 }
 
 /// Whether SQLite refused an FTS5 query for its syntax.
-fn is_fts_syntax(error: &rusqlite::Error) -> bool {
+fn is_fts_syntax(error: &SqlError) -> bool {
     let text = error.to_string();
     text.contains("fts5: syntax error")
         || text.contains("unterminated string")
@@ -357,42 +365,48 @@ fn is_fts_syntax(error: &rusqlite::Error) -> bool {
         || text.contains("unknown special query")
 }
 
-fn fts_message(error: &rusqlite::Error) -> String {
+fn fts_message(error: &SqlError) -> String {
     let text = error.to_string();
     text.strip_prefix("fts5: ").unwrap_or(&text).to_string()
 }
 
 /// The id of the newest record, on a connection of one's own.
-pub fn head(db: &rusqlite::Connection) -> rusqlite::Result<i64> {
+pub fn head(db: &Db) -> sql::Result<i64> {
     db.query_row("SELECT COALESCE(MAX(id), 0) FROM logs", [], |r| r.get(0))
 }
 
-fn error_analysis(db: &rusqlite::Connection, from: i64, to: i64) -> rusqlite::Result<ErrorAnalysis> {
-    let mut statement = db.prepare_cached(
-        // The start of a message and its end (a traceback's exception line) are all a template needs.
-        "SELECT ts, service, user_id, substr(message, 1, 2048), length(message) > 2048, substr(message, -512)
-         FROM logs WHERE level IN ('error', 'critical') AND ts >= ?1 AND ts <= ?2 ORDER BY ts DESC LIMIT ?3",
-    )?;
+fn error_analysis(db: &Db, from: i64, to: i64) -> sql::Result<ErrorAnalysis> {
     let limit = i64::try_from(MAX_ERRORS_GROUPED).unwrap_or(i64::MAX);
-    let rows = statement
-        .query_map(params![from, to, limit], |row| {
+    // The start of a message and its end (a traceback's exception line) are all a template needs.
+    let tail = match db.engine() {
+        Engine::Sqlite => "substr(message, -512)",
+        Engine::Postgres => "right(message, 512)",
+    };
+    let rows = db.query_map(
+        &format!(
+            "SELECT ts, service, user_id, substr(message, 1, 2048), length(message) > 2048, {tail}
+             FROM logs WHERE level IN ('error', 'critical') AND ts >= ?1 AND ts <= ?2 ORDER BY ts DESC LIMIT ?3"
+        ),
+        params![from, to, limit],
+        |row| {
             let (head, long, tail): (String, bool, String) = (row.get(3)?, row.get(4)?, row.get(5)?);
             let message = if long { format!("{head}\n…\n{tail}") } else { head };
             Ok(ErrorRow { ts: row.get(0)?, service: row.get(1)?, user: row.get(2)?, message })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        },
+    )?;
     let mut services = BTreeMap::new();
-    let mut statement = db.prepare_cached(
+    let mut total = 0;
+    db.query_each(
         "SELECT COALESCE(service, '-'), COUNT(*) FROM logs
          WHERE level IN ('error', 'critical') AND ts >= ?1 AND ts <= ?2 GROUP BY 1",
+        params![from, to],
+        |row| {
+            let count = row.get::<_, i64>(1)?.unsigned_abs();
+            total += count;
+            services.insert(row.get::<_, String>(0)?, count);
+            Ok(true)
+        },
     )?;
-    let mut total = 0;
-    let mut counted = statement.query(params![from, to])?;
-    while let Some(row) = counted.next()? {
-        let count = row.get::<_, i64>(1)?.unsigned_abs();
-        total += count;
-        services.insert(row.get::<_, String>(0)?, count);
-    }
     let minutes = ((to - from) as f64 / 60_000.0).max(1.0 / 60.0);
     Ok(ErrorAnalysis {
         total_errors: total,
@@ -404,63 +418,73 @@ fn error_analysis(db: &rusqlite::Connection, from: i64, to: i64) -> rusqlite::Re
 }
 
 /// Records that are security events, newest first, with their kind.
-fn security(db: &rusqlite::Connection, from: i64, to: i64) -> rusqlite::Result<Security> {
-    let mut statement = db.prepare_cached(
-        // A field of another type than the parsers write (a number `threat`, a string `auth_failure`) is read as
-        // text, or not at all, never failing the query.
-        "SELECT id, ts, level, source, service, message, user_id,
-                CAST(json_extract(fields, '$.threat') AS TEXT),
-                COALESCE(json_extract(fields, '$.auth_failure') IN (1, 'true'), 0),
-                CAST(json_extract(fields, '$.remote_addr') AS TEXT)
-         FROM logs
-         WHERE ts >= ?1 AND ts <= ?2
-           AND (level IN ('security', 'audit')
-                OR (fields IS NOT NULL AND (json_extract(fields, '$.threat') IS NOT NULL
-                                            OR json_extract(fields, '$.auth_failure') IN (1, 'true'))))
-         ORDER BY ts DESC, id DESC",
-    )?;
+fn security(db: &Db, from: i64, to: i64) -> sql::Result<Security> {
     let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
     let mut bursts: BTreeMap<(&'static str, String), (u64, i64, i64)> = BTreeMap::new();
     let mut recent = Vec::new();
     let mut events = 0;
-    let mut rows = statement.query(params![from, to])?;
-    while let Some(row) = rows.next()? {
-        events += 1;
-        let ts: i64 = row.get(1)?;
-        let level: String = row.get(2)?;
-        let user: Option<String> = row.get(6)?;
-        let threat: Option<String> = row.get(7)?;
-        let auth_failure: bool = row.get(8)?;
-        let remote: Option<String> = row.get(9)?;
-        let kind = match (&threat, auth_failure) {
-            (Some(threat), _) => format!("threat:{threat}"),
-            (None, true) => "auth_failure".into(),
-            (None, false) => level.clone(),
-        };
-        *kinds.entry(kind.clone()).or_default() += 1;
-        if auth_failure {
-            let keys = [("remote_addr", remote.clone()), ("user_id", user.clone())];
-            for (by, value) in keys.into_iter().filter_map(|(by, v)| Some((by, v?))) {
-                let burst = bursts.entry((by, value)).or_insert((0, ts, ts));
-                burst.0 += 1;
-                burst.1 = burst.1.min(ts);
-                burst.2 = burst.2.max(ts);
+    // A field of another type than the parsers write (a number `threat`, a string `auth_failure`) is read as text,
+    // or not at all, never failing the query.
+    let (threat, failed, remote) = match db.engine() {
+        Engine::Sqlite => (
+            "CAST(json_extract(fields, '$.threat') AS TEXT)",
+            "json_extract(fields, '$.auth_failure') IN (1, 'true')",
+            "CAST(json_extract(fields, '$.remote_addr') AS TEXT)",
+        ),
+        Engine::Postgres => (
+            "(fields::json ->> 'threat')",
+            "(fields::json ->> 'auth_failure') IN ('1', 'true')",
+            "(fields::json ->> 'remote_addr')",
+        ),
+    };
+    db.query_each(
+        &format!(
+            "SELECT id, ts, level, source, service, message, user_id, {threat}, COALESCE({failed}, 1 = 0), {remote}
+             FROM logs
+             WHERE ts >= ?1 AND ts <= ?2
+               AND (level IN ('security', 'audit') OR (fields IS NOT NULL AND ({threat} IS NOT NULL OR {failed})))
+             ORDER BY ts DESC, id DESC"
+        ),
+        params![from, to],
+        |row| {
+            events += 1;
+            let ts: i64 = row.get(1)?;
+            let level: String = row.get(2)?;
+            let user: Option<String> = row.get(6)?;
+            let threat: Option<String> = row.get(7)?;
+            let auth_failure: bool = row.get(8)?;
+            let remote: Option<String> = row.get(9)?;
+            let kind = match (&threat, auth_failure) {
+                (Some(threat), _) => format!("threat:{threat}"),
+                (None, true) => "auth_failure".into(),
+                (None, false) => level.clone(),
+            };
+            *kinds.entry(kind.clone()).or_default() += 1;
+            if auth_failure {
+                let keys = [("remote_addr", remote.clone()), ("user_id", user.clone())];
+                for (by, value) in keys.into_iter().filter_map(|(by, v)| Some((by, v?))) {
+                    let burst = bursts.entry((by, value)).or_insert((0, ts, ts));
+                    burst.0 += 1;
+                    burst.1 = burst.1.min(ts);
+                    burst.2 = burst.2.max(ts);
+                }
             }
-        }
-        if recent.len() < RECENT_EVENTS {
-            recent.push(SecurityEvent {
-                id: row.get(0)?,
-                timestamp: rfc3339(ts),
-                kind,
-                level,
-                source: row.get(3)?,
-                service: row.get(4)?,
-                message: row.get(5)?,
-                remote_addr: remote,
-                user_id: user,
-            });
-        }
-    }
+            if recent.len() < RECENT_EVENTS {
+                recent.push(SecurityEvent {
+                    id: row.get(0)?,
+                    timestamp: rfc3339(ts),
+                    kind,
+                    level,
+                    source: row.get(3)?,
+                    service: row.get(4)?,
+                    message: row.get(5)?,
+                    remote_addr: remote,
+                    user_id: user,
+                });
+            }
+            Ok(true)
+        },
+    )?;
     let mut auth_failure_bursts: Vec<Burst> = bursts
         .into_iter()
         .filter(|(_, (count, _, _))| *count >= BURST_MIN)
@@ -476,20 +500,19 @@ fn security(db: &rusqlite::Connection, from: i64, to: i64) -> rusqlite::Result<S
     Ok(Security { events, by_kind: ranked(kinds), auth_failure_bursts, recent })
 }
 
-fn user_activity(db: &rusqlite::Connection, from: i64, to: i64) -> rusqlite::Result<UserActivity> {
-    let mut statement = db.prepare_cached(
-        "SELECT user_id, COUNT(*), SUM(level IN ('error', 'critical')) FROM logs
+fn user_activity(db: &Db, from: i64, to: i64) -> sql::Result<UserActivity> {
+    let mut users: Vec<UserCount> = db.query_map(
+        "SELECT user_id, COUNT(*), SUM(CASE WHEN level IN ('error', 'critical') THEN 1 ELSE 0 END) FROM logs
          WHERE user_id IS NOT NULL AND ts >= ?1 AND ts <= ?2 GROUP BY user_id",
-    )?;
-    let mut users: Vec<UserCount> = statement
-        .query_map(params![from, to], |row| {
+        params![from, to],
+        |row| {
             Ok(UserCount {
                 user_id: row.get(0)?,
                 records: row.get::<_, i64>(1)?.unsigned_abs(),
                 errors: row.get::<_, i64>(2)?.unsigned_abs(),
             })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
+        },
+    )?;
     let records_with_user = users.iter().map(|u| u.records).sum();
     let unique_users = users.len() as u64;
     users.sort_by(|a, b| b.records.cmp(&a.records).then_with(|| a.user_id.cmp(&b.user_id)));

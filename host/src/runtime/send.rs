@@ -14,14 +14,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{Error, WasiBody};
 
+use crate::config::trust;
 use crate::runtime::reach::Reach;
 
 /// The certificate authorities one check's HTTPS requests trust.
@@ -37,17 +37,9 @@ impl std::fmt::Debug for TlsConfig {
 impl TlsConfig {
     /// The system's roots, plus every certificate in `extra_pem` (a CA file's contents).
     pub fn new(extra_pem: Option<&[u8]>) -> Result<Self, String> {
-        let mut roots = system_roots().clone();
+        let mut roots = trust::system_roots().clone();
         if let Some(pem) = extra_pem {
-            let mut added = 0;
-            for certificate in CertificateDer::pem_slice_iter(pem) {
-                let certificate = certificate.map_err(|e| format!("is not PEM: {e}"))?;
-                roots.add(certificate).map_err(|e| format!("holds a certificate that cannot be used: {e}"))?;
-                added += 1;
-            }
-            if added == 0 {
-                return Err("holds no PEM certificate".into());
-            }
+            trust::add_pem(&mut roots, pem)?;
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = ClientConfig::builder_with_provider(provider)
@@ -63,21 +55,6 @@ impl TlsConfig {
         static SYSTEM: OnceLock<TlsConfig> = OnceLock::new();
         SYSTEM.get_or_init(|| Self::new(None).expect("TLS with the system's roots")).clone()
     }
-}
-
-/// The trusted roots of this machine, read once.
-fn system_roots() -> &'static RootCertStore {
-    static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
-    ROOTS.get_or_init(|| {
-        let mut roots = RootCertStore::empty();
-        let loaded = rustls_native_certs::load_native_certs();
-        let (added, _) = roots.add_parsable_certificates(loaded.certs);
-        if added == 0 {
-            tracing::warn!("No trusted certificates found on this system; HTTPS checks trust Mozilla's bundle instead");
-            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        }
-        roots
-    })
 }
 
 /// How long each phase may take; the caller has already bounded them by the call's deadline.

@@ -1,15 +1,19 @@
-//! Storage, the bottom layer: SQLite in WAL mode, written by one thread that commits in groups, read on connections
-//! of their own that never wait for it. It imports no capability, only `config`, for the privacy settings.
+//! Storage, the bottom layer, on one of two engines: SQLite (`sqlite.rs`, the default: one file in WAL mode) or
+//! PostgreSQL (`postgres/`, chosen by `[storage] url`). Either is written by one thread that commits in groups, and
+//! read on connections of its own that never wait for it. It imports no capability, only `config`, for the privacy
+//! settings and the trusted roots.
 //!
-//! # What a backend provides
+//! # What the stores reach
 //!
 //! Every capability keeps its SQL in a `store.rs` of its own (`checks/store.rs`, `logs/store.rs`, ...), and those
-//! files reach the database only through what this folder provides. A second engine provides the same:
+//! files reach the database only through what this folder provides:
 //!
-//! - [`Storage::open`]: create the database if needed and bring its schema (`schema.rs`, versioned migrations) up to
-//!   date;
+//! - [`sql`]: statements with numbered parameters, values and rows, the same on both engines ([`sql::Db`]); where
+//!   their SQL differs, a store asks [`sql::Db::engine`];
+//! - [`Storage::open`] (SQLite) and [`Storage::connect`] (PostgreSQL): create the schema if needed and bring it up to
+//!   date (versioned migrations: `schema.rs`, `postgres/schema.rs`);
 //! - [`Storage::read`]: a query on a connection of its own, off the async threads, never waiting for the writer
-//!   ([`open_read_only`] gives the command line such a connection to a store a server is writing);
+//!   ([`open_read_only`] gives the command line such a connection to a SQLite store a server is writing);
 //! - [`Storage::apply`]: a change in one transaction on the writer, answered once committed (nothing of a failed
 //!   one is kept);
 //! - [`Storage::queue`]: a write nobody waits for ([`Batched`]), committed in a group with others; one that fails is
@@ -19,31 +23,39 @@
 //!   and the store's [`Figures`];
 //! - the privacy chokepoint ([`Privacy`]) every record, span and event passes before it is written;
 //! - the time helpers of [`time`]: stored times are Unix milliseconds, shown as RFC 3339;
-//! - files for the owner only ([`private_dir`], [`private_file`]): the database, its write-ahead log, the keys;
-//! - encryption at rest ([`cipher`]): a store opened with a key ([`Storage::open_with_key`]), converted either way
-//!   while no server holds its [`cipher::lock`].
+//! - on SQLite, files for the owner only ([`private_dir`], [`private_file`]) and encryption at rest ([`cipher`]: a
+//!   store opened with a key ([`Storage::open_with_key`]), converted either way while no server holds its
+//!   [`cipher::lock`]); on PostgreSQL, day partitions made ahead and dropped by retention
+//!   ([`Storage::drop_partitions`]).
 //!
-//! Outside this folder, only the `store.rs` files name the engine's types.
+//! Outside this folder, only the `store.rs` files name an engine's types (rusqlite's, for what only SQLite has), and
+//! none names PostgreSQL's.
 
 pub mod cipher;
+pub mod migrate;
+mod postgres;
 mod privacy;
 pub mod samples;
 mod schema;
+pub mod sql;
+mod sqlite;
 pub mod time;
 mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Secret;
+use postgres::Postgres;
+use sqlite::Sqlite;
 
 pub use privacy::{PSEUDONYM_PREFIX, Privacy, kept_key};
 pub use samples::{MAX_POINTS, MetricName, Sample, SeriesError, SeriesPage, SeriesPoints, SeriesQuery};
+pub use sql::{Db, SqlError};
+pub use sqlite::open_read_only;
 pub use time::{from_millis, rfc3339, sql_count, to_millis};
 pub use writer::{Batch, Batched};
 use writer::{Fullness, Op};
@@ -54,8 +66,9 @@ const QUEUE: usize = 4096;
 /// The store's size and backlog.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Figures {
+    /// Where the store is: a file's path, or PostgreSQL's `postgres://host:port/database`.
     pub path: String,
-    /// The database and its write-ahead log.
+    /// The database and its write-ahead log (on PostgreSQL, the database's size).
     pub bytes_on_disk: u64,
     /// Writes waiting for the writer.
     pub writes_queued: usize,
@@ -95,6 +108,10 @@ pub enum StorageError {
     Migrate { path: PathBuf, source: rusqlite_migration::Error },
     #[error("cannot start the storage writer: {0}")]
     Writer(std::io::Error),
+    #[error("{0}")]
+    Url(String),
+    #[error("cannot open the PostgreSQL database {target}: {reason}")]
+    Connect { target: String, reason: String },
     #[error("storage is closed")]
     Closed,
     #[error("storage writes failed: {0}")]
@@ -103,12 +120,18 @@ pub enum StorageError {
     #[error("storage is full: {0}")]
     Full(String),
     #[error(transparent)]
-    Query(rusqlite::Error),
+    Query(SqlError),
+}
+
+impl From<SqlError> for StorageError {
+    fn from(error: SqlError) -> Self {
+        if writer::is_full(&error) { Self::Full(error.to_string()) } else { Self::Query(error) }
+    }
 }
 
 impl From<rusqlite::Error> for StorageError {
     fn from(error: rusqlite::Error) -> Self {
-        if writer::is_full(&error) { Self::Full(error.to_string()) } else { Self::Query(error) }
+        SqlError::from(error).into()
     }
 }
 
@@ -127,10 +150,7 @@ pub enum ChangeError {
 #[derive(Clone)]
 pub struct Storage {
     queue: mpsc::Sender<Op>,
-    path: Arc<PathBuf>,
-    /// The key of an encrypted store, for every connection that reads it.
-    key: Option<Arc<Secret>>,
-    readers: Arc<Readers>,
+    engine: Engine,
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
     commits: prometheus::Histogram,
     /// The id of the newest committed log record, for live tails to follow.
@@ -138,24 +158,17 @@ pub struct Storage {
     /// What every record, span and event passes through before it is written.
     privacy: Arc<Privacy>,
     fullness: Arc<Fullness>,
-    /// Under `[storage] size_limit`: the pages writes may fill, and the pages the cleanup may fill (the reserve
-    /// above the first is its own).
-    page_limits: Arc<Mutex<Option<(u64, u64)>>>,
 }
 
-/// Reads that run at once; more wait for a turn. Each has a connection of its own, with a page cache of up to
-/// 2 MiB, kept for the next read: a burst of requests leaves no more than this many behind.
+/// The database behind a store.
+#[derive(Clone)]
+enum Engine {
+    Sqlite(Arc<Sqlite>),
+    Postgres(Arc<Postgres>),
+}
+
+/// Reads that run at once; more wait for a turn.
 pub const READERS: usize = 16;
-
-/// Read-only connections, and the turns to use one.
-struct Readers {
-    idle: Mutex<Vec<Connection>>,
-    turns: Arc<Semaphore>,
-}
-
-/// The share of `[storage] size_limit` kept for the cleanup, and the most it keeps.
-const RESERVE_SHARE: u64 = 8;
-const RESERVE_MAX: u64 = 64 << 20;
 
 impl Storage {
     /// Open (creating if needed) the plain database at `path`, bring its schema up to date and start the writer.
@@ -165,39 +178,26 @@ impl Storage {
 
     /// [`Storage::open`] a database encrypted with `key` (created encrypted if new), or a plain one without.
     pub fn open_with_key(path: &Path, key: Option<Secret>) -> Result<Self, StorageError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            private_dir(dir).map_err(|source| StorageError::Directory { path: dir.into(), source })?;
-        }
-        // Made for the owner only; SQLite gives its write-ahead log and shared-memory files the same mode.
-        private_file(path).map_err(|source| StorageError::Directory { path: path.into(), source })?;
-        let open_error = |source| StorageError::Open { path: path.into(), source };
-        // The key is proved on a connection that cannot write first: a writable one would, on closing after a
-        // refusal, fold a left-over write-ahead log into the database file.
-        if cipher::encrypted_on_disk(path)?.is_some() {
-            open_read_only(path, key.as_ref())?;
-        }
-        let mut connection = Connection::open(path).map_err(open_error)?;
-        cipher::unlock(&connection, path, key.as_ref())?;
-        // Freed pages go back to the file system when the cleanup asks (a new database takes the mode at once; one
-        // made before it needs one full VACUUM, which needs free disk space as large as the database: when it cannot
-        // be done, selfmon runs on and the file just does not shrink).
-        let auto_vacuum: i64 = connection.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).map_err(open_error)?;
-        if auto_vacuum != 2
-            && let Err(error) = connection.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")
-        {
-            tracing::warn!(path = %path.display(), %error, "Cannot switch the database to incremental vacuum; freed space stays in the file");
-        }
-        connection
-            .execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;
-                 PRAGMA journal_size_limit = 67108864; PRAGMA cache_size = -65536;",
-            )
-            .map_err(open_error)?;
-        connection.busy_timeout(Duration::from_secs(5)).map_err(open_error)?;
-        schema::migrations()
-            .to_latest(&mut connection)
-            .map_err(|source| StorageError::Migrate { path: path.into(), source })?;
+        let (store, connection, head) = sqlite::open(path, key)?;
+        Self::start(Engine::Sqlite(Arc::new(store)), writer::Connection::Sqlite(connection), head)
+    }
 
+    /// Connect to the PostgreSQL database of `url` (`[storage] url`), bring its schema up to date and start the
+    /// writer; `read_file` reads the CA file the URL may name.
+    pub async fn connect(
+        url: &Secret,
+        read_file: impl Fn(&str) -> std::io::Result<Vec<u8>>,
+    ) -> Result<Self, StorageError> {
+        let target = postgres::Target::parse(url.expose(), read_file).map_err(StorageError::Url)?;
+        let failed = |reason: String| StorageError::Connect { target: target.name.clone(), reason };
+        let store = postgres::open(&target, to_millis(std::time::SystemTime::now())).await.map_err(failed)?;
+        let head = store.read(|db| db.query_row("SELECT COALESCE(MAX(id), 0) FROM logs", [], |r| r.get(0))).await?;
+        let connection =
+            writer::Connection::Postgres { pool: store.pool.clone(), runtime: tokio::runtime::Handle::current() };
+        Self::start(Engine::Postgres(Arc::new(store)), connection, head)
+    }
+
+    fn start(engine: Engine, connection: writer::Connection, head: i64) -> Result<Self, StorageError> {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let commits = prometheus::Histogram::with_opts(
             prometheus::HistogramOpts::new(
@@ -207,8 +207,6 @@ impl Storage {
             .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
         )
         .map_err(|e| StorageError::Writer(std::io::Error::other(e)))?;
-        let head: i64 =
-            connection.query_row("SELECT COALESCE(MAX(id), 0) FROM logs", [], |r| r.get(0)).map_err(open_error)?;
         let timer = commits.clone();
         let fullness = Arc::new(Fullness::default());
         let full = fullness.clone();
@@ -218,32 +216,34 @@ impl Storage {
             .map_err(StorageError::Writer)?;
         Ok(Self {
             queue,
-            path: Arc::new(path.to_path_buf()),
-            key: key.map(Arc::new),
-            readers: Arc::new(Readers { idle: Mutex::default(), turns: Arc::new(Semaphore::new(READERS)) }),
+            engine,
             writer: Arc::new(Mutex::new(Some(writer))),
             commits,
             log_head: Arc::new(tokio::sync::watch::Sender::new(head)),
             privacy: Arc::default(),
             fullness,
-            page_limits: Arc::default(),
         })
+    }
+
+    /// Which engine the store is on.
+    pub fn engine(&self) -> sql::Engine {
+        match self.engine {
+            Engine::Sqlite(_) => sql::Engine::Sqlite,
+            Engine::Postgres(_) => sql::Engine::Postgres,
+        }
     }
 
     /// Let the database file grow to `bytes` at most (no limit but the disk's when `None`). Writes may fill it but
     /// for a reserve (an eighth, at most 64 MiB) that only the cleanup may use: deleting from a full store takes
     /// room before it frees any, as the full-text index notes each deletion. The limit in force for writes, in
-    /// bytes, which is never below the file's size now.
+    /// bytes, which is never below the file's size now. SQLite only.
     pub async fn limit_size(&self, bytes: Option<u64>) -> Result<u64, StorageError> {
-        let limits = self.page_limits.clone();
-        self.apply(move |db| {
-            let page_size = db.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))?.unsigned_abs();
-            let pages = bytes.map(|bytes| (bytes / page_size).max(1));
-            let reserve = pages.map_or(0, |pages| (pages / RESERVE_SHARE).min(RESERVE_MAX / page_size));
-            // SQLite's own default, its largest.
-            let writes = pages.map_or(0xffff_fffe, |pages| pages - reserve);
-            *limits.lock().expect("page limits lock") = pages.map(|pages| (writes, pages));
-            Ok(max_pages(db, writes)? * page_size)
+        let Engine::Sqlite(store) = self.engine.clone() else {
+            return Err(StorageError::Write("`[storage] size_limit` applies to SQLite only".into()));
+        };
+        self.on_writer(move |connection| match connection {
+            writer::Connection::Sqlite(db) => Ok(store.limit_size(db, bytes)?),
+            writer::Connection::Postgres { .. } => unreachable!("a SQLite store has a SQLite writer"),
         })
         .await
     }
@@ -252,17 +252,15 @@ impl Storage {
     /// transaction on the writer (as [`Storage::apply`]).
     pub async fn reclaim<T: Send + 'static>(
         &self,
-        change: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<T> + Send + 'static,
+        change: impl FnOnce(&Db) -> sql::Result<T> + Send + 'static,
     ) -> Result<T, StorageError> {
-        let limits = *self.page_limits.lock().expect("page limits lock");
-        self.apply(move |db| {
-            let Some((writes, all)) = limits else { return change(db) };
-            max_pages(db, all)?;
-            let changed = change(db);
-            // Never below the file's size: once the cleanup has handed pages back, writes are held to their own
-            // limit again.
-            max_pages(db, writes)?;
-            changed
+        let store = match &self.engine {
+            Engine::Sqlite(store) => Some(store.clone()),
+            Engine::Postgres(_) => None,
+        };
+        self.on_writer(move |connection| match (connection, store) {
+            (writer::Connection::Sqlite(db), Some(store)) => store.reclaim(db, change),
+            (connection, _) => connection.transaction(change),
         })
         .await
     }
@@ -284,8 +282,12 @@ impl Storage {
         &self.privacy
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the store is: a file's path, or PostgreSQL's host, port and database.
+    pub fn location(&self) -> String {
+        match &self.engine {
+            Engine::Sqlite(store) => store.path.display().to_string(),
+            Engine::Postgres(store) => format!("postgres://{}", store.name),
+        }
     }
 
     /// The id of the newest committed log record, changing as records are committed.
@@ -341,19 +343,21 @@ impl Storage {
     /// when it fails). It may commit before writes queued just before it, which it does not read.
     pub async fn apply<T: Send + 'static>(
         &self,
-        change: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<T> + Send + 'static,
+        change: impl FnOnce(&Db) -> sql::Result<T> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        self.on_writer(move |connection| connection.transaction(change)).await
+    }
+
+    /// Run `work` on the writer's connection; its result once it is done.
+    async fn on_writer<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut writer::Connection) -> sql::Result<T> + Send + 'static,
     ) -> Result<T, StorageError> {
         let (done, committed) = oneshot::channel();
         let fullness = self.fullness.clone();
-        let op = Op::Apply(Box::new(move |connection: &mut Connection| {
+        let op = Op::Apply(Box::new(move |connection: &mut writer::Connection| {
             // A change that panics rolls back and fails alone; the writer goes on.
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                connection.transaction().and_then(|transaction| {
-                    let value = change(&transaction)?;
-                    transaction.commit()?;
-                    Ok(value)
-                })
-            }));
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(connection)));
             if let Ok(result) = result {
                 match &result {
                     Ok(_) => fullness.wrote(),
@@ -390,36 +394,48 @@ impl Storage {
     /// Run a read on a connection of its own, off the async threads.
     pub async fn read<T: Send + 'static>(
         &self,
-        query: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        query: impl FnOnce(&Db) -> sql::Result<T> + Send + 'static,
     ) -> Result<T, StorageError> {
-        let readers = self.readers.clone();
-        // Held until the read is over, even if its caller stops waiting for it.
-        let turn = readers.turns.clone().acquire_owned().await.map_err(|_| StorageError::Closed)?;
-        let (path, key) = (self.path.clone(), self.key.clone());
-        tokio::task::spawn_blocking(move || {
-            let pooled = readers.idle.lock().expect("reader pool lock").pop();
-            let connection = match pooled {
-                Some(connection) => connection,
-                None => open_read_only(&path, key.as_deref())?,
-            };
-            let result = query(&connection);
-            readers.idle.lock().expect("reader pool lock").push(connection);
-            drop(turn);
-            result.map_err(StorageError::from)
-        })
-        .await
-        .expect("storage reads do not panic")
+        match &self.engine {
+            Engine::Sqlite(store) => store.read(query).await,
+            Engine::Postgres(store) => store.read(query).await,
+        }
+    }
+
+    /// On PostgreSQL, make the day partitions from yesterday to a week ahead where missing; nothing to do on
+    /// SQLite.
+    pub async fn prepare_partitions(&self) -> Result<(), StorageError> {
+        self.prepare_partitions_from(to_millis(std::time::SystemTime::now())).await
+    }
+
+    /// [`Storage::prepare_partitions`], and those of every day from the day of `first` (Unix ms).
+    pub async fn prepare_partitions_from(&self, first: i64) -> Result<(), StorageError> {
+        let Engine::Postgres(store) = &self.engine else { return Ok(()) };
+        let mut client = store.pool.get().await.map_err(|e| SqlError::Pool(e.to_string()))?;
+        let now = to_millis(std::time::SystemTime::now());
+        Ok(postgres::partitions::prepare(&mut client, first, now).await.map_err(SqlError::from)?)
+    }
+
+    /// On PostgreSQL, drop the day partitions of `table` (logs, spans, events or samples) that end by `cutoff` (in
+    /// its time column's units) and delete older rows of its default partition: about how many rows went. `None`
+    /// on SQLite, whose rows are deleted one by one.
+    pub async fn drop_partitions(&self, table: &'static str, cutoff: i64) -> Result<Option<u64>, StorageError> {
+        let Engine::Postgres(store) = &self.engine else { return Ok(None) };
+        let mut client = store.pool.get().await.map_err(|e| SqlError::Pool(e.to_string()))?;
+        let removed = postgres::partitions::drop_before(&mut client, table, cutoff).await.map_err(SqlError::from)?;
+        Ok(Some(removed))
     }
 
     /// How big the store is and how far behind its writer.
     pub async fn figures(&self) -> Result<Figures, StorageError> {
         let queued = self.queued();
-        let path = self.path.clone();
-        let on_disk = ["", "-wal"]
-            .iter()
-            .filter_map(|suffix| std::fs::metadata(format!("{}{suffix}", path.display())).ok())
-            .map(|m| m.len())
-            .sum();
+        let on_disk = match &self.engine {
+            Engine::Sqlite(store) => store.bytes_on_disk(),
+            Engine::Postgres(_) => self
+                .read(|db| db.query_row("SELECT pg_database_size(current_database())", [], |r| r.get::<_, i64>(0)))
+                .await?
+                .unsigned_abs(),
+        };
         let (runs, series) = self
             .read(|db| {
                 let runs: i64 = db.query_row("SELECT COALESCE(MAX(id), 0) FROM check_runs", [], |r| r.get(0))?;
@@ -427,13 +443,7 @@ impl Storage {
                 Ok((runs, series))
             })
             .await?;
-        Ok(Figures {
-            path: path.display().to_string(),
-            bytes_on_disk: on_disk,
-            writes_queued: queued,
-            runs_stored: runs,
-            series,
-        })
+        Ok(Figures { path: self.location(), bytes_on_disk: on_disk, writes_queued: queued, runs_stored: runs, series })
     }
 }
 
@@ -450,22 +460,6 @@ pub fn private_file(path: &Path) -> std::io::Result<()> {
         Err(error) if error.kind() != std::io::ErrorKind::AlreadyExists => Err(error),
         _ => Ok(()),
     }
-}
-
-/// Let the database hold `pages` pages at most (never fewer than it holds now): the limit in force.
-fn max_pages(db: &Connection, pages: u64) -> rusqlite::Result<u64> {
-    Ok(db.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| r.get::<_, i64>(0))?.unsigned_abs())
-}
-
-/// A connection that only reads (with the store's key, if it is encrypted): no migration, no writer, and it works for
-/// a user who may only read the database (the command line reads a running server's store this way).
-pub fn open_read_only(path: &Path, key: Option<&Secret>) -> Result<Connection, StorageError> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let open_error = |source| StorageError::Open { path: path.to_path_buf(), source };
-    let connection = Connection::open_with_flags(path, flags).map_err(open_error)?;
-    connection.busy_timeout(Duration::from_secs(5)).map_err(open_error)?;
-    cipher::unlock(&connection, path, key)?;
-    Ok(connection)
 }
 
 #[cfg(test)]
@@ -486,9 +480,9 @@ mod tests {
         found
     }
 
-    /// What makes this the bottom layer and the seam a second engine plugs into: storage imports no capability
-    /// (only `config`, for the privacy settings), and outside this folder only the capabilities' `store.rs` files name
-    /// the engine's types.
+    /// What makes this the bottom layer and the seam the engines plug into: storage imports no capability (only
+    /// `config`), outside this folder only the capabilities' `store.rs` files name SQLite's types, and none names
+    /// PostgreSQL's client.
     #[test]
     fn storage_is_the_bottom_layer_and_only_stores_name_the_engine() {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -509,6 +503,8 @@ mod tests {
                 }
             } else if !is_store && text.contains("rusqlite") {
                 problems.push(format!("{file}: names rusqlite outside storage/ and the store.rs files"));
+            } else if text.contains("tokio_postgres") || text.contains("deadpool") {
+                problems.push(format!("{file}: names the PostgreSQL client outside storage/"));
             }
         }
         assert!(problems.is_empty(), "{problems:#?}");

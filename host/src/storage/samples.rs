@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use rusqlite::{Connection, params};
 use serde::Serialize;
 
+use super::sql::{self, Db, params};
 use super::{Storage, StorageError, to_millis};
 
 /// One metric sample.
@@ -31,10 +31,13 @@ pub struct SeriesIds {
 
 impl SeriesIds {
     /// Write a sample, making its series when it is new.
-    pub fn write(&mut self, db: &Connection, sample: &Sample) -> rusqlite::Result<()> {
+    pub fn write(&mut self, db: &Db, sample: &Sample) -> sql::Result<()> {
         let id = self.id(db, &sample.name, &sample.labels)?;
-        db.prepare_cached("INSERT OR REPLACE INTO samples (series_id, ts, value) VALUES (?1, ?2, ?3)")?
-            .execute(params![id, to_millis(sample.time), sample.value])?;
+        db.execute(
+            "INSERT INTO samples (series_id, ts, value) VALUES (?1, ?2, ?3)
+             ON CONFLICT (series_id, ts) DO UPDATE SET value = excluded.value",
+            params![id, to_millis(sample.time), sample.value],
+        )?;
         Ok(())
     }
 
@@ -43,17 +46,17 @@ impl SeriesIds {
         self.ids.clear();
     }
 
-    fn id(&mut self, db: &Connection, name: &str, labels: &[(String, String)]) -> rusqlite::Result<i64> {
+    fn id(&mut self, db: &Db, name: &str, labels: &[(String, String)]) -> sql::Result<i64> {
         let labels = serde_json::to_string(labels).unwrap_or_default();
         let key = (name.to_string(), labels);
         if let Some(id) = self.ids.get(&key) {
             return Ok(*id);
         }
-        db.prepare_cached("INSERT OR IGNORE INTO series (name, labels) VALUES (?1, ?2)")?
-            .execute(params![key.0, key.1])?;
-        let id = db
-            .prepare_cached("SELECT id FROM series WHERE name = ?1 AND labels = ?2")?
-            .query_row(params![key.0, key.1], |row| row.get(0))?;
+        db.execute("INSERT INTO series (name, labels) VALUES (?1, ?2) ON CONFLICT DO NOTHING", params![key.0, key.1])?;
+        let id =
+            db.query_row("SELECT id FROM series WHERE name = ?1 AND labels = ?2", params![key.0, key.1], |row| {
+                row.get(0)
+            })?;
         if self.ids.len() >= SERIES_CACHE {
             self.ids.clear();
         }
@@ -63,7 +66,7 @@ impl SeriesIds {
 }
 
 /// Store one sample inside a transaction of one's own (the writer's groups use their own cache of series ids).
-pub fn insert_sample(db: &Connection, sample: &Sample) -> rusqlite::Result<()> {
+pub fn insert_sample(db: &Db, sample: &Sample) -> sql::Result<()> {
     SeriesIds::default().write(db, sample)
 }
 
@@ -125,11 +128,9 @@ impl Storage {
     /// Every metric name with its number of series.
     pub async fn metric_names(&self) -> Result<Vec<MetricName>, StorageError> {
         self.read(|db| {
-            let mut statement = db.prepare("SELECT name, COUNT(*) FROM series GROUP BY name ORDER BY name")?;
-            let rows = statement.query_map([], |row| {
+            db.query_map("SELECT name, COUNT(*) FROM series GROUP BY name ORDER BY name", [], |row| {
                 Ok(MetricName { name: row.get(0)?, series: usize::try_from(row.get::<_, i64>(1)?).unwrap_or(0) })
-            })?;
-            rows.collect()
+            })
         })
         .await
     }
@@ -138,10 +139,11 @@ impl Storage {
     pub async fn series(&self, query: SeriesQuery) -> Result<SeriesPage, SeriesError> {
         let page = self
             .read(move |db| {
-                let mut statement = db.prepare_cached("SELECT id, labels FROM series WHERE name = ?1")?;
-                let mut matching: Vec<(i64, Vec<(String, String)>)> = statement
-                    .query_map([&query.name], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)))?
-                    .filter_map(Result::ok)
+                let mut matching: Vec<(i64, Vec<(String, String)>)> = db
+                    .query_map("SELECT id, labels FROM series WHERE name = ?1", [&query.name], |row| {
+                        Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+                    })?
+                    .into_iter()
                     .filter_map(|(id, labels)| Some((id, serde_json::from_str::<Vec<(String, String)>>(&labels).ok()?)))
                     .filter(|(_, labels)| query.matchers.iter().all(|m| labels.contains(m)))
                     .collect();
@@ -157,21 +159,19 @@ impl Storage {
                     let points = match query.step {
                         Some(step) => {
                             let step = i64::try_from(step.as_millis()).unwrap_or(i64::MAX).max(1);
-                            let mut statement = db.prepare_cached(
+                            db.query_map(
                                 "SELECT (ts / ?4) * ?4 AS bucket, AVG(value) FROM samples
                                  WHERE series_id = ?1 AND ts >= ?2 AND ts <= ?3 GROUP BY bucket ORDER BY bucket LIMIT ?5",
-                            )?;
-                            statement
-                                .query_map(params![id, from, to, step, MAX_POINTS as i64 + 1], |r| Ok((r.get(0)?, r.get(1)?)))?
-                                .collect::<rusqlite::Result<Vec<_>>>()?
+                                params![id, from, to, step, MAX_POINTS as i64 + 1],
+                                |r| Ok((r.get(0)?, r.get(1)?)),
+                            )?
                         }
                         None => {
-                            let mut statement = db.prepare_cached(
+                            db.query_map(
                                 "SELECT ts, value FROM samples WHERE series_id = ?1 AND ts >= ?2 AND ts <= ?3 ORDER BY ts LIMIT ?4",
-                            )?;
-                            statement
-                                .query_map(params![id, from, to, MAX_POINTS as i64 + 1], |r| Ok((r.get(0)?, r.get(1)?)))?
-                                .collect::<rusqlite::Result<Vec<_>>>()?
+                                params![id, from, to, MAX_POINTS as i64 + 1],
+                                |r| Ok((r.get(0)?, r.get(1)?)),
+                            )?
                         }
                     };
                     points_in_all += points.len();

@@ -12,10 +12,12 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, ErrorCode};
+use rusqlite::ErrorCode;
 use tokio::sync::{mpsc, oneshot};
 
+use super::postgres::Session;
 use super::samples::{Sample, SeriesIds};
+use super::sql::{self, Db, SqlError};
 
 /// Queued operations written in one transaction at most.
 const BATCH: usize = 1024;
@@ -26,28 +28,28 @@ const GROUP_WINDOW: Duration = Duration::from_millis(200);
 /// A write nobody waits for, committed in a group with others ([`Storage::queue`](super::Storage::queue)). It may
 /// be written twice: when its group fails, each write of the group is tried again alone.
 pub trait Batched: Send {
-    fn write(&self, batch: &mut Batch) -> rusqlite::Result<()>;
+    fn write(&self, batch: &mut Batch) -> sql::Result<()>;
 }
 
 /// The transaction a group is written in.
 pub struct Batch<'a> {
-    db: &'a Connection,
+    db: Db<'a>,
     series: &'a mut SeriesIds,
 }
 
-impl Batch<'_> {
-    pub fn db(&self) -> &Connection {
-        self.db
+impl<'a> Batch<'a> {
+    pub fn db(&self) -> &Db<'a> {
+        &self.db
     }
 
     /// Write a metric sample (series ids are cached across groups).
-    pub fn sample(&mut self, sample: &Sample) -> rusqlite::Result<()> {
-        self.series.write(self.db, sample)
+    pub fn sample(&mut self, sample: &Sample) -> sql::Result<()> {
+        self.series.write(&self.db, sample)
     }
 }
 
 impl Batched for Vec<Sample> {
-    fn write(&self, batch: &mut Batch) -> rusqlite::Result<()> {
+    fn write(&self, batch: &mut Batch) -> sql::Result<()> {
         self.iter().try_for_each(|sample| batch.sample(sample))
     }
 }
@@ -68,7 +70,7 @@ impl Fullness {
     }
 
     /// After a write failed: whether for want of space.
-    pub fn failed(&self, error: &rusqlite::Error) -> bool {
+    pub fn failed(&self, error: &SqlError) -> bool {
         let full = is_full(error);
         if full && self.0.lock().expect("fullness lock").replace(Instant::now()).is_none() {
             tracing::error!(%error, "Storage is full: log records, spans, events and check runs are not stored until there is room");
@@ -86,15 +88,46 @@ impl Fullness {
     }
 }
 
-/// Whether SQLite refused a write for want of space.
-pub fn is_full(error: &rusqlite::Error) -> bool {
-    error.sqlite_error_code() == Some(ErrorCode::DiskFull)
+/// Whether the database refused a write for want of space.
+pub fn is_full(error: &SqlError) -> bool {
+    match error {
+        SqlError::Sqlite(error) => error.sqlite_error_code() == Some(ErrorCode::DiskFull),
+        SqlError::Postgres(error) => error.code() == Some(&tokio_postgres::error::SqlState::DISK_FULL),
+        _ => false,
+    }
+}
+
+/// What the writer writes with.
+pub enum Connection {
+    Sqlite(rusqlite::Connection),
+    /// A connection from the pool for each transaction, so one lost is replaced.
+    Postgres {
+        pool: deadpool_postgres::Pool,
+        runtime: tokio::runtime::Handle,
+    },
+}
+
+impl Connection {
+    /// Run `change` in one transaction: committed when it succeeds, nothing of it kept when it fails.
+    pub fn transaction<T>(&mut self, change: impl FnOnce(&Db) -> sql::Result<T>) -> sql::Result<T> {
+        match self {
+            Self::Sqlite(connection) => {
+                let transaction = connection.transaction()?;
+                let value = change(&Db::sqlite(&transaction))?;
+                transaction.commit()?;
+                Ok(value)
+            }
+            Self::Postgres { pool, runtime } => {
+                let client = runtime.block_on(pool.get()).map_err(|e| SqlError::Pool(e.to_string()))?;
+                Session::new(client, runtime.clone()).transaction(change)
+            }
+        }
+    }
 }
 
 pub enum Op {
     Write(Box<dyn Batched>),
-    /// A write of its own (an API change such as a new alert rule), run in its own transaction; the closure sends
-    /// its result back itself.
+    /// A write of its own (an API change such as a new alert rule); the closure sends its result back itself.
     Apply(Box<dyn FnOnce(&mut Connection) + Send>),
     /// Answered once everything queued before it is committed, or with why some of it could not be.
     Flush(oneshot::Sender<Result<(), String>>),
@@ -183,21 +216,19 @@ pub fn run(
 }
 
 /// Write in one transaction.
-fn write_all(connection: &mut Connection, series: &mut SeriesIds, writes: &[Box<dyn Batched>]) -> rusqlite::Result<()> {
-    let transaction = connection.transaction()?;
-    let mut batch = Batch { db: &transaction, series };
-    for write in writes {
-        write.write(&mut batch)?;
-    }
-    transaction.commit()
+fn write_all(connection: &mut Connection, series: &mut SeriesIds, writes: &[Box<dyn Batched>]) -> sql::Result<()> {
+    connection.transaction(|db| {
+        let mut batch = Batch { db: *db, series };
+        writes.iter().try_for_each(|write| write.write(&mut batch))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn error(code: std::ffi::c_int) -> rusqlite::Error {
-        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    fn error(code: std::ffi::c_int) -> SqlError {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None).into()
     }
 
     #[test]

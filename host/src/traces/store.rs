@@ -3,10 +3,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use rusqlite::params_from_iter;
-
 use crate::checks::latency::{self, Item, LatencySeries, MAX_SERIES_ITEMS, Window};
 use crate::logs::search::Search;
+use crate::storage::sql::{self, Engine, Value, params};
 use crate::storage::{Privacy, Storage, StorageError, sql_count, to_millis};
 use crate::traces::otlp::USER_ATTRIBUTES;
 use crate::traces::profile::{MAX_PROFILED, OperationPerformance, ProfiledSpan, SlowOperation, profile};
@@ -52,17 +51,27 @@ impl Storage {
             span.events.iter_mut().for_each(|event| privacy.redact_json(event));
         }
         self.apply(move |db| {
-            // A span without a user takes the user its trace's stored spans have.
-            let mut insert = db.prepare_cached(
-                "INSERT OR REPLACE INTO spans (trace_id, span_id, parent_id, service, name, kind, start_ns, duration_ns,
-                                              status, status_message, user_id, attributes, events, resource)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
-                         COALESCE(?11, (SELECT user_id FROM spans WHERE trace_id = ?1 AND user_id IS NOT NULL LIMIT 1)),
-                         ?12, ?13, ?14)",
-            )?;
+            // A span is one row per trace and span id (on PostgreSQL, whose partitions are by time, and start).
+            let key = match db.engine() {
+                Engine::Sqlite => "trace_id, span_id",
+                Engine::Postgres => "trace_id, span_id, start_ns",
+            };
             for s in &spans {
                 let events = (!s.events.is_empty()).then(|| serde_json::Value::from(s.events.clone()).to_string());
-                insert.execute(rusqlite::params![
+                // A span without a user takes the user its trace's stored spans have.
+                db.execute(
+                    &format!("INSERT INTO spans (trace_id, span_id, parent_id, service, name, kind, start_ns, duration_ns, status,
+                                        status_message, user_id, attributes, events, resource)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
+                             COALESCE(?11, (SELECT user_id FROM spans WHERE trace_id = ?1 AND user_id IS NOT NULL LIMIT 1)),
+                             ?12, ?13, ?14)
+                     ON CONFLICT ({key}) DO UPDATE SET
+                         parent_id = excluded.parent_id, service = excluded.service, name = excluded.name,
+                         kind = excluded.kind, start_ns = excluded.start_ns, duration_ns = excluded.duration_ns,
+                         status = excluded.status, status_message = excluded.status_message,
+                         user_id = excluded.user_id, attributes = excluded.attributes, events = excluded.events,
+                         resource = excluded.resource"),
+                    params![
                     s.trace_id,
                     s.span_id,
                     s.parent_id,
@@ -77,19 +86,20 @@ impl Storage {
                     serde_json::Value::Object(s.attributes.clone()).to_string(),
                     events,
                     serde_json::Value::Object(s.resource.clone()).to_string(),
-                ])?;
+                    ],
+                )?;
             }
             // Spans and AI usage of the same trace stored earlier without a user (exporters send a request's inner
             // spans before the span that names the user) take it now.
             let users: std::collections::BTreeSet<(&str, &str)> =
                 spans.iter().filter_map(|s| Some((s.trace_id.as_str(), s.user_id.as_deref()?))).collect();
             for (trace, user) in users {
-                db.prepare_cached("UPDATE spans SET user_id = ?2 WHERE trace_id = ?1 AND user_id IS NULL")?
-                    .execute(rusqlite::params![trace, user])?;
-                db.prepare_cached("UPDATE events SET user_id = ?2 WHERE trace_id = ?1 AND user_id IS NULL")?
-                    .execute(rusqlite::params![trace, user])?;
-                db.prepare_cached("UPDATE logs SET user_id = ?2 WHERE trace_id = ?1 AND user_id IS NULL")?
-                    .execute(rusqlite::params![trace, user])?;
+                for table in ["spans", "events", "logs"] {
+                    db.execute(
+                        &format!("UPDATE {table} SET user_id = ?2 WHERE trace_id = ?1 AND user_id IS NULL"),
+                        params![trace, user],
+                    )?;
+                }
             }
             Ok(spans.len())
         })
@@ -99,14 +109,13 @@ impl Storage {
     /// One trace as a tree, with its log records; `None` when no span of it is stored.
     pub async fn trace(&self, trace_id: String) -> Result<Option<Trace>, StorageError> {
         self.read(move |db| {
-            let mut statement = db.prepare(
+            let spans: Vec<Span> = db.query_map(
                 "SELECT trace_id, span_id, parent_id, service, name, kind, start_ns, duration_ns, status,
                         status_message, user_id, attributes, events, resource
                  FROM spans WHERE trace_id = ?1 ORDER BY start_ns, id LIMIT ?2",
-            )?;
-            let spans: Vec<Span> = statement
-                .query_map(rusqlite::params![trace_id, sql_count(MAX_TRACE_SPANS as u64)], |row| {
-                    let json = |i: usize| -> rusqlite::Result<serde_json::Value> {
+                params![trace_id, sql_count(MAX_TRACE_SPANS as u64)],
+                |row| {
+                    let json = |i: usize| -> sql::Result<serde_json::Value> {
                         Ok(row
                             .get::<_, Option<String>>(i)?
                             .and_then(|t| serde_json::from_str(&t).ok())
@@ -136,8 +145,8 @@ impl Storage {
                         children: Vec::new(),
                         start_ns,
                     })
-                })?
-                .collect::<rusqlite::Result<_>>()?;
+                },
+            )?;
             if spans.is_empty() {
                 return Ok(None);
             }
@@ -156,8 +165,8 @@ impl Storage {
     pub async fn search_traces(&self, search: TraceSearch) -> Result<Vec<TraceSummary>, StorageError> {
         self.read(move |db| {
             let mut conditions = Vec::new();
-            let mut values: Vec<rusqlite::types::Value> = Vec::new();
-            let mut bind = |condition: &str, value: rusqlite::types::Value| {
+            let mut values: Vec<Value> = Vec::new();
+            let mut bind = |condition: &str, value: Value| {
                 values.push(value);
                 conditions.push(condition.replace('?', &format!("?{}", values.len())));
             };
@@ -202,10 +211,8 @@ impl Storage {
                  ORDER BY found.latest DESC, s.trace_id, s.start_ns",
                 values.len()
             );
-            let mut statement = db.prepare(&sql)?;
-            let mut rows = statement.query(params_from_iter(values))?;
             let mut found: Vec<(TraceSummary, i64, i64, bool)> = Vec::new();
-            while let Some(row) = rows.next()? {
+            db.query_each(&sql, values, |row| {
                 let trace_id: String = row.get(0)?;
                 let parent: Option<String> = row.get(2)?;
                 let service: String = row.get(3)?;
@@ -240,7 +247,8 @@ impl Storage {
                 if !summary.services.contains(&service) {
                     summary.services.push(service);
                 }
-            }
+                Ok(true)
+            })?;
             Ok(found.into_iter().map(|(summary, ..)| summary).collect())
         })
         .await
@@ -256,12 +264,11 @@ impl Storage {
         let from = to_millis(now.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH)).saturating_mul(1_000_000);
         let minutes = (window.as_secs_f64() / 60.0).max(1.0 / 60.0);
         self.read(move |db| {
-            let mut statement = db.prepare(
+            let rows: Vec<ProfiledSpan> = db.query_map(
                 "SELECT trace_id, span_id, parent_id, service, name, duration_ns, status, start_ns FROM spans
                  WHERE start_ns >= ?1 ORDER BY start_ns DESC LIMIT ?2",
-            )?;
-            let rows: Vec<ProfiledSpan> = statement
-                .query_map(rusqlite::params![from, MAX_PROFILED], |row| {
+                params![from, MAX_PROFILED],
+                |row| {
                     Ok(ProfiledSpan {
                         trace: row.get(0)?,
                         span: row.get(1)?,
@@ -271,8 +278,8 @@ impl Storage {
                         error: row.get::<_, String>(6)? == "error",
                         start: row.get(7)?,
                     })
-                })?
-                .collect::<rusqlite::Result<_>>()?;
+                },
+            )?;
             Ok(profile(&rows, minutes))
         })
         .await
@@ -287,16 +294,13 @@ impl Storage {
     ) -> Result<LatencySeries, StorageError> {
         self.read(move |db| {
             let (from, to) = (window.first.saturating_mul(1_000_000), window.to.saturating_mul(1_000_000));
-            let items: Vec<Item> = db
-                .prepare_cached(
-                    "SELECT start_ns / 1000000, duration_ns / 1e6, status = 'error' FROM spans
-                     WHERE service = ?1 AND name = ?2 AND start_ns >= ?3 AND start_ns <= ?4
-                     ORDER BY start_ns DESC LIMIT ?5",
-                )?
-                .query_map(rusqlite::params![service, operation, from, to, MAX_SERIES_ITEMS], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })?
-                .collect::<rusqlite::Result<_>>()?;
+            let items: Vec<Item> = db.query_map(
+                "SELECT start_ns / 1000000, duration_ns / 1e6, status = 'error' FROM spans
+                 WHERE service = ?1 AND name = ?2 AND start_ns >= ?3 AND start_ns <= ?4
+                 ORDER BY start_ns DESC LIMIT ?5",
+                params![service, operation, from, to, MAX_SERIES_ITEMS],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
             Ok(latency::series(window, items))
         })
         .await

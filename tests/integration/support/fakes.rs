@@ -53,6 +53,9 @@ pub struct TestCa {
     pub pem: String,
     leaf: rustls::pki_types::CertificateDer<'static>,
     leaf_key: Vec<u8>,
+    /// The server certificate and its key, PEM.
+    pub leaf_pem: String,
+    pub leaf_key_pem: String,
 }
 
 impl TestCa {
@@ -67,7 +70,13 @@ impl TestCa {
         let leaf_key = KeyPair::generate().unwrap();
         let leaf =
             CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&leaf_key, &issuer).unwrap();
-        Self { pem: ca.pem(), leaf: leaf.der().clone(), leaf_key: leaf_key.serialize_der() }
+        Self {
+            pem: ca.pem(),
+            leaf: leaf.der().clone(),
+            leaf_key: leaf_key.serialize_der(),
+            leaf_pem: leaf.pem(),
+            leaf_key_pem: leaf_key.serialize_pem(),
+        }
     }
 
     pub fn acceptor(&self) -> TlsAcceptor {

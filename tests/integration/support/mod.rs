@@ -190,7 +190,32 @@ pub struct Workdir {
     pub dir: TempDir,
 }
 
+/// The engine a test's store is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// Both engines, for tests that run on each.
+pub const ENGINES: [Engine; 2] = [Engine::Sqlite, Engine::Postgres];
+
 impl Workdir {
+    /// [`Workdir::new`] with the store on `engine`: on PostgreSQL, a database of its own on the binary's shared
+    /// server, and the privacy key a PostgreSQL store needs.
+    pub fn on(engine: Engine, config: &str, guests: &[(&str, &[u8])]) -> Self {
+        match engine {
+            Engine::Sqlite => Self::new(config, guests),
+            Engine::Postgres => {
+                assert!(!config.contains("[storage]") && !config.contains("[privacy]"), "set by Workdir::on");
+                let url = postgres::shared().database();
+                let storage =
+                    format!("[storage]\nurl = {url:?}\n\n[privacy]\nkey = \"test-privacy-key-0123456789\"\n\n");
+                Self::new(&format!("{storage}{config}"), guests)
+            }
+        }
+    }
+
     /// `config` is the `[[check]]` part (and any other sections); storage, the plugin cache, the system collector and
     /// the dashboard (off) are set up here unless `config` has its own `[plugins]`, `[system]` or `[dashboard]`. `{workdir}` in it stands for the
     /// directory's path.
@@ -226,6 +251,17 @@ impl Workdir {
         self.dir.path()
     }
 
+    /// The store its config names, opened as selfmon opens it (a test that drives capabilities without a server).
+    pub async fn store(&self) -> selfmon::storage::Storage {
+        let config = self.config();
+        match config.storage.url(self.path()).unwrap() {
+            Some(url) => {
+                selfmon::storage::Storage::connect(&url, |_| Err(std::io::ErrorKind::NotFound.into())).await.unwrap()
+            }
+            None => selfmon::storage::Storage::open(&config.source.resolve(&config.storage.path)).unwrap(),
+        }
+    }
+
     pub fn config_file(&self) -> PathBuf {
         self.path().join("selfmon.toml")
     }
@@ -233,6 +269,14 @@ impl Workdir {
     pub fn config(&self) -> selfmon::config::Config {
         let file = self.config_file();
         selfmon::config::Config::parse(&std::fs::read_to_string(&file).unwrap(), Some(&file)).unwrap()
+    }
+
+    /// Run SQL on the store its config names, beside a server using it (through `psql` on PostgreSQL).
+    pub fn execute_sql(&self, sql: &str) {
+        match self.config().storage.url(self.path()).unwrap() {
+            Some(url) => postgres::psql_at(url.expose(), sql),
+            None => self.db().execute_batch(sql).unwrap(),
+        }
     }
 
     pub fn db(&self) -> rusqlite::Connection {

@@ -13,6 +13,9 @@ pub struct Postgres {
     pub port: u16,
     dir: TempDir,
     server: Option<Child>,
+    max_connections: u32,
+    /// Whether the server also takes TLS connections, with a certificate for `localhost` from [`Postgres::ca`].
+    tls: bool,
 }
 
 /// Users the server is set up with, one per login method.
@@ -27,6 +30,10 @@ pub const MAX_CONNECTIONS: u32 = 20;
 
 impl Postgres {
     pub fn start() -> Self {
+        Self::start_with(MAX_CONNECTIONS, None)
+    }
+
+    fn start_with(max_connections: u32, ca: Option<&super::fakes::TestCa>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         if running_as_root() {
             let status = Command::new("chown").args(["-R", "postgres"]).arg(dir.path()).status().unwrap();
@@ -49,7 +56,22 @@ impl Postgres {
             ),
         )
         .unwrap();
-        let mut postgres = Self { port: super::free_port(), dir, server: None };
+        if let Some(ca) = ca {
+            std::fs::write(data.join("server.crt"), &ca.leaf_pem).unwrap();
+            std::fs::write(data.join("server.key"), &ca.leaf_key_pem).unwrap();
+            std::fs::set_permissions(data.join("server.key"), std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+            if running_as_root() {
+                let status = Command::new("chown")
+                    .args(["postgres"])
+                    .arg(data.join("server.crt"))
+                    .arg(data.join("server.key"))
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+            }
+        }
+        let mut postgres = Self { port: super::free_port(), dir, server: None, max_connections, tls: ca.is_some() };
         postgres.run();
         postgres.psql(&format!(
             "SET password_encryption = 'md5'; CREATE USER {MD5_USER} PASSWORD '{MD5_PASSWORD}';
@@ -64,7 +86,13 @@ impl Postgres {
             .args(["-D", self.dir.path().join("data").to_str().unwrap()])
             .args(["-p", &self.port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
             .args(["-c", &format!("unix_socket_directories={}", self.dir.path().display())])
-            .args(["-c", &format!("max_connections={MAX_CONNECTIONS}"), "-c", "superuser_reserved_connections=1"])
+            .args([
+                "-c",
+                &format!("max_connections={}", self.max_connections),
+                "-c",
+                "superuser_reserved_connections=1",
+            ])
+            .args(if self.tls { ["-c", "ssl=on"] } else { ["-c", "ssl=off"] })
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -137,10 +165,65 @@ impl Postgres {
     }
 }
 
+/// One server for the whole test binary, for tests of selfmon's own store on PostgreSQL: each takes a database of
+/// its own ([`Postgres::database`]). It is stopped when the binary exits.
+pub fn shared() -> &'static Postgres {
+    static SHARED: std::sync::OnceLock<Postgres> = std::sync::OnceLock::new();
+    SHARED.get_or_init(|| {
+        let postgres = Postgres::start_with(400, Some(ca()));
+        let pid = postgres.server.as_ref().map_or(0, Child::id);
+        SHARED_PID.store(pid, std::sync::atomic::Ordering::SeqCst);
+        let _ = SHARED_DIR.set(postgres.dir.path().to_path_buf());
+        // SAFETY: registers a plain function with no captured state; it only sends a signal and waits.
+        unsafe { libc::atexit(stop_shared) };
+        postgres
+    })
+}
+
+/// The authority that signed the shared server's certificate (for `localhost`).
+pub fn ca() -> &'static super::fakes::TestCa {
+    static CA: std::sync::OnceLock<super::fakes::TestCa> = std::sync::OnceLock::new();
+    CA.get_or_init(super::fakes::TestCa::new)
+}
+
+static SHARED_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+static SHARED_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+extern "C" fn stop_shared() {
+    let pid = SHARED_PID.load(std::sync::atomic::Ordering::SeqCst);
+    if let Ok(pid) = i32::try_from(pid)
+        && pid > 0
+    {
+        let pid = nix::unistd::Pid::from_raw(pid);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        let _ = nix::sys::wait::waitpid(pid, None);
+    }
+    if let Some(dir) = SHARED_DIR.get() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+impl Postgres {
+    /// A new, empty database for selfmon's store, as the superuser over loopback: its URL.
+    pub fn database(&self) -> String {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!("store_{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+        self.psql(&format!("CREATE DATABASE {name}"));
+        format!("postgres://postgres@127.0.0.1:{}/{name}?sslmode=disable", self.port)
+    }
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Run SQL on the database of `url` with `psql`.
+pub fn psql_at(url: &str, sql: &str) {
+    let output =
+        Command::new(program("psql")).args([url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql]).output().unwrap();
+    assert!(output.status.success(), "psql failed: {}", String::from_utf8_lossy(&output.stderr));
 }
 
 /// A PostgreSQL program from the PATH, or from Debian's versioned directory (newest first).

@@ -1,9 +1,8 @@
 //! The SQL of what rules read: the samples of the series a query matches, and log records counted as series.
 
-use rusqlite::params;
-
 use crate::alerting::data::{Labels, MAX_SAMPLES, MAX_SERIES, is_log_metric};
 use crate::runtime::MetricQuery;
+use crate::storage::sql::{self, Db, params};
 use crate::storage::{Storage, StorageError};
 
 impl Storage {
@@ -19,22 +18,22 @@ impl Storage {
             if is_log_metric(&query.metric) {
                 return read_logs(db, &query, from, to);
             }
-            let mut statement = db.prepare_cached("SELECT id, labels FROM series WHERE name = ?1 ORDER BY id")?;
-            let matching: Vec<(i64, Labels)> = statement
-                .query_map([&query.metric], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)))?
-                .filter_map(Result::ok)
+            let matching: Vec<(i64, Labels)> = db
+                .query_map("SELECT id, labels FROM series WHERE name = ?1 ORDER BY id", [&query.metric], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+                })?
+                .into_iter()
                 .filter_map(|(id, labels)| Some((id, serde_json::from_str::<Labels>(&labels).ok()?)))
                 .filter(|(_, labels)| query.matchers.iter().all(|m| labels.contains(m)))
                 .take(MAX_SERIES)
                 .collect();
             let mut out = Vec::with_capacity(matching.len());
-            let mut samples = db.prepare_cached(
-                "SELECT value FROM samples WHERE series_id = ?1 AND ts > ?2 AND ts <= ?3 ORDER BY ts DESC LIMIT ?4",
-            )?;
             for (id, labels) in matching {
-                let mut values: Vec<f64> = samples
-                    .query_map(params![id, from, to, MAX_SAMPLES], |row| row.get(0))?
-                    .collect::<rusqlite::Result<_>>()?;
+                let mut values: Vec<f64> = db.query_map(
+                    "SELECT value FROM samples WHERE series_id = ?1 AND ts > ?2 AND ts <= ?3 ORDER BY ts DESC LIMIT ?4",
+                    params![id, from, to, MAX_SAMPLES],
+                    |row| row.get(0),
+                )?;
                 values.reverse();
                 if !values.is_empty() {
                     out.push((labels, values));
@@ -48,12 +47,7 @@ impl Storage {
 
 /// Log records of the window as series: per level for `log_records_total`, one for `log_errors_total`; the
 /// matchers (`level`, `service`, `source`) filter them.
-fn read_logs(
-    db: &rusqlite::Connection,
-    query: &MetricQuery,
-    from: i64,
-    to: i64,
-) -> rusqlite::Result<Vec<(Labels, Vec<f64>)>> {
+fn read_logs(db: &Db, query: &MetricQuery, from: i64, to: i64) -> sql::Result<Vec<(Labels, Vec<f64>)>> {
     let mut filters = vec!["ts > ?1".to_string(), "ts <= ?2".to_string()];
     let mut values: Vec<String> = Vec::new();
     for (label, value) in &query.matchers {
@@ -70,12 +64,9 @@ fn read_logs(
         filters.push("level IN ('error', 'critical')".into());
     }
     let sql = format!("SELECT level, COUNT(*) FROM logs WHERE {} GROUP BY level", filters.join(" AND "));
-    let mut statement = db.prepare(&sql)?;
-    let mut parameters: Vec<&dyn rusqlite::ToSql> = vec![&from, &to];
-    parameters.extend(values.iter().map(|v| v as &dyn rusqlite::ToSql));
-    let counts: Vec<(String, i64)> = statement
-        .query_map(parameters.as_slice(), |row| Ok((row.get(0)?, row.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+    let mut parameters: Vec<&dyn sql::Param> = vec![&from, &to];
+    parameters.extend(values.iter().map(|v| v as &dyn sql::Param));
+    let counts: Vec<(String, i64)> = db.query_map(&sql, parameters.as_slice(), |row| Ok((row.get(0)?, row.get(1)?)))?;
     let records = |n: i64| vec![n as f64];
     if errors {
         let total: i64 = counts.iter().map(|(_, n)| n).sum();

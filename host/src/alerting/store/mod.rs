@@ -8,15 +8,13 @@ mod silences;
 use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
-use rusqlite::types::Value;
-use rusqlite::{OptionalExtension, params, params_from_iter};
-
 use crate::alerting::alert::Alert;
 use crate::alerting::api_rules::Rule;
 use crate::alerting::channels::Attempt;
 use crate::alerting::lifecycle::{Change, Raised, State, Tracked};
 use crate::events::delivery::Attempt as DeliveryAttempt;
 use crate::events::store::{attempt_row, attempt_values};
+use crate::storage::sql::{self, OptionalExtension, Row, Value, params};
 use crate::storage::{ChangeError, Page, Storage, StorageError, from_millis, rfc3339, sql_count, to_millis};
 
 /// The columns [`alert_row`] reads, in its order.
@@ -53,9 +51,9 @@ impl Storage {
         let inserted = self
             .apply(move |db| {
                 db.execute(
-                    "INSERT OR IGNORE INTO alert_rules
+                    "INSERT INTO alert_rules
                      (name, condition, threshold, severity, channels, for_ms, description, created_at, created_by)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
                     params![
                         rule.name,
                         rule.condition,
@@ -86,13 +84,12 @@ impl Storage {
     pub async fn rules(&self, offset: u64, limit: u64) -> Result<Page<Rule>, StorageError> {
         self.read(move |db| {
             let total: i64 = db.query_row("SELECT COUNT(*) FROM alert_rules", [], |r| r.get(0))?;
-            let mut statement = db.prepare(
+            let items = db.query_map(
                 "SELECT name, condition, threshold, severity, channels, for_ms, description, created_at, created_by
                  FROM alert_rules ORDER BY name LIMIT ?1 OFFSET ?2",
+                params![sql_count(limit), sql_count(offset)],
+                rule_row,
             )?;
-            let items = statement
-                .query_map(params![sql_count(limit), sql_count(offset)], rule_row)?
-                .collect::<Result<_, _>>()?;
             Ok(Page { items, total: total.unsigned_abs(), offset, limit })
         })
         .await
@@ -116,12 +113,13 @@ impl Storage {
         self.read(move |db| {
             let filter = if active { "state != 'resolved'" } else { "state = 'resolved'" };
             let total: i64 = db.query_row(&format!("SELECT COUNT(*) FROM alerts WHERE {filter}"), [], |r| r.get(0))?;
-            let mut statement = db.prepare(&format!(
-                "SELECT {ALERT_COLUMNS} FROM alerts WHERE {filter} ORDER BY started_at DESC, id DESC LIMIT ?1 OFFSET ?2"
-            ))?;
-            let items = statement
-                .query_map(params![sql_count(limit), sql_count(offset)], alert_row)?
-                .collect::<Result<_, _>>()?;
+            let items = db.query_map(
+                &format!(
+                    "SELECT {ALERT_COLUMNS} FROM alerts WHERE {filter} ORDER BY started_at DESC, id DESC LIMIT ?1 OFFSET ?2"
+                ),
+                params![sql_count(limit), sql_count(offset)],
+                alert_row,
+            )?;
             Ok(Page { items, total: total.unsigned_abs(), offset, limit })
         })
         .await
@@ -159,10 +157,9 @@ impl Storage {
     /// The ids of active alerts someone acknowledged.
     pub async fn acknowledged_alerts(&self) -> Result<Vec<i64>, StorageError> {
         self.read(|db| {
-            let mut statement =
-                db.prepare_cached("SELECT id FROM alerts WHERE state != 'resolved' AND acknowledged_at IS NOT NULL")?;
-            let rows = statement.query_map([], |row| row.get(0))?;
-            rows.collect()
+            db.query_map("SELECT id FROM alerts WHERE state != 'resolved' AND acknowledged_at IS NOT NULL", [], |row| {
+                row.get(0)
+            })
         })
         .await
     }
@@ -171,12 +168,11 @@ impl Storage {
     pub async fn notification_attempts(&self, offset: u64, limit: u64) -> Result<Page<Attempt>, StorageError> {
         self.read(move |db| {
             let total: i64 = db.query_row("SELECT COUNT(*) FROM alert_notifications", [], |r| r.get(0))?;
-            let mut statement = db.prepare(
+            let items = db.query_map(
                 "SELECT id, channel, group_key, status, alerts, attempt, at, status_code, outcome, error, duration_ms
                  FROM alert_notifications ORDER BY id DESC LIMIT ?1 OFFSET ?2",
-            )?;
-            let items = statement
-                .query_map(params![sql_count(limit), sql_count(offset)], |row| {
+                params![sql_count(limit), sql_count(offset)],
+                |row| {
                     Ok(Attempt {
                         id: row.get(0)?,
                         channel: row.get(1)?,
@@ -185,8 +181,8 @@ impl Storage {
                         alerts: serde_json::from_str(&row.get::<_, String>(4)?).unwrap_or_default(),
                         attempt: attempt_row(row, 5)?,
                     })
-                })?
-                .collect::<Result<_, _>>()?;
+                },
+            )?;
             Ok(Page { items, total: total.unsigned_abs(), offset, limit })
         })
         .await
@@ -206,16 +202,10 @@ impl Storage {
                 "INSERT INTO alert_notifications
                  (channel, group_key, status, alerts, attempt, at, status_code, outcome, error, duration_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params_from_iter(
-                    [
-                        Value::from(channel),
-                        Value::from(group_key),
-                        Value::from(status.to_string()),
-                        Value::from(alerts),
-                    ]
+                [Value::from(channel), Value::from(group_key), Value::from(status), Value::from(alerts)]
                     .into_iter()
-                    .chain(attempt_values(&attempt)),
-                ),
+                    .chain(attempt_values(&attempt))
+                    .collect::<Vec<_>>(),
             )
         })
         .await
@@ -225,77 +215,78 @@ impl Storage {
     /// Store what an evaluation changed, in one transaction: the ids of the new alerts, by fingerprint.
     pub async fn store_alert_changes(&self, changes: Vec<Change>) -> Result<Vec<(String, i64)>, StorageError> {
         self.apply(move |db| {
-                let mut ids = Vec::new();
-                for change in &changes {
-                    match change {
-                        Change::Pending(t) | Change::Fired(t) | Change::Updated(t) => match t.id {
-                            Some(id) => {
-                                // The severity is the engine's to write: escalation may have raised it.
-                                db.execute(
-                                    "UPDATE alerts SET state = ?2, summary = ?3, annotations = ?4, fired_at = ?5
+            let mut ids = Vec::new();
+            for change in &changes {
+                match change {
+                    Change::Pending(t) | Change::Fired(t) | Change::Updated(t) => match t.id {
+                        Some(id) => {
+                            // The severity is the engine's to write: escalation may have raised it.
+                            db.execute(
+                                "UPDATE alerts SET state = ?2, summary = ?3, annotations = ?4, fired_at = ?5
                                      WHERE id = ?1",
-                                    params![
-                                        id,
-                                        t.state.as_str(),
-                                        t.raised.summary,
-                                        json(&t.raised.annotations),
-                                        t.fired_at.map(to_millis)
-                                    ],
-                                )?;
-                            }
-                            None => {
-                                // A row left active by a change that failed to commit ends here, so the new one
-                                // can take its fingerprint.
-                                db.execute(
-                                    "UPDATE alerts SET state = 'resolved', resolved_at = ?2
+                                params![
+                                    id,
+                                    t.state.as_str(),
+                                    t.raised.summary,
+                                    json(&t.raised.annotations),
+                                    t.fired_at.map(to_millis)
+                                ],
+                            )?;
+                        }
+                        None => {
+                            // A row left active by a change that failed to commit ends here, so the new one
+                            // can take its fingerprint.
+                            db.execute(
+                                "UPDATE alerts SET state = 'resolved', resolved_at = ?2
                                      WHERE fingerprint = ?1 AND state != 'resolved'",
-                                    params![t.fingerprint, to_millis(t.started_at)],
-                                )?;
-                                db.execute(
-                                    "INSERT INTO alerts (fingerprint, rule, name, severity, state, summary, labels,
-                                     annotations, started_at, fired_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                                    params![
-                                        t.fingerprint,
-                                        t.rule,
-                                        t.raised.name,
-                                        t.raised.severity,
-                                        t.state.as_str(),
-                                        t.raised.summary,
-                                        json(&t.raised.labels),
-                                        json(&t.raised.annotations),
-                                        to_millis(t.started_at),
-                                        t.fired_at.map(to_millis)
-                                    ],
-                                )?;
-                                ids.push((t.fingerprint.clone(), db.last_insert_rowid()));
-                            }
-                        },
-                        Change::Resolved(t, at) => {
-                            db.execute(
-                                "UPDATE alerts SET state = 'resolved', resolved_at = ?2 WHERE fingerprint = ?1
+                                params![t.fingerprint, to_millis(t.started_at)],
+                            )?;
+                            let id = db.query_row(
+                                "INSERT INTO alerts (fingerprint, rule, name, severity, state, summary, labels,
+                                     annotations, started_at, fired_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                                     RETURNING id",
+                                params![
+                                    t.fingerprint,
+                                    t.rule,
+                                    t.raised.name,
+                                    t.raised.severity,
+                                    t.state.as_str(),
+                                    t.raised.summary,
+                                    json(&t.raised.labels),
+                                    json(&t.raised.annotations),
+                                    to_millis(t.started_at),
+                                    t.fired_at.map(to_millis)
+                                ],
+                                |r| r.get(0),
+                            )?;
+                            ids.push((t.fingerprint.clone(), id));
+                        }
+                    },
+                    Change::Resolved(t, at) => {
+                        db.execute(
+                            "UPDATE alerts SET state = 'resolved', resolved_at = ?2 WHERE fingerprint = ?1
                                  AND state != 'resolved'",
-                                params![t.fingerprint, to_millis(*at)],
-                            )?;
-                        }
-                        Change::Dropped(t) => {
-                            db.execute(
-                                "DELETE FROM alerts WHERE fingerprint = ?1 AND state = 'pending'",
-                                [&t.fingerprint],
-                            )?;
-                        }
+                            params![t.fingerprint, to_millis(*at)],
+                        )?;
+                    }
+                    Change::Dropped(t) => {
+                        db.execute(
+                            "DELETE FROM alerts WHERE fingerprint = ?1 AND state = 'pending'",
+                            [&t.fingerprint],
+                        )?;
                     }
                 }
-                Ok(ids)
-            })
-            .await
+            }
+            Ok(ids)
+        })
+        .await
     }
 
     /// Note that these alerts have been notified as firing.
     pub async fn mark_notified(&self, alerts: Vec<i64>) -> Result<(), StorageError> {
         self.apply(move |db| {
-            let mut statement = db.prepare_cached("UPDATE alerts SET notified = 1 WHERE id = ?1 AND notified = 0")?;
             for id in alerts {
-                statement.execute([id])?;
+                db.execute("UPDATE alerts SET notified = 1 WHERE id = ?1 AND notified = 0", [id])?;
             }
             Ok(())
         })
@@ -320,39 +311,39 @@ impl Storage {
     /// The alerts active when selfmon stopped, and how the firing ones stood.
     pub async fn active_alerts(&self) -> Result<(Vec<Tracked>, HashMap<String, Restored>), StorageError> {
         self.read(|db| {
-            let mut statement = db.prepare(
-                "SELECT id, fingerprint, rule, name, severity, state, summary, labels, annotations, started_at,
-                            fired_at, escalation_step, notified
-                     FROM alerts WHERE state != 'resolved'",
-            )?;
             let mut tracked = Vec::new();
             let mut steps = HashMap::new();
-            let rows = statement.query_map([], |row| {
-                let labels: String = row.get(7)?;
-                let annotations: String = row.get(8)?;
-                let state: String = row.get(5)?;
-                Ok((
-                    Tracked {
-                        id: Some(row.get(0)?),
-                        fingerprint: row.get(1)?,
-                        rule: row.get(2)?,
-                        raised: Raised {
-                            name: row.get(3)?,
-                            severity: row.get(4)?,
-                            summary: row.get(6)?,
-                            labels: serde_json::from_str(&labels).unwrap_or_default(),
-                            annotations: serde_json::from_str(&annotations).unwrap_or_default(),
+            let rows = db.query_map(
+                "SELECT id, fingerprint, rule, name, severity, state, summary, labels, annotations, started_at,
+                        fired_at, escalation_step, notified
+                 FROM alerts WHERE state != 'resolved'",
+                [],
+                |row| {
+                    let labels: String = row.get(7)?;
+                    let annotations: String = row.get(8)?;
+                    let state: String = row.get(5)?;
+                    Ok((
+                        Tracked {
+                            id: Some(row.get(0)?),
+                            fingerprint: row.get(1)?,
+                            rule: row.get(2)?,
+                            raised: Raised {
+                                name: row.get(3)?,
+                                severity: row.get(4)?,
+                                summary: row.get(6)?,
+                                labels: serde_json::from_str(&labels).unwrap_or_default(),
+                                annotations: serde_json::from_str(&annotations).unwrap_or_default(),
+                            },
+                            state: if state == "firing" { State::Firing } else { State::Pending },
+                            started_at: from_millis(row.get(9)?),
+                            fired_at: row.get::<_, Option<i64>>(10)?.map(from_millis),
                         },
-                        state: if state == "firing" { State::Firing } else { State::Pending },
-                        started_at: from_millis(row.get(9)?),
-                        fired_at: row.get::<_, Option<i64>>(10)?.map(from_millis),
-                    },
-                    row.get::<_, i64>(11)?,
-                    row.get::<_, bool>(12)?,
-                ))
-            })?;
-            for row in rows {
-                let (t, step, notified) = row?;
+                        row.get::<_, i64>(11)?,
+                        row.get::<_, bool>(12)?,
+                    ))
+                },
+            )?;
+            for (t, step, notified) in rows {
                 if t.state == State::Firing {
                     let step = usize::try_from(step).unwrap_or(0);
                     steps.insert(
@@ -368,7 +359,7 @@ impl Storage {
     }
 }
 
-fn rule_row(row: &rusqlite::Row) -> rusqlite::Result<Rule> {
+fn rule_row(row: &Row) -> sql::Result<Rule> {
     Ok(Rule {
         name: row.get(0)?,
         condition: row.get(1)?,
@@ -382,7 +373,7 @@ fn rule_row(row: &rusqlite::Row) -> rusqlite::Result<Rule> {
     })
 }
 
-fn alert_row(row: &rusqlite::Row) -> rusqlite::Result<Alert> {
+fn alert_row(row: &Row) -> sql::Result<Alert> {
     Ok(Alert {
         id: row.get(0)?,
         fingerprint: row.get(1)?,

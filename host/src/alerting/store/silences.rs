@@ -2,9 +2,8 @@
 
 use std::time::SystemTime;
 
-use rusqlite::{OptionalExtension, params};
-
 use crate::alerting::silences::{Active, Silence, SilenceRequest};
+use crate::storage::sql::{self, OptionalExtension, Row, params};
 use crate::storage::{ChangeError, Page, Storage, StorageError, rfc3339, sql_count, to_millis};
 
 impl Storage {
@@ -17,11 +16,12 @@ impl Storage {
         let matchers = serde_json::to_string(&request.matchers).unwrap_or_default();
         let id = self
             .apply(move |db| {
-                db.execute(
-                    "INSERT INTO silences (matchers, starts_at, ends_at, created_by, comment) VALUES (?1, ?2, ?3, ?4, ?5)",
+                db.query_row(
+                    "INSERT INTO silences (matchers, starts_at, ends_at, created_by, comment) VALUES (?1, ?2, ?3, ?4, ?5)
+                     RETURNING id",
                     params![matchers, to_millis(span.0), to_millis(span.1), by, request.comment],
-                )?;
-                Ok(db.last_insert_rowid())
+                    |r| r.get(0),
+                )
             })
             .await?;
         Ok(self.silence(id).await?.expect("the silence just stored"))
@@ -45,13 +45,12 @@ impl Storage {
         let now = to_millis(SystemTime::now());
         self.read(move |db| {
             let total: i64 = db.query_row("SELECT COUNT(*) FROM silences", [], |r| r.get(0))?;
-            let mut statement = db.prepare(
+            let items = db.query_map(
                 "SELECT id, matchers, starts_at, ends_at, created_by, comment FROM silences
                  ORDER BY ends_at <= ?3, id DESC LIMIT ?1 OFFSET ?2",
+                params![sql_count(limit), sql_count(offset), now],
+                |row| silence_row(row, now),
             )?;
-            let items = statement
-                .query_map(params![sql_count(limit), sql_count(offset), now], |row| silence_row(row, now))?
-                .collect::<Result<_, _>>()?;
             Ok(Page { items, total: total.unsigned_abs(), offset, limit })
         })
         .await
@@ -63,7 +62,8 @@ impl Storage {
         let changed = self
             .apply(move |db| {
                 db.execute(
-                    "UPDATE silences SET starts_at = MIN(starts_at, ?2), ends_at = ?2 WHERE id = ?1 AND ends_at > ?2",
+                    "UPDATE silences SET starts_at = CASE WHEN starts_at < ?2 THEN starts_at ELSE ?2 END, ends_at = ?2
+                     WHERE id = ?1 AND ends_at > ?2",
                     params![id, now],
                 )
             })
@@ -81,19 +81,16 @@ impl Storage {
     pub async fn active_silences(&self, now: SystemTime) -> Result<Vec<Active>, StorageError> {
         let now = to_millis(now);
         self.read(move |db| {
-            let mut statement =
-                db.prepare_cached("SELECT id, matchers FROM silences WHERE starts_at <= ?1 AND ends_at > ?1")?;
-            let rows = statement.query_map([now], |row| {
+            db.query_map("SELECT id, matchers FROM silences WHERE starts_at <= ?1 AND ends_at > ?1", [now], |row| {
                 let matchers: String = row.get(1)?;
                 Ok(Active { id: row.get(0)?, matchers: serde_json::from_str(&matchers).unwrap_or_default() })
-            })?;
-            rows.collect()
+            })
         })
         .await
     }
 }
 
-fn silence_row(row: &rusqlite::Row, now: i64) -> rusqlite::Result<Silence> {
+fn silence_row(row: &Row, now: i64) -> sql::Result<Silence> {
     let (starts, ends): (i64, i64) = (row.get(2)?, row.get(3)?);
     let state = if now < starts {
         "pending"

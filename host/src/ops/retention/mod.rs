@@ -115,12 +115,17 @@ pub async fn sweep(storage: &Storage, config: &RetentionConfig, stop: &Cancellat
     let now = SystemTime::now();
     let before = |age: Duration| to_millis(now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH));
     let mut sweep = Sweep::default();
+    sweep.took("partitions ahead", storage.prepare_partitions().await);
     let expired = async {
         let mut deleted = 0;
+        let mut longest = Duration::ZERO;
         for level in LEVELS {
             let keep = config.log_levels.get(level).map_or(config.logs, |d| **d);
+            longest = longest.max(keep);
             deleted += storage.delete_logs(level, before(keep), stop).await?;
         }
+        // Days past every level's retention go whole.
+        deleted += storage.drop_partitions("logs", before(longest)).await?.unwrap_or(0);
         Ok(deleted)
     };
     sweep.swept.logs_expired = sweep.took("expired logs", expired.await);

@@ -1,9 +1,9 @@
 //! The SQL of the cleanup: each kind's expired rows deleted a chunk at a time, each chunk a transaction of its own;
 //! the full-text index merged; the oldest log records deleted for the size cap; freed pages handed back.
 
-use rusqlite::params;
 use tokio_util::sync::CancellationToken;
 
+use crate::storage::sql::{self, Db, Engine, params};
 use crate::storage::{Storage, StorageError};
 
 /// Rows deleted in one transaction.
@@ -24,10 +24,10 @@ impl Storage {
         stop: &CancellationToken,
     ) -> Result<u64, StorageError> {
         chunked(self, stop, move |db| {
-            db.prepare_cached(
+            db.execute(
                 "DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE level = ?1 AND ts < ?2 LIMIT ?3)",
-            )?
-            .execute(params![level, cutoff, CHUNK])
+                params![level, cutoff, CHUNK],
+            )
         })
         .await
     }
@@ -36,29 +36,31 @@ impl Storage {
     pub async fn delete_runs(&self, cutoff: i64, stop: &CancellationToken) -> Result<u64, StorageError> {
         chunked(self, stop, move |db| {
             db.execute("DELETE FROM recovery_attempts WHERE started_at < ?1", params![cutoff])?;
-            db.prepare_cached(
+            db.execute(
                 "DELETE FROM check_runs WHERE id IN (
                      SELECT id FROM check_runs WHERE started_at < ?1 AND id NOT IN (SELECT run_id FROM check_latest)
                      LIMIT ?2)",
-            )?
-            .execute(params![cutoff, CHUNK])
+                params![cutoff, CHUNK],
+            )
         })
         .await
     }
 
-    /// Metric samples from before `cutoff`, series by series.
+    /// Metric samples from before `cutoff`: whole days of them on PostgreSQL, else series by series.
     pub async fn delete_samples(&self, cutoff: i64, stop: &CancellationToken) -> Result<u64, StorageError> {
-        let series: Vec<i64> =
-            self.read(|db| db.prepare("SELECT id FROM series")?.query_map([], |r| r.get(0))?.collect()).await?;
+        if let Some(removed) = self.drop_partitions("samples", cutoff).await? {
+            return Ok(removed);
+        }
+        let series: Vec<i64> = self.read(|db| db.query_map("SELECT id FROM series", [], |r| r.get(0))).await?;
         let mut deleted = 0;
         for id in series {
             deleted += chunked(self, stop, move |db| {
                 // Samples are keyed by (series, time): a range of one series' oldest is cheap to find.
-                db.prepare_cached(
+                db.execute(
                     "DELETE FROM samples WHERE series_id = ?1 AND ts IN (
                          SELECT ts FROM samples WHERE series_id = ?1 AND ts < ?2 ORDER BY ts LIMIT ?3)",
-                )?
-                .execute(params![id, cutoff, CHUNK])
+                    params![id, cutoff, CHUNK],
+                )
             })
             .await?;
         }
@@ -68,37 +70,45 @@ impl Storage {
     /// Resolved alerts, notification attempts and silences over, from before `cutoff`.
     pub async fn delete_alerts(&self, cutoff: i64, stop: &CancellationToken) -> Result<u64, StorageError> {
         chunked(self, stop, move |db| {
-            let notifications = db
-                .prepare_cached(
-                    "DELETE FROM alert_notifications WHERE id IN (SELECT id FROM alert_notifications WHERE at < ?1 LIMIT ?2)",
-                )?
-                .execute(params![cutoff, CHUNK])?;
-            let alerts = db
-                .prepare_cached(
-                    "DELETE FROM alerts WHERE id IN (
-                         SELECT id FROM alerts WHERE state = 'resolved' AND resolved_at < ?1 LIMIT ?2)",
-                )?
-                .execute(params![cutoff, CHUNK])?;
-            let silences = db.prepare_cached("DELETE FROM silences WHERE ends_at < ?1")?.execute(params![cutoff])?;
+            let notifications = db.execute(
+                "DELETE FROM alert_notifications WHERE id IN (SELECT id FROM alert_notifications WHERE at < ?1 LIMIT ?2)",
+                params![cutoff, CHUNK],
+            )?;
+            let alerts = db.execute(
+                "DELETE FROM alerts WHERE id IN (
+                     SELECT id FROM alerts WHERE state = 'resolved' AND resolved_at < ?1 LIMIT ?2)",
+                params![cutoff, CHUNK],
+            )?;
+            let silences = db.execute("DELETE FROM silences WHERE ends_at < ?1", params![cutoff])?;
             Ok(notifications + alerts + silences)
         })
         .await
     }
 
-    /// Events from before `cutoff`.
+    /// Events from before `cutoff` (whole days of them on PostgreSQL).
     pub async fn delete_events(&self, cutoff: i64, stop: &CancellationToken) -> Result<u64, StorageError> {
+        if let Some(removed) = self.drop_partitions("events", cutoff).await? {
+            return Ok(removed);
+        }
         chunked(self, stop, move |db| {
-            db.prepare_cached("DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts < ?1 LIMIT ?2)")?
-                .execute(params![cutoff, CHUNK])
+            db.execute(
+                "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts < ?1 LIMIT ?2)",
+                params![cutoff, CHUNK],
+            )
         })
         .await
     }
 
-    /// Spans that started before `cutoff` (Unix ns).
+    /// Spans that started before `cutoff` (Unix ns; whole days of them on PostgreSQL).
     pub async fn delete_spans(&self, cutoff: i64, stop: &CancellationToken) -> Result<u64, StorageError> {
+        if let Some(removed) = self.drop_partitions("spans", cutoff).await? {
+            return Ok(removed);
+        }
         chunked(self, stop, move |db| {
-            db.prepare_cached("DELETE FROM spans WHERE id IN (SELECT id FROM spans WHERE start_ns < ?1 LIMIT ?2)")?
-                .execute(params![cutoff, CHUNK])
+            db.execute(
+                "DELETE FROM spans WHERE id IN (SELECT id FROM spans WHERE start_ns < ?1 LIMIT ?2)",
+                params![cutoff, CHUNK],
+            )
         })
         .await
     }
@@ -139,7 +149,7 @@ impl Storage {
                                 "DELETE FROM logs WHERE id IN (
                                      SELECT id FROM logs WHERE level IN ({places}) ORDER BY ts LIMIT {chunk})"
                             );
-                            db.execute(&sql, rusqlite::params_from_iter(levels.iter()))
+                            db.execute(&sql, levels.to_vec())
                         })
                         .await? as u64;
                     deleted += removed;
@@ -172,22 +182,23 @@ impl Storage {
         Ok(deleted)
     }
 
-    /// Hand free pages back to the file system, a few at a time: how many.
+    /// Hand free pages back to the file system, a few at a time: how many (none on PostgreSQL, whose own vacuum
+    /// does this).
     pub async fn vacuum(&self, stop: &CancellationToken) -> Result<u64, StorageError> {
         let mut freed = 0;
         loop {
             let (before, after) = self
                 .reclaim(|db| {
-                    let free =
-                        |db: &rusqlite::Connection| db.query_row("PRAGMA freelist_count", [], |r| r.get::<_, i64>(0));
-                    let before = free(db)?;
+                    if db.engine() == Engine::Postgres {
+                        return Ok((0, 0));
+                    }
+                    let free = || db.query_row("PRAGMA freelist_count", [], |r| r.get::<_, i64>(0));
+                    let before = free()?;
                     if before > 0 {
                         // The pragma frees pages as it is stepped: step it to the end.
-                        let mut statement = db.prepare(&format!("PRAGMA incremental_vacuum({VACUUM_PAGES})"))?;
-                        let mut rows = statement.query([])?;
-                        while rows.next()?.is_some() {}
+                        db.query_each(&format!("PRAGMA incremental_vacuum({VACUUM_PAGES})"), [], |_| Ok(true))?;
                     }
-                    Ok((before, free(db)?))
+                    Ok((before, free()?))
                 })
                 .await?;
             freed += (before - after).unsigned_abs();
@@ -202,7 +213,7 @@ impl Storage {
 async fn chunked(
     storage: &Storage,
     stop: &CancellationToken,
-    step: impl Fn(&rusqlite::Transaction) -> rusqlite::Result<usize> + Clone + Send + 'static,
+    step: impl Fn(&Db) -> sql::Result<usize> + Clone + Send + 'static,
 ) -> Result<u64, StorageError> {
     let mut total = 0;
     loop {
@@ -219,6 +230,7 @@ async fn chunked(
 async fn merge_step(storage: &Storage, pages: i64) -> Result<u64, StorageError> {
     storage
         .reclaim(move |db| {
+            let Some(db) = db.as_sqlite() else { return Ok(0) };
             let before = db.total_changes();
             db.execute(&format!("INSERT INTO logs_fts (logs_fts, rank) VALUES ('merge', {pages})"), [])?;
             Ok(db.total_changes() - before)
@@ -227,7 +239,11 @@ async fn merge_step(storage: &Storage, pages: i64) -> Result<u64, StorageError> 
 }
 
 /// The bytes the database's pages in use take.
-fn used_bytes(db: &rusqlite::Connection) -> rusqlite::Result<u64> {
+fn used_bytes(db: &Db) -> sql::Result<u64> {
+    if db.engine() == Engine::Postgres {
+        let size = db.query_row("SELECT pg_database_size(current_database())", [], |r| r.get::<_, i64>(0))?;
+        return Ok(size.unsigned_abs());
+    }
     let pragma = |name: &str| db.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0));
     let used = (pragma("page_count")? - pragma("freelist_count")?) * pragma("page_size")?;
     Ok(used.unsigned_abs())
