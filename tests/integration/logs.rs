@@ -872,10 +872,18 @@ async fn a_live_tail_follows_matching_records_on(engine: Engine) {
     selfmon.stop().await;
 }
 
-/// `selfmon logs search` reads the database itself: the operator's question answered with no server and no key.
+/// `selfmon logs search` reads the store itself (a SQLite file, or a PostgreSQL database): the operator's question
+/// answered with no server and no API key.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_command_line_searches_the_stored_logs() {
-    let workdir = Workdir::new("", &[]);
+    for engine in ENGINES {
+        eprintln!("on {engine:?}");
+        the_command_line_searches_the_stored_logs_on(engine).await;
+    }
+}
+
+async fn the_command_line_searches_the_stored_logs_on(engine: Engine) {
+    let workdir = Workdir::on(engine, "", &[]);
     let selfmon = Selfmon::start(&workdir).await;
     let lines = [
         json!({"ts": 1_795_687_200, "level": "error", "service": "bot", "msg": "Reply failed: timeout talking to OpenAI"}),

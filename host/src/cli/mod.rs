@@ -13,12 +13,12 @@ use crate::checks::board::{Board, CheckState};
 use crate::checks::health::Health;
 use crate::config::Config;
 use crate::config::{Secret, SecretRef};
-use crate::logs::search::Search;
+use crate::logs::search::{Found, Search, SearchError};
 use crate::logs::{LEVELS, StoredRecord, level_list};
 use crate::runtime::Kind;
 use crate::runtime::plugins::Plugins;
 use crate::runtime::settings::describe_settings;
-use crate::storage::{Db, Privacy, cipher, migrate, open_read_only};
+use crate::storage::{Privacy, Reader, StorageError, cipher, migrate};
 
 /// Self-hosted monitoring with sandboxed WebAssembly plugins.
 #[derive(Debug, Parser)]
@@ -417,33 +417,27 @@ async fn logs(config: Config, command: LogsCommand) -> ExitCode {
         eprintln!("error: `--level`: `{bad}` is not one of {}", LEVELS.join(", "));
         return ExitCode::FAILURE;
     }
-    if config.storage.url.is_some() {
-        eprintln!(
-            "error: `selfmon logs search` reads a SQLite store; with `[storage] url`, search through the API: GET /v1/logs"
-        );
-        return ExitCode::FAILURE;
-    }
+    let base = &config.source.base_dir;
     let path = config.source.resolve(&config.storage.path);
-    if !path.exists() {
-        eprintln!("error: there is no database at {} (has selfmon run with this config?)", path.display());
-        return ExitCode::FAILURE;
-    }
-    let key = match config.storage.key(&config.source.base_dir) {
-        Ok(key) => key,
+    // Read-only: no migration, no writer, and it works for a user who may only read the store.
+    let reader = match config.storage.url(base) {
+        Ok(Some(url)) => Reader::postgres(&url, |file| std::fs::read(base.join(file))).await,
+        Ok(None) if !path.exists() => {
+            eprintln!("error: there is no database at {} (has selfmon run with this config?)", path.display());
+            return ExitCode::FAILURE;
+        }
+        Ok(None) => {
+            config.storage.key(base).map_err(StorageError::Url).and_then(|key| Reader::sqlite(&path, key.as_ref()))
+        }
+        Err(error) => Err(StorageError::Url(error)),
+    };
+    let reader = match reader {
+        Ok(reader) => reader,
         Err(error) => {
             eprintln!("error: {error}");
             return ExitCode::FAILURE;
         }
     };
-    // Read-only: no migration, no writer, and it works for a user who may only read the database.
-    let connection = match open_read_only(&path, key.as_ref()) {
-        Ok(connection) => connection,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let db = Db::sqlite(&connection);
     // Users are stored as the privacy settings make them: look for the pseudonym of the id given.
     let user_id = match user_id {
         Some(user) if config.privacy.pseudonymize_users => {
@@ -481,7 +475,10 @@ async fn logs(config: Config, command: LogsCommand) -> ExitCode {
             println!("{} {:<8} {who}{message}", record.timestamp, record.level.to_ascii_uppercase());
         }
     };
-    let found = match crate::logs::store::search(&db, &Search { limit: limit.clamp(1, 10_000), ..filter.clone() }) {
+    let search = async |search: Search| -> Result<Found, SearchError> {
+        reader.read(move |db| Ok(crate::logs::store::search(db, &search))).await?
+    };
+    let found = match search(Search { limit: limit.clamp(1, 10_000), ..filter.clone() }).await {
         Ok(found) => found,
         Err(error) => {
             eprintln!("error: {error}");
@@ -492,7 +489,7 @@ async fn logs(config: Config, command: LogsCommand) -> ExitCode {
         print(record);
     }
     if follow {
-        let head = crate::logs::store::head(&db).unwrap_or(0);
+        let head = reader.read(crate::logs::store::head).await.unwrap_or(0);
         let mut after = found.records.iter().map(|r| r.id).fold(head, i64::max);
         // Another process writes the database: look for new records twice a second.
         let mut ticks = tokio::time::interval(std::time::Duration::from_millis(500));
@@ -501,7 +498,7 @@ async fn logs(config: Config, command: LogsCommand) -> ExitCode {
                 _ = ticks.tick() => {}
                 _ = tokio::signal::ctrl_c() => break,
             }
-            match crate::logs::store::search(&db, &Search { after: Some(after), limit: 1000, ..filter.clone() }) {
+            match search(Search { after: Some(after), limit: 1000, ..filter.clone() }).await {
                 Ok(found) => {
                     for record in &found.records {
                         print(record);

@@ -311,7 +311,7 @@ impl Storage {
         QUEUE - self.queue.capacity()
     }
 
-    /// Bytes SQLite holds on the heap for every store of the process: page caches (at most 64 MiB for the writer,
+    /// Bytes SQLite holds on the heap for every store of the process: page caches (at most 32 MiB for the writer,
     /// 2 MiB per reader), schemas and prepared statements.
     pub fn heap_bytes() -> i64 {
         // SAFETY: reads one process-wide counter; takes no pointer and SQLite is built thread-safe.
@@ -444,6 +444,45 @@ impl Storage {
             })
             .await?;
         Ok(Figures { path: self.location(), bytes_on_disk: on_disk, writes_queued: queued, runs_stored: runs, series })
+    }
+}
+
+/// A store read beside the server writing it (the command line's `logs search`): a read-only connection to a
+/// SQLite file, or connections to a PostgreSQL database, with no migration, writer or node lock.
+pub struct Reader(ReaderOf);
+
+enum ReaderOf {
+    Sqlite(Mutex<rusqlite::Connection>),
+    Postgres(Postgres),
+}
+
+impl Reader {
+    /// The SQLite file at `path`, with its key if it is encrypted.
+    pub fn sqlite(path: &Path, key: Option<&Secret>) -> Result<Self, StorageError> {
+        Ok(Self(ReaderOf::Sqlite(Mutex::new(open_read_only(path, key)?))))
+    }
+
+    /// The PostgreSQL database of `url`; `read_file` reads the CA file the URL may name.
+    pub async fn postgres(
+        url: &Secret,
+        read_file: impl Fn(&str) -> std::io::Result<Vec<u8>>,
+    ) -> Result<Self, StorageError> {
+        let target = postgres::Target::parse(url.expose(), read_file).map_err(StorageError::Url)?;
+        let store = postgres::open_reader(&target)
+            .await
+            .map_err(|reason| StorageError::Connect { target: target.name.clone(), reason })?;
+        Ok(Self(ReaderOf::Postgres(store)))
+    }
+
+    /// Run a read.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Db) -> sql::Result<T> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        match &self.0 {
+            ReaderOf::Sqlite(connection) => Ok(query(&Db::sqlite(&connection.lock().expect("reader lock")))?),
+            ReaderOf::Postgres(store) => store.read(query).await,
+        }
     }
 }
 

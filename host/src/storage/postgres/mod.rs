@@ -126,8 +126,9 @@ pub struct Postgres {
     /// Where it is, for messages and figures.
     pub name: String,
     turns: Arc<Semaphore>,
-    /// The connection holding [`ONE_NODE`] for as long as the store is open (closed with it, which frees the lock).
-    _node: deadpool_postgres::ClientWrapper,
+    /// The connection holding [`ONE_NODE`] for as long as the store is open (closed with it, which frees the lock);
+    /// none for a reader.
+    _node: Option<deadpool_postgres::ClientWrapper>,
 }
 
 /// The advisory lock a node holds on its database: one node per database (until nodes share the checks and the
@@ -148,7 +149,14 @@ pub async fn open(target: &Target, now: i64) -> Result<Postgres, String> {
     }
     // Taken out of the pool: the lock goes with this store, not with a connection the pool keeps.
     let node = deadpool_postgres::Object::take(client);
-    Ok(Postgres { pool, name: target.name.clone(), turns: Arc::new(Semaphore::new(READERS)), _node: node })
+    Ok(Postgres { pool, name: target.name.clone(), turns: Arc::new(Semaphore::new(READERS)), _node: Some(node) })
+}
+
+/// Connect to read only, beside the node writing the database: no migration and no node lock.
+pub async fn open_reader(target: &Target) -> Result<Postgres, String> {
+    let pool = target.pool(2)?;
+    drop(pool.get().await.map_err(|e| e.to_string())?);
+    Ok(Postgres { pool, name: target.name.clone(), turns: Arc::new(Semaphore::new(1)), _node: None })
 }
 
 impl Postgres {
