@@ -537,3 +537,40 @@ async fn a_sqlite_store_moves_into_postgres_and_answers_the_same() {
     assert_eq!(*postgres.log_head().borrow(), 2502, "a new record takes the next id");
     postgres.close().await.unwrap();
 }
+
+/// A record of a day that had no partition waits in the default one; when that day's partition is made, it moves
+/// there, and is found as before.
+#[tokio::test(flavor = "multi_thread")]
+async fn records_move_from_the_default_partition_to_their_day() {
+    let database = postgres::shared().database();
+    let url = selfmon::config::Secret::new(database.clone());
+    let storage = Storage::connect(&url, |_| Err(std::io::ErrorKind::NotFound.into())).await.unwrap();
+    let old = selfmon::storage::to_millis(ago(20 * 86_400));
+    let at = |millis: i64, message: &str| {
+        NewRecord::plain(selfmon::storage::from_millis(millis), "info", "api".into(), message.into())
+    };
+    storage.write_logs(vec![at(old, "twenty days ago"), at(old + 1, "a moment later")], None).await.unwrap();
+    let partition = || {
+        let output = std::process::Command::new("psql")
+            .args([
+                database.as_str(),
+                "-tA",
+                "-c",
+                "SELECT DISTINCT tableoid::regclass FROM logs WHERE ts < 1800000000000 ORDER BY 1",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    };
+    assert_eq!(partition(), "logs_default");
+    storage.prepare_partitions_from(old).await.unwrap();
+    let day = format!("logs_d{}", selfmon::storage::rfc3339(old)[..10].replace('-', ""));
+    assert_eq!(partition().lines().collect::<Vec<_>>(), [day.as_str()], "both moved, none left behind");
+    let found =
+        storage.search_logs(Search { text: Some("twenty".into()), limit: 5, ..Search::default() }).await.unwrap();
+    assert_eq!(found.records.len(), 1);
+    // Writing goes on into the table with its default partition attached again.
+    storage.write_logs(vec![at(old - 86_400_000 * 5, "older still")], None).await.unwrap();
+    assert!(partition().lines().any(|p| p == "logs_default"), "{}", partition());
+    storage.close().await.unwrap();
+}
