@@ -140,17 +140,21 @@ async fn logs_are_searched_counted_and_analysed_alike_on_both_engines() {
         let mut user = record(230, "error", "api", "Payment failed for the user");
         user.user_id = Some("u-7".into());
         records.push(user);
+        // A NUL in a field's value, escaped in the fields' JSON: stored, and no analysis fails for it.
+        let mut odd = record(220, "info", "api", "Odd bytes");
+        odd.fields = Some(json!({"note": "nul \u{0} here", "threat": null}).to_string());
+        records.push(odd);
         let head = [7u8; 32];
         let mark =
             FileMark { path: "/var/log/app.log".into(), device: 2049, inode: 77, offset: 4096, head_len: 64, head };
         let read_to = ReadTo { source: "app".into(), mark: mark.clone() };
-        assert_eq!(storage.write_logs(records, Some(read_to)).await.unwrap(), 8, "{engine}");
+        assert_eq!(storage.write_logs(records, Some(read_to)).await.unwrap(), 9, "{engine}");
         assert_eq!(storage.file_marks("app".into()).await.unwrap(), std::slice::from_ref(&mark), "{engine}");
         let moved = FileMark { offset: 8192, ..mark };
         let read_to = ReadTo { source: "app".into(), mark: moved.clone() };
         storage.write_logs(Vec::new(), Some(read_to)).await.unwrap();
         assert_eq!(storage.file_marks("app".into()).await.unwrap(), [moved], "{engine}: the mark moved on");
-        assert_eq!(*storage.log_head().borrow(), 8, "{engine}");
+        assert_eq!(*storage.log_head().borrow(), 9, "{engine}");
 
         let search = |text: &str| Search { text: Some(text.into()), limit: 10, ..Search::default() };
         let messages =
@@ -190,10 +194,14 @@ async fn logs_are_searched_counted_and_analysed_alike_on_both_engines() {
         let page = storage.search_logs(filtered).await.unwrap();
         assert_eq!(page.records.len(), 1, "{engine}");
         let tail = storage.search_logs(Search { after: Some(6), limit: 10, ..Search::default() }).await.unwrap();
-        assert_eq!(tail.records.iter().map(|r| r.id).collect::<Vec<_>>(), [7, 8], "{engine}: oldest first after an id");
+        assert_eq!(
+            tail.records.iter().map(|r| r.id).collect::<Vec<_>>(),
+            [7, 8, 9],
+            "{engine}: oldest first after an id"
+        );
 
         let analysis = storage.analyse_logs(1).await.unwrap();
-        assert_eq!(analysis.total_records, 8, "{engine}");
+        assert_eq!(analysis.total_records, 9, "{engine}");
         assert_eq!(analysis.security.events, 2, "{engine}: {:?}", analysis.security);
         assert_eq!(analysis.user_activity.top_users[0].errors, 1, "{engine}");
         assert!(
@@ -563,7 +571,7 @@ async fn records_move_from_the_default_partition_to_their_day() {
         String::from_utf8_lossy(&output.stdout).trim().to_string()
     };
     assert_eq!(partition(), "logs_default");
-    storage.prepare_partitions_from(old).await.unwrap();
+    storage.prepare_partitions_for(&[old]).await.unwrap();
     let day = format!("logs_d{}", selfmon::storage::rfc3339(old)[..10].replace('-', ""));
     assert_eq!(partition().lines().collect::<Vec<_>>(), [day.as_str()], "both moved, none left behind");
     let found =
@@ -573,4 +581,56 @@ async fn records_move_from_the_default_partition_to_their_day() {
     storage.write_logs(vec![at(old - 86_400_000 * 5, "older still")], None).await.unwrap();
     assert!(partition().lines().any(|p| p == "logs_default"), "{}", partition());
     storage.close().await.unwrap();
+}
+
+/// PostgreSQL restarting under a running store: writes queued meanwhile wait for it and are all stored, none
+/// lost; and the server's own words reach the error of a login it refuses, without the password.
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_wait_out_a_postgres_restart_and_refusals_say_why() {
+    let mut server = postgres::Postgres::start();
+    let url = |user: &str| format!("postgres://{user}@127.0.0.1:{}/postgres?sslmode=disable", server.port);
+    let no_file = |_: &str| Err(std::io::ErrorKind::NotFound.into());
+    let wrong = format!("postgres://{}:not-the-password@127.0.0.1:{}/postgres", postgres::SCRAM_USER, server.port);
+    let refused = Storage::connect(&selfmon::config::Secret::new(wrong), no_file).await.err().unwrap().to_string();
+    assert!(refused.contains("password authentication failed"), "{refused}");
+    assert!(!refused.contains("not-the-password"), "{refused}");
+
+    let storage = Storage::connect(&selfmon::config::Secret::new(url("postgres")), no_file).await.unwrap();
+    storage.write_run(run("db", 30, Health::Healthy, None)).await.unwrap();
+    storage.flush().await.unwrap();
+    server.stop();
+    for i in 0..5 {
+        storage.write_run(run("db", 20 - i, Health::Degraded, None)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.restart();
+    storage.flush().await.unwrap();
+    assert_eq!(storage.runs("db".into(), 10).await.unwrap().len(), 6, "every run queued while it was down");
+    storage.close().await.unwrap();
+}
+
+/// `selfmon storage migrate` never copies into a database a node has been storing in.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_is_not_migrated_into_a_database_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let sqlite = Storage::open(&path).unwrap();
+    sqlite.write_logs(vec![record(10, "info", "api", "kept here")], None).await.unwrap();
+    sqlite.close().await.unwrap();
+    let url = selfmon::config::Secret::new(postgres::shared().database());
+    let no_file = |_: &str| Err(std::io::ErrorKind::NotFound.into());
+    let node = Storage::connect(&url, no_file).await.unwrap();
+    node.write_logs(vec![record(5, "info", "api", "a node's own")], None).await.unwrap();
+    node.close().await.unwrap();
+    let mut error = String::new();
+    for _ in 0..50 {
+        error =
+            selfmon::storage::migrate::to_postgres(&path, None, &url, no_file, |_| {}).await.err().unwrap().to_string();
+        // The node's connection may still be closing.
+        if !error.contains("another selfmon node") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(error.to_string().contains("already holds a store"), "{error}");
 }

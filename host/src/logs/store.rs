@@ -423,37 +423,32 @@ fn security(db: &Db, from: i64, to: i64) -> sql::Result<Security> {
     let mut bursts: BTreeMap<(&'static str, String), (u64, i64, i64)> = BTreeMap::new();
     let mut recent = Vec::new();
     let mut events = 0;
-    // A field of another type than the parsers write (a number `threat`, a string `auth_failure`) is read as text,
-    // or not at all, never failing the query.
-    let (threat, failed, remote) = match db.engine() {
-        Engine::Sqlite => (
-            "CAST(json_extract(fields, '$.threat') AS TEXT)",
-            "json_extract(fields, '$.auth_failure') IN (1, 'true')",
-            "CAST(json_extract(fields, '$.remote_addr') AS TEXT)",
-        ),
-        Engine::Postgres => (
-            "(fields::json ->> 'threat')",
-            "(fields::json ->> 'auth_failure') IN ('1', 'true')",
-            "(fields::json ->> 'remote_addr')",
-        ),
+    // Records that may be security events; whether one is, and what kind, is read from its fields here (on
+    // PostgreSQL a JSON cast of every record's fields would fail the whole query on one odd escape).
+    let maybe = match db.engine() {
+        Engine::Sqlite => {
+            "json_extract(fields, '$.threat') IS NOT NULL OR json_extract(fields, '$.auth_failure') IN (1, 'true')"
+        }
+        Engine::Postgres => "strpos(fields, '\"threat\"') > 0 OR strpos(fields, '\"auth_failure\"') > 0",
     };
     db.query_each(
         &format!(
-            "SELECT id, ts, level, source, service, message, user_id, {threat}, COALESCE({failed}, 1 = 0), {remote}
+            "SELECT id, ts, level, source, service, message, user_id, fields
              FROM logs
              WHERE ts >= ?1 AND ts <= ?2
-               AND (level IN ('security', 'audit') OR (fields IS NOT NULL AND ({threat} IS NOT NULL OR {failed})))
+               AND (level IN ('security', 'audit') OR (fields IS NOT NULL AND ({maybe})))
              ORDER BY ts DESC, id DESC"
         ),
         params![from, to],
         |row| {
+            let level: String = row.get(2)?;
+            let (threat, auth_failure, remote) = security_fields(row.get::<_, Option<String>>(7)?.as_deref());
+            if !(level == "security" || level == "audit" || threat.is_some() || auth_failure) {
+                return Ok(true);
+            }
             events += 1;
             let ts: i64 = row.get(1)?;
-            let level: String = row.get(2)?;
             let user: Option<String> = row.get(6)?;
-            let threat: Option<String> = row.get(7)?;
-            let auth_failure: bool = row.get(8)?;
-            let remote: Option<String> = row.get(9)?;
             let kind = match (&threat, auth_failure) {
                 (Some(threat), _) => format!("threat:{threat}"),
                 (None, true) => "auth_failure".into(),
@@ -498,6 +493,26 @@ fn security(db: &Db, from: i64, to: i64) -> sql::Result<Security> {
         .collect();
     auth_failure_bursts.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
     Ok(Security { events, by_kind: ranked(kinds), auth_failure_bursts, recent })
+}
+
+/// What a record's fields say of security: its `threat` (as text), whether it is an authentication failure
+/// (`auth_failure` true, 1 or "true"), and the address it came from. A field of another type than the parsers
+/// write (a number `threat`, a string `auth_failure`) is read as text, or not at all.
+fn security_fields(fields: Option<&str>) -> (Option<String>, bool, Option<String>) {
+    use serde_json::Value as Json;
+    let Some(Ok(Json::Object(fields))) = fields.map(serde_json::from_str::<Json>) else { return (None, false, None) };
+    let text = |key: &str| match fields.get(key) {
+        None | Some(Json::Null) => None,
+        Some(Json::String(text)) => Some(text.clone()),
+        Some(other) => Some(other.to_string()),
+    };
+    let failed = match fields.get("auth_failure") {
+        Some(Json::Bool(failed)) => *failed,
+        Some(Json::Number(number)) => number.as_f64() == Some(1.0),
+        Some(Json::String(text)) => text == "true",
+        _ => false,
+    };
+    (text("threat"), failed, text("remote_addr"))
 }
 
 fn user_activity(db: &Db, from: i64, to: i64) -> sql::Result<UserActivity> {

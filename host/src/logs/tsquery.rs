@@ -6,6 +6,12 @@
 /// The `tsquery` text of a search, or why the search is not valid.
 pub fn translate(text: &str) -> Result<String, String> {
     let tokens = tokens(text)?;
+    if let Some(Token::Words(words, _)) =
+        tokens.iter().find(|t| matches!(t, Token::Words(words, _) if words.iter().any(|w| w.len() > LONGEST_WORD)))
+    {
+        let long = words.iter().find(|w| w.len() > LONGEST_WORD).map_or(0, String::len);
+        return Err(format!("a word of {long} bytes is longer than the {LONGEST_WORD} the index keeps"));
+    }
     let mut parser = Parser { tokens, at: 0 };
     let query = parser.or()?;
     match parser.tokens.get(parser.at) {
@@ -43,6 +49,9 @@ impl Token {
 fn words(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
 }
+
+/// The longest word PostgreSQL's text search keeps, in bytes.
+const LONGEST_WORD: usize = 2047;
 
 fn tokens(text: &str) -> Result<Vec<Token>, String> {
     let mut out = Vec::new();
@@ -200,6 +209,7 @@ mod tests {
             ("AND a", "near AND"),
             ("a)", "unexpected \")\""),
             ("a - b", "near \"-\""),
+            (&"x".repeat(3000), "a word of 3000 bytes"),
             ("", "near the end"),
         ] {
             let error = translate(search).unwrap_err();

@@ -55,22 +55,47 @@ pub async fn to_postgres(
     let _in_use = super::cipher::lock(path)?;
     let source: Source = Arc::new(Mutex::new(open_read_only(path, key)?));
     let target = Storage::connect(url, read_file).await?;
-    // Day partitions for every day the store holds, so that rows land in their own day, not the default one.
-    let oldest = blocking(&source, |db| {
-        let mut oldest = to_millis(std::time::SystemTime::now());
-        for sql in [
-            "SELECT MIN(ts) FROM logs",
-            "SELECT MIN(ts) FROM events",
-            "SELECT MIN(ts) FROM samples",
-            "SELECT MIN(start_ns) / 1000000 FROM spans",
-        ] {
-            let found: Option<i64> = db.query_row(sql, [], |r| r.get(0))?;
-            oldest = oldest.min(found.unwrap_or(oldest));
-        }
-        Ok(oldest)
+    // A copy goes on into a database only this copy filled: never into one a node has been storing in.
+    let (marked, holds) = target
+        .read(|db| {
+            let marked = db.query_row("SELECT to_regclass('selfmon_migration') IS NOT NULL", [], |r| r.get::<_, bool>(0))?;
+            let holds = db.query_row(
+                "SELECT EXISTS (SELECT 1 FROM check_runs) OR EXISTS (SELECT 1 FROM logs) OR EXISTS (SELECT 1 FROM series)",
+                [],
+                |r| r.get::<_, bool>(0),
+            )?;
+            Ok((marked, holds))
+        })
+        .await?;
+    if holds && !marked {
+        target.close().await?;
+        return Err(StorageError::Write(
+            "the PostgreSQL database already holds a store; migrate into an empty database".into(),
+        ));
+    }
+    let source_name = path.display().to_string();
+    target
+        .apply(move |db| {
+            db.execute_batch(
+                "CREATE TABLE IF NOT EXISTS selfmon_migration (source TEXT NOT NULL, at BIGINT NOT NULL)",
+            )?;
+            db.execute(
+                "INSERT INTO selfmon_migration (source, at) VALUES (?1, ?2)",
+                super::sql::params![source_name, to_millis(std::time::SystemTime::now())],
+            )
+        })
+        .await?;
+    // Day partitions for the days the store holds rows of, so that rows land in their own day, not the default one.
+    let days = blocking(&source, |db| {
+        db.query_map(
+            "SELECT ts / 86400000 FROM logs UNION SELECT ts / 86400000 FROM events
+             UNION SELECT ts / 86400000 FROM samples UNION SELECT start_ns / 86400000000000 FROM spans",
+            [],
+            |r| Ok(r.get::<_, i64>(0)? * 86_400_000),
+        )
     })
     .await?;
-    target.prepare_partitions_from(oldest).await?;
+    target.prepare_partitions_for(&days).await?;
     let mut counted = Vec::new();
     for (table, key, numbered) in TABLES {
         copy(&source, &target, table, key, numbered).await?;
@@ -132,7 +157,8 @@ async fn copy(
         let keys = keys.clone();
         target
             .read(move |db| {
-                db.query_row(&format!("SELECT {keys} FROM {table} ORDER BY {keys} DESC LIMIT 1"), [], |r| {
+                let newest = key.iter().map(|k| format!("{k} DESC")).collect::<Vec<_>>().join(", ");
+                db.query_row(&format!("SELECT {keys} FROM {table} ORDER BY {newest} LIMIT 1"), [], |r| {
                     (0..key.len()).map(|i| r.get::<_, Value>(i)).collect()
                 })
                 .optional()

@@ -405,15 +405,15 @@ impl Storage {
     /// On PostgreSQL, make the day partitions from yesterday to a week ahead where missing; nothing to do on
     /// SQLite.
     pub async fn prepare_partitions(&self) -> Result<(), StorageError> {
-        self.prepare_partitions_from(to_millis(std::time::SystemTime::now())).await
+        self.prepare_partitions_for(&[]).await
     }
 
-    /// [`Storage::prepare_partitions`], and those of every day from the day of `first` (Unix ms).
-    pub async fn prepare_partitions_from(&self, first: i64) -> Result<(), StorageError> {
+    /// [`Storage::prepare_partitions`], and those of the days of `days` (Unix ms, any time of the day).
+    pub async fn prepare_partitions_for(&self, days: &[i64]) -> Result<(), StorageError> {
         let Engine::Postgres(store) = &self.engine else { return Ok(()) };
-        let mut client = store.pool.get().await.map_err(|e| SqlError::Pool(e.to_string()))?;
+        let mut client = store.pool.get().await.map_err(SqlError::from)?;
         let now = to_millis(std::time::SystemTime::now());
-        Ok(postgres::partitions::prepare(&mut client, first, now).await.map_err(SqlError::from)?)
+        Ok(postgres::partitions::prepare(&mut client, days, now).await.map_err(SqlError::from)?)
     }
 
     /// On PostgreSQL, drop the day partitions of `table` (logs, spans, events or samples) that end by `cutoff` (in
@@ -421,7 +421,7 @@ impl Storage {
     /// on SQLite, whose rows are deleted one by one.
     pub async fn drop_partitions(&self, table: &'static str, cutoff: i64) -> Result<Option<u64>, StorageError> {
         let Engine::Postgres(store) = &self.engine else { return Ok(None) };
-        let mut client = store.pool.get().await.map_err(|e| SqlError::Pool(e.to_string()))?;
+        let mut client = store.pool.get().await.map_err(SqlError::from)?;
         let removed = postgres::partitions::drop_before(&mut client, table, cutoff).await.map_err(SqlError::from)?;
         Ok(Some(removed))
     }

@@ -84,7 +84,7 @@ impl<T: Into<Value>> From<Option<T>> for Value {
 pub enum SqlError {
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
-    #[error(transparent)]
+    #[error("{}", postgres_message(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("cannot reach PostgreSQL: {0}")]
     Pool(String),
@@ -95,6 +95,30 @@ pub enum SqlError {
 }
 
 pub type Result<T, E = SqlError> = std::result::Result<T, E>;
+
+/// A PostgreSQL error with what the server said, or what failed on the way (tokio-postgres's own message is only
+/// "db error" or "error connecting to server").
+pub fn postgres_message(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        return format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code());
+    }
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(inner) = cause {
+        text.push_str(&format!(": {inner}"));
+        cause = inner.source();
+    }
+    text
+}
+
+impl From<deadpool_postgres::PoolError> for SqlError {
+    fn from(error: deadpool_postgres::PoolError) -> Self {
+        Self::Pool(match &error {
+            deadpool_postgres::PoolError::Backend(error) => postgres_message(error),
+            other => other.to_string(),
+        })
+    }
+}
 
 /// `None` for a query that returned no rows, as rusqlite's extension of the same name.
 pub trait OptionalExtension<T> {

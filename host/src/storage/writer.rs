@@ -88,6 +88,34 @@ impl Fullness {
     }
 }
 
+/// The pauses before writing a group again while the database cannot be reached: about half a minute in all.
+const AWAY_RETRIES: [Duration; 6] = [
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(8),
+    Duration::from_secs(16),
+];
+
+/// Whether a write failed because the database could not be reached (rather than for the write itself).
+fn is_away(error: &SqlError) -> bool {
+    use tokio_postgres::error::SqlState;
+    match error {
+        SqlError::Pool(_) => true,
+        SqlError::Postgres(error) => {
+            error.is_closed()
+                || error.code().is_some_and(|code| {
+                    code.code().starts_with("08")
+                        || [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW]
+                            .contains(code)
+                })
+                || std::error::Error::source(error).is_some_and(|cause| cause.is::<std::io::Error>())
+        }
+        _ => false,
+    }
+}
+
 /// Whether the database refused a write for want of space.
 pub fn is_full(error: &SqlError) -> bool {
     match error {
@@ -118,7 +146,7 @@ impl Connection {
                 Ok(value)
             }
             Self::Postgres { pool, runtime } => {
-                let client = runtime.block_on(pool.get()).map_err(|e| SqlError::Pool(e.to_string()))?;
+                let client = runtime.block_on(pool.get())?;
                 Session::new(client, runtime.clone()).transaction(change)
             }
         }
@@ -146,7 +174,7 @@ pub fn run(
     let mut series = SeriesIds::default();
     let mut batch = Vec::with_capacity(BATCH);
     // Why writes failed since the last flush, for the next flush to report.
-    let mut failures: Vec<String> = Vec::new();
+    let mut failures = Failures::default();
     let mut closing = false;
     while !closing && let Some(first) = queue.blocking_recv() {
         // A change someone waits for (stored logs, an API change) is written at once; queued writes gather for a
@@ -174,7 +202,20 @@ pub fn run(
             }
         }
         let timer = commits.start_timer();
-        let written = write_all(&mut connection, &mut series, &writes);
+        let mut written = write_all(&mut connection, &mut series, &writes);
+        // A database that is away (restarting, failing over, the network down) gets the group again a few times
+        // before its writes are given up: meanwhile the queue fills and ingestion is held back, not lost.
+        for pause in AWAY_RETRIES {
+            match &written {
+                Err(error) if is_away(error) => {
+                    series.clear();
+                    tracing::warn!(%error, retry_in = ?pause, "The database cannot be reached; writing again shortly");
+                    std::thread::sleep(pause);
+                    written = write_all(&mut connection, &mut series, &writes);
+                }
+                _ => break,
+            }
+        }
         if writes.is_empty() {
             timer.stop_and_discard();
         } else {
@@ -186,7 +227,7 @@ pub fn run(
             Err(error) if fullness.failed(&error) => {
                 // Each write alone would not fit either.
                 series.clear();
-                failures.push(format!("{} writes: {error}", writes.len()));
+                failures.note(writes.len(), error.to_string());
             }
             Err(error) => {
                 // One bad write must not cost the others: retry each on its own and keep what succeeds.
@@ -198,20 +239,41 @@ pub fn run(
                         if !fullness.failed(&error) {
                             tracing::error!(%error, "A storage write failed and was not stored");
                         }
-                        failures.push(error.to_string());
+                        failures.note(1, error.to_string());
                     }
                 }
             }
         }
-        for done in flushes {
-            let result = if failures.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("{} writes were not stored: {}", failures.len(), failures.join("; ")))
-            };
-            let _ = done.send(result);
+        // What was lost since the last flush is told to the next one, however many groups later it comes.
+        if !flushes.is_empty() {
+            let result = failures.take();
+            for done in flushes {
+                let _ = done.send(result.clone());
+            }
         }
-        failures.clear();
+    }
+}
+
+/// Writes lost since the last flush: how many, and the first few reasons (a database away for hours must not
+/// grow the list without bound).
+#[derive(Default)]
+struct Failures {
+    lost: usize,
+    reasons: Vec<String>,
+}
+
+impl Failures {
+    fn note(&mut self, writes: usize, reason: String) {
+        self.lost += writes;
+        if self.reasons.len() < 16 {
+            self.reasons.push(reason);
+        }
+    }
+
+    /// What a flush answers, starting over.
+    fn take(&mut self) -> Result<(), String> {
+        let Self { lost, reasons } = std::mem::take(self);
+        if lost == 0 { Ok(()) } else { Err(format!("{lost} writes were not stored: {}", reasons.join("; "))) }
     }
 }
 

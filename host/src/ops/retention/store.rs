@@ -25,7 +25,7 @@ impl Storage {
     ) -> Result<u64, StorageError> {
         chunked(self, stop, move |db| {
             db.execute(
-                "DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE level = ?1 AND ts < ?2 LIMIT ?3)",
+                "DELETE FROM logs WHERE ts < ?2 AND id IN (SELECT id FROM logs WHERE level = ?1 AND ts < ?2 LIMIT ?3)",
                 params![level, cutoff, CHUNK],
             )
         })

@@ -139,11 +139,15 @@ const ONE_NODE: i64 = 0x5e1f_0003;
 pub async fn open(target: &Target, now: i64) -> Result<Postgres, String> {
     // The readers, the writer, and the cluster's own few.
     let pool = target.pool(READERS + 4)?;
-    let mut client = pool.get().await.map_err(|e| e.to_string())?;
-    schema::migrate(&mut client).await.map_err(|e| e.to_string())?;
-    partitions::prepare(&mut client, now, now).await.map_err(|e| e.to_string())?;
+    let failed = |error: SqlError| error.to_string();
+    let mut client = pool.get().await.map_err(|e| failed(e.into()))?;
+    schema::migrate(&mut client).await.map_err(|e| match e {
+        schema::MigrateError::Postgres(error) => failed(error.into()),
+        newer => newer.to_string(),
+    })?;
+    partitions::prepare(&mut client, &[], now).await.map_err(|e| failed(e.into()))?;
     let alone: bool =
-        client.query_one("SELECT pg_try_advisory_lock($1)", &[&ONE_NODE]).await.map_err(|e| e.to_string())?.get(0);
+        client.query_one("SELECT pg_try_advisory_lock($1)", &[&ONE_NODE]).await.map_err(|e| failed(e.into()))?.get(0);
     if !alone {
         return Err("another selfmon node uses this database; stop it first (one node per database)".into());
     }
@@ -155,7 +159,7 @@ pub async fn open(target: &Target, now: i64) -> Result<Postgres, String> {
 /// Connect to read only, beside the node writing the database: no migration and no node lock.
 pub async fn open_reader(target: &Target) -> Result<Postgres, String> {
     let pool = target.pool(2)?;
-    drop(pool.get().await.map_err(|e| e.to_string())?);
+    drop(pool.get().await.map_err(|e| SqlError::from(e).to_string())?);
     Ok(Postgres { pool, name: target.name.clone(), turns: Arc::new(Semaphore::new(1)), _node: None })
 }
 
@@ -167,7 +171,7 @@ impl Postgres {
     ) -> Result<T, StorageError> {
         // Held until the read is over, even if its caller stops waiting for it.
         let turn = self.turns.clone().acquire_owned().await.map_err(|_| StorageError::Closed)?;
-        let client = self.pool.get().await.map_err(|e| SqlError::Pool(e.to_string()))?;
+        let client = self.pool.get().await.map_err(SqlError::from)?;
         let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             let session = Session::new(client, runtime);
