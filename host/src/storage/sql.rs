@@ -477,7 +477,8 @@ impl<'c> Db<'c> {
         Ok(values)
     }
 
-    /// Hand each row to `each` as it comes, until it answers `false`.
+    /// Hand each row to `each` as it comes, until it answers `false`. `each` must not run statements of its own on
+    /// this connection: PostgreSQL's rows are still arriving on it (collect with [`Db::query_map`] first).
     pub fn query_each(&self, sql: &str, params: impl Params, mut each: impl FnMut(&Row) -> Result<bool>) -> Result<()> {
         let values = params.values();
         match self.0 {
