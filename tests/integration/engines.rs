@@ -634,3 +634,28 @@ async fn a_store_is_not_migrated_into_a_database_in_use() {
     }
     assert!(error.to_string().contains("already holds a store"), "{error}");
 }
+
+/// `selfmon storage migrate --to env:NAME` from the command line: each table's rows on both sides, exit 0 when all
+/// are there; the URL, read from the environment, never printed.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_command_line_migrates_a_store() {
+    let workdir = crate::support::Workdir::new("", &[]);
+    let sqlite = workdir.store().await;
+    sqlite.write_run(run("db", 30, Health::Healthy, None)).await.unwrap();
+    sqlite.write_logs(vec![record(20, "info", "api", "moved by the command line")], None).await.unwrap();
+    sqlite.close().await.unwrap();
+    let url = postgres::shared().database();
+    let output = crate::support::selfmon_command(&workdir)
+        .args(["storage", "migrate", "--to", "env:TEST_DATABASE_URL"])
+        .env("TEST_DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{printed}{}", String::from_utf8_lossy(&output.stderr));
+    let logs = printed.lines().find(|l| l.starts_with("logs ")).unwrap();
+    assert_eq!(logs.split_whitespace().collect::<Vec<_>>(), ["logs", "1", "1", "ok"], "{printed}");
+    assert!(printed.contains("set `[storage] url` to use it") && !printed.contains(&url), "{printed}");
+    let missing = crate::support::selfmon_command(&workdir).args(["storage", "migrate"]).output().unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("give `--to postgres://...`"), "{missing:?}");
+}

@@ -2,6 +2,7 @@
 //! directly, with `--follow`) and `graphql-schema`; `plugin new`, `validate` and `run` are in [`authoring`].
 
 pub mod authoring;
+mod storage;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,13 +13,12 @@ use crate::app::host::{Host, StartError, load_plugins};
 use crate::checks::board::{Board, CheckState};
 use crate::checks::health::Health;
 use crate::config::Config;
-use crate::config::{Secret, SecretRef};
 use crate::logs::search::{Found, Search, SearchError};
 use crate::logs::{LEVELS, StoredRecord, level_list};
 use crate::runtime::Kind;
 use crate::runtime::plugins::Plugins;
 use crate::runtime::settings::describe_settings;
-use crate::storage::{Privacy, Reader, StorageError, cipher, migrate};
+use crate::storage::{Privacy, Reader, StorageError};
 
 /// Self-hosted monitoring with sandboxed WebAssembly plugins.
 #[derive(Debug, Parser)]
@@ -209,8 +209,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Plugin { command: PluginCommand::New { .. } } => unreachable!("made before the config is loaded"),
         Command::Config { command: ConfigCommand::Check } => config_check(config).await,
         Command::Logs { command } => logs(config, command).await,
-        Command::Storage { command: StorageCommand::Migrate { to } } => migrate_storage(&config, to).await,
-        Command::Storage { command } => convert_storage(&config, &command),
+        Command::Storage { command: StorageCommand::Migrate { to } } => storage::migrate(&config, to).await,
+        Command::Storage { command } => storage::convert(&config, &command),
         Command::GraphqlSchema => unreachable!("printed before the config is loaded"),
     }
 }
@@ -540,78 +540,6 @@ async fn config_check(config: Config) -> ExitCode {
         println!("warning: plugin file {} refused: {}", refused.file.display(), refused.reason);
     }
     ExitCode::SUCCESS
-}
-
-/// `selfmon storage encrypt` and `decrypt`.
-fn convert_storage(config: &Config, command: &StorageCommand) -> ExitCode {
-    let path = config.source.resolve(&config.storage.path);
-    let key = match config.storage.key(&config.source.base_dir) {
-        Ok(Some(key)) => key,
-        Ok(None) => {
-            eprintln!("error: set `[storage] key` (env:NAME or file:/path): the key to encrypt with or decrypt by");
-            return ExitCode::FAILURE;
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let (converted, done) = match command {
-        StorageCommand::Encrypt => (cipher::encrypt(&path, &key), "encrypted"),
-        StorageCommand::Decrypt => (cipher::decrypt(&path, &key), "decrypted: remove `[storage] key` from the config"),
-        StorageCommand::Migrate { .. } => unreachable!("migrated by migrate_storage"),
-    };
-    match converted {
-        Ok(()) => {
-            println!("{}: {done}", path.display());
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// `selfmon storage migrate`.
-async fn migrate_storage(config: &Config, to: Option<String>) -> ExitCode {
-    let base = &config.source.base_dir;
-    let url = match to.map(SecretRef::new).or_else(|| config.storage.url.clone()) {
-        Some(reference) => reference.resolve(|name| std::env::var(name).ok(), base),
-        None => Err("is missing: give `--to postgres://...` (or env:NAME), or set `[storage] url`".into()),
-    };
-    let (url, key) = match (url, config.storage.key(base)) {
-        (Ok(url), Ok(key)) => (Secret::new(url.expose().trim().to_string()), key),
-        (Err(error), _) => {
-            eprintln!("error: the PostgreSQL database {error}");
-            return ExitCode::FAILURE;
-        }
-        (_, Err(error)) => {
-            eprintln!("error: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let path = config.source.resolve(&config.storage.path);
-    let read_file = |file: &str| std::fs::read(base.join(file));
-    let print = |c: &migrate::Counted| {
-        let verdict = if c.sqlite == c.postgres { "ok" } else { "MISSING ROWS" };
-        println!("{:<20} {:>12} {:>12}  {verdict}", c.table, c.sqlite, c.postgres);
-    };
-    println!("{:<20} {:>12} {:>12}", "table", "sqlite", "postgres");
-    match migrate::to_postgres(&path, key.as_ref(), &url, read_file, print).await {
-        Ok(counted) if counted.iter().all(|c| c.sqlite == c.postgres) => {
-            println!("{}: copied; set `[storage] url` to use it", path.display());
-            ExitCode::SUCCESS
-        }
-        Ok(_) => {
-            eprintln!("error: some rows are not in PostgreSQL (see above); run the migration again");
-            ExitCode::FAILURE
-        }
-        Err(error) => {
-            eprintln!("error: {error}; run the migration again to go on from where it stopped");
-            ExitCode::FAILURE
-        }
-    }
 }
 
 #[cfg(test)]
