@@ -379,8 +379,9 @@ async fn spans_events_and_samples_answer_alike_on_both_engines() {
     assert_eq!(answers[0], answers[1]);
 }
 
-/// Retention on PostgreSQL drops whole days: a day past every level's retention goes with its partition, a record
-/// of a time no day partition holds (long ago) leaves the default partition, and recent records stay.
+/// Retention on PostgreSQL drops whole days: a day past every level's retention goes with its partition (and each
+/// of samples, events and spans by its own retention), a record of a time no day partition holds (long ago) leaves
+/// the default partition, and recent records stay.
 #[tokio::test(flavor = "multi_thread")]
 async fn retention_drops_whole_days_on_postgres() {
     let database = postgres::shared().database();
@@ -398,22 +399,57 @@ async fn retention_drops_whole_days_on_postgres() {
     };
     let records = vec![at(now - 40 * DAY_MS, "long ago"), at(today - 3_600_000, "yesterday"), at(now + 60_000, "soon")];
     storage.write_logs(records, None).await.unwrap();
-    let yesterday = format!("logs_d{}", &selfmon::storage::rfc3339(today - DAY_MS)[..10].replace('-', ""));
-    let partitions = || {
+    // A sample, an event and a span of yesterday too: each table is dropped by its own retention, in its own unit.
+    let late = selfmon::storage::from_millis(today - 3_600_000);
+    let sample = selfmon::storage::Sample { name: "depth".into(), labels: Vec::new(), time: late, value: 1.0 };
+    storage.write_samples(vec![sample]).await.unwrap();
+    storage.flush().await.unwrap();
+    let event = selfmon::analytics::events::NewEvent::new("user_action", late);
+    storage.write_events(vec![event], vec![None], Vec::new()).await.unwrap();
+    let span = selfmon::traces::NewSpan {
+        trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+        span_id: "00f067aa0ba902b7".into(),
+        parent_id: None,
+        service: "bot".into(),
+        name: "handle".into(),
+        kind: "server",
+        start_ns: (today - 3_600_000) * 1_000_000,
+        duration_ns: 1_000,
+        status: "ok",
+        status_message: None,
+        user_id: None,
+        attributes: serde_json::Map::new(),
+        events: Vec::new(),
+        resource: serde_json::Map::new(),
+    };
+    storage.write_spans(vec![span]).await.unwrap();
+    let day = &selfmon::storage::rfc3339(today - DAY_MS)[..10].replace('-', "");
+    let yesterday = format!("logs_d{day}");
+    let partitions_of = |table: &str| {
         let output = std::process::Command::new("psql")
             .args([database.as_str(), "-tA", "-c"])
-            .arg("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'logs'::regclass ORDER BY 1")
+            .arg(format!(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                 WHERE i.inhparent = '{table}'::regclass ORDER BY 1"
+            ))
             .output()
             .unwrap();
         String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect::<Vec<_>>()
     };
+    let partitions = || partitions_of("logs");
+    for table in ["samples", "events", "spans"] {
+        assert!(partitions_of(table).contains(&format!("{table}_d{day}")), "{:?}", partitions_of(table));
+    }
     assert!(partitions().contains(&yesterday), "{:?}", partitions());
     assert_eq!(partitions().len(), 10, "the default, yesterday, today and a week ahead: {:?}", partitions());
 
     // Every level kept for ten seconds: yesterday's partition goes whole, the old record leaves the default one.
     let levels = ["security", "audit", "critical", "error", "warning"].map(|level| format!("{level} = \"10s\"\n"));
-    let config: selfmon::config::RetentionConfig =
-        toml::from_str(&format!("logs = \"10s\"\n[log_levels]\n{}", levels.concat())).unwrap();
+    let config: selfmon::config::RetentionConfig = toml::from_str(&format!(
+        "logs = \"10s\"\nmetrics = \"10s\"\nevents = \"10s\"\nspans = \"10s\"\n[log_levels]\n{}",
+        levels.concat()
+    ))
+    .unwrap();
     let sweep = selfmon::ops::retention::sweep(&storage, &config, &tokio_util::sync::CancellationToken::new()).await;
     assert!(sweep.failed.is_empty(), "{sweep:?}");
     assert!(!partitions().contains(&yesterday), "{:?}", partitions());
@@ -421,6 +457,9 @@ async fn retention_drops_whole_days_on_postgres() {
     assert_eq!(left.records.iter().map(|r| r.message.as_str()).collect::<Vec<_>>(), ["soon"]);
     // The next day's partition is still made ahead.
     assert_eq!(partitions().len(), 9, "{:?}", partitions());
+    for table in ["samples", "events", "spans"] {
+        assert!(!partitions_of(table).contains(&format!("{table}_d{day}")), "{:?}", partitions_of(table));
+    }
     storage.close().await.unwrap();
 }
 

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use super::StorageCommand;
-use crate::config::{Config, Secret, SecretRef};
+use crate::config::{Config, SecretRef, database_url};
 use crate::storage::{cipher, migrate as copy};
 
 /// `selfmon storage encrypt` and `decrypt`.
@@ -40,14 +40,19 @@ pub fn convert(config: &Config, command: &StorageCommand) -> ExitCode {
 /// `selfmon storage migrate`.
 pub async fn migrate(config: &Config, to: Option<String>) -> ExitCode {
     let base = &config.source.base_dir;
-    let url = match to.map(SecretRef::new).or_else(|| config.storage.url.clone()) {
-        Some(reference) => reference.resolve(|name| std::env::var(name).ok(), base),
-        None => Err("is missing: give `--to postgres://...` (or env:NAME), or set `[storage] url`".into()),
+    let url = match to {
+        Some(to) => database_url(&SecretRef::new(to), base, "`--to`"),
+        None => config.storage.url(base).and_then(|url| {
+            url.ok_or_else(|| {
+                "the PostgreSQL database is missing: give `--to postgres://...` (or env:NAME), or set `[storage] url`"
+                    .into()
+            })
+        }),
     };
     let (url, key) = match (url, config.storage.key(base)) {
-        (Ok(url), Ok(key)) => (Secret::new(url.expose().trim().to_string()), key),
+        (Ok(url), Ok(key)) => (url, key),
         (Err(error), _) => {
-            eprintln!("error: the PostgreSQL database {error}");
+            eprintln!("error: {error}");
             return ExitCode::FAILURE;
         }
         (_, Err(error)) => {

@@ -31,7 +31,7 @@ pub use checks::{CheckConfig, LogSourceConfig, LogSourceKind, RecoveryConfig, Re
 pub use secret::{Env, Secret, SecretRef};
 pub use server::{
     ApiConfig, ApiKeyConfig, DashboardConfig, IngestConfig, LoggingConfig, PluginsConfig, RetentionConfig, Role,
-    SchedulerConfig, SecureCookie, ServerConfig, StorageConfig, SystemConfig, TlsConfig,
+    SchedulerConfig, SecureCookie, ServerConfig, StorageConfig, SystemConfig, TlsConfig, database_url,
 };
 pub use sidecar::{Extension, folder_files};
 pub use source::{ConfigError, Source, without_value};

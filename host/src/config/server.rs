@@ -182,10 +182,7 @@ pub struct StorageConfig {
 impl StorageConfig {
     /// The PostgreSQL URL, looked up; `None` for SQLite. Errors name the setting, never the URL.
     pub fn url(&self, base: &std::path::Path) -> Result<Option<Secret>, String> {
-        let Some(reference) = &self.url else { return Ok(None) };
-        let url =
-            reference.resolve(|name| std::env::var(name).ok(), base).map_err(|e| format!("`[storage] url` {e}"))?;
-        Ok(Some(Secret::new(url.expose().trim().to_string())))
+        self.url.as_ref().map(|reference| database_url(reference, base, "`[storage] url`")).transpose()
     }
 
     /// What cannot go together with `[storage] url`.
@@ -221,6 +218,13 @@ impl StorageConfig {
         }
         Ok(Some(key))
     }
+}
+
+/// A PostgreSQL URL `reference` names (itself, `env:NAME` or `file:/path`), looked up; errors name the setting it
+/// came from (`named`), never the URL.
+pub fn database_url(reference: &SecretRef, base: &std::path::Path, named: &str) -> Result<Secret, String> {
+    let url = reference.resolve(|name| std::env::var(name).ok(), base).map_err(|e| format!("{named} {e}"))?;
+    Ok(Secret::new(url.expose().trim().to_string()))
 }
 
 /// `[plugins]`: where drop-in plugins live and how every plugin instance is confined.

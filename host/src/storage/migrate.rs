@@ -4,10 +4,9 @@
 //! there are kept). Ids are kept, so what refers to them still does; counts are compared at the end.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
-use super::sql::{self, Db, OptionalExtension, Value};
-use super::{Storage, StorageError, open_read_only, to_millis};
+use super::sql::{Db, OptionalExtension, Value};
+use super::{Reader, Storage, StorageError, to_millis};
 use crate::config::Secret;
 
 /// Rows copied per transaction.
@@ -41,8 +40,6 @@ pub struct Counted {
     pub postgres: i64,
 }
 
-type Source = Arc<Mutex<rusqlite::Connection>>;
-
 /// Copy the SQLite store at `path` (opened with `key`) into the PostgreSQL database of `url`; `progress` hears of
 /// each table once it is copied. Neither store may be in use by a server.
 pub async fn to_postgres(
@@ -53,7 +50,7 @@ pub async fn to_postgres(
     mut progress: impl FnMut(&Counted),
 ) -> Result<Vec<Counted>, StorageError> {
     let _in_use = super::cipher::lock(path)?;
-    let source: Source = Arc::new(Mutex::new(open_read_only(path, key)?));
+    let source = Reader::sqlite(path, key)?;
     let target = Storage::connect(url, read_file).await?;
     // A copy goes on into a database only this copy filled: never into one a node has been storing in.
     let (marked, holds) = target
@@ -86,21 +83,22 @@ pub async fn to_postgres(
         })
         .await?;
     // Day partitions for the days the store holds rows of, so that rows land in their own day, not the default one.
-    let days = blocking(&source, |db| {
-        db.query_map(
-            "SELECT ts / 86400000 FROM logs UNION SELECT ts / 86400000 FROM events
+    let days = source
+        .read(|db| {
+            db.query_map(
+                "SELECT ts / 86400000 FROM logs UNION SELECT ts / 86400000 FROM events
              UNION SELECT ts / 86400000 FROM samples UNION SELECT start_ns / 86400000000000 FROM spans",
-            [],
-            |r| Ok(r.get::<_, i64>(0)? * 86_400_000),
-        )
-    })
-    .await?;
+                [],
+                |r| Ok(r.get::<_, i64>(0)? * 86_400_000),
+            )
+        })
+        .await?;
     target.prepare_partitions_for(&days).await?;
     let mut counted = Vec::new();
     for (table, key, numbered) in TABLES {
         copy(&source, &target, table, key, numbered).await?;
         let count = move |db: &Db| db.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get::<_, i64>(0));
-        let table = Counted { table, sqlite: blocking(&source, count).await?, postgres: target.read(count).await? };
+        let table = Counted { table, sqlite: source.read(count).await?, postgres: target.read(count).await? };
         progress(&table);
         counted.push(table);
     }
@@ -124,31 +122,20 @@ pub async fn to_postgres(
     Ok(counted)
 }
 
-/// Run a read of the SQLite store off the async threads.
-async fn blocking<T: Send + 'static>(
-    source: &Source,
-    read: impl FnOnce(&Db) -> sql::Result<T> + Send + 'static,
-) -> Result<T, StorageError> {
-    let source = source.clone();
-    tokio::task::spawn_blocking(move || read(&Db::sqlite(&source.lock().expect("source lock"))))
-        .await
-        .expect("reads of the store do not panic")
-        .map_err(StorageError::from)
-}
-
 /// Copy the rows of `table` in the order of `key`, a chunk per transaction: from past the greatest key PostgreSQL
 /// has when the key is `numbered`, else from the start.
 async fn copy(
-    source: &Source,
+    source: &Reader,
     target: &Storage,
     table: &'static str,
     key: &'static [&'static str],
     numbered: bool,
 ) -> Result<(), StorageError> {
-    let columns: Vec<String> = blocking(source, move |db| {
-        db.query_map(&format!("SELECT name FROM pragma_table_info('{table}') ORDER BY cid"), [], |r| r.get(0))
-    })
-    .await?;
+    let columns: Vec<String> = source
+        .read(move |db| {
+            db.query_map(&format!("SELECT name FROM pragma_table_info('{table}') ORDER BY cid"), [], |r| r.get(0))
+        })
+        .await?;
     let width = columns.len();
     let list = columns.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
     let keys = key.join(", ");
@@ -169,16 +156,17 @@ async fn copy(
     };
     loop {
         let (selected, keys, bound) = (list.clone(), keys.clone(), after.clone());
-        let rows: Vec<Vec<Value>> = blocking(source, move |db| {
-            let places = (1..=key.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
-            let filter = if bound.is_some() { format!("WHERE ({keys}) > ({places})") } else { String::new() };
-            db.query_map(
-                &format!("SELECT {selected} FROM {table} {filter} ORDER BY {keys} LIMIT {CHUNK}"),
-                bound.unwrap_or_default(),
-                |r| (0..width).map(|i| r.get::<_, Value>(i)).collect(),
-            )
-        })
-        .await?;
+        let rows: Vec<Vec<Value>> = source
+            .read(move |db| {
+                let places = (1..=key.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+                let filter = if bound.is_some() { format!("WHERE ({keys}) > ({places})") } else { String::new() };
+                db.query_map(
+                    &format!("SELECT {selected} FROM {table} {filter} ORDER BY {keys} LIMIT {CHUNK}"),
+                    bound.unwrap_or_default(),
+                    |r| (0..width).map(|i| r.get::<_, Value>(i)).collect(),
+                )
+            })
+            .await?;
         let Some(last) = rows.last() else { return Ok(()) };
         after = Some(key_at.iter().map(|&i| last[i].clone()).collect());
         let tuples: Vec<String> = (0..rows.len())

@@ -452,14 +452,14 @@ impl Storage {
 pub struct Reader(ReaderOf);
 
 enum ReaderOf {
-    Sqlite(Mutex<rusqlite::Connection>),
-    Postgres(Postgres),
+    Sqlite(Arc<Mutex<rusqlite::Connection>>),
+    Postgres(Box<Postgres>),
 }
 
 impl Reader {
     /// The SQLite file at `path`, with its key if it is encrypted.
     pub fn sqlite(path: &Path, key: Option<&Secret>) -> Result<Self, StorageError> {
-        Ok(Self(ReaderOf::Sqlite(Mutex::new(open_read_only(path, key)?))))
+        Ok(Self(ReaderOf::Sqlite(Arc::new(Mutex::new(open_read_only(path, key)?)))))
     }
 
     /// The PostgreSQL database of `url`; `read_file` reads the CA file the URL may name.
@@ -471,16 +471,22 @@ impl Reader {
         let store = postgres::open_reader(&target)
             .await
             .map_err(|reason| StorageError::Connect { target: target.name.clone(), reason })?;
-        Ok(Self(ReaderOf::Postgres(store)))
+        Ok(Self(ReaderOf::Postgres(Box::new(store))))
     }
 
-    /// Run a read.
+    /// Run a read, off the async threads.
     pub async fn read<T: Send + 'static>(
         &self,
         query: impl FnOnce(&Db) -> sql::Result<T> + Send + 'static,
     ) -> Result<T, StorageError> {
         match &self.0 {
-            ReaderOf::Sqlite(connection) => Ok(query(&Db::sqlite(&connection.lock().expect("reader lock")))?),
+            ReaderOf::Sqlite(connection) => {
+                let connection = connection.clone();
+                tokio::task::spawn_blocking(move || query(&Db::sqlite(&connection.lock().expect("reader lock"))))
+                    .await
+                    .expect("storage reads do not panic")
+                    .map_err(StorageError::from)
+            }
             ReaderOf::Postgres(store) => store.read(query).await,
         }
     }
