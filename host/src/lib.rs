@@ -23,6 +23,8 @@
 //! - [`analytics`]: events from the platform's services, what AI usage costs, and the answers over them.
 //! - [`traces`]: OTLP decoded, spans stored, trace trees, per-operation profiles.
 //! - [`logs`]: log sources (files, syslog, HTTP), parsing, the one ingest path, search and analysis.
+//! - [`cluster`]: nodes sharing a PostgreSQL store: heartbeats, who runs which check, who leads, and other nodes'
+//!   runs onto this node's board.
 //! - [`checks`]: checks built and scheduled, the health board, recovery, this machine's figures, and answers over
 //!   stored runs.
 //! - [`runtime`]: the wasmtime engine, the contract's bindings, grants, the compiled-plugin cache, calls into
@@ -38,6 +40,7 @@ pub mod api;
 pub mod app;
 pub mod checks;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod events;
 pub mod logs;

@@ -145,6 +145,11 @@ async fn the_dashboard_follows_health_alerts_and_logs_live_without_reloading() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         browser.screenshot(&format!("{section}-1280")).await;
     }
+    // The nodes: on SQLite, this one, live and leading, with its check.
+    let node = "document.querySelector('#nodes-table tr[data-node][data-live=\"true\"]')?.textContent";
+    browser
+        .wait_for(&format!("{node}?.includes('this node') && {node}.includes('leads') && {node}.includes('web')"))
+        .await;
     // A phone's width: nothing sticks out sideways.
     browser.viewport(390, 844, true).await;
     for section in SECTIONS {

@@ -10,6 +10,7 @@ mod api;
 mod authoring;
 mod checks;
 mod cli;
+mod cluster;
 mod dashboard;
 mod dependencies;
 mod durability;

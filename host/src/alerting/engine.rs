@@ -5,15 +5,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::alerting::Alerting;
 use crate::alerting::alert::Alert;
-use crate::alerting::channels::{self, Channel};
+use crate::alerting::channels::Channel;
 use crate::alerting::data;
 use crate::alerting::dispatch::{Dispatcher, Notice, Notification, Status};
 use crate::alerting::lifecycle::{Change, Lifecycle, Raised, State, Tracked};
@@ -30,10 +28,6 @@ const MAX_ALERTS_PER_RULE: usize = 1000;
 /// Labels and annotations per alert at most, and the longest name or value kept.
 const MAX_LABELS: usize = 32;
 const LABEL_BYTES: usize = 1024;
-/// How often [`spawn`]'s loop steps.
-const STEP: Duration = Duration::from_secs(1);
-/// Notifications being delivered (retries included) at most; past this a notification is dropped and logged.
-const MAX_DELIVERIES: usize = 64;
 
 /// How a rule fared at its last evaluation, for the API.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema, async_graphql::SimpleObject)]
@@ -77,9 +71,9 @@ struct Delivery {
 
 /// The alerting engine: one step at a time, on the clock it is given.
 pub struct Engine {
-    alerting: Arc<Alerting>,
+    pub(super) alerting: Arc<Alerting>,
     runtime: Arc<Runtime>,
-    storage: Storage,
+    pub(super) storage: Storage,
     board: Arc<Board>,
     events: Events,
     lifecycle: Lifecycle,
@@ -89,7 +83,7 @@ pub struct Engine {
     specs: BTreeMap<String, RuleSpec>,
     next_evaluation: Option<SystemTime>,
     status: Arc<Mutex<BTreeMap<String, RuleStatus>>>,
-    telemetry: Arc<Telemetry>,
+    pub(super) telemetry: Arc<Telemetry>,
 }
 
 impl Engine {
@@ -147,6 +141,14 @@ impl Engine {
     pub fn reconfigure(&mut self, alerting: Arc<Alerting>) {
         self.alerting = alerting;
         self.next_evaluation = None;
+    }
+
+    /// A new engine on the same parts, with `alerting`, carrying on from the store as it is now (as one does after a
+    /// restart), and reporting to the same rule status.
+    pub async fn renewed(&self, alerting: Arc<Alerting>) -> Result<Self, StorageError> {
+        let (runtime, storage, board) = (self.runtime.clone(), self.storage.clone(), self.board.clone());
+        let engine = Self::new(alerting, runtime, storage, board, self.events.clone(), self.telemetry.clone()).await?;
+        Ok(Self { status: self.status.clone(), ..engine })
     }
 
     /// The rules' states, shared with the API.
@@ -533,61 +535,4 @@ fn notice(t: &Tracked, severity: &str, status: Status) -> Notice {
         fired_at: t.fired_at.unwrap_or(t.started_at),
         resolved_at: None,
     }
-}
-
-/// Run the engine on the real clock until `stop`, delivering its notifications, and taking up each new
-/// configuration sent on `configs`. Messages of one group go out one after the other, in order (a resend still
-/// retrying cannot land after the resolution that followed it); one that could not be delivered goes out again with
-/// its group's next message.
-pub fn spawn(
-    mut engine: Engine,
-    mut configs: tokio::sync::watch::Receiver<Arc<Alerting>>,
-    tasks: &TaskTracker,
-    stop: CancellationToken,
-) {
-    let deliveries = tasks.clone();
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_DELIVERIES));
-    let (undelivered, mut returned) = tokio::sync::mpsc::unbounded_channel::<Notification>();
-    let mut turns: HashMap<String, Arc<tokio::sync::Mutex<()>>> = HashMap::new();
-    tasks.spawn(async move {
-        let mut ticks = tokio::time::interval(STEP);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                _ = ticks.tick() => {}
-            }
-            if configs.has_changed().unwrap_or(false) {
-                engine.reconfigure(configs.borrow_and_update().clone());
-            }
-            let now = SystemTime::now();
-            while let Ok(notification) = returned.try_recv() {
-                engine.requeue(&notification, now);
-            }
-            turns.retain(|_, turn| Arc::strong_count(turn) > 1);
-            let external_url = engine.alerting.external_url();
-            for (channel, notification) in engine.tick(now).await {
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    tracing::warn!(channel = %channel.name, group = %notification.group_key, "Too many notifications in progress; this one waits for the group's next message");
-                    engine.requeue(&notification, now);
-                    continue;
-                };
-                let turn = turns.entry(notification.group_key.clone()).or_default().clone();
-                let (storage, stop, external_url) = (engine.storage.clone(), stop.clone(), external_url.clone());
-                let (telemetry, undelivered) = (engine.telemetry.clone(), undelivered.clone());
-                deliveries.spawn(async move {
-                    let _slot = slot;
-                    let _turn = turn.lock().await;
-                    tokio::select! {
-                        () = stop.cancelled() => {}
-                        delivered = channels::deliver(&storage, &telemetry, &channel, &notification, &external_url) => {
-                            if !delivered {
-                                let _ = undelivered.send(notification);
-                            }
-                        }
-                    }
-                });
-            }
-        }
-    });
 }

@@ -15,7 +15,7 @@
 //!
 //! [`Alerting`] is what the config says (rules, channels, escalation policies), checked; the
 //! [`Engine`](engine::Engine) does one step at a time on the clock it is given, so tests drive it through hours in
-//! milliseconds, and [`engine::spawn`] drives it on the real clock. Rules the API creates are [`api_rules`]; what
+//! milliseconds, and [`driver::spawn`] drives it on the real clock on the node that leads. Rules the API creates are [`api_rules`]; what
 //! rules read is [`data`]; alerts as stored are [`alert`]; all of it is stored through [`store`].
 
 pub mod alert;
@@ -23,6 +23,7 @@ pub mod api_rules;
 pub mod channels;
 pub mod data;
 pub mod dispatch;
+pub mod driver;
 pub mod engine;
 pub mod lifecycle;
 pub mod rules;

@@ -126,7 +126,7 @@ fn config_sanity(config: &Config) -> Result<(), Vec<ConfigError>> {
     if !(1..=MAX_CONCURRENT).contains(&config.scheduler.max_concurrent) {
         problem(format!("`[scheduler] max_concurrent` must be between 1 and {MAX_CONCURRENT}"));
     }
-    for message in config.storage.conflicts() {
+    for message in config.storage.conflicts().into_iter().chain(config.cluster.problem()) {
         problem(message);
     }
     if config.storage.url.is_some() {

@@ -15,7 +15,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::alerting::engine::{self, Engine};
+use crate::alerting::driver;
+use crate::alerting::engine::Engine;
 use crate::analytics::events::Usage;
 use crate::api;
 use crate::api::access::Access;
@@ -25,6 +26,7 @@ use crate::checks::board::Board;
 use crate::checks::recovery::Recoverer;
 use crate::checks::scheduler::Scheduler;
 use crate::checks::system;
+use crate::cluster::{Cluster, relay};
 use crate::config::{Config, ConfigError};
 use crate::events::{Events, webhooks};
 use crate::logs::ingest::Sink;
@@ -93,6 +95,8 @@ pub async fn serve(
     for run in storage.latest_runs().await? {
         board.record(&run);
     }
+    let node = host.config.cluster.node_name();
+    let cluster = Cluster::join(&storage, node, address.to_string(), board.clone()).await?;
 
     let telemetry =
         Arc::new(Telemetry::new(&storage).map_err(|e| StartError::Runtime(format!("cannot set up metrics: {e}")))?);
@@ -104,10 +108,13 @@ pub async fn serve(
 
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
+    cluster.spawn(&tasks, stop.clone());
+    relay::spawn(storage.clone(), board.clone(), events.clone(), &tasks, stop.clone());
     let scheduler = Arc::new(Scheduler {
         runtime: host.runtime.clone(),
         storage: storage.clone(),
         board: board.clone(),
+        cluster: cluster.clone(),
         recoverer: Recoverer::new(storage.clone(), board.clone(), tasks.clone(), stop.clone()),
         telemetry: telemetry.clone(),
         events: events.clone(),
@@ -134,7 +141,7 @@ pub async fn serve(
     .await?;
     let rule_status = engine.status();
     let (alerting_configs, configs) = tokio::sync::watch::channel(host.alerting.clone());
-    engine::spawn(engine, configs, &tasks, stop.clone());
+    driver::spawn(engine, configs, cluster.clone(), &tasks, stop.clone());
     let sink = Sink { storage: storage.clone(), telemetry: telemetry.clone() };
     if host.config.logging.enabled && host.config.logging.ingest {
         // selfmon's own log, read back like any other file source.
@@ -152,7 +159,8 @@ pub async fn serve(
             _ => tracing::warn!("The built-in `json` parser is missing: selfmon's own log is not stored"),
         }
     }
-    retention::spawn(storage.clone(), host.config.retention.clone(), telemetry.clone(), &tasks, stop.clone());
+    let retention = host.config.retention.clone();
+    retention::spawn(storage.clone(), retention, telemetry.clone(), cluster.clone(), &tasks, stop.clone());
     if host.config.system.enabled {
         system::spawn(
             host.config.system.interval,
@@ -177,6 +185,7 @@ pub async fn serve(
         live: std::sync::RwLock::new(Arc::new(Live::of(&host))),
         reloads: reloads.clone(),
         board,
+        cluster,
         storage: storage.clone(),
         access: access.clone(),
         telemetry,

@@ -88,21 +88,30 @@ impl Board {
         self.checks.read().expect("board lock").keys().cloned().collect()
     }
 
+    /// The enabled checks on the board: those this node's config can run.
+    pub fn runnable(&self) -> Vec<String> {
+        let checks = self.checks.read().expect("board lock");
+        checks.iter().filter(|(_, entry)| entry.enabled).map(|(name, _)| name.clone()).collect()
+    }
+
+    /// When `check` last ran, as far as the board knows (its runs on other nodes included).
+    pub fn last_run_at(&self, check: &str) -> Option<SystemTime> {
+        let checks = self.checks.read().expect("board lock");
+        checks.get(check)?.run.as_ref().map(|run| run.started_at)
+    }
+
+    /// [`Board::record`] a run made elsewhere, unless the board already has that run or a later one: `None` then,
+    /// else what recording it changed.
+    pub fn record_newer(&self, run: &CheckRun) -> Option<Option<HealthChange>> {
+        let mut checks = self.checks.write().expect("board lock");
+        let known = checks.get(&run.check)?.run.as_ref().map(|known| known.started_at);
+        known.is_none_or(|known| known < run.started_at).then(|| record(&mut checks, run))
+    }
+
     /// Record a run of a registered check; runs of checks no longer configured are ignored. When the check's own
     /// status differs from its previous run's (or from unknown, for its first), the change.
     pub fn record(&self, run: &CheckRun) -> Option<HealthChange> {
-        let mut checks = self.checks.write().expect("board lock");
-        let entry = checks.get_mut(&run.check)?;
-        let from = entry.run.as_ref().map_or(Health::Unknown, |r| r.health);
-        entry.run = Some(run.clone());
-        (from != run.health).then(|| HealthChange {
-            check: run.check.clone(),
-            plugin: run.plugin.clone(),
-            from,
-            to: run.health,
-            summary: run.summary.clone(),
-            cause: if run.is_down() { root_cause(&checks, &run.check, &mut Vec::new()) } else { None },
-        })
+        record(&mut self.checks.write().expect("board lock"), run)
     }
 
     /// Record where a check's recovery stands.
@@ -157,6 +166,21 @@ impl Board {
         let checks = self.checks.read().expect("board lock");
         checks.iter().map(|(name, entry)| state(&checks, name, entry)).collect()
     }
+}
+
+/// [`Board::record`] under the board's lock.
+fn record(checks: &mut BTreeMap<String, Entry>, run: &CheckRun) -> Option<HealthChange> {
+    let entry = checks.get_mut(&run.check)?;
+    let from = entry.run.as_ref().map_or(Health::Unknown, |r| r.health);
+    entry.run = Some(run.clone());
+    (from != run.health).then(|| HealthChange {
+        check: run.check.clone(),
+        plugin: run.plugin.clone(),
+        from,
+        to: run.health,
+        summary: run.summary.clone(),
+        cause: if run.is_down() { root_cause(checks, &run.check, &mut Vec::new()) } else { None },
+    })
 }
 
 /// The root of the chain of down dependencies under `name`, if a failure of `name` is explained by one.

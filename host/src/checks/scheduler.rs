@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::checks::Check;
 use crate::checks::board::Board;
 use crate::checks::recovery::Recoverer;
+use crate::cluster::{self, Cluster};
 use crate::events::{CheckRan, Events, Payload};
 use crate::ops::journal::PERFORMANCE;
 use crate::ops::telemetry::Telemetry;
@@ -27,6 +28,8 @@ pub struct Scheduler {
     pub runtime: Arc<Runtime>,
     pub storage: Storage,
     pub board: Arc<Board>,
+    /// Which checks this node runs (all of them, unless nodes share a PostgreSQL store).
+    pub cluster: Arc<Cluster>,
     pub recoverer: Recoverer,
     pub telemetry: Arc<Telemetry>,
     pub events: Events,
@@ -87,20 +90,30 @@ impl Scheduler {
             }
             // Each run is a span of selfmon's own log, with a correlation id of its own.
             let span = tracing::info_span!("check_run", check = %check.name, plugin = %check.plugin.info.name);
-            let run = {
+            let (run, running) = {
                 let permit = tokio::select! {
                     biased;
                     () = retire.cancelled() => return,
                     permit = self.limit.acquire() => permit,
                 };
-                let Ok(_permit) = permit else { return };
+                let Ok(permit) = permit else { return };
+                // Said before the lease is looked at, so the lease is not given up under the run.
+                let running = self.cluster.running(&check.name);
+                if !self.cluster.holds(&check.name) {
+                    // Another node runs it now; should this one take it over, it runs when the check is next due
+                    // after its last run, wherever that was.
+                    drop((running, permit));
+                    let Some(due) = self.taken_over(check, retire).await else { return };
+                    (base, next) = (due, due);
+                    continue;
+                }
                 // The run is claimed, due again one interval on: a successor started by a reload either sees the
                 // claim (and does not repeat the run) or finds this task gone (and makes the run).
                 if !self.set_due(&check.name, base + check.interval, retire) {
                     return;
                 }
                 self.telemetry.observe_lag(Instant::now().saturating_duration_since(next));
-                tracing::Instrument::instrument(check.run(&self.runtime), span.clone()).await
+                (tracing::Instrument::instrument(check.run(&self.runtime), span.clone()).await, running)
             };
             span.in_scope(|| {
                 tracing::info!(
@@ -125,6 +138,7 @@ impl Scheduler {
             if self.storage.write_run(run).await.is_err() {
                 return;
             }
+            drop(running);
             // Keep to the schedule (a slow run does not push later runs back), skip runs that are already late, and
             // add jitter so checks with equal intervals spread out.
             base += check.interval;
@@ -135,5 +149,21 @@ impl Scheduler {
             self.set_due(&check.name, base, retire);
             next = base + check.interval.mul_f64(self.jitter * fastrand::f64());
         }
+    }
+
+    /// Wait until this node holds `check`'s lease (`None` if retired first): then when the check is next due.
+    async fn taken_over(&self, check: &Check, retire: &CancellationToken) -> Option<Instant> {
+        let mut gained = self.cluster.gained();
+        while !self.cluster.holds(&check.name) {
+            tokio::select! {
+                biased;
+                () = retire.cancelled() => return None,
+                _ = gained.changed() => {}
+                () = tokio::time::sleep(cluster::ROUND) => {}
+            }
+        }
+        let since = self.board.last_run_at(&check.name).and_then(|at| SystemTime::now().duration_since(at).ok());
+        let wait = since.map_or(Duration::ZERO, |since| check.interval.saturating_sub(since));
+        Some(Instant::now() + wait)
     }
 }

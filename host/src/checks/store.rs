@@ -8,8 +8,11 @@ use crate::checks::health::{CheckRun, Health};
 use crate::checks::latency::{self, Item, LatencySeries, MAX_SERIES_ITEMS, Window};
 use crate::checks::performance::{Errors, Performance, Run, errors, performance};
 use crate::checks::recovery::status::Attempt;
-use crate::storage::sql::{self, Engine, params};
+use crate::storage::sql::{self, Engine, Row, params};
 use crate::storage::{Batch, Batched, Sample, Storage, StorageError, from_millis, rfc3339, to_millis};
+
+/// Where PostgreSQL tells every node the name of a check whose run was just committed.
+pub const RUNS_CHANNEL: &str = "selfmon_runs";
 
 /// A check run as stored.
 #[derive(Debug, Clone, serde::Serialize, async_graphql::SimpleObject, utoipa::ToSchema)]
@@ -71,6 +74,10 @@ impl Batched for CheckRun {
              ON CONFLICT (check_name) DO UPDATE SET run_id = excluded.run_id",
             params![run.check, id],
         )?;
+        if db.engine() == Engine::Postgres {
+            // Every node's board hears of the run once it is committed (`cluster::relay`).
+            db.execute(&format!("SELECT pg_notify('{RUNS_CHANNEL}', ?1)"), params![run.check])?;
+        }
 
         let base = [("check".to_string(), run.check.clone()), ("plugin".to_string(), run.plugin.clone())];
         let sample = |name: &str, value: f64, extra: &[(String, String)]| {
@@ -86,6 +93,26 @@ impl Batched for CheckRun {
         }
         Ok(())
     }
+}
+
+/// The latest runs, each read by [`latest_run`].
+const LATEST: &str =
+    "SELECT r.check_name, r.plugin, r.started_at, r.duration_ms, r.status, r.summary, r.details, r.error
+     FROM check_latest AS l JOIN check_runs AS r ON r.id = l.run_id";
+
+fn latest_run(row: &Row) -> sql::Result<CheckRun> {
+    let details: String = row.get(6)?;
+    let started_at = from_millis(row.get(2)?);
+    let duration = Duration::try_from_secs_f64(row.get::<_, f64>(3)? / 1000.0).unwrap_or_default();
+    Ok(CheckRun {
+        health: Health::parse(&row.get::<_, String>(4)?).unwrap_or(Health::Unknown),
+        summary: row.get(5)?,
+        details: serde_json::from_str::<std::collections::BTreeMap<String, String>>(&details)
+            .map(|d| d.into_iter().collect())
+            .unwrap_or_default(),
+        error: row.get(7)?,
+        ..CheckRun::new(row.get::<_, String>(0)?, row.get::<_, String>(1)?, started_at, duration)
+    })
 }
 
 /// The check passed again after the recovery attempt with this id.
@@ -190,26 +217,17 @@ impl Storage {
 
     /// The latest run of every check that has run.
     pub async fn latest_runs(&self) -> Result<Vec<CheckRun>, StorageError> {
-        self.read(|db| {
+        self.read(|db| db.query_map(&format!("{LATEST} ORDER BY r.check_name"), [], latest_run)).await
+    }
+
+    /// The latest runs of `checks` (PostgreSQL only: for nodes hearing of runs made elsewhere).
+    pub async fn latest_runs_of(&self, checks: Vec<String>) -> Result<Vec<CheckRun>, StorageError> {
+        let names = serde_json::to_string(&checks).unwrap_or_default();
+        self.read(move |db| {
             db.query_map(
-                "SELECT r.check_name, r.plugin, r.started_at, r.duration_ms, r.status, r.summary, r.details, r.error
-                 FROM check_latest AS l JOIN check_runs AS r ON r.id = l.run_id
-                 ORDER BY r.check_name",
-                [],
-                |row| {
-                    let details: String = row.get(6)?;
-                    let started_at = from_millis(row.get(2)?);
-                    let duration = Duration::try_from_secs_f64(row.get::<_, f64>(3)? / 1000.0).unwrap_or_default();
-                    Ok(CheckRun {
-                        health: Health::parse(&row.get::<_, String>(4)?).unwrap_or(Health::Unknown),
-                        summary: row.get(5)?,
-                        details: serde_json::from_str::<std::collections::BTreeMap<String, String>>(&details)
-                            .map(|d| d.into_iter().collect())
-                            .unwrap_or_default(),
-                        error: row.get(7)?,
-                        ..CheckRun::new(row.get::<_, String>(0)?, row.get::<_, String>(1)?, started_at, duration)
-                    })
-                },
+                &format!("{LATEST} WHERE l.check_name IN (SELECT json_array_elements_text(?1::text::json))"),
+                params![names],
+                latest_run,
             )
         })
         .await

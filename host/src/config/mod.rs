@@ -30,8 +30,9 @@ pub use analytics::{AiConfig, PatternConfig, Price, PrivacyConfig, TracesConfig}
 pub use checks::{CheckConfig, LogSourceConfig, LogSourceKind, RecoveryConfig, RecoveryHttp};
 pub use secret::{Env, Secret, SecretRef};
 pub use server::{
-    ApiConfig, ApiKeyConfig, DashboardConfig, IngestConfig, LoggingConfig, PluginsConfig, RetentionConfig, Role,
-    SchedulerConfig, SecureCookie, ServerConfig, StorageConfig, SystemConfig, TlsConfig, database_url,
+    ApiConfig, ApiKeyConfig, ClusterConfig, DashboardConfig, IngestConfig, LoggingConfig, PluginsConfig,
+    RetentionConfig, Role, SchedulerConfig, SecureCookie, ServerConfig, StorageConfig, SystemConfig, TlsConfig,
+    database_url,
 };
 pub use sidecar::{Extension, folder_files};
 pub use source::{ConfigError, Source, without_value};
@@ -49,6 +50,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub dashboard: DashboardConfig,
     pub storage: StorageConfig,
+    pub cluster: ClusterConfig,
     pub plugins: PluginsConfig,
     pub scheduler: SchedulerConfig,
     pub system: SystemConfig,
@@ -128,6 +130,7 @@ impl Config {
             api: ApiConfig::default(),
             ingest: IngestConfig::default(),
             storage: StorageConfig::default(),
+            cluster: ClusterConfig::default(),
             plugins: PluginsConfig::default(),
             scheduler: SchedulerConfig::default(),
             system: SystemConfig::default(),
@@ -195,6 +198,9 @@ impl Config {
         }
         if let Some(value) = var("SELFMON_STORAGE_URL") {
             self.storage.url = Some(SecretRef::new(value));
+        }
+        if let Some(value) = var("SELFMON_NODE") {
+            self.cluster.node = Some(value);
         }
         if let Some(value) = var("SELFMON_PLUGINS_DIR") {
             self.plugins.dir = value.into();

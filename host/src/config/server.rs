@@ -179,6 +179,40 @@ pub struct StorageConfig {
     pub size_limit: Option<ByteSize>,
 }
 
+/// `[cluster]`: this node among the others storing in the same PostgreSQL database (`[storage] url`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// This node's name, unique among the nodes on the database: letters, digits, `.`, `-` and `_`, at most 63.
+    /// Env: `SELFMON_NODE`. Default: the machine's host name.
+    pub node: Option<String>,
+}
+
+impl ClusterConfig {
+    /// The node's name: the one set, or the machine's host name (`selfmon` if it has none that fits).
+    pub fn node_name(&self) -> String {
+        self.node.clone().unwrap_or_else(|| {
+            let host = rustix::system::uname().nodename().to_string_lossy().into_owned();
+            if valid_node_name(&host) { host } else { "selfmon".into() }
+        })
+    }
+
+    /// What is wrong with the name set, if anything.
+    pub fn problem(&self) -> Option<String> {
+        let name = self.node.as_deref()?;
+        (!valid_node_name(name)).then(|| {
+            format!(
+                "`[cluster] node` must be 1 to 63 letters, digits, `.`, `-` or `_`, not {:?}",
+                name.chars().take(64).collect::<String>()
+            )
+        })
+    }
+}
+
+fn valid_node_name(name: &str) -> bool {
+    (1..=63).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
 impl StorageConfig {
     /// The PostgreSQL URL, looked up; `None` for SQLite. Errors name the setting, never the URL.
     pub fn url(&self, base: &std::path::Path) -> Result<Option<Secret>, String> {

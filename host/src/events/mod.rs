@@ -69,6 +69,8 @@ pub struct Event {
     pub id: String,
     pub at: SystemTime,
     pub payload: Payload,
+    /// Caused by a run another node made (heard through the store): shown here, sent to webhooks by that node.
+    pub relayed: bool,
 }
 
 /// The names subscribers choose events by.
@@ -144,13 +146,23 @@ impl Default for Events {
 
 impl Events {
     pub fn publish(&self, payload: Payload) {
+        self.send(payload, false);
+    }
+
+    /// Publish what a run made on another node changed here, for this node's listeners; webhooks leave it to the
+    /// node that made the run.
+    pub fn publish_relayed(&self, payload: Payload) {
+        self.send(payload, true);
+    }
+
+    fn send(&self, payload: Payload, relayed: bool) {
         let id = format!("{}-{}", self.prefix, self.next.fetch_add(1, Ordering::Relaxed));
         let sender = match payload {
             Payload::CheckRan(_) | Payload::SystemSampled(_) => &self.live,
             _ => &self.sender,
         };
         // No listener is not an error.
-        let _ = sender.send(Arc::new(Event { id, at: SystemTime::now(), payload }));
+        let _ = sender.send(Arc::new(Event { id, at: SystemTime::now(), payload, relayed }));
     }
 
     /// Status changes and alerts: the events in [`NAMES`].

@@ -145,6 +145,9 @@ pub fn spawn(storage: Storage, reach: Reach, events: &Events, tasks: &TaskTracke
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
             };
+            if event.relayed {
+                continue;
+            }
             let subscribers = match storage.subscribers(event.name()).await {
                 Ok(subscribers) => subscribers,
                 Err(error) => {

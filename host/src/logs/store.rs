@@ -17,6 +17,9 @@ use crate::storage::{Storage, StorageError, rfc3339, sql_count, to_millis};
 /// Full-text matches past which a search walks an index in time order instead of sorting every match.
 const MANY_MATCHES: i64 = 10_000;
 
+/// Where PostgreSQL tells every node the id of the newest log record just committed.
+pub const LOGS_CHANNEL: &str = "selfmon_logs";
+
 impl Storage {
     /// Store records in one transaction, with how far their file has been read when they come from one; returns once
     /// they are committed.
@@ -95,6 +98,9 @@ impl Storage {
                         "INSERT INTO logs_fts (rowid, message) SELECT id, message FROM logs WHERE id >= ?1 AND id <= ?2",
                         params![first, last],
                     )?;
+                } else if first.is_some() {
+                    // Live tails on every node follow (`cluster::relay`).
+                    db.execute(&format!("SELECT pg_notify('{LOGS_CHANNEL}', ?1)"), params![last.to_string()])?;
                 }
                 Ok((records.len(), last))
             })

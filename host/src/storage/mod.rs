@@ -21,6 +21,8 @@
 //! - metric samples ([`samples`]): series by name and labels, written in groups and read back over a range;
 //! - [`Storage::flush`] and [`Storage::close`], the newest log record's id ([`Storage::log_head`]) for live tails,
 //!   and the store's [`Figures`];
+//! - on PostgreSQL, for the nodes sharing a store: statements run at once beside the writer
+//!   ([`Storage::coordinate`], for heartbeats and leases) and what other nodes announce ([`Storage::listen`]);
 //! - the privacy chokepoint ([`Privacy`]) every record, span and event passes before it is written;
 //! - the time helpers of [`time`]: stored times are Unix milliseconds, shown as RFC 3339;
 //! - on SQLite, files for the owner only ([`private_dir`], [`private_file`]) and encryption at rest ([`cipher`]: a
@@ -52,6 +54,7 @@ use crate::config::Secret;
 use postgres::Postgres;
 use sqlite::Sqlite;
 
+pub use postgres::listen::Heard;
 pub use privacy::{PSEUDONYM_PREFIX, Privacy, kept_key};
 pub use samples::{MAX_POINTS, MetricName, Sample, SeriesError, SeriesPage, SeriesPoints, SeriesQuery};
 pub use sql::{Db, SqlError};
@@ -399,6 +402,31 @@ impl Storage {
         match &self.engine {
             Engine::Sqlite(store) => store.read(query).await,
             Engine::Postgres(store) => store.read(query).await,
+        }
+    }
+
+    /// Run statements that coordinate the nodes sharing a PostgreSQL store (their heartbeats and leases) at once,
+    /// each committed as it runs, beside the writer and the reads; `None` on SQLite, which has one node.
+    pub async fn coordinate<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Db) -> sql::Result<T> + Send + 'static,
+    ) -> Option<Result<T, StorageError>> {
+        match &self.engine {
+            Engine::Sqlite(_) => None,
+            Engine::Postgres(store) => Some(store.coordinate(query).await),
+        }
+    }
+
+    /// On PostgreSQL, what any node sends on `channels` (`pg_notify`), heard on a connection of its own until
+    /// `stop`; `None` on SQLite.
+    pub fn listen(
+        &self,
+        channels: &[&str],
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Option<mpsc::Receiver<Heard>> {
+        match &self.engine {
+            Engine::Sqlite(_) => None,
+            Engine::Postgres(store) => Some(postgres::listen::listen(store.target.clone(), channels, stop)),
         }
     }
 

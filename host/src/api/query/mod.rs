@@ -25,6 +25,7 @@ use crate::api::error::QueryError;
 use crate::app::host::Host;
 use crate::checks::board::Board;
 use crate::checks::performance::MAX_WINDOW;
+use crate::cluster::Cluster;
 use crate::config::{AiConfig, IngestConfig, TracesConfig};
 use crate::events::Events;
 use crate::logs::analysis::MAX_HOURS;
@@ -55,6 +56,8 @@ pub struct Queries {
     /// Where reloads are asked for, and how the last one went.
     pub reloads: Handle,
     pub board: Arc<Board>,
+    /// This node among the others sharing the store.
+    pub cluster: Arc<Cluster>,
     pub storage: Storage,
     pub access: Arc<Access>,
     pub telemetry: Arc<Telemetry>,

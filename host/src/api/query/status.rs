@@ -7,6 +7,7 @@ use super::Queries;
 use crate::api::error::QueryError;
 use crate::checks::board::CheckState;
 use crate::checks::health::Health;
+use crate::cluster::NodeStatus;
 use crate::ops::reload::handle::Outcome;
 use crate::ops::telemetry::{CheckFigures, Scrape};
 use crate::storage::{Figures, Storage, rfc3339};
@@ -112,6 +113,10 @@ pub struct Status {
     pub scheduler: SchedulerFigures,
     pub storage: Figures,
     pub api: ApiFigures,
+    /// This node's name.
+    pub node: String,
+    /// The nodes sharing the store, each with the checks it runs and its last heartbeat; on SQLite, this node alone.
+    pub nodes: Vec<NodeStatus>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -219,6 +224,8 @@ impl Queries {
             },
             storage: self.storage.figures().await.map_err(|e| QueryError::Storage(e.to_string()))?,
             api: ApiFigures { open: self.access.is_open(), refused_calls: self.access.refused() },
+            node: self.cluster.node().to_string(),
+            nodes: self.cluster.nodes().await.map_err(|e| QueryError::Storage(e.to_string()))?,
         })
     }
 

@@ -392,7 +392,8 @@ impl Reloader {
                 () = retired.wait() => {}
                 () = stop.cancelled() => return,
             }
-            for check in stopped {
+            // A check another node runs is that node's to report.
+            for check in stopped.into_iter().filter(|check| scheduler.cluster.holds(&check.name)) {
                 let plugin = &check.plugin.info.name;
                 let why = removed.iter().find(|(name, _)| name == plugin).map(|(_, why)| why.as_str());
                 let mut run = CheckRun::new(&check.name, plugin.clone(), SystemTime::now(), Duration::ZERO);

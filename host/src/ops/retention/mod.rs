@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::Cluster;
 use crate::config::RetentionConfig;
 use crate::logs::LEVELS;
 use crate::ops::telemetry::Telemetry;
@@ -43,11 +44,12 @@ pub struct Swept {
     pub pages_freed: u64,
 }
 
-/// Clean up every `interval`, the first time right away.
+/// Clean up every `interval` while this node leads, the first time right away.
 pub fn spawn(
     storage: Storage,
     config: RetentionConfig,
     telemetry: Arc<Telemetry>,
+    cluster: Arc<Cluster>,
     tasks: &TaskTracker,
     stop: CancellationToken,
 ) {
@@ -58,6 +60,10 @@ pub fn spawn(
             tokio::select! {
                 _ = ticks.tick() => {}
                 () = stop.cancelled() => return,
+            }
+            // One node cleans up a shared store: the one that leads.
+            if !cluster.leads() {
+                continue;
             }
             let Sweep { swept, failed } = sweep(&storage, &config, &stop).await;
             telemetry.observe_cleanup(&[

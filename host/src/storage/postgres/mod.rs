@@ -5,6 +5,7 @@
 //! `verify-full` the chain and the host name (against `sslrootcert`, or the system's roots without it).
 
 mod codec;
+pub mod listen;
 pub mod partitions;
 mod schema;
 mod session;
@@ -126,14 +127,9 @@ pub struct Postgres {
     /// Where it is, for messages and figures.
     pub name: String,
     turns: Arc<Semaphore>,
-    /// The connection holding [`ONE_NODE`] for as long as the store is open (closed with it, which frees the lock);
-    /// none for a reader.
-    _node: Option<deadpool_postgres::ClientWrapper>,
+    /// Where it is, for connections of their own ([`listen`]).
+    pub target: Target,
 }
-
-/// The advisory lock a node holds on its database: one node per database (until nodes share the checks and the
-/// alerting between them, a second would run them all again).
-const ONE_NODE: i64 = 0x5e1f_0003;
 
 /// Connect, bring the schema up to date and make the partitions of the days around `now` (Unix ms).
 pub async fn open(target: &Target, now: i64) -> Result<Postgres, String> {
@@ -146,21 +142,15 @@ pub async fn open(target: &Target, now: i64) -> Result<Postgres, String> {
         newer => newer.to_string(),
     })?;
     partitions::prepare(&mut client, &[], now).await.map_err(|e| failed(e.into()))?;
-    let alone: bool =
-        client.query_one("SELECT pg_try_advisory_lock($1)", &[&ONE_NODE]).await.map_err(|e| failed(e.into()))?.get(0);
-    if !alone {
-        return Err("another selfmon node uses this database; stop it first (one node per database)".into());
-    }
-    // Taken out of the pool: the lock goes with this store, not with a connection the pool keeps.
-    let node = deadpool_postgres::Object::take(client);
-    Ok(Postgres { pool, name: target.name.clone(), turns: Arc::new(Semaphore::new(READERS)), _node: Some(node) })
+    drop(client);
+    Ok(Postgres { pool, name: target.name.clone(), turns: Arc::new(Semaphore::new(READERS)), target: target.clone() })
 }
 
-/// Connect to read only, beside the node writing the database: no migration and no node lock.
+/// Connect to read only, beside the nodes writing the database: no migration.
 pub async fn open_reader(target: &Target) -> Result<Postgres, String> {
     let pool = target.pool(2)?;
     drop(pool.get().await.map_err(|e| SqlError::from(e).to_string())?);
-    Ok(Postgres { pool, name: target.name.clone(), turns: Arc::new(Semaphore::new(1)), _node: None })
+    Ok(Postgres { pool, name: target.name.clone(), turns: Arc::new(Semaphore::new(1)), target: target.clone() })
 }
 
 impl Postgres {
@@ -171,6 +161,23 @@ impl Postgres {
     ) -> Result<T, StorageError> {
         // Held until the read is over, even if its caller stops waiting for it.
         let turn = self.turns.clone().acquire_owned().await.map_err(|_| StorageError::Closed)?;
+        self.run(query, Some(turn)).await
+    }
+
+    /// Run statements at once on a pooled connection of their own, each committed as it runs: neither behind the
+    /// writer's queue nor waiting for a turn to read.
+    pub async fn coordinate<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Db) -> sql::Result<T> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        self.run(query, None).await
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Db) -> sql::Result<T> + Send + 'static,
+        turn: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<T, StorageError> {
         let client = self.pool.get().await.map_err(SqlError::from)?;
         let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {

@@ -1366,8 +1366,11 @@
 
   async function loadPlugins() {
     const t = ticket("plugins");
-    const answer = await api("/v1/plugins");
+    const [answer, status] = await Promise.all([api("/v1/plugins"), api("/v1/status")]);
     if (!isCurrent("plugins", t)) return;
+    fillTable($("#nodes-table"), ["Node", "API", "Version", "Last heartbeat", "Role", "Checks it runs"],
+      (status.nodes || []).map((n) => ({ attrs: { "data-node": n.name, "data-live": String(n.live) }, cells: nodeCells(n, status.node) })),
+      "No node has announced itself.");
     fillTable($("#plugins-table"), ["Plugin", "Kind", "Version", "Source", "Used by (grants)", "Failures", "Recent failures"],
       (answer.plugins || []).map((p) => ({ attrs: { "data-plugin": p.name }, cells: pluginCells(p) })),
       "No plugins are loaded.");
@@ -1376,6 +1379,21 @@
       ? refused.map((r) => el("li", null, el("code", null, r.file), " — ", el("span", { class: "bad-text" }, r.reason)))
       : el("li", { class: "empty" }, "No plugin file was refused."));
     fill($("#plugins-reload"), lastReload(answer.last_reload));
+  }
+
+  /** One node of the store: whether it is alive, whether it leads, and the checks it runs now. */
+  function nodeCells(n, self) {
+    const state = n.live ? el("span", { class: "ok-text" }, "✔ live") : el("span", { class: "bad-text" }, "✘ gone");
+    return [
+      el("span", null, el("strong", null, n.name), n.name === self ? el("span", { class: "muted small block" }, "this node") : null),
+      n.address ? el("code", null, n.address) : "—",
+      n.version,
+      el("span", null, state, " · ", timeEl(n.last_heartbeat)),
+      n.leader ? "leads: alerting and upkeep" : (n.live ? "runs checks" : "—"),
+      n.checks.length
+        ? el("details", null, el("summary", null, `${fmtInt(n.checks.length)} check${n.checks.length === 1 ? "" : "s"}`), el("span", { class: "small" }, n.checks.join(", ")))
+        : el("span", { class: "muted" }, "none"),
+    ];
   }
 
   /** How the last reload of the plugins folder or the config went. */
