@@ -109,7 +109,8 @@ pub async fn serve(
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
     cluster.spawn(&tasks, stop.clone());
-    relay::spawn(storage.clone(), board.clone(), events.clone(), &tasks, stop.clone());
+    let node = cluster.node().to_string();
+    relay::spawn(storage.clone(), node, board.clone(), events.clone(), &tasks, stop.clone());
     let scheduler = Arc::new(Scheduler {
         runtime: host.runtime.clone(),
         storage: storage.clone(),

@@ -1,5 +1,6 @@
 //! What other nodes commit, heard here: the newest log record's id (so live tails on this node follow records
-//! stored anywhere), and runs made on other nodes, onto this node's board: the store says (`pg_notify`) which check's run was just
+//! stored anywhere), alerts that fire and resolve on the leader (for this node's dashboard and subscriptions), and
+//! runs made on other nodes, onto this node's board: the store says (`pg_notify`) which check's run was just
 //! committed, this node reads that check's latest run and records it, and publishes what changed for its own
 //! listeners (the dashboard, GraphQL subscriptions), marked as relayed so that webhooks go out from the node that
 //! made the run only. After a gap (the listening connection was lost, or this node fell behind) every check's
@@ -12,6 +13,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::alerting::store::ALERTS_CHANNEL;
 use crate::checks::board::Board;
 use crate::checks::store::RUNS_CHANNEL;
 use crate::events::{CheckRan, Events, Payload};
@@ -22,8 +24,16 @@ use crate::storage::{Heard, Storage};
 const GATHER: Duration = Duration::from_millis(100);
 
 /// Record other nodes' runs on `board` until `stop`; nothing on SQLite.
-pub fn spawn(storage: Storage, board: Arc<Board>, events: Events, tasks: &TaskTracker, stop: CancellationToken) {
-    let Some(mut heard) = storage.listen(&[RUNS_CHANNEL, LOGS_CHANNEL], stop.clone()) else { return };
+pub fn spawn(
+    storage: Storage,
+    node: String,
+    board: Arc<Board>,
+    events: Events,
+    tasks: &TaskTracker,
+    stop: CancellationToken,
+) {
+    let Some(mut heard) = storage.listen(&[RUNS_CHANNEL, LOGS_CHANNEL, ALERTS_CHANNEL], stop.clone()) else { return };
+    announce_alerts(storage.clone(), node.clone(), &events, tasks, stop.clone());
     tasks.spawn(async move {
         loop {
             let first = tokio::select! {
@@ -35,11 +45,21 @@ pub fn spawn(storage: Storage, board: Arc<Board>, events: Events, tasks: &TaskTr
             };
             let mut all = false;
             let mut checks = BTreeSet::new();
+            let mut alerts = Vec::new();
             let mut take = |heard: Heard| match heard {
                 Heard::Reconnected => all = true,
                 Heard::Notice { channel, payload } if channel == LOGS_CHANNEL => {
                     if let Ok(id) = payload.parse() {
                         storage.set_log_head(id);
+                    }
+                }
+                Heard::Notice { channel, payload } if channel == ALERTS_CHANNEL => {
+                    let mut parts = payload.rsplitn(3, ':');
+                    let (id, kind, from) = (parts.next(), parts.next(), parts.next());
+                    if from != Some(node.as_str())
+                        && let (Some(Ok(id)), Some(kind)) = (id.map(str::parse::<i64>), kind)
+                    {
+                        alerts.push((kind == "fired", id));
                     }
                 }
                 Heard::Notice { payload, .. } => {
@@ -56,6 +76,11 @@ pub fn spawn(storage: Storage, board: Arc<Board>, events: Events, tasks: &TaskTr
                         Some(next) => take(next),
                         None => break,
                     },
+                }
+            }
+            for (fired, id) in alerts {
+                if let Ok(Some(alert)) = storage.alert(id).await {
+                    events.publish_relayed(if fired { Payload::AlertFired(alert) } else { Payload::AlertResolved(alert) });
                 }
             }
             // This node's own runs come back too: the board keeps them as they are, being no newer. (A run of a
@@ -83,6 +108,35 @@ pub fn spawn(storage: Storage, board: Arc<Board>, events: Events, tasks: &TaskTr
                     let ran = CheckRan::new(state, run.duration.as_secs_f64() * 1000.0, run.started_at);
                     events.publish_relayed(Payload::CheckRan(ran));
                 }
+            }
+        }
+    });
+}
+
+/// Tell the other nodes of the alerts that fire and resolve here (on the leader), so that their dashboards and
+/// subscriptions show them as they happen.
+fn announce_alerts(storage: Storage, node: String, events: &Events, tasks: &TaskTracker, stop: CancellationToken) {
+    let mut receiver = events.subscribe();
+    tasks.spawn(async move {
+        loop {
+            let event = tokio::select! {
+                () = stop.cancelled() => return,
+                received = receiver.recv() => match received {
+                    Ok(event) => event,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+            };
+            let (fired, id) = match &event.payload {
+                Payload::AlertFired(alert) => (true, alert.id),
+                Payload::AlertResolved(alert) => (false, alert.id),
+                _ => continue,
+            };
+            if event.relayed {
+                continue;
+            }
+            if let Err(error) = storage.announce_alert(&node, fired, id).await {
+                tracing::warn!(%error, alert = id, "Cannot tell the other nodes of an alert; they show it when read");
             }
         }
     });

@@ -17,6 +17,10 @@ use crate::events::store::{attempt_row, attempt_values};
 use crate::storage::sql::{self, OptionalExtension, Row, Value, params};
 use crate::storage::{ChangeError, Page, Storage, StorageError, from_millis, rfc3339, sql_count, to_millis};
 
+/// Where PostgreSQL tells the other nodes of an alert that fired or resolved on the leader: `node:fired:id` or
+/// `node:resolved:id`.
+pub const ALERTS_CHANNEL: &str = "selfmon_alerts";
+
 /// The columns [`alert_row`] reads, in its order.
 const ALERT_COLUMNS: &str = "id, fingerprint, rule, name, severity, state, summary, labels, annotations, started_at,
     fired_at, resolved_at, acknowledged_at, acknowledged_by, ack_comment, silenced_by, inhibited_by, escalation_step";
@@ -130,6 +134,14 @@ impl Storage {
             db.query_row(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?1"), [id], alert_row).optional()
         })
         .await
+    }
+
+    /// On PostgreSQL, tell the other nodes that the alert `id` fired (or resolved), as the node `node` saw it;
+    /// nothing on SQLite.
+    pub async fn announce_alert(&self, node: &str, fired: bool, id: i64) -> Result<(), StorageError> {
+        let payload = format!("{node}:{}:{id}", if fired { "fired" } else { "resolved" });
+        let notify = move |db: &sql::Db| db.execute(&format!("SELECT pg_notify('{ALERTS_CHANNEL}', ?1)"), [payload]);
+        self.coordinate(notify).await.transpose().map(|_| ())
     }
 
     /// Acknowledge an active alert: who and why; escalation stops, the alert stays visible.
