@@ -10,16 +10,21 @@
 //! PostgreSQL is a throwaway server this benchmark starts from `initdb` (scripts/setup installs it) and stops.
 //! `cargo bench -p selfmon --bench cluster`; `SELFMON_BENCH_LINES` sets the search store's size (default 1 000 000).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use programs::{as_server_user, program, running_as_root};
 use selfmon::config::Secret;
 use selfmon::logs::NewRecord;
 use selfmon::logs::search::Search;
 use selfmon::storage::Storage;
+
+#[path = "../integration/support/programs.rs"]
+mod programs;
+mod support;
 
 const POSTERS: usize = 8;
 const BATCH: usize = 500;
@@ -73,7 +78,7 @@ async fn run(lines: usize) {
         let filtered = Search { levels: vec!["error".into()], service: Some("shop".into()), ..word.clone() };
         let phrase = Search { text: Some("\"payment declined\"".into()), ..word.clone() };
         for (what, search) in [("word", &word), ("word, level and service", &filtered), ("phrase", &phrase)] {
-            let (median, slowest, found) = search_latency(store, search, 21).await;
+            let (median, slowest, found) = support::search_latency(store, search, 21).await;
             println!(
                 "  search {what}: {:.2} ms median, {:.2} ms slowest ({found} records)",
                 median.as_secs_f64() * 1000.0,
@@ -96,15 +101,19 @@ struct Postgres {
 impl Postgres {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
+        if running_as_root() {
+            let status = Command::new("chown").args(["-R", "postgres"]).arg(dir.path()).status().unwrap();
+            assert!(status.success(), "chown the server's directory to the postgres user");
+        }
         let data = dir.path().join("data");
-        let initdb = Command::new(program("initdb"))
+        let initdb = as_server_user(&program("initdb"))
             .args(["-D", &data.display().to_string(), "-U", "postgres", "--auth=trust", "-E", "UTF8"])
             .stdout(Stdio::null())
             .status()
             .unwrap();
         assert!(initdb.success(), "initdb failed");
         let port = free_port();
-        let child = Command::new(program("postgres"))
+        let child = as_server_user(&program("postgres"))
             .args(["-D", &data.display().to_string(), "-p", &port.to_string(), "-k", &dir.path().display().to_string()])
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=400", "-c", "shared_buffers=256MB"])
             .stdout(Stdio::null())
@@ -146,22 +155,6 @@ impl Drop for Postgres {
         );
         let _ = self.child.wait();
     }
-}
-
-/// A PostgreSQL program from the PATH, or from Debian's versioned directory (newest first).
-fn program(name: &str) -> PathBuf {
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file());
-    on_path.unwrap_or_else(|| {
-        let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-            .map(|entries| entries.flatten().map(|e| e.path().join("bin").join(name)).filter(|p| p.is_file()).collect())
-            .unwrap_or_default();
-        versions.sort();
-        versions.pop().unwrap_or_else(|| panic!("{name} not found: run scripts/setup"))
-    })
 }
 
 fn free_port() -> u16 {
@@ -325,16 +318,4 @@ async fn fill(store: &Storage, lines: usize) {
             .collect();
         store.write_logs(records, None).await.unwrap();
     }
-}
-
-async fn search_latency(store: &Storage, search: &Search, runs: usize) -> (Duration, Duration, usize) {
-    let mut times = Vec::with_capacity(runs);
-    let mut found = 0;
-    for _ in 0..runs {
-        let started = Instant::now();
-        found = store.search_logs(search.clone()).await.unwrap().records.len();
-        times.push(started.elapsed());
-    }
-    times.sort();
-    (times[runs / 2], times[runs - 1], found)
 }

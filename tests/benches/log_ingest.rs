@@ -23,6 +23,8 @@ use selfmon::runtime::plugins::Plugins;
 use selfmon::runtime::{CompiledCache, Runtime};
 use selfmon::storage::Storage;
 
+mod support;
+
 /// Lines parsed and committed together, about what the tailer reads at once (4 MiB).
 const CHUNK: usize = 10_000;
 
@@ -179,19 +181,6 @@ fn timed(program: &str, args: &[&str]) -> Duration {
     started.elapsed()
 }
 
-/// The median and the slowest of `runs` searches.
-async fn search_latency(store: &Storage, search: &Search, runs: usize) -> (Duration, Duration, usize) {
-    let mut times = Vec::with_capacity(runs);
-    let mut found = 0;
-    for _ in 0..runs {
-        let started = Instant::now();
-        found = store.search_logs(search.clone()).await.unwrap().records.len();
-        times.push(started.elapsed());
-    }
-    times.sort();
-    (times[runs / 2], times[runs - 1], found)
-}
-
 /// The peak resident memory of this process so far.
 fn peak_memory_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -314,7 +303,7 @@ async fn run(count: usize) {
     for (name, search, sql) in
         [("word \"checkout\"", &word, lnav_word), ("\"checkout\", level error, service shop", &filtered, lnav_filtered)]
     {
-        let (median, slowest, found) = search_latency(&store, search, 21).await;
+        let (median, slowest, found) = support::search_latency(&store, search, 21).await;
         let lnav = timed("lnav", &["-n", "-c", sql, &path(&access)]);
         println!(
             "search {name}: selfmon {:.2} ms median, {:.2} ms slowest ({found} records); lnav {:.0} ms; {:.0}x",

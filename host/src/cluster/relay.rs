@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::alerting::store::ALERTS_CHANNEL;
 use crate::checks::board::Board;
 use crate::checks::store::RUNS_CHANNEL;
-use crate::events::{CheckRan, Events, Payload};
+use crate::events::{self, CheckRan, Events, Next, Payload};
 use crate::logs::store::LOGS_CHANNEL;
 use crate::storage::{Heard, Storage};
 
@@ -119,13 +119,10 @@ fn announce_alerts(storage: Storage, node: String, events: &Events, tasks: &Task
     let mut receiver = events.subscribe();
     tasks.spawn(async move {
         loop {
-            let event = tokio::select! {
-                () = stop.cancelled() => return,
-                received = receiver.recv() => match received {
-                    Ok(event) => event,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                },
+            let event = match events::next(&mut receiver, &stop).await {
+                Next::Event(event) => event,
+                Next::Missed(_) => continue,
+                Next::Done => return,
             };
             let (fired, id) = match &event.payload {
                 Payload::AlertFired(alert) => (true, alert.id),

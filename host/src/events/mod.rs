@@ -17,6 +17,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
 use crate::alerting::alert::Alert;
 use crate::checks::board::{CheckState, HealthChange};
@@ -173,5 +174,26 @@ impl Events {
     /// Check runs and system samples.
     pub fn subscribe_live(&self) -> broadcast::Receiver<Arc<Event>> {
         self.live.subscribe()
+    }
+}
+
+/// What a listener of the bus gets next, until `stop`.
+pub enum Next {
+    Event(Arc<Event>),
+    /// It fell behind, and this many events went by.
+    Missed(u64),
+    /// Stopped, or the bus is gone.
+    Done,
+}
+
+/// The next thing `receiver` gets from the bus, or [`Next::Done`] once `stop` is cancelled.
+pub async fn next(receiver: &mut broadcast::Receiver<Arc<Event>>, stop: &CancellationToken) -> Next {
+    tokio::select! {
+        () = stop.cancelled() => Next::Done,
+        received = receiver.recv() => match received {
+            Ok(event) => Next::Event(event),
+            Err(broadcast::error::RecvError::Lagged(missed)) => Next::Missed(missed),
+            Err(broadcast::error::RecvError::Closed) => Next::Done,
+        },
     }
 }

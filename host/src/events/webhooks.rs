@@ -24,7 +24,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Secret;
 use crate::events::delivery::{Attempt, Failure, Receiver, deliver, post};
-use crate::events::{Event, Events, NAMES};
+use crate::events::{self, Event, Events, NAMES, Next};
 use crate::runtime::{Reach, TlsConfig};
 use crate::storage::Storage;
 
@@ -134,16 +134,13 @@ pub fn spawn(storage: Storage, reach: Reach, events: &Events, tasks: &TaskTracke
     let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     tasks.spawn(async move {
         loop {
-            let event = tokio::select! {
-                () = stop.cancelled() => return,
-                received = receiver.recv() => match received {
-                    Ok(event) => event,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                        tracing::warn!(missed, "Webhook delivery fell behind the event bus; events were not delivered");
-                        continue;
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                },
+            let event = match events::next(&mut receiver, &stop).await {
+                Next::Event(event) => event,
+                Next::Missed(missed) => {
+                    tracing::warn!(missed, "Webhook delivery fell behind the event bus; events were not delivered");
+                    continue;
+                }
+                Next::Done => return,
             };
             if event.relayed {
                 continue;

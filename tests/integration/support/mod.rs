@@ -401,6 +401,7 @@ pub async fn get_json_with_key(url: &str, key: &str) -> (StatusCode, Value) {
 pub mod browser;
 pub mod fakes;
 pub mod postgres;
+pub mod programs;
 pub mod smtp;
 
 /// Build the host from a workdir's config and run every enabled check once, in-process.

@@ -3,11 +3,13 @@
 //! running as root, they run as the `postgres` user (they refuse root), through `setpriv`, which execs the program
 //! itself, so the child the test holds is the server and a signal to it reaches the server.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tempfile::TempDir;
+
+use super::programs::{as_server_user, program, running_as_root};
 
 pub struct Postgres {
     pub port: u16,
@@ -224,37 +226,4 @@ pub fn psql_at(url: &str, sql: &str) {
     let output =
         Command::new(program("psql")).args([url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql]).output().unwrap();
     assert!(output.status.success(), "psql failed: {}", String::from_utf8_lossy(&output.stderr));
-}
-
-/// A PostgreSQL program from the PATH, or from Debian's versioned directory (newest first).
-fn program(name: &str) -> PathBuf {
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file());
-    let mut versioned: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .filter_map(|entry| Some(entry.ok()?.path().join("bin").join(name)))
-        .filter(|candidate| candidate.is_file())
-        .collect();
-    versioned.sort();
-    on_path.or_else(|| versioned.pop()).unwrap_or_else(|| {
-        panic!("`{name}` is not installed: these tests need PostgreSQL (Debian package `postgresql`; scripts/setup installs it)")
-    })
-}
-
-fn running_as_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-fn as_server_user(program: &Path) -> Command {
-    if running_as_root() {
-        let mut command = Command::new("setpriv");
-        command.args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--"]).arg(program);
-        command
-    } else {
-        Command::new(program)
-    }
 }
