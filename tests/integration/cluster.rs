@@ -105,6 +105,17 @@ async fn nodes_share_checks_by_lease_and_hand_them_over_when_one_leaves() {
     storage.close().await.unwrap();
 }
 
+/// Nodes started at the same moment on a new database all open it: one applies the migrations and makes the
+/// partitions, the others wait for it rather than fail on what it made.
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_starting_together_on_a_new_database_all_open_it() {
+    let url = Secret::new(postgres::shared().database());
+    let opening: Vec<_> = (0..6).map(|_| Storage::connect(&url, no_file)).collect();
+    for opened in futures_util::future::join_all(opening).await {
+        opened.unwrap().close().await.unwrap();
+    }
+}
+
 /// Alert notifications as a webhook receiver gets them.
 #[derive(Clone, Default)]
 struct Receiver(Arc<Mutex<Vec<Value>>>);

@@ -29,9 +29,13 @@ pub async fn prepare(client: &mut Client, more: &[i64], now: i64) -> Result<(), 
     days.sort_unstable();
     days.dedup();
     for (table, column, unit) in TABLES {
-        client
+        // Under the upkeep's lock: nodes starting together would otherwise race past IF NOT EXISTS.
+        let transaction = client.transaction().await?;
+        transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK]).await?;
+        transaction
             .batch_execute(&format!("CREATE TABLE IF NOT EXISTS {table}_default PARTITION OF {table} DEFAULT"))
             .await?;
+        transaction.commit().await?;
         for day in days.iter().map(|d| d * DAY_MS) {
             prepare_day(client, table, column, unit, day).await?;
         }
