@@ -4,7 +4,7 @@
 selfmon (the binary given, normally the release build) runs in a temporary directory with CHECKS `http` checks of
 its own `/health` at an interval that makes the given checks a minute, while posters send log lines over HTTP at
 the given rate in batches. Every SAMPLE seconds the script records selfmon's resident memory, its open files, the
-storage writer's queue depth and SQLite's heap (from `/metrics`), the checks run and the lines stored. At the end it prints the
+storage writer's queue depth, SQLite's heap and selfmon's own heap as jemalloc counts it (allocated and resident; from `/metrics`), the checks run and the lines stored. At the end it prints the
 series as CSV and a summary: RSS growth after the first ten minutes (the first tenth of a run under 20 minutes; the goal: under 5 %), split into SQLite's
 page caches (which fill up to their bound as the store grows), the rest of the heap and file-backed pages; the
 rates reached and any request that failed. All traffic goes to 127.0.0.1; every loop ends with the run.
@@ -145,6 +145,7 @@ def main():
             text = ""
         memory = memory_mib(server.pid)
         heap = metric(text, "selfmon_storage_heap_bytes")
+        mib = lambda name: None if metric(text, name) is None else round(metric(text, name) / 2**20, 1)
         samples.append({
             "seconds": round(time.monotonic() - started),
             "rss_mib": memory.get("VmRSS", 0.0),
@@ -152,6 +153,8 @@ def main():
             "file_mib": memory.get("RssFile", 0.0),
             "shmem_mib": memory.get("RssShmem", 0.0),
             "sqlite_heap_mib": None if heap is None else round(heap / 2**20, 1),
+            "heap_allocated_mib": mib("selfmon_heap_allocated_bytes"),
+            "heap_resident_mib": mib("selfmon_heap_resident_bytes"),
             "open_files": len(os.listdir(f"/proc/{server.pid}/fd")),
             "writes_queued": metric(text, "selfmon_storage_writes_queued"),
             "check_runs": metric_sum(text, "selfmon_check_runs_total"),
@@ -190,6 +193,10 @@ def main():
               f"anonymous memory besides it: {rest[0]:.1f} -> {rest[1]:.1f} MiB "
               f"({100.0 * (rest[1] - rest[0]) / max(rest[0], 0.1):+.1f} %); "
               f"file-backed: {settled['file_mib']} -> {last['file_mib']} MiB")
+    if settled["heap_allocated_mib"] is not None and last["heap_allocated_mib"] is not None:
+        print(f"  selfmon's own heap (jemalloc): allocated {settled['heap_allocated_mib']} -> "
+              f"{last['heap_allocated_mib']} MiB, resident {settled['heap_resident_mib']} -> "
+              f"{last['heap_resident_mib']} MiB")
     print(f"open files: {min(s['open_files'] for s in samples)}..{max(s['open_files'] for s in samples)}; "
           f"writer queue: at most {max(s['writes_queued'] or 0 for s in samples):.0f}")
     print(f"work directory: {work}")

@@ -86,6 +86,8 @@ pub struct Scrape<'a> {
     pub storage_full: bool,
     /// Bytes SQLite holds on the heap.
     pub storage_heap_bytes: i64,
+    /// selfmon's own heap, as its allocator counts it.
+    pub heap: Heap,
     pub refused_calls: u64,
     pub version: &'a str,
     pub contract: &'a str,
@@ -446,6 +448,19 @@ impl Telemetry {
                 vec![metric(&[], scrape.storage_heap_bytes as f64)],
             ),
             family(
+                "selfmon_heap_allocated_bytes",
+                "Bytes selfmon's own allocations hold now (jemalloc's count; SQLite's are selfmon_storage_heap_bytes).",
+                MetricType::GAUGE,
+                vec![metric(&[], scrape.heap.allocated as f64)],
+            ),
+            family(
+                "selfmon_heap_resident_bytes",
+                "Bytes of memory jemalloc keeps resident for them: the allocations, freed pages not yet handed back, \
+                 and its own bookkeeping.",
+                MetricType::GAUGE,
+                vec![metric(&[], scrape.heap.resident as f64)],
+            ),
+            family(
                 "selfmon_api_refused_calls_total",
                 "API calls refused for a missing or wrong key or a role too weak.",
                 MetricType::COUNTER,
@@ -497,6 +512,28 @@ impl Telemetry {
 struct Point {
     labels: Vec<proto::LabelPair>,
     value: f64,
+}
+
+/// selfmon's own heap: what its allocations hold, and what the allocator keeps resident for them. Zero where the
+/// process does not allocate through jemalloc (the binary does; tests running selfmon in process do not).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Heap {
+    pub allocated: u64,
+    pub resident: u64,
+}
+
+impl Heap {
+    /// The figures now (jemalloc refreshes its statistics when its epoch is advanced).
+    pub fn now() -> Self {
+        if tikv_jemalloc_ctl::epoch::advance().is_err() {
+            return Self::default();
+        }
+        let read = |figure: tikv_jemalloc_ctl::Result<usize>| figure.map_or(0, |bytes| bytes as u64);
+        Self {
+            allocated: read(tikv_jemalloc_ctl::stats::allocated::read()),
+            resident: read(tikv_jemalloc_ctl::stats::resident::read()),
+        }
+    }
 }
 
 fn metric(labels: &[(&str, &str)], value: f64) -> Point {

@@ -9,7 +9,7 @@ use crate::checks::board::CheckState;
 use crate::checks::health::Health;
 use crate::cluster::NodeStatus;
 use crate::ops::reload::handle::Outcome;
-use crate::ops::telemetry::{CheckFigures, Scrape};
+use crate::ops::telemetry::{CheckFigures, Heap, Scrape};
 use crate::storage::{Figures, Storage, rfc3339};
 
 /// The latest failed runs listed over all plugins by `/v1/plugins`.
@@ -250,6 +250,7 @@ impl Queries {
             writes_queued: self.storage.queued(),
             storage_full: self.storage.is_full(),
             storage_heap_bytes: Storage::heap_bytes(),
+            heap: Heap::now(),
             refused_calls: self.access.refused(),
             version: live.about.version,
             contract: live.about.contract,
