@@ -325,6 +325,23 @@ async fn spans_events_and_samples_answer_alike_on_both_engines() {
         storage.write_spans(vec![NewSpan { status: "error", ..inner }]).await.unwrap();
         let trace = answer(storage.trace("4bf92f3577b34da6a3ce929d0e0e4736".into()).await.unwrap().unwrap());
         assert_eq!(trace["span_count"], 2, "{engine}: {trace}");
+        // Log records written together (one statement on PostgreSQL) each take their own values, and a record
+        // without a user takes its trace's.
+        let mut logs = vec![record(5, "info", "bot", "replied"), record(5, "warning", "bot", "no trace")];
+        logs.push(record(5, "error", "bot", "its own user"));
+        logs[0].trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".into());
+        logs[2].trace_id = logs[0].trace_id.clone();
+        logs[2].user_id = Some("u-2".into());
+        storage.write_logs(logs, None).await.unwrap();
+        let found = storage.search_logs(selfmon::logs::search::Search { limit: 10, ..Default::default() }).await;
+        let found: Vec<(String, String, Option<String>)> =
+            found.unwrap().records.into_iter().map(|r| (r.message, r.level, r.user_id)).collect();
+        let expected =
+            [("its own user", "error", Some("u-2")), ("no trace", "warning", None), ("replied", "info", Some("u-1"))];
+        for (message, level, user) in expected {
+            let stored = found.iter().find(|(m, _, _)| m == message).unwrap_or_else(|| panic!("{engine}: {found:?}"));
+            assert_eq!((stored.1.as_str(), stored.2.as_deref()), (level, user), "{engine}: {message}");
+        }
         let search = TraceSearch { error: Some(true), limit: 10, ..TraceSearch::default() };
         let traces = answer(storage.search_traces(search).await.unwrap());
         assert_eq!(traces[0]["error_count"], 1, "{engine}: the span sent again replaced the first: {traces}");

@@ -11,11 +11,28 @@ use crate::logs::analysis::{
 use crate::logs::search::{Found, Search, SearchError};
 use crate::logs::tsquery;
 use crate::logs::{FileMark, NewRecord, ReadTo, StoredRecord};
-use crate::storage::sql::{self, Db, Engine, SqlError, Value, params};
+use crate::storage::sql::{self, Db, Engine, Param, SqlError, Value, params};
 use crate::storage::{Storage, StorageError, rfc3339, sql_count, to_millis};
 
 /// Full-text matches past which a search walks an index in time order instead of sorting every match.
 const MANY_MATCHES: i64 = 10_000;
+
+/// Log records inserted by one statement on PostgreSQL (each takes [`LOG_COLUMNS`] parameters).
+const ROWS_PER_INSERT: usize = 64;
+/// The parameters of one log record's row.
+const LOG_COLUMNS: usize = 13;
+
+/// The values of one log record's row, its parameters numbered from `base + 1`: a record without a user id takes
+/// the one its trace's spans carry, if any.
+fn log_row(base: usize) -> String {
+    let n = |i: usize| format!("?{}", base + i);
+    let leading: Vec<String> = (1..=9).map(n).collect();
+    let (user, trace) = (n(10), n(7));
+    let user = format!(
+        "COALESCE({user}, (SELECT user_id FROM spans WHERE trace_id = {trace} AND user_id IS NOT NULL LIMIT 1))"
+    );
+    format!("({}, {user}, {}, {}, {})", leading.join(", "), n(11), n(12), n(13))
+}
 
 /// Where PostgreSQL tells every node the id of the newest log record just committed.
 pub const LOGS_CHANNEL: &str = "selfmon_logs";
@@ -61,36 +78,42 @@ impl Storage {
                         ],
                     )?;
                 }
-                let mut first = None;
-                let mut last = 0;
-                for r in &records {
-                    let id = db.query_row(
-                        "INSERT INTO logs (ts, level, source, service, logger, message, trace_id, span_id, correlation_id,
-                                           user_id, fields, parsed, error)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,
-                                 COALESCE(?10, (SELECT user_id FROM spans WHERE trace_id = ?7 AND user_id IS NOT NULL
-                                                LIMIT 1)),
-                                 ?11, ?12, ?13)
-                         RETURNING id",
-                        params![
-                        to_millis(r.ts),
-                        r.level,
-                        r.source,
-                        r.service,
-                        r.logger,
-                        r.message,
-                        r.trace_id,
-                        r.span_id,
-                        r.correlation_id,
-                        r.user_id,
-                        r.fields,
-                        r.parsed,
-                        r.error,
-                        ],
-                        |row| row.get(0),
-                    )?;
-                    first.get_or_insert(id);
-                    last = id;
+                let (mut first, mut last) = (None, 0);
+                // On PostgreSQL each statement is a round trip to the server: many rows go in one.
+                let per_statement = if db.engine() == Engine::Postgres { ROWS_PER_INSERT } else { 1 };
+                for chunk in records.chunks(per_statement) {
+                    let times: Vec<i64> = chunk.iter().map(|r| to_millis(r.ts)).collect();
+                    let mut values: Vec<&dyn Param> = Vec::with_capacity(chunk.len() * LOG_COLUMNS);
+                    for (r, ts) in chunk.iter().zip(&times) {
+                        values.extend([
+                            ts as &dyn Param,
+                            &r.level,
+                            &r.source,
+                            &r.service,
+                            &r.logger,
+                            &r.message,
+                            &r.trace_id,
+                            &r.span_id,
+                            &r.correlation_id,
+                            &r.user_id,
+                            &r.fields,
+                            &r.parsed,
+                            &r.error,
+                        ]);
+                    }
+                    let rows: Vec<String> = (0..chunk.len()).map(|i| log_row(i * LOG_COLUMNS)).collect();
+                    let sql = format!(
+                        "INSERT INTO logs (ts, level, source, service, logger, message, trace_id, span_id,
+                                           correlation_id, user_id, fields, parsed, error)
+                         VALUES {} RETURNING id",
+                        rows.join(", ")
+                    );
+                    db.query_each(&sql, &values[..], |row| {
+                        let id: i64 = row.get(0)?;
+                        first = Some(first.map_or(id, |first: i64| first.min(id)));
+                        last = last.max(id);
+                        Ok(true)
+                    })?;
                 }
                 // PostgreSQL keeps each record's words in a column of its own.
                 if let Some(first) = first.filter(|_| db.engine() == Engine::Sqlite) {
