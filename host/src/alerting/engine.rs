@@ -1,7 +1,7 @@
 //! The alerting engine: every step it evaluates the rules that are due, carries their alerts through their
 //! lifecycle, applies silences, inhibition, acknowledgements and escalation to the firing ones, and hands the
-//! notifications that are due to their channels. It runs on the clock it is given ([`Engine::tick`]); [`spawn`]
-//! runs it on the real clock.
+//! notifications that are due to their channels. It runs on the clock it is given ([`Engine::tick`]);
+//! [`driver::spawn`](crate::alerting::driver::spawn) runs it on the real clock, on the node that leads.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
