@@ -19,19 +19,9 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::support::{PATIENCE, Target, Workdir, free_port, postgres, serve_binary, signal, switchable_service};
-
-/// Poll `probe` every 100 ms until it answers, for at most `within`.
-async fn within<T>(within: Duration, what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if let Some(found) = probe().await {
-            return found;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{what} did not happen within {within:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use crate::support::{
+    PATIENCE, Target, Workdir, free_port, postgres, serve_binary, signal, switchable_service, within,
+};
 
 fn no_file(_: &str) -> std::io::Result<Vec<u8>> {
     Err(std::io::ErrorKind::NotFound.into())

@@ -4,7 +4,6 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -12,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::support::smtp::SmtpServer;
 use crate::support::{
-    ENGINES, Engine, PATIENCE, Selfmon, Workdir, closed_port, free_port, get_json_with_key, switchable_service,
+    ENGINES, Engine, PATIENCE, Selfmon, Workdir, closed_port, free_port, get_json_with_key, switchable_service, within,
 };
 
 const ADMIN: &str = "admin-key-0123456789";
@@ -84,15 +83,8 @@ async fn start_receivers() -> (Arc<Received>, String) {
     (received, base)
 }
 
-async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        if let Some(found) = probe().await {
-            return found;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{what} did not happen");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+async fn eventually<T>(what: &str, probe: impl AsyncFnMut() -> Option<T>) -> T {
+    within(PATIENCE, what, probe).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

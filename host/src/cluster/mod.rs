@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::checks::board::Board;
+use crate::storage::sql::Engine;
 use crate::storage::{Storage, StorageError};
 pub use store::{NodeStatus, Round};
 
@@ -99,7 +100,7 @@ impl Cluster {
         address: String,
         board: Arc<Board>,
     ) -> Result<Arc<Self>, StorageError> {
-        if storage.coordinate(|_| Ok(())).await.is_none() {
+        if storage.engine() != Engine::Postgres {
             return Ok(Self::alone(node, board));
         }
         let shared = Shared {

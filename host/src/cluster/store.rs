@@ -133,15 +133,19 @@ impl Storage {
                     )?
                     .into_iter()
                     .collect();
-                // Those kept are renewed too (a run under one may outlast the lease), but not taken.
-                let kept: Vec<&String> = mine.iter().copied().chain(&keep).collect();
-                db.execute(
-                    &format!(
-                        "UPDATE leases SET expires_at = {NOW} + ?2 WHERE node = ?1
-                         AND name IN (SELECT 'check:' || value FROM json_array_elements_text(?3::text::json))"
-                    ),
-                    params![me.node, ttl_ms, serde_json::to_string(&keep).unwrap_or_default()],
-                )?;
+                // Those kept but no longer wanted are renewed too (a run under one may outlast the lease), not
+                // taken; the wanted ones were renewed above.
+                let unwanted: Vec<&String> = keep.iter().filter(|check| !mine.contains(check)).collect();
+                if !unwanted.is_empty() {
+                    db.execute(
+                        &format!(
+                            "UPDATE leases SET expires_at = {NOW} + ?2 WHERE node = ?1
+                             AND name IN (SELECT 'check:' || value FROM json_array_elements_text(?3::text::json))"
+                        ),
+                        params![me.node, ttl_ms, serde_json::to_string(&unwanted).unwrap_or_default()],
+                    )?;
+                }
+                let kept: Vec<&String> = mine.iter().copied().chain(unwanted).collect();
                 db.execute(
                     "DELETE FROM leases WHERE node = ?1 AND name LIKE 'check:%'
                      AND substr(name, 7) NOT IN (SELECT json_array_elements_text(?2::text::json))",

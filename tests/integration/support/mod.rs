@@ -171,6 +171,18 @@ pub async fn serve_binary(
     (child, url)
 }
 
+/// Poll `probe` every 100 ms until it answers, for at most `within`.
+pub async fn within<T>(within: Duration, what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what} did not happen within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// `bytes` gzip-compressed, as a client sends a body with `Content-Encoding: gzip`.
 pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     use std::io::Write;
