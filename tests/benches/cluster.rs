@@ -16,12 +16,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use ports::free_port;
 use programs::{as_server_user, program, running_as_root};
 use selfmon::config::Secret;
 use selfmon::logs::NewRecord;
 use selfmon::logs::search::Search;
 use selfmon::storage::Storage;
 
+#[path = "../integration/support/ports.rs"]
+mod ports;
 #[path = "../integration/support/programs.rs"]
 mod programs;
 mod support;
@@ -155,10 +158,6 @@ impl Drop for Postgres {
         );
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A server on loopback answering `GET /ok` with 200, for the checks.

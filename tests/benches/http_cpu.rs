@@ -15,6 +15,10 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::HeaderMap;
 use axum::routing::get;
+use ports::free_port;
+
+#[path = "../integration/support/ports.rs"]
+mod ports;
 
 const BLACKBOX: &str = "prometheus-blackbox-exporter";
 
@@ -150,10 +154,6 @@ impl Drop for Guard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 async fn wait_for(url: &str) {

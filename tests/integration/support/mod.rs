@@ -124,11 +124,6 @@ pub async fn closed_port() -> SocketAddr {
     listener.local_addr().unwrap()
 }
 
-/// A free port on loopback, for a selfmon binary to listen on.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// Compiled plugins are cached across tests (and runs) so each test does not compile them again; the cache lives in
 /// the build's own directory, where no other user can plant compiled code.
 pub fn shared_cache_dir() -> PathBuf {
@@ -412,9 +407,12 @@ pub async fn get_json_with_key(url: &str, key: &str) -> (StatusCode, Value) {
 
 pub mod browser;
 pub mod fakes;
+mod ports;
 pub mod postgres;
 pub mod programs;
 pub mod smtp;
+
+pub use ports::free_port;
 
 /// Build the host from a workdir's config and run every enabled check once, in-process.
 pub async fn run_once(workdir: &Workdir) -> std::collections::BTreeMap<String, selfmon::checks::health::CheckRun> {
