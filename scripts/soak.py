@@ -4,9 +4,11 @@
 selfmon (the binary given, normally the release build) runs in a temporary directory with CHECKS `http` checks of
 its own `/health` at an interval that makes the given checks a minute, while posters send log lines over HTTP at
 the given rate in batches. Every SAMPLE seconds the script records selfmon's resident memory, its open files, the
-storage writer's queue depth, SQLite's heap and selfmon's own heap as jemalloc counts it (allocated and resident; from `/metrics`), the checks run and the lines stored. At the end it prints the
-series as CSV and a summary: RSS growth after the first ten minutes (the first tenth of a run under 20 minutes; the goal: under 5 %), split into SQLite's
-page caches (which fill up to their bound as the store grows), the rest of the heap and file-backed pages; the
+storage writer's queue depth, SQLite's heap, selfmon's own heap as jemalloc counts it (allocated and resident) and
+the C libraries' heap as glibc counts it (allocated and free in its arenas; all from `/metrics`), the checks run
+and the lines stored. At the end it prints the series as CSV and a summary: RSS growth after the first ten minutes
+(the first tenth of a run under 20 minutes; the goal: under 5 %), split into SQLite's page caches (which fill up to
+their bound as the store grows), the rest of the heap and file-backed pages; the
 rates reached and any request that failed. All traffic goes to 127.0.0.1; every loop ends with the run.
 
     scripts/soak.py --binary target/release/selfmon --minutes 60 --checks-per-minute 1000 --lines-per-second 10000
@@ -155,6 +157,8 @@ def main():
             "sqlite_heap_mib": None if heap is None else round(heap / 2**20, 1),
             "heap_allocated_mib": mib("selfmon_heap_allocated_bytes"),
             "heap_resident_mib": mib("selfmon_heap_resident_bytes"),
+            "c_heap_allocated_mib": mib("selfmon_c_heap_allocated_bytes"),
+            "c_heap_free_mib": mib("selfmon_c_heap_free_bytes"),
             "open_files": len(os.listdir(f"/proc/{server.pid}/fd")),
             "writes_queued": metric(text, "selfmon_storage_writes_queued"),
             "check_runs": metric_sum(text, "selfmon_check_runs_total"),
@@ -197,6 +201,10 @@ def main():
         print(f"  selfmon's own heap (jemalloc): allocated {settled['heap_allocated_mib']} -> "
               f"{last['heap_allocated_mib']} MiB, resident {settled['heap_resident_mib']} -> "
               f"{last['heap_resident_mib']} MiB")
+    if settled["c_heap_allocated_mib"] is not None and last["c_heap_allocated_mib"] is not None:
+        print(f"  the C libraries' heap (glibc): allocated {settled['c_heap_allocated_mib']} -> "
+              f"{last['c_heap_allocated_mib']} MiB, free in its arenas {settled['c_heap_free_mib']} -> "
+              f"{last['c_heap_free_mib']} MiB")
     print(f"open files: {min(s['open_files'] for s in samples)}..{max(s['open_files'] for s in samples)}; "
           f"writer queue: at most {max(s['writes_queued'] or 0 for s in samples):.0f}")
     print(f"work directory: {work}")

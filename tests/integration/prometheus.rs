@@ -114,6 +114,11 @@ fail = "not configured yet"
     assert!(value("selfmon_storage_commit_seconds_count") >= 1.0);
     assert!(value("selfmon_storage_writes_queued") >= 0.0);
     assert!(value("selfmon_storage_heap_bytes") > 0.0, "the store's open connections hold pages");
+    assert!(
+        value("selfmon_c_heap_allocated_bytes") >= 0.9 * value("selfmon_storage_heap_bytes"),
+        "SQLite allocates through glibc's heap, so the C libraries' figure holds its pages (read a moment apart)"
+    );
+    assert!(value("selfmon_c_heap_free_bytes") >= 0.0);
     assert!(value(r#"selfmon_http_requests_total{code="404",method="GET",route="unmatched"}"#) >= 1.0);
     assert!(value(r#"selfmon_http_requests_total{code="200",method="GET",route="/v1/health"}"#) >= 1.0);
     assert!(

@@ -19,6 +19,7 @@ use prometheus::{
     TextEncoder,
 };
 
+use crate::ops::heap::Heap;
 use crate::ops::journal;
 use crate::storage::{Sample, Storage};
 
@@ -461,6 +462,18 @@ impl Telemetry {
                 vec![metric(&[], scrape.heap.resident as f64)],
             ),
             family(
+                "selfmon_c_heap_allocated_bytes",
+                "Bytes the C libraries (SQLite, libcrypto, the resolver) hold in glibc's heap, SQLite's included.",
+                MetricType::GAUGE,
+                vec![metric(&[], scrape.heap.c_allocated as f64)],
+            ),
+            family(
+                "selfmon_c_heap_free_bytes",
+                "Bytes glibc's heap keeps free between the C libraries' allocations, not handed back to the system.",
+                MetricType::GAUGE,
+                vec![metric(&[], scrape.heap.c_free as f64)],
+            ),
+            family(
                 "selfmon_api_refused_calls_total",
                 "API calls refused for a missing or wrong key or a role too weak.",
                 MetricType::COUNTER,
@@ -512,28 +525,6 @@ impl Telemetry {
 struct Point {
     labels: Vec<proto::LabelPair>,
     value: f64,
-}
-
-/// selfmon's own heap: what its allocations hold, and what the allocator keeps resident for them. Zero where the
-/// process does not allocate through jemalloc (the binary does; tests running selfmon in process do not).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Heap {
-    pub allocated: u64,
-    pub resident: u64,
-}
-
-impl Heap {
-    /// The figures now (jemalloc refreshes its statistics when its epoch is advanced).
-    pub fn now() -> Self {
-        if tikv_jemalloc_ctl::epoch::advance().is_err() {
-            return Self::default();
-        }
-        let read = |figure: tikv_jemalloc_ctl::Result<usize>| figure.map_or(0, |bytes| bytes as u64);
-        Self {
-            allocated: read(tikv_jemalloc_ctl::stats::allocated::read()),
-            resident: read(tikv_jemalloc_ctl::stats::resident::read()),
-        }
-    }
 }
 
 fn metric(labels: &[(&str, &str)], value: f64) -> Point {

@@ -8,8 +8,9 @@ use crate::api::error::QueryError;
 use crate::checks::board::CheckState;
 use crate::checks::health::Health;
 use crate::cluster::NodeStatus;
+use crate::ops::heap::Heap;
 use crate::ops::reload::handle::Outcome;
-use crate::ops::telemetry::{CheckFigures, Heap, Scrape};
+use crate::ops::telemetry::{CheckFigures, Scrape};
 use crate::storage::{Figures, Storage, rfc3339};
 
 /// The latest failed runs listed over all plugins by `/v1/plugins`.
