@@ -92,8 +92,8 @@ impl Bench {
     async fn run(&mut self, from: u64, to: u64) -> Vec<(u64, Notification)> {
         let mut out = Vec::new();
         for second in from..=to {
-            for (_, notification) in self.engine.tick(at(second)).await {
-                out.push((second, notification));
+            for due in self.engine.tick(at(second), "test").await {
+                out.push((second, due.notification));
             }
         }
         out

@@ -1,14 +1,13 @@
 //! Nodes sharing one PostgreSQL store (started from initdb, as every PostgreSQL test here): checks shared out by
 //! leases and moving when a node leaves or is killed, one leader for alerting across a kill, notifications sent
-//! once, logs and live updates seen from every node.
+//! once (one cut short by the leader's death goes out from the next leader), logs and live updates seen from every
+//! node.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::routing::post;
 use futures_util::StreamExt;
 use nix::sys::signal::Signal;
 use selfmon::checks::board::Board;
@@ -19,6 +18,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::support::receiver::AlertReceiver;
 use crate::support::{
     PATIENCE, Target, Workdir, free_port, postgres, serve_binary, signal, switchable_service, within,
 };
@@ -106,41 +106,6 @@ async fn nodes_starting_together_on_a_new_database_all_open_it() {
     }
 }
 
-/// Alert notifications as a webhook receiver gets them.
-#[derive(Clone, Default)]
-struct Receiver(Arc<Mutex<Vec<Value>>>);
-
-impl Receiver {
-    async fn start() -> (Self, String) {
-        let received = Self::default();
-        let keep = received.clone();
-        let app = Router::new().route(
-            "/alerts",
-            post(move |axum::Json(body): axum::Json<Value>| {
-                let keep = keep.clone();
-                async move { keep.0.lock().unwrap().push(body) }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/alerts", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        (received, url)
-    }
-
-    /// The statuses of the messages about `check`, in the order they came.
-    fn statuses(&self, check: &str) -> Vec<String> {
-        let received = self.0.lock().unwrap();
-        let about = |message: &&Value| {
-            message["alerts"].as_array().into_iter().flatten().any(|a| a["labels"]["check"] == check)
-        };
-        received
-            .iter()
-            .filter(about)
-            .map(|message| message["status"].as_str().unwrap_or_default().to_string())
-            .collect()
-    }
-}
-
 /// A selfmon process, its API and (for one) its dashboard.
 struct Node {
     name: String,
@@ -197,13 +162,13 @@ async fn runners(node: &Node) -> BTreeMap<String, Vec<String>> {
 /// Three processes on one database: 60 checks spread over all three, none run twice; a node killed with SIGKILL
 /// hands its checks over with no gap longer than two intervals; an alert fires once and resolves once though the
 /// leader is killed between; logs posted to one node are found from another; the dashboard on one node shows runs
-/// another makes and alerts the leader raises.
+/// another makes and alerts the leader raises, and its API the rules' states as the leader evaluated them.
 #[tokio::test(flavor = "multi_thread")]
 async fn three_nodes_share_the_work_and_survive_a_kill() {
     let url = postgres::shared().database();
     let target = Target::start().await;
     let (up, service) = switchable_service().await;
-    let (received, hook) = Receiver::start().await;
+    let (received, hook) = AlertReceiver::start(0).await;
     let mut shared = format!(
         "[scheduler]\njitter = 0.0\n\n[alerting]\ninterval = \"1s\"\ngroup_wait = \"0s\"\ngroup_interval = \"1s\"\n\
          default_channels = [\"receiver\"]\n\n[[channel]]\nname = \"receiver\"\nkind = \"webhook\"\nurl = \"{hook}\"\n\n\
@@ -290,6 +255,13 @@ async fn three_nodes_share_the_work_and_survive_a_kill() {
     })
     .await;
     drop(socket);
+    // Node b, which does not lead, answers with the rules as the leader evaluated them.
+    within(PATIENCE, "the rule firing in node b's rule states", async || {
+        let (_, states) = crate::support::get_json(&format!("{}/v1/alerts/rule-states", nodes[1].api)).await;
+        let rule = states.as_array()?.iter().find(|r| r["name"] == "service_down")?.clone();
+        (rule["state"] == "firing" && rule["last_evaluation"].is_string()).then_some(())
+    })
+    .await;
 
     // The leader is killed (with whatever checks it runs); the check comes back while no node leads.
     let killed = nodes.iter().position(|n| n.name == leader).unwrap();
@@ -348,4 +320,48 @@ async fn three_nodes_share_the_work_and_survive_a_kill() {
     // Nothing more about the alert, from any node.
     tokio::time::sleep(ROUND * 2).await;
     assert_eq!(received.statuses("flappy"), ["firing", "resolved"]);
+}
+
+/// A notification the leader was in the middle of sending when it was killed goes out from the next leader, and the
+/// alert's resolution once after it: the receiver holds the first message unanswered while the leader is killed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_notification_cut_short_by_the_leaders_death_goes_out_from_the_next_leader() {
+    let url = postgres::shared().database();
+    let (up, service) = switchable_service().await;
+    let (received, hook) = AlertReceiver::start(1).await;
+    let shared = format!(
+        "[alerting]\ninterval = \"1s\"\ngroup_wait = \"0s\"\ngroup_interval = \"1s\"\n\
+         default_channels = [\"receiver\"]\n\n[[channel]]\nname = \"receiver\"\nkind = \"webhook\"\nurl = \"{hook}\"\n\n\
+         [[check]]\nname = \"flappy\"\nplugin = \"http\"\ninterval = \"1s\"\ntarget = \"{service}\"\n"
+    );
+    let mut nodes = vec![start_node("a", &url, &shared, false).await, start_node("b", &url, &shared, false).await];
+    let leader = within(PATIENCE, "a leader", async || {
+        let status = status(&nodes[0]).await;
+        status["nodes"].as_array()?.iter().find(|n| n["leader"] == true && n["live"] == true)?["name"]
+            .as_str()
+            .map(String::from)
+    })
+    .await;
+
+    up.store(false, Ordering::SeqCst);
+    within(PATIENCE, "the firing notification at the receiver", async || (received.arrived() == 1).then_some(())).await;
+    let killed = nodes.iter().position(|n| n.name == leader).unwrap();
+    signal(&nodes[killed].child, Signal::SIGKILL);
+    nodes[killed].child.wait().unwrap();
+    let dead = nodes.remove(killed);
+    eprintln!("killed {} (the leader) while its notification was unanswered", dead.name);
+    assert!(received.statuses("flappy").is_empty(), "the first message was held unanswered");
+
+    within(PATIENCE, "the firing notification sent by the next leader", async || {
+        (received.statuses("flappy") == ["firing"]).then_some(())
+    })
+    .await;
+    up.store(true, Ordering::SeqCst);
+    within(PATIENCE, "the resolved notification", async || {
+        (received.statuses("flappy") == ["firing", "resolved"]).then_some(())
+    })
+    .await;
+    tokio::time::sleep(ROUND * 2).await;
+    assert_eq!(received.statuses("flappy"), ["firing", "resolved"]);
+    assert_eq!(received.arrived(), 3, "the message cut short, then each once");
 }

@@ -1,6 +1,7 @@
 //! Acknowledged means stored: the `selfmon` binary, killed with SIGKILL while every HTTP ingest path is being
-//! posted to, keeps every log record, span and event it answered 2xx for; and a tailed file's lines are stored
-//! exactly once however often it is rotated and selfmon killed.
+//! posted to, keeps every log record, span and event it answered 2xx for; a tailed file's lines are stored exactly
+//! once however often it is rotated and selfmon killed; and a notification being delivered when selfmon is killed
+//! goes out once it is back.
 
 use std::io::Write;
 use std::path::Path;
@@ -16,7 +17,8 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use serde_json::json;
 
-use crate::support::{Workdir, free_port, serve_binary, signal};
+use crate::support::receiver::AlertReceiver;
+use crate::support::{PATIENCE, Workdir, free_port, serve_binary, signal, switchable_service, within};
 
 /// Items in each request.
 const BATCH: usize = 10;
@@ -226,4 +228,42 @@ async fn tailed_lines_are_stored_exactly_once_through_rotation_and_kill_9() {
     let (count, distinct) = stored();
     assert_eq!(distinct, LINES, "every line stored");
     assert_eq!(count, LINES, "no line stored twice");
+}
+
+/// A notification selfmon was delivering when it was killed goes out after its restart, once, and nothing else is
+/// repeated: the receiver holds the first message unanswered while selfmon is killed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_notification_cut_short_by_kill_9_goes_out_after_the_restart() {
+    let (up, service) = switchable_service().await;
+    let (received, hook) = AlertReceiver::start(1).await;
+    let port = free_port();
+    let config = format!(
+        "[server]\napi_listen = \"127.0.0.1:{port}\"\n\n[alerting]\ninterval = \"1s\"\ngroup_wait = \"0s\"\n\
+         group_interval = \"1s\"\ndefault_channels = [\"receiver\"]\n\n[[channel]]\nname = \"receiver\"\n\
+         kind = \"webhook\"\nurl = \"{hook}\"\n\n[[check]]\nname = \"flappy\"\nplugin = \"http\"\ninterval = \"1s\"\n\
+         target = \"{service}\"\n"
+    );
+    let workdir = Workdir::new(&config, &[]);
+    let (mut child, _) = serve_binary(&workdir, port, "warn", std::process::Stdio::null()).await;
+    up.store(false, Ordering::SeqCst);
+    within(PATIENCE, "the firing notification at the receiver", async || (received.arrived() == 1).then_some(())).await;
+    signal(&child, nix::sys::signal::Signal::SIGKILL);
+    child.wait().unwrap();
+    assert!(received.statuses("flappy").is_empty(), "the first message was held unanswered");
+
+    let (mut child, _) = serve_binary(&workdir, port, "warn", std::process::Stdio::null()).await;
+    within(PATIENCE, "the firing notification sent after the restart", async || {
+        (received.statuses("flappy") == ["firing"]).then_some(())
+    })
+    .await;
+    up.store(true, Ordering::SeqCst);
+    within(PATIENCE, "the resolved notification", async || {
+        (received.statuses("flappy") == ["firing", "resolved"]).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    signal(&child, nix::sys::signal::Signal::SIGTERM);
+    child.wait().unwrap();
+    assert_eq!(received.statuses("flappy"), ["firing", "resolved"]);
+    assert_eq!(received.arrived(), 3, "the message cut short, then each once");
 }

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The soonest a message that was given up is tried again, whatever the channel's pacing.
 const MIN_RETRY: Duration = Duration::from_secs(60);
@@ -23,7 +23,7 @@ pub struct Pacing {
 }
 
 /// Firing or resolved, as notifications say it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Firing,
@@ -40,7 +40,7 @@ impl Status {
 }
 
 /// An alert as a notification shows it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notice {
     pub id: i64,
     pub fingerprint: String,
@@ -55,8 +55,8 @@ pub struct Notice {
     pub resolved_at: Option<SystemTime>,
 }
 
-/// One message to send.
-#[derive(Debug, Clone, PartialEq)]
+/// One message to send (kept in the store's outbox as JSON until it is delivered).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notification {
     pub channel: String,
     /// The channel and the group's label values: stable for the group's life.

@@ -1,9 +1,10 @@
 //! The engine on the real clock, on the node that leads: it steps once a second and delivers what each step makes
 //! due. When this node stops leading the steps stop (deliveries under way finish); when it leads again, or another
 //! node takes the lead, the engine is made afresh from the store, carrying on with the alerts as the last leader
-//! left them without repeating what it sent.
+//! left them without repeating what it sent. What a leader made due and did not deliver before it died (or before
+//! this node restarted) waits in the store's outbox: the leader sends it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -13,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::alerting::Alerting;
 use crate::alerting::channels;
 use crate::alerting::dispatch::Notification;
-use crate::alerting::engine::Engine;
+use crate::alerting::engine::{Due, Engine, RuleStatus};
 use crate::cluster::{self, Cluster};
 
 /// How often the engine steps.
@@ -46,12 +47,14 @@ pub fn spawn(
         // The engine made at start-up is current on the one node of a SQLite store; on a shared store another node
         // may have led since.
         let mut fresh = !cluster.is_shared();
+        // Until this process has looked once, its own notifications in the outbox are an earlier run's.
+        let mut adopted = false;
         loop {
             while !cluster.leads() {
                 tokio::select! {
                     () = stop.cancelled() => return,
                     _ = gained.changed() => {}
-                    () = tokio::time::sleep(cluster::ROUND) => {}
+                    () = tokio::time::sleep(cluster::ROUND) => follow_rule_states(&engine).await,
                 }
             }
             if !fresh {
@@ -69,7 +72,7 @@ pub fn spawn(
                 tracing::info!(node = %cluster.node(), "This node leads: alerting and the store's upkeep run here");
             }
             fresh = false;
-            if !lead(&mut engine, &mut configs, &cluster, &mut deliveries, &stop).await {
+            if !lead(&mut engine, &mut configs, &cluster, &mut deliveries, &mut adopted, &stop).await {
                 return;
             }
             tracing::warn!(node = %cluster.node(), "This node no longer leads: alerting stops here");
@@ -94,10 +97,13 @@ async fn lead(
     configs: &mut tokio::sync::watch::Receiver<Arc<Alerting>>,
     cluster: &Cluster,
     deliveries: &mut Deliveries,
+    adopted: &mut bool,
     stop: &CancellationToken,
 ) -> bool {
     let mut ticks = tokio::time::interval(STEP);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The states last kept for the other nodes.
+    let mut shared = Vec::new();
     loop {
         tokio::select! {
             () = stop.cancelled() => return false,
@@ -114,28 +120,134 @@ async fn lead(
             engine.requeue(&notification, now);
         }
         deliveries.turns.retain(|_, turn| Arc::strong_count(turn) > 1);
-        let external_url = engine.alerting.external_url();
-        for (channel, notification) in engine.tick(now).await {
-            let Ok(slot) = deliveries.slots.clone().try_acquire_owned() else {
-                tracing::warn!(channel = %channel.name, group = %notification.group_key, "Too many notifications in progress; this one waits for the group's next message");
-                engine.requeue(&notification, now);
-                continue;
-            };
-            let turn = deliveries.turns.entry(notification.group_key.clone()).or_default().clone();
-            let (storage, stop, external_url) = (engine.storage.clone(), deliveries.stop.clone(), external_url.clone());
-            let (telemetry, undelivered) = (engine.telemetry.clone(), deliveries.undelivered.clone());
-            deliveries.tasks.spawn(async move {
-                let _slot = slot;
-                let _turn = turn.lock().await;
-                tokio::select! {
-                    () = stop.cancelled() => {}
-                    delivered = channels::deliver(&storage, &telemetry, &channel, &notification, &external_url) => {
-                        if !delivered {
-                            let _ = undelivered.send(notification);
-                        }
+        // Left behind first: they were due before anything this step makes due.
+        if let Some(left) = adopt(engine, cluster, !*adopted).await {
+            *adopted = true;
+            for due in left {
+                deliveries.send(engine, due, now);
+            }
+        }
+        for due in engine.tick(now, cluster.node()).await {
+            deliveries.send(engine, due, now);
+        }
+        if cluster.is_shared() {
+            share_rule_states(engine, cluster, &mut shared).await;
+        }
+    }
+}
+
+/// Keep the rules' states in the store for the nodes that do not lead, when they changed since `shared`.
+async fn share_rule_states(engine: &Engine, cluster: &Cluster, shared: &mut Vec<RuleStatus>) {
+    let states: Vec<RuleStatus> = engine.status().lock().expect("rule status lock").values().cloned().collect();
+    if states == *shared {
+        return;
+    }
+    match engine.storage.share_rule_states(cluster.node().to_string(), states.clone()).await {
+        Ok(()) => *shared = states,
+        Err(error) => tracing::warn!(%error, "Cannot keep the rules' states for the other nodes"),
+    }
+}
+
+/// Show the rules' states as the leader kept them, on a node that does not lead.
+async fn follow_rule_states(engine: &Engine) {
+    match engine.storage.shared_rule_states().await {
+        Ok(Some(states)) => {
+            let status = engine.status();
+            let mut status = status.lock().expect("rule status lock");
+            *status = states.into_iter().map(|state| (state.name.clone(), state)).collect();
+        }
+        Ok(None) => {}
+        Err(error) => tracing::debug!(%error, "Cannot read the rules' states the leader kept"),
+    }
+}
+
+/// The outbox's notifications that no live node is sending, taken over by this node: those of nodes that died,
+/// stopped or were renamed, and when `first`, this node's own (left by an earlier run of it). `None` when the store
+/// could not be read.
+async fn adopt(engine: &Engine, cluster: &Cluster, first: bool) -> Option<Vec<Due>> {
+    let me = cluster.node().to_string();
+    let held = match engine.storage.held_notifications(me.clone(), first).await {
+        Ok(held) => held,
+        Err(error) => {
+            tracing::error!(%error, "Cannot read the notifications left to send");
+            return None;
+        }
+    };
+    if held.is_empty() {
+        return Some(Vec::new());
+    }
+    let live: HashSet<String> = match cluster.nodes().await {
+        Ok(nodes) => nodes.into_iter().filter(|n| n.live && n.name != me).map(|n| n.name).collect(),
+        Err(error) => {
+            tracing::error!(%error, "Cannot read which nodes are live to take over their notifications");
+            return None;
+        }
+    };
+    let mut adopted = Vec::new();
+    for held in held.into_iter().filter(|held| !live.contains(&held.node)) {
+        match engine.storage.claim_notification(held.id, held.node.clone(), me.clone()).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(error) => {
+                tracing::error!(%error, "Cannot take over a notification left to send");
+                return None;
+            }
+        }
+        let notification = held.notification;
+        let channel = notification.as_ref().and_then(|notification| {
+            engine.alerting.channels.iter().find(|channel| channel.name == notification.channel).cloned()
+        });
+        let (Some(channel), Some(notification)) = (channel, notification) else {
+            tracing::warn!(from = %held.node, "A notification left to send is dropped: its channel is no longer configured, or it cannot be read");
+            if let Err(error) = engine.storage.release_notification(held.id).await {
+                tracing::error!(%error, "Cannot drop a notification left to send");
+            }
+            continue;
+        };
+        tracing::info!(channel = %channel.name, group = %notification.group_key, from = %held.node, "Sending a notification left by a node that stopped before it went out");
+        adopted.push(Due { channel, notification, held: Some(held.id) });
+    }
+    Some(adopted)
+}
+
+impl Deliveries {
+    /// Deliver `due` in its group's turn; it leaves the outbox once delivered or given up (one given up goes back to
+    /// the engine, for its group's next message). One cut short by selfmon stopping stays there, for the next run.
+    fn send(&mut self, engine: &mut Engine, due: Due, now: SystemTime) {
+        let Due { channel, notification, held } = due;
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            tracing::warn!(channel = %channel.name, group = %notification.group_key, "Too many notifications in progress; this one waits for the group's next message");
+            engine.requeue(&notification, now);
+            if let Some(id) = held {
+                let storage = engine.storage.clone();
+                self.tasks.spawn(async move { release(&storage, id).await });
+            }
+            return;
+        };
+        let turn = self.turns.entry(notification.group_key.clone()).or_default().clone();
+        let (storage, stop, external_url) = (engine.storage.clone(), self.stop.clone(), engine.alerting.external_url());
+        let (telemetry, undelivered) = (engine.telemetry.clone(), self.undelivered.clone());
+        self.tasks.spawn(async move {
+            let _slot = slot;
+            let _turn = turn.lock().await;
+            tokio::select! {
+                () = stop.cancelled() => {}
+                delivered = channels::deliver(&storage, &telemetry, &channel, &notification, &external_url) => {
+                    if let Some(id) = held {
+                        release(&storage, id).await;
+                    }
+                    if !delivered {
+                        let _ = undelivered.send(notification);
                     }
                 }
-            });
-        }
+            }
+        });
+    }
+}
+
+/// Take a notification out of the outbox.
+async fn release(storage: &crate::storage::Storage, id: i64) {
+    if let Err(error) = storage.release_notification(id).await {
+        tracing::error!(%error, "Cannot take a sent notification out of the outbox; a restart may send it again");
     }
 }

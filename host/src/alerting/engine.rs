@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::alerting::Alerting;
 use crate::alerting::alert::Alert;
@@ -29,8 +29,9 @@ const MAX_ALERTS_PER_RULE: usize = 1000;
 const MAX_LABELS: usize = 32;
 const LABEL_BYTES: usize = 1024;
 
-/// How a rule fared at its last evaluation, for the API.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema, async_graphql::SimpleObject)]
+/// How a rule fared at its last evaluation, for the API (and, on a shared store, kept there by the leader for the
+/// other nodes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema, async_graphql::SimpleObject)]
 pub struct RuleStatus {
     pub name: String,
     pub plugin: String,
@@ -67,6 +68,14 @@ struct Delivery {
     channels: Vec<String>,
     /// Carried over from before a restart, not yet seen by this process.
     restored: bool,
+}
+
+/// A notification due, for its channel. `held` is its id in the store's outbox, where it stays until it is
+/// delivered or given up (`None` when the store could not be written: it goes out all the same).
+pub struct Due {
+    pub channel: Arc<Channel>,
+    pub notification: Notification,
+    pub held: Option<i64>,
 }
 
 /// The alerting engine: one step at a time, on the clock it is given.
@@ -157,8 +166,9 @@ impl Engine {
     }
 
     /// One step at `now`: evaluate the rules when their interval has passed, apply silences, inhibitions and
-    /// escalations, and return the notifications due, with their channels.
-    pub async fn tick(&mut self, now: SystemTime) -> Vec<(Arc<Channel>, Notification)> {
+    /// escalations, and return the notifications due, with their channels, held in the store's outbox as `node`'s
+    /// to send (see [`Due`]).
+    pub async fn tick(&mut self, now: SystemTime, node: &str) -> Vec<Due> {
         if self.next_evaluation.is_none_or(|next| now >= next) {
             self.evaluate(now).await;
             self.next_evaluation = Some(now + self.alerting.config.interval);
@@ -174,16 +184,18 @@ impl Engine {
             .into_iter()
             .filter_map(|n| Some((alerting.channels.iter().find(|c| c.name == n.channel)?.clone(), n)))
             .collect();
-        let told: Vec<i64> = due
-            .iter()
-            .flat_map(|(_, n)| n.alerts.iter().filter(|a| a.status == Status::Firing).map(|a| a.id))
-            .collect();
-        if !told.is_empty()
-            && let Err(error) = self.storage.mark_notified(told).await
-        {
-            tracing::error!(%error, "Cannot record which alerts were notified");
+        if due.is_empty() {
+            return Vec::new();
         }
-        due
+        let notifications = due.iter().map(|(_, n)| n.clone()).collect();
+        let held = match self.storage.hold_notifications(node.to_string(), notifications).await {
+            Ok(ids) => ids.into_iter().map(Some).collect(),
+            Err(error) => {
+                tracing::error!(%error, "Cannot keep the notifications due in the store; they go out without it");
+                vec![None; due.len()]
+            }
+        };
+        due.into_iter().zip(held).map(|((channel, notification), held)| Due { channel, notification, held }).collect()
     }
 
     /// Evaluate every enabled rule at `now` and carry its alerts through their lifecycle.

@@ -14,7 +14,7 @@ const CHUNK: usize = 1000;
 
 /// The tables, each after what it refers to, with their key columns and whether the key is numbers (and so
 /// orders alike on both engines).
-const TABLES: [(&str, &[&str], bool); 15] = [
+const TABLES: [(&str, &[&str], bool); 16] = [
     ("series", &["id"], true),
     ("samples", &["series_id", "ts"], true),
     ("check_runs", &["id"], true),
@@ -24,6 +24,7 @@ const TABLES: [(&str, &[&str], bool); 15] = [
     ("alerts", &["id"], true),
     ("silences", &["id"], true),
     ("alert_notifications", &["id"], true),
+    ("alert_outbox", &["id"], true),
     ("webhooks", &["id"], true),
     ("webhook_deliveries", &["id"], true),
     ("logs", &["id"], true),

@@ -300,6 +300,21 @@ pub fn migrations() -> Migrations<'static> {
             DROP TABLE log_offsets;
             ",
         ),
+        M::up(
+            "
+            -- Notifications due and not yet known to be delivered, as JSON, with the node sending each: written with
+            -- the mark that their alerts were notified, removed once delivered or given up. What a stopped sender
+            -- left here goes out from the next one.
+            CREATE TABLE alert_outbox (
+                id           INTEGER PRIMARY KEY,
+                node         TEXT    NOT NULL,
+                channel      TEXT    NOT NULL,
+                group_key    TEXT    NOT NULL,
+                notification TEXT    NOT NULL,
+                created_at   INTEGER NOT NULL
+            );
+            ",
+        ),
     ])
 }
 
@@ -311,7 +326,7 @@ mod tests {
         let mut db = rusqlite::Connection::open_in_memory().unwrap();
         super::migrations().to_latest(&mut db).unwrap();
         let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-        assert_eq!(version, 11);
+        assert_eq!(version, 12);
     }
 
     #[test]

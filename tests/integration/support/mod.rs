@@ -410,6 +410,7 @@ pub mod fakes;
 mod ports;
 pub mod postgres;
 pub mod programs;
+pub mod receiver;
 pub mod smtp;
 
 pub use ports::free_port;

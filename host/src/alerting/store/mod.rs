@@ -1,9 +1,12 @@
 //! The SQL of alerting: alerts and their changes, the rules created through the API, the delivery attempts of
-//! notifications, and what the engine reads back at start-up; silences (`silences.rs`) and what rules read
-//! (`data.rs`) have files of their own.
+//! notifications, and what the engine reads back at start-up; silences (`silences.rs`), what rules read (`data.rs`),
+//! the outbox of notifications due (`outbox.rs`) and the rules' states shared by the leader (`states.rs`) have files
+//! of their own.
 
 mod data;
+mod outbox;
 mod silences;
+mod states;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
@@ -290,17 +293,6 @@ impl Storage {
                 }
             }
             Ok(ids)
-        })
-        .await
-    }
-
-    /// Note that these alerts have been notified as firing.
-    pub async fn mark_notified(&self, alerts: Vec<i64>) -> Result<(), StorageError> {
-        self.apply(move |db| {
-            for id in alerts {
-                db.execute("UPDATE alerts SET notified = 1 WHERE id = ?1 AND notified = 0", [id])?;
-            }
-            Ok(())
         })
         .await
     }
