@@ -10,6 +10,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 fn main() -> ExitCode {
     keep_large_buffers_apart();
+    selfmon::storage::pages::set_aside();
     raise_open_file_limit();
     // Variables already set win over `.env`. The working directory's `.env` is read before the command line, so
     // it may set SELFMON_CONFIG; the config file's own directory is read after.
@@ -65,8 +66,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[unsafe(export_name = "_rjem_malloc_conf")]
 static JEMALLOC_SETTINGS: &[u8; 26] = b"oversize_threshold:262144\0";
 
-/// glibc's malloc serves the C libraries: SQLite above all (its page caches, and sort buffers of megabytes for large
-/// queries). Allocations of 256 KiB and more get their own mapping, given back to the system when freed; glibc would
+/// glibc's malloc serves the C libraries: SQLite above all (its statements and schemas, sort buffers of megabytes for
+/// large queries, and pages beyond the block [`selfmon::storage::pages`] sets aside for its caches). Allocations of 256 KiB and more get their own mapping, given back to the system when freed; glibc would
 /// otherwise raise that threshold to the size of each large buffer freed, up to 32 MiB, and keep later ones in its
 /// arenas. The heap is also kept in two arenas (unless `MALLOC_ARENA_MAX` is set in the environment selfmon starts
 /// with): glibc gives each thread that allocates its own arena, up to eight per core, SQLite's readers run on

@@ -116,7 +116,7 @@ fail = "not configured yet"
     assert!(value("selfmon_storage_heap_bytes") > 0.0, "the store's open connections hold pages");
     assert!(
         value("selfmon_c_heap_allocated_bytes") >= 0.9 * value("selfmon_storage_heap_bytes"),
-        "SQLite allocates through glibc's heap, so the C libraries' figure holds its pages (read a moment apart)"
+        "in process (no block set aside for page caches) SQLite allocates all it holds through glibc's heap"
     );
     assert!(value("selfmon_c_heap_free_bytes") >= 0.0);
     assert!(value(r#"selfmon_http_requests_total{code="404",method="GET",route="unmatched"}"#) >= 1.0);

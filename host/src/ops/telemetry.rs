@@ -444,7 +444,7 @@ impl Telemetry {
             ),
             family(
                 "selfmon_storage_heap_bytes",
-                "Bytes SQLite holds on the heap: page caches (bounded per connection), schemas and statements.",
+                "Bytes SQLite holds: page caches (bounded per connection, in a block of their own), schemas and statements.",
                 MetricType::GAUGE,
                 vec![metric(&[], scrape.storage_heap_bytes as f64)],
             ),

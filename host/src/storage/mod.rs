@@ -35,6 +35,7 @@
 
 pub mod cipher;
 pub mod migrate;
+pub mod pages;
 mod postgres;
 mod privacy;
 pub mod samples;
@@ -314,11 +315,11 @@ impl Storage {
         QUEUE - self.queue.capacity()
     }
 
-    /// Bytes SQLite holds on the heap for every store of the process: page caches (at most 32 MiB for the writer,
-    /// 2 MiB per reader), schemas and prepared statements.
+    /// Bytes SQLite holds for every store of the process: page caches (at most 32 MiB for the writer, 2 MiB per
+    /// reader; in the block [`pages`] sets aside, when it did), schemas and prepared statements.
     pub fn heap_bytes() -> i64 {
         // SAFETY: reads one process-wide counter; takes no pointer and SQLite is built thread-safe.
-        unsafe { rusqlite::ffi::sqlite3_memory_used() }
+        unsafe { rusqlite::ffi::sqlite3_memory_used() + pages::used_bytes() }
     }
 
     /// How long the writer's commits take, for `/metrics`.

@@ -10,7 +10,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::Semaphore;
 
 use super::sql::{self, Db};
-use super::{READERS, StorageError, cipher, private_dir, private_file, schema};
+use super::{READERS, StorageError, cipher, pages, private_dir, private_file, schema};
 use crate::config::Secret;
 
 /// The share of `[storage] size_limit` kept for the cleanup, and the most it keeps.
@@ -60,10 +60,11 @@ pub fn open(path: &Path, key: Option<Secret>) -> Result<(Sqlite, Connection, i64
     // against 40 900 in the log_ingest bench) and is full within a few minutes of a busy start, so resident memory
     // stops growing sooner.
     connection
-        .execute_batch(
+        .execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;
-             PRAGMA journal_size_limit = 67108864; PRAGMA cache_size = -32768;",
-        )
+             PRAGMA journal_size_limit = 67108864; PRAGMA cache_size = -{};",
+            pages::WRITER_CACHE_KIB
+        ))
         .map_err(open_error)?;
     connection.busy_timeout(Duration::from_secs(5)).map_err(open_error)?;
     schema::migrations()
