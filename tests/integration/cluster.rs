@@ -147,6 +147,17 @@ async fn status(node: &Node) -> Value {
     reqwest::get(format!("{}/v1/status", node.api)).await.unwrap().json().await.unwrap()
 }
 
+/// The live node that leads, from `node`'s `/v1/status`, once there is one.
+async fn leader(node: &Node) -> String {
+    within(PATIENCE, "a leader", async || {
+        let status = status(node).await;
+        status["nodes"].as_array()?.iter().find(|n| n["leader"] == true && n["live"] == true)?["name"]
+            .as_str()
+            .map(String::from)
+    })
+    .await
+}
+
 /// Which live node runs each check, from `node`'s `/v1/status`.
 async fn runners(node: &Node) -> BTreeMap<String, Vec<String>> {
     let status = status(node).await;
@@ -231,17 +242,10 @@ async fn three_nodes_share_the_work_and_survive_a_kill() {
     eprintln!("node b's dashboard showed {seen}, run by node a");
 
     // An alert fires once; the dashboard of a node that does not lead shows it as it fires.
-    let leader = within(PATIENCE, "a leader", async || {
-        let status = status(&nodes[0]).await;
-        status["nodes"].as_array()?.iter().find(|n| n["leader"] == true && n["live"] == true)?["name"]
-            .as_str()
-            .map(String::from)
-    })
-    .await;
+    let leader = leader(&nodes[0]).await;
     assert_ne!(leader, "b", "a, started first, leads");
     up.store(false, Ordering::SeqCst);
-    within(PATIENCE, "the firing notification", async || (received.statuses("flappy") == ["firing"]).then_some(()))
-        .await;
+    received.wait_for("flappy", &["firing"]).await;
     within(Duration::from_secs(10), "the alert shown on node b's dashboard", async || {
         // Every frame waiting is read (runs keep coming), up to a bound per look.
         for _ in 0..1000 {
@@ -272,10 +276,7 @@ async fn three_nodes_share_the_work_and_survive_a_kill() {
     up.store(true, Ordering::SeqCst);
     eprintln!("killed {} (the leader)", dead.name);
 
-    within(PATIENCE, "the resolved notification", async || {
-        (received.statuses("flappy") == ["firing", "resolved"]).then_some(())
-    })
-    .await;
+    received.wait_for("flappy", &["firing", "resolved"]).await;
     // The survivors run every check between them; the killed node runs none.
     let survivors: BTreeSet<String> = nodes.iter().map(|n| n.name.clone()).collect();
     within(PATIENCE, "the killed node's checks taken over", async || {
@@ -335,13 +336,7 @@ async fn a_notification_cut_short_by_the_leaders_death_goes_out_from_the_next_le
          [[check]]\nname = \"flappy\"\nplugin = \"http\"\ninterval = \"1s\"\ntarget = \"{service}\"\n"
     );
     let mut nodes = vec![start_node("a", &url, &shared, false).await, start_node("b", &url, &shared, false).await];
-    let leader = within(PATIENCE, "a leader", async || {
-        let status = status(&nodes[0]).await;
-        status["nodes"].as_array()?.iter().find(|n| n["leader"] == true && n["live"] == true)?["name"]
-            .as_str()
-            .map(String::from)
-    })
-    .await;
+    let leader = leader(&nodes[0]).await;
 
     up.store(false, Ordering::SeqCst);
     within(PATIENCE, "the firing notification at the receiver", async || (received.arrived() == 1).then_some(())).await;
@@ -352,15 +347,9 @@ async fn a_notification_cut_short_by_the_leaders_death_goes_out_from_the_next_le
     eprintln!("killed {} (the leader) while its notification was unanswered", dead.name);
     assert!(received.statuses("flappy").is_empty(), "the first message was held unanswered");
 
-    within(PATIENCE, "the firing notification sent by the next leader", async || {
-        (received.statuses("flappy") == ["firing"]).then_some(())
-    })
-    .await;
+    received.wait_for("flappy", &["firing"]).await;
     up.store(true, Ordering::SeqCst);
-    within(PATIENCE, "the resolved notification", async || {
-        (received.statuses("flappy") == ["firing", "resolved"]).then_some(())
-    })
-    .await;
+    received.wait_for("flappy", &["firing", "resolved"]).await;
     tokio::time::sleep(ROUND * 2).await;
     assert_eq!(received.statuses("flappy"), ["firing", "resolved"]);
     assert_eq!(received.arrived(), 3, "the message cut short, then each once");

@@ -252,15 +252,9 @@ async fn a_notification_cut_short_by_kill_9_goes_out_after_the_restart() {
     assert!(received.statuses("flappy").is_empty(), "the first message was held unanswered");
 
     let (mut child, _) = serve_binary(&workdir, port, "warn", std::process::Stdio::null()).await;
-    within(PATIENCE, "the firing notification sent after the restart", async || {
-        (received.statuses("flappy") == ["firing"]).then_some(())
-    })
-    .await;
+    received.wait_for("flappy", &["firing"]).await;
     up.store(true, Ordering::SeqCst);
-    within(PATIENCE, "the resolved notification", async || {
-        (received.statuses("flappy") == ["firing", "resolved"]).then_some(())
-    })
-    .await;
+    received.wait_for("flappy", &["firing", "resolved"]).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     signal(&child, nix::sys::signal::Signal::SIGTERM);
     child.wait().unwrap();

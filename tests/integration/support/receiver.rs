@@ -53,6 +53,12 @@ impl AlertReceiver {
             .collect()
     }
 
+    /// Wait until the answered messages about `check` have exactly `statuses`, in order.
+    pub async fn wait_for(&self, check: &str, statuses: &[&str]) {
+        let what = format!("messages {statuses:?} about {check}");
+        super::within(super::PATIENCE, &what, async || (self.statuses(check) == statuses).then_some(())).await;
+    }
+
     /// How many messages arrived, answered or not.
     pub fn arrived(&self) -> usize {
         self.arrived.load(Ordering::SeqCst)
