@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use selfmon_plugin_artifacts::guests;
 
-use crate::support::{PATIENCE, Selfmon, Target, Workdir, free_port};
+use crate::support::{PATIENCE, Selfmon, Target, Workdir, free_port, serve_binary, signal};
 
 /// A scrape as `series → value`, where a series is written as in the exposition: `name{label="value",…}`.
 fn samples(text: &str) -> BTreeMap<String, f64> {
@@ -227,4 +227,28 @@ target = "{ok}"
     assert!(quantile.is_some_and(|q| q > 0.0 && q <= 30.0), "median check duration: {quantile:?}");
     drop(prometheus);
     selfmon.stop().await;
+}
+
+/// In the binary, SQLite's page caches live in a block of their own (`storage::pages`), not in glibc's heap, where
+/// their churn fragmented it: once the writer has cached pages, SQLite holds more than glibc's heap does. (In
+/// process, without the block, everything SQLite holds is in glibc's heap, as `a_live_scrape...` asserts.)
+#[tokio::test(flavor = "multi_thread")]
+async fn the_binarys_sqlite_pages_stay_out_of_glibcs_heap() {
+    let port = free_port();
+    let workdir = Workdir::new(&format!("[server]\napi_listen = \"127.0.0.1:{port}\"\n\n[api]\nrate_limit = 0\n"), &[]);
+    let (mut child, url) = serve_binary(&workdir, port, "warn", Stdio::null()).await;
+    let client = reqwest::Client::new();
+    for batch in 0..10 {
+        let lines: String =
+            (0..2_000).map(|n| format!("{{\"level\":\"info\",\"msg\":\"batch {batch} line {n}\"}}\n")).collect();
+        let answer = client.post(format!("{url}/v1/logs?service=bot")).body(lines).send().await.unwrap();
+        assert_eq!(answer.status(), 202);
+    }
+    let text = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
+    signal(&child, nix::sys::signal::Signal::SIGTERM);
+    child.wait().unwrap();
+    let samples = samples(&text);
+    let (sqlite, glibc) = (samples["selfmon_storage_heap_bytes"], samples["selfmon_c_heap_allocated_bytes"]);
+    assert!(glibc > 0.0, "glibc's heap is read");
+    assert!(sqlite > glibc, "SQLite holds {sqlite} bytes, glibc's heap {glibc}: its pages are not in the block");
 }
