@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -47,8 +48,11 @@ pub fn spawn(
         // The engine made at start-up is current on the one node of a SQLite store; on a shared store another node
         // may have led since.
         let mut fresh = !cluster.is_shared();
-        // Until this process has looked once, its own notifications in the outbox are an earlier run's.
-        let mut adopted = false;
+        // What an earlier run of this node left in the outbox is handed to whoever leads (this node's name may be
+        // live again before the leader looks, which would keep them from it).
+        if !disown(&engine, &cluster, &stop).await {
+            return;
+        }
         loop {
             while !cluster.leads() {
                 tokio::select! {
@@ -72,7 +76,7 @@ pub fn spawn(
                 tracing::info!(node = %cluster.node(), "This node leads: alerting and the store's upkeep run here");
             }
             fresh = false;
-            if !lead(&mut engine, &mut configs, &cluster, &mut deliveries, &mut adopted, &stop).await {
+            if !lead(&mut engine, &mut configs, &cluster, &mut deliveries, &stop).await {
                 return;
             }
             tracing::warn!(node = %cluster.node(), "This node no longer leads: alerting stops here");
@@ -85,7 +89,9 @@ pub fn spawn(
 struct Deliveries {
     tasks: TaskTracker,
     slots: Arc<tokio::sync::Semaphore>,
-    turns: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// For each group, the end of its last delivery: the next one starts after it, so a group's messages go out in
+    /// the order they fell due (tasks spawned together may start in any order).
+    turns: HashMap<String, oneshot::Receiver<()>>,
     stop: CancellationToken,
     undelivered: tokio::sync::mpsc::UnboundedSender<Notification>,
     returned: tokio::sync::mpsc::UnboundedReceiver<Notification>,
@@ -97,13 +103,12 @@ async fn lead(
     configs: &mut tokio::sync::watch::Receiver<Arc<Alerting>>,
     cluster: &Cluster,
     deliveries: &mut Deliveries,
-    adopted: &mut bool,
     stop: &CancellationToken,
 ) -> bool {
     let mut ticks = tokio::time::interval(STEP);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The states last kept for the other nodes.
-    let mut shared = Vec::new();
+    let mut shared = None;
     loop {
         tokio::select! {
             () = stop.cancelled() => return false,
@@ -119,13 +124,10 @@ async fn lead(
         while let Ok(notification) = deliveries.returned.try_recv() {
             engine.requeue(&notification, now);
         }
-        deliveries.turns.retain(|_, turn| Arc::strong_count(turn) > 1);
+        deliveries.turns.retain(|_, done| matches!(done.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
         // Left behind first: they were due before anything this step makes due.
-        if let Some(left) = adopt(engine, cluster, !*adopted).await {
-            *adopted = true;
-            for due in left {
-                deliveries.send(engine, due, now);
-            }
+        for due in adopt(engine, cluster).await {
+            deliveries.send(engine, due, now);
         }
         for due in engine.tick(now, cluster.node()).await {
             deliveries.send(engine, due, now);
@@ -136,14 +138,15 @@ async fn lead(
     }
 }
 
-/// Keep the rules' states in the store for the nodes that do not lead, when they changed since `shared`.
-async fn share_rule_states(engine: &Engine, cluster: &Cluster, shared: &mut Vec<RuleStatus>) {
+/// Keep the rules' states in the store for the nodes that do not lead, when they changed since `shared` (the
+/// states last kept by this lead).
+async fn share_rule_states(engine: &Engine, cluster: &Cluster, shared: &mut Option<Vec<RuleStatus>>) {
     let states: Vec<RuleStatus> = engine.status().lock().expect("rule status lock").values().cloned().collect();
-    if states == *shared {
+    if shared.as_ref() == Some(&states) {
         return;
     }
     match engine.storage.share_rule_states(cluster.node().to_string(), states.clone()).await {
-        Ok(()) => *shared = states,
+        Ok(()) => *shared = Some(states),
         Err(error) => tracing::warn!(%error, "Cannot keep the rules' states for the other nodes"),
     }
 }
@@ -161,26 +164,47 @@ async fn follow_rule_states(engine: &Engine) {
     }
 }
 
+/// Hand what an earlier run of this node left in the outbox to whoever leads, trying every round until the store
+/// answers: `false` if `stop` came first.
+async fn disown(engine: &Engine, cluster: &Cluster, stop: &CancellationToken) -> bool {
+    loop {
+        match engine.storage.disown_notifications(cluster.node().to_string()).await {
+            Ok(0) => return true,
+            Ok(left) => {
+                tracing::info!(left, "Notifications an earlier run left unsent go to the leader");
+                return true;
+            }
+            Err(error) => {
+                tracing::error!(%error, "Cannot hand over the notifications an earlier run left; alerting waits")
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return false,
+            () = tokio::time::sleep(cluster::ROUND) => {}
+        }
+    }
+}
+
 /// The outbox's notifications that no live node is sending, taken over by this node: those of nodes that died,
-/// stopped or were renamed, and when `first`, this node's own (left by an earlier run of it). `None` when the store
-/// could not be read.
-async fn adopt(engine: &Engine, cluster: &Cluster, first: bool) -> Option<Vec<Due>> {
+/// stopped or were renamed, and those an earlier run of a node handed over. Empty when the store could not be
+/// read (the next step tries again); what was claimed before a failure is kept.
+async fn adopt(engine: &Engine, cluster: &Cluster) -> Vec<Due> {
     let me = cluster.node().to_string();
-    let held = match engine.storage.held_notifications(me.clone(), first).await {
+    let held = match engine.storage.held_notifications(me.clone()).await {
         Ok(held) => held,
         Err(error) => {
             tracing::error!(%error, "Cannot read the notifications left to send");
-            return None;
+            return Vec::new();
         }
     };
     if held.is_empty() {
-        return Some(Vec::new());
+        return Vec::new();
     }
     let live: HashSet<String> = match cluster.nodes().await {
         Ok(nodes) => nodes.into_iter().filter(|n| n.live && n.name != me).map(|n| n.name).collect(),
         Err(error) => {
             tracing::error!(%error, "Cannot read which nodes are live to take over their notifications");
-            return None;
+            return Vec::new();
         }
     };
     let mut adopted = Vec::new();
@@ -190,7 +214,7 @@ async fn adopt(engine: &Engine, cluster: &Cluster, first: bool) -> Option<Vec<Du
             Ok(false) => continue,
             Err(error) => {
                 tracing::error!(%error, "Cannot take over a notification left to send");
-                return None;
+                break;
             }
         }
         let notification = held.notification;
@@ -207,7 +231,7 @@ async fn adopt(engine: &Engine, cluster: &Cluster, first: bool) -> Option<Vec<Du
         tracing::info!(channel = %channel.name, group = %notification.group_key, from = %held.node, "Sending a notification left by a node that stopped before it went out");
         adopted.push(Due { channel, notification, held: Some(held.id) });
     }
-    Some(adopted)
+    adopted
 }
 
 impl Deliveries {
@@ -224,12 +248,17 @@ impl Deliveries {
             }
             return;
         };
-        let turn = self.turns.entry(notification.group_key.clone()).or_default().clone();
+        let (finished, done) = oneshot::channel::<()>();
+        let previous = self.turns.insert(notification.group_key.clone(), done);
         let (storage, stop, external_url) = (engine.storage.clone(), self.stop.clone(), engine.alerting.external_url());
         let (telemetry, undelivered) = (engine.telemetry.clone(), self.undelivered.clone());
         self.tasks.spawn(async move {
             let _slot = slot;
-            let _turn = turn.lock().await;
+            // Dropped when this delivery is over, which starts the group's next one.
+            let _finished = finished;
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
             tokio::select! {
                 () = stop.cancelled() => {}
                 delivered = channels::deliver(&storage, &telemetry, &channel, &notification, &external_url) => {

@@ -463,7 +463,7 @@ impl Telemetry {
             ),
             family(
                 "selfmon_c_heap_allocated_bytes",
-                "Bytes the C libraries (SQLite, libcrypto, the resolver) hold in glibc's heap, SQLite's included.",
+                "Bytes the C libraries (SQLite's statements and schemas, libcrypto, the resolver) hold in glibc's heap.",
                 MetricType::GAUGE,
                 vec![metric(&[], scrape.heap.c_allocated as f64)],
             ),

@@ -42,20 +42,27 @@ impl Storage {
         .await
     }
 
-    /// The notifications the outbox holds, oldest first: all of them when `all`, else those of nodes besides `node`.
-    pub async fn held_notifications(&self, node: String, all: bool) -> Result<Vec<Held>, StorageError> {
-        let filter = if all { "" } else { "WHERE node <> ?1" };
-        let sql = format!("SELECT id, node, notification FROM alert_outbox {filter} ORDER BY id");
+    /// The notifications the outbox holds for nodes other than `node` (or for none), oldest first.
+    pub async fn held_notifications(&self, node: String) -> Result<Vec<Held>, StorageError> {
         let rows: Vec<(i64, String, String)> = self
             .read(move |db| {
-                let bound = if all { params![] } else { params![node] };
-                db.query_map(&sql, bound, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                db.query_map(
+                    "SELECT id, node, notification FROM alert_outbox WHERE node <> ?1 ORDER BY id",
+                    params![node],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
             })
             .await?;
         Ok(rows
             .into_iter()
             .map(|(id, node, json)| Held { id, node, notification: serde_json::from_str(&json).ok() })
             .collect())
+    }
+
+    /// Hand what the outbox holds for `node` to no node (an empty name, which no node has), for the leader to take
+    /// over: done by a node as it starts, since whatever it holds then is an earlier run's. How many.
+    pub async fn disown_notifications(&self, node: String) -> Result<usize, StorageError> {
+        self.apply(move |db| db.execute("UPDATE alert_outbox SET node = '' WHERE node = ?1", params![node])).await
     }
 
     /// Take a held notification over from the node `from` for `to`: whether it was still `from`'s.
