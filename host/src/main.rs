@@ -12,6 +12,8 @@ fn main() -> ExitCode {
     keep_large_buffers_apart();
     selfmon::storage::pages::set_aside();
     raise_open_file_limit();
+    // One TLS provider for every client and server selfmon makes, its own HTTP client's defaults included.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // Variables already set win over `.env`. The working directory's `.env` is read before the command line, so
     // it may set SELFMON_CONFIG; the config file's own directory is read after.
     let _ = dotenvy::from_path(".env");

@@ -37,6 +37,8 @@ const WINDOW: Duration = Duration::from_secs(20);
 const CHUNK: usize = 10_000;
 
 fn main() {
+    // reqwest, as selfmon builds it, takes the process's TLS provider: selfmon's.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let lines: usize = std::env::var("SELFMON_BENCH_LINES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     tokio.block_on(run(lines));

@@ -23,6 +23,8 @@ mod ports;
 const BLACKBOX: &str = "prometheus-blackbox-exporter";
 
 fn main() {
+    // reqwest, as selfmon builds it, takes the process's TLS provider: selfmon's.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // `cargo bench` passes harness flags such as `--bench`; this benchmark takes none.
     let targets: usize = env_or("SELFMON_BENCH_TARGETS", 20);
     let seconds: u64 = env_or("SELFMON_BENCH_SECONDS", 60);

@@ -17,6 +17,8 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 
 fn main() {
+    // reqwest, as selfmon builds it, takes the process's TLS provider: selfmon's.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let rounds: usize = std::env::var("SELFMON_BENCH_ROUNDS").ok().and_then(|n| n.parse().ok()).unwrap_or(5);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(run(rounds));

@@ -89,6 +89,8 @@ fn export(first_trace: u64, now: u64) -> Vec<u8> {
 }
 
 fn main() {
+    // reqwest, as selfmon builds it, takes the process's TLS provider: selfmon's.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let spans: usize = std::env::var("SELFMON_BENCH_SPANS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
     let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     tokio.block_on(ingest(spans));

@@ -4,6 +4,13 @@
 
 mod support;
 
+/// The tests' HTTP clients are reqwest's, as selfmon's own are, and take the process's TLS provider: the one selfmon
+/// uses, installed before any test runs.
+#[ctor::ctor(unsafe)]
+fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 mod alerting;
 mod analytics;
 mod api;

@@ -433,3 +433,129 @@ url = "{}"
     assert!(alert["annotations"]["summary"].as_str().unwrap().starts_with("queue is unhealthy"), "{alert}");
     selfmon.stop().await;
 }
+
+/// Channels go through the proxy the environment names, as curl's variables say (`HTTP_PROXY` in absolute form,
+/// `HTTPS_PROXY` through a `CONNECT` tunnel, `NO_PROXY` straight to the receiver); and a receiver's 404 (a Slack
+/// webhook that was deleted) is sent once, not retried.
+#[tokio::test(flavor = "multi_thread")]
+async fn channels_go_through_the_environments_proxy_and_a_404_is_not_sent_again() {
+    use crate::support::fakes::{Fake, TestCa};
+    use crate::support::proxy::Proxy;
+    use crate::support::receiver::AlertReceiver;
+    use crate::support::{selfmon_command, serve_command};
+
+    let (behind_proxy, upstream_url) = AlertReceiver::start(0).await;
+    let (direct, direct_url) = AlertReceiver::start(0).await;
+    let upstream: std::net::SocketAddr =
+        upstream_url.trim_start_matches("http://").trim_end_matches("/alerts").parse().unwrap();
+    let proxy = Proxy::start(upstream).await;
+    let ca = TestCa::new();
+    let tunnelled = Arc::new(AtomicUsize::new(0));
+    let counted = tunnelled.clone();
+    let tls_receiver = Fake::start_tls(
+        axum::Router::new().route(
+            "/alerts",
+            axum::routing::post(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async { StatusCode::NO_CONTENT }
+            }),
+        ),
+        &ca,
+    )
+    .await;
+    let gone_hits = Arc::new(AtomicUsize::new(0));
+    let counted = gone_hits.clone();
+    let gone = Fake::start(axum::Router::new().fallback(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async { (StatusCode::NOT_FOUND, "no_service") }
+    }))
+    .await;
+    let down = closed_port().await;
+    let port = free_port();
+    let config = format!(
+        r#"
+[server]
+api_listen = "127.0.0.1:{port}"
+
+[api]
+rate_limit = 0
+keys = [{{ name = "ops", key = "{ADMIN}", role = "admin" }}]
+
+[alerting]
+interval = "1s"
+group_wait = "1s"
+default_rules = false
+
+[[check]]
+name = "web"
+plugin = "http"
+interval = "1s"
+target = "http://{down}/"
+
+[[rule]]
+name = "web_down"
+plugin = "health"
+channels = ["webhook", "slack"]
+
+[[channel]]
+name = "proxied"
+kind = "webhook"
+url = "http://receiver.invalid/alerts"
+
+[[channel]]
+name = "tunnelled"
+kind = "webhook"
+url = "{tls}/alerts"
+ca_file = "ca.pem"
+
+[[channel]]
+name = "direct"
+kind = "webhook"
+url = "{direct_url}"
+
+[[channel]]
+name = "deleted"
+kind = "slack"
+url = "{gone}/services/T000/B000/{SLACK_TOKEN}"
+max_attempts = 5
+"#,
+        tls = tls_receiver.url(),
+        gone = gone.url(),
+    );
+    let workdir = Workdir::new(&config, &[]);
+    std::fs::write(workdir.path().join("ca.pem"), &ca.pem).unwrap();
+    let mut command = selfmon_command(&workdir);
+    command.env("HTTP_PROXY", &proxy.url).env("HTTPS_PROXY", &proxy.url).env("NO_PROXY", "127.0.0.1");
+    let (mut child, url) = serve_command(command, port).await;
+
+    behind_proxy.wait_for("web", &["firing"]).await;
+    direct.wait_for("web", &["firing"]).await;
+    eventually("the message through the tunnel", async || (tunnelled.load(Ordering::SeqCst) > 0).then_some(())).await;
+    let seen = proxy.seen();
+    let tls_port = tls_receiver.addr.port();
+    assert!(seen.contains(&"POST http://receiver.invalid/alerts HTTP/1.1".to_string()), "{seen:?}");
+    assert!(seen.contains(&format!("CONNECT localhost:{tls_port} HTTP/1.1")), "{seen:?}");
+    let direct_port = direct_url.split(':').nth(2).unwrap().split('/').next().unwrap().to_string();
+    assert!(
+        !seen.iter().any(|line| line.contains(&direct_port)),
+        "NO_PROXY's receiver went through the proxy: {seen:?}"
+    );
+
+    // The 404 ended the delivery at its first attempt.
+    let attempts = eventually("the deleted webhook's attempt on record", async || {
+        let (_, page) = get_json_with_key(&format!("{url}/v1/alerts/notifications?limit=100"), ADMIN).await;
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        let of: Vec<Value> = items.into_iter().filter(|a| a["channel"] == "deleted").collect();
+        (!of.is_empty()).then_some(of)
+    })
+    .await;
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!((attempts[0]["outcome"].as_str(), attempts[0]["status_code"].as_u64()), (Some("gave_up"), Some(404)));
+    // A retry would have come within a second (the first wait is drawn from 0.5-1 s).
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(gone_hits.load(Ordering::SeqCst), 1);
+    let text = attempts[0]["error"].as_str().unwrap_or_default();
+    assert!(!text.contains(SLACK_TOKEN), "{text}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

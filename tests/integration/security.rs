@@ -464,8 +464,10 @@ async fn webhooks_made_through_the_api_reach_only_public_addresses_unless_the_co
     let selfmon = Selfmon::start(&workdir).await;
     let before = hits.load(Ordering::SeqCst);
     up.store(true, Ordering::SeqCst);
-    let refused = delivery(&selfmon, id, |a| a["error"].as_str().is_some_and(|e| e.contains("not public"))).await;
+    let refused = delivery(&selfmon, id, |a| a["error"].as_str().is_some_and(|e| e.contains("not a public"))).await;
     assert!(refused["error"].as_str().unwrap().contains("[webhooks] allow_networks"), "{refused}");
+    // Asking again would be refused again: given up at once.
+    assert_eq!((refused["attempt"].as_u64(), refused["outcome"].as_str()), (Some(1), Some("gave_up")), "{refused}");
     assert_eq!(hits.load(Ordering::SeqCst), before, "nothing reached the receiver");
     selfmon.stop().await;
 }

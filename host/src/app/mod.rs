@@ -28,6 +28,7 @@ use crate::checks::scheduler::Scheduler;
 use crate::checks::system;
 use crate::cluster::{Cluster, relay};
 use crate::config::{Config, ConfigError};
+use crate::events::outgoing::Client;
 use crate::events::{Events, webhooks};
 use crate::logs::ingest::Sink;
 use crate::logs::parsing::Parsing;
@@ -38,7 +39,7 @@ use crate::ops::reload::handle::{Handle, Trigger};
 use crate::ops::reload::watch::watch;
 use crate::ops::telemetry::Telemetry;
 use crate::ops::{journal, retention};
-use crate::runtime::Reach;
+use crate::runtime::{Reach, TlsConfig};
 use crate::storage::{Storage, StorageError, cipher, private_dir};
 use host::{Host, StartError};
 use tls::{Certificates, TlsListener};
@@ -130,7 +131,8 @@ pub async fn serve(
             .map_err(|e| StartError::Config(vec![ConfigError::new(host.config.source.name(), None, e)]))?
             .into(),
     );
-    webhooks::spawn(storage.clone(), webhook_reach.clone(), &events, &tasks, stop.clone());
+    let webhook_client = Client::new(&TlsConfig::system(), webhook_reach.clone()).map_err(StartError::Runtime)?;
+    webhooks::spawn(storage.clone(), webhook_client, &events, &tasks, stop.clone());
     let engine = Engine::new(
         host.alerting.clone(),
         host.runtime.clone(),

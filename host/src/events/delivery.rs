@@ -2,18 +2,21 @@
 //! recorded in one shape ([`Attempt`]). Webhook subscriptions and alert channels both deliver this way; what they
 //! send, how they log and where they store an attempt is theirs ([`Receiver`]).
 //!
-//! An attempt has [`ATTEMPT_TIMEOUT`] to be answered. The wait before a retry starts at one second and doubles, up
-//! to a minute, unless the receiver asked for another (`Retry-After` in seconds, or Telegram's
-//! `parameters.retry_after`).
+//! An attempt has [`ATTEMPT_TIMEOUT`] to be answered. Only what may succeed later is tried again: no answer, a
+//! 429 or a 5xx (a 4xx other than 429 says the request itself is wrong, a redirect is not followed, and an address
+//! the client may not reach stays so). The wait
+//! before a retry starts at one second and doubles, up to a minute, each drawn between half and all of it so that
+//! many senders do not come back at once; unless the receiver asked for another (`Retry-After` in seconds or as a
+//! date, or Telegram's `parameters.retry_after`).
 
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use serde::Serialize;
 
 use crate::config::Secret;
-use crate::runtime::{Reach, Timeouts, TlsConfig, read_start, send, truncate};
+use crate::events::outgoing::{Client, Request, Why};
+use crate::runtime::truncate;
 use crate::storage::time::serialize_rfc3339;
 
 /// How long one attempt may take, connection to the end of the answer.
@@ -42,18 +45,25 @@ pub struct Attempt {
     pub duration_ms: f64,
 }
 
-/// Why an attempt did not get a 2xx: the status (none without an answer), what to say, and how long the receiver
-/// asked to wait.
+/// Why an attempt did not get a 2xx: the status (none without an answer), what to say, how long the receiver
+/// asked to wait, and whether another attempt may succeed.
 #[derive(Debug)]
 pub struct Failure {
     pub code: Option<u16>,
     pub message: String,
     pub retry_after: Option<Duration>,
+    pub retry: bool,
 }
 
 impl Failure {
+    /// A failure worth another attempt.
     pub fn new(code: Option<u16>, message: String) -> Self {
-        Self { code, message, retry_after: None }
+        Self { code, message, retry_after: None, retry: true }
+    }
+
+    /// A failure another attempt would repeat: the receiver refused the request itself.
+    pub fn permanent(code: Option<u16>, message: String) -> Self {
+        Self { retry: false, ..Self::new(code, message) }
     }
 }
 
@@ -83,11 +93,11 @@ pub async fn deliver(receiver: &impl Receiver, max_attempts: u32) -> bool {
         let result = tokio::time::timeout(ATTEMPT_TIMEOUT, receiver.send()).await.unwrap_or_else(|_| {
             Err(Failure::new(None, format!("no answer within {}", humantime::format_duration(ATTEMPT_TIMEOUT))))
         });
-        let (status_code, error, retry_after) = match result {
-            Ok(code) => (code, None, None),
-            Err(failure) => (failure.code, Some(failure.message), failure.retry_after),
+        let (status_code, error, retry_after, retry) = match result {
+            Ok(code) => (code, None, None, false),
+            Err(failure) => (failure.code, Some(failure.message), failure.retry_after, failure.retry),
         };
-        let last = number == max_attempts;
+        let last = number == max_attempts || !retry;
         let outcome = match (&error, last) {
             (None, _) => "delivered",
             (Some(_), true) => "gave_up",
@@ -105,112 +115,136 @@ pub async fn deliver(receiver: &impl Receiver, max_attempts: u32) -> bool {
         if !receiver.record(&attempt).await || delivered || last {
             return delivered;
         }
-        tokio::time::sleep(retry_after.unwrap_or(wait).min(MAX_RETRY_WAIT)).await;
+        tokio::time::sleep(retry_after.unwrap_or_else(|| jittered(wait)).min(MAX_RETRY_WAIT)).await;
         wait = (wait * 2).min(MAX_RETRY_WAIT);
     }
     false
 }
 
-/// One POST of JSON to an address `reach` allows: the status of a 2xx answer, or why there is none (with the start
-/// of the receiver's answer, of which 16 KiB at most are read).
-pub async fn post(
-    url: &str,
-    headers: &[(String, Secret)],
-    body: &Bytes,
-    tls: &TlsConfig,
-    reach: &Reach,
-) -> Result<u16, Failure> {
-    let full = http_body_util::Full::new(body.clone()).map_err(|never| match never {}).boxed_unsync();
-    let mut request = http::Request::post(url)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .header(http::header::USER_AGENT, concat!("selfmon/", env!("CARGO_PKG_VERSION")));
-    for (name, value) in headers {
-        request = request.header(name.as_str(), value.expose());
-    }
-    let request = request.body(full).map_err(|e| Failure::new(None, format!("invalid request: {e}")))?;
-    let timeouts = Timeouts { connect: ATTEMPT_TIMEOUT, first_byte: ATTEMPT_TIMEOUT, between_bytes: ATTEMPT_TIMEOUT };
-    let (response, io) = send(request, timeouts, tls, reach).await.map_err(|e| match e {
-        wasmtime_wasi_http::Error::DestinationIpProhibited => Failure::new(
-            None,
-            "refused: the receiver's address is not public, and `[webhooks] allow_networks` does not include it".into(),
-        ),
-        e => Failure::new(None, format!("request failed: {e}")),
+/// A wait drawn between half of `wait` and all of it.
+fn jittered(wait: Duration) -> Duration {
+    wait.mul_f64(0.5 + fastrand::f64() / 2.0)
+}
+
+/// One POST of JSON through `client`: the status of a 2xx answer, or why there is none (with the start of the
+/// receiver's answer, of which 16 KiB at most are read).
+pub async fn post(client: &Client, url: &str, headers: &[(String, Secret)], body: &Bytes) -> Result<u16, Failure> {
+    let request = Request {
+        method: http::Method::POST,
+        url,
+        headers,
+        body: Some(("application/json", body.clone())),
+        timeout: ATTEMPT_TIMEOUT,
+        keep: ANSWER_BYTES,
+    };
+    let answer = client.send(request).await.map_err(|no| match no.why {
+        Why::Refused => Failure::permanent(None, no.message),
+        Why::TimedOut | Why::Failed => Failure::new(None, no.message),
     })?;
-    tokio::spawn(io);
-    let status = response.status().as_u16();
+    let status = answer.status;
     if (200..300).contains(&status) {
         return Ok(status);
     }
-    let retry_after = response
-        .headers()
-        .get(http::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64);
-    let text = tokio::time::timeout(Duration::from_secs(2), read_start(response.into_body(), ANSWER_BYTES))
-        .await
-        .map(|start| String::from_utf8_lossy(&start).into_owned())
-        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&answer.body);
     // Telegram says how long to wait in the body: `{"parameters": {"retry_after": 5}}`.
-    let retry_after = retry_after.or_else(|| {
+    let retry_after = answer.retry_after.or_else(|| {
         let body: serde_json::Value = serde_json::from_str(&text).ok()?;
         body["parameters"]["retry_after"].as_f64().filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64)
     });
     let text = truncate(text.trim(), 200);
     let message =
         if text.is_empty() { format!("answered HTTP {status}") } else { format!("answered HTTP {status}: {text}") };
-    Err(Failure { code: Some(status), message, retry_after })
+    Err(Failure { code: Some(status), message, retry_after, retry: status == 429 || status >= 500 })
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    use axum::response::IntoResponse;
 
     use super::*;
+    use crate::runtime::{Reach, TlsConfig};
 
-    /// A receiver on loopback answering every POST with a 500 and a body of 640 MiB; its URL and its hits.
-    async fn endless_receiver() -> (String, Arc<AtomicUsize>) {
-        let hits = Arc::new(AtomicUsize::new(0));
+    /// One URL delivered to, its attempts kept.
+    struct Recorded<'a> {
+        client: &'a Client,
+        url: String,
+        attempts: Mutex<Vec<(u32, Option<u16>, String)>>,
+    }
+
+    impl Receiver for Recorded<'_> {
+        async fn send(&self) -> Result<Option<u16>, Failure> {
+            post(self.client, &self.url, &[], &Bytes::from_static(b"{}")).await.map(Some)
+        }
+
+        async fn record(&self, attempt: &Attempt) -> bool {
+            self.attempts.lock().unwrap().push((attempt.attempt, attempt.status_code, attempt.outcome.clone()));
+            true
+        }
+    }
+
+    /// A receiver on loopback whose answer depends on the path and on how often it was asked: `/gone` is a 404,
+    /// `/busy` a 503 with `Retry-After` as a date then a 200, `/limited` a 429 with `Retry-After: 0` then a 204,
+    /// `/broken` always a 500. Its base URL and its hits by path.
+    async fn receiver() -> (String, Arc<Mutex<HashMap<String, usize>>>) {
+        let hits = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
         let counted = hits.clone();
-        let app = axum::Router::new().route(
-            "/",
-            axum::routing::post(move || {
-                counted.fetch_add(1, Ordering::SeqCst);
-                let chunks = (0..10_000).map(|_| Ok::<_, std::convert::Infallible>(Bytes::from(vec![b'x'; 64 * 1024])));
-                let body = axum::body::Body::from_stream(tokio_stream::iter(chunks));
-                async move { (http::StatusCode::INTERNAL_SERVER_ERROR, body) }
-            }),
-        );
+        let app = axum::Router::new().fallback(move |uri: http::Uri| {
+            let path = uri.path().to_string();
+            let seen = {
+                let mut hits = counted.lock().unwrap();
+                let seen = hits.entry(path.clone()).or_default();
+                *seen += 1;
+                *seen
+            };
+            async move {
+                let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(1));
+                match (path.as_str(), seen) {
+                    ("/gone", _) => (http::StatusCode::NOT_FOUND, "no such hook").into_response(),
+                    ("/busy", 1) => (http::StatusCode::SERVICE_UNAVAILABLE, [("retry-after", date)]).into_response(),
+                    ("/limited", 1) => (http::StatusCode::TOO_MANY_REQUESTS, [("retry-after", "0")]).into_response(),
+                    ("/broken", _) => http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                    ("/limited", _) => http::StatusCode::NO_CONTENT.into_response(),
+                    _ => http::StatusCode::OK.into_response(),
+                }
+            }
+        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        (url, hits)
+        (base, hits)
     }
 
     #[tokio::test]
-    async fn only_the_start_of_an_answer_is_read() {
-        let (url, _) = endless_receiver().await;
-        let failure =
-            post(&url, &[], &Bytes::from_static(b"{}"), &TlsConfig::system(), &Reach::Anywhere).await.unwrap_err();
-        assert_eq!(failure.code, Some(500));
-        assert!(failure.message.starts_with("answered HTTP 500: xxxx"), "{}", &failure.message[..40]);
-        // Reading it all would hit the 2 s read limit and show nothing of it.
-        assert!(failure.message.len() < 300, "the message holds the start only");
+    async fn only_429_5xx_and_no_answer_are_tried_again() {
+        let (base, hits) = receiver().await;
+        let client = Client::new(&TlsConfig::system(), Reach::Anywhere).unwrap();
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        type Expected = &'static [(u32, Option<u16>, &'static str)];
+        let cases: [(String, bool, Expected); 5] = [
+            (format!("{base}/gone"), false, &[(1, Some(404), "gave_up")]),
+            (format!("{base}/busy"), true, &[(1, Some(503), "failed"), (2, Some(200), "delivered")]),
+            (format!("{base}/limited"), true, &[(1, Some(429), "failed"), (2, Some(204), "delivered")]),
+            (format!("{base}/broken"), false, &[(1, Some(500), "failed"), (2, Some(500), "gave_up")]),
+            (format!("http://{closed}/"), false, &[(1, None, "failed"), (2, None, "gave_up")]),
+        ];
+        for (url, delivered, expected) in cases {
+            let receiver = Recorded { client: &client, url: url.clone(), attempts: Mutex::default() };
+            assert_eq!(deliver(&receiver, 2).await, delivered, "{url}");
+            let attempts = receiver.attempts.into_inner().unwrap();
+            let expected: Vec<_> = expected.iter().map(|(n, code, outcome)| (*n, *code, outcome.to_string())).collect();
+            assert_eq!(attempts, expected, "{url}");
+        }
+        let hits = hits.lock().unwrap();
+        assert_eq!((hits["/gone"], hits["/busy"], hits["/limited"], hits["/broken"]), (1, 2, 2, 2));
     }
 
-    #[tokio::test]
-    async fn a_refused_address_is_never_connected_to() {
-        let (url, hits) = endless_receiver().await;
-        let public_only = Reach::Public(Arc::from(Vec::new()));
-        let failure =
-            post(&url, &[], &Bytes::from_static(b"{}"), &TlsConfig::system(), &public_only).await.unwrap_err();
-        assert_eq!(failure.code, None);
-        assert!(failure.message.contains("[webhooks] allow_networks"), "{}", failure.message);
-        assert_eq!(hits.load(Ordering::SeqCst), 0);
-        let allowed = Reach::Public(Arc::from(vec!["127.0.0.0/8".parse().unwrap()]));
-        assert_eq!(post(&url, &[], &Bytes::new(), &TlsConfig::system(), &allowed).await.unwrap_err().code, Some(500));
-        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    #[test]
+    fn waits_are_drawn_between_half_and_all() {
+        let waits: Vec<Duration> = (0..200).map(|_| jittered(Duration::from_secs(8))).collect();
+        assert!(waits.iter().all(|w| (Duration::from_secs(4)..=Duration::from_secs(8)).contains(w)));
+        assert!(waits.iter().any(|w| *w < Duration::from_secs(6)) && waits.iter().any(|w| *w > Duration::from_secs(6)));
     }
 }

@@ -1,13 +1,15 @@
 //! Events: the host's internal bus (what changed, for whoever listens: GraphQL subscriptions, webhooks, the
 //! dashboard's WebSocket), the outgoing webhooks it feeds ([`webhooks`]), and the one way selfmon delivers a POST to
-//! a receiver with retries ([`delivery`]), which alert channels use too. Publishing never waits; a listener that
-//! falls behind misses events and is told how many. Their SQL is in [`store`].
+//! a receiver with retries ([`delivery`]), which alert channels use too, over selfmon's own HTTP client
+//! ([`outgoing`]). Publishing never waits; a listener that falls behind misses events and is told how many. Their
+//! SQL is in [`store`].
 //!
 //! Webhooks and subscriptions take the events in [`NAMES`]. Every run and every system sample goes out on a
 //! channel of its own ([`Events::subscribe_live`], for the dashboard), so their volume never pushes a status change
 //! or an alert out of a slow listener's backlog.
 
 pub mod delivery;
+pub mod outgoing;
 pub mod store;
 pub mod webhooks;
 

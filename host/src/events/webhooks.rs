@@ -8,9 +8,9 @@
 //! - `X-Selfmon-Signature`: `sha256=` and the hex HMAC-SHA256, keyed with the subscription's secret, of the
 //!   timestamp, a `.`, and the body. A receiver recomputes it and rejects old timestamps to stop replays.
 //!
-//! An attempt that does not get a 2xx within [`ATTEMPT_TIMEOUT`](crate::events::delivery::ATTEMPT_TIMEOUT) is
-//! retried after 1 s, 2 s, 4 s, 8 s: five attempts in all, then the delivery is given up (see
-//! [`delivery`](crate::events::delivery)).
+//! An attempt that gets no answer within [`ATTEMPT_TIMEOUT`](crate::events::delivery::ATTEMPT_TIMEOUT), a 429 or a
+//! 5xx is retried after about 1 s, 2 s, 4 s, 8 s (or the receiver's `Retry-After`): five attempts in all, then the
+//! delivery is given up; any other answer ends it at once (see [`delivery`](crate::events::delivery)).
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -24,8 +24,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Secret;
 use crate::events::delivery::{Attempt, Failure, Receiver, deliver, post};
+use crate::events::outgoing::Client;
 use crate::events::{self, Event, Events, NAMES, Next};
-use crate::runtime::{Reach, TlsConfig};
 use crate::storage::Storage;
 
 /// Attempts per delivery.
@@ -127,8 +127,9 @@ pub fn signature(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
     format!("sha256={hex}")
 }
 
-/// Deliver every event of the bus to its subscribers, at addresses `reach` allows, until `stop`.
-pub fn spawn(storage: Storage, reach: Reach, events: &Events, tasks: &TaskTracker, stop: CancellationToken) {
+/// Deliver every event of the bus to its subscribers through `client` (which reaches only where webhooks may),
+/// until `stop`.
+pub fn spawn(storage: Storage, client: Client, events: &Events, tasks: &TaskTracker, stop: CancellationToken) {
     let mut receiver = events.subscribe();
     let deliveries = tasks.clone();
     let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
@@ -161,7 +162,7 @@ pub fn spawn(storage: Storage, reach: Reach, events: &Events, tasks: &TaskTracke
                     );
                     continue;
                 };
-                let (storage, reach, event, stop) = (storage.clone(), reach.clone(), event.clone(), stop.clone());
+                let (storage, client, event, stop) = (storage.clone(), client.clone(), event.clone(), stop.clone());
                 deliveries.spawn(async move {
                     let _slot = slot;
                     let body = Bytes::from(event.to_json().to_string());
@@ -169,7 +170,7 @@ pub fn spawn(storage: Storage, reach: Reach, events: &Events, tasks: &TaskTracke
                         storage: &storage,
                         webhook: id,
                         url: &url,
-                        reach: &reach,
+                        client: &client,
                         secret: secret.as_bytes(),
                         event: &event,
                         body,
@@ -189,7 +190,7 @@ struct Subscriber<'a> {
     storage: &'a Storage,
     webhook: i64,
     url: &'a str,
-    reach: &'a Reach,
+    client: &'a Client,
     secret: &'a [u8],
     event: &'a Event,
     body: Bytes,
@@ -212,12 +213,12 @@ impl Receiver for Subscriber<'_> {
         .into_iter()
         .map(|(name, value)| (name.to_string(), Secret::new(value)))
         .collect();
-        match post(self.url, &headers, &self.body, &TlsConfig::system(), self.reach).await {
+        match post(self.client, self.url, &headers, &self.body).await {
             Ok(status) => Ok(Some(status)),
-            Err(Failure { code: Some(status), .. }) => {
-                Err(Failure::new(Some(status), format!("answered HTTP {status}")))
+            Err(failure @ Failure { code: Some(status), .. }) => {
+                Err(Failure { message: format!("answered HTTP {status}"), ..failure })
             }
-            Err(failure) => Err(Failure::new(None, failure.message)),
+            Err(failure) => Err(failure),
         }
     }
 

@@ -37,7 +37,7 @@ pub use grants::Grants;
 pub use plugin::{Kind, Plugin, PluginSource, accepted_versions, capability};
 pub use reach::Reach;
 pub use redact::Redactor;
-pub use send::{Timeouts, TlsConfig, read_start, send};
+pub use send::TlsConfig;
 pub use state::CallLabels;
 use state::{MemoryCapExceeded, Output, PluginState};
 pub use state::{one_line, truncate};

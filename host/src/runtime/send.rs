@@ -50,6 +50,11 @@ impl TlsConfig {
         Ok(Self(Arc::new(config)))
     }
 
+    /// The rustls configuration itself, for a client built elsewhere.
+    pub fn client_config(&self) -> ClientConfig {
+        (*self.0).clone()
+    }
+
     /// The system's roots only; shared by every check without a `ca_file`.
     pub fn system() -> Self {
         static SYSTEM: OnceLock<TlsConfig> = OnceLock::new();
@@ -135,23 +140,6 @@ pub async fn send(
         }
     });
     Ok((response, io))
-}
-
-/// The first `cap` bytes of a response body (all of it when shorter); the rest is never read. A body that fails
-/// before `cap` gives what came.
-pub async fn read_start(mut body: WasiBody, cap: usize) -> Bytes {
-    let mut start = Vec::new();
-    while start.len() < cap {
-        match body.frame().await {
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    start.extend_from_slice(&data[..data.len().min(cap - start.len())]);
-                }
-            }
-            Some(Err(_)) | None => break,
-        }
-    }
-    Bytes::from(start)
 }
 
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}

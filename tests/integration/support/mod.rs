@@ -138,6 +138,12 @@ pub fn selfmon_command(workdir: &Workdir) -> std::process::Command {
             command.env_remove(name);
         }
     }
+    // Nor by a proxy of the developer's: requests to loopback receivers go straight to them unless a test says.
+    for name in
+        ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"]
+    {
+        command.env_remove(name);
+    }
     command.current_dir(workdir.path()).env("SELFMON_CONFIG", workdir.config_file()).env("SELFMON_LOG", "warn");
     command
 }
@@ -150,13 +156,15 @@ pub async fn serve_binary(
     log: &str,
     stderr: std::process::Stdio,
 ) -> (std::process::Child, String) {
-    let child = selfmon_command(workdir)
-        .arg("serve")
-        .env("SELFMON_LOG", log)
-        .stdout(std::process::Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
+    let mut command = selfmon_command(workdir);
+    command.env("SELFMON_LOG", log).stderr(stderr);
+    serve_command(command, port).await
+}
+
+/// `command` (a [`selfmon_command`]) serving, its config listening on `port`, once it answers `/health`; the
+/// process and the API's URL.
+pub async fn serve_command(mut command: std::process::Command, port: u16) -> (std::process::Child, String) {
+    let child = command.arg("serve").stdout(std::process::Stdio::null()).spawn().unwrap();
     let url = format!("http://127.0.0.1:{port}");
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while reqwest::get(format!("{url}/health")).await.is_err() {
@@ -410,6 +418,7 @@ pub mod fakes;
 mod ports;
 pub mod postgres;
 pub mod programs;
+pub mod proxy;
 pub mod receiver;
 pub mod smtp;
 

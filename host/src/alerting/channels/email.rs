@@ -27,11 +27,11 @@ impl Email {
             .header(lettre::message::header::ContentType::TEXT_PLAIN)
             .body(body.to_string())
             .map_err(|e| Failure::new(None, format!("cannot build the message: {e}")))?;
-        self.transport
-            .send(mail)
-            .await
-            .map(|response| Some(response.code().into()))
-            .map_err(|e| Failure::new(e.status().map(u16::from), format!("SMTP: {e}")))
+        self.transport.send(mail).await.map(|response| Some(response.code().into())).map_err(|e| {
+            let failure = Failure::new(e.status().map(u16::from), format!("SMTP: {e}"));
+            // A 5xx reply is the server refusing this message for good (RFC 5321 4.2.1).
+            Failure { retry: !e.is_permanent(), ..failure }
+        })
     }
 }
 

@@ -25,6 +25,7 @@ use bytes::Bytes;
 use crate::alerting::dispatch::{Notice, Notification, Pacing, Status};
 use crate::config::{AlertingConfig, ChannelConfig, ChannelKind, Config, ConfigError, Env, Secret};
 use crate::events::delivery::{self, Failure, Receiver, post};
+use crate::events::outgoing::Client;
 use crate::ops::telemetry::Telemetry;
 use crate::runtime::{Reach, Redactor, TlsConfig};
 use crate::storage::Storage;
@@ -52,7 +53,7 @@ impl std::fmt::Debug for Channel {
 }
 
 enum Target {
-    Http { url: Secret, headers: Vec<(String, Secret)>, tls: TlsConfig },
+    Http { url: Secret, headers: Vec<(String, Secret)>, client: Client },
     Email(Box<Email>),
 }
 
@@ -179,7 +180,7 @@ fn build_one(channel: &ChannelConfig, config: &Config, env: &Env) -> Result<Chan
             secrets.extend(value.expose().split_whitespace().filter(|w| w.len() >= SECRET_PART).map(str::to_string));
             headers.push((name.clone(), value));
         }
-        Target::Http { url, headers, tls }
+        Target::Http { url, headers, client: Client::new(&tls, Reach::Anywhere)? }
     };
     Ok(Channel {
         name: channel.name.clone(),
@@ -287,12 +288,12 @@ impl Receiver for Sending<'_> {
     async fn send(&self) -> Result<Option<u16>, Failure> {
         let channel = self.channel;
         let sent = match (&channel.target, &self.message) {
-            (Target::Http { url, headers, tls }, Message::Http(body)) => {
+            (Target::Http { url, headers, client }, Message::Http(body)) => {
                 let mut url = url.expose().to_string();
                 if channel.kind == ChannelKind::Alertmanager {
                     url = format!("{}/api/v2/alerts", url.trim_end_matches('/'));
                 }
-                post(&url, headers, body, tls, &Reach::Anywhere).await.map(Some)
+                post(client, &url, headers, body).await.map(Some)
             }
             (Target::Email(email), Message::Email { subject, body }) => email.send(subject, body).await,
             _ => Err(Failure::new(None, "the message does not suit the channel".into())),

@@ -2,15 +2,15 @@
 //! its timeout; what it printed or answered is kept, at most `OUTPUT_BYTES` (4 KiB).
 
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use http_body_util::BodyExt;
 use tokio::io::AsyncReadExt;
 
 use super::status::Outcome;
 use crate::config::Secret;
-use crate::runtime::{Reach, Timeouts, TlsConfig, read_start, send};
+use crate::events::outgoing::{Client, Request, Why};
+use crate::runtime::{Reach, TlsConfig};
 
 /// Output of an action kept in the record.
 const OUTPUT_BYTES: usize = 4096;
@@ -114,30 +114,20 @@ async fn run_request(
     headers: &[(String, Secret)],
     timeout: Duration,
 ) -> (Outcome, Option<i32>, String) {
-    let mut request = http::Request::builder().method(method.clone()).uri(url);
-    for (name, value) in headers {
-        request = request.header(name, value.expose());
-    }
-    let empty = http_body_util::Empty::new().map_err(|never: std::convert::Infallible| match never {}).boxed_unsync();
-    let request = match request.body(empty) {
-        Ok(request) => request,
-        Err(error) => return (Outcome::Error, None, format!("invalid request: {error}")),
+    static CLIENT: OnceLock<Result<Client, String>> = OnceLock::new();
+    let client = match CLIENT.get_or_init(|| Client::new(&TlsConfig::system(), Reach::Anywhere)) {
+        Ok(client) => client,
+        Err(error) => return (Outcome::Error, None, error.clone()),
     };
-    let timeouts = Timeouts { connect: timeout, first_byte: timeout, between_bytes: timeout };
-    let exchange = async {
-        let (response, io) = send(request, timeouts, &TlsConfig::system(), &Reach::Anywhere).await?;
-        tokio::spawn(io);
-        let status = response.status().as_u16();
-        let body = read_start(response.into_body(), OUTPUT_BYTES).await;
-        Ok::<_, wasmtime_wasi_http::Error>((status, body))
-    };
-    match tokio::time::timeout(timeout, exchange).await {
-        Ok(Ok((status, body))) => {
-            let output = String::from_utf8_lossy(&body).trim().to_string();
-            (if (200..300).contains(&status) { Outcome::Ran } else { Outcome::Failed }, Some(i32::from(status)), output)
+    let request = Request { method: method.clone(), url, headers, body: None, timeout, keep: OUTPUT_BYTES };
+    match client.send(request).await {
+        Ok(answer) => {
+            let output = String::from_utf8_lossy(&answer.body).trim().to_string();
+            let outcome = if (200..300).contains(&answer.status) { Outcome::Ran } else { Outcome::Failed };
+            (outcome, Some(i32::from(answer.status)), output)
         }
-        Ok(Err(error)) => (Outcome::Error, None, format!("request failed: {error}")),
-        Err(_) => (Outcome::TimedOut, None, format!("no answer within {}", humantime::format_duration(timeout))),
+        Err(no) if no.why == Why::TimedOut => (Outcome::TimedOut, None, no.message),
+        Err(no) => (Outcome::Error, None, no.message),
     }
 }
 
