@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
+use selfmon::cli::LogFormat;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -21,16 +22,19 @@ fn main() -> ExitCode {
     if let Some(dir) = cli.config.as_deref().and_then(std::path::Path::parent) {
         let _ = dotenvy::from_path(dir.join(".env"));
     }
-    // Human-readable lines on stderr, and JSON lines in the log files once `serve` opens them; both at SELFMON_LOG.
+    // Lines on stderr (human-readable, or JSON with `--log-format json`), and JSON lines in the log files once
+    // `serve` opens them; both at SELFMON_LOG.
     let level = || EnvFilter::try_from_env("SELFMON_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = cli.log_format == LogFormat::Json;
+    let text = (!json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .with_filter(level())
+    });
     tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_ansi(std::io::stderr().is_terminal())
-                .with_writer(std::io::stderr)
-                .with_filter(level()),
-        )
-        .with(selfmon::ops::journal::Journal.with_filter(level()))
+        .with(text)
+        .with(selfmon::ops::journal::Journal { stderr: json }.with_filter(level()))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

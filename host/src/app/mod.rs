@@ -38,7 +38,7 @@ use crate::ops::reload::Reloader;
 use crate::ops::reload::handle::{Handle, Trigger};
 use crate::ops::reload::watch::watch;
 use crate::ops::telemetry::Telemetry;
-use crate::ops::{journal, retention};
+use crate::ops::{journal, retention, supervisor};
 use crate::runtime::{Reach, TlsConfig};
 use crate::storage::{Storage, StorageError, cipher, private_dir};
 use host::{Host, StartError};
@@ -227,6 +227,8 @@ pub async fn serve(
         storage = %storage.location(),
         "selfmon is running"
     );
+    supervisor::ready(&format!("serving {} checks on {scheme}://{address}", host.checks.len()));
+    supervisor::spawn_watchdog(&tasks, stop.clone());
     let tls = certificates.as_ref().map(|c| c.server_config());
     if let Some(prepared) = dashboard_listener {
         spawn_dashboard(&host.config, prepared, tls.clone(), queries.clone(), access.clone(), &tasks, stop.clone());
@@ -237,6 +239,7 @@ pub async fn serve(
         served = &mut server => served,
         () = shutdown => {
             tracing::info!("Shutting down");
+            supervisor::stopping();
             stop.cancel();
             // Requests in progress may finish; one that never does must not keep selfmon (and its unwritten results)
             // from stopping.

@@ -1,7 +1,9 @@
 //! The `selfmon` command: `serve`, `check`, `plugins`, `config check`, `logs search` (read from the database
-//! directly, with `--follow`) and `graphql-schema`; `plugin new`, `validate` and `run` are in [`authoring`].
+//! directly, with `--follow`) and `graphql-schema`; `plugin new`, `validate` and `run` are in [`authoring`];
+//! `healthcheck`, `completions` and `man` in [`service`].
 
 pub mod authoring;
+pub mod service;
 mod storage;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +29,10 @@ pub struct Cli {
     /// The config file [default: ./selfmon.toml if present, else the built-in default]
     #[arg(long, short, global = true, env = "SELFMON_CONFIG")]
     pub config: Option<PathBuf>,
+
+    /// How selfmon's own log is written to stderr: `text` for people, `json` (one object per line) for a collector.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "SELFMON_LOG_FORMAT")]
+    pub log_format: LogFormat,
 
     #[command(subcommand)]
     pub command: Command,
@@ -67,6 +73,26 @@ pub enum Command {
     },
     /// Print the GraphQL schema (SDL) that `/graphql` serves.
     GraphqlSchema,
+    /// Ask the API this config serves, on this machine, for `/health`: exit code 0 when it answers 200, 1
+    /// otherwise (for a container's HEALTHCHECK or a supervisor).
+    Healthcheck,
+    /// Print the completion script for a shell: `source <(selfmon completions bash)`.
+    Completions {
+        #[arg(value_enum)]
+        shell: service::Shell,
+    },
+    /// Print the manual page selfmon(1); with `--dir`, write it and one page per subcommand there.
+    Man {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// The format of selfmon's log on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -177,9 +203,14 @@ const UNKNOWN: u8 = 3;
 
 /// Run a parsed command line.
 pub async fn run(cli: Cli) -> ExitCode {
-    if matches!(cli.command, Command::GraphqlSchema) {
-        print!("{}", crate::api::graphql::sdl());
-        return ExitCode::SUCCESS;
+    match &cli.command {
+        Command::GraphqlSchema => {
+            print!("{}", crate::api::graphql::sdl());
+            return ExitCode::SUCCESS;
+        }
+        Command::Completions { shell } => return service::completions(*shell),
+        Command::Man { dir } => return service::man(dir.as_deref()),
+        _ => {}
     }
     // A new plugin needs no config.
     if let Command::Plugin { command: PluginCommand::New { name, kind, dir, sdk } } = &cli.command {
@@ -211,7 +242,10 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Logs { command } => logs(config, command).await,
         Command::Storage { command: StorageCommand::Migrate { to } } => storage::migrate(&config, to).await,
         Command::Storage { command } => storage::convert(&config, &command),
-        Command::GraphqlSchema => unreachable!("printed before the config is loaded"),
+        Command::Healthcheck => service::healthcheck(&config).await,
+        Command::GraphqlSchema | Command::Completions { .. } | Command::Man { .. } => {
+            unreachable!("printed before the config is loaded")
+        }
     }
 }
 

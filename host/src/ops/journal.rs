@@ -1,5 +1,5 @@
 //! selfmon's own log: one JSON object per line, with trace, span and correlation ids, written to rotating files by
-//! kind, besides the human-readable lines on stderr.
+//! kind, besides the lines on stderr (human-readable, or these same JSON lines with `--log-format json`).
 //!
 //! | File | What |
 //! |---|---|
@@ -149,9 +149,11 @@ fn write(receiver: Receiver<Message>, mut files: Vec<(Kind, FileRotate<AppendCou
     }
 }
 
-/// The layer that turns records into lines for the files.
+/// The layer that turns records into JSON lines for the files, and for stderr too when `stderr` is set.
 #[derive(Debug, Default)]
-pub struct Journal;
+pub struct Journal {
+    pub stderr: bool,
+}
 
 /// What a span carries for the records inside it.
 struct SpanIds {
@@ -224,7 +226,10 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Jo
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let Some(sink) = SINK.get() else { return };
+        let sink = SINK.get();
+        if sink.is_none() && !self.stderr {
+            return;
+        }
         let metadata = event.metadata();
         let target = metadata.target();
         let level = match (*metadata.level(), target) {
@@ -283,7 +288,13 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Jo
         }
         let mut text = Value::Object(line).to_string();
         text.push('\n');
-        if let Err(TrySendError::Full(_)) = sink.try_send(Message::Line(kinds, text)) {
+        if self.stderr {
+            // As the text lines are: written at once, whole.
+            let _ = std::io::stderr().lock().write_all(text.as_bytes());
+        }
+        if let Some(sink) = sink
+            && let Err(TrySendError::Full(_)) = sink.try_send(Message::Line(kinds, text))
+        {
             DROPPED.fetch_add(1, Ordering::Relaxed);
         }
     }
