@@ -1,5 +1,6 @@
-//! `GET /metrics` against the real Prometheus tools: `promtool check metrics` on a live scrape, and a real
-//! Prometheus server that scrapes selfmon (with a key, when `/metrics` is not public) and finds the target up.
+//! `GET /metrics` against the real Prometheus tools: `promtool check metrics` on a live scrape, a real Prometheus
+//! server that scrapes selfmon (with a key, when `/metrics` is not public) and finds the target up, and the Grafana
+//! dashboard's queries answered by it.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -101,6 +102,14 @@ fail = "not configured yet"
     assert_eq!(value(r#"selfmon_check_status{check="web",plugin="http",status="unhealthy"}"#), 0.0);
     assert_eq!(value(r#"selfmon_check_status{check="trap",plugin="trap",status="unknown"}"#), 1.0);
     assert!(value(r#"selfmon_check_runs_total{check="web",status="healthy"}"#) >= 1.0);
+    // The latest run of each check, and what its plugin reported in it.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let started = value(r#"selfmon_check_last_run_timestamp_seconds{check="web",plugin="http"}"#);
+    assert!((now - 30.0..=now).contains(&started), "{started} is not a moment ago ({now})");
+    assert!(value(r#"selfmon_check_last_duration_seconds{check="web",plugin="http"}"#) > 0.0);
+    assert_eq!(value(r#"selfmon_check_metric{check="web",plugin="http",metric="http_status_code"}"#), 200.0);
+    assert!(value(r#"selfmon_check_metric{check="web",plugin="http",metric="response_time_seconds"}"#) > 0.0);
+    assert!(!text.contains(r#"selfmon_check_metric{check="trap""#), "a run that failed reported nothing");
     assert!(value(r#"selfmon_check_duration_seconds_count{check="web"}"#) >= 1.0);
     assert!(value(r#"selfmon_check_duration_seconds_bucket{check="web",le="+Inf"}"#) >= 1.0);
     assert!(value(r#"selfmon_plugin_failures_total{plugin="trap",reason="trap"}"#) >= 1.0);
@@ -166,6 +175,17 @@ impl PrometheusServer {
             .ok()?;
         let body: serde_json::Value = response.json().await.ok()?;
         body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+
+    /// Whether an instant query answers with at least one series.
+    async fn answers(&self, query: &str) -> bool {
+        let Ok(response) =
+            reqwest::Client::new().get(format!("{}/api/v1/query", self.url)).query(&[("query", query)]).send().await
+        else {
+            return false;
+        };
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        body["data"]["result"].as_array().is_some_and(|result| !result.is_empty())
     }
 }
 
@@ -247,4 +267,112 @@ async fn the_binarys_sqlite_pages_stay_out_of_glibcs_heap() {
     let (sqlite, glibc) = (samples["selfmon_storage_heap_bytes"], samples["selfmon_c_heap_allocated_bytes"]);
     assert!(glibc > 0.0, "glibc's heap is read");
     assert!(sqlite > glibc, "SQLite holds {sqlite} bytes, glibc's heap {glibc}: its pages are not in the block");
+}
+
+/// The Grafana dashboard the repository ships: every query is PromQL that promtool accepts, names only metrics
+/// selfmon serves, and answers with data from a real Prometheus scraping a selfmon with a check up, one down, an
+/// alert firing and its notifications delivered.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_query_of_the_grafana_dashboard_answers_from_a_real_prometheus() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/grafana/selfmon-checks.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut queries: Vec<(String, String)> = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "panel {} has no query", panel["title"]);
+        for target in targets {
+            queries.push((panel["title"].as_str().unwrap().to_string(), target["expr"].as_str().unwrap().to_string()));
+        }
+    }
+    // Grafana's variables, as Grafana fills them in for "All" and a short range.
+    let filled = |expr: &str| expr.replace("$__rate_interval", "1m").replace("$check", ".*");
+
+    // PromQL promtool accepts: each query as a recording rule.
+    let rules = tempfile::NamedTempFile::new().unwrap();
+    let mut text = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, (_, expr)) in queries.iter().enumerate() {
+        text.push_str(&format!(
+            "      - record: dashboard:query{i}\n        expr: {}\n",
+            serde_json::json!(filled(expr))
+        ));
+    }
+    std::fs::write(rules.path(), &text).unwrap();
+    let checked = Command::new("promtool").args(["check", "rules"]).arg(rules.path()).output().unwrap();
+    assert!(
+        checked.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    let target = Target::start().await;
+    let (receiver, hook) = crate::support::receiver::AlertReceiver::start(0).await;
+    let down = crate::support::closed_port().await;
+    let config = format!(
+        r#"
+[alerting]
+interval = "1s"
+group_wait = "0s"
+default_rules = false
+
+[[check]]
+name = "web"
+plugin = "http"
+interval = "1s"
+target = "{ok}"
+
+[[check]]
+name = "gone"
+plugin = "http"
+interval = "1s"
+target = "http://{down}/"
+
+[[rule]]
+name = "gone_down"
+plugin = "health"
+channels = ["hook"]
+
+[[channel]]
+name = "hook"
+kind = "webhook"
+url = "{hook}"
+"#,
+        ok = target.url("/ok")
+    );
+    let workdir = Workdir::new(&config, &[]);
+    let selfmon = Selfmon::start(&workdir).await;
+    receiver.wait_for("gone", &["firing"]).await;
+
+    // Every name a query uses is a family selfmon serves (a histogram's series by its family's name).
+    let (_, scraped) = scrape(&selfmon).await;
+    let families: Vec<&str> = scraped.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();
+    let names = regex::Regex::new(r"\bselfmon_[a-z_]+").unwrap();
+    let template = dashboard["templating"]["list"][1]["definition"].as_str().unwrap().to_string();
+    for (title, expr) in queries.iter().chain([(String::from("the check variable"), template)].iter()) {
+        for name in names.find_iter(expr).map(|m| m.as_str()) {
+            let family = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
+            assert!(families.contains(&family) || families.contains(&name), "{title}: `{name}` is not served");
+        }
+    }
+
+    let address = selfmon.url.trim_start_matches("http://");
+    let prometheus = PrometheusServer::start(&format!(
+        "  - job_name: selfmon\n    static_configs:\n      - targets: [\"{address}\"]\n"
+    ));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let mut empty = Vec::new();
+        for (title, expr) in &queries {
+            if !prometheus.answers(&filled(expr)).await {
+                empty.push(format!("{title}: {expr}"));
+            }
+        }
+        if empty.is_empty() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "queries without data:\n{}", empty.join("\n"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    drop(prometheus);
+    selfmon.stop().await;
 }

@@ -10,7 +10,7 @@ use crate::checks::health::Health;
 use crate::cluster::NodeStatus;
 use crate::ops::heap::Heap;
 use crate::ops::reload::handle::Outcome;
-use crate::ops::telemetry::{CheckFigures, Scrape};
+use crate::ops::telemetry::{CheckFigures, PluginMetric, Scrape};
 use crate::storage::{Figures, Storage, rfc3339};
 
 /// The latest failed runs listed over all plugins by `/v1/plugins`.
@@ -234,14 +234,28 @@ impl Queries {
     pub fn prometheus(&self) -> String {
         let live = self.live();
         let states = self.board.snapshot();
+        let runs = self.board.latest_runs();
         let checks = states
             .iter()
             .filter(|c| c.enabled)
-            .map(|c| CheckFigures {
-                name: &c.name,
-                plugin: &c.plugin,
-                serving: matches!(c.own_status, Health::Healthy | Health::Degraded),
-                status: c.status.as_str(),
+            .map(|c| {
+                let run = runs.get(&c.name);
+                CheckFigures {
+                    name: &c.name,
+                    plugin: &c.plugin,
+                    serving: matches!(c.own_status, Health::Healthy | Health::Degraded),
+                    status: c.status.as_str(),
+                    last_run: run.map(|r| (r.started_at, r.duration)),
+                    metrics: run
+                        .into_iter()
+                        .flat_map(|r| &r.metrics)
+                        .map(|m| PluginMetric {
+                            name: &m.name,
+                            value: m.value,
+                            labels: m.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+                        })
+                        .collect(),
+                }
             })
             .collect();
         let statuses = Health::ALL.map(Health::as_str);

@@ -11,17 +11,18 @@
 //! lines).
 
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{
     CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
 
-use crate::ops::heap::Heap;
-use crate::ops::journal;
 use crate::storage::{Sample, Storage};
+
+mod scrape;
+
+pub use scrape::{CheckFigures, PluginMetric, Scrape};
 
 /// Check durations, from a fast local probe to a slow AI API call (seconds).
 const CHECK_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -74,34 +75,6 @@ pub struct SchedulerTotals {
     pub runs: u64,
     pub plugin_failures: u64,
     pub mean_lag: Duration,
-}
-
-/// What only the scrape can read: the state of the checks and the other parts of the host.
-pub struct Scrape<'a> {
-    /// The enabled checks.
-    pub checks: Vec<CheckFigures<'a>>,
-    /// Every status a check may have, for a series per status.
-    pub statuses: &'a [&'a str],
-    pub writes_queued: usize,
-    /// Whether writes are refused for want of room.
-    pub storage_full: bool,
-    /// Bytes SQLite holds on the heap.
-    pub storage_heap_bytes: i64,
-    /// selfmon's own heap, as its allocator counts it.
-    pub heap: Heap,
-    pub refused_calls: u64,
-    pub version: &'a str,
-    pub contract: &'a str,
-}
-
-/// One check as the scrape shows it.
-pub struct CheckFigures<'a> {
-    pub name: &'a str,
-    pub plugin: &'a str,
-    /// Whether its own latest run found it serving (healthy or degraded).
-    pub serving: bool,
-    /// Its status as the board reports it.
-    pub status: &'a str,
 }
 
 impl Telemetry {
@@ -405,162 +378,4 @@ impl Telemetry {
         }
         String::from_utf8(out).unwrap_or_default()
     }
-
-    fn scraped(&self, scrape: &Scrape) -> Vec<MetricFamily> {
-        let mut up = Vec::new();
-        let mut status = Vec::new();
-        for check in &scrape.checks {
-            let labels = [("check", check.name), ("plugin", check.plugin)];
-            up.push(metric(&labels, f64::from(u8::from(check.serving))));
-            for each in scrape.statuses {
-                let labels = [labels[0], labels[1], ("status", each)];
-                status.push(metric(&labels, f64::from(u8::from(check.status == *each))));
-            }
-        }
-        let mut families = vec![
-            family(
-                "selfmon_check_up",
-                "Whether the check's latest run found it serving (healthy or degraded): 1, or 0.",
-                MetricType::GAUGE,
-                up,
-            ),
-            family(
-                "selfmon_check_status",
-                "The check's latest status: 1 for the current one, 0 for the others.",
-                MetricType::GAUGE,
-                status,
-            ),
-            family(
-                "selfmon_storage_writes_queued",
-                "Writes waiting for the storage writer.",
-                MetricType::GAUGE,
-                vec![metric(&[], scrape.writes_queued as f64)],
-            ),
-            family(
-                "selfmon_storage_full",
-                "Whether the store is full (the disk, or `[storage] size_limit`) and refuses writes: 1, or 0.",
-                MetricType::GAUGE,
-                vec![metric(&[], f64::from(u8::from(scrape.storage_full)))],
-            ),
-            family(
-                "selfmon_storage_heap_bytes",
-                "Bytes SQLite holds: page caches (bounded per connection, in a block of their own), schemas and statements.",
-                MetricType::GAUGE,
-                vec![metric(&[], scrape.storage_heap_bytes as f64)],
-            ),
-            family(
-                "selfmon_heap_allocated_bytes",
-                "Bytes selfmon's own allocations hold now (jemalloc's count; SQLite's are selfmon_storage_heap_bytes).",
-                MetricType::GAUGE,
-                vec![metric(&[], scrape.heap.allocated as f64)],
-            ),
-            family(
-                "selfmon_heap_resident_bytes",
-                "Bytes of memory jemalloc keeps resident for them: the allocations, freed pages not yet handed back, \
-                 and its own bookkeeping.",
-                MetricType::GAUGE,
-                vec![metric(&[], scrape.heap.resident as f64)],
-            ),
-            family(
-                "selfmon_c_heap_allocated_bytes",
-                "Bytes the C libraries (SQLite's statements and schemas, libcrypto, the resolver) hold in glibc's heap.",
-                MetricType::GAUGE,
-                vec![metric(&[], scrape.heap.c_allocated as f64)],
-            ),
-            family(
-                "selfmon_c_heap_free_bytes",
-                "Bytes glibc's heap keeps free between the C libraries' allocations, not handed back to the system.",
-                MetricType::GAUGE,
-                vec![metric(&[], scrape.heap.c_free as f64)],
-            ),
-            family(
-                "selfmon_api_refused_calls_total",
-                "API calls refused for a missing or wrong key or a role too weak.",
-                MetricType::COUNTER,
-                vec![metric(&[], scrape.refused_calls as f64)],
-            ),
-            family(
-                "selfmon_log_lines_dropped_total",
-                "Lines of selfmon's own log left out of its files because their writer was behind.",
-                MetricType::COUNTER,
-                vec![metric(&[], journal::dropped() as f64)],
-            ),
-            family(
-                "selfmon_build_info",
-                "selfmon's version and the plugin contract it implements.",
-                MetricType::GAUGE,
-                vec![metric(&[("version", scrape.version), ("contract", scrape.contract)], 1.0)],
-            ),
-            family(
-                "selfmon_start_time_seconds",
-                "When selfmon started, in Unix seconds.",
-                MetricType::GAUGE,
-                vec![metric(&[], self.started.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()))],
-            ),
-        ];
-        families.extend(self.system_families());
-        families
-    }
-
-    /// The latest system sample, one family per name: counters for names ending in `_total`, gauges otherwise.
-    fn system_families(&self) -> Vec<MetricFamily> {
-        let system = self.system.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (samples, describe) = (&system.0, system.1.unwrap_or(|_| ""));
-        let mut by_name: std::collections::BTreeMap<&str, Vec<Point>> = Default::default();
-        for sample in samples.iter() {
-            let labels: Vec<(&str, &str)> = sample.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            by_name.entry(&sample.name).or_default().push(metric(&labels, sample.value));
-        }
-        by_name
-            .into_iter()
-            .map(|(name, metrics)| {
-                let kind = if name.ends_with("_total") { MetricType::COUNTER } else { MetricType::GAUGE };
-                family(name, describe(name), kind, metrics)
-            })
-            .collect()
-    }
-}
-
-/// One value of a family, with its labels.
-struct Point {
-    labels: Vec<proto::LabelPair>,
-    value: f64,
-}
-
-fn metric(labels: &[(&str, &str)], value: f64) -> Point {
-    let labels = labels
-        .iter()
-        .map(|(name, value)| {
-            let mut pair = proto::LabelPair::default();
-            pair.set_name((*name).to_string());
-            pair.set_value((*value).to_string());
-            pair
-        })
-        .collect();
-    Point { labels, value }
-}
-
-fn family(name: &str, help: &str, kind: MetricType, points: Vec<Point>) -> MetricFamily {
-    let metrics = points
-        .into_iter()
-        .map(|point| {
-            let mut metric = proto::Metric::from_label(point.labels);
-            if kind == MetricType::COUNTER {
-                let mut counter = proto::Counter::default();
-                counter.set_value(point.value);
-                metric.set_counter(counter);
-            } else {
-                let mut gauge = proto::Gauge::default();
-                gauge.set_value(point.value);
-                metric.set_gauge(gauge);
-            }
-            metric
-        })
-        .collect();
-    let mut family = MetricFamily::default();
-    family.set_name(name.to_string());
-    family.set_help(help.to_string());
-    family.set_field_type(kind);
-    family.set_metric(metrics);
-    family
 }
