@@ -450,3 +450,40 @@ async fn with_no_config_file_selfmon_monitors_itself() {
     assert_eq!(child.wait().unwrap().code(), Some(0), "SIGINT is a clean exit");
     assert!(workdir.path().join("data/selfmon.db").is_file(), "the default database lives under ./data");
 }
+
+/// `${VAR}` anywhere in the config file takes its value from the environment (or the `.env` beside it), with
+/// `${VAR:-default}` for a default; a reference to a variable that is not set stops selfmon with the file, the line
+/// and the variable named.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_config_takes_variables_from_the_environment() {
+    let target = Target::start().await;
+    let port = free_port();
+    let config = "[server]\napi_listen = \"127.0.0.1:${API_PORT}\"\n\n[[check]]\nname = \"${CHECK_NAME:-web}\"\n\
+                  plugin = \"http\"\ninterval = \"${CHECK_EVERY}\"\ntarget = \"${WEB_URL}\"\n";
+    let workdir = Workdir::new(config, &[]);
+    std::fs::write(workdir.path().join(".env"), format!("WEB_URL={}\n", target.url("/ok"))).unwrap();
+    let mut command = selfmon_command(&workdir);
+    command.env("API_PORT", port.to_string()).env("CHECK_EVERY", "1s").env_remove("CHECK_NAME").stderr(Stdio::null());
+    let (mut child, url) = crate::support::serve_command(command, port).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (_, board) = get_json(&format!("{url}/v1/health")).await;
+        let web = board["checks"].as_array().and_then(|c| c.iter().find(|c| c["name"] == "web").cloned());
+        if web.as_ref().is_some_and(|w| w["status"] == "healthy") {
+            assert_eq!(web.unwrap()["interval_seconds"], 1.0);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the check from the environment never ran: {board}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    signal(&child, Signal::SIGTERM);
+    assert!(child.wait().unwrap().success());
+
+    let checked = selfmon_command(&workdir).args(["config", "check"]).env("CHECK_EVERY", "1s").output().unwrap();
+    assert_eq!(checked.status.code(), Some(1));
+    let said = text(&checked.stderr);
+    let line =
+        std::fs::read_to_string(workdir.config_file()).unwrap().lines().position(|l| l.contains("API_PORT")).unwrap();
+    let expected = format!("selfmon.toml, line {}: environment variable API_PORT is not set", line + 1);
+    assert!(said.contains(&expected), "{said}");
+}

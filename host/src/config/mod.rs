@@ -2,13 +2,14 @@
 //!
 //! The types mirror the file exactly (`deny_unknown_fields`, every field documented in `selfmon.example.toml`).
 //! [`Config`] is here; each group of tables has a file of its own (`server.rs`, `checks.rs`, `alerting.rs`,
-//! `analytics.rs`), beside secrets (`secret.rs`), sidecars (`sidecar.rs`), and where a config came from with its
-//! errors (`source.rs`). They are checked for syntax and types when read; what they mean (does the plugin exist, are
+//! `analytics.rs`), beside secrets (`secret.rs`), sidecars (`sidecar.rs`), `${VAR}` references
+//! (`interpolate.rs`), and where a config came from with its errors (`source.rs`). They are checked for syntax and types when read; what they mean (does the plugin exist, are
 //! the keys right) is checked when the running host is built from them, see [`crate::app::host`].
 
 mod alerting;
 mod analytics;
 mod checks;
+mod interpolate;
 mod secret;
 mod server;
 mod sidecar;
@@ -95,6 +96,8 @@ impl Config {
             Some(path) => {
                 let text = std::fs::read_to_string(&path)
                     .map_err(|e| ConfigError::new(path.display().to_string(), None, format!("cannot read: {e}")))?;
+                let text = interpolate::interpolate(&text, |name| std::env::var(name).ok())
+                    .map_err(|p| ConfigError::new(path.display().to_string(), Some(p.line), p.message))?;
                 Self::parse(&text, Some(&path))?
             }
             None => Self::builtin_default(),

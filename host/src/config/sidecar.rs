@@ -95,6 +95,13 @@ impl Config {
                     continue;
                 }
             };
+            let text = match super::interpolate::interpolate(&text, |name| std::env::var(name).ok()) {
+                Ok(text) => text,
+                Err(problem) => {
+                    errors.push(ConfigError::new(origin, Some(problem.line), problem.message));
+                    continue;
+                }
+            };
             let sidecar = Text { offset, file, text };
             let trusted = sidecar
                 .file
