@@ -20,6 +20,8 @@ const WEBHOOK_TOKEN: &str = "whk-T0KEN-4f9a2c";
 const SLACK_TOKEN: &str = "XXslackTOKENXX1234";
 const DISCORD_TOKEN: &str = "dsc-token-8b7e6d";
 const TELEGRAM_TOKEN: &str = "123456:AAtelegramTOKEN9";
+/// The rule's `runbook_url` annotation, its template filled in.
+const RUNBOOK: &str = "https://runbooks.example/web-down";
 
 /// What the receivers were sent, by path.
 #[derive(Default)]
@@ -116,6 +118,9 @@ plugin = "health"
 severity = "critical"
 channels = ["webhook", "slack", "discord", "email", "telegram"]
 description = "The web front end is down"
+[rule.annotations]
+summary = "{{{{ $labels.check }}}} does not answer"
+runbook_url = "https://runbooks.example/{{{{$labels.check}}}}-down"
 
 [[channel]]
 name = "receiver"
@@ -174,8 +179,11 @@ ca_file = "smtp-ca.pem"
         alert["labels"],
         json!({"alertname": "web_down", "check": "web", "plugin": "http", "severity": "critical"})
     );
+    // The rule's annotations, with the alert's labels filled in, as Alertmanager sends them.
     assert_eq!(alert["annotations"]["description"], "The web front end is down");
-    assert!(alert["annotations"]["summary"].as_str().unwrap().starts_with("web is unhealthy: "), "{alert}");
+    assert_eq!(alert["annotations"]["summary"], "web does not answer");
+    assert_eq!(alert["annotations"]["runbook_url"], RUNBOOK);
+    assert_eq!(payload["commonAnnotations"]["runbook_url"], RUNBOOK);
     assert_eq!(alert["endsAt"], "0001-01-01T00:00:00Z");
     assert!(humantime::parse_rfc3339(alert["startsAt"].as_str().unwrap()).is_ok());
     assert_eq!(alert["fingerprint"].as_str().unwrap().len(), 16);
@@ -198,6 +206,8 @@ ca_file = "smtp-ca.pem"
         json!({"type": "header", "text": {"type": "plain_text", "text": "[FIRING:1] web_down"}})
     );
     assert_eq!(slack["blocks"][1]["text"]["type"], "mrkdwn");
+    let section = slack["blocks"][1]["text"]["text"].as_str().unwrap();
+    assert!(section.contains(&format!("<{RUNBOOK}|runbook>\nThe web front end is down")), "{section}");
 
     // Discord: retried after its Retry-After, content and embeds within its limits, no mentions.
     let discord = eventually("two Discord attempts", async || {
@@ -209,6 +219,8 @@ ca_file = "smtp-ca.pem"
     assert_eq!(discord[1]["embeds"][0]["title"], "[FIRING] web_down");
     assert_eq!(discord[1]["embeds"][0]["color"], 0xE0_1E_5A);
     assert_eq!(discord[1]["allowed_mentions"], json!({"parse": []}));
+    let embed = discord[1]["embeds"][0]["description"].as_str().unwrap();
+    assert!(embed.ends_with(&format!("\nThe web front end is down\n[runbook]({RUNBOOK})")), "{embed}");
 
     // Email over STARTTLS, logged in, to both recipients.
     let mail = eventually("an email", async || smtp.mails().into_iter().next()).await;
@@ -218,6 +230,11 @@ ca_file = "smtp-ca.pem"
     assert!(mail.data.contains("Subject: [FIRING:1] web_down (selfmon)"), "{}", mail.data);
     assert!(mail.data.contains("[FIRING] web_down (critical)\r\nweb is unhealthy"), "{}", mail.data);
     assert!(mail.data.contains("Details: http://selfmon.example:8001/v1/alerts/"), "{}", mail.data);
+    assert!(
+        mail.data.contains(&format!("Description: The web front end is down\r\nRunbook: {RUNBOOK}\r\n")),
+        "{}",
+        mail.data
+    );
 
     // Telegram: an HTML message to the chat, sent again after the wait its 429 asked for, at the token's address.
     let telegram = eventually("two Telegram attempts", async || {
@@ -231,7 +248,8 @@ ca_file = "smtp-ca.pem"
     assert_eq!((message["chat_id"].as_str(), message["parse_mode"].as_str()), (Some("-1001234567890"), Some("HTML")));
     let text = message["text"].as_str().unwrap();
     assert!(text.starts_with("<b>[FIRING:1] web_down</b>\n[FIRING] web_down (critical): web is unhealthy"), "{text}");
-    assert!(text.ends_with("\">details</a>"), "{text}");
+    assert!(text.contains(&format!("\">details</a> <a href=\"{RUNBOOK}\">runbook</a>")), "{text}");
+    assert!(text.ends_with("\n<i>The web front end is down</i>"), "{text}");
 
     // Every attempt is on record, and no token of any URL is shown anywhere.
     let attempts = eventually("the attempts on record", async || {

@@ -500,8 +500,9 @@ fn raise(spec: &RuleSpec, alert: crate::runtime::Alert) -> Raised {
     let mut labels = bounded(alert.labels);
     labels.extend(spec.labels.clone());
     let mut annotations = bounded(alert.annotations);
-    if !spec.description.is_empty() {
-        annotations.entry("description".into()).or_insert_with(|| spec.description.clone());
+    // The operator's annotations win over the plugin's, with the alert's labels filled in.
+    for (name, template) in &spec.annotations {
+        annotations.insert(name.clone(), fill(template, &labels));
     }
     let severity = spec.severity.clone().unwrap_or_else(|| severity_name(alert.severity).to_string());
     Raised {
@@ -511,6 +512,17 @@ fn raise(spec: &RuleSpec, alert: crate::runtime::Alert) -> Raised {
         labels,
         annotations,
     }
+}
+
+/// `{{ $labels.NAME }}` in an annotation replaced by the alert's label NAME (nothing when it has none), as in
+/// Prometheus' alerting rules.
+fn fill(template: &str, labels: &BTreeMap<String, String>) -> String {
+    static LABEL: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"\{\{\s*\$labels\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}").expect("a valid pattern")
+    });
+    LABEL
+        .replace_all(template, |found: &regex::Captures| labels.get(&found[1]).cloned().unwrap_or_default())
+        .into_owned()
 }
 
 pub fn severity_name(severity: Severity) -> &'static str {
@@ -546,5 +558,21 @@ fn notice(t: &Tracked, severity: &str, status: Status) -> Notice {
         status,
         fired_at: t.fired_at.unwrap_or(t.started_at),
         resolved_at: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn annotations_take_the_alerts_labels() {
+        let labels = BTreeMap::from([("check".to_string(), "api".to_string())]);
+        assert_eq!(
+            fill("https://r.example/{{ $labels.check }}/{{$labels.check}}", &labels),
+            "https://r.example/api/api"
+        );
+        assert_eq!(fill("{{ $labels.missing }}!", &labels), "!");
+        assert_eq!(fill("{{ $value }} stays", &labels), "{{ $value }} stays");
     }
 }

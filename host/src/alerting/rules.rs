@@ -39,6 +39,9 @@ pub struct RuleSpec {
     pub channels: Vec<String>,
     pub escalation: Option<String>,
     pub description: String,
+    /// Annotations the rule adds to its alerts (`description` among them when the rule has one), templates not yet
+    /// filled in.
+    pub annotations: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
     pub enabled: bool,
     pub origin: Origin,
@@ -58,6 +61,7 @@ pub fn defaults(ai: &AiConfig) -> Vec<RuleConfig> {
         channels: None,
         escalation: None,
         description: Some(description.into()),
+        annotations: BTreeMap::new(),
         labels: BTreeMap::new(),
         enabled: true,
         config: toml::Table::new(),
@@ -219,6 +223,7 @@ async fn build_one(
     {
         problems.push(format!("`escalation`: no `[[escalation]]` named `{escalation}`"));
     }
+    problems.extend(annotation_problems(rule));
     let plugin = match plugins.get(&rule.plugin) {
         Some(plugin) if plugin.kind() == Kind::Rule => Some(plugin.clone()),
         _ => {
@@ -270,6 +275,7 @@ async fn build_one(
         channels: wanted,
         escalation: rule.escalation.clone(),
         description: rule.description.clone().unwrap_or_default(),
+        annotations: annotations(rule),
         labels: rule.labels.clone(),
         enabled: rule.enabled,
         origin,
@@ -297,6 +303,10 @@ pub fn from_api(rule: &Rule, expression: &Arc<Plugin>, alerting: &AlertingConfig
         },
         escalation: None,
         description: rule.description.clone(),
+        annotations: [("description".to_string(), rule.description.clone())]
+            .into_iter()
+            .filter(|(_, d)| !d.is_empty())
+            .collect(),
         labels: BTreeMap::new(),
         enabled: true,
         origin: Origin::Api,
@@ -314,5 +324,69 @@ pub fn sandbox(plugin: &Plugin, rule: &str, memory_limit: usize) -> Sandbox {
         memory_limit,
         timeout: RULE_TIMEOUT,
         data: None,
+    }
+}
+
+/// Annotations a rule may have: how many, their names, their size.
+const MAX_ANNOTATIONS: usize = 16;
+const ANNOTATION_BYTES: usize = 4096;
+
+/// What is wrong with a rule's `annotations`.
+fn annotation_problems(rule: &RuleConfig) -> Vec<String> {
+    let mut problems = Vec::new();
+    if rule.annotations.len() > MAX_ANNOTATIONS {
+        problems.push(format!("`annotations`: at most {MAX_ANNOTATIONS}"));
+    }
+    if rule.description.is_some() && rule.annotations.contains_key("description") {
+        problems.push("`description` and `annotations.description` both set: keep one".into());
+    }
+    for (name, value) in &rule.annotations {
+        let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            problems.push(format!("`annotations`: `{name}` is not a name (letters, digits and `_`)"));
+        }
+        if value.len() > ANNOTATION_BYTES {
+            problems.push(format!("`annotations.{name}` is longer than {ANNOTATION_BYTES} bytes"));
+        }
+    }
+    problems
+}
+
+/// The annotations a rule gives its alerts: its `annotations`, and its `description` as one.
+fn annotations(rule: &RuleConfig) -> BTreeMap<String, String> {
+    let mut annotations = rule.annotations.clone();
+    if let Some(description) = rule.description.as_ref().filter(|d| !d.is_empty()) {
+        annotations.insert("description".into(), description.clone());
+    }
+    annotations
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(text: &str) -> RuleConfig {
+        toml::from_str(&format!("name = \"r\"\n{text}")).unwrap()
+    }
+
+    #[test]
+    fn annotations_are_checked_and_the_description_is_one_of_them() {
+        let good =
+            rule("description = \"down\"\n[annotations]\nrunbook_url = \"https://r.example/{{ $labels.check }}\"\n");
+        assert!(annotation_problems(&good).is_empty());
+        assert_eq!(
+            annotations(&good),
+            BTreeMap::from([
+                ("description".to_string(), "down".to_string()),
+                ("runbook_url".to_string(), "https://r.example/{{ $labels.check }}".to_string()),
+            ])
+        );
+        let twice = rule("description = \"a\"\n[annotations]\ndescription = \"b\"\n");
+        assert_eq!(annotation_problems(&twice), ["`description` and `annotations.description` both set: keep one"]);
+        let named = rule("[annotations]\n\"runbook url\" = \"x\"\n");
+        assert!(annotation_problems(&named)[0].contains("`runbook url` is not a name"));
+        let long = rule(&format!("[annotations]\nsummary = \"{}\"\n", "x".repeat(ANNOTATION_BYTES + 1)));
+        assert!(annotation_problems(&long)[0].contains("longer than 4096 bytes"));
     }
 }

@@ -102,7 +102,12 @@ pub struct RuleConfig {
     pub channels: Option<Vec<String>>,
     /// An `[[escalation]]` policy by name.
     pub escalation: Option<String>,
+    /// The alerts' `description` annotation (as `annotations.description`).
     pub description: Option<String>,
+    /// Annotations of every alert of the rule, sent in every channel's payload as Alertmanager sends them:
+    /// `summary`, `description`, `runbook_url`, or any other. `{{ $labels.NAME }}` in a value is the alert's label.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
     /// Labels added to every alert of the rule (`team = "bot"`).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::{clip, link, title};
+use super::{clip, description, link, runbook, title};
 use crate::alerting::dispatch::{Notification, Status};
 use crate::storage::{rfc3339, to_millis};
 
@@ -40,9 +40,16 @@ pub fn body(notification: &Notification, external_url: &str) -> Value {
                 used += size;
                 fields.push(json!({"name": key, "value": value, "inline": true}));
             }
+            let mut text = notice.summary.clone();
+            if let Some(description) = description(notice) {
+                text.push_str(&format!("\n{description}"));
+            }
+            if let Some(url) = runbook(notice) {
+                text.push_str(&format!("\n[runbook]({url})"));
+            }
             let mut embed = json!({
                 "title": title,
-                "description": clip(&notice.summary, (share - used).clamp(1, 4096)),
+                "description": clip(&text, (share - used).clamp(1, 4096)),
                 "color": color,
                 "fields": fields,
             });

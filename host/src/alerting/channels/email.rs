@@ -3,7 +3,7 @@
 use lettre::AsyncTransport;
 use lettre::message::Mailbox;
 
-use super::{link, title};
+use super::{description, link, runbook, title};
 use crate::alerting::dispatch::Notification;
 use crate::config::{ChannelConfig, Secret, SmtpSecurity};
 use crate::events::delivery::{ATTEMPT_TIMEOUT, Failure};
@@ -92,6 +92,12 @@ pub fn message(notification: &Notification, external_url: &str) -> (String, Stri
         }
         for (k, v) in &notice.labels {
             body.push_str(&format!("  {k} = {v}\n"));
+        }
+        if let Some(description) = description(notice) {
+            body.push_str(&format!("Description: {description}\n"));
+        }
+        if let Some(url) = runbook(notice) {
+            body.push_str(&format!("Runbook: {url}\n"));
         }
         if let Some(link) = link(external_url, notice) {
             body.push_str(&format!("Details: {link}\n"));

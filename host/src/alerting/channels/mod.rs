@@ -376,11 +376,23 @@ fn common(maps: impl Iterator<Item = BTreeMap<String, String>>) -> BTreeMap<Stri
     common.unwrap_or_default()
 }
 
-/// Annotations with the summary and description in them, as Alertmanager templates expect.
+/// Annotations with the summary and description in them, as Alertmanager templates expect: the rule's `summary`
+/// annotation, else the alert's own summary.
 fn annotations(notice: &Notice) -> BTreeMap<String, String> {
     let mut annotations = notice.annotations.clone();
-    annotations.insert("summary".into(), notice.summary.clone());
+    annotations.entry("summary".into()).or_insert_with(|| notice.summary.clone());
     annotations
+}
+
+/// The alert's `description` annotation, for the channels people read.
+fn description(notice: &Notice) -> Option<&str> {
+    notice.annotations.get("description").map(String::as_str).filter(|d| !d.is_empty())
+}
+
+/// The alert's `runbook_url` annotation, when it is a web address (a chat client would open anything else too).
+fn runbook(notice: &Notice) -> Option<&str> {
+    let url = notice.annotations.get("runbook_url")?;
+    (url.starts_with("https://") || url.starts_with("http://")).then_some(url.as_str())
 }
 
 /// The alerts as lines a person reads: `[FIRING] service_down (critical): api is unhealthy: HTTP 503`.
@@ -483,7 +495,17 @@ mod tests {
         let slack = slack::body(&notification(), "http://s");
         assert_eq!(slack["blocks"][0]["text"]["text"], "[FIRING:1] service_down");
         let section = slack["blocks"][1]["text"]["text"].as_str().unwrap();
-        assert!(section.contains("HTTP 503 &lt;b&gt;") && section.ends_with("<http://s/v1/alerts/1|details>"));
+        assert!(section.contains("HTTP 503 &lt;b&gt;"), "{section}");
+        assert!(section.ends_with("<http://s/v1/alerts/1|details>\nA configured service is down"), "{section}");
+        // A runbook link is shown only when it is a web address: chat clients would open anything.
+        let mut linked = notification();
+        linked.alerts[0].annotations.insert("runbook_url".into(), "https://r.example/api".into());
+        linked.alerts[1].annotations.insert("runbook_url".into(), "javascript:alert(1)".into());
+        let slack = slack::body(&linked, "");
+        assert!(slack["blocks"][1]["text"]["text"].as_str().unwrap().contains(" <https://r.example/api|runbook>"));
+        assert!(!slack["blocks"][2]["text"]["text"].as_str().unwrap().contains("javascript"));
+        let telegram = telegram::body(&linked, "1", "")["text"].as_str().unwrap().to_string();
+        assert!(telegram.contains("<a href=\"https://r.example/api\">runbook</a>") && !telegram.contains("javascript"));
         let discord = discord::body(&notification(), "http://s");
         assert_eq!(discord["allowed_mentions"], json!({"parse": []}));
         assert_eq!(discord["embeds"].as_array().unwrap().len(), 2);

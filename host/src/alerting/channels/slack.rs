@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::{clip, lines, link, title};
+use super::{clip, description, lines, link, runbook, title};
 use crate::alerting::dispatch::Notification;
 
 /// A Slack incoming-webhook message: `text` for notifications and clients without blocks, and a header and one
@@ -13,10 +13,16 @@ pub fn body(notification: &Notification, external_url: &str) -> Value {
     let mut blocks =
         vec![json!({"type": "header", "text": {"type": "plain_text", "text": clip(&title(notification), 150)}})];
     for (line, notice) in lines.iter().zip(&notification.alerts).take(48) {
-        let text = match link(external_url, notice) {
+        let mut text = match link(external_url, notice) {
             Some(link) => format!("{} <{link}|details>", escape_slack(line)),
             None => escape_slack(line),
         };
+        if let Some(url) = runbook(notice) {
+            text.push_str(&format!(" <{}|runbook>", escape_slack(url)));
+        }
+        if let Some(description) = description(notice) {
+            text.push_str(&format!("\n{}", escape_slack(description)));
+        }
         blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": clip(&text, 3000)}}));
     }
     if lines.len() > 48 {

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::{lines, link, title};
+use super::{description, lines, link, runbook, title};
 use crate::alerting::dispatch::Notification;
 
 /// Where the Telegram Bot API is, unless a channel's `url` says otherwise.
@@ -15,10 +15,16 @@ pub fn body(notification: &Notification, chat_id: &str, external_url: &str) -> V
     let escape = |text: &str| text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
     let mut text = format!("<b>{}</b>", escape(&title(notification)));
     for (line, notice) in lines(notification).iter().zip(&notification.alerts) {
-        let line = match link(external_url, notice) {
+        let mut line = match link(external_url, notice) {
             Some(link) => format!("\n{} <a href=\"{}\">details</a>", escape(line), escape(&link)),
             None => format!("\n{}", escape(line)),
         };
+        if let Some(url) = runbook(notice) {
+            line.push_str(&format!(" <a href=\"{}\">runbook</a>", escape(url).replace('"', "&quot;")));
+        }
+        if let Some(description) = description(notice) {
+            line.push_str(&format!("\n<i>{}</i>", escape(description)));
+        }
         if text.chars().count() + line.chars().count() > 4000 {
             text.push_str("\n…");
             break;
