@@ -7,4 +7,4 @@ set -euo pipefail
 output=$(realpath -m "${1:-$(dirname "$0")/bracketed.wasm}")
 cd "$(dirname "$0")"
 componentize=${COMPONENTIZE_PY:-venv/bin/componentize-py}
-"$componentize" --wit-path ../../wit --world parser componentize app --output "$output"
+"$componentize" --wit-path ../../sdk/wit --world parser componentize app --output "$output"

@@ -3,7 +3,7 @@
 //! A plugin is a WebAssembly component that selfmon runs in a sandbox. A **checker** turns its configuration into a
 //! health result; parsers and rules follow the same pattern. You write a type implementing [`Checker`], export it
 //! with [`export_checker!`], and build the crate for `wasm32-wasip2`. The SDK hides the generated bindings of the
-//! contract (`wit/` in the selfmon repository).
+//! contract, which ships inside this crate (`wit/` in the package) for plugins written in other languages.
 //!
 //! # A checker in thirty lines
 //!

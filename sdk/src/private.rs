@@ -6,7 +6,7 @@ pub use wit_bindgen;
 /// bindings at these, so the types exist once.
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         inline: "
             package selfmon:sdk;
 

@@ -168,15 +168,23 @@ async fn new_makes_crates_that_test_build_validate_and_run() {
     let workdir = Workdir::new("", &[]);
     // Shared between runs: the SDK's dependencies are compiled once.
     let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("scaffolded");
+    // Against this checkout's SDK, by path (`--sdk`); `new_depends_on_the_sdk_by_version_as_packaged` builds
+    // against the packaged SDK, by version.
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk");
     for (name, kind) in [("uptime-probe", "checker"), ("bot-lines", "parser"), ("slow-checks", "rule")] {
         let output = selfmon_command(&workdir)
             .args(["plugin", "new", name, "--kind", kind, "--dir"])
             .arg(workdir.path())
+            .arg("--sdk")
+            .arg(&sdk)
             .output()
             .unwrap();
         let (stdout, stderr) = text(&output);
         assert!(output.status.success(), "{stdout}{stderr}");
         let root = workdir.path().join(name);
+        let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+        let path = toml::Value::String(sdk.canonicalize().unwrap().to_str().unwrap().to_string());
+        assert!(manifest.contains(&format!("selfmon-sdk = {{ path = {path} }}")), "{manifest}");
         // The versions selfmon itself is built and tested with.
         std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock"), root.join("Cargo.lock")).unwrap();
         // Its own test passes natively; it builds into a component selfmon accepts.
@@ -229,6 +237,95 @@ async fn new_makes_crates_that_test_build_validate_and_run() {
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     assert!(text(&output).1.contains("exists already"));
+    let output = selfmon_command(&workdir)
+        .args(["plugin", "new", "elsewhere", "--kind", "checker", "--dir"])
+        .arg(workdir.path())
+        .arg("--sdk")
+        .arg(workdir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output).1.contains("is not selfmon's sdk/ folder"), "{}", text(&output).1);
+}
+
+/// `selfmon-sdk` as `cargo package` makes it for crates.io, unpacked in `dir`: the folder of the package.
+fn packaged_sdk(dir: &Path) -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // A target directory of its own: not waiting for the workspace's builds. `--no-verify`: the scaffold's build
+    // below is the check that matters.
+    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["package", "-p", "selfmon-sdk", "--allow-dirty", "--no-verify", "--target-dir"])
+        .arg(dir.join("package-target"))
+        .current_dir(&repo)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "cargo package failed:\n{stdout}\n{stderr}");
+    let version = env!("CARGO_PKG_VERSION");
+    let file = dir.join(format!("package-target/package/selfmon-sdk-{version}.crate"));
+    // A .crate is a gzipped tarball of one folder, `NAME-VERSION/`.
+    let output = Command::new("tar").arg("-xzf").arg(&file).arg("-C").arg(dir).output().unwrap();
+    assert!(output.status.success(), "tar: {}", text(&output).1);
+    dir.join(format!("selfmon-sdk-{version}"))
+}
+
+/// What a plugin author gets without a checkout: `plugin new` depends on `selfmon-sdk` by version, and the packaged
+/// crate (patched in for the one on crates.io) has the contract inside and builds a plugin selfmon runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn new_depends_on_the_sdk_by_version_as_packaged() {
+    let (_up, service) = switchable_service().await;
+    let workdir = Workdir::new("", &[]);
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // One contract: the repository's `wit` is the SDK's (a symlink), not a copy that could drift.
+    assert_eq!(repo.join("wit").canonicalize().unwrap(), repo.join("sdk/wit").canonicalize().unwrap());
+    let sdk = packaged_sdk(workdir.path());
+    let wit = sdk.join("wit");
+    assert!(!std::fs::symlink_metadata(&wit).unwrap().file_type().is_symlink(), "{} is a symlink", wit.display());
+    for file in ["types.wit", "host.wit", "checker.wit", "parser.wit", "rule.wit", "README.md"] {
+        let packaged = std::fs::read(wit.join(file)).unwrap();
+        assert_eq!(packaged, std::fs::read(repo.join("sdk/wit").join(file)).unwrap(), "{file} differs");
+    }
+
+    let name = "published-probe";
+    let output = selfmon_command(&workdir)
+        .args(["plugin", "new", name, "--kind", "checker", "--dir"])
+        .arg(workdir.path())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(stdout.contains(&format!("against selfmon-sdk {version} from crates.io")), "{stdout}");
+    let root = workdir.path().join(name);
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    assert!(manifest.contains(&format!("\nselfmon-sdk = \"{version}\"\n")), "{manifest}");
+    // The packaged crate stands in for the published one.
+    let path = toml::Value::String(sdk.to_str().unwrap().to_string());
+    std::fs::write(
+        root.join("Cargo.toml"),
+        format!("{manifest}\n[patch.crates-io]\nselfmon-sdk = {{ path = {path} }}\n"),
+    )
+    .unwrap();
+    std::fs::copy(repo.join("Cargo.lock"), root.join("Cargo.lock")).unwrap();
+    // The target directory the other scaffolds share, so the dependencies are compiled once.
+    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("scaffolded");
+    let built = cargo(&root, &target, &["build", "--release", "--target", "wasm32-wasip2"]);
+    let compiled = format!("Compiling selfmon-sdk v{version} ({})", sdk.display());
+    assert!(text(&built).1.contains(&compiled), "not built against the package:\n{}", text(&built).1);
+    let wasm = target.join("wasm32-wasip2/release").join(format!("{}.wasm", name.replace('-', "_")));
+    let output = selfmon_command(&workdir).args(["plugin", "validate"]).arg(&wasm).output().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains(&format!("plugin: {name} 0.1.0 (checker)")), "{stdout}");
+    let output = selfmon_command(&workdir)
+        .args(["plugin", "run"])
+        .arg(&wasm)
+        .args(["--target", &service, "--set", "slow_ms=5000"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.starts_with(&format!("{name}: healthy - HTTP 200")), "{stdout}");
 }
 
 /// Lines into `selfmon plugin run FILE ARGS`: the exit status, the records and stderr.
@@ -311,7 +408,7 @@ fn an_uncaught_python_exception_is_named_in_the_failure() {
     let wasm = workdir.path().join("raising.wasm");
     let built = Command::new(&componentize)
         .arg("--wit-path")
-        .arg(repo.join("wit"))
+        .arg(repo.join("sdk/wit"))
         .args(["--world", "parser", "componentize", "app", "--output"])
         .arg(&wasm)
         .current_dir(workdir.path())

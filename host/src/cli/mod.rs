@@ -122,8 +122,9 @@ pub enum PluginCommand {
         /// Where to make it [default: the current directory].
         #[arg(long, default_value = ".")]
         dir: PathBuf,
-        /// The `sdk/` folder of a selfmon checkout [default: the one selfmon was built from, if it is there].
-        #[arg(long)]
+        /// Depend on the SDK in this folder (a selfmon checkout's `sdk/`) [default: `selfmon-sdk` of this
+        /// selfmon's version, from crates.io].
+        #[arg(long, value_name = "PATH")]
         sdk: Option<PathBuf>,
     },
     /// Print what a component is (name, version, world), what it imports (and so asks of selfmon), and any

@@ -1,7 +1,8 @@
-//! Host bindings for the contract in `wit/`, generated once here; everything else imports from this module.
+//! Host bindings for the contract in `sdk/wit/` (the SDK crate ships it), generated once here; everything else
+//! imports from this module.
 
 wasmtime::component::bindgen!({
-    path: "../wit",
+    path: "../sdk/wit",
     world: "checker",
     exports: { default: async },
 });
@@ -9,7 +10,7 @@ wasmtime::component::bindgen!({
 /// The parser world, sharing the checker world's types and host interface.
 pub mod parser {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../sdk/wit",
         world: "parser",
         exports: { default: async },
         with: {
@@ -23,7 +24,7 @@ pub mod parser {
 /// reads storage).
 pub mod rule {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../sdk/wit",
         world: "rule",
         exports: { default: async },
         imports: { default: async },

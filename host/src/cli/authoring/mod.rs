@@ -349,7 +349,8 @@ const RESERVED: [&str; 12] =
     ["test", "std", "core", "alloc", "proc-macro", "self", "super", "crate", "type", "fn", "mod", "use"];
 
 /// `selfmon plugin new NAME --kind KIND`: a crate in `dir/NAME` with the plugin, a test, and the toolchain selfmon
-/// is built with; `sdk` is the `sdk/` folder of a selfmon checkout.
+/// is built with. It depends on `selfmon-sdk` of this selfmon's version, or with `sdk` on the SDK in that folder
+/// (a selfmon checkout's `sdk/`).
 pub fn scaffold(name: &str, kind: Kind, dir: &Path, sdk: Option<PathBuf>) -> ExitCode {
     exit(make_crate(name, kind, dir, sdk))
 }
@@ -368,17 +369,26 @@ fn make_crate(name: &str, kind: Kind, dir: &Path, sdk: Option<PathBuf>) -> Resul
     if builtin_names().contains(&name) {
         return Err(format!("`{name}` is a built-in plugin's name: selfmon would refuse the file"));
     }
-    let sdk = sdk
-        .or_else(|| {
-            let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk");
-            bundled.join("Cargo.toml").is_file().then_some(bundled)
-        })
-        .ok_or("pass `--sdk PATH` to the `sdk/` folder of a selfmon checkout")?;
-    let manifest = std::fs::read_to_string(sdk.join("Cargo.toml")).unwrap_or_default();
-    if !manifest.lines().any(|line| line.trim() == "name = \"selfmon-sdk\"") {
-        return Err(format!("{} is not selfmon's sdk/ folder (its Cargo.toml is not `selfmon-sdk`)", sdk.display()));
-    }
-    let sdk = sdk.canonicalize().map_err(|e| format!("{}: {e}", sdk.display()))?;
+    let (dependency, against) = match sdk {
+        // The SDK is versioned with selfmon: the one this selfmon's plugins are built with.
+        None => {
+            let version = env!("CARGO_PKG_VERSION");
+            (format!("\"{version}\""), format!("selfmon-sdk {version} from crates.io"))
+        }
+        Some(sdk) => {
+            let manifest = std::fs::read_to_string(sdk.join("Cargo.toml")).unwrap_or_default();
+            if !manifest.lines().any(|line| line.trim() == "name = \"selfmon-sdk\"") {
+                return Err(format!(
+                    "{} is not selfmon's sdk/ folder (its Cargo.toml is not `selfmon-sdk`)",
+                    sdk.display()
+                ));
+            }
+            let sdk = sdk.canonicalize().map_err(|e| format!("{}: {e}", sdk.display()))?;
+            let path = sdk.to_str().ok_or_else(|| format!("{}: the path is not UTF-8", sdk.display()))?;
+            // A TOML string, escaped (a Windows path's backslashes).
+            (format!("{{ path = {} }}", toml::Value::String(path.to_string())), sdk.display().to_string())
+        }
+    };
     let root = dir.join(name);
     if root.exists() {
         return Err(format!("{} exists already", root.display()));
@@ -397,7 +407,7 @@ fn make_crate(name: &str, kind: Kind, dir: &Path, sdk: Option<PathBuf>) -> Resul
             .replace("{{name}}", name)
             .replace("{{file}}", &file)
             .replace("{{type}}", &type_name)
-            .replace("{{sdk}}", &sdk.display().to_string())
+            .replace("{{sdk}}", &dependency)
     };
     let source = match kind {
         Kind::Checker => include_str!("templates/checker.rs.in"),
@@ -416,7 +426,7 @@ fn make_crate(name: &str, kind: Kind, dir: &Path, sdk: Option<PathBuf>) -> Resul
             .and_then(|()| std::fs::write(&path, text))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
-    println!("Made {} ({} `{name}`, against {})", root.display(), kind.as_str(), sdk.display());
+    println!("Made {} ({} `{name}`, against {against})", root.display(), kind.as_str());
     println!("  cd {} && cargo test && cargo build --release --target wasm32-wasip2", root.display());
     println!("  selfmon plugin validate target/wasm32-wasip2/release/{file}.wasm");
     Ok(ExitCode::SUCCESS)

@@ -6,7 +6,7 @@
 
 #[cfg(target_arch = "wasm32")]
 mod component {
-    wit_bindgen::generate!({ path: "../../../wit", world: "rule", generate_all });
+    wit_bindgen::generate!({ path: "../../../sdk/wit", world: "rule", generate_all });
 
     use selfmon::plugin::query;
     use selfmon::plugin::types::{Alert, PluginInfo, RuleRequest, Setting, Severity, Status, ValueKind};
