@@ -486,3 +486,42 @@ async fn the_slowest_operations_name_where_their_time_goes_on(engine: Engine) {
     );
     selfmon.stop().await;
 }
+
+/// `[traces] otlp_listen`: OTLP/HTTP on a listener of its own (the port exporters default to, 4318, in real use),
+/// with the API's keys; it answers the OTLP paths only.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_otlp_listener_of_its_own_takes_the_sdks_exports_with_the_apis_keys() {
+    let port = crate::support::free_port();
+    let config = format!(
+        "[traces]\notlp_listen = \"127.0.0.1:{port}\"\n\n[[api.keys]]\nname = \"coach-bot\"\nkey = \"ingest-key-123456\"\n\
+         role = \"ingest\"\n\n[[api.keys]]\nname = \"grafana\"\nkey = \"read-key-1234567\"\n"
+    );
+    let workdir = Workdir::new(&config, &[]);
+    let selfmon = Selfmon::start(&workdir).await;
+    let listener = format!("http://127.0.0.1:{port}");
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/integration/scripts/otel_service.py");
+    let output = tokio::process::Command::new(PYTHON)
+        .arg(script)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &listener)
+        .env("OTEL_EXPORTER_OTLP_HEADERS", "Authorization=Bearer%20ingest-key-123456")
+        .env("OTEL_SERVICE_NAME", "coach-bot")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && !stderr.contains("Failed to export"), "{stderr}");
+    let ids: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let trace_id = ids["trace_id"].as_str().unwrap();
+    let (status, trace) = get_json_with_key(&format!("{}/v1/traces/{trace_id}", selfmon.url), "read-key-1234567").await;
+    assert_eq!((status.as_u16(), trace["span_count"].as_u64()), (200, Some(4)), "{trace}");
+
+    let client = reqwest::Client::new();
+    let keyless = client.post(format!("{listener}/v1/traces")).header("content-type", "application/json").body("{}");
+    assert_eq!(keyless.send().await.unwrap().status(), 401, "the API's keys hold on the listener");
+    let elsewhere = client.get(format!("{listener}/v1/health")).bearer_auth("read-key-1234567").send().await.unwrap();
+    assert_eq!(elsewhere.status(), 404);
+    let body: Value = elsewhere.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found", "{body}");
+    selfmon.stop().await;
+}

@@ -31,6 +31,8 @@ pub enum StartError {
     Serve(std::io::Error),
     #[error("the dashboard cannot listen on {0} (`[dashboard] listen`): {1}")]
     Dashboard(std::net::SocketAddr, std::io::Error),
+    #[error("the OTLP listener cannot listen on {0} (`[traces] otlp_listen`): {1}")]
+    Otlp(std::net::SocketAddr, std::io::Error),
     #[error(transparent)]
     Listen(#[from] BindError),
 }

@@ -81,6 +81,13 @@ pub async fn serve(
     open_only_on_loopback(&host.config, &access, address, "the API", "`[server] api_listen`")?;
     let certificates = Certificates::load(&host.config).map_err(|e| StartError::Config(vec![e]))?;
     let dashboard_listener = prepare_dashboard(&host.config, &access).await?;
+    let otlp_listener = match host.config.traces.otlp_listen {
+        Some(address) => {
+            open_only_on_loopback(&host.config, &access, address, "the OTLP listener", "`[traces] otlp_listen`")?;
+            Some(TcpListener::bind(address).await.map_err(|e| StartError::Otlp(address, e))?)
+        }
+        None => None,
+    };
     let (storage, _in_use) = open_storage(&host.config).await?;
     let storage = storage.with_privacy(host.privacy.clone());
     if let Some(limit) = host.config.storage.size_limit {
@@ -233,6 +240,12 @@ pub async fn serve(
     if let Some(prepared) = dashboard_listener {
         spawn_dashboard(&host.config, prepared, tls.clone(), queries.clone(), access.clone(), &tasks, stop.clone());
     }
+    if let Some(listener) = otlp_listener {
+        let otlp =
+            api::app(queries.clone(), access.clone(), &host.config.api).layer(axum::middleware::from_fn(only_otlp));
+        let server = serve_on(listener, tls.clone(), otlp, &host.config, &tasks, stop.clone());
+        spawn_server("OTLP listener", server, &tasks, stop.clone());
+    }
     let app = api::app(queries, access, &host.config.api);
     let mut server = std::pin::pin!(serve_on(listener, tls, app, &host.config, &tasks, stop.clone()));
     let served = tokio::select! {
@@ -359,7 +372,16 @@ fn spawn_dashboard(
     }
     let api = api::app(queries.clone(), access.clone(), &config.api);
     let app = dashboard::app(queries, access, api, &config.dashboard, sessions, tls.is_some());
-    let server = serve_on(listener, tls, app, config, tasks, stop.clone());
+    spawn_server("dashboard server", serve_on(listener, tls, app, config, tasks, stop.clone()), tasks, stop);
+}
+
+/// Run a server beside the API until `stop`, and its requests in progress a grace period longer.
+fn spawn_server(
+    what: &'static str,
+    server: impl Future<Output = std::io::Result<()>> + Send + 'static,
+    tasks: &TaskTracker,
+    stop: CancellationToken,
+) {
     tasks.spawn(async move {
         let gave_up = async {
             stop.cancelled().await;
@@ -367,9 +389,23 @@ fn spawn_dashboard(
         };
         tokio::select! {
             served = server => if let Err(error) = served {
-                tracing::error!(%error, "The dashboard server failed");
+                tracing::error!(%error, "The {what} failed");
             },
             () = gave_up => {}
         }
     });
+}
+
+/// The OTLP listener answers the OTLP/HTTP paths only; anything else there is a 404, in the API's error shape.
+async fn only_otlp(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match request.uri().path() {
+        "/v1/traces" | "/v1/logs" => next.run(request).await,
+        path => crate::api::error::ApiError::new(
+            ::http::StatusCode::NOT_FOUND,
+            "not_found",
+            format!("`{path}`: this listener takes OTLP/HTTP exports only (/v1/traces, /v1/logs)"),
+        )
+        .into_response(),
+    }
 }

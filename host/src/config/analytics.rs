@@ -78,10 +78,13 @@ pub struct TracesConfig {
     pub max_inflated: Option<ByteSize>,
     /// Attributes kept per span at most; the rest are counted as dropped.
     pub max_attributes: usize,
+    /// A listener of its own for OTLP/HTTP (`/v1/traces`, `/v1/logs`), on the port exporters send to by default:
+    /// `127.0.0.1:4318`. The API's keys and limits hold there as on the API.
+    pub otlp_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for TracesConfig {
     fn default() -> Self {
-        Self { max_inflated: None, max_attributes: 128 }
+        Self { max_inflated: None, max_attributes: 128, otlp_listen: None }
     }
 }
