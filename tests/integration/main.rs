@@ -28,6 +28,7 @@ mod https;
 mod journal;
 mod limits;
 mod logs;
+mod network;
 mod notifications;
 mod openapi;
 mod plugins;
