@@ -67,6 +67,7 @@ pub mod log;
 pub mod parse;
 pub mod rule;
 pub mod tcp;
+pub mod tls;
 
 mod export {
     include!(concat!(env!("OUT_DIR"), "/export.rs"));

@@ -129,3 +129,130 @@ async fn a_tcp_check_without_host_and_port_is_a_config_error() {
         assert!(error.contains("check `cache`") && error.contains(expected), "{error}");
     }
 }
+
+/// A certificate authority of the test's own, and servers on loopback presenting certificates it signs.
+struct Authority {
+    key: rcgen::KeyPair,
+    params: rcgen::CertificateParams,
+    pem: String,
+}
+
+impl Authority {
+    fn new(name: &str) -> Self {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        let pem = params.self_signed(&key).unwrap().pem();
+        Self { key, params, pem }
+    }
+
+    /// A TLS server presenting a certificate for `names`, valid from `from` to `until` days from now, signed by this
+    /// authority (or by itself, with `self_signed`).
+    async fn server(&self, names: &[&str], from: i64, until: i64, self_signed: bool) -> SocketAddr {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, names[0]);
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now + time::Duration::days(from);
+        params.not_after = now + time::Duration::days(until);
+        let certificate = if self_signed {
+            params.self_signed(&key).unwrap()
+        } else {
+            params.signed_by(&key, &rcgen::Issuer::from_params(&self.params, &self.key)).unwrap()
+        };
+        let config =
+            rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(
+                    vec![certificate.der().clone()],
+                    rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+                )
+                .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        server(move |stream| {
+            let acceptor = acceptor.clone();
+            async move {
+                // The handshake, then the connection is held until the client goes.
+                if let Ok(mut tls) = acceptor.accept(stream).await {
+                    let _ = tokio::io::AsyncReadExt::read(&mut tls, &mut [0u8; 64]).await;
+                }
+            }
+        })
+        .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_judges_trust_names_and_days_left_of_real_certificates() {
+    let ca = Authority::new("selfmon test CA");
+    let valid = ca.server(&["localhost"], -1, 90, false).await;
+    let soon = ca.server(&["localhost"], -60, 10, false).await;
+    let closing = ca.server(&["localhost"], -80, 3, false).await;
+    let expired = ca.server(&["localhost"], -30, -2, false).await;
+    let misnamed = ca.server(&["other.test"], -1, 90, false).await;
+    let stranger = ca.server(&["localhost"], -1, 90, true).await;
+    let wildcard = ca.server(&["*.localhost", "localhost"], -1, 90, false).await;
+    let closed = closed_port().await;
+    let check = |name: &str, target: String, extra: &str| {
+        format!(
+            "[[check]]\nname = \"{name}\"\nplugin = \"tls\"\ntarget = \"{target}\"\nca_file = \"ca.pem\"\n{extra}\n"
+        )
+    };
+    let port = |address: SocketAddr| address.port();
+    let config = [
+        check("valid", format!("https://localhost:{}/health", port(valid)), ""),
+        check("soon", format!("localhost:{}", port(soon)), ""),
+        check("closing", format!("localhost:{}", port(closing)), ""),
+        check("expired", format!("localhost:{}", port(expired)), ""),
+        check("misnamed", format!("localhost:{}", port(misnamed)), ""),
+        check("stranger", format!("localhost:{}", port(stranger)), ""),
+        check("reported-only", format!("localhost:{}", port(stranger)), "config = { verify = false }"),
+        check(
+            "wildcard",
+            format!("localhost:{}", port(wildcard)),
+            "config = { names = [\"api.localhost\", \"localhost\"] }",
+        ),
+        check(
+            "uncovered",
+            format!("localhost:{}", port(valid)),
+            "config = { names = [\"localhost\", \"www.localhost\"] }",
+        ),
+        check("closed", format!("localhost:{}", closed.port()), ""),
+    ]
+    .concat();
+    let workdir = Workdir::new(&config, &[]);
+    std::fs::write(workdir.path().join("ca.pem"), &ca.pem).unwrap();
+    let runs = run_once(&workdir).await;
+    let seen = |name: &str| (runs[name].health.as_str().to_string(), runs[name].summary.clone());
+    let metric = |name: &str, metric: &str| runs[name].metrics.iter().find(|m| m.name == metric).map(|m| m.value);
+
+    let (health, summary) = seen("valid");
+    assert_eq!(health, "healthy", "{summary}");
+    assert!(summary.starts_with("TLSv1.3 certificate for localhost valid 90 more days (until "), "{summary}");
+    assert!(summary.ends_with(", issued by selfmon test CA"), "{summary}");
+    let days = metric("valid", "days_to_expiry").unwrap();
+    assert!((89.9..=90.0).contains(&days), "{days}");
+    assert_eq!((metric("valid", "trusted"), metric("valid", "chain_length")), (Some(1.0), Some(1.0)));
+    for (name, health, said) in [
+        ("soon", "degraded", "expires in 10.0 days"),
+        ("closing", "unhealthy", "expires in 3.0 days"),
+        ("expired", "unhealthy", "expired 2 days ago"),
+        ("misnamed", "unhealthy", "is not trusted: the certificate is not valid for `localhost`"),
+        ("stranger", "unhealthy", "is not trusted: issued by an authority this check does not trust"),
+        ("uncovered", "unhealthy", "does not cover `www.localhost`"),
+        ("closed", "unhealthy", "connection refused"),
+    ] {
+        let (found, summary) = seen(name);
+        assert_eq!(found, health, "{name}: {summary}");
+        assert!(summary.contains(said), "{name}: {summary}");
+    }
+    let (health, summary) = seen("reported-only");
+    assert_eq!(health, "healthy", "verify = false reports an untrusted chain without failing: {summary}");
+    assert_eq!(metric("reported-only", "trusted"), Some(0.0));
+    assert!(runs["reported-only"].details.iter().any(|(k, v)| k == "untrusted" && v.contains("does not trust")));
+    assert_eq!(seen("wildcard").0, "healthy", "{}", seen("wildcard").1);
+}

@@ -21,6 +21,7 @@ target = "{granted}"
 [check.config]
 url = "{forbidden_url}"
 address = "{forbidden}"
+tls = "{forbidden}"
 
 [[check]]
 name = "allowed"
@@ -31,6 +32,7 @@ allow = ["{extra}"]
 [check.config]
 url = "{extra_url}"
 address = "{extra}"
+tls = "{extra}"
 
 [[check]]
 name = "by-name"
@@ -78,11 +80,17 @@ address = "{closed}"
         summary.contains(&format!("tcp: connection to {address} refused by selfmon")),
         "the TCP connection must be refused by name: {summary}"
     );
+    assert!(
+        summary.contains(&format!("tls: connection to {address} refused by selfmon")),
+        "the host's TLS handshake must be refused by name: {summary}"
+    );
 
     let allowed = selfmon.first_result("allowed").await;
     let summary = allowed["summary"].as_str().unwrap();
     assert!(
-        summary.contains("http: got 200") && summary.contains("tcp: connected"),
+        summary.contains("http: got 200")
+            && summary.contains("tcp: connected")
+            && summary.contains("tls: TLS handshake"),
         "an `allow` entry grants: {summary}"
     );
     selfmon.stop().await;

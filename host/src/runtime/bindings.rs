@@ -5,6 +5,7 @@ wasmtime::component::bindgen!({
     path: "../sdk/wit",
     world: "checker",
     exports: { default: async },
+    imports: { "selfmon:plugin/tls.inspect": async },
 });
 
 /// The parser world, sharing the checker world's types and host interface.

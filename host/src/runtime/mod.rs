@@ -10,6 +10,7 @@
 mod bindings;
 mod cache;
 pub mod grants;
+mod inspect;
 mod lookup;
 mod output;
 mod plugin;

@@ -26,7 +26,7 @@ use crate::runtime::reach::Reach;
 
 /// The certificate authorities one check's HTTPS requests trust.
 #[derive(Clone)]
-pub struct TlsConfig(Arc<ClientConfig>);
+pub struct TlsConfig(Arc<ClientConfig>, Arc<rustls::RootCertStore>);
 
 impl std::fmt::Debug for TlsConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -45,9 +45,14 @@ impl TlsConfig {
         let config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS cannot be set up: {e}"))?
-            .with_root_certificates(roots)
+            .with_root_certificates(roots.clone())
             .with_no_client_auth();
-        Ok(Self(Arc::new(config)))
+        Ok(Self(Arc::new(config), Arc::new(roots)))
+    }
+
+    /// The certificate authorities themselves, for a verifier built elsewhere.
+    pub fn roots(&self) -> Arc<rustls::RootCertStore> {
+        self.1.clone()
     }
 
     /// The rustls configuration itself, for a client built elsewhere.

@@ -44,12 +44,12 @@ pub struct CallLabels {
 }
 
 /// What a call is confined to, shared by its store's hooks.
-struct Confinement {
-    labels: CallLabels,
-    grants: Arc<Grants>,
+pub(super) struct Confinement {
+    pub(super) labels: CallLabels,
+    pub(super) grants: Arc<Grants>,
     redactor: Redactor,
-    tls: TlsConfig,
-    timeout: Duration,
+    pub(super) tls: TlsConfig,
+    pub(super) timeout: Duration,
 }
 
 pub struct PluginState {
@@ -62,6 +62,8 @@ pub struct PluginState {
     /// What a rule's queries read, and how many it has asked.
     data: Option<Arc<dyn super::RuleData>>,
     queries: usize,
+    /// TLS handshakes the call has asked the host for.
+    handshakes: usize,
 }
 
 impl PluginState {
@@ -109,7 +111,19 @@ impl PluginState {
             log: LogBudget { confinement, written: 0, dropped: 0 },
             data: sandbox.data.clone(),
             queries: 0,
+            handshakes: 0,
         }
+    }
+
+    /// What the call is confined to.
+    pub(super) fn confinement(&self) -> Arc<Confinement> {
+        self.hooks.confinement.clone()
+    }
+
+    /// Count a TLS handshake; whether the call may still make it.
+    pub(super) fn count_handshake(&mut self) -> bool {
+        self.handshakes += 1;
+        self.handshakes <= super::inspect::HANDSHAKES_PER_CALL
     }
 
     /// The name-lookup view, for the shadowing `ip-name-lookup` implementation.

@@ -1,5 +1,5 @@
-//! A checker that tries to reach places it may not have been granted, over HTTP and raw TCP, and reports what
-//! happened to each attempt.
+//! A checker that tries to reach places it may not have been granted, over HTTP, raw TCP and the host's TLS
+//! handshakes, and reports what happened to each attempt.
 
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use selfmon_sdk::tcp;
 pub struct Config {
     url: Option<String>,
     address: Option<String>,
+    tls: Option<String>,
 }
 
 pub struct Escape;
@@ -21,6 +22,7 @@ impl Checker for Escape {
         PluginInfo::new("escape", "0.1.0", "Tries an HTTP request and a TCP connection and reports the outcome")
             .config(Setting::text("url", "URL to GET"))
             .config(Setting::text("address", "host:port to connect to"))
+            .config(Setting::text("tls", "host:port to handshake with"))
     }
 
     fn check(config: Config, _: &Context) -> Result<CheckResult, Error> {
@@ -35,6 +37,12 @@ impl Checker for Escape {
             outcomes.push(match tcp::connect(address, Duration::from_secs(2)) {
                 Ok(_) => "tcp: connected".to_string(),
                 Err(e) => format!("tcp: {e}"),
+            });
+        }
+        if let Some(address) = &config.tls {
+            outcomes.push(match selfmon_sdk::tls::inspect(address, "localhost", Duration::from_secs(2)) {
+                Ok(handshake) => format!("tls: {}", handshake.protocol),
+                Err(e) => format!("tls: {e}"),
             });
         }
         Ok(CheckResult::unhealthy(outcomes.join("; ")))

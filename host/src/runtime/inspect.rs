@@ -1,0 +1,222 @@
+//! The `tls` import: a TLS handshake the host makes for a checker with a `host:port` its check is granted, and the
+//! chain the server presented, parsed. The chain is verified for the name asked (the system's roots and the check's
+//! `ca_file`), but the handshake goes on whatever the verdict, so that an expired or misnamed certificate is
+//! reported rather than hidden behind a failed connection; nothing is sent after it.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+
+use super::bindings::selfmon::plugin::tls::{Certificate, Handshake, Host};
+use super::state::PluginState;
+
+/// Handshakes one call may make.
+pub const HANDSHAKES_PER_CALL: usize = 8;
+
+impl Host for PluginState {
+    async fn inspect(&mut self, address: String, server_name: String, timeout_ms: u32) -> Result<Handshake, String> {
+        let confinement = self.confinement();
+        let labels = &confinement.labels;
+        let (host, port) = split(&address)?;
+        if !confinement.grants.allows(host, port) {
+            tracing::warn!(plugin = %labels.plugin, check = labels.check.as_deref(), %address, "Refused a TLS handshake the check is not granted");
+            return Err(format!(
+                "connection to {address} refused by selfmon: the check is not granted this address (add it to the \
+                 check's `target` or `allow`)"
+            ));
+        }
+        if !self.count_handshake() {
+            return Err(format!("more than {HANDSHAKES_PER_CALL} TLS handshakes in one call"));
+        }
+        let timeout = Duration::from_millis(u64::from(timeout_ms)).min(confinement.timeout);
+        let roots = confinement.tls.roots();
+        tokio::time::timeout(timeout, handshake(host, port, &server_name, roots))
+            .await
+            .unwrap_or_else(|_| Err(format!("no handshake with {address} within {} ms", timeout.as_millis())))
+    }
+}
+
+/// `host:port`, the host without the brackets of an IPv6 address.
+fn split(address: &str) -> Result<(&str, u16), String> {
+    let (host, port) = address.rsplit_once(':').ok_or_else(|| format!("`{address}` is not host:port"))?;
+    let port = port.parse().map_err(|_| format!("`{address}` is not host:port"))?;
+    Ok((host.trim_start_matches('[').trim_end_matches(']'), port))
+}
+
+async fn handshake(
+    host: &str,
+    port: u16,
+    server_name: &str,
+    roots: Arc<rustls::RootCertStore>,
+) -> Result<Handshake, String> {
+    let name = ServerName::try_from(server_name.to_string())
+        .map_err(|_| format!("`{server_name}` is not a name or address to ask a server for"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+        .build()
+        .map_err(|e| format!("TLS cannot be set up: {e}"))?;
+    let recorder = Arc::new(Recorder { inner: verifier, verdict: Mutex::default() });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS cannot be set up: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(recorder.clone())
+        .with_no_client_auth();
+    let started = Instant::now();
+    let stream = tokio::net::TcpStream::connect((host, port))
+        .await
+        .map_err(|e| format!("cannot connect to {host}:{port}: {}", reason(&e)))?;
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("TLS handshake with {host}:{port} failed: {e}"))?;
+    let took = started.elapsed();
+    let (_, connection) = stream.get_ref();
+    let protocol = match connection.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
+        other => other.map(|v| format!("{v:?}")).unwrap_or_default(),
+    };
+    let cipher = connection
+        .negotiated_cipher_suite()
+        .and_then(|suite| suite.suite().as_str().map(str::to_string))
+        .unwrap_or_default();
+    let chain: Vec<Certificate> =
+        connection.peer_certificates().unwrap_or_default().iter().map(|der| parse(der.as_ref())).collect();
+    let untrusted = recorder.verdict.lock().expect("verdict lock").take().unwrap_or(None);
+    Ok(Handshake {
+        chain,
+        untrusted,
+        protocol,
+        cipher,
+        handshake_ms: u32::try_from(took.as_millis()).unwrap_or(u32::MAX),
+    })
+}
+
+fn reason(error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        std::io::ErrorKind::ConnectionReset => "connection reset".into(),
+        _ => error.to_string(),
+    }
+}
+
+/// A certificate's fields as the contract gives them; one that cannot be parsed keeps its DER and says so.
+fn parse(der: &[u8]) -> Certificate {
+    let unreadable = |why: String| Certificate {
+        subject: format!("(unreadable: {why})"),
+        issuer: String::new(),
+        not_before: 0,
+        not_after: 0,
+        dns_names: Vec::new(),
+        ip_addresses: Vec::new(),
+        der: der.to_vec(),
+    };
+    let (_, certificate) = match x509_parser::parse_x509_certificate(der) {
+        Ok(parsed) => parsed,
+        Err(error) => return unreadable(error.to_string()),
+    };
+    let (mut dns_names, mut ip_addresses) = (Vec::new(), Vec::new());
+    if let Ok(Some(names)) = certificate.subject_alternative_name() {
+        for name in &names.value.general_names {
+            match name {
+                x509_parser::extensions::GeneralName::DNSName(dns) => dns_names.push((*dns).to_string()),
+                x509_parser::extensions::GeneralName::IPAddress(bytes) => {
+                    let ip = match bytes.len() {
+                        4 => <[u8; 4]>::try_from(*bytes).ok().map(|b| std::net::IpAddr::from(b).to_string()),
+                        16 => <[u8; 16]>::try_from(*bytes).ok().map(|b| std::net::IpAddr::from(b).to_string()),
+                        _ => None,
+                    };
+                    ip_addresses.extend(ip);
+                }
+                _ => {}
+            }
+        }
+    }
+    Certificate {
+        subject: certificate.subject().to_string(),
+        issuer: certificate.issuer().to_string(),
+        not_before: certificate.validity().not_before.timestamp(),
+        not_after: certificate.validity().not_after.timestamp(),
+        dns_names,
+        ip_addresses,
+        der: der.to_vec(),
+    }
+}
+
+/// Verifies as a browser would and keeps the verdict, but lets the handshake finish either way. Signatures are
+/// checked for real: a server that cannot prove it holds its certificate's key fails the handshake.
+#[derive(Debug)]
+struct Recorder {
+    inner: Arc<WebPkiServerVerifier>,
+    /// `Some(None)` trusted, `Some(Some(why))` not.
+    verdict: Mutex<Option<Option<String>>>,
+}
+
+impl ServerCertVerifier for Recorder {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verdict = self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now);
+        let why = verdict.err().map(|error| untrusted(&error, server_name));
+        *self.verdict.lock().expect("verdict lock") = Some(why);
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Why a chain is not trusted, in an operator's words.
+fn untrusted(error: &rustls::Error, name: &ServerName<'_>) -> String {
+    let name = name.to_str();
+    match error {
+        rustls::Error::InvalidCertificate(reason) => match reason {
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => "the certificate has expired".into(),
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "the certificate is not valid yet".into()
+            }
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                format!("the certificate is not valid for `{name}`")
+            }
+            // No path to a trusted authority: none issued it, or one of the same name with another key.
+            CertificateError::UnknownIssuer
+            | CertificateError::BadSignature
+            | CertificateError::UnsupportedSignatureAlgorithmContext { .. }
+            | CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+                "issued by an authority this check does not trust (add it with the check's `ca_file`)".into()
+            }
+            CertificateError::Revoked => "the certificate is revoked".into(),
+            _ => error.to_string(),
+        },
+        _ => error.to_string(),
+    }
+}
