@@ -1,7 +1,7 @@
 # selfmon's container image: `build` compiles the binary, the last stage runs it.
 #
 #   podman build -t selfmon .        (or docker build; podman needs `--format docker` to keep the HEALTHCHECK)
-#   podman run -d -e MONITORING_API_KEY=... -p 8000:8000 -p 8001:8001 -v selfmon-data:/var/lib/selfmon selfmon
+#   podman run -d -e MONITORING_API_KEY=... -p 127.0.0.1:8000:8000 -p 127.0.0.1:8001:8001 -v selfmon-data:/var/lib/selfmon selfmon
 #
 # The image of a binary built elsewhere, without compiling anything (as tests/integration/container.rs does): a
 # build context named `build` stands in for the stage of that name, which is then not run at all.

@@ -193,6 +193,28 @@ async fn a_sidecar_cannot_run_commands_read_secrets_or_files_unless_trusted() {
     assert!(host.checks.iter().any(|c| c.name == "bundled" && c.recovery.is_some()));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn only_a_trusted_sidecar_reads_the_environment_through_interpolation() {
+    let workdir = Workdir::new("", &[]);
+    let sidecar = "[[check]]\nname = \"bundled\"\nplugin = \"http\"\ntarget = \"http://127.0.0.1:9/?home=${HOME}\"\n";
+    std::fs::write(workdir.path().join("plugins/bundle.toml"), sidecar).unwrap();
+    let target = |host: &selfmon::app::host::Host| {
+        host.checks.iter().find(|c| c.name == "bundled").and_then(|c| c.target.clone()).unwrap()
+    };
+    // A sidecar dropped in with a plugin: `${` stays as written.
+    let host = selfmon::app::host::Host::build(workdir.config()).await.unwrap();
+    assert_eq!(target(&host), "http://127.0.0.1:9/?home=${HOME}");
+    // Named in the config file: as the config file.
+    let config = std::fs::read_to_string(workdir.config_file()).unwrap();
+    std::fs::write(
+        workdir.config_file(),
+        config.replace("[plugins]\n", "[plugins]\ntrusted_sidecars = [\"bundle.toml\"]\n"),
+    )
+    .unwrap();
+    let host = selfmon::app::host::Host::build(workdir.config()).await.unwrap();
+    assert_eq!(target(&host), format!("http://127.0.0.1:9/?home={}", std::env::var("HOME").unwrap()));
+}
+
 const ADMIN: &str = "admin-key-0123456789";
 const READ: &str = "read-key-0123456789";
 

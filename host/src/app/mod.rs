@@ -396,12 +396,13 @@ fn spawn_server(
     });
 }
 
-/// The OTLP listener answers the OTLP/HTTP paths only; anything else there is a 404, in the API's error shape.
+/// The OTLP listener takes OTLP/HTTP exports only (POSTs to their two paths; reads stay on the API); anything else
+/// there is a 404, in the API's error shape.
 async fn only_otlp(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
     use axum::response::IntoResponse;
-    match request.uri().path() {
-        "/v1/traces" | "/v1/logs" => next.run(request).await,
-        path => crate::api::error::ApiError::new(
+    match (request.method(), request.uri().path()) {
+        (&::http::Method::POST, "/v1/traces" | "/v1/logs") => next.run(request).await,
+        (_, path) => crate::api::error::ApiError::new(
             ::http::StatusCode::NOT_FOUND,
             "not_found",
             format!("`{path}`: this listener takes OTLP/HTTP exports only (/v1/traces, /v1/logs)"),

@@ -161,13 +161,13 @@ impl Board {
         checks.get(check).map(|entry| state(&checks, check, entry))
     }
 
-    /// Every check's state, by name, with dependency causes applied.
     /// The latest run of every enabled check that has run, by check.
     pub fn latest_runs(&self) -> BTreeMap<String, CheckRun> {
         let checks = self.checks.read().expect("board lock");
         checks.iter().filter(|(_, e)| e.enabled).filter_map(|(name, e)| Some((name.clone(), e.run.clone()?))).collect()
     }
 
+    /// Every check's state, by name, with dependency causes applied.
     pub fn snapshot(&self) -> Vec<CheckState> {
         let checks = self.checks.read().expect("board lock");
         checks.iter().map(|(name, entry)| state(&checks, name, entry)).collect()

@@ -1,9 +1,10 @@
-//! `${NAME}` in the config file and its sidecars, replaced by the environment's NAME before the TOML is read, as
+//! `${NAME}` in the config file and its trusted sidecars, replaced by the environment's NAME before the TOML is read, as
 //! Docker Compose and Vector do: `${NAME:-default}` gives `default` when NAME is unset or empty, `$${` writes a
-//! literal `${`. Names are letters, digits and `_`, not starting with a digit. Lines whose first character (after
-//! spaces) is `#` are comments and left as they are. A value is put in as it is written: for a string, write the
-//! reference inside the quotes (`password = "${DB_PASSWORD}"`); a value that holds a line break is refused, since
-//! it would move every line an error points at.
+//! literal `${` (a recovery command that runs `sh -c` with a shell variable of its own: `"echo $${HOME}"`). Names
+//! are letters, digits and `_`, not starting with a digit. Lines whose first character (after spaces) is `#` are
+//! comments and left as they are, unless they are inside a multi-line string. A value is put in as it is written:
+//! for a string, write the reference inside the quotes (`password = "${DB_PASSWORD}"`); a value that holds a line
+//! break is refused, since it would move every line an error points at.
 
 /// Why a file could not be interpolated: its line and what is wrong (never a variable's value).
 #[derive(Debug, PartialEq, Eq)]
@@ -15,8 +16,11 @@ pub struct Problem {
 /// `text` with every reference replaced, reading variables through `env`.
 pub fn interpolate(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, Problem> {
     let mut out = String::with_capacity(text.len());
+    let mut open = Open::Nothing;
     for (index, line) in text.split_inclusive('\n').enumerate() {
-        if line.trim_start().starts_with('#') {
+        let comment = open == Open::Nothing && line.trim_start().starts_with('#');
+        open = open.after(line);
+        if comment {
             out.push_str(line);
             continue;
         }
@@ -68,6 +72,59 @@ pub fn interpolate(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<S
     Ok(out)
 }
 
+/// The multi-line string a line leaves open, if any (TOML 1.0: `"""` basic, `'''` literal).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Open {
+    Nothing,
+    Basic,
+    Literal,
+}
+
+impl Open {
+    fn after(self, line: &str) -> Self {
+        let bytes = line.as_bytes();
+        let mut state = self;
+        // One-line strings, which end with their line.
+        let mut quoted: Option<u8> = None;
+        let mut at = 0;
+        while at < bytes.len() {
+            let rest = &bytes[at..];
+            match (state, quoted) {
+                (Self::Nothing, None) => match rest {
+                    [b'#', ..] => break,
+                    [b'"', b'"', b'"', ..] => (state, at) = (Self::Basic, at + 2),
+                    [b'\'', b'\'', b'\'', ..] => (state, at) = (Self::Literal, at + 2),
+                    [quote @ (b'"' | b'\''), ..] => quoted = Some(*quote),
+                    _ => {}
+                },
+                (Self::Nothing, Some(quote)) => match rest {
+                    [b'\\', _, ..] if quote == b'"' => at += 1,
+                    [byte, ..] if *byte == quote => quoted = None,
+                    _ => {}
+                },
+                (Self::Basic, _) => match rest {
+                    [b'\\', _, ..] => at += 1,
+                    // A closing run of up to five quotes: the first one or two belong to the string.
+                    [b'"', b'"', b'"', ..] => (state, at) = (Self::Nothing, at + run(rest, b'"') - 1),
+                    _ => {}
+                },
+                (Self::Literal, _) => {
+                    if rest.starts_with(b"'''") {
+                        (state, at) = (Self::Nothing, at + run(rest, b'\'') - 1);
+                    }
+                }
+            }
+            at += 1;
+        }
+        state
+    }
+}
+
+/// How many of `quote` `bytes` starts with, at most five (TOML: three close a string, two more may precede them).
+fn run(bytes: &[u8], quote: u8) -> usize {
+    bytes.iter().take(5).take_while(|byte| **byte == quote).count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,6 +150,17 @@ mod tests {
     fn escapes_comments_and_lone_dollars_stay_as_written() {
         let text = "pattern = \"^cost \\\\$[0-9]+$\"\nliteral = \"$${HOST}\"\n  # see ${UNSET}\nx = 1 # $5\n";
         let expected = "pattern = \"^cost \\\\$[0-9]+$\"\nliteral = \"${HOST}\"\n  # see ${UNSET}\nx = 1 # $5\n";
+        assert_eq!(interpolate(text, env).unwrap(), expected);
+    }
+
+    #[test]
+    fn a_hash_line_inside_a_multi_line_string_is_not_a_comment() {
+        let text = "a = \"\"\"\n# ${HOST}\n\"\"\"\nb = '''\n  # ${HOST} \"\"\"\n'''\n# ${UNSET}\nc = \"'''#\" # '''\n# ${UNSET}\n";
+        let expected = "a = \"\"\"\n# db.internal\n\"\"\"\nb = '''\n  # db.internal \"\"\"\n'''\n# ${UNSET}\nc = \"'''#\" # '''\n# ${UNSET}\n";
+        assert_eq!(interpolate(text, env).unwrap(), expected);
+        // Strings that end in quotes of their own: four or five quotes close them.
+        let text = "x = [\"\"\"a\"\"\"\", \"\"\"b\n# ${HOST}\n\"\"\"\"\"]\n# ${UNSET}\ny = '''it's'''' # don't '''\n# ${UNSET}\n";
+        let expected = "x = [\"\"\"a\"\"\"\", \"\"\"b\n# db.internal\n\"\"\"\"\"]\n# ${UNSET}\ny = '''it's'''' # don't '''\n# ${UNSET}\n";
         assert_eq!(interpolate(text, env).unwrap(), expected);
     }
 

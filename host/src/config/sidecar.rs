@@ -95,18 +95,23 @@ impl Config {
                     continue;
                 }
             };
-            let text = match super::interpolate::interpolate(&text, |name| std::env::var(name).ok()) {
-                Ok(text) => text,
-                Err(problem) => {
-                    errors.push(ConfigError::new(origin, Some(problem.line), problem.message));
-                    continue;
-                }
-            };
-            let sidecar = Text { offset, file, text };
-            let trusted = sidecar
-                .file
+            let trusted = file
                 .file_name()
                 .is_some_and(|name| self.plugins.trusted_sidecars.iter().any(|t| name.to_string_lossy() == *t));
+            // Only the operator's own sidecars take `${VAR}`: one dropped in with a plugin could otherwise read the
+            // environment's secrets into a check's target.
+            let text = if trusted {
+                match super::interpolate::interpolate(&text, |name| std::env::var(name).ok()) {
+                    Ok(text) => text,
+                    Err(problem) => {
+                        errors.push(ConfigError::new(origin, Some(problem.line), problem.message));
+                        continue;
+                    }
+                }
+            } else {
+                text
+            };
+            let sidecar = Text { offset, file, text };
             match toml::from_str::<Tables>(&sidecar.text) {
                 Ok(tables) => {
                     let shift = |span: std::ops::Range<usize>| span.start + offset..span.end + offset;

@@ -149,7 +149,8 @@ pub async fn post(client: &Client, url: &str, headers: &[(String, Secret)], body
     // Telegram says how long to wait in the body: `{"parameters": {"retry_after": 5}}`.
     let retry_after = answer.retry_after.or_else(|| {
         let body: serde_json::Value = serde_json::from_str(&text).ok()?;
-        body["parameters"]["retry_after"].as_f64().filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64)
+        let seconds = body["parameters"]["retry_after"].as_f64().filter(|s| s.is_finite() && *s >= 0.0)?;
+        Some(Duration::from_secs_f64(seconds.min(MAX_RETRY_WAIT.as_secs_f64())))
     });
     let text = truncate(text.trim(), 200);
     let message =

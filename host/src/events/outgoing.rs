@@ -29,6 +29,8 @@ pub struct Client {
     reach: Reach,
     /// Which requests go through a proxy (read from the environment once, as reqwest reads it).
     proxies: Arc<Matcher>,
+    /// The proxies' own hosts, which the resolver passes unfiltered.
+    proxy_hosts: Arc<[String]>,
 }
 
 impl std::fmt::Debug for Client {
@@ -89,12 +91,13 @@ impl Client {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("selfmon/", env!("CARGO_PKG_VERSION")))
             .pool_idle_timeout(Duration::from_secs(30));
+        let proxy_hosts: Arc<[String]> = proxy_hosts().into();
         if let Reach::Public(_) = reach {
-            builder = builder.dns_resolver(Arc::new(Guard { reach: reach.clone(), proxies: proxy_hosts() }));
+            builder = builder.dns_resolver(Arc::new(Guard { reach: reach.clone(), proxies: proxy_hosts.clone() }));
         }
         let http =
             builder.build().map_err(|e| format!("the HTTP client cannot be set up: {}", describe(&e).message))?;
-        Ok(Self { http, reach, proxies: Arc::new(Matcher::from_env()) })
+        Ok(Self { http, reach, proxies: Arc::new(Matcher::from_env()), proxy_hosts })
     }
 
     /// Send `request`: the answer, whatever its status, or why there is none.
@@ -132,8 +135,8 @@ impl Client {
         Ok(Answer { status, retry_after, body: body.freeze() })
     }
 
-    /// Why `url` may not be asked for: an address in it that the reach refuses, or, through a proxy, a name whose
-    /// every address here is refused.
+    /// Why `url` may not be asked for: an address in it that the reach refuses; or, through a proxy (or straight to
+    /// a proxy's own host, which the resolver passes), a name with any address here that is refused.
     async fn refusal(&self, url: &reqwest::Url) -> Option<String> {
         if matches!(self.reach, Reach::Anywhere) {
             return None;
@@ -144,11 +147,14 @@ impl Client {
             return refused(ip);
         }
         let uri: http::Uri = url.as_str().parse().ok()?;
-        self.proxies.intercept(&uri)?;
+        let proxied = self.proxies.intercept(&uri).is_some();
+        if !proxied && !self.proxy_hosts.iter().any(|p| p.eq_ignore_ascii_case(host)) {
+            return None;
+        }
+        // A name that does not resolve here is the proxy's to resolve (and police).
         let addresses: Vec<IpAddr> = tokio::net::lookup_host((host, 0)).await.ok()?.map(|a| a.ip()).collect();
-        let kinds: Vec<(IpAddr, &str)> =
-            addresses.iter().filter_map(|ip| Some((*ip, self.reach.refusal(*ip)?))).collect();
-        (!addresses.is_empty() && kinds.len() == addresses.len()).then(|| refused_message(host, kinds[0].0, kinds[0].1))
+        let (ip, kind) = addresses.iter().find_map(|ip| Some((*ip, self.reach.refusal(*ip)?)))?;
+        Some(refused_message(host, ip, kind))
     }
 }
 
@@ -173,7 +179,7 @@ fn proxy_hosts() -> Vec<String> {
 /// Resolves names for a client of limited reach: only the addresses it may connect to are given to it.
 struct Guard {
     reach: Reach,
-    proxies: Vec<String>,
+    proxies: Arc<[String]>,
 }
 
 /// The name's every address is refused.
@@ -230,7 +236,8 @@ fn describe(error: &reqwest::Error) -> NoAnswer {
         Some(cause) => format!("{kind}: {cause}"),
         None => kind.to_string(),
     };
-    NoAnswer::new(Why::Failed, message)
+    // A request that cannot be built (a header with a line break, a scheme other than http) stays so.
+    NoAnswer::new(if error.is_builder() { Why::Refused } else { Why::Failed }, message)
 }
 
 /// A `Retry-After` value (RFC 9110 10.2.3): seconds, or an HTTP date, as a wait from `now` (none for a date

@@ -8,6 +8,9 @@ use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// The shortest watchdog interval heartbeats are sent for.
+const MIN_WATCHDOG: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Serving: `status` is shown by `systemctl status`.
 pub fn ready(status: &str) {
     tell(&[NotifyState::Ready, NotifyState::Status(status)]);
@@ -21,6 +24,10 @@ pub fn stopping() {
 /// The watchdog's heartbeat, at half the interval systemd gave (`WATCHDOG_USEC`), until `stop`.
 pub fn spawn_watchdog(tasks: &TaskTracker, stop: CancellationToken) {
     let Some(interval) = sd_notify::watchdog_enabled() else { return };
+    if interval < MIN_WATCHDOG {
+        tracing::warn!(?interval, "WatchdogSec is too short to keep up with: no heartbeats are sent");
+        return;
+    }
     tasks.spawn(async move {
         let mut beats = tokio::time::interval(interval / 2);
         loop {

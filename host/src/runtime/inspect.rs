@@ -12,25 +12,29 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
 use super::bindings::selfmon::plugin::tls::{Certificate, Handshake, Host};
-use super::state::PluginState;
+use super::state::{PluginState, truncate};
 
 /// Handshakes one call may make.
 pub const HANDSHAKES_PER_CALL: usize = 8;
+/// The most of a plugin's argument repeated in selfmon's log and errors.
+const SHOWN_BYTES: usize = 256;
 
 impl Host for PluginState {
     async fn inspect(&mut self, address: String, server_name: String, timeout_ms: u32) -> Result<Handshake, String> {
+        // Refused handshakes count too: a plugin cannot fill selfmon's log with refusals.
+        if !self.count_handshake() {
+            return Err(format!("more than {HANDSHAKES_PER_CALL} TLS handshakes in one call"));
+        }
         let confinement = self.confinement();
         let labels = &confinement.labels;
         let (host, port) = split(&address)?;
         if !confinement.grants.allows(host, port) {
+            let address = truncate(&address, SHOWN_BYTES);
             tracing::warn!(plugin = %labels.plugin, check = labels.check.as_deref(), %address, "Refused a TLS handshake the check is not granted");
             return Err(format!(
                 "connection to {address} refused by selfmon: the check is not granted this address (add it to the \
                  check's `target` or `allow`)"
             ));
-        }
-        if !self.count_handshake() {
-            return Err(format!("more than {HANDSHAKES_PER_CALL} TLS handshakes in one call"));
         }
         let timeout = Duration::from_millis(u64::from(timeout_ms)).min(confinement.timeout);
         let roots = confinement.tls.roots();
@@ -42,8 +46,9 @@ impl Host for PluginState {
 
 /// `host:port`, the host without the brackets of an IPv6 address.
 fn split(address: &str) -> Result<(&str, u16), String> {
-    let (host, port) = address.rsplit_once(':').ok_or_else(|| format!("`{address}` is not host:port"))?;
-    let port = port.parse().map_err(|_| format!("`{address}` is not host:port"))?;
+    let not = || format!("`{}` is not host:port", truncate(address, SHOWN_BYTES));
+    let (host, port) = address.rsplit_once(':').ok_or_else(not)?;
+    let port = port.parse().map_err(|_| not())?;
     Ok((host.trim_start_matches('[').trim_end_matches(']'), port))
 }
 
@@ -53,8 +58,9 @@ async fn handshake(
     server_name: &str,
     roots: Arc<rustls::RootCertStore>,
 ) -> Result<Handshake, String> {
-    let name = ServerName::try_from(server_name.to_string())
-        .map_err(|_| format!("`{server_name}` is not a name or address to ask a server for"))?;
+    let name = ServerName::try_from(server_name.to_string()).map_err(|_| {
+        format!("`{}` is not a name or address to ask a server for", truncate(server_name, SHOWN_BYTES))
+    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
         .build()
@@ -87,7 +93,13 @@ async fn handshake(
         .unwrap_or_default();
     let chain: Vec<Certificate> =
         connection.peer_certificates().unwrap_or_default().iter().map(|der| parse(der.as_ref())).collect();
-    let untrusted = recorder.verdict.lock().expect("verdict lock").take().unwrap_or(None);
+    // A handshake that finished without the chain being looked at is not one to trust.
+    let untrusted = recorder
+        .verdict
+        .lock()
+        .expect("verdict lock")
+        .take()
+        .unwrap_or_else(|| Some("the chain was not verified".into()));
     Ok(Handshake {
         chain,
         untrusted,

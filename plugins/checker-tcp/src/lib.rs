@@ -68,10 +68,10 @@ impl Checker for Tcp {
             Err(error) => return Ok(CheckResult::unhealthy(error.to_string()).detail("address", &address)),
         };
         let connected = started.elapsed();
-        // A reply that does not come is this check's finding, not a call stopped at its deadline: stop reading a
-        // little before it.
-        let _ = stream.set_read_timeout(Some(ctx.time_left().saturating_sub(READ_MARGIN).max(READ_MARGIN)));
-        let mut result = exchange(&config, &mut stream, &address, connected);
+        // A reply that does not come (or comes a byte at a time) is this check's finding, not a call stopped at its
+        // deadline: stop reading a little before it.
+        let give_up = Instant::now() + ctx.time_left().saturating_sub(READ_MARGIN).max(READ_MARGIN);
+        let mut result = exchange(&config, &mut stream, &address, connected, give_up);
         let elapsed = started.elapsed();
         if result.status == Status::Healthy && elapsed > config.degraded_after {
             result.status = Status::Degraded;
@@ -85,24 +85,37 @@ impl Checker for Tcp {
 }
 
 /// Send the request, read the reply until it holds `expect`, ends, or reaches [`MAX_REPLY`]; judge it.
-fn exchange(config: &Config, stream: &mut std::net::TcpStream, address: &str, connected: Duration) -> CheckResult {
+fn exchange(
+    config: &Config,
+    stream: &mut std::net::TcpStream,
+    address: &str,
+    connected: Duration,
+    give_up: Instant,
+) -> CheckResult {
     let head = format!("TCP {address} connected in {} ms", connected.as_millis());
     if let Some(send) = &config.send
         && let Err(error) = stream.write_all(send.as_bytes()).and_then(|()| stream.flush())
     {
         return CheckResult::unhealthy(format!("{head}, but sending failed: {error}"));
     }
-    let Some(expect) = &config.expect else {
+    let Some(expect) = config.expect.as_ref().filter(|expect| !expect.is_empty()) else {
         return CheckResult::healthy(head);
     };
     let mut reply = Vec::new();
     let mut chunk = [0u8; 4096];
+    let mut searched: usize = 0;
     let found = loop {
-        if contains(&reply, expect.as_bytes()) {
+        // Only what arrived since the last search, with the tail a match could start in.
+        if contains(&reply[searched.saturating_sub(expect.len().saturating_sub(1))..], expect.as_bytes()) {
             break Ok(());
         }
+        searched = reply.len();
         if reply.len() >= MAX_REPLY {
             break Err("no match in the first 64 KiB".to_string());
+        }
+        let left = give_up.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            break Err("no more reply in time".to_string());
         }
         match stream.read(&mut chunk) {
             Ok(0) => break Err("the server closed the connection".to_string()),

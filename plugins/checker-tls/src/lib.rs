@@ -81,6 +81,13 @@ fn judge(config: &Config, server_name: &str, handshake: &Handshake, now: i64) ->
     let Some(leaf) = handshake.chain.first() else {
         return CheckResult::unhealthy(format!("{server_name}: the server presented no certificate"));
     };
+    if leaf.subject.starts_with("(unreadable") {
+        return CheckResult::unhealthy(format!(
+            "{server_name}: the server's certificate cannot be read {}",
+            leaf.subject
+        ))
+        .detail("protocol", &handshake.protocol);
+    }
     let days_left = (leaf.not_after - now) as f64 / DAY;
     let until = date(leaf.not_after);
     let issuer = common_name(&leaf.issuer);
@@ -159,22 +166,35 @@ fn date(unix: i64) -> String {
 /// `host:port` to connect to and the host: from `host:port`, or an `https://` URL (port 443 unless given).
 fn address(ctx: &Context) -> Result<(String, String), Error> {
     let target = ctx.target().ok_or("set `target` to host:port or an https:// URL")?;
+    address_of(target).ok_or_else(|| format!("`target` `{target}` is not host:port or an https:// URL").into())
+}
+
+/// `host:port` (`[v6]:port`) and the host without brackets, from `host:port` or a URL with or without a port.
+fn address_of(target: &str) -> Option<(String, String)> {
     let (rest, default_port) = match target.split_once("://") {
         Some((_, rest)) => (rest, Some(443)),
         None => (target, None),
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => match port.parse::<u16>() {
-            Ok(port) if !host.is_empty() && !port.to_string().is_empty() => (host, port),
-            _ => return Err(format!("`target` `{target}` is not host:port").into()),
-        },
-        _ => match default_port {
-            Some(port) if !authority.is_empty() => (authority, port),
-            _ => return Err(format!("`target` `{target}` is not host:port").into()),
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(bracketed) => {
+            let (ip, after) = bracketed.split_once(']')?;
+            (ip, if after.is_empty() { None } else { Some(after.strip_prefix(':')?) })
+        }
+        None => match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
         },
     };
-    Ok((format!("{host}:{port}"), host.trim_start_matches('[').trim_end_matches(']').to_string()))
+    let port = match port {
+        Some(port) => port.parse::<u16>().ok()?,
+        None => default_port?,
+    };
+    if host.is_empty() || (host.contains([':', '[', ']', '@']) && !authority.starts_with('[')) {
+        return None;
+    }
+    let shown = if authority.starts_with('[') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    Some((shown, host.to_string()))
 }
 
 selfmon_sdk::export_checker!(Tls);
@@ -190,5 +210,48 @@ mod tests {
         assert_eq!(date(951_782_400), "2000-02-29");
         assert_eq!(common_name("CN=R3, O=Let's Encrypt, C=US"), "R3");
         assert_eq!(common_name("O=Example"), "O=Example");
+    }
+
+    #[test]
+    fn targets_are_host_port_or_urls_with_ipv6_in_brackets() {
+        let of = |t: &str| address_of(t).map(|(address, host)| format!("{address} {host}"));
+        assert_eq!(of("example.com:8443").as_deref(), Some("example.com:8443 example.com"));
+        assert_eq!(of("https://example.com/health").as_deref(), Some("example.com:443 example.com"));
+        assert_eq!(of("https://example.com:8443?x").as_deref(), Some("example.com:8443 example.com"));
+        assert_eq!(of("https://[2001:db8::1]").as_deref(), Some("[2001:db8::1]:443 2001:db8::1"));
+        assert_eq!(of("[::1]:8443").as_deref(), Some("[::1]:8443 ::1"));
+        for wrong in ["example.com", "example.com:https", "2001:db8::1:443", "[::1]8443", "https://:443", "[::1"] {
+            assert_eq!(of(wrong), None, "{wrong}");
+        }
+    }
+
+    #[test]
+    fn an_unreadable_certificate_is_unhealthy() {
+        let leaf = Certificate {
+            subject: "(unreadable: not DER)".into(),
+            issuer: String::new(),
+            not_before: 0,
+            not_after: 0,
+            dns_names: Vec::new(),
+            ip_addresses: Vec::new(),
+            der: vec![1, 2, 3],
+        };
+        let handshake = Handshake {
+            chain: vec![leaf],
+            untrusted: None,
+            protocol: "TLSv1.3".into(),
+            cipher: String::new(),
+            handshake_ms: 1,
+        };
+        let config = Config {
+            names: Vec::new(),
+            server_name: None,
+            days_degraded: 21.0,
+            days_unhealthy: 7.0,
+            verify: false,
+            degraded_after: std::time::Duration::from_secs(2),
+        };
+        let result = judge(&config, "example.com", &handshake, 0);
+        assert_eq!(result.summary, "example.com: the server's certificate cannot be read (unreadable: not DER)");
     }
 }

@@ -389,10 +389,24 @@ fn description(notice: &Notice) -> Option<&str> {
     notice.annotations.get("description").map(String::as_str).filter(|d| !d.is_empty())
 }
 
-/// The alert's `runbook_url` annotation, when it is a web address (a chat client would open anything else too).
-fn runbook(notice: &Notice) -> Option<&str> {
+/// The alert's `runbook_url` annotation, when it is a web address (a chat client would open anything else too),
+/// with what ends or breaks a link in a channel's markup (spaces, brackets, `|`, quotes) percent-encoded.
+fn runbook(notice: &Notice) -> Option<String> {
     let url = notice.annotations.get("runbook_url")?;
-    (url.starts_with("https://") || url.starts_with("http://")).then_some(url.as_str())
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return None;
+    }
+    Some(
+        url.bytes()
+            .map(|byte| match byte {
+                b'(' | b')' | b'[' | b']' | b'<' | b'>' | b'{' | b'}' | b'|' | b'"' | b'\'' | b'`' | b'\\' => {
+                    format!("%{byte:02X}")
+                }
+                byte if byte.is_ascii_graphic() => char::from(byte).to_string(),
+                byte => format!("%{byte:02X}"),
+            })
+            .collect(),
+    )
 }
 
 /// The alerts as lines a person reads: `[FIRING] service_down (critical): api is unhealthy: HTTP 503`.
@@ -506,6 +520,15 @@ mod tests {
         assert!(!slack["blocks"][2]["text"]["text"].as_str().unwrap().contains("javascript"));
         let telegram = telegram::body(&linked, "1", "")["text"].as_str().unwrap().to_string();
         assert!(telegram.contains("<a href=\"https://r.example/api\">runbook</a>") && !telegram.contains("javascript"));
+        // A link that would end early or break out of the markup is percent-encoded, in every channel alike.
+        linked.alerts[0].annotations.insert("runbook_url".into(), "https://r.example/a b(c)|d>\"é".into());
+        let encoded = "https://r.example/a%20b%28c%29%7Cd%3E%22%C3%A9";
+        let discord = discord::body(&linked, "");
+        assert!(discord["embeds"][0]["description"].as_str().unwrap().ends_with(&format!("[runbook]({encoded})")));
+        let slack = slack::body(&linked, "");
+        assert!(slack["blocks"][1]["text"]["text"].as_str().unwrap().contains(&format!(" <{encoded}|runbook>")));
+        let telegram = telegram::body(&linked, "1", "")["text"].as_str().unwrap().to_string();
+        assert!(telegram.contains(&format!("<a href=\"{encoded}\">runbook</a>")), "{telegram}");
         let discord = discord::body(&notification(), "http://s");
         assert_eq!(discord["allowed_mentions"], json!({"parse": []}));
         assert_eq!(discord["embeds"].as_array().unwrap().len(), 2);

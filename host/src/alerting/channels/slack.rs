@@ -18,7 +18,7 @@ pub fn body(notification: &Notification, external_url: &str) -> Value {
             None => escape_slack(line),
         };
         if let Some(url) = runbook(notice) {
-            text.push_str(&format!(" <{}|runbook>", escape_slack(url)));
+            text.push_str(&format!(" <{}|runbook>", escape_slack(&url)));
         }
         if let Some(description) = description(notice) {
             text.push_str(&format!("\n{}", escape_slack(description)));

@@ -48,8 +48,30 @@ pub struct PluginMetric<'a> {
     pub labels: Vec<(&'a str, &'a str)>,
 }
 
-/// The labels a plugin's metric gets from selfmon; its own labels of these names are left out.
+/// The labels a plugin's metric gets from selfmon; its own labels of these names become `plugin_<name>`.
 const OWN_LABELS: [&str; 3] = ["check", "plugin", "metric"];
+
+/// A plugin's labels as they are exposed: one that selfmon's own labels would hide is renamed `plugin_<name>`,
+/// prefixed again while that name is taken, so every label the plugin reported stays, under a distinct name.
+fn plugin_labels<'a>(labels: &[(&'a str, &'a str)]) -> Vec<(String, &'a str)> {
+    let mut kept: Vec<(String, &str)> = Vec::with_capacity(labels.len());
+    let taken = |name: &str, kept: &[(String, &str)]| {
+        OWN_LABELS.contains(&name)
+            || labels.iter().any(|(other, _)| *other == name)
+            || kept.iter().any(|(k, _)| k == name)
+    };
+    for (name, value) in labels {
+        let mut exposed = (*name).to_string();
+        if OWN_LABELS.contains(name) {
+            exposed = format!("plugin_{name}");
+            while taken(&exposed, &kept) {
+                exposed = format!("plugin_{exposed}");
+            }
+        }
+        kept.push((exposed, value));
+    }
+    kept
+}
 
 impl Telemetry {
     pub(super) fn scraped(&self, scrape: &Scrape) -> Vec<MetricFamily> {
@@ -68,8 +90,9 @@ impl Telemetry {
                 last_duration.push(metric(&labels, took.as_secs_f64()));
             }
             for value in &check.metrics {
+                let own = plugin_labels(&value.labels);
                 let mut all = vec![labels[0], labels[1], ("metric", value.name)];
-                all.extend(value.labels.iter().filter(|(k, _)| !OWN_LABELS.contains(k)));
+                all.extend(own.iter().map(|(name, value)| (name.as_str(), *value)));
                 reported.push(metric(&all, value.value));
             }
         }
@@ -238,4 +261,20 @@ fn family(name: &str, help: &str, kind: MetricType, points: Vec<Point>) -> Metri
     family.set_field_type(kind);
     family.set_metric(metrics);
     family
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plugin_labels;
+
+    #[test]
+    fn a_plugin_label_named_as_selfmon_s_own_is_renamed_not_dropped() {
+        let labels = [("model", "gpt-4o"), ("check", "x"), ("metric", "y"), ("plugin_check", "z")];
+        let kept = plugin_labels(&labels);
+        let names: Vec<(&str, &str)> = kept.iter().map(|(name, value)| (name.as_str(), *value)).collect();
+        assert_eq!(
+            names,
+            [("model", "gpt-4o"), ("plugin_plugin_check", "x"), ("plugin_metric", "y"), ("plugin_check", "z")]
+        );
+    }
 }
