@@ -53,6 +53,8 @@
 //! - [`info`]: [`PluginInfo`] and the [`Setting`]s a plugin declares.
 //! - [`http`]: a small blocking HTTP client over `wasi:http`.
 //! - [`tcp`]: TCP connections over `wasi:sockets`, for protocols such as PostgreSQL's.
+//! - [`tls`]: TLS handshakes made by selfmon, and the certificate chain the server presented.
+//! - [`dns`]: DNS lookups made by selfmon, of any common record type.
 //! - [`parse`]: the [`Parser`](parse::Parser) trait for log parsers, and helpers for levels and timestamps.
 //! - [`rule`]: the [`Rule`](rule::Rule) trait for alert rules, and the read-only [`query`](rule::query) of what
 //!   selfmon stored.
@@ -60,6 +62,7 @@
 //! - [`duration`]: serde support for durations written as `"250ms"`, `"10s"`, `"5m"`.
 
 pub mod check;
+pub mod dns;
 pub mod duration;
 pub mod http;
 pub mod info;

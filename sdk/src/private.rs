@@ -15,6 +15,7 @@ pub mod bindings {
                 import selfmon:plugin/types@0.1.0;
                 import selfmon:plugin/query@0.1.0;
                 import selfmon:plugin/tls@0.1.0;
+                import selfmon:plugin/dns@0.1.0;
             }
         ",
         world: "selfmon:sdk/imports",

@@ -281,9 +281,17 @@ async fn new_depends_on_the_sdk_by_version_as_packaged() {
     let sdk = packaged_sdk(workdir.path());
     let wit = sdk.join("wit");
     assert!(!std::fs::symlink_metadata(&wit).unwrap().file_type().is_symlink(), "{} is a symlink", wit.display());
-    for file in ["types.wit", "host.wit", "checker.wit", "parser.wit", "rule.wit", "README.md"] {
-        let packaged = std::fs::read(wit.join(file)).unwrap();
-        assert_eq!(packaged, std::fs::read(repo.join("sdk/wit").join(file)).unwrap(), "{file} differs");
+    // Every file of the contract, as it is here.
+    let files: Vec<_> =
+        std::fs::read_dir(repo.join("sdk/wit")).unwrap().map(|entry| entry.unwrap().file_name()).collect();
+    assert!(files.len() >= 8, "{files:?}");
+    for file in files {
+        let packaged = std::fs::read(wit.join(&file)).unwrap_or_default();
+        assert_eq!(
+            packaged,
+            std::fs::read(repo.join("sdk/wit").join(&file)).unwrap(),
+            "{file:?} differs or is missing"
+        );
     }
 
     let name = "published-probe";

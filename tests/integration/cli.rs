@@ -163,7 +163,7 @@ depends_on = ["a"]
     let expected = [
         "`[scheduler] max_concurrent` must be between 1 and 1024".to_string(),
         format!(
-            "line {}: invalid check `web`: unknown plugin `htp` (checkers: anthropic, http, openai",
+            "line {}: invalid check `web`: unknown plugin `htp` (checkers: anthropic, dns, http, openai",
             line("plugin = \"htp\"")
         ),
         format!(

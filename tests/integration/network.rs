@@ -48,6 +48,24 @@ async fn tcp_connects_sends_and_expects_against_real_servers() {
         tokio::time::sleep(Duration::from_secs(10)).await;
     })
     .await;
+    // A reply a byte at a time, each well within any per-read timeout, never holding what is expected.
+    let trickle = server(|mut stream| async move {
+        for _ in 0..40 {
+            if stream.write_all(b".").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    // The expected text split across two writes.
+    let split = server(|mut stream| async move {
+        let _ = stream.write_all(b"+PO").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = stream.write_all(b"NG\r\n").await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    })
+    .await;
     let closed = closed_port().await;
     let config = format!(
         r#"
@@ -82,6 +100,19 @@ timeout = "1s"
 config = {{ expect = "220" }}
 
 [[check]]
+name = "trickle"
+plugin = "tcp"
+target = "{trickle}"
+timeout = "1s"
+config = {{ expect = "220" }}
+
+[[check]]
+name = "split"
+plugin = "tcp"
+target = "{split}"
+config = {{ expect = "+PONG" }}
+
+[[check]]
 name = "closed"
 plugin = "tcp"
 target = "{closed}"
@@ -109,6 +140,11 @@ target = "{closed}"
     let (health, summary, error) = seen("silent");
     assert_eq!((health.as_str(), error), ("unhealthy", None), "a silent server is the check's finding: {summary}");
     assert!(summary.contains("but no reply: no more reply in time"), "{summary}");
+    let (health, summary, error) = seen("trickle");
+    assert_eq!((health.as_str(), error), ("unhealthy", None), "a reply that trickles past the deadline: {summary}");
+    assert!(summary.contains("but the reply lacks `220` (no more reply in time): `....."), "{summary}");
+    let (health, summary, _) = seen("split");
+    assert_eq!(health, "healthy", "a match across two reads: {summary}");
     let (health, summary, _) = seen("closed");
     assert_eq!(health, "unhealthy");
     assert_eq!(summary, format!("cannot connect to {closed}: connection refused"));
@@ -121,7 +157,7 @@ target = "{closed}"
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tcp_check_without_host_and_port_is_a_config_error() {
     for (config, expected) in [
-        ("target = \"cache.internal\"", "`target` `cache.internal` must be host:port"),
+        ("target = \"cache.internal\"", "`target` `cache.internal` is not host:port"),
         ("target = \"cache.internal:6379\"\nconfig = { expect = \"\" }", "`expect` is empty"),
     ] {
         let workdir = Workdir::new(&format!("[[check]]\nname = \"cache\"\nplugin = \"tcp\"\n{config}\n"), &[]);
@@ -255,4 +291,116 @@ async fn tls_judges_trust_names_and_days_left_of_real_certificates() {
     assert_eq!(metric("reported-only", "trusted"), Some(0.0));
     assert!(runs["reported-only"].details.iter().any(|(k, v)| k == "untrusted" && v.contains("does not trust")));
     assert_eq!(seen("wildcard").0, "healthy", "{}", seen("wildcard").1);
+}
+
+/// A DNS server on loopback (UDP), answering from a table as an authoritative server does (RFC 1035 4.1): the
+/// records of a name and type, an empty answer for a name without that type, NXDOMAIN for a name it does not know,
+/// and SERVFAIL for `broken.` names (a zone it cannot load).
+async fn dns_server(records: &[(&str, &str, &str)]) -> SocketAddr {
+    use hickory_proto::op::{Message, ResponseCode};
+    use hickory_proto::rr::{Name, RData, Record, RecordType, rdata};
+
+    let table: Vec<(Name, Record)> = records
+        .iter()
+        .map(|(name, kind, data)| {
+            let owner = Name::from_ascii(name).unwrap();
+            let rdata = match *kind {
+                "A" => RData::A(data.parse::<std::net::Ipv4Addr>().unwrap().into()),
+                "MX" => {
+                    let (preference, exchange) = data.split_once(' ').unwrap();
+                    RData::MX(rdata::MX::new(preference.parse().unwrap(), Name::from_ascii(exchange).unwrap()))
+                }
+                "TXT" => RData::TXT(rdata::TXT::new(vec![data.to_string()])),
+                other => panic!("no {other} records in this server"),
+            };
+            (owner.clone(), Record::from_rdata(owner, 300, rdata))
+        })
+        .collect();
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let address = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buffer = [0u8; 1500];
+        while let Ok((read, from)) = socket.recv_from(&mut buffer).await {
+            let Ok(query) = Message::from_vec(&buffer[..read]) else { continue };
+            let Some(question) = query.queries.first().cloned() else { continue };
+            let mut answer = Message::response(query.metadata.id, query.metadata.op_code);
+            answer.metadata.authoritative = true;
+            answer.metadata.recursion_desired = query.metadata.recursion_desired;
+            answer.add_query(question.clone());
+            let known: Vec<&Record> = table
+                .iter()
+                .filter(|(owner, _)| owner.eq_case(question.name()) || *owner == *question.name())
+                .map(|(_, record)| record)
+                .collect();
+            if question.name().to_ascii().starts_with("broken.") {
+                answer.metadata.response_code = ResponseCode::ServFail;
+            } else if known.is_empty() {
+                answer.metadata.response_code = ResponseCode::NXDomain;
+            }
+            let wanted = question.query_type();
+            answer.add_answers(
+                known.into_iter().filter(|r| r.record_type() == wanted || wanted == RecordType::ANY).cloned(),
+            );
+            let _ = socket.send_to(&answer.to_vec().unwrap(), from).await;
+        }
+    });
+    address
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dns_looks_up_records_through_a_named_server_and_the_systems_resolver() {
+    let server = dns_server(&[
+        ("example.test.", "A", "192.0.2.10"),
+        ("example.test.", "MX", "10 mail.example.test."),
+        ("example.test.", "TXT", "v=spf1 -all"),
+    ])
+    .await;
+    let check = |name: &str, target: &str, config: &str, granted: bool| {
+        let allow = if granted { format!("allow = [\"{server}\"]\n") } else { String::new() };
+        format!(
+            "[[check]]\nname = \"{name}\"\nplugin = \"dns\"\ntarget = \"{target}\"\n{allow}\
+             [check.config]\nserver = \"{server}\"\n{config}\n"
+        )
+    };
+    let config = [
+        check("mx", "example.test", "record = \"MX\"\nexpect = [\"10 mail.example.test\"]", true),
+        check("txt", "example.test", "record = \"TXT\"\nexpect = [\"v=spf1 -all\"]", true),
+        check("a", "example.test", "", true),
+        check("a-wrong", "example.test", "expect = [\"192.0.2.99\"]", true),
+        check("no-aaaa", "example.test", "record = \"AAAA\"", true),
+        check("nx", "gone.example.test", "", true),
+        check("servfail", "broken.example.test", "", true),
+        check("ungranted-server", "example.test", "", false),
+        // Through the system's resolver, which answers `localhost` itself (RFC 6761 6.3).
+        "[[check]]\nname = \"resolver\"\nplugin = \"dns\"\ntarget = \"localhost\"\nconfig = { expect = [\"127.0.0.1\"] }\n"
+            .to_string(),
+    ]
+    .concat();
+    let runs = run_once(&Workdir::new(&config, &[])).await;
+    let seen = |name: &str| (runs[name].health.as_str().to_string(), runs[name].summary.clone());
+    let (health, summary) = seen("mx");
+    assert_eq!(health, "healthy", "{summary}");
+    assert!(summary.starts_with(&format!("MX example.test from {server} in ")), "{summary}");
+    assert!(summary.ends_with(": 10 mail.example.test."), "{summary}");
+    assert_eq!(seen("txt").0, "healthy", "{}", seen("txt").1);
+    assert!(seen("a").1.ends_with(": 192.0.2.10"), "{}", seen("a").1);
+    for (name, said) in [
+        ("a-wrong", ": 192.0.2.10; missing `192.0.2.99`"),
+        ("no-aaaa", ": no AAAA records"),
+        ("nx", ": NXDOMAIN"),
+        ("servfail", ": SERVFAIL"),
+        (
+            "ungranted-server",
+            &format!("is refused by selfmon: the check is not granted it (add `{server}` to its `allow`)"),
+        ),
+    ] {
+        let (health, summary) = seen(name);
+        assert_eq!(health, "unhealthy", "{name}: {summary}");
+        assert!(summary.ends_with(said), "{name}: {summary}");
+    }
+    let (health, summary) = seen("resolver");
+    assert_eq!(health, "healthy", "{summary}");
+    assert!(summary.starts_with("A localhost from system resolver in "), "{summary}");
+    let ttl = runs["mx"].metrics.iter().find(|m| m.name == "ttl_seconds").map(|m| m.value);
+    assert_eq!(ttl, Some(300.0));
 }

@@ -22,6 +22,7 @@ target = "{granted}"
 url = "{forbidden_url}"
 address = "{forbidden}"
 tls = "{forbidden}"
+dns = "secret-data.attacker.example"
 
 [[check]]
 name = "allowed"
@@ -83,6 +84,10 @@ address = "{closed}"
     assert!(
         summary.contains(&format!("tls: connection to {address} refused by selfmon")),
         "the host's TLS handshake must be refused by name: {summary}"
+    );
+    assert!(
+        summary.contains("dns: lookup of `secret-data.attacker.example` refused by selfmon"),
+        "a lookup of a name the check is not granted (a way to tell a resolver anything) must be refused: {summary}"
     );
 
     let allowed = selfmon.first_result("allowed").await;

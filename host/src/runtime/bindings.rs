@@ -5,7 +5,7 @@ wasmtime::component::bindgen!({
     path: "../sdk/wit",
     world: "checker",
     exports: { default: async },
-    imports: { "selfmon:plugin/tls.inspect": async },
+    imports: { "selfmon:plugin/tls.inspect": async, "selfmon:plugin/dns.query": async },
 });
 
 /// The parser world, sharing the checker world's types and host interface.

@@ -17,7 +17,27 @@ pub struct Grants {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Grant {
     host: HostPattern,
-    port: Option<u16>,
+    port: Ports,
+}
+
+/// What a grant lets a check do with its host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ports {
+    One(u16),
+    /// `host:*`.
+    Every,
+    /// A bare host as a check's target (`target = "example.com"`): name lookups, no connections.
+    Lookups,
+}
+
+impl Ports {
+    fn connect(self, port: u16) -> bool {
+        match self {
+            Self::One(granted) => granted == port,
+            Self::Every => true,
+            Self::Lookups => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,8 +49,8 @@ enum HostPattern {
 }
 
 impl Grants {
-    /// The grants of a check: its target (a URL or `host:port`) and its `allow` entries (`host:port`, `host:*`,
-    /// `*.example.com:443`).
+    /// The grants of a check: its target (a URL, `host:port`, or a bare host, which grants its name lookups only)
+    /// and its `allow` entries (`host:port`, `host:*`, `*.example.com:443`).
     pub fn for_check(target: Option<&str>, allow: &[String]) -> Result<Self, String> {
         let mut entries = Vec::new();
         if let Some(target) = target {
@@ -66,7 +86,7 @@ impl Grants {
         let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
         let ip: Option<IpAddr> = host.parse().ok();
         self.entries.iter().any(|grant| {
-            grant.port.is_none_or(|p| p == port)
+            grant.port.connect(port)
                 && match &grant.host {
                     HostPattern::Name(name) => *name == host,
                     HostPattern::Subdomains(suffix) => host.ends_with(suffix.as_str()),
@@ -78,7 +98,7 @@ impl Grants {
     /// Whether a TCP connection to `address` is granted, resolving named grants as needed.
     pub async fn allows_socket(&self, address: SocketAddr) -> bool {
         for grant in &self.entries {
-            if grant.port.is_some_and(|p| p != address.port()) {
+            if !grant.port.connect(address.port()) {
                 continue;
             }
             match &grant.host {
@@ -107,11 +127,17 @@ impl Grant {
                 None => default_port(scheme)
                     .ok_or_else(|| format!("`{target}` has no port and `{scheme}` has no default port"))?,
             };
-            return Ok(Self { host: HostPattern::parse(authority.host())?, port: Some(port) });
+            return Ok(Self { host: HostPattern::parse(authority.host())?, port: Ports::One(port) });
+        }
+        // A bare host (a name to look up, as a `dns` check's target) grants lookups of it, and no connection. An IPv6
+        // address is bare only in brackets: `2001:db8::1:443` is host `2001:db8::1`, port 443, as it always was.
+        let bracketed = target.starts_with('[') && target.ends_with(']');
+        if !target.contains(':') || bracketed {
+            return Ok(Self { host: HostPattern::parse(target)?, port: Ports::Lookups });
         }
         let grant = Self::allow(target)?;
-        if grant.port.is_none() {
-            return Err(format!("`{target}` must be a URL or host:port"));
+        if grant.port == Ports::Every {
+            return Err(format!("`{target}` must be a URL, host:port or a host"));
         }
         Ok(grant)
     }
@@ -122,8 +148,8 @@ impl Grant {
             .filter(|(host, _)| !host.is_empty())
             .ok_or_else(|| format!("`{entry}` must be host:port or host:*"))?;
         let port = match port {
-            "*" => None,
-            port => Some(port.parse().map_err(|_| format!("`{entry}`: `{port}` is not a port"))?),
+            "*" => Ports::Every,
+            port => Ports::One(port.parse().map_err(|_| format!("`{entry}`: `{port}` is not a port"))?),
         };
         Ok(Self { host: HostPattern::parse(host)?, port })
     }
@@ -170,8 +196,9 @@ impl Grants {
                     HostPattern::Ip(ip) => ip.to_string(),
                 };
                 match grant.port {
-                    Some(port) => format!("{host}:{port}"),
-                    None => format!("{host}:*"),
+                    Ports::One(port) => format!("{host}:{port}"),
+                    Ports::Every => format!("{host}:*"),
+                    Ports::Lookups => format!("{host} (lookups)"),
                 }
             })
             .collect()
@@ -224,7 +251,17 @@ mod tests {
         let err = |t: Option<&str>, a: &[&str]| {
             Grants::for_check(t, &a.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap_err()
         };
-        assert_eq!(err(Some("example.com"), &[]), "`target` `example.com` must be host:port or host:*");
+        assert_eq!(err(Some("example.com:*"), &[]), "`target` `example.com:*` must be a URL, host:port or a host");
+        assert_eq!(err(Some("example.com:abc"), &[]), "`target` `example.com:abc`: `abc` is not a port");
+        // A bare host grants its name lookups, and no connection at all.
+        let bare = grants(Some("example.com"), &[]);
+        assert!(bare.names("example.com") && !bare.names("other.example.com"));
+        assert!(!bare.allows("example.com", 53) && !bare.allows("example.com", 443));
+        assert_eq!(bare.to_string(), "example.com (lookups)");
+        assert!(grants(Some("[::1]"), &[]).names("::1") && !grants(Some("[::1]"), &[]).allows("::1", 80));
+        // Without brackets the last colon still starts the port.
+        let v6 = grants(Some("2001:db8::1:443"), &[]);
+        assert!(v6.allows("2001:db8::1", 443) && !v6.allows("2001:db8::1", 80));
         assert_eq!(err(Some("ftp://x.org/"), &[]), "`target` `ftp://x.org/` has no port and `ftp` has no default port");
         assert_eq!(err(None, &["db:abc"]), "`allow` entry `db:abc`: `abc` is not a port");
         assert_eq!(err(None, &["bad host:1"]), "`allow` entry `bad host` is not a host name or IP address");

@@ -12,6 +12,7 @@ mod cache;
 pub mod grants;
 mod inspect;
 mod lookup;
+mod lookup_dns;
 mod output;
 mod plugin;
 pub mod plugins;

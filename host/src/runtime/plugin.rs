@@ -346,6 +346,7 @@ pub fn capability(import: &str) -> &'static str {
         "selfmon:plugin/host" => "write records to selfmon's log",
         "selfmon:plugin/query" => "read stored metrics, log counts and check states (read-only)",
         "selfmon:plugin/tls" => "TLS handshakes made by selfmon, only with granted targets",
+        "selfmon:plugin/dns" => "DNS lookups made by selfmon, only of granted names through granted servers",
         "wasi:http/outgoing-handler" => "HTTP(S) requests, only to the targets its check is granted",
         "wasi:sockets/tcp" | "wasi:sockets/tcp-create-socket" => "TCP connections, only to granted targets",
         "wasi:sockets/ip-name-lookup" => "name lookups, only of granted hosts",

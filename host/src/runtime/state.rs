@@ -64,6 +64,8 @@ pub struct PluginState {
     queries: usize,
     /// TLS handshakes the call has asked the host for.
     handshakes: usize,
+    /// DNS lookups the call has asked the host for.
+    lookups: usize,
 }
 
 impl PluginState {
@@ -112,12 +114,19 @@ impl PluginState {
             data: sandbox.data.clone(),
             queries: 0,
             handshakes: 0,
+            lookups: 0,
         }
     }
 
     /// What the call is confined to.
     pub(super) fn confinement(&self) -> Arc<Confinement> {
         self.hooks.confinement.clone()
+    }
+
+    /// Count a DNS lookup; whether the call may still make it.
+    pub(super) fn count_lookup(&mut self) -> bool {
+        self.lookups += 1;
+        self.lookups <= super::lookup_dns::LOOKUPS_PER_CALL
     }
 
     /// Count a TLS handshake; whether the call may still make it.

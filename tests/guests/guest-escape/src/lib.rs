@@ -1,5 +1,5 @@
 //! A checker that tries to reach places it may not have been granted, over HTTP, raw TCP and the host's TLS
-//! handshakes, and reports what happened to each attempt.
+//! handshakes and lookups, and reports what happened to each attempt.
 
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ pub struct Config {
     url: Option<String>,
     address: Option<String>,
     tls: Option<String>,
+    dns: Option<String>,
 }
 
 pub struct Escape;
@@ -23,6 +24,7 @@ impl Checker for Escape {
             .config(Setting::text("url", "URL to GET"))
             .config(Setting::text("address", "host:port to connect to"))
             .config(Setting::text("tls", "host:port to handshake with"))
+            .config(Setting::text("dns", "name to look up through the system's resolver"))
     }
 
     fn check(config: Config, _: &Context) -> Result<CheckResult, Error> {
@@ -43,6 +45,12 @@ impl Checker for Escape {
             outcomes.push(match selfmon_sdk::tls::inspect(address, "localhost", Duration::from_secs(2)) {
                 Ok(handshake) => format!("tls: {}", handshake.protocol),
                 Err(e) => format!("tls: {e}"),
+            });
+        }
+        if let Some(name) = &config.dns {
+            outcomes.push(match selfmon_sdk::dns::query(name, "TXT", None, Duration::from_secs(2)) {
+                Ok(lookup) => format!("dns: {}", lookup.code),
+                Err(e) => format!("dns: {e}"),
             });
         }
         Ok(CheckResult::unhealthy(outcomes.join("; ")))
