@@ -158,6 +158,10 @@ target = "{closed}"
 async fn a_tcp_check_without_host_and_port_is_a_config_error() {
     for (config, expected) in [
         ("target = \"cache.internal\"", "`target` `cache.internal` is not host:port"),
+        (
+            "target = \"redis://cache.internal:6379\"",
+            "`target` `redis://cache.internal:6379` is a URL: write host:port",
+        ),
         ("target = \"cache.internal:6379\"\nconfig = { expect = \"\" }", "`expect` is empty"),
     ] {
         let workdir = Workdir::new(&format!("[[check]]\nname = \"cache\"\nplugin = \"tcp\"\n{config}\n"), &[]);
@@ -198,28 +202,41 @@ impl Authority {
         } else {
             params.signed_by(&key, &rcgen::Issuer::from_params(&self.params, &self.key)).unwrap()
         };
-        let config =
-            rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(
-                    vec![certificate.der().clone()],
-                    rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-                )
-                .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
-        server(move |stream| {
-            let acceptor = acceptor.clone();
-            async move {
-                // The handshake, then the connection is held until the client goes.
-                if let Ok(mut tls) = acceptor.accept(stream).await {
-                    let _ = tokio::io::AsyncReadExt::read(&mut tls, &mut [0u8; 64]).await;
-                }
-            }
-        })
-        .await
+        serve_tls(&certificate, &key).await
     }
+
+    /// A TLS server presenting a certificate of this authority's own for `name` (a CA certificate, as `openssl req
+    /// -x509` makes), and that certificate's PEM.
+    async fn serve_itself(&self, name: &str) -> (SocketAddr, String) {
+        let mut params = self.params.clone();
+        params.subject_alt_names = vec![rcgen::SanType::DnsName(name.try_into().unwrap())];
+        let certificate = params.self_signed(&self.key).unwrap();
+        (serve_tls(&certificate, &self.key).await, certificate.pem())
+    }
+}
+
+/// A TLS server on loopback presenting `certificate`: the handshake, then the connection held until the client goes.
+async fn serve_tls(certificate: &rcgen::Certificate, key: &rcgen::KeyPair) -> SocketAddr {
+    let config =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![certificate.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    server(move |stream| {
+        let acceptor = acceptor.clone();
+        async move {
+            if let Ok(mut tls) = acceptor.accept(stream).await {
+                let _ = tokio::io::AsyncReadExt::read(&mut tls, &mut [0u8; 64]).await;
+            }
+        }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -232,6 +249,14 @@ async fn tls_judges_trust_names_and_days_left_of_real_certificates() {
     let misnamed = ca.server(&["other.test"], -1, 90, false).await;
     let stranger = ca.server(&["localhost"], -1, 90, true).await;
     let wildcard = ca.server(&["*.localhost", "localhost"], -1, 90, false).await;
+    // A server whose certificate is its own authority's, as `openssl req -x509` makes: trusted once pinned.
+    let (pinned_server, pinned_pem) = Authority::new("localhost").serve_itself("localhost").await;
+    // Not TLS at all: a mail server's greeting.
+    let plain = server(|mut stream| async move {
+        let _ = stream.write_all(b"220 mail.test ESMTP ready\r\n").await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    })
+    .await;
     let closed = closed_port().await;
     let check = |name: &str, target: String, extra: &str| {
         format!(
@@ -258,10 +283,17 @@ async fn tls_judges_trust_names_and_days_left_of_real_certificates() {
             "config = { names = [\"localhost\", \"www.localhost\"] }",
         ),
         check("closed", format!("localhost:{}", closed.port()), ""),
+        check("ca-as-server", format!("localhost:{}", port(pinned_server)), "config = { names = [\"localhost\"] }"),
+        check("plain", format!("localhost:{}", port(plain)), ""),
+        format!(
+            "[[check]]\nname = \"pinned\"\nplugin = \"tls\"\ntarget = \"localhost:{}\"\nca_file = \"pinned.pem\"\n",
+            port(pinned_server)
+        ),
     ]
     .concat();
     let workdir = Workdir::new(&config, &[]);
     std::fs::write(workdir.path().join("ca.pem"), &ca.pem).unwrap();
+    std::fs::write(workdir.path().join("pinned.pem"), &pinned_pem).unwrap();
     let runs = run_once(&workdir).await;
     let seen = |name: &str| (runs[name].health.as_str().to_string(), runs[name].summary.clone());
     let metric = |name: &str, metric: &str| runs[name].metrics.iter().find(|m| m.name == metric).map(|m| m.value);
@@ -281,6 +313,9 @@ async fn tls_judges_trust_names_and_days_left_of_real_certificates() {
         ("stranger", "unhealthy", "is not trusted: issued by an authority this check does not trust"),
         ("uncovered", "unhealthy", "does not cover `www.localhost`"),
         ("closed", "unhealthy", "connection refused"),
+        ("soon", "degraded", "fewer than `days_degraded` (21)"),
+        ("ca-as-server", "unhealthy", "is not trusted: the server presents a CA certificate as its own (give"),
+        ("plain", "unhealthy", "failed: the server did not answer with TLS (is this a TLS port?)"),
     ] {
         let (found, summary) = seen(name);
         assert_eq!(found, health, "{name}: {summary}");
@@ -291,6 +326,9 @@ async fn tls_judges_trust_names_and_days_left_of_real_certificates() {
     assert_eq!(metric("reported-only", "trusted"), Some(0.0));
     assert!(runs["reported-only"].details.iter().any(|(k, v)| k == "untrusted" && v.contains("does not trust")));
     assert_eq!(seen("wildcard").0, "healthy", "{}", seen("wildcard").1);
+    let (health, summary) = seen("pinned");
+    assert_eq!(health, "healthy", "a certificate given in `ca_file` is trusted as the server's own: {summary}");
+    assert_eq!(metric("pinned", "trusted"), Some(1.0));
 }
 
 /// A DNS server on loopback (UDP), answering from a table as an authoritative server does (RFC 1035 4.1): the

@@ -62,10 +62,11 @@ async fn handshake(
         format!("`{}` is not a name or address to ask a server for", truncate(server_name, SHOWN_BYTES))
     })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots_for_pins = roots.clone();
     let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
         .build()
         .map_err(|e| format!("TLS cannot be set up: {e}"))?;
-    let recorder = Arc::new(Recorder { inner: verifier, verdict: Mutex::default() });
+    let recorder = Arc::new(Recorder { inner: verifier, roots: roots_for_pins, verdict: Mutex::default() });
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS cannot be set up: {e}"))?
@@ -79,7 +80,7 @@ async fn handshake(
     let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, stream)
         .await
-        .map_err(|e| format!("TLS handshake with {host}:{port} failed: {e}"))?;
+        .map_err(|e| format!("TLS handshake with {host}:{port} failed: {}", handshake_failure(&e)))?;
     let took = started.elapsed();
     let (_, connection) = stream.get_ref();
     let protocol = match connection.protocol_version() {
@@ -165,6 +166,8 @@ fn parse(der: &[u8]) -> Certificate {
 #[derive(Debug)]
 struct Recorder {
     inner: Arc<WebPkiServerVerifier>,
+    /// What the check trusts: a certificate among them is trusted as the server's own, as curl and OpenSSL do.
+    roots: Arc<rustls::RootCertStore>,
     /// `Some(None)` trusted, `Some(Some(why))` not.
     verdict: Mutex<Option<Option<String>>>,
 }
@@ -179,7 +182,9 @@ impl ServerCertVerifier for Recorder {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let verdict = self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now);
-        let why = verdict.err().map(|error| untrusted(&error, server_name));
+        // A certificate the operator pinned (a self-signed one in `ca_file`): trusted as itself; its names and days
+        // are the checker's to judge.
+        let why = verdict.err().filter(|_| !self.pinned(end_entity)).map(|error| untrusted(&error, server_name));
         *self.verdict.lock().expect("verdict lock") = Some(why);
         Ok(ServerCertVerified::assertion())
     }
@@ -207,6 +212,30 @@ impl ServerCertVerifier for Recorder {
     }
 }
 
+impl Recorder {
+    /// Whether `certificate` is itself one the check trusts: same subject, same key.
+    fn pinned(&self, certificate: &CertificateDer<'_>) -> bool {
+        let mut own = rustls::RootCertStore::empty();
+        if own.add(certificate.clone().into_owned()).is_err() {
+            return false;
+        }
+        own.roots.first().is_some_and(|leaf| {
+            self.roots.roots.iter().any(|anchor| {
+                anchor.subject.as_ref() == leaf.subject.as_ref()
+                    && anchor.subject_public_key_info.as_ref() == leaf.subject_public_key_info.as_ref()
+            })
+        })
+    }
+}
+
+/// Why a handshake failed, in an operator's words where rustls' are a protocol's.
+fn handshake_failure(error: &std::io::Error) -> String {
+    match error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidMessage(_)) => "the server did not answer with TLS (is this a TLS port?)".into(),
+        _ => error.to_string(),
+    }
+}
+
 /// Why a chain is not trusted, in an operator's words.
 fn untrusted(error: &rustls::Error, name: &ServerName<'_>) -> String {
     let name = name.to_str();
@@ -227,6 +256,13 @@ fn untrusted(error: &rustls::Error, name: &ServerName<'_>) -> String {
                 "issued by an authority this check does not trust (add it with the check's `ca_file`)".into()
             }
             CertificateError::Revoked => "the certificate is revoked".into(),
+            CertificateError::Other(other)
+                if matches!(other.0.downcast_ref::<webpki::Error>(), Some(webpki::Error::CaUsedAsEndEntity)) =>
+            {
+                "the server presents a CA certificate as its own (give that certificate in the check's `ca_file` to \
+                 pin it, or issue the server a certificate of its own)"
+                    .into()
+            }
             _ => error.to_string(),
         },
         _ => error.to_string(),

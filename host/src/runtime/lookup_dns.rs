@@ -9,7 +9,7 @@ use hickory_resolver::Resolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
-use hickory_resolver::proto::rr::RecordType;
+use hickory_resolver::proto::rr::{RData, RecordType};
 
 use super::bindings::selfmon::plugin::dns::{Answer, Host, Lookup};
 use super::state::{PluginState, truncate};
@@ -99,7 +99,7 @@ async fn lookup(name: &str, kind: RecordType, server: Option<SocketAddr>, timeou
     let resolver = Resolver::builder_with_config(config, TokioRuntimeProvider::default())
         .with_options(options)
         .build()
-        .map_err(|e| format!("the {who}: {e}"))?;
+        .map_err(|e| format!("{}: {e}", said(&who)))?;
     // The name as given, never with the resolver's search domains appended (an answer for
     // `example.com.corp.internal` is not one for `example.com`).
     let absolute = if name.ends_with('.') { name.to_string() } else { format!("{name}.") };
@@ -109,7 +109,7 @@ async fn lookup(name: &str, kind: RecordType, server: Option<SocketAddr>, timeou
     let answered =
         |answers: Vec<Answer>, code: &str| Lookup { answers, code: code.into(), server: who.clone(), took_ms };
     match found {
-        Err(_) => Err(format!("no answer from the {who} within {} ms", timeout.as_millis())),
+        Err(_) => Err(format!("no answer from {} within {} ms", said(&who), timeout.as_millis())),
         Ok(Ok(records)) => Ok(answered(
             records
                 .answers()
@@ -118,15 +118,37 @@ async fn lookup(name: &str, kind: RecordType, server: Option<SocketAddr>, timeou
                 .map(|record| Answer {
                     record_type: record.record_type().to_string(),
                     ttl: record.ttl,
-                    data: truncate(&record.data.to_string(), DATA_BYTES).to_string(),
+                    data: truncate(&zone_text(&record.data), DATA_BYTES).to_string(),
                 })
                 .collect(),
             "NOERROR",
         )),
         Ok(Err(error)) => match no_records(&error) {
             Some(code) => Ok(answered(Vec::new(), &code)),
-            None => Err(format!("the {who} did not answer: {error}")),
+            None => Err(format!("no answer from {}: {error}", said(&who))),
         },
+    }
+}
+
+/// Who answered, in a sentence: `the system resolver`, `the DNS server 192.0.2.53:53`.
+fn said(who: &str) -> String {
+    if who == "system resolver" { format!("the {who}") } else { format!("the DNS server {who}") }
+}
+
+/// A record's data as a zone file writes it: a TXT record's strings each in quotes (`"v=spf1 -all"`, `"a" "b"`),
+/// with `"` and `\` escaped; other types as hickory writes them.
+fn zone_text(data: &RData) -> String {
+    match data {
+        RData::TXT(txt) => txt
+            .txt_data
+            .iter()
+            .map(|part| {
+                let text = String::from_utf8_lossy(part);
+                format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        other => other.to_string(),
     }
 }
 
@@ -141,5 +163,19 @@ fn no_records(error: &NetError) -> Option<String> {
         Some(format!("{code:?}").to_ascii_uppercase())
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hickory_resolver::proto::rr::rdata::TXT;
+
+    use super::*;
+
+    #[test]
+    fn text_records_are_written_as_a_zone_file_writes_them() {
+        let txt = RData::TXT(TXT::new(vec!["hello world".into(), "say \"hi\" \\o/".into()]));
+        assert_eq!(zone_text(&txt), r#""hello world" "say \"hi\" \\o/""#);
+        assert_eq!(zone_text(&RData::A("192.0.2.1".parse::<std::net::Ipv4Addr>().unwrap().into())), "192.0.2.1");
     }
 }

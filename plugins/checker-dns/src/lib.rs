@@ -14,6 +14,7 @@
 //! server = "1.1.1.1"
 //! ```
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use selfmon_sdk::dns::{self, Lookup};
@@ -64,6 +65,17 @@ impl Checker for Dns {
         if config.expect.iter().any(|e| e.trim().is_empty()) {
             return Err("`expect` holds an empty value".into());
         }
+        if let Some(server) = &config.server {
+            let address = server.parse::<IpAddr>().is_ok()
+                || server.trim_matches(['[', ']']).parse::<IpAddr>().is_ok()
+                || server.parse::<std::net::SocketAddr>().is_ok();
+            if !address {
+                return Err(format!(
+                    "`server` `{server}` is not an IP address, with a port or not (a DNS server is given by address)"
+                )
+                .into());
+            }
+        }
         Ok(())
     }
 
@@ -109,28 +121,70 @@ fn judge(config: &Config, name: &str, record: &str, lookup: &Lookup) -> CheckRes
     result
 }
 
-/// Equal as DNS data: text (TXT, CAA) exactly, inside any quotes; names and addresses ignoring case and a final dot.
+/// Equal as DNS data: addresses as addresses (`2001:db8:0::10` is `2001:db8::10`); TXT as a zone file writes it
+/// (`"a" "b"`), or a one-string record's text without its quotes; CAA exactly; names ignoring case and a final dot.
 fn same(record: &str, answer: &str, expected: &str) -> bool {
-    let text = |s: &str| s.trim().trim_matches('"').to_string();
-    if matches!(record, "TXT" | "CAA") {
-        return text(answer) == text(expected);
+    let (answer, expected) = (answer.trim(), expected.trim());
+    match record {
+        "A" | "AAAA" => match (answer.parse::<IpAddr>(), expected.parse::<IpAddr>()) {
+            (Ok(answer), Ok(expected)) => answer == expected,
+            _ => answer == expected,
+        },
+        "TXT" => answer == expected || unquoted(answer).as_deref() == Some(expected),
+        "CAA" => answer == expected,
+        _ => {
+            let name = |s: &str| s.trim_end_matches('.').to_ascii_lowercase();
+            name(answer) == name(expected)
+        }
     }
-    let name = |s: &str| text(s).trim_end_matches('.').to_ascii_lowercase();
-    name(answer) == name(expected)
+}
+
+/// The text of a TXT answer of one string: `"say \"hi\""` is `say "hi"`.
+fn unquoted(answer: &str) -> Option<String> {
+    let mut chars = answer.strip_prefix('"')?.strip_suffix('"')?.chars();
+    let mut text = String::new();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => text.push(chars.next()?),
+            // Another string begins: a record of several.
+            '"' => return None,
+            c => text.push(c),
+        }
+    }
+    Some(text)
+}
+
+/// The name whose PTR record holds `address`'s name: `192.0.2.1` -> `1.2.0.192.in-addr.arpa`.
+fn reverse_name(address: IpAddr) -> String {
+    match address {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            format!("{d}.{c}.{b}.{a}.in-addr.arpa")
+        }
+        IpAddr::V6(v6) => {
+            let nibbles: Vec<String> =
+                v6.octets().iter().rev().flat_map(|byte| [byte & 0xf, byte >> 4]).map(|n| format!("{n:x}")).collect();
+            format!("{}.ip6.arpa", nibbles.join("."))
+        }
+    }
 }
 
 /// The name looked up: the check's target, a host name (a port, if any, is left out).
 fn name(ctx: &Context) -> Result<String, Error> {
     let target = ctx.target().ok_or("set `target` to the name to look up")?;
-    name_of(target).ok_or_else(|| {
-        format!("`target` `{target}` is not a name to look up (for a PTR record, the in-addr.arpa or ip6.arpa name)")
-            .into()
-    })
+    if let Ok(address) = target.trim_matches(['[', ']']).parse::<IpAddr>() {
+        return Err(format!(
+            "`target` `{target}` is an address: a DNS check looks up a name (for its PTR record, `{}`)",
+            reverse_name(address)
+        )
+        .into());
+    }
+    name_of(target).ok_or_else(|| format!("`target` `{target}` is not a name to look up").into())
 }
 
 fn name_of(target: &str) -> Option<String> {
     // An address (IPv6 ones have colons of their own) is not a name.
-    if target.starts_with('[') || target.parse::<std::net::IpAddr>().is_ok() {
+    if target.starts_with('[') || target.parse::<IpAddr>().is_ok() {
         return None;
     }
     let name = match target.rsplit_once(':') {
@@ -138,7 +192,7 @@ fn name_of(target: &str) -> Option<String> {
         Some(_) => return None,
         None => target,
     };
-    let address = name.parse::<std::net::IpAddr>().is_ok();
+    let address = name.parse::<IpAddr>().is_ok();
     (!address && !name.is_empty() && !name.contains(['/', ':', ' '])).then(|| name.to_string())
 }
 
@@ -146,17 +200,30 @@ selfmon_sdk::export_checker!(Dns);
 
 #[cfg(test)]
 mod tests {
-    use super::{name_of, same};
+    use super::{name_of, reverse_name, same};
 
     #[test]
     fn answers_compare_as_dns_data() {
         assert!(same("MX", "10 mail.example.com.", "10 MAIL.example.com"));
-        assert!(same("CNAME", "\"x.example.\"", "x.example"));
-        assert!(same("TXT", "v=spf1 -all", "\"v=spf1 -all\""));
+        assert!(same("CNAME", "x.example.", "X.example"));
+        assert!(same("AAAA", "2001:db8::10", "2001:db8:0::10"));
+        assert!(!same("AAAA", "2001:db8::10", "2001:db8::11"));
+        assert!(same("TXT", "\"v=spf1 -all\"", "v=spf1 -all"));
+        assert!(same("TXT", "\"v=spf1 -all\"", "\"v=spf1 -all\""));
+        assert!(same("TXT", "\"hello world\" \"second\"", "\"hello world\" \"second\""));
+        assert!(!same("TXT", "\"hello world\" \"second\"", "hello worldsecond"));
+        assert!(same("TXT", r#""say \"hi\"""#, "say \"hi\""));
         // Text is compared as written: a verification token's case matters, and so does a final dot.
-        assert!(!same("TXT", "token=AbC", "token=abc"));
-        assert!(!same("TXT", "ends.", "ends"));
+        assert!(!same("TXT", "\"token=AbC\"", "token=abc"));
+        assert!(!same("TXT", "\"ends.\"", "ends"));
         assert!(!same("MX", "10 mail.example.com.", "20 mail.example.com."));
+    }
+
+    #[test]
+    fn addresses_have_reverse_names() {
+        assert_eq!(reverse_name("192.0.2.1".parse().unwrap()), "1.2.0.192.in-addr.arpa");
+        let v6 = reverse_name("2001:db8::567:89ab".parse().unwrap());
+        assert_eq!(v6, "b.a.9.8.7.6.5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa");
     }
 
     #[test]

@@ -62,6 +62,9 @@ impl Checker for Tls {
         if config.names.iter().any(|n| n.is_empty()) {
             return Err("`names` holds an empty name".into());
         }
+        if config.server_name.as_deref().is_some_and(|name| name.trim().is_empty()) {
+            return Err("`server_name` is empty: leave it out to ask for the target's host".into());
+        }
         Ok(())
     }
 
@@ -102,9 +105,15 @@ fn judge(config: &Config, server_name: &str, handshake: &Handshake, now: i64) ->
     } else if !uncovered.is_empty() {
         CheckResult::unhealthy(format!("{head} does not cover {}", quoted(&uncovered)))
     } else if days_left < config.days_unhealthy {
-        CheckResult::unhealthy(format!("{head} expires in {:.1} days ({until})", days_left))
+        CheckResult::unhealthy(format!(
+            "{head} expires in {:.1} days ({until}), fewer than `days_unhealthy` ({})",
+            days_left, config.days_unhealthy
+        ))
     } else if days_left < config.days_degraded {
-        CheckResult::degraded(format!("{head} expires in {:.1} days ({until})", days_left))
+        CheckResult::degraded(format!(
+            "{head} expires in {:.1} days ({until}), fewer than `days_degraded` ({})",
+            days_left, config.days_degraded
+        ))
     } else if u64::from(handshake.handshake_ms) > config.degraded_after.as_millis() as u64 {
         CheckResult::degraded(format!(
             "{head} valid {:.0} more days, handshake slower than {} ms",
@@ -169,12 +178,19 @@ fn address(ctx: &Context) -> Result<(String, String), Error> {
     address_of(target).ok_or_else(|| format!("`target` `{target}` is not host:port or an https:// URL").into())
 }
 
-/// `host:port` (`[v6]:port`) and the host without brackets, from `host:port` or a URL with or without a port.
+/// `host:port` (`[v6]:port`) and the host without brackets, from `host:port` or an `https://` URL with or without a
+/// port (another scheme's URL would be granted another port than the one asked).
 fn address_of(target: &str) -> Option<(String, String)> {
     let (rest, default_port) = match target.split_once("://") {
-        Some((_, rest)) => (rest, Some(443)),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => (rest, Some(443)),
+        Some(_) => return None,
         None => (target, None),
     };
+    split_authority(rest, default_port)
+}
+
+/// The authority `rest` starts with, as `host:port` and the host, the port `default_port` unless given.
+fn split_authority(rest: &str, default_port: Option<u16>) -> Option<(String, String)> {
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let (host, port) = match authority.strip_prefix('[') {
         Some(bracketed) => {
@@ -220,7 +236,16 @@ mod tests {
         assert_eq!(of("https://example.com:8443?x").as_deref(), Some("example.com:8443 example.com"));
         assert_eq!(of("https://[2001:db8::1]").as_deref(), Some("[2001:db8::1]:443 2001:db8::1"));
         assert_eq!(of("[::1]:8443").as_deref(), Some("[::1]:8443 ::1"));
-        for wrong in ["example.com", "example.com:https", "2001:db8::1:443", "[::1]8443", "https://:443", "[::1"] {
+        for wrong in [
+            "example.com",
+            "example.com:https",
+            "2001:db8::1:443",
+            "[::1]8443",
+            "https://:443",
+            "[::1",
+            "http://example.com",
+            "ftp://example.com:21",
+        ] {
             assert_eq!(of(wrong), None, "{wrong}");
         }
     }
