@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
-use crate::support::{Workdir, closed_port, run_once};
+use crate::support::{Workdir, closed_port, run_once, selfmon_command};
 
 /// A TCP server on loopback that runs `serve` for every connection.
 async fn server<F, Fut>(serve: F) -> SocketAddr
@@ -329,6 +329,30 @@ async fn tls_judges_trust_names_and_days_left_of_real_certificates() {
     let (health, summary) = seen("pinned");
     assert_eq!(health, "healthy", "a certificate given in `ca_file` is trusted as the server's own: {summary}");
     assert_eq!(metric("pinned", "trusted"), Some(1.0));
+
+    // The same from the command line, the built-in named without a path, with and without the pinned certificate.
+    let run = |ca_file: Option<&str>| {
+        let mut command = selfmon_command(&workdir);
+        command.args(["plugin", "run", "tls", "--target", &format!("localhost:{}", port(pinned_server))]);
+        if let Some(file) = ca_file {
+            command.arg("--ca-file").arg(workdir.path().join(file));
+        }
+        let output = command.output().unwrap();
+        (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    let (code, stdout) = run(Some("pinned.pem"));
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.starts_with("tls: healthy - TLSv1.3 certificate for localhost valid"), "{stdout}");
+    let (code, stdout) = run(None);
+    assert_eq!(code, Some(2), "{stdout}");
+    assert!(stdout.contains("the server presents a CA certificate as its own"), "{stdout}");
+    let missing = selfmon_command(&workdir).args(["plugin", "run", "tlz"]).output().unwrap();
+    let said = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        said.contains("tlz: cannot read") && said.contains("built-in plugins are named without a path: "),
+        "{said}"
+    );
 }
 
 /// A DNS server on loopback (UDP), answering from a table as an authoritative server does (RFC 1035 4.1): the

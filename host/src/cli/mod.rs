@@ -133,6 +133,8 @@ pub enum PluginCommand {
     /// Call a plugin once in the server's sandbox: a checker runs one check (exit code as `check`); a parser parses
     /// the lines of stdin into JSON records; a rule evaluates against the configured store and prints its alerts.
     Run {
+        /// The component file, or a built-in plugin's name (`tcp`, `tls`, `dns`, ...).
+        #[arg(value_name = "FILE|NAME")]
         file: PathBuf,
         /// A checker's target (a URL or host:port); network access to it is granted.
         #[arg(long)]
@@ -140,6 +142,10 @@ pub enum PluginCommand {
         /// Further network grants (host:port, host:*, *.example.com:443), as a check's `allow`.
         #[arg(long)]
         allow: Vec<String>,
+        /// PEM certificates a checker's TLS trusts besides the system's (or a server's own, to pin it), as a
+        /// check's `ca_file`.
+        #[arg(long, value_name = "PATH")]
+        ca_file: Option<PathBuf>,
         /// A setting of the plugin's config as key=value; values are TOML (200, true, ["a"]) or else text. Repeat
         /// for more. (`--config` names selfmon's config file, as everywhere.)
         #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -234,8 +240,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Check { names } => check(config, &names).await,
         Command::Plugins => plugins(config).await,
         Command::Plugin { command: PluginCommand::Validate { file } } => authoring::validate(&config, &file).await,
-        Command::Plugin { command: PluginCommand::Run { file, target, allow, set, secrets, timeout } } => {
-            let options = authoring::RunOptions { target, allow, set, secrets, timeout };
+        Command::Plugin { command: PluginCommand::Run { file, target, allow, ca_file, set, secrets, timeout } } => {
+            let options = authoring::RunOptions { target, allow, ca_file, set, secrets, timeout };
             authoring::run(config, &file, options).await
         }
         Command::Plugin { command: PluginCommand::New { .. } } => unreachable!("made before the config is loaded"),

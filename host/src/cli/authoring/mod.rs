@@ -31,6 +31,8 @@ pub struct RunOptions {
     pub target: Option<String>,
     /// Further network grants, as a check's `allow`.
     pub allow: Vec<String>,
+    /// PEM certificates a checker's TLS trusts besides the system's, as a check's `ca_file`.
+    pub ca_file: Option<PathBuf>,
     /// `key=value` settings of the plugin's config.
     pub set: Vec<String>,
     /// `key=value` secrets: `env:NAME`, `file:/path` or the value itself.
@@ -133,7 +135,7 @@ fn read_component(config: &Config, file: &Path) -> Result<Vec<u8>, Failure> {
     std::fs::read(file).map_err(|e| format!("{}: cannot read: {e}", file.display()))
 }
 
-/// `selfmon plugin run FILE`: a checker runs one check and prints the result (exit code as `selfmon check`); a
+/// `selfmon plugin run FILE|NAME`: a checker runs one check and prints the result (exit code as `selfmon check`); a
 /// parser parses the lines of stdin and prints one JSON record per line; a rule evaluates once against the
 /// configured store and prints its alerts.
 pub async fn run(config: Config, file: &Path, options: RunOptions) -> ExitCode {
@@ -142,15 +144,29 @@ pub async fn run(config: Config, file: &Path, options: RunOptions) -> ExitCode {
 
 async fn run_file(mut config: Config, file: &Path, options: RunOptions) -> Result<ExitCode, Failure> {
     let (runtime, mut plugins) = load_plugins(&config).await.map_err(|e| e.to_string())?;
-    let plugin = load_file(&runtime, file, config.plugins.max_file_size.as_u64())
-        .await
-        .map_err(|reason| format!("{}: {reason}", file.display()))?;
-    let (name, kind) = (plugin.info.name.clone(), plugin.kind());
-    let table = settings(&plugin.info, &options.set)?;
-    plugins.add(plugin);
+    // A built-in plugin by its name (`selfmon plugin run tcp`), unless a file of that name is here.
+    let builtin = file
+        .to_str()
+        .filter(|_| !file.exists())
+        .and_then(|name| plugins.get(name))
+        .filter(|plugin| matches!(plugin.source, PluginSource::Builtin(_)))
+        .map(|plugin| (plugin.info.name.clone(), plugin.kind(), settings(&plugin.info, &options.set)));
+    let (name, kind, table) = match builtin {
+        Some((name, kind, table)) => (name, kind, table?),
+        None => {
+            let plugin = load_file(&runtime, file, config.plugins.max_file_size.as_u64()).await.map_err(|reason| {
+                let builtins = builtin_names().join(", ");
+                format!("{}: {reason} (built-in plugins are named without a path: {builtins})", file.display())
+            })?;
+            let (name, kind, table) = (plugin.info.name.clone(), plugin.kind(), settings(&plugin.info, &options.set)?);
+            plugins.add(plugin);
+            (name, kind, table)
+        }
+    };
     let for_checkers = [
         ("--target", options.target.is_some()),
         ("--allow", !options.allow.is_empty()),
+        ("--ca-file", options.ca_file.is_some()),
         ("--secret", !options.secrets.is_empty()),
         ("--timeout", options.timeout.is_some()),
     ];
@@ -179,6 +195,10 @@ async fn run_file(mut config: Config, file: &Path, options: RunOptions) -> Resul
             ];
             if let Some(target) = options.target {
                 check.push(("target", target.into()));
+            }
+            if let Some(ca_file) = options.ca_file {
+                let ca_file = std::path::absolute(&ca_file).map_err(|e| format!("`--ca-file`: {e}"))?;
+                check.push(("ca_file", ca_file.display().to_string().into()));
             }
             if let Some(timeout) = options.timeout {
                 // A timeout may not be longer than the interval, which a single run does not have.
