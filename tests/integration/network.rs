@@ -162,11 +162,16 @@ async fn a_tcp_check_without_host_and_port_is_a_config_error() {
             "target = \"redis://cache.internal:6379\"",
             "`target` `redis://cache.internal:6379` is a URL: write host:port",
         ),
-        ("target = \"cache.internal:6379\"\nconfig = { expect = \"\" }", "`expect` is empty"),
+        ("target = \"cache.internal:6379\"\n[check.config]\nexpect = \"\"", "`expect` is empty"),
     ] {
         let workdir = Workdir::new(&format!("[[check]]\nname = \"cache\"\nplugin = \"tcp\"\n{config}\n"), &[]);
         let error = selfmon::app::host::Host::build(workdir.config()).await.err().unwrap().to_string();
         assert!(error.contains("check `cache`") && error.contains(expected), "{error}");
+        // The plugin's reason names a key: the error points at that key's line.
+        let written = std::fs::read_to_string(workdir.config_file()).unwrap();
+        let key = expected.trim_start_matches('`').split('`').next().unwrap();
+        let line = written.lines().position(|l| l.starts_with(&format!("{key} ="))).unwrap() + 1;
+        assert!(error.contains(&format!("line {line}: invalid check `cache`")), "{error}");
     }
 }
 

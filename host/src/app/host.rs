@@ -82,6 +82,9 @@ impl Host {
                 errors.extend(access.err().unwrap_or_default());
                 errors.extend(sources.err().unwrap_or_default());
                 errors.extend(alerting.err().unwrap_or_default());
+                // As an operator reads them: each file's problems in the order of its lines, the file's own first.
+                let files: Vec<String> = errors.iter().map(|e| e.origin.clone()).collect();
+                errors.sort_by_key(|e| (files.iter().position(|f| *f == e.origin), e.line));
                 return Err(errors);
             }
         };

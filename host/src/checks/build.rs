@@ -56,7 +56,7 @@ pub async fn build(
         let offline = Sandbox { grants: Arc::new(Grants::default()), ..built.sandbox.clone() };
         match runtime.validate(&built.plugin, &offline, &built.request()).await {
             Ok(Ok(())) => checks.push(built),
-            Ok(Err(reason)) => errors.push(error(Problem::general(built.sandbox.redactor.apply(&reason)))),
+            Ok(Err(reason)) => errors.push(error(plugin_problem(built.sandbox.redactor.apply(&reason).into_owned()))),
             Err(failure) => errors
                 .push(error(Problem::general(format!("plugin `{}` failed to validate it: {failure}", check.plugin)))),
         }
@@ -65,6 +65,20 @@ pub async fn build(
         errors.push(ConfigError::new(config.source.name(), None, cycle));
     }
     if errors.is_empty() { Ok(checks) } else { Err(errors) }
+}
+
+/// A plugin's reason for refusing a config, at the key it starts with when it names one (`` `expect` is empty ``),
+/// so that the error points at that key's line.
+fn plugin_problem(reason: String) -> Problem {
+    let key = reason
+        .strip_prefix('`')
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(key, _)| key.to_string())
+        .filter(|key| !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+    match key {
+        Some(key) => Problem::at(&key, reason),
+        None => Problem::general(reason),
+    }
 }
 
 /// The names of the loaded checkers.
