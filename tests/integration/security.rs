@@ -183,14 +183,16 @@ async fn a_sidecar_cannot_run_commands_read_secrets_or_files_unless_trusted() {
     selfmon.stop().await;
 
     // Named in the config file, it is as trusted as the config file.
-    let config = std::fs::read_to_string(workdir.config_file()).unwrap();
-    std::fs::write(
-        workdir.config_file(),
-        config.replace("[plugins]\n", "[plugins]\ntrusted_sidecars = [\"bundle.toml\"]\n"),
-    )
-    .unwrap();
+    trust_sidecar(&workdir, "bundle.toml");
     let host = selfmon::app::host::Host::build(workdir.config()).await.unwrap();
     assert!(host.checks.iter().any(|c| c.name == "bundled" && c.recovery.is_some()));
+}
+
+/// Name `sidecar` in the config file's `[plugins] trusted_sidecars`.
+fn trust_sidecar(workdir: &Workdir, sidecar: &str) {
+    let config = std::fs::read_to_string(workdir.config_file()).unwrap();
+    let trusted = format!("[plugins]\ntrusted_sidecars = [\"{sidecar}\"]\n");
+    std::fs::write(workdir.config_file(), config.replace("[plugins]\n", &trusted)).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -205,12 +207,7 @@ async fn only_a_trusted_sidecar_reads_the_environment_through_interpolation() {
     let host = selfmon::app::host::Host::build(workdir.config()).await.unwrap();
     assert_eq!(target(&host), "http://127.0.0.1:9/?home=${HOME}");
     // Named in the config file: as the config file.
-    let config = std::fs::read_to_string(workdir.config_file()).unwrap();
-    std::fs::write(
-        workdir.config_file(),
-        config.replace("[plugins]\n", "[plugins]\ntrusted_sidecars = [\"bundle.toml\"]\n"),
-    )
-    .unwrap();
+    trust_sidecar(&workdir, "bundle.toml");
     let host = selfmon::app::host::Host::build(workdir.config()).await.unwrap();
     assert_eq!(target(&host), format!("http://127.0.0.1:9/?home={}", std::env::var("HOME").unwrap()));
 }
