@@ -15,6 +15,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
 use super::Cli;
 use crate::config::Config;
+use crate::config::trust::{Judge, Verifier};
 
 /// How long the probe waits for the whole answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -83,11 +84,11 @@ async fn probe(address: std::net::SocketAddr, pinned: Option<CertificateDer<'sta
         None => exchange(TokioIo::new(stream), request).await,
         Some(certificate) => {
             let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            let config = rustls::ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
                 .map_err(|e| e.to_string())?
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(Pinned { certificate, provider }))
+                .with_custom_certificate_verifier(Verifier::new(Pinned(certificate)))
                 .with_no_client_auth();
             let name = ServerName::IpAddress(address.ip().into());
             let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
@@ -114,49 +115,22 @@ where
 
 /// Trusts exactly one certificate: the one the server is configured with.
 #[derive(Debug)]
-struct Pinned {
-    certificate: CertificateDer<'static>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
+struct Pinned(CertificateDer<'static>);
 
-impl rustls::client::danger::ServerCertVerifier for Pinned {
-    fn verify_server_cert(
+impl Judge for Pinned {
+    fn judge(
         &self,
         end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() == self.certificate.as_ref() {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<(), rustls::Error> {
+        if end_entity.as_ref() == self.0.as_ref() {
+            Ok(())
         } else {
             Err(rustls::Error::General("the server's certificate is not `[tls] cert_file`'s".into()))
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        certificate: &CertificateDer<'_>,
-        signature: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        let algorithms = &self.provider.signature_verification_algorithms;
-        rustls::crypto::verify_tls12_signature(message, certificate, signature, algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        certificate: &CertificateDer<'_>,
-        signature: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        let algorithms = &self.provider.signature_verification_algorithms;
-        rustls::crypto::verify_tls13_signature(message, certificate, signature, algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 

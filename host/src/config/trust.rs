@@ -1,11 +1,13 @@
 //! The certificate authorities selfmon's TLS clients trust: the system's (Mozilla's bundle where the system has
 //! none), plus those of a CA file a setting names (a check's `ca_file`, PostgreSQL's `sslrootcert`).
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
-use rustls::RootCertStore;
-use rustls::pki_types::CertificateDer;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 /// The trusted roots of this machine, read once.
 pub fn system_roots() -> &'static RootCertStore {
@@ -34,4 +36,68 @@ pub fn add_pem(roots: &mut RootCertStore, pem: &[u8]) -> Result<(), String> {
         return Err("holds no PEM certificate".into());
     }
     Ok(())
+}
+
+/// How a verifier of selfmon's own judges a server's certificate (pinned, its chain only, recorded and let through);
+/// [`Verifier`] does the rest.
+pub trait Judge: std::fmt::Debug + Send + Sync {
+    /// Whether the server's certificate (`end_entity`, with the `intermediates` it sent) is accepted for `name`.
+    fn judge(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<(), rustls::Error>;
+}
+
+/// A rustls verifier that accepts the certificates its judge accepts and checks the handshake's signatures for
+/// real, with ring's algorithms: a server that cannot prove it holds its certificate's key fails the handshake,
+/// whatever the judge says.
+#[derive(Debug)]
+pub struct Verifier<J> {
+    pub judge: J,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl<J: Judge> Verifier<J> {
+    pub fn new(judge: J) -> Arc<Self> {
+        Arc::new(Self { judge, algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms })
+    }
+}
+
+impl<J: Judge> ServerCertVerifier for Verifier<J> {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.judge.judge(end_entity, intermediates, name, ocsp_response, now).map(|()| ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signed: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, certificate, signed, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signed: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, certificate, signed, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
 }

@@ -6,13 +6,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rustls::CertificateError;
 use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
 use super::bindings::selfmon::plugin::tls::{Certificate, Handshake, Host};
 use super::state::{PluginState, truncate};
+use crate::config::trust::{Judge, Verifier};
 
 /// Handshakes one call may make.
 pub const HANDSHAKES_PER_CALL: usize = 8;
@@ -66,7 +67,7 @@ async fn handshake(
     let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
         .build()
         .map_err(|e| format!("TLS cannot be set up: {e}"))?;
-    let recorder = Arc::new(Recorder { inner: verifier, roots: roots_for_pins, verdict: Mutex::default() });
+    let recorder = Verifier::new(Recorder { inner: verifier, roots: roots_for_pins, verdict: Mutex::default() });
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS cannot be set up: {e}"))?
@@ -96,6 +97,7 @@ async fn handshake(
         connection.peer_certificates().unwrap_or_default().iter().map(|der| parse(der.as_ref())).collect();
     // A handshake that finished without the chain being looked at is not one to trust.
     let untrusted = recorder
+        .judge
         .verdict
         .lock()
         .expect("verdict lock")
@@ -161,8 +163,8 @@ fn parse(der: &[u8]) -> Certificate {
     }
 }
 
-/// Verifies as a browser would and keeps the verdict, but lets the handshake finish either way. Signatures are
-/// checked for real: a server that cannot prove it holds its certificate's key fails the handshake.
+/// Verifies as a browser would and keeps the verdict, but lets the handshake finish either way (its signatures are
+/// still checked for real).
 #[derive(Debug)]
 struct Recorder {
     inner: Arc<WebPkiServerVerifier>,
@@ -172,43 +174,21 @@ struct Recorder {
     verdict: Mutex<Option<Option<String>>>,
 }
 
-impl ServerCertVerifier for Recorder {
-    fn verify_server_cert(
+impl Judge for Recorder {
+    fn judge(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
         ocsp_response: &[u8],
         now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
+    ) -> Result<(), rustls::Error> {
         let verdict = self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now);
         // A certificate the operator pinned (a self-signed one in `ca_file`): trusted as itself; its names and days
         // are the checker's to judge.
         let why = verdict.err().filter(|_| !self.pinned(end_entity)).map(|error| untrusted(&error, server_name));
         *self.verdict.lock().expect("verdict lock") = Some(why);
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        Ok(())
     }
 }
 

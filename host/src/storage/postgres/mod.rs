@@ -15,10 +15,9 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{CertificateError, ClientConfig, RootCertStore};
 use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -27,7 +26,7 @@ use tokio::sync::Semaphore;
 
 use super::sql::{self, Db, SqlError};
 use super::{READERS, StorageError};
-use crate::config::trust;
+use crate::config::trust::{self, Judge, Verifier};
 
 /// How long connecting to the server may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -210,8 +209,8 @@ impl Verify {
                 .map_err(|e| refused(format!("`sslrootcert` cannot be used: {e}")))
         };
         let verifier: Arc<dyn ServerCertVerifier> = match self {
-            Self::Nothing => Arc::new(Unverified(provider.signature_verification_algorithms)),
-            Self::Chain(roots) => Arc::new(ChainOnly(full(roots)?)),
+            Self::Nothing => Verifier::new(Unverified),
+            Self::Chain(roots) => Verifier::new(ChainOnly(full(roots)?)),
             Self::Full(roots) => full(roots)?,
         };
         Ok(builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth())
@@ -221,40 +220,18 @@ impl Verify {
 /// `sslmode=prefer` or `require` without a CA file: the connection is encrypted, the server is not checked (as
 /// libpq does); the handshake's signatures still are.
 #[derive(Debug)]
-struct Unverified(WebPkiSupportedAlgorithms);
+struct Unverified;
 
-impl ServerCertVerifier for Unverified {
-    fn verify_server_cert(
+impl Judge for Unverified {
+    fn judge(
         &self,
         _: &CertificateDer<'_>,
         _: &[CertificateDer<'_>],
         _: &ServerName<'_>,
         _: &[u8],
         _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        certificate: &CertificateDer<'_>,
-        signed: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, certificate, signed, &self.0)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        certificate: &CertificateDer<'_>,
-        signed: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, certificate, signed, &self.0)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
+    ) -> Result<(), rustls::Error> {
+        Ok(())
     }
 }
 
@@ -262,43 +239,22 @@ impl ServerCertVerifier for Unverified {
 #[derive(Debug)]
 struct ChainOnly(Arc<WebPkiServerVerifier>);
 
-impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
+impl Judge for ChainOnly {
+    fn judge(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
         ocsp_response: &[u8],
         now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
+    ) -> Result<(), rustls::Error> {
         match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
-            Err(rustls::Error::InvalidCertificate(
+            Ok(_)
+            | Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
+            )) => Ok(()),
+            Err(other) => Err(other),
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        certificate: &CertificateDer<'_>,
-        signed: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, certificate, signed)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        certificate: &CertificateDer<'_>,
-        signed: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, certificate, signed)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
     }
 }
 
