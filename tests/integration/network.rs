@@ -158,10 +158,7 @@ target = "{closed}"
 async fn a_tcp_check_without_host_and_port_is_a_config_error() {
     for (config, expected) in [
         ("target = \"cache.internal\"", "`target` `cache.internal` is not host:port"),
-        (
-            "target = \"redis://cache.internal:6379\"",
-            "`target` `redis://cache.internal:6379` is a URL: write host:port",
-        ),
+        ("target = \"redis://cache.internal:6379\"", "`target` is a URL: write host:port"),
         ("target = \"cache.internal:6379\"\n[check.config]\nexpect = \"\"", "`expect` is empty"),
     ] {
         let workdir = Workdir::new(&format!("[[check]]\nname = \"cache\"\nplugin = \"tcp\"\n{config}\n"), &[]);
@@ -294,11 +291,24 @@ async fn tls_judges_trust_names_and_days_left_of_real_certificates() {
             "[[check]]\nname = \"pinned\"\nplugin = \"tls\"\ntarget = \"localhost:{}\"\nca_file = \"pinned.pem\"\n",
             port(pinned_server)
         ),
+        // Pinned, but asked for a name it does not cover: its names count as any certificate's do.
+        format!(
+            "[[check]]\nname = \"pinned-misnamed\"\nplugin = \"tls\"\ntarget = \"localhost:{}\"\nca_file = \
+             \"pinned.pem\"\nconfig = {{ server_name = \"other.test\", names = [\"localhost\"] }}\n",
+            port(pinned_server)
+        ),
+        // The same subject with another key pins nothing.
+        format!(
+            "[[check]]\nname = \"pinned-other-key\"\nplugin = \"tls\"\ntarget = \"localhost:{}\"\nca_file = \
+             \"impostor.pem\"\n",
+            port(pinned_server)
+        ),
     ]
     .concat();
     let workdir = Workdir::new(&config, &[]);
     std::fs::write(workdir.path().join("ca.pem"), &ca.pem).unwrap();
     std::fs::write(workdir.path().join("pinned.pem"), &pinned_pem).unwrap();
+    std::fs::write(workdir.path().join("impostor.pem"), Authority::new("localhost").pem).unwrap();
     let runs = run_once(&workdir).await;
     let seen = |name: &str| (runs[name].health.as_str().to_string(), runs[name].summary.clone());
     let metric = |name: &str, metric: &str| runs[name].metrics.iter().find(|m| m.name == metric).map(|m| m.value);
@@ -321,6 +331,8 @@ async fn tls_judges_trust_names_and_days_left_of_real_certificates() {
         ("soon", "degraded", "fewer than `days_degraded` (21)"),
         ("ca-as-server", "unhealthy", "is not trusted: the server presents a CA certificate as its own (give"),
         ("plain", "unhealthy", "failed: the server did not answer with TLS (is this a TLS port?)"),
+        ("pinned-misnamed", "unhealthy", "is not trusted: the certificate is not valid for `other.test`"),
+        ("pinned-other-key", "unhealthy", "is not trusted: the server presents a CA certificate as its own"),
     ] {
         let (found, summary) = seen(name);
         assert_eq!(found, health, "{name}: {summary}");

@@ -38,8 +38,8 @@ impl Host for PluginState {
             ));
         }
         let timeout = Duration::from_millis(u64::from(timeout_ms)).min(confinement.timeout);
-        let roots = confinement.tls.roots();
-        tokio::time::timeout(timeout, handshake(host, port, &server_name, roots))
+        let (roots, pins) = (confinement.tls.roots(), confinement.tls.pins());
+        tokio::time::timeout(timeout, handshake(host, port, &server_name, roots, pins))
             .await
             .unwrap_or_else(|_| Err(format!("no handshake with {address} within {} ms", timeout.as_millis())))
     }
@@ -58,16 +58,16 @@ async fn handshake(
     port: u16,
     server_name: &str,
     roots: Arc<rustls::RootCertStore>,
+    pins: Arc<rustls::RootCertStore>,
 ) -> Result<Handshake, String> {
     let name = ServerName::try_from(server_name.to_string()).map_err(|_| {
         format!("`{}` is not a name or address to ask a server for", truncate(server_name, SHOWN_BYTES))
     })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let roots_for_pins = roots.clone();
     let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
         .build()
         .map_err(|e| format!("TLS cannot be set up: {e}"))?;
-    let recorder = Verifier::new(Recorder { inner: verifier, roots: roots_for_pins, verdict: Mutex::default() });
+    let recorder = Verifier::new(Recorder { inner: verifier, pins, verdict: Mutex::default() });
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS cannot be set up: {e}"))?
@@ -168,8 +168,8 @@ fn parse(der: &[u8]) -> Certificate {
 #[derive(Debug)]
 struct Recorder {
     inner: Arc<WebPkiServerVerifier>,
-    /// What the check trusts: a certificate among them is trusted as the server's own, as curl and OpenSSL do.
-    roots: Arc<rustls::RootCertStore>,
+    /// The check's `ca_file`: a certificate in it is trusted as the server's own, as curl and OpenSSL do.
+    pins: Arc<rustls::RootCertStore>,
     /// `Some(None)` trusted, `Some(Some(why))` not.
     verdict: Mutex<Option<Option<String>>>,
 }
@@ -184,28 +184,65 @@ impl Judge for Recorder {
         now: UnixTime,
     ) -> Result<(), rustls::Error> {
         let verdict = self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now);
-        // A certificate the operator pinned (a self-signed one in `ca_file`): trusted as itself; its names and days
-        // are the checker's to judge.
-        let why = verdict.err().filter(|_| !self.pinned(end_entity)).map(|error| untrusted(&error, server_name));
+        // A certificate the operator pinned (one in `ca_file`, even a CA's) is trusted as itself: no chain to
+        // build, but its dates and names count as they do for any other.
+        let why = match verdict {
+            Ok(_) => None,
+            Err(_) if self.pinned(end_entity) => pinned_problem(end_entity.as_ref(), server_name, now),
+            Err(error) => Some(untrusted(&error, server_name)),
+        };
         *self.verdict.lock().expect("verdict lock") = Some(why);
         Ok(())
     }
 }
 
 impl Recorder {
-    /// Whether `certificate` is itself one the check trusts: same subject, same key.
+    /// Whether `certificate` is itself one of the check's `ca_file`: same subject, same key.
     fn pinned(&self, certificate: &CertificateDer<'_>) -> bool {
         let mut own = rustls::RootCertStore::empty();
         if own.add(certificate.clone().into_owned()).is_err() {
             return false;
         }
         own.roots.first().is_some_and(|leaf| {
-            self.roots.roots.iter().any(|anchor| {
+            self.pins.roots.iter().any(|anchor| {
                 anchor.subject.as_ref() == leaf.subject.as_ref()
                     && anchor.subject_public_key_info.as_ref() == leaf.subject_public_key_info.as_ref()
             })
         })
     }
+}
+
+/// What keeps a pinned certificate from being trusted for `name` now: its dates, or a name it does not cover (a
+/// DNS name, `*.` standing for one leftmost label, or an IP address).
+fn pinned_problem(der: &[u8], name: &ServerName<'_>, now: UnixTime) -> Option<String> {
+    let certificate = parse(der);
+    let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    if now < certificate.not_before {
+        return Some("the certificate is not valid yet".into());
+    }
+    if now > certificate.not_after {
+        return Some("the certificate has expired".into());
+    }
+    let covered = match name {
+        ServerName::DnsName(dns) => {
+            let asked = dns.as_ref().trim_end_matches('.').to_ascii_lowercase();
+            certificate.dns_names.iter().any(|pattern| {
+                let pattern = pattern.trim_end_matches('.').to_ascii_lowercase();
+                match pattern.strip_prefix("*.") {
+                    Some(parent) => {
+                        asked.split_once('.').is_some_and(|(label, rest)| !label.is_empty() && rest == parent)
+                    }
+                    None => pattern == asked,
+                }
+            })
+        }
+        ServerName::IpAddress(ip) => {
+            let asked = std::net::IpAddr::from(*ip).to_string();
+            certificate.ip_addresses.contains(&asked)
+        }
+        _ => false,
+    };
+    (!covered).then(|| format!("the certificate is not valid for `{}`", name.to_str()))
 }
 
 /// Why a handshake failed, in an operator's words where rustls' are a protocol's.

@@ -9,6 +9,7 @@ use hickory_resolver::Resolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{RData, RecordType};
 
 use super::bindings::selfmon::plugin::dns::{Answer, Host, Lookup};
@@ -110,24 +111,38 @@ async fn lookup(name: &str, kind: RecordType, server: Option<SocketAddr>, timeou
         |answers: Vec<Answer>, code: &str| Lookup { answers, code: code.into(), server: who.clone(), took_ms };
     match found {
         Err(_) => Err(format!("no answer from {} within {} ms", said(&who), timeout.as_millis())),
-        Ok(Ok(records)) => Ok(answered(
-            records
-                .answers()
-                .iter()
-                .take(ANSWERS)
-                .map(|record| Answer {
-                    record_type: record.record_type().to_string(),
-                    ttl: record.ttl,
-                    data: truncate(&zone_text(&record.data), DATA_BYTES).to_string(),
-                })
-                .collect(),
-            "NOERROR",
-        )),
+        Ok(Ok(records)) => {
+            let code = mnemonic(records.message().metadata.response_code);
+            Ok(answered(
+                records
+                    .answers()
+                    .iter()
+                    .take(ANSWERS)
+                    .map(|record| Answer {
+                        record_type: record.record_type().to_string(),
+                        ttl: record.ttl,
+                        data: cut(zone_text(&record.data)),
+                    })
+                    .collect(),
+                &code,
+            ))
+        }
         Ok(Err(error)) => match no_records(&error) {
             Some(code) => Ok(answered(Vec::new(), &code)),
             None => Err(format!("no answer from {}: {error}", said(&who))),
         },
     }
+}
+
+/// At most [`DATA_BYTES`] of a record's data, marked when cut (so that no expected value is judged against part of
+/// a record without saying so).
+fn cut(data: String) -> String {
+    if data.len() <= DATA_BYTES { data } else { format!("{} (cut at {DATA_BYTES} bytes)", truncate(&data, DATA_BYTES)) }
+}
+
+/// A response code as DNS tools write it: `NOERROR`, `NXDOMAIN`, `SERVFAIL`.
+fn mnemonic(code: ResponseCode) -> String {
+    format!("{code:?}").to_ascii_uppercase()
 }
 
 /// Who answered, in a sentence: `the system resolver`, `the DNS server 192.0.2.53:53`.
@@ -160,7 +175,7 @@ fn no_records(error: &NetError) -> Option<String> {
     } else if error.is_no_records_found() {
         Some("NOERROR".into())
     } else if let NetError::Dns(DnsError::ResponseCode(code)) = error {
-        Some(format!("{code:?}").to_ascii_uppercase())
+        Some(mnemonic(*code))
     } else {
         None
     }

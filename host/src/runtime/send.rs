@@ -24,9 +24,9 @@ use wasmtime_wasi_http::{Error, WasiBody};
 use crate::config::trust;
 use crate::runtime::reach::Reach;
 
-/// The certificate authorities one check's HTTPS requests trust.
+/// The certificate authorities one check's HTTPS requests trust, and its `ca_file`'s own certificates.
 #[derive(Clone)]
-pub struct TlsConfig(Arc<ClientConfig>, Arc<rustls::RootCertStore>);
+pub struct TlsConfig(Arc<ClientConfig>, Arc<rustls::RootCertStore>, Arc<rustls::RootCertStore>);
 
 impl std::fmt::Debug for TlsConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -38,8 +38,10 @@ impl TlsConfig {
     /// The system's roots, plus every certificate in `extra_pem` (a CA file's contents).
     pub fn new(extra_pem: Option<&[u8]>) -> Result<Self, String> {
         let mut roots = trust::system_roots().clone();
+        let mut own = rustls::RootCertStore::empty();
         if let Some(pem) = extra_pem {
-            trust::add_pem(&mut roots, pem)?;
+            trust::add_pem(&mut own, pem)?;
+            roots.extend(own.roots.iter().cloned());
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = ClientConfig::builder_with_provider(provider)
@@ -47,12 +49,17 @@ impl TlsConfig {
             .map_err(|e| format!("TLS cannot be set up: {e}"))?
             .with_root_certificates(roots.clone())
             .with_no_client_auth();
-        Ok(Self(Arc::new(config), Arc::new(roots)))
+        Ok(Self(Arc::new(config), Arc::new(roots), Arc::new(own)))
     }
 
     /// The certificate authorities themselves, for a verifier built elsewhere.
     pub fn roots(&self) -> Arc<rustls::RootCertStore> {
         self.1.clone()
+    }
+
+    /// The certificates of the check's `ca_file` alone (none without one): those an operator may pin a server to.
+    pub fn pins(&self) -> Arc<rustls::RootCertStore> {
+        self.2.clone()
     }
 
     /// The rustls configuration itself, for a client built elsewhere.

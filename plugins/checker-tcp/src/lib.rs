@@ -151,7 +151,8 @@ fn first_line(reply: &[u8]) -> String {
 fn address(ctx: &Context) -> Result<String, Error> {
     let target = ctx.target().ok_or("set `target` to host:port")?;
     if target.contains("://") {
-        return Err(format!("`target` `{target}` is a URL: write host:port, without a scheme").into());
+        // Not quoted: a URL may carry a password.
+        return Err("`target` is a URL: write host:port, without a scheme".into());
     }
     match target.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => Ok(target.to_string()),

@@ -175,7 +175,11 @@ fn date(unix: i64) -> String {
 /// `host:port` to connect to and the host: from `host:port`, or an `https://` URL (port 443 unless given).
 fn address(ctx: &Context) -> Result<(String, String), Error> {
     let target = ctx.target().ok_or("set `target` to host:port or an https:// URL")?;
-    address_of(target).ok_or_else(|| format!("`target` `{target}` is not host:port or an https:// URL").into())
+    address_of(target).ok_or_else(|| {
+        // A URL is not quoted: it may carry a password.
+        let shown = if target.contains("://") { String::new() } else { format!(" `{target}`") };
+        format!("`target`{shown} is not host:port or an https:// URL").into()
+    })
 }
 
 /// `host:port` (`[v6]:port`) and the host without brackets, from `host:port` or an `https://` URL with or without a

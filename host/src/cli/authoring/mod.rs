@@ -147,7 +147,7 @@ async fn run_file(mut config: Config, file: &Path, options: RunOptions) -> Resul
     // A built-in plugin by its name (`selfmon plugin run tcp`), unless a file of that name is here.
     let builtin = file
         .to_str()
-        .filter(|_| !file.exists())
+        .filter(|_| !file.is_file())
         .and_then(|name| plugins.get(name))
         .filter(|plugin| matches!(plugin.source, PluginSource::Builtin(_)))
         .map(|plugin| (plugin.info.name.clone(), plugin.kind(), settings(&plugin.info, &options.set)));
