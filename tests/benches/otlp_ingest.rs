@@ -194,7 +194,7 @@ fn privacy() {
         &selfmon::config::PrivacyConfig::default(),
         &selfmon::config::Source::default(),
         &|_| None,
-        &dir.path().join("privacy.key"),
+        selfmon::storage::KeyFile::Make(&dir.path().join("privacy.key")),
     )
     .unwrap();
     let messages: Vec<String> = (0..200_000)

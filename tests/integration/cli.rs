@@ -320,6 +320,24 @@ fn the_example_config_is_valid() {
     assert!(text(&output.stdout).contains("9 alert rules (9 enabled)"), "{}", text(&output.stdout));
 }
 
+/// Commands that check or read write no key: one run as root must not leave a file the service's user cannot read.
+#[tokio::test(flavor = "multi_thread")]
+async fn config_check_makes_no_key_and_the_server_makes_it_once() {
+    let workdir = Workdir::new("", &[]);
+    let key = workdir.path().join("privacy.key");
+    let output = selfmon(&workdir, &["config", "check"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(!text(&output.stderr).contains("Made the key"), "{}", text(&output.stderr));
+    assert!(!key.exists(), "config check wrote {}", key.display());
+    // The server makes it, and keeps it.
+    selfmon::app::host::Host::build(workdir.config()).await.unwrap();
+    let made = std::fs::read_to_string(&key).unwrap();
+    assert_eq!(made.trim().len(), 64);
+    let output = selfmon(&workdir, &["config", "check"]);
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), made);
+}
+
 #[test]
 fn plugins_lists_what_is_loaded_and_why_files_were_refused() {
     let workdir = Workdir::new(

@@ -16,7 +16,7 @@ use crate::logs::sources::Source;
 use crate::logs::sources::syslog::BindError;
 use crate::runtime::plugins::Plugins;
 use crate::runtime::{CompiledCache, Runtime};
-use crate::storage::{Privacy, StorageError};
+use crate::storage::{KeyFile, Privacy, StorageError};
 
 /// Why selfmon could not start or keep serving.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,13 @@ pub enum StartError {
     Otlp(std::net::SocketAddr, std::io::Error),
     #[error(transparent)]
     Listen(#[from] BindError),
+}
+
+/// Whether building a host may make the keys it keeps on disk.
+#[derive(Clone, Copy)]
+enum KeyMode {
+    Make,
+    Read,
 }
 
 /// Plugins loaded and checks built from a config: everything but storage and the servers.
@@ -61,8 +68,25 @@ impl Host {
         Self::assemble(config, Arc::new(runtime), plugins).await.map_err(StartError::Config)
     }
 
+    /// As [`Host::build`], for a command that checks or reads rather than serves: nothing is written for it (a
+    /// pseudonymization key that does not exist yet is not made).
+    pub async fn for_command(config: Config) -> Result<Self, StartError> {
+        let config = config.with_sidecars().map_err(StartError::Config)?;
+        let (runtime, plugins) = load_plugins(&config).await?;
+        Self::assemble_with(config, Arc::new(runtime), plugins, KeyMode::Read).await.map_err(StartError::Config)
+    }
+
     /// Build the checks, log sources and rules of `config` (sidecars included) on plugins already loaded.
     pub async fn assemble(config: Config, runtime: Arc<Runtime>, plugins: Plugins) -> Result<Self, Vec<ConfigError>> {
+        Self::assemble_with(config, runtime, plugins, KeyMode::Make).await
+    }
+
+    async fn assemble_with(
+        config: Config,
+        runtime: Arc<Runtime>,
+        plugins: Plugins,
+        keys: KeyMode,
+    ) -> Result<Self, Vec<ConfigError>> {
         let sane = config_sanity(&config);
         let env = |name: &str| std::env::var(name).ok();
         let built = checks::build(&config, &plugins, &runtime, &env).await;
@@ -70,7 +94,11 @@ impl Host {
         let sources = Source::build(&config, &plugins, &runtime).await;
         let alerting = Alerting::build(&config, &plugins, &runtime, &env).await;
         let key_file = config.source.resolve(&config.storage.path).with_file_name("privacy.key");
-        let privacy = Privacy::build(&config.privacy, &config.source, &env, &key_file);
+        let key_file = match keys {
+            KeyMode::Make => KeyFile::Make(&key_file),
+            KeyMode::Read => KeyFile::Read(&key_file),
+        };
+        let privacy = Privacy::build(&config.privacy, &config.source, &env, key_file);
         let (checks, access, log_sources, alerting, privacy) = match (sane, built, access, sources, alerting, privacy) {
             (Ok(()), Ok(checks), Ok(access), Ok(sources), Ok(alerting), Ok(privacy)) => {
                 (checks, access, sources, alerting, privacy)

@@ -20,7 +20,7 @@ use crate::logs::{LEVELS, StoredRecord, level_list};
 use crate::runtime::Kind;
 use crate::runtime::plugins::Plugins;
 use crate::runtime::settings::describe_settings;
-use crate::storage::{Privacy, Reader, StorageError};
+use crate::storage::{KeyFile, Privacy, Reader, StorageError};
 
 /// Self-hosted monitoring with sandboxed WebAssembly plugins.
 #[derive(Debug, Parser)]
@@ -310,7 +310,7 @@ fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
 }
 
 async fn build(config: Config) -> Result<Host, ExitCode> {
-    Host::build(config).await.map_err(|error| {
+    Host::for_command(config).await.map_err(|error| {
         match error {
             StartError::Config(errors) => {
                 for error in &errors {
@@ -484,7 +484,7 @@ async fn logs(config: Config, command: LogsCommand) -> ExitCode {
         Some(user) if config.privacy.pseudonymize_users => {
             let env = |name: &str| std::env::var(name).ok();
             let key_file = path.with_file_name("privacy.key");
-            match Privacy::build(&config.privacy, &config.source, &env, &key_file) {
+            match Privacy::build(&config.privacy, &config.source, &env, KeyFile::Read(&key_file)) {
                 Ok(privacy) => Some(privacy.lookup_id(&user)),
                 Err(errors) => {
                     for error in errors {

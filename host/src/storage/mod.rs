@@ -56,7 +56,7 @@ use postgres::Postgres;
 use sqlite::Sqlite;
 
 pub use postgres::listen::Heard;
-pub use privacy::{PSEUDONYM_PREFIX, Privacy, kept_key};
+pub use privacy::{KeyFile, PSEUDONYM_PREFIX, Privacy, kept_key};
 pub use samples::{MAX_POINTS, MetricName, Sample, SeriesError, SeriesPage, SeriesPoints, SeriesQuery};
 pub use sql::{Db, SqlError};
 pub use sqlite::open_read_only;

@@ -76,14 +76,22 @@ impl Default for Privacy {
     }
 }
 
+/// Where the pseudonymization key is kept when the config sets none.
+#[derive(Debug, Clone, Copy)]
+pub enum KeyFile<'a> {
+    /// Made when it does not exist yet (the server).
+    Make(&'a Path),
+    /// Read if it exists, never written (commands that only check or read): a key of the moment stands in.
+    Read(&'a Path),
+}
+
 impl Privacy {
-    /// The `[privacy]` table made usable. Without a configured key, the key kept in `key_file` is used, made when
-    /// it does not exist yet.
+    /// The `[privacy]` table made usable. Without a configured key, the key kept in `key_file` is used.
     pub fn build(
         config: &PrivacyConfig,
         source: &Source,
         env: &crate::config::Env,
-        key_file: &Path,
+        key_file: KeyFile<'_>,
     ) -> Result<Self, Vec<ConfigError>> {
         let mut errors = Vec::new();
         let mut problem = |message: String| errors.push(ConfigError::new(source.name(), None, message));
@@ -121,7 +129,11 @@ impl Privacy {
                 }
             }
         } else {
-            match kept_key(key_file, "pseudonymizes user ids; back it up with the database") {
+            let key = match key_file {
+                KeyFile::Make(path) => kept_key(path, "pseudonymizes user ids; back it up with the database"),
+                KeyFile::Read(path) => existing_key(path).and_then(|key| key.map_or_else(new_key, Ok)),
+            };
+            match key {
                 Ok(key) => Some(key),
                 Err(reason) => {
                     problem(format!("`[privacy]`: {reason}; or set `key`"));
@@ -258,31 +270,41 @@ fn luhn(text: &str) -> bool {
     digits.len() >= 13 && sum.is_multiple_of(10)
 }
 
+/// The key kept in `path`, if there is one.
+fn existing_key(path: &Path) -> Result<Option<Secret>, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.trim().len() >= 32 => Ok(Some(Secret::new(text.trim().to_string()))),
+        Ok(_) => Err(format!("the key file {} is too short (at least 32 characters)", path.display())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(format!("cannot read the key file {}: {error}", path.display())),
+    }
+}
+
+/// A new random key: 32 bytes, as hex.
+fn new_key() -> Result<Secret, String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| format!("cannot make a key: {e}"))?;
+    Ok(Secret::new(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+}
+
 /// The key kept in `path`, made (32 random bytes, hex, readable by the owner only) when the file does not exist;
 /// `purpose` says what for, in the log line that announces a new one.
 pub fn kept_key(path: &Path, purpose: &str) -> Result<Secret, String> {
-    match std::fs::read_to_string(path) {
-        Ok(text) if text.trim().len() >= 32 => return Ok(Secret::new(text.trim().to_string())),
-        Ok(_) => return Err(format!("the key file {} is too short (at least 32 characters)", path.display())),
-        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-            return Err(format!("cannot read the key file {}: {error}", path.display()));
-        }
-        Err(_) => {}
+    if let Some(key) = existing_key(path)? {
+        return Ok(key);
     }
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| format!("cannot make a key: {e}"))?;
-    let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let key = new_key()?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         super::private_dir(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let written = options.open(path).and_then(|mut file| std::io::Write::write_all(&mut file, key.as_bytes()));
+    let written = options.open(path).and_then(|mut file| std::io::Write::write_all(&mut file, key.expose().as_bytes()));
     match written {
         Ok(()) => {
             tracing::info!(path = %path.display(), "Made the key that {purpose}");
-            Ok(Secret::new(key))
+            Ok(key)
         }
         // Another process made it first.
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => kept_key(path, purpose),
@@ -296,7 +318,7 @@ mod tests {
 
     fn privacy(config: &PrivacyConfig) -> Privacy {
         let dir = tempfile::tempdir().unwrap();
-        Privacy::build(config, &Source::default(), &|_| None, &dir.path().join("privacy.key")).unwrap()
+        Privacy::build(config, &Source::default(), &|_| None, KeyFile::Make(&dir.path().join("privacy.key"))).unwrap()
     }
 
     #[test]
@@ -354,8 +376,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("data/privacy.key");
         let config = PrivacyConfig::default();
-        let first = Privacy::build(&config, &Source::default(), &|_| None, &file).unwrap();
-        let again = Privacy::build(&config, &Source::default(), &|_| None, &file).unwrap();
+        let first = Privacy::build(&config, &Source::default(), &|_| None, KeyFile::Make(&file)).unwrap();
+        let again = Privacy::build(&config, &Source::default(), &|_| None, KeyFile::Make(&file)).unwrap();
         let pseudonym = first.user("telegram:123456");
         assert!(pseudonym.starts_with("u_") && pseudonym.len() == 34, "{pseudonym}");
         assert_eq!(again.user("telegram:123456"), pseudonym, "the kept key gives the same pseudonym");
@@ -382,9 +404,10 @@ mod tests {
         assert_eq!(privacy.redact("passport 4510 123456 given"), "passport [redacted:passport] given");
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("k");
-        let errors = Privacy::build(&config("(unclosed"), &Source::default(), &|_| None, &key).unwrap_err();
+        let errors =
+            Privacy::build(&config("(unclosed"), &Source::default(), &|_| None, KeyFile::Make(&key)).unwrap_err();
         assert!(errors[0].message.contains("`passport`: not a valid regex"), "{errors:?}");
-        let errors = Privacy::build(&config("x*"), &Source::default(), &|_| None, &key).unwrap_err();
+        let errors = Privacy::build(&config("x*"), &Source::default(), &|_| None, KeyFile::Make(&key)).unwrap_err();
         assert!(errors[0].message.contains("matches the empty text"), "{errors:?}");
     }
 }
