@@ -194,7 +194,8 @@ fn privacy() {
         &selfmon::config::PrivacyConfig::default(),
         &selfmon::config::Source::default(),
         &|_| None,
-        selfmon::storage::KeyFile::Make(&dir.path().join("privacy.key")),
+        &dir.path().join("privacy.key"),
+        selfmon::storage::KeyFile::Make,
     )
     .unwrap();
     let messages: Vec<String> = (0..200_000)

@@ -219,17 +219,7 @@ impl Authority {
 
 /// A TLS server on loopback presenting `certificate`: the handshake, then the connection held until the client goes.
 async fn serve_tls(certificate: &rcgen::Certificate, key: &rcgen::KeyPair) -> SocketAddr {
-    let config =
-        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![certificate.der().clone()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            )
-            .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let acceptor = crate::support::fakes::acceptor(certificate.der().clone(), key.serialize_der());
     server(move |stream| {
         let acceptor = acceptor.clone();
         async move {

@@ -284,6 +284,7 @@ async fn every_query_of_the_grafana_dashboard_answers_from_a_real_prometheus() {
             queries.push((panel["title"].as_str().unwrap().to_string(), target["expr"].as_str().unwrap().to_string()));
         }
     }
+    assert!(queries.len() >= 10, "the dashboard's panels and queries: {queries:?}");
     // Grafana's variables, as Grafana fills them in for "All" and a short range.
     let filled = |expr: &str| expr.replace("$__rate_interval", "1m").replace("$check", ".*");
 

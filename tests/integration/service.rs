@@ -108,7 +108,19 @@ async fn the_release_tarball_unpacks_to_a_selfmon_that_serves_with_its_service_c
     assert!(unit.contains("Type=notify") && unit.contains("ExecReload=/bin/kill -HUP $MAINPID"), "{unit}");
     for line in unit.lines().filter(|l| !l.starts_with('#')) {
         // What wasmtime cannot run under: it writes machine code and then executes it, and reserves address space.
-        for forbidden in ["MemoryDenyWriteExecute=yes", "MemoryDenyWriteExecute=true", "LimitAS=", "ProcSubset=pid"] {
+        let forbidden = [
+            "MemoryDenyWriteExecute=yes",
+            "MemoryDenyWriteExecute=true",
+            "MemoryDenyWriteExecute=on",
+            "MemoryDenyWriteExecute=1",
+            "LimitAS=",
+            "ProcSubset=pid",
+            "PrivateNetwork=yes",
+            "PrivateNetwork=true",
+            "PrivateNetwork=on",
+            "PrivateNetwork=1",
+        ];
+        for forbidden in forbidden {
             assert!(!line.starts_with(forbidden), "the unit sets {line}");
         }
     }

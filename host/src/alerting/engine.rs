@@ -474,7 +474,7 @@ fn rule_status(spec: &RuleSpec, now: SystemTime) -> RuleStatus {
         for_seconds: spec.hold.as_secs_f64(),
         channels: spec.channels.clone(),
         escalation: spec.escalation.clone(),
-        description: spec.description.clone(),
+        description: spec.annotations.get("description").cloned().unwrap_or_default(),
         condition: spec
             .config
             .iter()

@@ -38,7 +38,6 @@ pub struct RuleSpec {
     /// Channel names, as the rule wrote them (a kind's name stands for every channel of that kind).
     pub channels: Vec<String>,
     pub escalation: Option<String>,
-    pub description: String,
     /// Annotations the rule adds to its alerts (`description` among them when the rule has one), templates not yet
     /// filled in.
     pub annotations: BTreeMap<String, String>,
@@ -274,7 +273,6 @@ async fn build_one(
         hold,
         channels: wanted,
         escalation: rule.escalation.clone(),
-        description: rule.description.clone().unwrap_or_default(),
         annotations: annotations(rule),
         labels: rule.labels.clone(),
         enabled: rule.enabled,
@@ -302,7 +300,6 @@ pub fn from_api(rule: &Rule, expression: &Arc<Plugin>, alerting: &AlertingConfig
             rule.notification_channels.clone()
         },
         escalation: None,
-        description: rule.description.clone(),
         annotations: [("description".to_string(), rule.description.clone())]
             .into_iter()
             .filter(|(_, d)| !d.is_empty())

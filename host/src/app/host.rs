@@ -37,13 +37,6 @@ pub enum StartError {
     Listen(#[from] BindError),
 }
 
-/// Whether building a host may make the keys it keeps on disk.
-#[derive(Clone, Copy)]
-enum KeyMode {
-    Make,
-    Read,
-}
-
 /// Plugins loaded and checks built from a config: everything but storage and the servers.
 pub struct Host {
     pub config: Config,
@@ -63,29 +56,31 @@ impl Host {
     /// Load the plugins and build the checks, with the tables of the plugins folder's sidecars. All of the config
     /// is checked, and every problem reported.
     pub async fn build(config: Config) -> Result<Self, StartError> {
-        let config = config.with_sidecars().map_err(StartError::Config)?;
-        let (runtime, plugins) = load_plugins(&config).await?;
-        Self::assemble(config, Arc::new(runtime), plugins).await.map_err(StartError::Config)
+        Self::build_with(config, KeyFile::Make).await
     }
 
     /// As [`Host::build`], for a command that checks or reads rather than serves: nothing is written for it (a
     /// pseudonymization key that does not exist yet is not made).
     pub async fn for_command(config: Config) -> Result<Self, StartError> {
+        Self::build_with(config, KeyFile::Read).await
+    }
+
+    async fn build_with(config: Config, key_file: KeyFile) -> Result<Self, StartError> {
         let config = config.with_sidecars().map_err(StartError::Config)?;
         let (runtime, plugins) = load_plugins(&config).await?;
-        Self::assemble_with(config, Arc::new(runtime), plugins, KeyMode::Read).await.map_err(StartError::Config)
+        Self::assemble_with(config, Arc::new(runtime), plugins, key_file).await.map_err(StartError::Config)
     }
 
     /// Build the checks, log sources and rules of `config` (sidecars included) on plugins already loaded.
     pub async fn assemble(config: Config, runtime: Arc<Runtime>, plugins: Plugins) -> Result<Self, Vec<ConfigError>> {
-        Self::assemble_with(config, runtime, plugins, KeyMode::Make).await
+        Self::assemble_with(config, runtime, plugins, KeyFile::Make).await
     }
 
     async fn assemble_with(
         config: Config,
         runtime: Arc<Runtime>,
         plugins: Plugins,
-        keys: KeyMode,
+        key_file: KeyFile,
     ) -> Result<Self, Vec<ConfigError>> {
         let sane = config_sanity(&config);
         let env = |name: &str| std::env::var(name).ok();
@@ -93,12 +88,8 @@ impl Host {
         let access = Access::from_config(&config.api, &config.source, &env);
         let sources = Source::build(&config, &plugins, &runtime).await;
         let alerting = Alerting::build(&config, &plugins, &runtime, &env).await;
-        let key_file = config.source.resolve(&config.storage.path).with_file_name("privacy.key");
-        let key_file = match keys {
-            KeyMode::Make => KeyFile::Make(&key_file),
-            KeyMode::Read => KeyFile::Read(&key_file),
-        };
-        let privacy = Privacy::build(&config.privacy, &config.source, &env, key_file);
+        let key_path = config.source.resolve(&config.storage.path).with_file_name("privacy.key");
+        let privacy = Privacy::build(&config.privacy, &config.source, &env, &key_path, key_file);
         let (checks, access, log_sources, alerting, privacy) = match (sane, built, access, sources, alerting, privacy) {
             (Ok(()), Ok(checks), Ok(access), Ok(sources), Ok(alerting), Ok(privacy)) => {
                 (checks, access, sources, alerting, privacy)

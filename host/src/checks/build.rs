@@ -67,10 +67,12 @@ pub async fn build(
     if errors.is_empty() { Ok(checks) } else { Err(errors) }
 }
 
-/// A plugin's reason for refusing a config, at the key it starts with when it names one (`` `expect` is empty ``),
-/// so that the error points at that key's line.
+/// A plugin's reason for refusing a config, at the key it starts with when it names one (`` `expect` is empty ``, or
+/// the SDK's own `` invalid config key `expect`: ... ``), so that the error points at that key's line.
 fn plugin_problem(reason: String) -> Problem {
     let key = reason
+        .strip_prefix("invalid config key ")
+        .unwrap_or(&reason)
         .strip_prefix('`')
         .and_then(|rest| rest.split_once('`'))
         .map(|(key, _)| key.to_string())
@@ -406,6 +408,15 @@ mod tests {
 
     fn sources(env: &Env) -> SecretSources<'_> {
         SecretSources { env, base: std::path::Path::new("/etc/selfmon") }
+    }
+
+    #[test]
+    fn a_plugin_reason_that_names_a_key_is_placed_at_it() {
+        let key = |reason: &str| plugin_problem(reason.to_string()).key;
+        assert_eq!(key("`expect` is empty").as_deref(), Some("expect"));
+        assert_eq!(key("invalid config key `days`: expected a number").as_deref(), Some("days"));
+        assert_eq!(key("invalid config key `a.b`: nested"), None);
+        assert_eq!(key("the target is not host:port"), None);
     }
 
     #[test]

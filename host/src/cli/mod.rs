@@ -79,7 +79,7 @@ pub enum Command {
     /// Print the completion script for a shell: `source <(selfmon completions bash)`.
     Completions {
         #[arg(value_enum)]
-        shell: service::Shell,
+        shell: clap_complete::Shell,
     },
     /// Print the manual page selfmon(1); with `--dir`, write it and one page per subcommand there.
     Man {
@@ -484,7 +484,7 @@ async fn logs(config: Config, command: LogsCommand) -> ExitCode {
         Some(user) if config.privacy.pseudonymize_users => {
             let env = |name: &str| std::env::var(name).ok();
             let key_file = path.with_file_name("privacy.key");
-            match Privacy::build(&config.privacy, &config.source, &env, KeyFile::Read(&key_file)) {
+            match Privacy::build(&config.privacy, &config.source, &env, &key_file, KeyFile::Read) {
                 Ok(privacy) => Some(privacy.lookup_id(&user)),
                 Err(errors) => {
                     for error in errors {

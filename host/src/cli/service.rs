@@ -134,26 +134,8 @@ impl Judge for Pinned {
     }
 }
 
-/// The shells `completions` writes for.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum Shell {
-    Bash,
-    Zsh,
-    Fish,
-    Elvish,
-    Powershell,
-}
-
 /// Print the completion script of `shell` for the whole command line.
-pub fn completions(shell: Shell) -> ExitCode {
-    use clap_complete::Shell as S;
-    let shell = match shell {
-        Shell::Bash => S::Bash,
-        Shell::Zsh => S::Zsh,
-        Shell::Fish => S::Fish,
-        Shell::Elvish => S::Elvish,
-        Shell::Powershell => S::PowerShell,
-    };
+pub fn completions(shell: clap_complete::Shell) -> ExitCode {
     clap_complete::generate(shell, &mut Cli::command(), "selfmon", &mut std::io::stdout());
     ExitCode::SUCCESS
 }

@@ -66,11 +66,6 @@ impl Grants {
         self.entries.is_empty()
     }
 
-    /// Whether any grant names a host (so the plugin needs name lookups for raw TCP).
-    pub fn names_hosts(&self) -> bool {
-        self.entries.iter().any(|g| matches!(g.host, HostPattern::Name(_)))
-    }
-
     /// Whether a name lookup of `name` is granted: a host name a grant names exactly (or an IP address literal).
     pub fn names(&self, name: &str) -> bool {
         let name = name.trim_end_matches('.').to_ascii_lowercase();

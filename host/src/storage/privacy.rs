@@ -76,22 +76,23 @@ impl Default for Privacy {
     }
 }
 
-/// Where the pseudonymization key is kept when the config sets none.
+/// What becomes of the file that keeps the pseudonymization key when the config sets none.
 #[derive(Debug, Clone, Copy)]
-pub enum KeyFile<'a> {
+pub enum KeyFile {
     /// Made when it does not exist yet (the server).
-    Make(&'a Path),
+    Make,
     /// Read if it exists, never written (commands that only check or read): a key of the moment stands in.
-    Read(&'a Path),
+    Read,
 }
 
 impl Privacy {
-    /// The `[privacy]` table made usable. Without a configured key, the key kept in `key_file` is used.
+    /// The `[privacy]` table made usable. Without a configured key, the key kept in `key_path` is used.
     pub fn build(
         config: &PrivacyConfig,
         source: &Source,
         env: &crate::config::Env,
-        key_file: KeyFile<'_>,
+        key_path: &Path,
+        key_file: KeyFile,
     ) -> Result<Self, Vec<ConfigError>> {
         let mut errors = Vec::new();
         let mut problem = |message: String| errors.push(ConfigError::new(source.name(), None, message));
@@ -130,8 +131,8 @@ impl Privacy {
             }
         } else {
             let key = match key_file {
-                KeyFile::Make(path) => kept_key(path, "pseudonymizes user ids; back it up with the database"),
-                KeyFile::Read(path) => existing_key(path).and_then(|key| key.map_or_else(new_key, Ok)),
+                KeyFile::Make => kept_key(key_path, "pseudonymizes user ids; back it up with the database"),
+                KeyFile::Read => existing_key(key_path).and_then(|key| key.map_or_else(new_key, Ok)),
             };
             match key {
                 Ok(key) => Some(key),
@@ -318,7 +319,7 @@ mod tests {
 
     fn privacy(config: &PrivacyConfig) -> Privacy {
         let dir = tempfile::tempdir().unwrap();
-        Privacy::build(config, &Source::default(), &|_| None, KeyFile::Make(&dir.path().join("privacy.key"))).unwrap()
+        Privacy::build(config, &Source::default(), &|_| None, &dir.path().join("privacy.key"), KeyFile::Make).unwrap()
     }
 
     #[test]
@@ -376,8 +377,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("data/privacy.key");
         let config = PrivacyConfig::default();
-        let first = Privacy::build(&config, &Source::default(), &|_| None, KeyFile::Make(&file)).unwrap();
-        let again = Privacy::build(&config, &Source::default(), &|_| None, KeyFile::Make(&file)).unwrap();
+        let first = Privacy::build(&config, &Source::default(), &|_| None, &file, KeyFile::Make).unwrap();
+        let again = Privacy::build(&config, &Source::default(), &|_| None, &file, KeyFile::Make).unwrap();
         let pseudonym = first.user("telegram:123456");
         assert!(pseudonym.starts_with("u_") && pseudonym.len() == 34, "{pseudonym}");
         assert_eq!(again.user("telegram:123456"), pseudonym, "the kept key gives the same pseudonym");
@@ -405,9 +406,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("k");
         let errors =
-            Privacy::build(&config("(unclosed"), &Source::default(), &|_| None, KeyFile::Make(&key)).unwrap_err();
+            Privacy::build(&config("(unclosed"), &Source::default(), &|_| None, &key, KeyFile::Make).unwrap_err();
         assert!(errors[0].message.contains("`passport`: not a valid regex"), "{errors:?}");
-        let errors = Privacy::build(&config("x*"), &Source::default(), &|_| None, KeyFile::Make(&key)).unwrap_err();
+        let errors = Privacy::build(&config("x*"), &Source::default(), &|_| None, &key, KeyFile::Make).unwrap_err();
         assert!(errors[0].message.contains("matches the empty text"), "{errors:?}");
     }
 }

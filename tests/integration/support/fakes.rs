@@ -80,15 +80,20 @@ impl TestCa {
     }
 
     pub fn acceptor(&self) -> TlsAcceptor {
-        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(self.leaf_key.clone().into());
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![self.leaf.clone()], key)
-            .unwrap();
-        TlsAcceptor::from(Arc::new(config))
+        acceptor(self.leaf.clone(), self.leaf_key.clone())
     }
+}
+
+/// A TLS server's side of the handshake, presenting `certificate` (`key`: its private key, PKCS#8 DER).
+pub fn acceptor(certificate: rustls::pki_types::CertificateDer<'static>, key: Vec<u8>) -> TlsAcceptor {
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certificate], key)
+        .unwrap();
+    TlsAcceptor::from(Arc::new(config))
 }
 
 struct TlsListener {

@@ -20,7 +20,7 @@ pub fn body(notification: &Notification, chat_id: &str, external_url: &str) -> V
             None => format!("\n{}", escape(line)),
         };
         if let Some(url) = runbook(notice) {
-            line.push_str(&format!(" <a href=\"{}\">runbook</a>", escape(&url).replace('"', "&quot;")));
+            line.push_str(&format!(" <a href=\"{}\">runbook</a>", escape(&url)));
         }
         if let Some(description) = description(notice) {
             line.push_str(&format!("\n<i>{}</i>", escape(description)));
